@@ -1,0 +1,1 @@
+//! Reading and writing PyTorch checkpoints and NumPy arrays.

@@ -1,0 +1,1 @@
+//! Models: MobileNetV2 and its quantizable form.

@@ -1,0 +1,1 @@
+//! Quantization numerics: schemes, qparams, observers, fake-quant, qconfigs (see issue #3).
