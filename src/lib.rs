@@ -7,9 +7,11 @@
 //! The crate is laid out in workflow order:
 //! - [`models`]: MobileNetV2 (float) and, later, its quantizable form;
 //! - [`quant`]: quantization schemes, qparams, observers, fake-quant and qconfigs;
+//! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
 pub mod error;
+pub mod infer;
 pub mod io;
 pub mod models;
 pub mod quant;

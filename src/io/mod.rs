@@ -1,1 +1,7 @@
 //! Reading and writing PyTorch checkpoints and NumPy arrays.
+
+pub mod atomic;
+pub mod npy;
+pub mod pytorch;
+
+pub use pytorch::{KeyMap, load_state_dict};

@@ -26,8 +26,8 @@ impl Fixture {
     /// Loads `tests/fixtures/<name>` (a safetensors file).
     pub fn load(name: &str) -> Self {
         let path = fixture_path(name);
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+        let bytes =
+            std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
         let st = SafeTensors::deserialize(&bytes)
             .unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
         let arrays = st
@@ -71,7 +71,10 @@ impl Fixture {
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
                 .collect(),
-            other => panic!("fixture {} array '{key}' is {other:?}, not float", self.name),
+            other => panic!(
+                "fixture {} array '{key}' is {other:?}, not float",
+                self.name
+            ),
         }
     }
 
@@ -101,7 +104,12 @@ impl Fixture {
     /// An f32 array as a Burn tensor of rank `D` on `device`.
     pub fn tensor<const D: usize>(&self, key: &str, device: &Device) -> Tensor<D> {
         let shape = self.shape(key);
-        assert_eq!(shape.len(), D, "fixture array '{key}' has rank {}", shape.len());
+        assert_eq!(
+            shape.len(),
+            D,
+            "fixture array '{key}' has rank {}",
+            shape.len()
+        );
         Tensor::from_data(TensorData::new(self.f32(key), shape), device)
     }
 }
@@ -113,7 +121,14 @@ pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32, what
     for (i, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let excess = (a - e).abs() - (atol + rtol * e.abs());
         if excess.is_nan() || excess > worst.1 {
-            worst = (i, if excess.is_nan() { f32::INFINITY } else { excess });
+            worst = (
+                i,
+                if excess.is_nan() {
+                    f32::INFINITY
+                } else {
+                    excess
+                },
+            );
         }
     }
     assert!(
@@ -129,6 +144,6 @@ pub fn assert_close(actual: &[f32], expected: &[f32], atol: f32, rtol: f32, what
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
-        .to_vec::<f32>()
+        .try_to_vec::<f32>()
         .expect("f32 tensor data")
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""PyTorch oracle fixtures for the MobileNetV2 tests (tests/mobilenet_v2.rs).
+
+Pins: torch 2.5.1, torchvision 0.20.1, numpy, safetensors. Build the venv outside the repo:
+
+    python3 -m venv /opt/torch-oracle
+    /opt/torch-oracle/bin/pip install torch==2.5.1 torchvision==0.20.1 numpy safetensors
+
+Then, from the repo root:
+
+    /opt/torch-oracle/bin/python scripts/gen_fixtures.py            # rewrite tests/fixtures/mobilenet_v2_*
+    /opt/torch-oracle/bin/python scripts/gen_fixtures.py --cli-check DIR --width-mult 0.35 --seed 7
+
+The second form writes a fresh checkpoint, input and expected logits (model.pth, x.npy,
+expected.npy) to DIR for a by-hand check of `burn-qat infer`. Everything is seeded: re-running
+gives the same numbers.
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+import torchvision
+from safetensors.numpy import save_file
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
+
+# (name, width_mult, num_classes, input shape NCHW, serialization)
+CASES = [
+    ("mobilenet_v2_w025", 0.25, 10, (2, 3, 64, 48), "legacy"),
+    ("mobilenet_v2_w050", 0.5, 10, (3, 3, 64, 64), "zip"),
+]
+
+
+def build(width_mult, num_classes, seed):
+    """A torchvision MobileNetV2 with random weights *and* random BN statistics, so that every
+    parameter and buffer matters to the logits (fresh BN layers would be the identity)."""
+    torch.manual_seed(seed)
+    model = torchvision.models.mobilenet_v2(width_mult=width_mult, num_classes=num_classes)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(100)
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, 0.05)
+                m.bias.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def run_case(width_mult, num_classes, shape, seed):
+    model = build(width_mult, num_classes, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    x = torch.randn(*shape, generator=g)
+    with torch.no_grad():
+        logits = model(x)
+    return model, x, logits
+
+
+def save_state_dict(model, path, fmt):
+    # torchvision's official float and int8 checkpoints use the legacy (pre-zip) format.
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=(fmt == "zip"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cli-check", metavar="DIR", help="write a fresh case for a by-hand CLI check")
+    ap.add_argument("--width-mult", type=float, default=0.35)
+    ap.add_argument("--num-classes", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+
+    if args.cli_check:
+        os.makedirs(args.cli_check, exist_ok=True)
+        model, x, logits = run_case(args.width_mult, args.num_classes, (4, 3, 72, 56), args.seed)
+        save_state_dict(model, os.path.join(args.cli_check, "model.pth"), "zip")
+        np.save(os.path.join(args.cli_check, "x.npy"), x.numpy())
+        np.save(os.path.join(args.cli_check, "expected.npy"), logits.numpy())
+        print(f"wrote {args.cli_check}/model.pth, x.npy, expected.npy")
+        return
+
+    os.makedirs(FIXTURES, exist_ok=True)
+    for i, (name, width_mult, num_classes, shape, fmt) in enumerate(CASES):
+        model, x, logits = run_case(width_mult, num_classes, shape, seed=1000 + i)
+        save_state_dict(model, os.path.join(FIXTURES, f"{name}.pth"), fmt)
+        save_file(
+            {"input": x.numpy(), "logits": logits.numpy()},
+            os.path.join(FIXTURES, f"{name}.safetensors"),
+            # One metadata key: several would be written in hash order and change the bytes.
+            metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}, "
+                                f"mobilenet_v2(width_mult={width_mult}, num_classes={num_classes})"},
+        )
+        print(name, "logits", tuple(logits.shape), "absmax", float(logits.abs().max()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+//! `burn-qat`: the command-line face of the crate. It only parses arguments and calls the
+//! library; every failure is one line on stderr and a non-zero exit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::Device;
+use burn_qat::models::MobileNetV2Config;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "burn-qat",
+    version,
+    about = "PyTorch-style quantization workflow on Burn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a torchvision MobileNetV2 checkpoint on a batch of images.
+    Infer {
+        /// torchvision MobileNetV2 state dict (`.pth`, zip or legacy format).
+        #[arg(long, value_name = "FILE.pth")]
+        weights: PathBuf,
+        /// Width multiplier the checkpoint was built with.
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        width_mult: f64,
+        /// Number of classes of the checkpoint's classifier.
+        #[arg(long, default_value_t = 1000)]
+        num_classes: usize,
+        /// Input batch: float32 NCHW `.npy`, `[N, 3, H, W]`, H and W at least 32.
+        #[arg(long, value_name = "X.npy")]
+        input: PathBuf,
+        /// Where to write the float32 `[N, num_classes]` logits (`.npy`).
+        #[arg(long, value_name = "Y.npy")]
+        output: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> burn_qat::Result<()> {
+    match cli.command {
+        Command::Infer {
+            weights,
+            width_mult,
+            num_classes,
+            input,
+            output,
+        } => {
+            let config = MobileNetV2Config::new()
+                .with_width_mult(width_mult)
+                .with_num_classes(num_classes);
+            config.validate()?;
+            let shape = burn_qat::infer::infer_float_npy(
+                &weights,
+                &config,
+                &input,
+                &output,
+                &Device::flex(),
+            )?;
+            eprintln!("wrote {shape:?} logits to {}", output.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! MobileNetV2 (Sandler et al., 2018), layer for layer as torchvision's
+//! `torchvision.models.mobilenetv2.MobileNetV2`, so that torchvision checkpoints load into it
+//! (see [`crate::models::torchvision`]) and give the same logits.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
+};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Tensor};
+
+use super::conv_norm_activation::{
+    Conv2dNormActivation, Conv2dNormActivationConfig, kaiming_normal_fan_out,
+};
+use crate::{Error, Result};
+
+/// torchvision's `_make_divisible`: rounds `value` to the nearest multiple of `divisor`, never
+/// below `min_value` (default `divisor`) and never more than 10% below `value`.
+pub fn make_divisible(value: f64, divisor: usize, min_value: Option<usize>) -> usize {
+    let min_value = min_value.unwrap_or(divisor);
+    let divisor_f = divisor as f64;
+    // Python's `int(v + divisor / 2) // divisor * divisor`, `int` truncating toward zero.
+    let rounded = ((value + divisor_f / 2.0).trunc() as usize / divisor) * divisor;
+    let mut new_value = min_value.max(rounded);
+    if (new_value as f64) < 0.9 * value {
+        new_value += divisor;
+    }
+    new_value
+}
+
+/// One row of the inverted-residual table: expansion `t`, output channels `c`, repeats `n`,
+/// first stride `s` (torchvision's `inverted_residual_setting`).
+#[derive(Config, Debug, Copy, PartialEq)]
+pub struct InvertedResidualSetting {
+    /// Expansion ratio `t`.
+    pub expand_ratio: usize,
+    /// Output channels `c` before the width multiplier.
+    pub channels: usize,
+    /// Number of blocks `n`.
+    pub repeats: usize,
+    /// Stride `s` of the first block.
+    pub stride: usize,
+}
+
+/// The table of the MobileNetV2 paper, torchvision's default.
+pub fn default_inverted_residual_setting() -> Vec<InvertedResidualSetting> {
+    [
+        [1, 16, 1, 1],
+        [6, 24, 2, 2],
+        [6, 32, 3, 2],
+        [6, 64, 4, 2],
+        [6, 96, 3, 1],
+        [6, 160, 3, 2],
+        [6, 320, 1, 1],
+    ]
+    .into_iter()
+    .map(|[t, c, n, s]| InvertedResidualSetting::new(t, c, n, s))
+    .collect()
+}
+
+/// Configuration of [`MobileNetV2`] (torchvision's `MobileNetV2.__init__` arguments).
+#[derive(Config, Debug)]
+pub struct MobileNetV2Config {
+    /// Number of output classes.
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Width multiplier applied to every layer's channel count.
+    #[config(default = 1.0)]
+    pub width_mult: f64,
+    /// Channel counts are rounded to a multiple of this.
+    #[config(default = 8)]
+    pub round_nearest: usize,
+    /// Dropout probability before the classifier.
+    #[config(default = 0.2)]
+    pub dropout: f64,
+    /// The inverted-residual table.
+    #[config(default = "default_inverted_residual_setting()")]
+    pub inverted_residual_setting: Vec<InvertedResidualSetting>,
+}
+
+/// The configuration of one [`InvertedResidual`] block.
+#[derive(Config, Debug)]
+pub struct InvertedResidualConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Stride of the depthwise convolution (1 or 2).
+    pub stride: usize,
+    /// Expansion ratio of the hidden layer.
+    pub expand_ratio: usize,
+}
+
+/// MobileNetV2's inverted residual block (torchvision's `InvertedResidual`):
+/// `y = x + project_bn(project(depthwise(expand(x))))` when the stride is 1 and the channel
+/// count is kept, otherwise the same without the residual.
+#[derive(Module, Debug)]
+pub struct InvertedResidual {
+    /// 1×1 expansion with ReLU6 (absent when `expand_ratio == 1`); torchvision's `conv.0`.
+    pub expand: Option<Conv2dNormActivation>,
+    /// 3×3 depthwise convolution with ReLU6.
+    pub depthwise: Conv2dNormActivation,
+    /// 1×1 linear projection.
+    pub project: Conv2d,
+    /// Batch norm after the projection.
+    pub project_bn: BatchNorm,
+    /// Whether the input is added to the output.
+    pub use_res_connect: bool,
+}
+
+impl InvertedResidualConfig {
+    /// Builds the block; `stride` must be 1 or 2, as in torchvision.
+    pub fn init(&self, device: &Device) -> Result<InvertedResidual> {
+        if !(1..=2).contains(&self.stride) {
+            return Err(Error::Config(format!(
+                "inverted residual stride must be 1 or 2, got {}",
+                self.stride
+            )));
+        }
+        let hidden = self.in_channels * self.expand_ratio;
+        let expand = (self.expand_ratio != 1).then(|| {
+            Conv2dNormActivationConfig::new(self.in_channels, hidden)
+                .with_kernel_size(1)
+                .init(device)
+        });
+        Ok(InvertedResidual {
+            expand,
+            depthwise: Conv2dNormActivationConfig::new(hidden, hidden)
+                .with_stride(self.stride)
+                .with_groups(hidden)
+                .init(device),
+            project: Conv2dConfig::new([hidden, self.out_channels], [1, 1])
+                .with_bias(false)
+                .with_initializer(kaiming_normal_fan_out())
+                .init(device),
+            project_bn: BatchNormConfig::new(self.out_channels).init(device),
+            use_res_connect: self.stride == 1 && self.in_channels == self.out_channels,
+        })
+    }
+}
+
+impl InvertedResidual {
+    /// Forward pass on an NCHW tensor.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = x.clone();
+        if let Some(expand) = &self.expand {
+            y = expand.forward(y);
+        }
+        let y = self
+            .project_bn
+            .forward(self.project.forward(self.depthwise.forward(y)));
+        if self.use_res_connect { x + y } else { y }
+    }
+}
+
+/// MobileNetV2. torchvision's `features` Sequential is split into `stem` (`features.0`),
+/// `blocks` (`features.1..=n`) and `head` (`features.n+1`); `classifier.1` is `classifier`.
+#[derive(Module, Debug)]
+pub struct MobileNetV2 {
+    /// 3×3 stride-2 convolution from RGB.
+    pub stem: Conv2dNormActivation,
+    /// The inverted residual blocks.
+    pub blocks: Vec<InvertedResidual>,
+    /// 1×1 convolution to the last channel count.
+    pub head: Conv2dNormActivation,
+    /// Dropout before the classifier.
+    pub dropout: Dropout,
+    /// The final linear layer.
+    pub classifier: Linear,
+}
+
+impl MobileNetV2Config {
+    /// Checks the configuration; every builder calls it.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
+            return Err(Error::Config(format!(
+                "width_mult must be a positive number, got {}",
+                self.width_mult
+            )));
+        }
+        if self.num_classes == 0 || self.round_nearest == 0 {
+            return Err(Error::Config(
+                "num_classes and round_nearest must be at least 1".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!(
+                "dropout must be in [0, 1), got {}",
+                self.dropout
+            )));
+        }
+        if self.inverted_residual_setting.is_empty()
+            || self
+                .inverted_residual_setting
+                .iter()
+                .any(|s| s.expand_ratio == 0 || s.channels == 0 || s.repeats == 0)
+        {
+            return Err(Error::Config(
+                "inverted_residual_setting needs rows of positive t, c, n".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Channel count after the stem.
+    pub fn input_channels(&self) -> usize {
+        make_divisible(32.0 * self.width_mult, self.round_nearest, None)
+    }
+
+    /// Channel count of the head (the classifier's input).
+    pub fn last_channels(&self) -> usize {
+        make_divisible(1280.0 * self.width_mult.max(1.0), self.round_nearest, None)
+    }
+
+    /// The configuration of every inverted residual block, in order.
+    pub fn block_configs(&self) -> Vec<InvertedResidualConfig> {
+        let mut in_channels = self.input_channels();
+        let mut blocks = Vec::new();
+        for s in &self.inverted_residual_setting {
+            let out = make_divisible(
+                s.channels as f64 * self.width_mult,
+                self.round_nearest,
+                None,
+            );
+            for i in 0..s.repeats {
+                let stride = if i == 0 { s.stride } else { 1 };
+                blocks.push(InvertedResidualConfig::new(
+                    in_channels,
+                    out,
+                    stride,
+                    s.expand_ratio,
+                ));
+                in_channels = out;
+            }
+        }
+        blocks
+    }
+
+    /// Builds the model with torchvision's initialisation.
+    pub fn init(&self, device: &Device) -> Result<MobileNetV2> {
+        self.validate()?;
+        let blocks = self
+            .block_configs()
+            .iter()
+            .map(|c| c.init(device))
+            .collect::<Result<Vec<_>>>()?;
+        let last_in = blocks
+            .last()
+            .map(|b| b.project_bn.beta.dims()[0])
+            .unwrap_or(self.input_channels());
+        Ok(MobileNetV2 {
+            stem: Conv2dNormActivationConfig::new(3, self.input_channels())
+                .with_stride(2)
+                .init(device),
+            blocks,
+            head: Conv2dNormActivationConfig::new(last_in, self.last_channels())
+                .with_kernel_size(1)
+                .init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: LinearConfig::new(self.last_channels(), self.num_classes)
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                })
+                .init(device),
+        })
+    }
+}
+
+impl MobileNetV2 {
+    /// Logits `[N, num_classes]` of an NCHW RGB batch `[N, 3, H, W]`:
+    /// `classifier(dropout(flatten(adaptive_avg_pool2d(head(blocks(stem(x))), 1))))`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.features(x);
+        let pooled: Tensor<2> = adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3);
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.stem.forward(x);
+        let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
+        self.head.forward(x)
+    }
+
+    /// Checks that `shape` is a batch this model takes (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`)
+    /// so that callers can turn bad user input into an error before running the model.
+    pub fn check_input_shape(shape: &[usize]) -> Result<()> {
+        match shape {
+            [n, 3, h, w] if *n >= 1 && *h >= 32 && *w >= 32 => Ok(()),
+            [_, 3, _, _] => Err(Error::Shape(format!(
+                "MobileNetV2 needs a non-empty batch of images of at least 32×32, got {shape:?}"
+            ))),
+            _ => Err(Error::Shape(format!(
+                "MobileNetV2 takes a float32 NCHW batch [N, 3, H, W], got shape {shape:?} (rank {})",
+                shape.len()
+            ))),
+        }
+    }
+
+    /// Number of classes the classifier predicts.
+    pub fn num_classes(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+}
