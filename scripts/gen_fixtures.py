@@ -65,6 +65,79 @@ def save_state_dict(model, path, fmt):
     torch.save(model.state_dict(), path, _use_new_zipfile_serialization=(fmt == "zip"))
 
 
+def batch_norm_and_folding():
+    """PyTorch BatchNorm2d in training mode (three steps: outputs, running statistics,
+    gradients) and eval-mode BN folding into conv / linear (torch.nn.utils.fusion)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+    torch.manual_seed(2000)
+    out = {}
+    bn = torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    for k, v in bn.state_dict().items():
+        if k != "num_batches_tracked":
+            out[f"bn.init.{k}"] = v.numpy().copy()
+    bn.train()
+    for step in range(3):
+        x = (torch.randn(3, 4, 5, 6) * 2 + 0.5).requires_grad_(True)
+        g = torch.randn(3, 4, 5, 6)
+        y = bn(x)
+        (y * g).sum().backward()
+        out[f"bn.step{step}.x"] = x.detach().numpy()
+        out[f"bn.step{step}.g"] = g.numpy()
+        out[f"bn.step{step}.y"] = y.detach().numpy()
+        out[f"bn.step{step}.x_grad"] = x.grad.numpy()
+        out[f"bn.step{step}.weight_grad"] = bn.weight.grad.numpy().copy()
+        out[f"bn.step{step}.bias_grad"] = bn.bias.grad.numpy().copy()
+        out[f"bn.step{step}.running_mean"] = bn.running_mean.numpy().copy()
+        out[f"bn.step{step}.running_var"] = bn.running_var.numpy().copy()
+        bn.zero_grad()
+    bn.eval()
+    with torch.no_grad():
+        out["bn.eval.y"] = bn(out_x := torch.from_numpy(out["bn.step0.x"])).numpy()
+
+    for bias in (True, False):
+        conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=bias).eval()
+        cbn = torch.nn.BatchNorm2d(6).eval()
+        with torch.no_grad():
+            cbn.weight.uniform_(0.5, 1.5)
+            cbn.bias.normal_()
+            cbn.running_mean.normal_()
+            cbn.running_var.uniform_(0.5, 2.0)
+            fused = fuse_conv_bn_eval(conv, cbn)
+            tag = f"conv_bias{int(bias)}"
+            out[f"{tag}.weight"] = conv.weight.numpy()
+            if bias:
+                out[f"{tag}.bias"] = conv.bias.numpy()
+            for k in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{tag}.bn.{k}"] = getattr(cbn, k).numpy()
+            out[f"{tag}.fused_weight"] = fused.weight.numpy()
+            out[f"{tag}.fused_bias"] = fused.bias.numpy()
+            out[f"{tag}.y"] = cbn(conv(out_x)).numpy()
+    lin = torch.nn.Linear(5, 3).eval()
+    lbn = torch.nn.BatchNorm1d(3).eval()
+    with torch.no_grad():
+        lbn.weight.uniform_(0.5, 1.5)
+        lbn.bias.normal_()
+        lbn.running_mean.normal_()
+        lbn.running_var.uniform_(0.5, 2.0)
+        fused = fuse_linear_bn_eval(lin, lbn)
+        out["linear.weight"] = lin.weight.numpy()
+        out["linear.bias"] = lin.bias.numpy()
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            out[f"linear.bn.{k}"] = getattr(lbn, k).numpy()
+        out["linear.fused_weight"] = fused.weight.numpy()
+        out["linear.fused_bias"] = fused.bias.numpy()
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()},
+              os.path.join(FIXTURES, "batch_norm.safetensors"),
+              metadata={"source": f"torch {torch.__version__}: BatchNorm2d train steps, fuse_conv_bn_eval, fuse_linear_bn_eval"})
+    print("batch_norm", len(out), "arrays")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli-check", metavar="DIR", help="write a fresh case for a by-hand CLI check")
@@ -96,6 +169,7 @@ def main():
                                 f"mobilenet_v2(width_mult={width_mult}, num_classes={num_classes})"},
         )
         print(name, "logits", tuple(logits.shape), "absmax", float(logits.abs().max()))
+    batch_norm_and_folding()
 
 
 if __name__ == "__main__":

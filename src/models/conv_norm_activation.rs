@@ -5,8 +5,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::activation::Relu6;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
+use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
+
+use crate::nn::{BatchNorm2d, BatchNorm2dConfig};
 
 /// Configuration of a [`Conv2dNormActivation`] block.
 #[derive(Config, Debug)]
@@ -36,7 +38,7 @@ pub struct Conv2dNormActivation {
     /// The convolution (torchvision's index `0`).
     pub conv: Conv2d,
     /// The batch norm (torchvision's index `1`).
-    pub bn: BatchNorm,
+    pub bn: BatchNorm2d,
     /// The activation, absent for the linear bottleneck projection.
     pub activation: Option<Relu6>,
 }
@@ -60,7 +62,7 @@ impl Conv2dNormActivationConfig {
         .init(device);
         Conv2dNormActivation {
             conv,
-            bn: BatchNormConfig::new(self.out_channels).init(device),
+            bn: BatchNorm2dConfig::new(self.out_channels).init(device),
             activation: self.activation.then(Relu6::new),
         }
     }

@@ -5,15 +5,14 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use super::conv_norm_activation::{
     Conv2dNormActivation, Conv2dNormActivationConfig, kaiming_normal_fan_out,
 };
+use crate::nn::{BatchNorm2d, BatchNorm2dConfig};
 use crate::{Error, Result};
 
 /// torchvision's `_make_divisible`: rounds `value` to the nearest multiple of `divisor`, never
@@ -105,7 +104,7 @@ pub struct InvertedResidual {
     /// 1×1 linear projection.
     pub project: Conv2d,
     /// Batch norm after the projection.
-    pub project_bn: BatchNorm,
+    pub project_bn: BatchNorm2d,
     /// Whether the input is added to the output.
     pub use_res_connect: bool,
 }
@@ -135,7 +134,7 @@ impl InvertedResidualConfig {
                 .with_bias(false)
                 .with_initializer(kaiming_normal_fan_out())
                 .init(device),
-            project_bn: BatchNormConfig::new(self.out_channels).init(device),
+            project_bn: BatchNorm2dConfig::new(self.out_channels).init(device),
             use_res_connect: self.stride == 1 && self.in_channels == self.out_channels,
         })
     }
@@ -248,7 +247,7 @@ impl MobileNetV2Config {
             .collect::<Result<Vec<_>>>()?;
         let last_in = blocks
             .last()
-            .map(|b| b.project_bn.beta.dims()[0])
+            .map(|b| b.project_bn.bias.dims()[0])
             .unwrap_or(self.input_channels());
         Ok(MobileNetV2 {
             stem: Conv2dNormActivationConfig::new(3, self.input_channels())

@@ -1,0 +1,174 @@
+//! `BatchNorm2d` with PyTorch's training semantics (`torch.nn.BatchNorm2d`), for QAT parity.
+//!
+//! Burn's own `BatchNorm` updates the running variance with the *biased* batch variance; PyTorch
+//! uses the unbiased one (`n / (n - 1)` correction). Fused QAT modules fold the running
+//! statistics into the weights, so the difference compounds: this layer follows PyTorch.
+
+use burn::config::Config;
+use burn::module::Flag;
+use burn::module::{Module, Param, RunningState};
+use burn::tensor::{Device, Tensor};
+
+/// Configuration of a [`BatchNorm2d`].
+#[derive(Config, Debug)]
+pub struct BatchNorm2dConfig {
+    /// Number of channels `C` of the `[N, C, H, W]` input.
+    pub num_features: usize,
+    /// Added to the variance before the square root.
+    #[config(default = 1e-5)]
+    pub eps: f64,
+    /// Weight of the new batch statistic in the running averages.
+    #[config(default = 0.1)]
+    pub momentum: f64,
+}
+
+/// Batch normalisation over `[N, C, H, W]` (or `[N, C]`), as `torch.nn.BatchNorm2d` /
+/// `BatchNorm1d`:
+///
+/// - training (autodiff device and training flag set): `y = (x − μ_B) / √(σ²_B + ε) · γ + β`
+///   with the batch mean μ_B and *biased* batch variance σ²_B, then
+///   `running_mean ← (1 − m)·running_mean + m·μ_B` and
+///   `running_var ← (1 − m)·running_var + m·σ²_B·n/(n − 1)` (`n` values per channel);
+/// - otherwise: the same with the running statistics.
+///
+/// Parameter names are PyTorch's (`weight`, `bias`, `running_mean`, `running_var`).
+#[derive(Module, Debug)]
+pub struct BatchNorm2d {
+    /// γ.
+    pub weight: Param<Tensor<1>>,
+    /// β.
+    pub bias: Param<Tensor<1>>,
+    /// Running mean.
+    pub running_mean: RunningState<Tensor<1>>,
+    /// Running (unbiased) variance.
+    pub running_var: RunningState<Tensor<1>>,
+    /// Training mode flag (`Module::train` / `Module::valid`, PyTorch's `train()`/`eval()`).
+    pub training: Param<Flag>,
+    /// Whether training batches update the running statistics (cleared by `freeze_bn_stats`).
+    pub track_running_stats: bool,
+    /// ε.
+    pub eps: f64,
+    /// Momentum `m`.
+    pub momentum: f64,
+}
+
+impl BatchNorm2dConfig {
+    /// Unit γ, zero β, zero running mean, unit running variance (PyTorch's `reset_parameters`).
+    pub fn init(&self, device: &Device) -> BatchNorm2d {
+        let c = self.num_features;
+        BatchNorm2d {
+            weight: Param::from_tensor(Tensor::ones([c], device)),
+            bias: Param::from_tensor(Tensor::zeros([c], device)),
+            running_mean: RunningState::new(Tensor::zeros([c], device)),
+            running_var: RunningState::new(Tensor::ones([c], device)),
+            training: Param::from_bool(true),
+            track_running_stats: true,
+            eps: self.eps,
+            momentum: self.momentum,
+        }
+    }
+}
+
+/// Per-channel mean and biased variance of a `[N, C, ...]` tensor, and the count per channel.
+pub(crate) fn batch_moments<const D: usize>(x: &Tensor<D>) -> (Tensor<1>, Tensor<1>, usize) {
+    let dims = x.dims();
+    let c = dims[1];
+    let n: usize = dims.iter().product::<usize>() / c;
+    // [N, C, rest] -> [C, N * rest]
+    let per_channel: Tensor<2> = x.clone().swap_dims(0, 1).reshape([c, n]);
+    let mean = per_channel.clone().mean_dim(1);
+    let var = (per_channel - mean.clone()).square().mean_dim(1);
+    (mean.reshape([c]), var.reshape([c]), n)
+}
+
+/// Reshapes a `[C]` vector to broadcast over `[N, C, ...]` of rank `D`.
+pub(crate) fn per_channel<const D: usize>(v: Tensor<1>) -> Tensor<D> {
+    let c = v.dims()[0];
+    let mut shape = [1usize; D];
+    shape[1] = c;
+    v.reshape(shape)
+}
+
+impl BatchNorm2d {
+    /// Whether this forward uses batch statistics (PyTorch's `self.training`).
+    pub fn is_training(x_device: &Device, training: bool) -> bool {
+        x_device.is_autodiff() && training
+    }
+
+    /// Normalises `x` (`[N, C, ...]`), updating the running statistics in training mode.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if Self::is_training(&x.device(), self.training.is_enabled()) {
+            let (mean, var) = self.batch_stats(&x);
+            self.normalize(x, mean, var)
+        } else {
+            let device = x.device();
+            let mean = self.running_mean().to_device(&device);
+            let var = self.running_var().to_device(&device);
+            self.normalize(x, mean, var)
+        }
+    }
+
+    /// Batch mean and biased variance of `x`, folding them into the running statistics unless
+    /// frozen. Exposed for the fused QAT modules, which normalise a rescaled convolution output.
+    pub fn batch_stats<const D: usize>(&self, x: &Tensor<D>) -> (Tensor<1>, Tensor<1>) {
+        let (mean, var, n) = batch_moments(x);
+        if self.track_running_stats {
+            self.update_running_stats(mean.clone().detach(), var.clone().detach(), n);
+        }
+        (mean, var)
+    }
+
+    fn update_running_stats(&self, mean: Tensor<1>, biased_var: Tensor<1>, n: usize) {
+        let m = self.momentum;
+        let device = mean.device();
+        let unbiased = biased_var.mul_scalar(n as f64 / (n.max(2) - 1) as f64);
+        let rm = self.running_mean().to_device(&device);
+        let rv = self.running_var().to_device(&device);
+        self.running_mean
+            .update(rm.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
+        self.running_var
+            .update(rv.mul_scalar(1.0 - m).add(unbiased.mul_scalar(m)).detach());
+    }
+
+    /// The running mean, including this thread's latest update (`RunningState::value` can lag
+    /// one update behind).
+    pub fn running_mean(&self) -> Tensor<1> {
+        self.running_mean.value_sync()
+    }
+
+    /// The running variance, including this thread's latest update.
+    pub fn running_var(&self) -> Tensor<1> {
+        self.running_var.value_sync()
+    }
+
+    /// `(x − mean) / √(var + ε) · γ + β` with per-channel `mean` and `var`.
+    pub fn normalize<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        mean: Tensor<1>,
+        var: Tensor<1>,
+    ) -> Tensor<D> {
+        let inv_std = var.add_scalar(self.eps).sqrt().recip();
+        let scale = inv_std * self.weight.val();
+        (x - per_channel(mean)) * per_channel(scale) + per_channel(self.bias.val())
+    }
+
+    /// `γ / √(running_var + ε)`, the per-channel factor BN folding and QAT ConvBn use.
+    pub fn running_scale(&self) -> Tensor<1> {
+        self.running_var()
+            .add_scalar(self.eps)
+            .sqrt()
+            .recip()
+            .mul(self.weight.val())
+    }
+
+    /// Stops updating the running statistics (`torch.ao.nn.intrinsic.qat.freeze_bn_stats`).
+    pub fn freeze_stats(&mut self) {
+        self.track_running_stats = false;
+    }
+
+    /// Resumes updating the running statistics (`update_bn_stats`).
+    pub fn update_stats(&mut self) {
+        self.track_running_stats = true;
+    }
+}
