@@ -138,6 +138,55 @@ def batch_norm_and_folding():
     print("batch_norm", len(out), "arrays")
 
 
+def qat_conv_bn():
+    """torch.ao.nn.intrinsic.qat.ConvBnReLU2d with the default qnnpack and x86 QAT qconfigs:
+    three training steps (SGD on the parameters between steps), recording each step's
+    parameters, output, gradients, BN running statistics and weight fake-quant qparams."""
+    from torch.ao.nn.intrinsic.qat import ConvBnReLU2d
+
+    out = {}
+    for backend in ("qnnpack", "x86"):
+        torch.manual_seed(3000)
+        qconfig = torch.ao.quantization.get_default_qat_qconfig(backend)
+        m = ConvBnReLU2d(4, 6, 3, stride=1, padding=1, bias=False, qconfig=qconfig)
+        with torch.no_grad():
+            m.bn.weight.uniform_(0.5, 1.5)
+            m.bn.bias.normal_(0.0, 0.1)
+            m.bn.running_mean.normal_(0.0, 0.1)
+            m.bn.running_var.uniform_(0.5, 2.0)
+        out[f"{backend}.init.bn.running_mean"] = m.bn.running_mean.numpy().copy()
+        out[f"{backend}.init.bn.running_var"] = m.bn.running_var.numpy().copy()
+        m.train()
+        for step in range(3):
+            p = f"{backend}.step{step}."
+            out[p + "weight"] = m.weight.detach().numpy().copy()
+            out[p + "bn.weight"] = m.bn.weight.detach().numpy().copy()
+            out[p + "bn.bias"] = m.bn.bias.detach().numpy().copy()
+            x = torch.randn(2, 4, 7, 6).requires_grad_(True)
+            g = torch.randn(2, 6, 7, 6)
+            y = m(x)
+            (y * g).sum().backward()
+            out[p + "x"] = x.detach().numpy()
+            out[p + "g"] = g.numpy()
+            out[p + "y"] = y.detach().numpy()
+            out[p + "x_grad"] = x.grad.numpy()
+            out[p + "weight_grad"] = m.weight.grad.numpy().copy()
+            out[p + "bn.weight_grad"] = m.bn.weight.grad.numpy().copy()
+            out[p + "bn.bias_grad"] = m.bn.bias.grad.numpy().copy()
+            out[p + "bn.running_mean"] = m.bn.running_mean.numpy().copy()
+            out[p + "bn.running_var"] = m.bn.running_var.numpy().copy()
+            out[p + "wfq.scale"] = m.weight_fake_quant.scale.numpy().copy()
+            out[p + "wfq.zero_point"] = m.weight_fake_quant.zero_point.numpy().astype(np.int64)
+            with torch.no_grad():
+                for prm in m.parameters():
+                    prm -= 0.1 * prm.grad
+            m.zero_grad()
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()},
+              os.path.join(FIXTURES, "qat_conv_bn.safetensors"),
+              metadata={"source": f"torch {torch.__version__}: qat.ConvBnReLU2d, default QAT qconfigs"})
+    print("qat_conv_bn", len(out), "arrays")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli-check", metavar="DIR", help="write a fresh case for a by-hand CLI check")
@@ -170,6 +219,7 @@ def main():
         )
         print(name, "logits", tuple(logits.shape), "absmax", float(logits.abs().max()))
     batch_norm_and_folding()
+    qat_conv_bn()
 
 
 if __name__ == "__main__":

@@ -74,12 +74,12 @@ fn training_steps_match_pytorch_outputs_gradients_and_running_stats() {
 }
 
 #[test]
-fn frozen_stats_are_not_updated() {
+fn frozen_stats_use_running_statistics_and_are_not_updated() {
     let fx = Fixture::load("batch_norm.safetensors");
     let device = Device::flex().autodiff();
     let mut bn = bn_from(&fx, "bn.init.", &device);
     bn.freeze_stats();
-    let _ = bn.forward::<4>(fx.tensor("bn.step0.x", &device));
+    let y = bn.forward::<4>(fx.tensor("bn.step0.x", &device));
     assert_close(
         &to_vec(bn.running_mean()),
         &fx.f32("bn.init.running_mean"),
@@ -87,6 +87,10 @@ fn frozen_stats_are_not_updated() {
         0.0,
         "frozen running_mean",
     );
+    // Same as eval with the initial statistics.
+    let eval = bn_from(&fx, "bn.init.", &Device::flex()).valid();
+    let expected = to_vec(eval.forward::<4>(fx.tensor("bn.step0.x", &Device::flex())));
+    assert_close(&to_vec(y), &expected, 1e-6, 1e-6, "frozen forward");
 }
 
 #[test]

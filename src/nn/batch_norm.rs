@@ -44,8 +44,6 @@ pub struct BatchNorm2d {
     pub running_var: RunningState<Tensor<1>>,
     /// Training mode flag (`Module::train` / `Module::valid`, PyTorch's `train()`/`eval()`).
     pub training: Param<Flag>,
-    /// Whether training batches update the running statistics (cleared by `freeze_bn_stats`).
-    pub track_running_stats: bool,
     /// ε.
     pub eps: f64,
     /// Momentum `m`.
@@ -62,7 +60,6 @@ impl BatchNorm2dConfig {
             running_mean: RunningState::new(Tensor::zeros([c], device)),
             running_var: RunningState::new(Tensor::ones([c], device)),
             training: Param::from_bool(true),
-            track_running_stats: true,
             eps: self.eps,
             momentum: self.momentum,
         }
@@ -108,13 +105,11 @@ impl BatchNorm2d {
         }
     }
 
-    /// Batch mean and biased variance of `x`, folding them into the running statistics unless
-    /// frozen. Exposed for the fused QAT modules, which normalise a rescaled convolution output.
+    /// Batch mean and biased variance of `x`, folding them into the running statistics.
+    /// Exposed for the fused QAT modules, which normalise a rescaled convolution output.
     pub fn batch_stats<const D: usize>(&self, x: &Tensor<D>) -> (Tensor<1>, Tensor<1>) {
         let (mean, var, n) = batch_moments(x);
-        if self.track_running_stats {
-            self.update_running_stats(mean.clone().detach(), var.clone().detach(), n);
-        }
+        self.update_running_stats(mean.clone().detach(), var.clone().detach(), n);
         (mean, var)
     }
 
@@ -128,6 +123,12 @@ impl BatchNorm2d {
             .update(rm.mul_scalar(1.0 - m).add(mean.mul_scalar(m)).detach());
         self.running_var
             .update(rv.mul_scalar(1.0 - m).add(unbiased.mul_scalar(m)).detach());
+    }
+
+    /// `γ / √(running_var + ε)` computed as PyTorch's QAT ConvBn does (a division, not a
+    /// reciprocal square root), so that the scaled weight rounds the same way.
+    pub fn scale_factor(&self) -> Tensor<1> {
+        self.weight.val() / self.running_var().add_scalar(self.eps).sqrt()
     }
 
     /// The running mean, including this thread's latest update (`RunningState::value` can lag
@@ -162,13 +163,20 @@ impl BatchNorm2d {
             .mul(self.weight.val())
     }
 
-    /// Stops updating the running statistics (`torch.ao.nn.intrinsic.qat.freeze_bn_stats`).
-    pub fn freeze_stats(&mut self) {
-        self.track_running_stats = false;
+    /// Whether the layer is in training mode (its own flag; the device must also be autodiff).
+    pub fn training(&self) -> bool {
+        self.training.is_enabled()
     }
 
-    /// Resumes updating the running statistics (`update_bn_stats`).
+    /// Puts the layer in eval mode: running statistics are used and no longer updated, even
+    /// while the rest of the model trains (`torch.ao.nn.intrinsic.qat.freeze_bn_stats`, which
+    /// sets `bn.training = False`).
+    pub fn freeze_stats(&mut self) {
+        self.training = Param::from_bool(false);
+    }
+
+    /// Back to training mode (`torch.ao.nn.intrinsic.qat.update_bn_stats`).
     pub fn update_stats(&mut self) {
-        self.track_running_stats = true;
+        self.training = Param::from_bool(true);
     }
 }

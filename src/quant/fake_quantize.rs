@@ -1,0 +1,240 @@
+//! `FakeQuantize`: an observer plus the fake-quant function, as PyTorch's
+//! `torch.ao.quantization.FakeQuantize` and `FusedMovingAvgObsFakeQuantize` (torch 2.5.1,
+//! `torch/ao/quantization/fake_quantize.py`).
+//!
+//! Forward, when the observer is enabled: record statistics of `x`, recompute scale and
+//! zero-point; when fake-quant is enabled: return
+//! `(clamp(nearbyint(x * (1/scale)) + zp, qmin, qmax) - zp) * scale` with a straight-through
+//! gradient (see [`functional`](super::functional)).
+//!
+//! The two PyTorch classes differ in the qparams formula used in the forward pass
+//! ([`QParamsCalculator`]):
+//! - `FakeQuantize` ([`QParamsCalculator::Observer`]) recomputes them with the Python observer
+//!   formula whenever the observer is enabled;
+//! - `FusedMovingAvgObsFakeQuantize` ([`QParamsCalculator::Fbgemm`]) runs
+//!   `torch.fused_moving_avg_obs_fake_quant`: moving-average min/max, then fbgemm's
+//!   `ChooseQuantizationParams` — and only while fake-quant is enabled.
+//!
+//! In both cases [`FakeQuantize::calculate_qparams`] returns the observer's (Python) formula, which
+//! is what PyTorch's `convert` uses.
+
+use burn::config::Config;
+use burn::module::{Module, RunningState};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
+use super::observer::{Observer, ObserverConfig, ObserverKind, read_state, write_state};
+use super::qparams::{QParams, QParamsCalculator, fbgemm_qparams};
+use crate::{Error, Result};
+
+/// Configuration of a [`FakeQuantize`] module (PyTorch's `FakeQuantize.with_args(...)`).
+#[derive(Config, Debug)]
+pub struct FakeQuantizeConfig {
+    /// The observer (`observer=...` and its keyword arguments).
+    pub observer: ObserverConfig,
+    /// The forward-pass qparams formula: [`QParamsCalculator::Observer`] for `FakeQuantize`,
+    /// [`QParamsCalculator::Fbgemm`] for `FusedMovingAvgObsFakeQuantize`.
+    #[config(default = "QParamsCalculator::Observer")]
+    pub calculator: QParamsCalculator,
+}
+
+impl FakeQuantizeConfig {
+    /// Validates the configuration.
+    pub fn validate(&self) -> Result<()> {
+        self.observer.validate()?;
+        if self.calculator == QParamsCalculator::Fbgemm {
+            if self.observer.kind != ObserverKind::MovingAverageMinMax {
+                return Err(Error::Config(
+                    "FusedMovingAvgObsFakeQuantize only works with moving-average min/max observers"
+                        .into(),
+                ));
+            }
+            if self.observer.qscheme.is_per_channel() && self.observer.ch_axis != 0 {
+                return Err(Error::Config(
+                    "per-channel fused fake-quant is only supported on axis 0".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the module on `device`. `channels` is the size of the channel axis for
+    /// per-channel schemes (e.g. a conv weight's output channels); pass 1 for per-tensor ones.
+    pub fn init(&self, channels: usize, device: &Device) -> Result<FakeQuantize> {
+        self.validate()?;
+        let observer = self.observer.init(channels, device)?;
+        let n = if self.observer.qscheme.is_per_channel() {
+            channels
+        } else {
+            1
+        };
+        let state = |v: f32| {
+            RunningState::new(Tensor::<1>::from_data(
+                TensorData::new(vec![v; n], [n]),
+                device,
+            ))
+        };
+        Ok(FakeQuantize {
+            activation_post_process: observer,
+            scale: state(1.0),
+            zero_point: state(0.0),
+            observer_enabled: true,
+            fake_quant_enabled: true,
+            calculator: self.calculator,
+        })
+    }
+}
+
+/// Observer + fake-quant module; see the [module docs](self).
+///
+/// The scale and zero-point buffers (`scale`, `zero_point`, the latter stored as exact integers
+/// in f32) and the observer's state are saved with the record; the enable flags are runtime
+/// settings (not saved), both on after construction.
+#[derive(Module, Debug)]
+pub struct FakeQuantize {
+    /// The observer (PyTorch's attribute name).
+    pub activation_post_process: Observer,
+    /// Current scales (one per tensor or per channel).
+    pub scale: RunningState<Tensor<1>>,
+    /// Current zero-points (integers stored as f32).
+    pub zero_point: RunningState<Tensor<1>>,
+    observer_enabled: bool,
+    fake_quant_enabled: bool,
+    #[module(skip)]
+    calculator: QParamsCalculator,
+}
+
+impl FakeQuantize {
+    /// Turns statistics collection on (`enable_observer`).
+    pub fn enable_observer(&mut self) {
+        self.observer_enabled = true;
+    }
+
+    /// Turns statistics collection off (`disable_observer`): the qparams are frozen.
+    pub fn disable_observer(&mut self) {
+        self.observer_enabled = false;
+    }
+
+    /// Turns fake quantization on (`enable_fake_quant`).
+    pub fn enable_fake_quant(&mut self) {
+        self.fake_quant_enabled = true;
+    }
+
+    /// Turns fake quantization off (`disable_fake_quant`): the forward pass is the identity.
+    pub fn disable_fake_quant(&mut self) {
+        self.fake_quant_enabled = false;
+    }
+
+    /// Whether the observer is enabled.
+    pub fn observer_enabled(&self) -> bool {
+        self.observer_enabled
+    }
+
+    /// Whether fake quantization is enabled.
+    pub fn fake_quant_enabled(&self) -> bool {
+        self.fake_quant_enabled
+    }
+
+    /// The forward-pass qparams formula.
+    pub fn calculator(&self) -> QParamsCalculator {
+        self.calculator
+    }
+
+    /// Effective `quant_min`.
+    pub fn quant_min(&self) -> i64 {
+        self.activation_post_process.quant_min()
+    }
+
+    /// Effective `quant_max`.
+    pub fn quant_max(&self) -> i64 {
+        self.activation_post_process.quant_max()
+    }
+
+    /// The scale and zero-point currently held in the buffers (what the forward pass uses).
+    pub fn current_qparams(&self) -> QParams {
+        QParams {
+            scale: read_state(&self.scale),
+            zero_point: read_state(&self.zero_point)
+                .into_iter()
+                .map(|z| z as i64)
+                .collect(),
+        }
+    }
+
+    /// The observer's qparams (Python formula), as PyTorch's `calculate_qparams` — the values
+    /// `convert` uses.
+    pub fn calculate_qparams(&self) -> Result<QParams> {
+        self.activation_post_process.calculate_qparams()
+    }
+
+    fn store(&self, qp: &QParams) {
+        write_state(&self.scale, qp.scale.clone());
+        write_state(
+            &self.zero_point,
+            qp.zero_point.iter().map(|&z| z as f32).collect(),
+        );
+    }
+
+    /// Observes (if enabled) and fake-quantizes (if enabled) `x`.
+    ///
+    /// Errors on non-finite input while the observer is enabled, and on shape mismatches for
+    /// per-channel schemes.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let obs = &self.activation_post_process;
+        let per_channel = obs.qscheme().is_per_channel();
+        if x.shape().num_elements() == 0 {
+            return Ok(x);
+        }
+        let mut qparams = None;
+        match self.calculator {
+            QParamsCalculator::Observer => {
+                if self.observer_enabled {
+                    obs.observe(&x)?;
+                    let qp = obs.calculate_qparams()?;
+                    self.store(&qp);
+                    qparams = Some(qp);
+                }
+            }
+            QParamsCalculator::Fbgemm => {
+                if self.observer_enabled {
+                    obs.observe(&x)?;
+                }
+                if self.fake_quant_enabled {
+                    let (min, max) = obs.min_max();
+                    if min.iter().chain(&max).any(|v| v.is_infinite()) {
+                        return Err(Error::Quant(
+                            "fused fake-quant has no observed range (observer disabled before \
+                             any data)"
+                                .into(),
+                        ));
+                    }
+                    let qp = fbgemm_qparams(
+                        &min,
+                        &max,
+                        obs.quant_min(),
+                        obs.quant_max(),
+                        obs.qscheme().is_symmetric(),
+                    );
+                    self.store(&qp);
+                    qparams = Some(qp);
+                }
+            }
+        }
+        if !self.fake_quant_enabled {
+            return Ok(x);
+        }
+        let qp = qparams.unwrap_or_else(|| self.current_qparams());
+        let (qmin, qmax) = (obs.quant_min(), obs.quant_max());
+        if per_channel {
+            fake_quantize_per_channel(x, &qp.scale, &qp.zero_point, obs.ch_axis(), qmin, qmax)
+        } else {
+            Ok(fake_quantize_per_tensor(
+                x,
+                qp.scale[0],
+                qp.zero_point[0],
+                qmin,
+                qmax,
+            ))
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! LSQ: fake quantization with trainable scale and zero-point, as PyTorch's
+//! `torch.ao.quantization._learnable_fake_quantize._LearnableFakeQuantize` (torch 2.5.1).
+//!
+//! The forward value is the ordinary fake-quant with `zero_point` rounded half-to-even and
+//! clamped (`_fake_quantize_learnable_per_tensor_affine` / `_per_channel_affine`). The gradients
+//! are those of `_fake_quantize_learnable_per_{tensor,channel}_affine_backward`
+//! (`aten/src/ATen/native/quantized/FakeQuantPer{Tensor,Channel}Affine.cpp` and the CPU kernels
+//! in `QuantizedOpKernels.cpp`), with `z` the backward zero-point (`trunc(clamp(zp + 0.5))`
+//! per-tensor, `clamp(round(zp))` per-channel) and `xq = nearbyint(z + x / s)`:
+//!
+//! ```text
+//! dX = dY                          if qmin <= xq <= qmax, else 0
+//! dS = Σ dY · (x_fq − x) / s · g   in range
+//!      Σ dY · (qmin − z) · g       below,   Σ dY · (qmax − z) · g   above
+//! dZ = Σ dY · (−s) · g             out of range, 0 in range
+//! ```
+//!
+//! with `g = 1/sqrt(numel · quant_max)` when `use_grad_scaling`, else 1; sums run over all
+//! elements (per-tensor) or over all but the channel axis (per-channel). They are composed from
+//! differentiable ops (`value + (p·c − (p·c).detach())`), so Burn's autodiff reproduces them and
+//! the forward value stays exact.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
+use super::observer::{Observer, ObserverConfig, tensor_to_vec};
+use crate::{Error, Result};
+
+/// Configuration of a [`LearnableFakeQuantize`].
+#[derive(Config, Debug)]
+pub struct LearnableFakeQuantizeConfig {
+    /// The observer used for static estimates (`observer=...`); its range is replaced by
+    /// `quant_min`/`quant_max`.
+    pub observer: ObserverConfig,
+    /// `quant_min` (default 0).
+    #[config(default = 0)]
+    pub quant_min: i64,
+    /// `quant_max` (default 255).
+    #[config(default = 255)]
+    pub quant_max: i64,
+    /// Initial scale (default 1.0).
+    #[config(default = 1.0)]
+    pub scale: f64,
+    /// Initial zero-point (default 0.0).
+    #[config(default = 0.0)]
+    pub zero_point: f64,
+    /// Scale the scale/zero-point gradients by `1/sqrt(numel · quant_max)`.
+    #[config(default = false)]
+    pub use_grad_scaling: bool,
+}
+
+impl LearnableFakeQuantizeConfig {
+    /// Creates the module. `channels` is `channel_len` for per-channel schemes (ignored for
+    /// per-tensor ones).
+    pub fn init(&self, channels: usize, device: &Device) -> Result<LearnableFakeQuantize> {
+        if self.quant_min >= self.quant_max {
+            return Err(Error::Config(
+                "quant_min must be strictly less than quant_max".into(),
+            ));
+        }
+        let observer_cfg = self
+            .observer
+            .clone()
+            .with_quant_range(Some((self.quant_min, self.quant_max)));
+        let observer = observer_cfg.init(channels, device)?;
+        let n = if self.observer.qscheme.is_per_channel() {
+            channels
+        } else {
+            1
+        };
+        let param = |v: f64| {
+            Param::from_tensor(Tensor::<1>::from_data(
+                TensorData::new(vec![v as f32; n], [n]),
+                device,
+            ))
+        };
+        Ok(LearnableFakeQuantize {
+            activation_post_process: observer,
+            scale: param(self.scale),
+            zero_point: param(self.zero_point),
+            quant_min: self.quant_min,
+            quant_max: self.quant_max,
+            use_grad_scaling: self.use_grad_scaling,
+            static_enabled: true,
+            fake_quant_enabled: true,
+            eps: f32::EPSILON,
+        })
+    }
+}
+
+/// LSQ fake-quant module; see the [module docs](self).
+#[derive(Module, Debug)]
+pub struct LearnableFakeQuantize {
+    /// Observer for static estimates.
+    pub activation_post_process: Observer,
+    /// Trainable scale(s).
+    pub scale: Param<Tensor<1>>,
+    /// Trainable zero-point(s) (float).
+    pub zero_point: Param<Tensor<1>>,
+    quant_min: i64,
+    quant_max: i64,
+    use_grad_scaling: bool,
+    static_enabled: bool,
+    fake_quant_enabled: bool,
+    eps: f32,
+}
+
+/// Replaces a parameter's value, keeping its id and gradient setting.
+fn set_param(p: &mut Param<Tensor<1>>, values: Vec<f32>) {
+    let n = values.len();
+    let old = p.clone();
+    *p = old.map(|t| {
+        let device = t.device();
+        let req = t.is_require_grad();
+        Tensor::from_data(TensorData::new(values, [n]), &device).set_require_grad(req)
+    });
+}
+
+impl LearnableFakeQuantize {
+    /// Learn scale/zero-point, stop static estimates (`enable_param_learning`).
+    pub fn enable_param_learning(&mut self) {
+        self.toggle_qparam_learning(true);
+        self.fake_quant_enabled = true;
+        self.static_enabled = false;
+    }
+
+    /// Static estimates from the observer, no learning (`enable_static_estimate`).
+    pub fn enable_static_estimate(&mut self) {
+        self.toggle_qparam_learning(false);
+        self.fake_quant_enabled = true;
+        self.static_enabled = true;
+    }
+
+    /// Observe only; the forward pass is the identity (`enable_static_observation`).
+    pub fn enable_static_observation(&mut self) {
+        self.toggle_qparam_learning(false);
+        self.fake_quant_enabled = false;
+        self.static_enabled = true;
+    }
+
+    /// Whether scale and zero-point require gradients (`toggle_qparam_learning`).
+    pub fn toggle_qparam_learning(&mut self, enabled: bool) {
+        self.scale = self.scale.clone().set_require_grad(enabled);
+        self.zero_point = self.zero_point.clone().set_require_grad(enabled);
+    }
+
+    /// Turns fake quantization on or off (`toggle_fake_quant`).
+    pub fn toggle_fake_quant(&mut self, enabled: bool) {
+        self.fake_quant_enabled = enabled;
+    }
+
+    /// Turns static observer updates on or off (`toggle_observer_update`).
+    pub fn toggle_observer_update(&mut self, enabled: bool) {
+        self.static_enabled = enabled;
+    }
+
+    /// `(scale, zero_point)` for conversion: scale clamped to eps, zero-point rounded
+    /// half-to-even and clamped (`calculate_qparams`).
+    pub fn calculate_qparams(&mut self) -> (Vec<f32>, Vec<i64>) {
+        self.clamp_scale();
+        let scale = tensor_to_vec(self.scale.val());
+        let zp = tensor_to_vec(self.zero_point.val())
+            .into_iter()
+            .map(|z| (z.round_ties_even() as i64).clamp(self.quant_min, self.quant_max))
+            .collect();
+        (scale, zp)
+    }
+
+    fn clamp_scale(&mut self) {
+        let eps = self.eps;
+        let s: Vec<f32> = tensor_to_vec(self.scale.val())
+            .into_iter()
+            .map(|v| if v < eps { eps } else { v })
+            .collect();
+        set_param(&mut self.scale, s);
+    }
+
+    /// Forward pass (may update the parameters' values from the observer, as PyTorch does).
+    pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
+        let obs = &self.activation_post_process;
+        if self.static_enabled {
+            obs.observe(&x)?;
+            let qp = obs.calculate_qparams()?;
+            set_param(&mut self.scale, qp.scale);
+            set_param(
+                &mut self.zero_point,
+                qp.zero_point.iter().map(|&z| z as f32).collect(),
+            );
+        } else {
+            self.clamp_scale();
+        }
+        if !self.fake_quant_enabled {
+            return Ok(x);
+        }
+        let qscheme = self.activation_post_process.qscheme();
+        if qscheme.is_symmetric() {
+            let n = tensor_to_vec(self.zero_point.val()).len();
+            set_param(&mut self.zero_point, vec![0.0; n]);
+        }
+        let grad_factor = if self.use_grad_scaling {
+            (1.0 / ((x.shape().num_elements() as f64) * self.quant_max as f64).sqrt()) as f32
+        } else {
+            1.0
+        };
+        let axis = qscheme
+            .is_per_channel()
+            .then_some(self.activation_post_process.ch_axis());
+        self.learnable_fake_quant(x, axis, grad_factor)
+    }
+
+    fn learnable_fake_quant<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        axis: Option<usize>,
+        grad_factor: f32,
+    ) -> Result<Tensor<D>> {
+        let (qmin, qmax) = (self.quant_min, self.quant_max);
+        let scale = tensor_to_vec(self.scale.val());
+        let zp = tensor_to_vec(self.zero_point.val());
+        let round_clamp = |z: f32| z.round_ties_even().clamp(qmin as f32, qmax as f32);
+        let xd = x.clone().detach();
+        // Forward value and the backward zero-point `z`.
+        let (fq, zb) = match axis {
+            None => {
+                let zf = round_clamp(zp[0]) as i64;
+                let fq = fake_quantize_per_tensor(xd.clone(), scale[0], zf, qmin, qmax);
+                let zb = ((zp[0] + 0.5f32).max(qmin as f32).min(qmax as f32)) as i64 as f32;
+                (fq, vec![zb])
+            }
+            Some(axis) => {
+                let zr: Vec<f32> = zp.iter().map(|&z| round_clamp(z)).collect();
+                let zi: Vec<i64> = zr.iter().map(|&z| z as i64).collect();
+                let fq = fake_quantize_per_channel(xd.clone(), &scale, &zi, axis, qmin, qmax)?;
+                (fq, zr)
+            }
+        };
+        if !x.is_tracked() && !self.scale.val().is_tracked() && !self.zero_point.val().is_tracked()
+        {
+            return Ok(fq);
+        }
+        // Per-element backward coefficients, computed on the host exactly as the CPU kernels
+        // (`fake_quantize_learnable_{tensor,channel}_grad_kernel_cpu`) do. GCC contracts
+        // `zero_point + x * inv_scale` and `xfq - x` into fused multiply-adds there, so
+        // `mul_add` is used for both.
+        let device = x.device();
+        let dims = x.dims();
+        let xs = tensor_to_vec(xd);
+        let inner: usize = match axis {
+            Some(a) => dims[a + 1..].iter().product(),
+            None => 1,
+        };
+        let nch = scale.len();
+        let mut in_range = Vec::with_capacity(xs.len());
+        let mut cs = Vec::with_capacity(xs.len());
+        let mut cz = Vec::with_capacity(xs.len());
+        for (i, &xv) in xs.iter().enumerate() {
+            let c = if axis.is_some() { (i / inner) % nch } else { 0 };
+            let (s, z) = (scale[c], zb[c]);
+            let inv = 1.0f32 / s;
+            let r = xv.mul_add(inv, z).round_ties_even();
+            // static_cast<int64_t>: out-of-range and NaN give INT64_MIN.
+            let xq = if r < 9_223_372_036_854_775_808.0f32 {
+                r
+            } else {
+                f32::NEG_INFINITY
+            };
+            if xq < qmin as f32 {
+                in_range.push(false);
+                cs.push((qmin as f32 - z) * grad_factor);
+                cz.push(-s * grad_factor);
+            } else if xq > qmax as f32 {
+                in_range.push(false);
+                cs.push((qmax as f32 - z) * grad_factor);
+                cz.push(-s * grad_factor);
+            } else {
+                in_range.push(true);
+                cs.push((xq - z).mul_add(s, -xv) * inv * grad_factor);
+                cz.push(0.0);
+            }
+        }
+        let mask = Tensor::<D, Bool>::from_data(TensorData::new(in_range, dims), &device);
+        let cs = Tensor::<D>::from_data(TensorData::new(cs, dims), &device);
+        let cz = Tensor::<D>::from_data(TensorData::new(cz, dims), &device);
+
+        let scale_p: Tensor<D> = self.scale.val().reshape(param_shape::<D>(axis, dims));
+        let zp_p: Tensor<D> = self.zero_point.val().reshape(param_shape::<D>(axis, dims));
+        let xm = x.mask_fill(mask.bool_not(), 0.0);
+        let ts = scale_p.mul(cs);
+        let tz = zp_p.mul(cz);
+        Ok(fq
+            + (xm.clone() - xm.detach())
+            + (ts.clone() - ts.detach())
+            + (tz.clone() - tz.detach()))
+    }
+}
+
+/// Broadcast shape of a per-tensor (`[1, …]`) or per-channel parameter.
+fn param_shape<const D: usize>(axis: Option<usize>, dims: [usize; D]) -> [usize; D] {
+    let mut s = [1usize; D];
+    if let Some(axis) = axis {
+        s[axis] = dims[axis];
+    }
+    s
+}

@@ -1,0 +1,188 @@
+//! `QConfig`: which observer / fake-quant to attach to activations and weights, with PyTorch's
+//! presets (`torch/ao/quantization/qconfig.py`, `fake_quantize.py`, `observer.py`, torch 2.5.1).
+//!
+//! | preset | activation | weight |
+//! |---|---|---|
+//! | `get_default_qat_qconfig("x86"/"fbgemm")` (version 1) | `FusedMovingAvgObsFakeQuantize`, `MovingAverageMinMaxObserver`, quint8 `[0,255]`, `reduce_range=True` → `[0,127]`, per-tensor affine | `default_fused_per_channel_wt_fake_quant`: fused, `MovingAveragePerChannelMinMaxObserver` (c = 0.01), qint8 `[-128,127]`, per-channel symmetric, axis 0 |
+//! | `get_default_qat_qconfig("qnnpack")` (version 1) | same, `reduce_range=False` → `[0,255]` | `default_fused_wt_fake_quant`: fused, `MovingAverageMinMaxObserver` (c = 0.01), qint8 `[-128,127]`, per-tensor symmetric |
+//! | `get_default_qat_qconfig(.., version=0)` | `FakeQuantize` (non-fused), same observers | `default_per_channel_weight_fake_quant` / `default_weight_fake_quant` |
+//! | `get_default_qconfig("x86"/"fbgemm")` | `HistogramObserver(reduce_range=True)` (quint8 `[0,127]`) | `default_per_channel_weight_observer`: `PerChannelMinMaxObserver`, qint8, per-channel symmetric |
+//! | `get_default_qconfig("qnnpack")` | `HistogramObserver(reduce_range=False)` | `default_weight_observer`: `MinMaxObserver`, qint8, per-tensor symmetric |
+//!
+//! `onednn` is as `x86` without `reduce_range` on activations. Custom qconfigs are built from
+//! [`ObserverConfig`] and [`FakeQuantizeConfig`] directly.
+
+use burn::config::Config;
+
+use super::fake_quantize::FakeQuantizeConfig;
+use super::observer::{ObserverConfig, ObserverKind};
+use super::qparams::QParamsCalculator;
+use super::scheme::{QScheme, QuantDtype};
+use crate::{Error, Result};
+
+/// What a qconfig attaches to a tensor: a plain observer (post-training quantization) or a
+/// fake-quant module (quantization-aware training).
+#[derive(Config, Debug)]
+pub enum Quantizer {
+    /// Observer only (PTQ calibration).
+    Observer(ObserverConfig),
+    /// Observer + fake quantization (QAT).
+    FakeQuantize(FakeQuantizeConfig),
+}
+
+impl Quantizer {
+    /// The observer configuration.
+    pub fn observer(&self) -> &ObserverConfig {
+        match self {
+            Quantizer::Observer(o) => o,
+            Quantizer::FakeQuantize(f) => &f.observer,
+        }
+    }
+
+    /// Whether this quantizer fake-quantizes (QAT) rather than only observing.
+    pub fn is_fake_quantize(&self) -> bool {
+        matches!(self, Quantizer::FakeQuantize(_))
+    }
+
+    /// The fake-quant configuration; a plain observer is wrapped in a non-fused `FakeQuantize`.
+    pub fn fake_quantize(&self) -> FakeQuantizeConfig {
+        match self {
+            Quantizer::FakeQuantize(f) => f.clone(),
+            Quantizer::Observer(o) => FakeQuantizeConfig::new(o.clone()),
+        }
+    }
+}
+
+/// A backend name accepted by PyTorch's `get_default_qconfig` / `get_default_qat_qconfig`.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum QuantBackend {
+    /// `"x86"` (PyTorch's default).
+    X86,
+    /// `"fbgemm"`.
+    Fbgemm,
+    /// `"qnnpack"`.
+    Qnnpack,
+    /// `"onednn"`.
+    Onednn,
+}
+
+impl std::str::FromStr for QuantBackend {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "x86" => Ok(QuantBackend::X86),
+            "fbgemm" => Ok(QuantBackend::Fbgemm),
+            "qnnpack" => Ok(QuantBackend::Qnnpack),
+            "onednn" => Ok(QuantBackend::Onednn),
+            other => Err(Error::Config(format!(
+                "backend '{other}' not supported; use one of x86, fbgemm, qnnpack, onednn"
+            ))),
+        }
+    }
+}
+
+/// Activation and weight quantizers (PyTorch's `QConfig(activation=..., weight=...)`).
+#[derive(Config, Debug)]
+pub struct QConfig {
+    /// Quantizer for activations.
+    pub activation: Quantizer,
+    /// Quantizer for weights.
+    pub weight: Quantizer,
+}
+
+/// Activation fake-quant of the default QAT qconfigs: quint8 `[0, 255]`, moving-average min/max.
+fn qat_activation(reduce_range: bool, fused: bool) -> Quantizer {
+    let observer = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+        .with_dtype(QuantDtype::QUInt8)
+        .with_qscheme(QScheme::PerTensorAffine)
+        .with_quant_range(Some((0, 255)))
+        .with_reduce_range(reduce_range);
+    Quantizer::FakeQuantize(FakeQuantizeConfig::new(observer).with_calculator(calc(fused)))
+}
+
+fn calc(fused: bool) -> QParamsCalculator {
+    if fused {
+        QParamsCalculator::Fbgemm
+    } else {
+        QParamsCalculator::Observer
+    }
+}
+
+/// `default_fused_per_channel_wt_fake_quant` / `default_per_channel_weight_fake_quant`.
+fn per_channel_weight_fake_quant(fused: bool) -> Quantizer {
+    let observer = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+        .with_dtype(QuantDtype::QInt8)
+        .with_qscheme(QScheme::PerChannelSymmetric)
+        .with_quant_range(Some((-128, 127)))
+        .with_ch_axis(0);
+    Quantizer::FakeQuantize(FakeQuantizeConfig::new(observer).with_calculator(calc(fused)))
+}
+
+/// `default_fused_wt_fake_quant` / `default_weight_fake_quant`.
+fn per_tensor_weight_fake_quant(fused: bool) -> Quantizer {
+    let observer = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+        .with_dtype(QuantDtype::QInt8)
+        .with_qscheme(QScheme::PerTensorSymmetric)
+        .with_quant_range(Some((-128, 127)));
+    Quantizer::FakeQuantize(FakeQuantizeConfig::new(observer).with_calculator(calc(fused)))
+}
+
+impl QConfig {
+    /// `get_default_qat_qconfig(backend)` (version 1: fused observer + fake-quant modules).
+    pub fn default_qat(backend: QuantBackend) -> Self {
+        Self::default_qat_versioned(backend, true)
+    }
+
+    /// `get_default_qat_qconfig(backend, version=0)` (non-fused `FakeQuantize`).
+    pub fn default_qat_v0(backend: QuantBackend) -> Self {
+        Self::default_qat_versioned(backend, false)
+    }
+
+    fn default_qat_versioned(backend: QuantBackend, fused: bool) -> Self {
+        match backend {
+            QuantBackend::X86 | QuantBackend::Fbgemm => QConfig::new(
+                qat_activation(true, fused),
+                per_channel_weight_fake_quant(fused),
+            ),
+            QuantBackend::Qnnpack => QConfig::new(
+                qat_activation(false, fused),
+                per_tensor_weight_fake_quant(fused),
+            ),
+            QuantBackend::Onednn => QConfig::new(
+                qat_activation(false, fused),
+                per_channel_weight_fake_quant(fused),
+            ),
+        }
+    }
+
+    /// `get_default_qconfig(backend)` (post-training quantization: histogram activations,
+    /// min/max weights).
+    pub fn default_ptq(backend: QuantBackend) -> Self {
+        let histogram = |reduce_range: bool| {
+            Quantizer::Observer(
+                ObserverConfig::new(ObserverKind::Histogram)
+                    .with_dtype(QuantDtype::QUInt8)
+                    .with_qscheme(QScheme::PerTensorAffine)
+                    .with_reduce_range(reduce_range),
+            )
+        };
+        let per_channel_weight = Quantizer::Observer(
+            ObserverConfig::new(ObserverKind::MinMax)
+                .with_dtype(QuantDtype::QInt8)
+                .with_qscheme(QScheme::PerChannelSymmetric),
+        );
+        let per_tensor_weight = Quantizer::Observer(
+            ObserverConfig::new(ObserverKind::MinMax)
+                .with_dtype(QuantDtype::QInt8)
+                .with_qscheme(QScheme::PerTensorSymmetric),
+        );
+        match backend {
+            QuantBackend::X86 | QuantBackend::Fbgemm => {
+                QConfig::new(histogram(true), per_channel_weight)
+            }
+            QuantBackend::Qnnpack => QConfig::new(histogram(false), per_tensor_weight),
+            QuantBackend::Onednn => QConfig::new(histogram(false), per_channel_weight),
+        }
+    }
+}
