@@ -46,6 +46,28 @@ fn minmax_observers_reject_nan_and_inf_and_keep_state() {
 }
 
 #[test]
+fn model_forward_skips_non_finite_batches_and_keeps_finite_qparams() {
+    for device in devices() {
+        for backend in [QuantBackend::X86, QuantBackend::Qnnpack] {
+            let fq = QConfig::default_qat(backend)
+                .activation
+                .fake_quantize()
+                .init(1, &device)
+                .unwrap();
+            let _ = fq.forward(Tensor::<2>::from_data([[0.5, -1.0]], &device));
+            let before = fq.current_qparams();
+            for bad in [f32::NAN, f32::INFINITY] {
+                let _ = fq.forward(Tensor::<2>::from_data([[0.5, bad]], &device));
+            }
+            assert_eq!(fq.activation_post_process.skipped_batches(), 2);
+            let after = fq.current_qparams();
+            assert_eq!(after, before);
+            assert!(after.scale.iter().all(|s| s.is_finite() && *s > 0.0));
+        }
+    }
+}
+
+#[test]
 fn fake_quantize_with_nan_input_errors_instead_of_nan_scale() {
     for device in devices() {
         for backend in [QuantBackend::X86, QuantBackend::Qnnpack] {
@@ -55,7 +77,7 @@ fn fake_quantize_with_nan_input_errors_instead_of_nan_scale() {
             ] {
                 let fq = q.activation.fake_quantize().init(1, &device).unwrap();
                 let x = Tensor::<2>::from_data([[0.5, f32::NAN]], &device);
-                assert!(fq.forward(x).is_err());
+                assert!(fq.try_forward(x).is_err());
                 assert_eq!(fq.current_qparams().scale, vec![1.0]);
             }
         }
@@ -137,8 +159,7 @@ fn observer_state_survives_a_record_round_trip() {
     // FakeQuantize: scale / zero-point buffers too.
     let q = QConfig::default_qat(QuantBackend::X86);
     let fq = q.weight.fake_quantize().init(2, &device).unwrap();
-    fq.forward(Tensor::<2>::from_data([[0.3, -0.7], [1.5, 0.1]], &device))
-        .unwrap();
+    fq.forward(Tensor::<2>::from_data([[0.3, -0.7], [1.5, 0.1]], &device));
     let expected = (fq.current_qparams(), fq.activation_post_process.min_max());
     let fresh = q
         .weight

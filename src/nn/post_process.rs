@@ -85,10 +85,8 @@ impl PostProcess for ActivationPostProcess {
     fn post_process<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::Identity(_) => x,
-            // TODO(session): make observer/fake-quant forwards infallible (non-finite input is
-            // skipped and reported at convert) and drop these expects.
-            Self::Observer(obs) => obs.forward(x).expect("observer input"),
-            Self::FakeQuantize(fq) => fq.forward(x).expect("fake-quant input"),
+            Self::Observer(obs) => obs.forward(x),
+            Self::FakeQuantize(fq) => fq.forward(x),
         }
     }
 }

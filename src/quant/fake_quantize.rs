@@ -175,11 +175,39 @@ impl FakeQuantize {
         );
     }
 
-    /// Observes (if enabled) and fake-quantizes (if enabled) `x`.
+    /// Observes (if enabled) and fake-quantizes (if enabled) `x`: what models call.
     ///
-    /// Errors on non-finite input while the observer is enabled, and on shape mismatches for
-    /// per-channel schemes.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+    /// A batch with NaN or ±inf values is not observed (the observer skips and counts it, see
+    /// [`Observer::forward`]) and is fake-quantized with the current qparams; before any range
+    /// was observed, a fused fake-quant passes such a batch through unchanged.
+    ///
+    /// # Panics
+    /// If `x` does not have the channel count a per-channel fake-quant was built for (a
+    /// model-construction bug, like a shape mismatch in any tensor operation).
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self.run(x, false) {
+            Ok(y) => y,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`FakeQuantize::forward`] that returns an error instead: non-finite input while the
+    /// observer is enabled, no observed range for a fused fake-quant, or a channel mismatch.
+    pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
+        self.run(x, true)
+    }
+
+    fn observe<const D: usize>(&self, x: &Tensor<D>, strict: bool) -> Result<()> {
+        let obs = &self.activation_post_process;
+        if strict {
+            obs.observe(x)
+        } else {
+            obs.observe_lenient(x);
+            Ok(())
+        }
+    }
+
+    fn run<const D: usize>(&self, x: Tensor<D>, strict: bool) -> Result<Tensor<D>> {
         let obs = &self.activation_post_process;
         let per_channel = obs.qscheme().is_per_channel();
         if x.shape().num_elements() == 0 {
@@ -189,7 +217,7 @@ impl FakeQuantize {
         match self.calculator {
             QParamsCalculator::Observer => {
                 if self.observer_enabled {
-                    obs.observe(&x)?;
+                    self.observe(&x, strict)?;
                     let qp = obs.calculate_qparams()?;
                     self.store(&qp);
                     qparams = Some(qp);
@@ -197,11 +225,14 @@ impl FakeQuantize {
             }
             QParamsCalculator::Fbgemm => {
                 if self.observer_enabled {
-                    obs.observe(&x)?;
+                    self.observe(&x, strict)?;
                 }
                 if self.fake_quant_enabled {
                     let (min, max) = obs.min_max();
                     if min.iter().chain(&max).any(|v| v.is_infinite()) {
+                        if !strict {
+                            return Ok(x);
+                        }
                         return Err(Error::Quant(
                             "fused fake-quant has no observed range (observer disabled before \
                              any data)"

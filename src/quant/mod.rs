@@ -20,7 +20,7 @@
 //! let act_fq = qconfig.activation.fake_quantize().init(1, &device)?;
 //! let weight_fq = qconfig.weight.fake_quantize().init(32, &device)?; // 32 output channels
 //! let x = Tensor::<4>::ones([1, 32, 8, 8], &device);
-//! let y = act_fq.forward(x)?;
+//! let y = act_fq.forward(x);
 //! # let _ = (weight_fq, y);
 //! # Ok(())
 //! # }

@@ -67,10 +67,7 @@ impl QatConv2d {
         let bias = self.conv.bias.as_ref().map(|b| b.val());
         let y = match &self.bn {
             None => {
-                let w_q = self
-                    .weight_fake_quant
-                    .forward(weight)
-                    .expect("weight fake-quant");
+                let w_q = self.weight_fake_quant.forward(weight);
                 conv_with_weight(&self.conv, x, w_q, bias)
             }
             Some(bn) => {
@@ -78,8 +75,7 @@ impl QatConv2d {
                 let scale = bn.scale_factor().to_device(&device);
                 let w_q = self
                     .weight_fake_quant
-                    .forward(weight * scale.clone().reshape([-1, 1, 1, 1]))
-                    .expect("weight fake-quant");
+                    .forward(weight * scale.clone().reshape([-1, 1, 1, 1]));
                 let y = conv_with_weight(&self.conv, x, w_q, None) / per_channel::<4>(scale);
                 let y = match bias {
                     Some(b) => y + per_channel::<4>(b),

@@ -17,11 +17,19 @@
 //!
 //! # Non-finite inputs
 //! PyTorch lets NaN (and, except for the histogram observer, ±inf) into the running min/max and
-//! then produces NaN or infinite scales. Here, min/max observers reject a batch that holds any
-//! NaN or ±inf with [`Error::Quant`], leaving the state unchanged; the histogram observer ignores
-//! ±inf values as PyTorch does (with a warning on stderr) and rejects NaN.
+//! then produces NaN or infinite scales. Here a scale never becomes NaN:
+//! - [`Observer::observe`] (strict) rejects a batch that holds any NaN or ±inf with
+//!   [`Error::Quant`], leaving the state unchanged (the histogram observer ignores ±inf values as
+//!   PyTorch does, with a warning on stderr, and rejects NaN);
+//! - [`Observer::forward`], what models call, skips such a batch instead: the state is left
+//!   unchanged, [`Observer::skipped_batches`] counts it, and the first one prints a warning.
+//!   A diverging training run is caught by its non-finite loss, not by an observer error in
+//!   the middle of a forward pass.
 
 pub mod histogram;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::config::Config;
 use burn::module::{Module, RunningState};
@@ -141,6 +149,7 @@ impl ObserverConfig {
             quant_min,
             quant_max,
             config: self.clone(),
+            skipped: Arc::default(),
         })
     }
 }
@@ -158,6 +167,9 @@ pub struct Observer {
     quant_max: i64,
     #[module(skip)]
     config: ObserverConfig,
+    /// Batches [`Observer::forward`] skipped for non-finite values (shared by clones, not saved).
+    #[module(skip)]
+    skipped: Arc<AtomicUsize>,
 }
 
 /// Reads a rank-1 state tensor to the host.
@@ -259,10 +271,33 @@ impl Observer {
         self.config.ch_axis
     }
 
-    /// Records statistics of `x` and returns it unchanged (PyTorch's `observer(x)`).
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
-        self.observe(&x)?;
-        Ok(x)
+    /// Records statistics of `x` and returns it unchanged (PyTorch's `observer(x)`); a batch
+    /// with non-finite values is skipped and counted (see the [module docs](self)).
+    ///
+    /// # Panics
+    /// If `x` does not have the channel count this per-channel observer was built for — a
+    /// model-construction bug, like a shape mismatch in any tensor operation.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.observe_lenient(&x);
+        x
+    }
+
+    /// [`Observer::observe`], skipping (and counting) non-finite batches; panics on shape errors.
+    pub(crate) fn observe_lenient<const D: usize>(&self, x: &Tensor<D>) {
+        match self.observe(x) {
+            Ok(()) => {}
+            Err(Error::Quant(reason)) => {
+                if self.skipped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    eprintln!("warning: {reason}; batch skipped (further ones are only counted)");
+                }
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// How many batches [`Observer::forward`] skipped because they held NaN or ±inf.
+    pub fn skipped_batches(&self) -> usize {
+        self.skipped.load(Ordering::Relaxed)
     }
 
     /// Records statistics of `x`. Empty tensors are ignored; non-finite values are handled as
