@@ -7,8 +7,9 @@
 //! The crate is laid out in workflow order:
 //! - [`models`]: MobileNetV2 (float) and, later, its quantizable form;
 //! - [`quant`]: quantization schemes, qparams, observers, fake-quant and qconfigs;
-//! - [`nn`]: quantization-aware layers (PyTorch-parity batch norm, ...);
-//! - [`fuse`]: module fusion (batch-norm folding);
+//! - [`nn`]: quantizable layers, `FloatFunctional`, stubs, the [`nn::Quantizable`] walk;
+//! - [`fuse`]: module fusion (`fuse_modules`, `fuse_modules_qat`, batch-norm folding);
+//! - [`quantize`]: `replace_relu`, `prepare`, `prepare_qat` and the QAT schedule switches;
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
@@ -19,5 +20,6 @@ pub mod io;
 pub mod models;
 pub mod nn;
 pub mod quant;
+pub mod quantize;
 
 pub use error::{Error, Result};

@@ -1,35 +1,32 @@
-//! The fused QAT convolution (`QatConv2d` = `torch.ao.nn.intrinsic.qat.ConvBnReLU2d`) against
+//! The fused QAT convolution (`ConvBnAct` after `fuse_modules_qat` + `prepare_qat`, i.e.
+//! `torch.ao.nn.intrinsic.qat.ConvBnReLU2d`) against
 //! PyTorch: three training steps with the default qnnpack and x86 QAT qconfigs
 //! (`scripts/gen_fixtures.py`, `qat_conv_bn`).
 
 mod common;
 
 use burn::module::{Param, RunningState};
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Tensor};
-use burn_qat::nn::qat::QatConv2d;
-use burn_qat::nn::{ActivationPostProcess, BatchNorm2dConfig};
+use burn_qat::fuse::fuse_modules_qat;
+use burn_qat::nn::{Activation, ActivationPostProcess, ConvBnActConfig};
 use burn_qat::quant::{QConfig, QuantBackend};
+use burn_qat::quantize::prepare_qat;
 use common::{Fixture, assert_close, to_vec};
 
 fn run(backend: QuantBackend, tag: &str) {
     let fx = Fixture::load("qat_conv_bn.safetensors");
     let device = Device::flex().autodiff();
     let qconfig = QConfig::default_qat(backend);
-    let mut bn = BatchNorm2dConfig::new(6).init(&device);
+    let mut layer = ConvBnActConfig::new(4, 6)
+        .with_activation(Activation::Relu)
+        .init(&device);
+    let bn = layer.bn.as_mut().unwrap();
     bn.running_mean = RunningState::new(fx.tensor(&format!("{tag}.init.bn.running_mean"), &device));
     bn.running_var = RunningState::new(fx.tensor(&format!("{tag}.init.bn.running_var"), &device));
-    let mut layer = QatConv2d {
-        conv: Conv2dConfig::new([4, 6], [3, 3])
-            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-            .with_bias(false)
-            .init(&device),
-        bn: Some(bn),
-        weight_fake_quant: qconfig.weight.fake_quantize().init(6, &device).unwrap(),
-        activation_post_process: ActivationPostProcess::default(),
-        relu: true,
-    };
+    fuse_modules_qat(&mut layer).unwrap();
+    prepare_qat(&mut layer, &qconfig, &device).unwrap();
+    // The PyTorch module alone has no output fake-quant (prepare attaches it as a hook).
+    layer.activation_post_process = ActivationPostProcess::default();
     for step in 0..3 {
         let key = |k: &str| format!("{tag}.step{step}.{k}");
         // Parameters as PyTorch had them at this step; stateful parts (BN running statistics,
@@ -73,7 +70,7 @@ fn run(backend: QuantBackend, tag: &str) {
             1e-5,
             &key("rv"),
         );
-        let qp = layer.weight_fake_quant.current_qparams();
+        let qp = layer.weight_fake_quant.as_ref().unwrap().current_qparams();
         assert_close(
             &qp.scale,
             &fx.f32(&key("wfq.scale")),

@@ -1,5 +1,98 @@
-//! Module fusion (`torch.ao.quantization.fuse_modules`): batch-norm folding for inference.
+//! Module fusion (`torch.ao.quantization.fuse_modules` / `fuse_modules_qat`): conv+bn,
+//! conv+bn+relu, conv+relu, linear+bn, linear+relu.
 
 pub mod bn_folding;
 
 pub use bn_folding::{fold_bn_into_conv, fold_bn_into_linear};
+
+use crate::nn::{Activation, Fusion, QuantLayer, Quantizable};
+use crate::{Error, Result};
+
+fn check_fusable(fusion: Fusion, activation: Activation, kind: &str) -> Result<()> {
+    if fusion != Fusion::None {
+        return Err(Error::Quant(format!("this {kind} is already fused")));
+    }
+    if activation == Activation::Relu6 {
+        return Err(Error::Quant(format!(
+            "a {kind} followed by ReLU6 cannot be fused; call replace_relu first"
+        )));
+    }
+    Ok(())
+}
+
+/// Fuses for inference: batch norm is folded into the preceding conv/linear weights and bias
+/// (`W' = W·γ/√(var+ε)`, `b' = (b−μ)·γ/√(var+ε) + β`) and ReLU becomes part of the layer.
+/// Like PyTorch, only allowed in eval mode (`model.valid()`): a training-mode batch norm still
+/// has statistics to learn.
+pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
+    // Check every layer first, so that an error leaves the model untouched.
+    model.visit_layers(&mut |layer| {
+        let (fusion, activation, kind, training_bn) = match layer {
+            QuantLayer::Conv(c) => (
+                c.fusion,
+                c.activation,
+                "convolution",
+                c.bn.as_ref().is_some_and(|bn| bn.training())
+                    && c.conv.weight.device().is_autodiff(),
+            ),
+            QuantLayer::Linear(l) => (
+                l.fusion,
+                l.activation,
+                "linear layer",
+                l.bn.as_ref().is_some_and(|bn| bn.training())
+                    && l.linear.weight.device().is_autodiff(),
+            ),
+            QuantLayer::Output(_) => return Ok(()),
+        };
+        check_fusable(fusion, activation, kind)?;
+        if training_bn {
+            return Err(Error::Quant(
+                "fuse_modules folds batch norm for inference and needs an eval-mode model (call \
+                 .valid()); use fuse_modules_qat for training"
+                    .into(),
+            ));
+        }
+        Ok(())
+    })?;
+    model.visit_layers(&mut |layer| {
+        match layer {
+            QuantLayer::Conv(c) => {
+                if let Some(bn) = c.bn.take() {
+                    c.conv = fold_bn_into_conv(&c.conv, &bn);
+                }
+                c.fusion = Fusion::Eval;
+            }
+            QuantLayer::Linear(l) => {
+                if let Some(bn) = l.bn.take() {
+                    l.linear = fold_bn_into_linear(&l.linear, &bn);
+                }
+                l.fusion = Fusion::Eval;
+            }
+            QuantLayer::Output(_) => {}
+        }
+        Ok(())
+    })
+}
+
+/// Fuses for quantization-aware training: batch norm stays and keeps learning its statistics;
+/// after `prepare_qat` it is folded into the weight inside the forward
+/// (`torch.ao.nn.intrinsic.qat.ConvBn2d`, ...).
+pub fn fuse_modules_qat<M: Quantizable>(model: &mut M) -> Result<()> {
+    // Check every layer first, so that an error leaves the model untouched.
+    for apply in [false, true] {
+        model.visit_layers(&mut |layer| {
+            let (fusion, activation, kind) = match layer {
+                QuantLayer::Conv(c) => (&mut c.fusion, c.activation, "convolution"),
+                QuantLayer::Linear(l) => (&mut l.fusion, l.activation, "linear layer"),
+                QuantLayer::Output(_) => return Ok(()),
+            };
+            if apply {
+                *fusion = Fusion::Qat;
+            } else {
+                check_fusable(*fusion, activation, kind)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}

@@ -1,19 +1,30 @@
 //! MobileNetV2 (Sandler et al., 2018), layer for layer as torchvision's
 //! `torchvision.models.mobilenetv2.MobileNetV2`, so that torchvision checkpoints load into it
-//! (see [`crate::models::torchvision`]) and give the same logits.
+//! (see [`crate::models::torchvision`]) and give the same logits — and quantizable as
+//! torchvision's `models.quantization.mobilenet_v2.QuantizableMobileNetV2`: quant/dequant stubs
+//! at the edges, residual adds through `FloatFunctional`, [`MobileNetV2::fuse_model`]. In float
+//! mode the stubs and `skip_add` are identities with no state, so both are one type.
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
-use super::conv_norm_activation::{
-    Conv2dNormActivation, Conv2dNormActivationConfig, kaiming_normal_fan_out,
+use crate::nn::{
+    Activation, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, LinearBnAct,
+    LinearBnActConfig, QuantStub,
 };
-use crate::nn::{BatchNorm2d, BatchNorm2dConfig};
 use crate::{Error, Result};
+
+/// torchvision's `Conv2dNormActivation` (conv → BN → ReLU6) is this crate's [`ConvBnAct`].
+pub type Conv2dNormActivation = ConvBnAct;
+/// The configuration of a [`Conv2dNormActivation`].
+pub type Conv2dNormActivationConfig = ConvBnActConfig;
+/// torchvision's `QuantizableInvertedResidual`: every [`InvertedResidual`] here is quantizable.
+pub type QuantizableInvertedResidual = InvertedResidual;
+/// torchvision's `QuantizableMobileNetV2`: every [`MobileNetV2`] here is quantizable.
+pub type QuantizableMobileNetV2 = MobileNetV2;
 
 /// torchvision's `_make_divisible`: rounds `value` to the nearest multiple of `divisor`, never
 /// below `min_value` (default `divisor`) and never more than 10% below `value`.
@@ -92,19 +103,19 @@ pub struct InvertedResidualConfig {
     pub expand_ratio: usize,
 }
 
-/// MobileNetV2's inverted residual block (torchvision's `InvertedResidual`):
-/// `y = x + project_bn(project(depthwise(expand(x))))` when the stride is 1 and the channel
-/// count is kept, otherwise the same without the residual.
+/// MobileNetV2's inverted residual block (torchvision's `InvertedResidual` and
+/// `QuantizableInvertedResidual`): `y = skip_add.add(x, project(depthwise(expand(x))))` when the
+/// stride is 1 and the channel count is kept, otherwise `project(depthwise(expand(x)))`.
 #[derive(Module, Debug)]
 pub struct InvertedResidual {
     /// 1×1 expansion with ReLU6 (absent when `expand_ratio == 1`); torchvision's `conv.0`.
-    pub expand: Option<Conv2dNormActivation>,
+    pub expand: Option<ConvBnAct>,
     /// 3×3 depthwise convolution with ReLU6.
-    pub depthwise: Conv2dNormActivation,
-    /// 1×1 linear projection.
-    pub project: Conv2d,
-    /// Batch norm after the projection.
-    pub project_bn: BatchNorm2d,
+    pub depthwise: ConvBnAct,
+    /// 1×1 linear projection with batch norm, no activation.
+    pub project: ConvBnAct,
+    /// The residual add (quantizable).
+    pub skip_add: FloatFunctional,
     /// Whether the input is added to the output.
     pub use_res_connect: bool,
 }
@@ -120,21 +131,21 @@ impl InvertedResidualConfig {
         }
         let hidden = self.in_channels * self.expand_ratio;
         let expand = (self.expand_ratio != 1).then(|| {
-            Conv2dNormActivationConfig::new(self.in_channels, hidden)
+            ConvBnActConfig::new(self.in_channels, hidden)
                 .with_kernel_size(1)
                 .init(device)
         });
         Ok(InvertedResidual {
             expand,
-            depthwise: Conv2dNormActivationConfig::new(hidden, hidden)
+            depthwise: ConvBnActConfig::new(hidden, hidden)
                 .with_stride(self.stride)
                 .with_groups(hidden)
                 .init(device),
-            project: Conv2dConfig::new([hidden, self.out_channels], [1, 1])
-                .with_bias(false)
-                .with_initializer(kaiming_normal_fan_out())
+            project: ConvBnActConfig::new(hidden, self.out_channels)
+                .with_kernel_size(1)
+                .with_activation(Activation::Identity)
                 .init(device),
-            project_bn: BatchNorm2dConfig::new(self.out_channels).init(device),
+            skip_add: FloatFunctional::new(),
             use_res_connect: self.stride == 1 && self.in_channels == self.out_channels,
         })
     }
@@ -147,28 +158,50 @@ impl InvertedResidual {
         if let Some(expand) = &self.expand {
             y = expand.forward(y);
         }
-        let y = self
-            .project_bn
-            .forward(self.project.forward(self.depthwise.forward(y)));
-        if self.use_res_connect { x + y } else { y }
+        let y = self.project.forward(self.depthwise.forward(y));
+        if self.use_res_connect {
+            self.skip_add.add(x, y)
+        } else {
+            y
+        }
     }
 }
+
+crate::impl_quantizable!(InvertedResidual {
+    expand,
+    depthwise,
+    project,
+    skip_add
+});
 
 /// MobileNetV2. torchvision's `features` Sequential is split into `stem` (`features.0`),
 /// `blocks` (`features.1..=n`) and `head` (`features.n+1`); `classifier.1` is `classifier`.
 #[derive(Module, Debug)]
 pub struct MobileNetV2 {
+    /// Input quantization point (identity in float mode).
+    pub quant: QuantStub,
     /// 3×3 stride-2 convolution from RGB.
-    pub stem: Conv2dNormActivation,
+    pub stem: ConvBnAct,
     /// The inverted residual blocks.
     pub blocks: Vec<InvertedResidual>,
     /// 1×1 convolution to the last channel count.
-    pub head: Conv2dNormActivation,
+    pub head: ConvBnAct,
     /// Dropout before the classifier.
     pub dropout: Dropout,
     /// The final linear layer.
-    pub classifier: Linear,
+    pub classifier: LinearBnAct,
+    /// Output dequantization point.
+    pub dequant: DeQuantStub,
 }
+
+crate::impl_quantizable!(MobileNetV2 {
+    quant,
+    stem,
+    blocks,
+    head,
+    classifier,
+    dequant
+});
 
 impl MobileNetV2Config {
     /// Checks the configuration; every builder calls it.
@@ -247,37 +280,36 @@ impl MobileNetV2Config {
             .collect::<Result<Vec<_>>>()?;
         let last_in = blocks
             .last()
-            .map(|b| b.project_bn.bias.dims()[0])
+            .map(|b| b.project.out_channels())
             .unwrap_or(self.input_channels());
         Ok(MobileNetV2 {
-            stem: Conv2dNormActivationConfig::new(3, self.input_channels())
+            quant: QuantStub::new(),
+            stem: ConvBnActConfig::new(3, self.input_channels())
                 .with_stride(2)
                 .init(device),
             blocks,
-            head: Conv2dNormActivationConfig::new(last_in, self.last_channels())
+            head: ConvBnActConfig::new(last_in, self.last_channels())
                 .with_kernel_size(1)
                 .init(device),
             dropout: DropoutConfig::new(self.dropout).init(),
-            classifier: LinearConfig::new(self.last_channels(), self.num_classes)
-                .with_initializer(Initializer::Normal {
-                    mean: 0.0,
-                    std: 0.01,
-                })
-                .init(device),
+            classifier: LinearBnActConfig::new(self.last_channels(), self.num_classes).init(device),
+            dequant: DeQuantStub::new(),
         })
     }
 }
 
 impl MobileNetV2 {
     /// Logits `[N, num_classes]` of an NCHW RGB batch `[N, 3, H, W]`:
-    /// `classifier(dropout(flatten(adaptive_avg_pool2d(head(blocks(stem(x))), 1))))`.
+    /// `dequant(classifier(dropout(flatten(adaptive_avg_pool2d(features(quant(x)), 1)))))`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.features(x);
+        let x = self.features(self.quant.forward(x));
         let pooled: Tensor<2> = adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3);
-        self.classifier.forward(self.dropout.forward(pooled))
+        let logits = self.classifier.forward(self.dropout.forward(pooled));
+        self.dequant.forward(logits)
     }
 
-    /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`.
+    /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`,
+    /// without the quant stub.
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.stem.forward(x);
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
@@ -301,6 +333,27 @@ impl MobileNetV2 {
 
     /// Number of classes the classifier predicts.
     pub fn num_classes(&self) -> usize {
-        self.classifier.weight.dims()[1]
+        self.classifier.out_features()
+    }
+
+    /// torchvision's `QuantizableMobileNetV2.fuse_model(is_qat)`: fuses every conv + BN
+    /// (+ ReLU) for QAT (`Some(true)`: BN kept and trained) or for inference (`Some(false)`:
+    /// BN folded; the model must be in eval mode). `None` follows the model's mode: QAT when
+    /// it is training (autodiff device, batch norms in training mode). Call
+    /// [`replace_relu`](crate::quantize::replace_relu) first: ReLU6 does not fuse.
+    pub fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
+        let is_qat = is_qat.unwrap_or_else(|| self.is_training());
+        if is_qat {
+            crate::fuse::fuse_modules_qat(self)
+        } else {
+            crate::fuse::fuse_modules(self)
+        }
+    }
+
+    /// Whether the model trains (PyTorch's `model.training`): on an autodiff device with its
+    /// batch norms in training mode.
+    pub fn is_training(&self) -> bool {
+        let bn = self.stem.bn.as_ref();
+        self.stem.conv.weight.device().is_autodiff() && bn.is_some_and(|bn| bn.training())
     }
 }

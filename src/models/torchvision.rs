@@ -36,16 +36,19 @@ pub fn mobilenet_v2_key_map(config: &MobileNetV2Config) -> KeyMap {
                 format!("{burn}depthwise.conv."),
             )
             .prefix(format!("{torch}{index}.1."), format!("{burn}depthwise.bn."))
-            .prefix(format!("{torch}{}.", index + 1), format!("{burn}project."))
+            .prefix(
+                format!("{torch}{}.", index + 1),
+                format!("{burn}project.conv."),
+            )
             .prefix(
                 format!("{torch}{}.", index + 2),
-                format!("{burn}project_bn."),
+                format!("{burn}project.bn."),
             );
     }
     let head = blocks.len() + 1;
     map.prefix(format!("features.{head}.0."), "head.conv.")
         .prefix(format!("features.{head}.1."), "head.bn.")
-        .prefix("classifier.1.", "classifier.")
+        .prefix("classifier.1.", "classifier.linear.")
 }
 
 /// Builds a [`MobileNetV2`] from `config` and loads the torchvision float state dict at `path`

@@ -1,0 +1,173 @@
+//! `ConvBnAct`: convolution, optional batch norm, optional ReLU/ReLU6 — one layer through every
+//! stage of the eager workflow. Float it is torchvision's `Conv2dNormActivation`; fused for
+//! inference it is `torch.ao.nn.intrinsic.ConvReLU2d` with BN folded in; fused for QAT and
+//! prepared it is `torch.ao.nn.intrinsic.qat.ConvBn2d` / `ConvBnReLU2d` / `ConvReLU2d`.
+
+use burn::config::Config;
+use burn::module::{Module, Param, ParamId};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::{Device, Tensor};
+
+use super::activation::Activation;
+use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig, per_channel};
+use super::post_process::{ActivationPostProcess, PostProcess};
+use super::stage::Fusion;
+use crate::quant::FakeQuantize;
+
+/// Configuration of a [`ConvBnAct`] layer.
+#[derive(Config, Debug)]
+pub struct ConvBnActConfig {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size; padding is `(kernel_size - 1) / 2`, as torchvision's.
+    #[config(default = 3)]
+    pub kernel_size: usize,
+    /// Stride.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Convolution groups (`in_channels` for a depthwise convolution).
+    #[config(default = 1)]
+    pub groups: usize,
+    /// Whether a batch norm follows the convolution.
+    #[config(default = true)]
+    pub batch_norm: bool,
+    /// Whether the convolution has a bias (torchvision: only without batch norm).
+    #[config(default = false)]
+    pub bias: bool,
+    /// The activation after the (normalised) convolution.
+    #[config(default = "Activation::Relu6")]
+    pub activation: Activation,
+}
+
+/// Convolution → batch norm → activation → activation post-process, by stage:
+///
+/// - float / fused-for-inference: `app(act(bn(conv(x, W) + b)))` (BN absent once folded);
+/// - fused for QAT (`_ConvBnNd._forward_approximate`, torch 2.5.1), with
+///   `s = γ / √(running_var + ε)`:
+///   `app(act(bn(conv(x, weight_fake_quant(W · s)) / s + b)))`, BN on batch statistics while
+///   training and on running statistics once frozen;
+/// - prepared without BN (`ConvReLU2d`, QAT `Conv2d`): `app(act(conv(x, weight_fake_quant(W)) + b))`.
+///
+/// Record names follow PyTorch's fused modules: `conv.weight`, `bn.running_var`,
+/// `weight_fake_quant.scale`, `activation_post_process.…`.
+#[derive(Module, Debug)]
+pub struct ConvBnAct {
+    /// The convolution; its weight and bias are trained.
+    pub conv: Conv2d,
+    /// Batch norm (absent when configured without, or folded by `fuse_modules`).
+    pub bn: Option<BatchNorm2d>,
+    /// Weight fake-quant, added by `prepare_qat`.
+    pub weight_fake_quant: Option<FakeQuantize>,
+    /// Output observer / fake-quant, set by `prepare` / `prepare_qat`.
+    pub activation_post_process: ActivationPostProcess,
+    /// The activation.
+    #[module(skip)]
+    pub activation: Activation,
+    /// How far fusion went.
+    #[module(skip)]
+    pub fusion: Fusion,
+}
+
+impl ConvBnActConfig {
+    /// Builds the layer with torchvision's initialisation (Kaiming-normal fan-out weights, zero
+    /// bias, unit BN scale).
+    pub fn init(&self, device: &Device) -> ConvBnAct {
+        let padding = (self.kernel_size - 1) / 2;
+        let conv = Conv2dConfig::new(
+            [self.in_channels, self.out_channels],
+            [self.kernel_size, self.kernel_size],
+        )
+        .with_stride([self.stride, self.stride])
+        .with_groups(self.groups)
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(self.bias)
+        .with_initializer(kaiming_normal_fan_out())
+        .init(device);
+        let conv = Conv2d {
+            bias: conv.bias.map(|b| Param::from_tensor(b.val().zeros_like())),
+            ..conv
+        };
+        ConvBnAct {
+            conv,
+            bn: self
+                .batch_norm
+                .then(|| BatchNorm2dConfig::new(self.out_channels).init(device)),
+            weight_fake_quant: None,
+            activation_post_process: ActivationPostProcess::default(),
+            activation: self.activation,
+            fusion: Fusion::None,
+        }
+    }
+}
+
+/// `nn.init.kaiming_normal_(w, mode="fan_out")`, torchvision's convolution initialisation.
+pub(crate) fn kaiming_normal_fan_out() -> Initializer {
+    Initializer::KaimingNormal {
+        gain: std::f64::consts::SQRT_2,
+        fan_out_only: true,
+    }
+}
+
+/// `conv(x)` with another weight and bias, keeping `conv`'s stride, padding, dilation, groups.
+/// (A throw-away `Conv2d` sharing the hyper-parameters: burn-nn keeps its padding arithmetic
+/// private.) The tensors keep their autodiff graph.
+fn conv_with_weight(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<4> {
+    let with_weight = Conv2d {
+        weight: Param::initialized(ParamId::new(), weight),
+        bias: bias.map(|b| Param::initialized(ParamId::new(), b)),
+        stride: conv.stride,
+        kernel_size: conv.kernel_size,
+        dilation: conv.dilation,
+        groups: conv.groups,
+        padding: conv.padding.clone(),
+    };
+    with_weight.forward(x)
+}
+
+impl ConvBnAct {
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.conv.weight.dims()[0]
+    }
+
+    /// The forward pass of the current stage (see the type's docs).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let weight = self.conv.weight.val();
+        let bias = self.conv.bias.as_ref().map(Param::val);
+        let y = match (&self.bn, &self.weight_fake_quant) {
+            (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
+                let s = bn.scale_factor().to_device(&weight.device());
+                let w_q = wfq.forward(weight * s.clone().reshape([-1, 1, 1, 1]));
+                let y = conv_with_weight(&self.conv, x, w_q, None) / per_channel::<4>(s);
+                let y = match bias {
+                    Some(b) => y + per_channel::<4>(b),
+                    None => y,
+                };
+                bn.forward(y)
+            }
+            (bn, wfq) => {
+                let weight = match wfq {
+                    Some(wfq) => wfq.forward(weight),
+                    None => weight,
+                };
+                let y = conv_with_weight(&self.conv, x, weight, bias);
+                match bn {
+                    Some(bn) => bn.forward(y),
+                    None => y,
+                }
+            }
+        };
+        self.activation_post_process
+            .post_process(self.activation.forward(y))
+    }
+}
