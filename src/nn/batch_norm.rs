@@ -67,15 +67,22 @@ impl BatchNorm2dConfig {
 }
 
 /// Per-channel mean and biased variance of a `[N, C, ...]` tensor, and the count per channel.
+///
+/// Reduced one axis at a time (the spatial axes, then the batch), so that each sum runs over a
+/// few dozen values: one flat f32 sum over `N·H·W` values (thousands in early layers) loses
+/// precision in proportion to its length, and batch norm in training mode amplifies that error
+/// layer after layer (PyTorch's reductions are blocked, too).
 pub(crate) fn batch_moments<const D: usize>(x: &Tensor<D>) -> (Tensor<1>, Tensor<1>, usize) {
     let dims = x.dims();
     let c = dims[1];
     let n: usize = dims.iter().product::<usize>() / c;
-    // [N, C, rest] -> [C, N * rest]
-    let per_channel: Tensor<2> = x.clone().swap_dims(0, 1).reshape([c, n]);
-    let mean = per_channel.clone().mean_dim(1);
-    let var = (per_channel - mean.clone()).square().mean_dim(1);
-    (mean.reshape([c]), var.reshape([c]), n)
+    let mean_over_non_channel = |t: Tensor<D>| -> Tensor<1> {
+        let t = (2..D).rev().fold(t, |t, axis| t.mean_dim(axis));
+        t.mean_dim(0).reshape([c])
+    };
+    let mean = mean_over_non_channel(x.clone());
+    let var = mean_over_non_channel((x.clone() - per_channel::<D>(mean.clone())).square());
+    (mean, var, n)
 }
 
 /// Reshapes a `[C]` vector to broadcast over `[N, C, ...]` of rank `D`.
