@@ -65,6 +65,15 @@ def save_state_dict(model, path, fmt):
     torch.save(model.state_dict(), path, _use_new_zipfile_serialization=(fmt == "zip"))
 
 
+def randomize_bn(bn):
+    """Non-trivial affine parameters and running statistics, so that every one matters."""
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+
+
 def batch_norm_and_folding():
     """PyTorch BatchNorm2d in training mode (three steps: outputs, running statistics,
     gradients) and eval-mode BN folding into conv / linear (torch.nn.utils.fusion)."""
@@ -73,11 +82,7 @@ def batch_norm_and_folding():
     torch.manual_seed(2000)
     out = {}
     bn = torch.nn.BatchNorm2d(4)
-    with torch.no_grad():
-        bn.weight.uniform_(0.5, 1.5)
-        bn.bias.normal_()
-        bn.running_mean.normal_()
-        bn.running_var.uniform_(0.5, 2.0)
+    randomize_bn(bn)
     for k, v in bn.state_dict().items():
         if k != "num_batches_tracked":
             out[f"bn.init.{k}"] = v.numpy().copy()
@@ -103,11 +108,8 @@ def batch_norm_and_folding():
     for bias in (True, False):
         conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=bias).eval()
         cbn = torch.nn.BatchNorm2d(6).eval()
+        randomize_bn(cbn)
         with torch.no_grad():
-            cbn.weight.uniform_(0.5, 1.5)
-            cbn.bias.normal_()
-            cbn.running_mean.normal_()
-            cbn.running_var.uniform_(0.5, 2.0)
             fused = fuse_conv_bn_eval(conv, cbn)
             tag = f"conv_bias{int(bias)}"
             out[f"{tag}.weight"] = conv.weight.numpy()
@@ -120,11 +122,8 @@ def batch_norm_and_folding():
             out[f"{tag}.y"] = cbn(conv(out_x)).numpy()
     lin = torch.nn.Linear(5, 3).eval()
     lbn = torch.nn.BatchNorm1d(3).eval()
+    randomize_bn(lbn)
     with torch.no_grad():
-        lbn.weight.uniform_(0.5, 1.5)
-        lbn.bias.normal_()
-        lbn.running_mean.normal_()
-        lbn.running_var.uniform_(0.5, 2.0)
         fused = fuse_linear_bn_eval(lin, lbn)
         out["linear.weight"] = lin.weight.numpy()
         out["linear.bias"] = lin.bias.numpy()

@@ -6,24 +6,7 @@ mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::quant::{fake_quantize_per_channel, fake_quantize_per_tensor};
-use common::{Fixture, assert_close, to_vec};
-
-fn devices() -> Vec<Device> {
-    vec![Device::flex(), Device::flex().autodiff()]
-}
-
-/// Bit-exact comparison (NaN compares equal to NaN).
-fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()),
-            "{what}: element {i} is {a:e} ({:#x}) but PyTorch gives {e:e} ({:#x})",
-            a.to_bits(),
-            e.to_bits()
-        );
-    }
-}
+use common::{Fixture, assert_bits, assert_close, devices, to_vec};
 
 fn tensor_dyn<const D: usize>(fx: &Fixture, key: &str, device: &Device) -> Tensor<D> {
     let shape = fx.shape(key);
@@ -48,21 +31,19 @@ fn run<const D: usize>(
     }
 }
 
-fn check_per_tensor<const D: usize>(fx: &Fixture, i: i64, device: &Device) {
-    let p = format!("pt{i}");
+/// Runs fixture case `p` (`{p}_x`, `{p}_dy` in; `{p}_out`, `{p}_dx` expected) through `fq`:
+/// bit-exact forward, straight-through gradient within 1e-6 on autodiff devices.
+fn check_case<const D: usize>(
+    fx: &Fixture,
+    p: &str,
+    device: &Device,
+    fq: impl Fn(Tensor<D>) -> Tensor<D>,
+) {
     let x: Tensor<D> = tensor_dyn(fx, &format!("{p}_x"), device);
     let dy: Tensor<D> = tensor_dyn(fx, &format!("{p}_dy"), device);
-    let scale = fx.f32(&format!("{p}_scale"))[0];
-    let zp = fx.i64(&format!("{p}_zp"))[0];
-    let r = fx.i64(&format!("{p}_qrange"));
-    let (out, dx) = run(x, dy, |x| {
-        fake_quantize_per_tensor(x, scale, zp, r[0], r[1])
-    });
-    assert_bits(
-        &out,
-        &fx.f32(&format!("{p}_out")),
-        &format!("{p} forward on {device:?}"),
-    );
+    let (out, dx) = run(x, dy, fq);
+    let expected = fx.f32(&format!("{p}_out"));
+    assert_bits(&out, &expected, &format!("{p} forward on {device:?}"));
     if let Some(dx) = dx {
         assert_close(
             &dx,
@@ -72,6 +53,16 @@ fn check_per_tensor<const D: usize>(fx: &Fixture, i: i64, device: &Device) {
             &format!("{p} dx"),
         );
     }
+}
+
+fn check_per_tensor<const D: usize>(fx: &Fixture, i: i64, device: &Device) {
+    let p = format!("pt{i}");
+    let scale = fx.f32(&format!("{p}_scale"))[0];
+    let zp = fx.i64(&format!("{p}_zp"))[0];
+    let r = fx.i64(&format!("{p}_qrange"));
+    check_case::<D>(fx, &p, device, |x| {
+        fake_quantize_per_tensor(x, scale, zp, r[0], r[1])
+    });
 }
 
 #[test]
@@ -93,28 +84,12 @@ fn per_tensor_forward_and_ste_match_pytorch() {
 
 fn check_per_channel<const D: usize>(fx: &Fixture, i: i64, device: &Device) {
     let p = format!("pc{i}");
-    let x: Tensor<D> = tensor_dyn(fx, &format!("{p}_x"), device);
-    let dy: Tensor<D> = tensor_dyn(fx, &format!("{p}_dy"), device);
     let scale = fx.f32(&format!("{p}_scale"));
     let zp = fx.i64(&format!("{p}_zp"));
     let r = fx.i64(&format!("{p}_axis_qrange"));
-    let (out, dx) = run(x, dy, |x| {
+    check_case::<D>(fx, &p, device, |x| {
         fake_quantize_per_channel(x, &scale, &zp, r[0] as usize, r[1], r[2]).expect("fake-quant")
     });
-    assert_bits(
-        &out,
-        &fx.f32(&format!("{p}_out")),
-        &format!("{p} forward on {device:?}"),
-    );
-    if let Some(dx) = dx {
-        assert_close(
-            &dx,
-            &fx.f32(&format!("{p}_dx")),
-            1e-6,
-            0.0,
-            &format!("{p} dx"),
-        );
-    }
 }
 
 #[test]

@@ -8,17 +8,7 @@ use burn_qat::quant::{
     LearnableFakeQuantize, LearnableFakeQuantizeConfig, ObserverConfig, ObserverKind, QScheme,
     QuantDtype,
 };
-use common::{Fixture, assert_close, to_vec};
-
-fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            a.to_bits() == e.to_bits(),
-            "{what}: element {i} is {a:e} but PyTorch gives {e:e}"
-        );
-    }
-}
+use common::{Fixture, assert_bits, assert_close, to_vec};
 
 /// (name, qscheme, ch_axis, qmin, qmax, grad scaling), as `gen_lsq()`.
 fn cases() -> Vec<(&'static str, QScheme, usize, i64, i64, bool)> {

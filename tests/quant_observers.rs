@@ -9,21 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::quant::{
     FakeQuantize, ObserverConfig, ObserverKind, QConfig, QScheme, QuantBackend, QuantDtype,
 };
-use common::{Fixture, assert_close, to_vec};
-
-fn devices() -> Vec<Device> {
-    vec![Device::flex(), Device::flex().autodiff()]
-}
-
-fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            a.to_bits() == e.to_bits(),
-            "{what}: element {i} is {a:e} but PyTorch gives {e:e}"
-        );
-    }
-}
+use common::{Fixture, assert_bits, assert_close, devices, to_vec};
 
 fn tensor_dyn<const D: usize>(fx: &Fixture, key: &str, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(fx.f32(key), fx.shape(key)), device)

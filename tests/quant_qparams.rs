@@ -7,17 +7,7 @@ mod common;
 use burn_qat::quant::{
     ObserverQParamsSpec, QScheme, QuantDtype, calculate_qmin_qmax, fbgemm_qparams, observer_qparams,
 };
-use common::Fixture;
-
-fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
-    assert_eq!(actual.len(), expected.len(), "{what}: length");
-    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
-        assert!(
-            a.to_bits() == e.to_bits(),
-            "{what}: element {i} is {a:e} but PyTorch gives {e:e}"
-        );
-    }
-}
+use common::{Fixture, assert_bits};
 
 /// (name, dtype, symmetric, reduce_range, custom range), as `QP_CONFIGS` in the generator.
 type Case = (&'static str, QuantDtype, bool, bool, Option<(i64, i64)>);

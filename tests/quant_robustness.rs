@@ -11,11 +11,7 @@ use burn_qat::quant::{
     ObserverConfig, ObserverKind, QConfig, QParamsCalculator, QScheme, QuantBackend, QuantDtype,
     Quantizer,
 };
-use common::Fixture;
-
-fn devices() -> Vec<Device> {
-    vec![Device::flex(), Device::flex().autodiff()]
-}
+use common::{Fixture, devices};
 
 fn t1(v: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = v.len();

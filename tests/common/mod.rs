@@ -150,3 +150,21 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .try_to_vec::<f32>()
         .expect("f32 tensor data")
 }
+
+/// The devices every numerics check runs on: plain flex and flex under autodiff.
+pub fn devices() -> Vec<Device> {
+    vec![Device::flex(), Device::flex().autodiff()]
+}
+
+/// Bit-exact comparison (NaN compares equal to NaN).
+pub fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            a.to_bits() == e.to_bits() || (a.is_nan() && e.is_nan()),
+            "{what}: element {i} is {a:e} ({:#x}) but PyTorch gives {e:e} ({:#x})",
+            a.to_bits(),
+            e.to_bits()
+        );
+    }
+}

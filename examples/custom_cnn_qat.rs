@@ -1,0 +1,132 @@
+//! Make your own model quantizable and train it with QAT:
+//! `cargo run --release --example custom_cnn_qat`.
+//!
+//! A small CNN with a residual add, written once: the same `forward` runs in float, after
+//! fusion, and with fake quantization. The steps mirror PyTorch's eager mode: build from
+//! quantizable layers, fuse for QAT, `prepare_qat`, train, then freeze observers and BN.
+//! (The data is synthetic; see `qat_finetune` for real data.)
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use burn_qat::fuse::fuse_modules_qat;
+use burn_qat::impl_quantizable;
+use burn_qat::nn::{
+    Activation, ActivationPostProcess, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional,
+    LinearBnAct, LinearBnActConfig, QuantStub,
+};
+use burn_qat::quant::{QConfig, QuantBackend};
+use burn_qat::quantize::{disable_observer, freeze_bn_stats, prepare_qat};
+
+/// Two convolutions with a residual connection and a linear classifier.
+#[derive(Module, Debug)]
+struct SmallNet {
+    quant: QuantStub,
+    conv1: ConvBnAct,
+    conv2: ConvBnAct,
+    skip_add: FloatFunctional,
+    fc: LinearBnAct,
+    dequant: DeQuantStub,
+}
+
+// The layers `prepare_qat` and friends visit, in forward order.
+impl_quantizable!(SmallNet {
+    quant,
+    conv1,
+    conv2,
+    skip_add,
+    fc,
+    dequant
+});
+
+impl SmallNet {
+    fn new(device: &Device) -> Self {
+        Self {
+            quant: QuantStub::new(),
+            conv1: ConvBnActConfig::new(1, 16)
+                .with_stride(2)
+                .with_activation(Activation::Relu)
+                .init(device),
+            conv2: ConvBnActConfig::new(16, 16)
+                .with_activation(Activation::Relu)
+                .init(device),
+            skip_add: FloatFunctional::new(),
+            fc: LinearBnActConfig::new(16, 2).init(device),
+            dequant: DeQuantStub::new(),
+        }
+    }
+
+    /// One forward for every stage: float, fused, fake-quantized.
+    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.conv1.forward(self.quant.forward(x));
+        let x = self.skip_add.add(x.clone(), self.conv2.forward(x));
+        let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
+        self.dequant.forward(self.fc.forward(pooled))
+    }
+}
+
+/// A toy task: is the image's mean brightness positive?
+fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    let x = Tensor::<4>::random([32, 1, 16, 16], Distribution::Normal(0.0, 1.0), device);
+    let labels = x
+        .clone()
+        .mean_dim(3)
+        .mean_dim(2)
+        .flatten::<1>(0, 3)
+        .greater_elem(0.0)
+        .int();
+    (x, labels)
+}
+
+fn train(model: SmallNet, steps: usize, device: &Device) -> SmallNet {
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut model = model;
+    for step in 0..steps {
+        let (x, y) = batch(device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        if step % 10 == 0 {
+            println!(
+                "  step {step:3}: loss {:.4}",
+                loss.clone().into_scalar::<f32>()
+            );
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.05, model, grads);
+    }
+    model
+}
+
+fn main() -> burn_qat::Result<()> {
+    let device = Device::flex().autodiff();
+    println!("float training");
+    let mut model = train(SmallNet::new(&device), 30, &device);
+
+    // Fuse conv + BN + ReLU for QAT (BN keeps learning), then attach fake-quants.
+    fuse_modules_qat(&mut model)?;
+    prepare_qat(
+        &mut model,
+        &QConfig::default_qat(QuantBackend::X86),
+        &device,
+    )?;
+    println!("QAT");
+    let mut model = train(model, 20, &device);
+    // The usual schedule: freeze ranges and BN statistics for the last steps.
+    disable_observer(&mut model);
+    freeze_bn_stats(&mut model);
+    println!("QAT, observers and BN statistics frozen");
+    let model = train(model, 10, &device);
+
+    if let ActivationPostProcess::FakeQuantize(fq) = &model.skip_add.activation_post_process {
+        let qp = fq.current_qparams();
+        println!(
+            "residual add output: scale {:.5}, zero-point {}",
+            qp.scale[0], qp.zero_point[0]
+        );
+    }
+    Ok(())
+}
