@@ -8,26 +8,11 @@ pub use bn_folding::{fold_bn_into_conv, fold_bn_into_linear};
 use crate::nn::{Activation, Fusion, QuantLayer, Quantizable};
 use crate::{Error, Result};
 
-fn check_fusable(fusion: Fusion, activation: Activation, kind: &str) -> Result<()> {
-    if fusion != Fusion::None {
-        return Err(Error::Quant(format!("this {kind} is already fused")));
-    }
-    if activation == Activation::Relu6 {
-        return Err(Error::Quant(format!(
-            "a {kind} followed by ReLU6 cannot be fused; call replace_relu first"
-        )));
-    }
-    Ok(())
-}
-
-/// Fuses for inference: batch norm is folded into the preceding conv/linear weights and bias
-/// (`W' = W·γ/√(var+ε)`, `b' = (b−μ)·γ/√(var+ε) + β`) and ReLU becomes part of the layer.
-/// Like PyTorch, only allowed in eval mode (`model.valid()`): a training-mode batch norm still
-/// has statistics to learn.
-pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
-    // Check every layer first, so that an error leaves the model untouched.
+/// Checks that every conv/linear layer can be fused (not fused yet, no ReLU6 and, for
+/// inference, no batch norm still training), so that an error leaves the model untouched.
+fn check_fusable<M: Quantizable>(model: &mut M, for_inference: bool) -> Result<()> {
     model.visit_layers(&mut |layer| {
-        let (fusion, activation, kind, training_bn) = match layer {
+        let (fusion, activation, kind, bn_training) = match layer {
             QuantLayer::Conv(c) => (
                 c.fusion,
                 c.activation,
@@ -44,8 +29,15 @@ pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
             ),
             QuantLayer::Output(_) => return Ok(()),
         };
-        check_fusable(fusion, activation, kind)?;
-        if training_bn {
+        if fusion != Fusion::None {
+            return Err(Error::Quant(format!("this {kind} is already fused")));
+        }
+        if activation == Activation::Relu6 {
+            return Err(Error::Quant(format!(
+                "a {kind} followed by ReLU6 cannot be fused; call replace_relu first"
+            )));
+        }
+        if for_inference && bn_training {
             return Err(Error::Quant(
                 "fuse_modules folds batch norm for inference and needs an eval-mode model (call \
                  .valid()); use fuse_modules_qat for training"
@@ -53,7 +45,15 @@ pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
             ));
         }
         Ok(())
-    })?;
+    })
+}
+
+/// Fuses for inference: batch norm is folded into the preceding conv/linear weights and bias
+/// (`W' = W·γ/√(var+ε)`, `b' = (b−μ)·γ/√(var+ε) + β`) and ReLU becomes part of the layer.
+/// Like PyTorch, only allowed in eval mode (`model.valid()`): a training-mode batch norm still
+/// has statistics to learn. On error the model is unchanged.
+pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
+    check_fusable(model, true)?;
     model.visit_layers(&mut |layer| {
         match layer {
             QuantLayer::Conv(c) => {
@@ -76,23 +76,15 @@ pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
 
 /// Fuses for quantization-aware training: batch norm stays and keeps learning its statistics;
 /// after `prepare_qat` it is folded into the weight inside the forward
-/// (`torch.ao.nn.intrinsic.qat.ConvBn2d`, ...).
+/// (`torch.ao.nn.intrinsic.qat.ConvBn2d`, ...). On error the model is unchanged.
 pub fn fuse_modules_qat<M: Quantizable>(model: &mut M) -> Result<()> {
-    // Check every layer first, so that an error leaves the model untouched.
-    for apply in [false, true] {
-        model.visit_layers(&mut |layer| {
-            let (fusion, activation, kind) = match layer {
-                QuantLayer::Conv(c) => (&mut c.fusion, c.activation, "convolution"),
-                QuantLayer::Linear(l) => (&mut l.fusion, l.activation, "linear layer"),
-                QuantLayer::Output(_) => return Ok(()),
-            };
-            if apply {
-                *fusion = Fusion::Qat;
-            } else {
-                check_fusable(*fusion, activation, kind)?;
-            }
-            Ok(())
-        })?;
-    }
-    Ok(())
+    check_fusable(model, false)?;
+    model.visit_layers(&mut |layer| {
+        match layer {
+            QuantLayer::Conv(c) => c.fusion = Fusion::Qat,
+            QuantLayer::Linear(l) => l.fusion = Fusion::Qat,
+            QuantLayer::Output(_) => {}
+        }
+        Ok(())
+    })
 }
