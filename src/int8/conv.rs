@@ -1,0 +1,210 @@
+//! Quantized 2-D convolution (`torch.ao.nn.quantized.Conv2d` / `ConvReLU2d`, i.e.
+//! `quantized::conv2d` / `quantized::conv2d_relu` with prepacked weights).
+//!
+//! ```text
+//! acc[n,o,y,x] = Σ_{i,ky,kx} (q_in[n, g·C/G + i, y·s + ky − p, x·s + kx − p] − z_in) · (q_w[o,i,ky,kx] − z_w[o])
+//! ```
+//! with out-of-image taps contributing 0 (both engines pad with the input zero-point), then the
+//! engine's requantization ([`crate::int8::requant`]). Dilation is 1.
+
+use super::engine::Engine;
+use super::kernels::{Int8Kernels, Reference};
+use super::requant::Requant;
+use super::tensor::{QParamsPt, QTensor, QWeight};
+use crate::{Error, Result};
+
+/// Geometry and activation of a quantized convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dSpec {
+    /// Stride (both spatial dimensions).
+    pub stride: usize,
+    /// Zero-point padding (both spatial dimensions, both sides).
+    pub padding: usize,
+    /// Groups (`in_channels` for a depthwise convolution).
+    pub groups: usize,
+    /// Fused ReLU (`ConvReLU2d`): the output is clamped at the output zero-point.
+    pub relu: bool,
+}
+
+/// A prepared quantized convolution: weights packed once (zero-point removed, as i16), the
+/// requantization precomputed for the expected input scale.
+#[derive(Debug, Clone)]
+pub struct Int8Conv2d {
+    weight: QWeight,
+    /// `q_w − z_w`, `[out, in/groups, kh, kw]`.
+    packed: Vec<i16>,
+    bias: Option<Vec<f32>>,
+    spec: Conv2dSpec,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: [usize; 2],
+    engine: Engine,
+    input_scale: f32,
+    output: QParamsPt,
+    requant: Requant,
+}
+
+impl Int8Conv2d {
+    /// Prepares a convolution.
+    ///
+    /// * `weight`: qint8 `[out, in/groups, kh, kw]`, per-tensor or per-output-channel;
+    /// * `bias`: float, length `out` (as PyTorch keeps it);
+    /// * `input`: the qparams inputs are expected to carry (only the scale matters; an input
+    ///   with another scale is still handled, by recomputing the requantization for that call);
+    /// * `output`: the layer's `scale` / `zero_point`.
+    pub fn new(
+        weight: QWeight,
+        bias: Option<Vec<f32>>,
+        spec: Conv2dSpec,
+        input: QParamsPt,
+        output: QParamsPt,
+        engine: Engine,
+    ) -> Result<Self> {
+        let shape = weight.shape();
+        if shape.len() != 4 {
+            return Err(Error::Shape(format!(
+                "conv2d weight must be [out, in/groups, kh, kw], got {shape:?}"
+            )));
+        }
+        let (out_channels, icg, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
+        if spec.groups == 0 || spec.stride == 0 {
+            return Err(Error::Shape(format!(
+                "conv2d needs groups >= 1 and stride >= 1, got {spec:?}"
+            )));
+        }
+        if out_channels == 0 || icg == 0 || kh == 0 || kw == 0 || out_channels % spec.groups != 0 {
+            return Err(Error::Shape(format!(
+                "conv2d weight {shape:?} does not fit {} groups",
+                spec.groups
+            )));
+        }
+        if let Some(b) = &bias
+            && b.len() != out_channels
+        {
+            return Err(Error::Shape(format!(
+                "conv2d bias has {} values for {out_channels} output channels",
+                b.len()
+            )));
+        }
+        let per_out = icg * kh * kw;
+        let packed = weight
+            .data()
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| (q as i16) - weight.qparams().channel(i / per_out).1 as i16)
+            .collect();
+        let requant = Requant::new(
+            engine,
+            out_channels,
+            weight.qparams(),
+            bias.as_deref(),
+            input.scale,
+            output,
+            spec.relu,
+        );
+        Ok(Int8Conv2d {
+            packed,
+            bias,
+            spec,
+            in_channels: icg * spec.groups,
+            out_channels,
+            kernel: [kh, kw],
+            engine,
+            input_scale: input.scale,
+            output,
+            requant,
+            weight,
+        })
+    }
+
+    /// Runs the convolution with the portable [`Reference`] kernels.
+    pub fn forward(&self, input: &QTensor) -> Result<QTensor> {
+        self.forward_with(&Reference, input)
+    }
+
+    /// Runs the convolution with the given kernels on an NCHW quint8 input.
+    pub fn forward_with(&self, kernels: &dyn Int8Kernels, input: &QTensor) -> Result<QTensor> {
+        let s = input.shape();
+        if s.len() != 4 || s[1] != self.in_channels {
+            return Err(Error::Shape(format!(
+                "conv2d expects an NCHW input with {} channels, got {s:?}",
+                self.in_channels
+            )));
+        }
+        let (oh, ow) = self.output_hw(s[2], s[3]).ok_or_else(|| {
+            Error::Shape(format!(
+                "conv2d input {s:?} is smaller than the {:?} kernel with padding {}",
+                self.kernel, self.spec.padding
+            ))
+        })?;
+        let mut out = vec![0u8; s[0] * self.out_channels * oh * ow];
+        if input.qparams().scale == self.input_scale {
+            kernels.conv2d(self, &self.requant, input, &mut out);
+        } else {
+            let rq = Requant::new(
+                self.engine,
+                self.out_channels,
+                self.weight.qparams(),
+                self.bias.as_deref(),
+                input.qparams().scale,
+                self.output,
+                self.spec.relu,
+            );
+            kernels.conv2d(self, &rq, input, &mut out);
+        }
+        QTensor::from_raw(out, &[s[0], self.out_channels, oh, ow], self.output)
+    }
+
+    /// Output height and width for an `h × w` input, `None` when the kernel does not fit.
+    pub fn output_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let (p, st) = (self.spec.padding, self.spec.stride);
+        let oh = (h + 2 * p).checked_sub(self.kernel[0])? / st + 1;
+        let ow = (w + 2 * p).checked_sub(self.kernel[1])? / st + 1;
+        Some((oh, ow))
+    }
+
+    /// The packed weights `q_w − z_w`, `[out, in/groups, kh, kw]`.
+    pub fn packed_weight(&self) -> &[i16] {
+        &self.packed
+    }
+
+    /// The original quantized weight.
+    pub fn weight(&self) -> &QWeight {
+        &self.weight
+    }
+
+    /// The float bias.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.bias.as_deref()
+    }
+
+    /// Geometry and activation.
+    pub fn spec(&self) -> Conv2dSpec {
+        self.spec
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.out_channels
+    }
+
+    /// Kernel height and width.
+    pub fn kernel_size(&self) -> [usize; 2] {
+        self.kernel
+    }
+
+    /// The engine whose arithmetic this reproduces.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Output scale and zero-point.
+    pub fn output_qparams(&self) -> QParamsPt {
+        self.output
+    }
+}

@@ -1,0 +1,165 @@
+//! Quantized adaptive average pooling to 1×1 (`F.adaptive_avg_pool2d(x, (1, 1))` on a quint8
+//! tensor, `aten/src/ATen/native/quantized/cpu/AdaptiveAveragePooling.cpp`). The output keeps the
+//! input's scale and zero-point. With `K = H·W`:
+//!
+//! # qnnpack (`qnnpack_adaptive_avg_pool2d` → `qnnpack_avg_pool2d`, taken whenever the input is
+//! not already 1×1)
+//! ```text
+//! r = s / (s · (float)K)                                   // f32
+//! y = clamp(cvtps((float)Σ(q − z) · r) + z, 0, 255)        // ties to even
+//! ```
+//! PyTorch's QNNPACK fork requantizes average pooling in fp32 like its convolutions; the original
+//! QNNPACK fixed-point formula (24-bit multiplier, rounding half away from zero) disagrees on exact
+//! ties (19 of the 644 fixture outputs, all with `K` a power of two), which the oracle settled.
+//!
+//! # native, channels-last input (`_qadaptive_avg_pool_kernel`; a quantized conv's output is
+//! channels-last, so this is what a converted model runs)
+//! ```text
+//! mult = s / s / (float)K;  inv = 1.0f / (1.0f / mult)
+//! y = clamp(nearbyint((float)(Σq − z·K) · inv) + z, 0, 255)
+//! ```
+//!
+//! # native, NCHW-contiguous input (`adaptive_avg_pool_single_out_frame`)
+//! ```text
+//! r = ((float)(1.0 / 1) / kH) / kW;   y = nearbyint((float)Σq · r)
+//! ```
+
+use super::engine::Engine;
+use super::kernels::{Int8Kernels, Reference};
+use super::requant::{cvtps_epi32, saturate_to_u8};
+use super::tensor::QTensor;
+use crate::{Error, Result};
+
+/// The memory format PyTorch's input would have, which selects the native kernel (the values
+/// are always passed NCHW here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolInputLayout {
+    /// Channels-last (the output of a quantized convolution, as in a converted model).
+    ChannelsLast,
+    /// NCHW-contiguous.
+    Contiguous,
+}
+
+/// Arithmetic of one pooling call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PoolParams {
+    /// qnnpack: `cvtps((float)Σ(q − z) · scale) + z`.
+    Qnnpack {
+        /// Pool size `H·W`.
+        size: usize,
+        /// `s / (s · (float)K)`.
+        scale: f32,
+        /// Zero-point.
+        zero_point: i32,
+    },
+    /// Native kernel on a channels-last input: `nearbyint((Σq − z·K) · inv) + z`.
+    NativeChannelsLast {
+        /// Pool size.
+        size: usize,
+        /// `1.0f / (1.0f / (1.0f / K))`.
+        inv_scale: f32,
+        /// Zero-point.
+        zero_point: i32,
+    },
+    /// Native kernel on an NCHW input: `nearbyint(Σq · r)`.
+    NativeContiguous {
+        /// Pool size.
+        size: usize,
+        /// `(1.0f / kH) / kW`.
+        reciprocal: f32,
+    },
+}
+
+impl PoolParams {
+    /// The arithmetic PyTorch uses for an `h × w` input with zero-point `zero_point` and scale
+    /// `scale` on `engine`, for an input in `layout`.
+    pub fn new(
+        engine: Engine,
+        layout: PoolInputLayout,
+        h: usize,
+        w: usize,
+        scale: f32,
+        zero_point: i32,
+    ) -> Self {
+        let size = h * w;
+        if engine == Engine::Qnnpack && size > 1 {
+            return PoolParams::Qnnpack {
+                size,
+                scale: scale / (scale * size as f32),
+                zero_point,
+            };
+        }
+        match layout {
+            PoolInputLayout::ChannelsLast => {
+                // PyTorch: input_scale / output_scale / size, and s / s == 1 exactly.
+                let mult = 1.0f32 / size as f32;
+                PoolParams::NativeChannelsLast {
+                    size,
+                    inv_scale: 1.0f32 / (1.0f32 / mult),
+                    zero_point,
+                }
+            }
+            PoolInputLayout::Contiguous => PoolParams::NativeContiguous {
+                size,
+                reciprocal: (1.0f32 / h as f32) / w as f32,
+            },
+        }
+    }
+
+    /// Averages one channel, given the sum of its `K` quint8 values.
+    #[inline]
+    pub fn apply(&self, sum: i64) -> u8 {
+        match *self {
+            PoolParams::Qnnpack {
+                size,
+                scale,
+                zero_point,
+            } => {
+                let acc = (sum - zero_point as i64 * size as i64) as i32;
+                saturate_to_u8(cvtps_epi32(acc as f32 * scale), zero_point, 0, 255)
+            }
+            PoolParams::NativeChannelsLast {
+                size,
+                inv_scale,
+                zero_point,
+            } => {
+                let acc = (sum - zero_point as i64 * size as i64) as i32 as f32;
+                let t = (acc * inv_scale).round_ties_even() as i64 + zero_point as i64;
+                t.clamp(0, 255) as u8
+            }
+            PoolParams::NativeContiguous { reciprocal, .. } => ((sum as f32) * reciprocal)
+                .round_ties_even()
+                .clamp(0.0, 255.0)
+                as u8,
+        }
+    }
+}
+
+/// `F.adaptive_avg_pool2d(x, (1, 1))` on an NCHW quint8 tensor, with the reference kernels.
+pub fn adaptive_avg_pool2d_1x1(
+    input: &QTensor,
+    engine: Engine,
+    layout: PoolInputLayout,
+) -> Result<QTensor> {
+    adaptive_avg_pool2d_1x1_with(&Reference, input, engine, layout)
+}
+
+/// [`adaptive_avg_pool2d_1x1`] with the given kernels.
+pub fn adaptive_avg_pool2d_1x1_with(
+    kernels: &dyn Int8Kernels,
+    input: &QTensor,
+    engine: Engine,
+    layout: PoolInputLayout,
+) -> Result<QTensor> {
+    let s = input.shape();
+    if s.len() != 4 || s[2] == 0 || s[3] == 0 {
+        return Err(Error::Shape(format!(
+            "adaptive_avg_pool2d expects a non-empty NCHW input, got {s:?}"
+        )));
+    }
+    let q = input.qparams();
+    let p = PoolParams::new(engine, layout, s[2], s[3], q.scale, q.zero_point);
+    let mut out = vec![0u8; s[0] * s[1]];
+    kernels.global_avg_pool(&p, input, &mut out);
+    QTensor::from_raw(out, &[s[0], s[1], 1, 1], q)
+}

@@ -1,0 +1,327 @@
+//! Quantized tensors: quint8 activations ([`QTensor`]) and qint8 weights ([`QWeight`]), with
+//! PyTorch's quantize / dequantize arithmetic.
+//!
+//! # Quantize
+//! `torch.quantize_per_tensor` / `quantize_per_channel` on an fbgemm build (every x86 PyTorch)
+//! call `fbgemm::Quantize<T, LEGACY = false>` (`fbgemm/include/fbgemm/QuantUtils.h`, via
+//! `quantize_val` in `aten/src/ATen/native/quantized/AffineQuantizerBase.cpp`):
+//!
+//! ```text
+//! inv = 1.0f / (float)scale                // reciprocal in f32, then a multiply, not a division
+//! q   = clamp(nearbyint(x * inv) + zp, qmin, qmax)   // f32, ties to even; clamp in f64
+//! ```
+//!
+//! # Dequantize
+//! `fbgemm::Dequantize`: `x = scale * (float)(q - zp)` in f32.
+
+use crate::quant::QuantDtype;
+use crate::{Error, Result};
+
+/// Per-tensor quantization parameters of a quint8 activation (`q_scale()`, `q_zero_point()`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QParamsPt {
+    /// Scale (positive, finite). PyTorch stores a double; every engine uses it as f32.
+    pub scale: f32,
+    /// Zero-point in `[0, 255]`.
+    pub zero_point: i32,
+}
+
+impl QParamsPt {
+    /// Checked constructor: `scale` positive and finite, `zero_point` in `[0, 255]`.
+    pub fn new(scale: f32, zero_point: i32) -> Result<Self> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::Quant(format!(
+                "scale must be positive and finite, got {scale}"
+            )));
+        }
+        if !(0..=255).contains(&zero_point) {
+            return Err(Error::Quant(format!(
+                "quint8 zero_point must be in [0, 255], got {zero_point}"
+            )));
+        }
+        Ok(QParamsPt { scale, zero_point })
+    }
+}
+
+/// Quantizes one value exactly as `fbgemm::Quantize<T, false>`: `inv_scale` must be
+/// `1.0f / scale` (computed once by the caller, as fbgemm does).
+///
+/// NaN (undefined behaviour in PyTorch) maps to 0 clamped into `[qmin, qmax]`.
+#[inline]
+pub fn quantize_val(x: f32, inv_scale: f32, zero_point: i32, qmin: i64, qmax: i64) -> i64 {
+    let t = (x * inv_scale).round_ties_even() + zero_point as f32;
+    (t as f64).clamp(qmin as f64, qmax as f64) as i64
+}
+
+/// `torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()`, widened to i64.
+pub fn quantize_per_tensor(
+    x: &[f32],
+    scale: f32,
+    zero_point: i64,
+    dtype: QuantDtype,
+) -> Result<Vec<i64>> {
+    check_scale(scale)?;
+    let (qmin, qmax) = dtype.bounds();
+    if zero_point < qmin || zero_point > qmax {
+        return Err(Error::Quant(format!(
+            "zero_point {zero_point} is outside the {dtype:?} range [{qmin}, {qmax}]"
+        )));
+    }
+    let inv = 1.0f32 / scale;
+    Ok(x.iter()
+        .map(|&v| quantize_val(v, inv, zero_point as i32, qmin, qmax))
+        .collect())
+}
+
+/// `q.dequantize()` for integer values `q` with `scale` and `zero_point`:
+/// `scale * (float)(q - zero_point)`.
+pub fn dequantize(q: &[i64], scale: f32, zero_point: i64) -> Vec<f32> {
+    q.iter().map(|&v| scale * (v - zero_point) as f32).collect()
+}
+
+fn check_scale(scale: f32) -> Result<()> {
+    if scale.is_finite() && scale > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Quant(format!(
+            "scale must be positive and finite, got {scale}"
+        )))
+    }
+}
+
+fn check_len(len: usize, shape: &[usize], what: &str) -> Result<()> {
+    let n: usize = shape.iter().product();
+    if n != len {
+        return Err(Error::Shape(format!(
+            "{what}: {len} values do not fill shape {shape:?} ({n} elements)"
+        )));
+    }
+    Ok(())
+}
+
+/// A quint8 activation tensor (`torch.quint8`, `per_tensor_affine`), row-major (NCHW for images).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QTensor {
+    data: Vec<u8>,
+    shape: Vec<usize>,
+    qparams: QParamsPt,
+}
+
+impl QTensor {
+    /// Wraps raw quint8 values (`torch._make_per_tensor_quantized_tensor`).
+    pub fn from_raw(data: Vec<u8>, shape: &[usize], qparams: QParamsPt) -> Result<Self> {
+        check_len(data.len(), shape, "QTensor")?;
+        Ok(QTensor {
+            data,
+            shape: shape.to_vec(),
+            qparams,
+        })
+    }
+
+    /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`.
+    pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
+        check_len(x.len(), shape, "QTensor::quantize")?;
+        let inv = 1.0f32 / qparams.scale;
+        let data = x
+            .iter()
+            .map(|&v| quantize_val(v, inv, qparams.zero_point, 0, 255) as u8)
+            .collect();
+        Ok(QTensor {
+            data,
+            shape: shape.to_vec(),
+            qparams,
+        })
+    }
+
+    /// `self.dequantize()`: `scale * (q - zero_point)` in f32.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let (s, z) = (self.qparams.scale, self.qparams.zero_point);
+        self.data
+            .iter()
+            .map(|&q| s * (q as i32 - z) as f32)
+            .collect()
+    }
+
+    /// The raw quint8 values (`int_repr()`).
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Consumes the tensor, returning its raw values.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Scale and zero-point.
+    pub fn qparams(&self) -> QParamsPt {
+        self.qparams
+    }
+}
+
+/// Quantization parameters of a qint8 weight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightQParams {
+    /// `per_tensor_affine`: one scale and zero-point.
+    PerTensor {
+        /// Scale.
+        scale: f32,
+        /// Zero-point in `[-128, 127]`.
+        zero_point: i32,
+    },
+    /// `per_channel_affine` along axis 0 (output channels).
+    PerChannel {
+        /// One scale per output channel.
+        scales: Vec<f32>,
+        /// One zero-point per output channel, each in `[-128, 127]`.
+        zero_points: Vec<i32>,
+    },
+}
+
+impl WeightQParams {
+    /// `(scale, zero_point)` of output channel `c`.
+    #[inline]
+    pub fn channel(&self, c: usize) -> (f32, i32) {
+        match self {
+            WeightQParams::PerTensor { scale, zero_point } => (*scale, *zero_point),
+            WeightQParams::PerChannel {
+                scales,
+                zero_points,
+            } => (scales[c], zero_points[c]),
+        }
+    }
+
+    /// Whether the weights are per-channel.
+    pub fn is_per_channel(&self) -> bool {
+        matches!(self, WeightQParams::PerChannel { .. })
+    }
+}
+
+/// A qint8 weight tensor (`[out, in/groups, kh, kw]` for convolutions, `[out, in]` for linear).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QWeight {
+    data: Vec<i8>,
+    shape: Vec<usize>,
+    qparams: WeightQParams,
+}
+
+impl QWeight {
+    /// Wraps raw qint8 values; checks the shape and the qparams (count, positive finite scales,
+    /// zero-points in `[-128, 127]`).
+    pub fn from_raw(data: Vec<i8>, shape: &[usize], qparams: WeightQParams) -> Result<Self> {
+        check_len(data.len(), shape, "QWeight")?;
+        let out = *shape
+            .first()
+            .ok_or_else(|| Error::Shape("QWeight: a weight needs at least one dimension".into()))?;
+        let (scales, zps): (&[f32], &[i32]) = match &qparams {
+            WeightQParams::PerTensor { scale, zero_point } => (
+                std::slice::from_ref(scale),
+                std::slice::from_ref(zero_point),
+            ),
+            WeightQParams::PerChannel {
+                scales,
+                zero_points,
+            } => {
+                if scales.len() != out || zero_points.len() != out {
+                    return Err(Error::Quant(format!(
+                        "per-channel weight with {out} output channels has {} scales and {} \
+                         zero-points",
+                        scales.len(),
+                        zero_points.len()
+                    )));
+                }
+                (scales, zero_points)
+            }
+        };
+        for &s in scales {
+            check_scale(s)?;
+        }
+        if let Some(z) = zps.iter().find(|z| !(-128..=127).contains(*z)) {
+            return Err(Error::Quant(format!(
+                "qint8 zero_point must be in [-128, 127], got {z}"
+            )));
+        }
+        Ok(QWeight {
+            data,
+            shape: shape.to_vec(),
+            qparams,
+        })
+    }
+
+    /// `torch.quantize_per_tensor(w, scale, zero_point, torch.qint8)`.
+    pub fn quantize_per_tensor(
+        w: &[f32],
+        shape: &[usize],
+        scale: f32,
+        zero_point: i32,
+    ) -> Result<Self> {
+        let qparams = WeightQParams::PerTensor { scale, zero_point };
+        Self::quantize(w, shape, qparams)
+    }
+
+    /// `torch.quantize_per_channel(w, scales, zero_points, axis=0, dtype=torch.qint8)`.
+    pub fn quantize_per_channel(
+        w: &[f32],
+        shape: &[usize],
+        scales: &[f32],
+        zero_points: &[i32],
+    ) -> Result<Self> {
+        let qparams = WeightQParams::PerChannel {
+            scales: scales.to_vec(),
+            zero_points: zero_points.to_vec(),
+        };
+        Self::quantize(w, shape, qparams)
+    }
+
+    fn quantize(w: &[f32], shape: &[usize], qparams: WeightQParams) -> Result<Self> {
+        // Validate first (with placeholder data of the right length).
+        let checked = QWeight::from_raw(vec![0; w.len()], shape, qparams)?;
+        let per_out = w.len() / shape[0].max(1);
+        let data = w
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let (s, z) = checked.qparams.channel(i / per_out.max(1));
+                quantize_val(v, 1.0f32 / s, z, -128, 127) as i8
+            })
+            .collect();
+        Ok(QWeight { data, ..checked })
+    }
+
+    /// `w.dequantize()`: `scale_c * (q - zp_c)` in f32.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let per_out = self.data.len() / self.shape[0].max(1);
+        self.data
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| {
+                let (s, z) = self.qparams.channel(i / per_out.max(1));
+                s * (q as i32 - z) as f32
+            })
+            .collect()
+    }
+
+    /// The raw qint8 values (`int_repr()`).
+    pub fn data(&self) -> &[i8] {
+        &self.data
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The quantization parameters.
+    pub fn qparams(&self) -> &WeightQParams {
+        &self.qparams
+    }
+
+    /// Number of output channels (`shape[0]`).
+    pub fn out_channels(&self) -> usize {
+        self.shape[0]
+    }
+}

@@ -1,0 +1,96 @@
+//! `QTensor` / `QWeight` quantize and dequantize against `torch.quantize_per_tensor`,
+//! `torch.quantize_per_channel` and `dequantize()` (fixtures: `scripts/gen_int8_fixtures.py`).
+
+mod common;
+
+use burn_qat::Error;
+use burn_qat::int8::{QParamsPt, QTensor, QWeight, dequantize, quantize_per_tensor};
+use burn_qat::quant::QuantDtype;
+use common::{Fixture, assert_bits};
+
+fn cases(fx: &Fixture) -> Vec<String> {
+    let bytes: Vec<u8> = fx.i64("cases").iter().map(|&b| b as u8).collect();
+    String::from_utf8(bytes)
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn quantize_per_tensor_matches_pytorch() {
+    let fx = Fixture::load("int8_quantize.safetensors");
+    let mut checked = 0;
+    for c in cases(&fx).iter().filter(|c| !c.starts_with("pc_")) {
+        let x = fx.f32(&format!("{c}.x"));
+        let scale = fx.scalar(&format!("{c}.scale"));
+        let zp = fx.i64(&format!("{c}.zp"))[0];
+        let dtype = match fx.i64(&format!("{c}.dtype"))[0] {
+            0 => QuantDtype::QUInt8,
+            1 => QuantDtype::QInt8,
+            _ => QuantDtype::QInt32,
+        };
+        let expected = fx.i64(&format!("{c}.q"));
+        let q = quantize_per_tensor(&x, scale, zp, dtype).unwrap();
+        assert_eq!(q, expected, "{c}: quantize_per_tensor");
+        assert_bits(
+            &dequantize(&q, scale, zp),
+            &fx.f32(&format!("{c}.deq")),
+            &format!("{c}: dequantize"),
+        );
+        if dtype == QuantDtype::QUInt8 {
+            let shape = fx.shape(&format!("{c}.x"));
+            let t =
+                QTensor::quantize(&x, &shape, QParamsPt::new(scale, zp as i32).unwrap()).unwrap();
+            let got: Vec<i64> = t.data().iter().map(|&v| v as i64).collect();
+            assert_eq!(got, expected, "{c}: QTensor::quantize");
+            assert_bits(
+                &t.dequantize(),
+                &fx.f32(&format!("{c}.deq")),
+                &format!("{c}: QTensor::dequantize"),
+            );
+        }
+        checked += expected.len();
+    }
+    assert!(checked > 1500, "{checked}");
+}
+
+#[test]
+fn quantize_per_channel_matches_pytorch() {
+    let fx = Fixture::load("int8_quantize.safetensors");
+    let x = fx.f32("pc_i8.x");
+    let shape = fx.shape("pc_i8.x");
+    let scales = fx.f32("pc_i8.scales");
+    let zps: Vec<i32> = fx.i64("pc_i8.zps").iter().map(|&z| z as i32).collect();
+    let w = QWeight::quantize_per_channel(&x, &shape, &scales, &zps).unwrap();
+    let got: Vec<i64> = w.data().iter().map(|&v| v as i64).collect();
+    assert_eq!(got, fx.i64("pc_i8.q"));
+    assert_bits(
+        &w.dequantize(),
+        &fx.f32("pc_i8.deq"),
+        "per-channel dequantize",
+    );
+}
+
+#[test]
+fn bad_quantization_inputs_are_errors() {
+    assert!(matches!(QParamsPt::new(0.0, 0), Err(Error::Quant(_))));
+    assert!(matches!(QParamsPt::new(0.1, 256), Err(Error::Quant(_))));
+    assert!(matches!(
+        quantize_per_tensor(&[1.0], 0.1, 300, QuantDtype::QUInt8),
+        Err(Error::Quant(_))
+    ));
+    let qp = QParamsPt::new(0.1, 0).unwrap();
+    assert!(matches!(
+        QTensor::quantize(&[1.0; 5], &[2, 3], qp),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        QWeight::quantize_per_channel(&[1.0; 6], &[2, 3], &[0.1], &[0]),
+        Err(Error::Quant(_))
+    ));
+    assert!(matches!(
+        QWeight::quantize_per_channel(&[1.0; 6], &[2, 3], &[0.1, 0.2], &[0, 200]),
+        Err(Error::Quant(_))
+    ));
+}
