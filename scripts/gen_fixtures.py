@@ -287,6 +287,31 @@ def qat_mobilenet_v2():
               metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}: QuantizableMobileNetV2 QAT"})
 
 
+def transforms():
+    """torchvision-style preprocessing: bilinear resize (align_corners=False, no antialias),
+    centre crop, normalise — on a grey 28×28 (MNIST-like) and an RGB 40×36 image."""
+    import torch.nn.functional as F
+    import torchvision.transforms.functional as TF
+
+    g = torch.Generator().manual_seed(5000)
+    out = {}
+    cases = {"grey": ((28, 28, 1), (32, 32), None, (0.1307,) * 3, (0.3081,) * 3),
+             "rgb": ((40, 36, 3), (48, 44), (40, 40), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+    for name, (shape, size, crop, mean, std) in cases.items():
+        img = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        x = img.permute(2, 0, 1).float().div(255).unsqueeze(0)
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)[0]
+        if crop:
+            x = TF.center_crop(x, list(crop))
+        if x.shape[0] == 1:
+            x = x.expand(3, -1, -1)
+        x = TF.normalize(x, list(mean), list(std))
+        out[f"{name}.image"] = img.numpy()
+        out[f"{name}.out"] = x.contiguous().numpy()
+    save_file(out, os.path.join(FIXTURES, "transforms.safetensors"),
+              metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}: interpolate, center_crop, normalize"})
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli-check", metavar="DIR", help="write a fresh case for a by-hand CLI check")
@@ -321,6 +346,7 @@ def main():
     batch_norm_and_folding()
     qat_conv_bn()
     qat_mobilenet_v2()
+    transforms()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A dataset file or folder is missing, empty or malformed.
+    #[error("{0}")]
+    Data(String),
     /// A tensor has a shape the operation cannot take.
     #[error("shape error: {0}")]
     Shape(String),

@@ -5,6 +5,7 @@
 //! fine-tune it with quantization-aware training, and convert it to an int8 model.
 //!
 //! The crate is laid out in workflow order:
+//! - [`data`]: the embedded MNIST digits, ImageFolder, CIFAR-10 and torchvision-style transforms;
 //! - [`models`]: MobileNetV2 (float) and, later, its quantizable form;
 //! - [`quant`]: quantization schemes, qparams, observers, fake-quant and qconfigs;
 //! - [`nn`]: quantizable layers, `FloatFunctional`, stubs, the [`nn::Quantizable`] walk;
@@ -15,6 +16,7 @@
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
+pub mod data;
 pub mod error;
 pub mod fuse;
 pub mod infer;
