@@ -38,7 +38,7 @@ pub fn infer_float_npy(
     Ok(shape)
 }
 
-/// Logits of a flat NCHW batch of checked shape, computed in chunks of [`CHUNK`] images.
+/// Logits of a flat NCHW batch of checked shape, computed in chunks of `CHUNK` images.
 pub fn predict(model: &MobileNetV2, data: &[f32], shape: &[usize], device: &Device) -> Vec<f32> {
     let image: usize = shape[1..].iter().product();
     let mut logits = Vec::with_capacity(shape[0] * model.num_classes());
