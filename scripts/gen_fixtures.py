@@ -287,6 +287,55 @@ def qat_mobilenet_v2():
               metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}: QuantizableMobileNetV2 QAT"})
 
 
+def ptq_mobilenet_v2():
+    """PTQ calibration of torchvision's QuantizableMobileNetV2 (the QAT fixture's float model):
+    eval mode, fuse_model(is_qat=False), prepare with the default qnnpack / x86 PTQ qconfig
+    (HistogramObserver activations), two calibration batches. Saves every activation
+    observer's min/max and the qparams it computes, in this crate's visit order."""
+    import torch.nn as nn
+    from torchvision.models.quantization.mobilenetv2 import (
+        QuantizableInvertedResidual, QuantizableMobileNetV2)
+    from torchvision.models.quantization.utils import _replace_relu
+
+    state = torch.load(os.path.join(FIXTURES, "qat_mobilenet_v2_float.pth"), weights_only=True)
+    g = torch.Generator().manual_seed(6000)
+    batches = [torch.randn(2, 3, 48, 48, generator=g) for _ in range(2)]
+    out = {f"batch{i}": b.numpy() for i, b in enumerate(batches)}
+    for backend in ("qnnpack", "x86"):
+        model = QuantizableMobileNetV2(block=QuantizableInvertedResidual, width_mult=0.25,
+                                       num_classes=10, dropout=0.0)
+        _replace_relu(model)
+        model.load_state_dict(state)
+        model.eval()
+        model.fuse_model(is_qat=False)
+        model.qconfig = torch.ao.quantization.get_default_qconfig(backend)
+        torch.ao.quantization.prepare(model, inplace=True)
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+        obs = [model.quant.activation_post_process]
+        feats = list(model.features)
+        obs.append(feats[0][0].activation_post_process)
+        for block in feats[1:-1]:
+            for sub in block.conv:
+                if isinstance(sub, torchvision.ops.misc.Conv2dNormActivation):
+                    obs.append(sub[0].activation_post_process)
+                elif not isinstance(sub, nn.Identity):
+                    obs.append(sub.activation_post_process)
+            obs.append(block.skip_add.activation_post_process)
+        obs.append(feats[-1][0].activation_post_process)
+        obs.append(model.classifier[1].activation_post_process)
+        for i, o in enumerate(obs):
+            scale, zp = o.calculate_qparams()
+            out[f"{backend}.obs{i}.min_val"] = o.min_val.numpy().reshape(1)
+            out[f"{backend}.obs{i}.max_val"] = o.max_val.numpy().reshape(1)
+            out[f"{backend}.obs{i}.scale"] = scale.numpy().reshape(1).astype(np.float32)
+            out[f"{backend}.obs{i}.zero_point"] = zp.numpy().reshape(1).astype(np.int64)
+        print("ptq", backend, len(obs), "observers")
+    save_file(out, os.path.join(FIXTURES, "ptq_mobilenet_v2.safetensors"),
+              metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}: QuantizableMobileNetV2 PTQ calibration"})
+
+
 def transforms():
     """torchvision-style preprocessing: bilinear resize (align_corners=False, no antialias),
     centre crop, normalise — on a grey 28×28 (MNIST-like) and an RGB 40×36 image."""
@@ -346,6 +395,7 @@ def main():
     batch_norm_and_folding()
     qat_conv_bn()
     qat_mobilenet_v2()
+    ptq_mobilenet_v2()
     transforms()
 
 
