@@ -144,6 +144,7 @@ def qat_conv_bn():
     from torch.ao.nn.intrinsic.qat import ConvBnReLU2d
 
     out = {}
+    engine = torch.backends.quantized.engine
     for backend in ("qnnpack", "x86"):
         torch.manual_seed(3000)
         qconfig = torch.ao.quantization.get_default_qat_qconfig(backend)
@@ -180,6 +181,31 @@ def qat_conv_bn():
                 for prm in m.parameters():
                     prm -= 0.1 * prm.grad
             m.zero_grad()
+        # Calibrate an output fake-quant in eval mode, then convert (from_float) and run int8.
+        out[f"{backend}.final.weight"] = m.weight.detach().numpy().copy()
+        out[f"{backend}.final.bn.weight"] = m.bn.weight.detach().numpy().copy()
+        out[f"{backend}.final.bn.bias"] = m.bn.bias.detach().numpy().copy()
+        torch.backends.quantized.engine = "qnnpack" if backend == "qnnpack" else "fbgemm"
+        m.activation_post_process = qconfig.activation()
+        m.eval()
+        x_cal = torch.randn(2, 4, 7, 6)
+        with torch.no_grad():
+            m.activation_post_process(m(x_cal))
+        qm = torch.ao.nn.intrinsic.quantized.ConvReLU2d.from_float(m)
+        w = qm.weight()
+        out[f"{backend}.convert.x"] = x_cal.numpy()
+        out[f"{backend}.convert.weight_int8"] = w.int_repr().numpy().astype(np.int64)
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scales, zps = w.q_per_channel_scales(), w.q_per_channel_zero_points()
+        else:
+            scales, zps = torch.tensor([w.q_scale()]), torch.tensor([w.q_zero_point()])
+        out[f"{backend}.convert.weight_scale"] = scales.numpy().astype(np.float32)
+        out[f"{backend}.convert.weight_zero_point"] = zps.numpy().astype(np.int64)
+        out[f"{backend}.convert.bias"] = qm.bias().detach().numpy().copy()
+        out[f"{backend}.convert.out_qparams"] = np.array([qm.scale, qm.zero_point], dtype=np.float64)
+        xq = torch.quantize_per_tensor(x_cal, 0.05, 64, torch.quint8)
+        out[f"{backend}.convert.y_int"] = qm(xq).int_repr().numpy().astype(np.int64)
+    torch.backends.quantized.engine = engine
     save_file({k: np.ascontiguousarray(v) for k, v in out.items()},
               os.path.join(FIXTURES, "qat_conv_bn.safetensors"),
               metadata={"source": f"torch {torch.__version__}: qat.ConvBnReLU2d, default QAT qconfigs"})

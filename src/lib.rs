@@ -11,11 +11,13 @@
 //! - [`nn`]: quantizable layers, `FloatFunctional`, stubs, the [`nn::Quantizable`] walk;
 //! - [`fuse`]: module fusion (`fuse_modules`, `fuse_modules_qat`, batch-norm folding);
 //! - [`quantize`]: `replace_relu`, `prepare`, `prepare_qat` and the QAT schedule switches;
+//! - [`convert`]: prepared / QAT layers to their int8 form;
 //! - [`int8`]: the int8 tensor type and int8 kernels with PyTorch's qnnpack and x86 (fbgemm)
 //!   arithmetic;
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
+pub mod convert;
 pub mod data;
 pub mod error;
 pub mod fuse;

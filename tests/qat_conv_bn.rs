@@ -7,13 +7,16 @@ mod common;
 
 use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor};
+use burn_qat::convert::convert_conv;
 use burn_qat::fuse::fuse_modules_qat;
-use burn_qat::nn::{Activation, ActivationPostProcess, ConvBnActConfig};
+use burn_qat::int8::{Engine, QParamsPt, QTensor};
+use burn_qat::nn::{Activation, ActivationPostProcess, ConvBnAct, ConvBnActConfig};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare_qat;
 use common::{Fixture, assert_close, to_vec};
 
-fn run(backend: QuantBackend, tag: &str) {
+/// Runs the three training steps, checking each against PyTorch, and returns the trained layer.
+fn run(backend: QuantBackend, tag: &str) -> ConvBnAct {
     let fx = Fixture::load("qat_conv_bn.safetensors");
     let device = Device::flex().autodiff();
     let qconfig = QConfig::default_qat(backend);
@@ -85,6 +88,7 @@ fn run(backend: QuantBackend, tag: &str) {
             key("zero_point")
         );
     }
+    layer
 }
 
 #[test]
@@ -92,7 +96,104 @@ fn conv_bn_relu_qnnpack_matches_pytorch_for_three_steps() {
     run(QuantBackend::Qnnpack, "qnnpack");
 }
 
+/// After training: calibrate an output fake-quant in eval mode, `convert` to int8
+/// (`nniq.ConvReLU2d.from_float`) and run it: weights, qparams, bias and int8 outputs as PyTorch.
+fn convert_after_qat(backend: QuantBackend, tag: &str) {
+    let fx = Fixture::load("qat_conv_bn.safetensors");
+    let device = Device::flex().autodiff();
+    let mut layer = run(backend, tag);
+    let key = |k: &str| format!("{tag}.{k}");
+    layer.conv.weight = Param::from_tensor(fx.tensor(&key("final.weight"), &device));
+    let bn = layer.bn.as_mut().unwrap();
+    bn.weight = Param::from_tensor(fx.tensor(&key("final.bn.weight"), &device));
+    bn.bias = Param::from_tensor(fx.tensor(&key("final.bn.bias"), &device));
+    bn.freeze_stats(); // PyTorch's m.eval()
+    let act = QConfig::default_qat(backend).activation.fake_quantize();
+    layer.activation_post_process =
+        ActivationPostProcess::FakeQuantize(act.init(1, &device).unwrap());
+    let _ = layer.forward(fx.tensor(&key("convert.x"), &device));
+
+    let engine = Engine::from_backend(backend).unwrap();
+    let input = QParamsPt::new(0.05, 64).unwrap();
+    let int8 = convert_conv(&layer, input, engine).unwrap();
+    let weight: Vec<i64> = int8.weight().data().iter().map(|&q| q as i64).collect();
+    assert_eq!(
+        weight,
+        fx.i64(&key("convert.weight_int8")),
+        "{tag} int8 weight"
+    );
+    let (scales, zps): (Vec<f32>, Vec<i64>) = (0..layer.out_channels())
+        .map(|c| int8.weight().qparams().channel(c))
+        .map(|(s, z)| (s, z as i64))
+        .take(fx.shape(&key("convert.weight_scale"))[0])
+        .unzip();
+    assert_close(
+        &scales,
+        &fx.f32(&key("convert.weight_scale")),
+        0.0,
+        1e-6,
+        &key("w scale"),
+    );
+    assert_eq!(zps, fx.i64(&key("convert.weight_zero_point")), "{tag} w zp");
+    let bias = int8.bias().unwrap();
+    assert_close(
+        bias,
+        &fx.f32(&key("convert.bias")),
+        1e-6,
+        1e-5,
+        &key("bias"),
+    );
+    let out_qp = fx.f32(&key("convert.out_qparams"));
+    let qp = int8.output_qparams();
+    assert_close(&[qp.scale], &out_qp[..1], 0.0, 1e-6, &key("out scale"));
+    assert_eq!(qp.zero_point as f32, out_qp[1], "{tag} out zp");
+    let x = fx.f32(&key("convert.x"));
+    let xq = QTensor::quantize(&x, &fx.shape(&key("convert.x")), input).unwrap();
+    let y: Vec<i64> = int8
+        .forward(&xq)
+        .unwrap()
+        .data()
+        .iter()
+        .map(|&q| q as i64)
+        .collect();
+    assert_eq!(y, fx.i64(&key("convert.y_int")), "{tag} int8 output");
+}
+
+#[test]
+fn convert_after_qnnpack_qat_matches_pytorch() {
+    convert_after_qat(QuantBackend::Qnnpack, "qnnpack");
+}
+
+#[test]
+fn convert_after_x86_qat_matches_pytorch() {
+    convert_after_qat(QuantBackend::X86, "x86");
+}
+
 #[test]
 fn conv_bn_relu_x86_per_channel_matches_pytorch_for_three_steps() {
     run(QuantBackend::X86, "x86");
+}
+
+#[test]
+fn convert_before_prepare_or_calibration_names_what_is_missing() {
+    let device = Device::flex().autodiff();
+    let input = QParamsPt::new(0.05, 64).unwrap();
+    let mut layer = ConvBnActConfig::new(4, 6)
+        .with_activation(Activation::Relu)
+        .init(&device);
+    let err = convert_conv(&layer, input, Engine::Qnnpack)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("weight fake-quant"), "{err}");
+    fuse_modules_qat(&mut layer).unwrap();
+    prepare_qat(
+        &mut layer,
+        &QConfig::default_qat(QuantBackend::Qnnpack),
+        &device,
+    )
+    .unwrap();
+    let err = convert_conv(&layer, input, Engine::Qnnpack)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("before calibration"), "{err}");
 }
