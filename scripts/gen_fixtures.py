@@ -239,6 +239,44 @@ def ordered_fake_quants_and_bns(model):
     return fqs, bns
 
 
+def qat_linear():
+    """A QAT Linear (torch.ao.nn.qat.Linear, default QAT qconfigs) with an output fake-quant,
+    one forward pass, then nnq.Linear.from_float and an int8 forward."""
+    out = {}
+    engine = torch.backends.quantized.engine
+    for backend in ("qnnpack", "x86"):
+        torch.backends.quantized.engine = "qnnpack" if backend == "qnnpack" else "fbgemm"
+        torch.manual_seed(7000)
+        qconfig = torch.ao.quantization.get_default_qat_qconfig(backend)
+        lin = torch.ao.nn.qat.Linear(16, 5, qconfig=qconfig)
+        lin.activation_post_process = qconfig.activation()
+        x = torch.randn(3, 16)
+        with torch.no_grad():
+            lin.activation_post_process(lin(x))
+        qm = torch.ao.nn.quantized.Linear.from_float(lin)
+        w = qm.weight()
+        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+            scales, zps = w.q_per_channel_scales(), w.q_per_channel_zero_points()
+        else:
+            scales, zps = torch.tensor([w.q_scale()]), torch.tensor([w.q_zero_point()])
+        p = f"{backend}."
+        out[p + "weight"] = lin.weight.detach().numpy().copy()
+        out[p + "bias"] = lin.bias.detach().numpy().copy()
+        out[p + "x"] = x.numpy()
+        out[p + "weight_int8"] = w.int_repr().numpy().astype(np.int64)
+        out[p + "weight_scale"] = scales.numpy().astype(np.float32)
+        out[p + "weight_zero_point"] = zps.numpy().astype(np.int64)
+        out[p + "out_qparams"] = np.array([qm.scale, qm.zero_point], dtype=np.float64)
+        xq = torch.quantize_per_tensor(x, 0.05, 64, torch.quint8)
+        # quantized::linear resizes its output with an op PyTorch does not flag deterministic.
+        torch.use_deterministic_algorithms(False)
+        out[p + "y_int"] = qm(xq).int_repr().numpy().astype(np.int64)
+        torch.use_deterministic_algorithms(True)
+    torch.backends.quantized.engine = engine
+    save_file(out, os.path.join(FIXTURES, "qat_linear.safetensors"),
+              metadata={"source": f"torch {torch.__version__}: qat.Linear, nnq.Linear.from_float"})
+
+
 def qat_mobilenet_v2():
     """torchvision's QuantizableMobileNetV2 (width 0.25, 10 classes, no dropout): fuse_model
     (QAT), prepare_qat with the default qnnpack / x86 QAT qconfig, three SGD steps with momentum
@@ -420,6 +458,7 @@ def main():
         print(name, "logits", tuple(logits.shape), "absmax", float(logits.abs().max()))
     batch_norm_and_folding()
     qat_conv_bn()
+    qat_linear()
     qat_mobilenet_v2()
     ptq_mobilenet_v2()
     transforms()

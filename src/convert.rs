@@ -2,16 +2,17 @@
 //! `torch.ao.quantization.convert` does with `from_float` (torch 2.5.1). Qparams come from the
 //! observers with the Python formula (`calculate_qparams`), as in PyTorch.
 //!
-//! Today: convolution layers ([`convert_conv`]). The whole-model convert (int8 model type,
-//! linear, add, stubs) builds on it.
+//! Today: convolution and linear layers ([`convert_conv`], [`convert_linear`]). The whole-model
+//! convert (int8 model type, add, stubs) builds on them.
 
 use burn::module::Param;
 use burn::tensor::Tensor;
 
-use crate::int8::{Conv2dSpec, Engine, Int8Conv2d, QParamsPt, QWeight};
-use crate::nn::{Activation, ConvBnAct, Fusion};
-use crate::quant::QParams;
+use crate::int8::{Conv2dSpec, Engine, Int8Conv2d, Int8Linear, QParamsPt, QWeight};
+use crate::nn::ActivationPostProcess;
+use crate::nn::{Activation, ConvBnAct, Fusion, LinearBnAct};
 use crate::quant::observer::tensor_to_vec;
+use crate::quant::{FakeQuantize, Observer, QParams};
 use crate::{Error, Result};
 
 /// Output qparams of a layer from its observer, or an error naming what is missing.
@@ -22,6 +23,70 @@ fn single_qparams(qp: QParams, what: &str) -> Result<QParamsPt> {
             "{what}: expected per-tensor output qparams"
         ))),
     }
+}
+
+/// PyTorch's `weight_post_process(mod.weight)` then `_quantize_weight`: the weight fake-quant
+/// observes the (folded) weight once more, and its Python-formula qparams quantize it to qint8.
+/// `weight` has the output channels first.
+fn quantize_weight<const D: usize>(wfq: &FakeQuantize, weight: Tensor<D>) -> Result<QWeight> {
+    let weight = weight.detach();
+    let _ = wfq.forward(weight.clone());
+    let wqp = wfq.calculate_qparams()?;
+    let shape = weight.dims();
+    let w_host = tensor_to_vec(weight);
+    let zero_points: Vec<i32> = wqp.zero_point.iter().map(|&z| z as i32).collect();
+    if wqp.scale.len() == 1 {
+        QWeight::quantize_per_tensor(&w_host, &shape, wqp.scale[0], zero_points[0])
+    } else {
+        QWeight::quantize_per_channel(&w_host, &shape, &wqp.scale, &zero_points)
+    }
+}
+
+/// The weight fake-quant and the calibrated output observer of a prepared layer, or an error
+/// naming what is missing.
+fn prepared_parts<'a>(
+    weight_fake_quant: &'a Option<FakeQuantize>,
+    post: &'a ActivationPostProcess,
+    kind: &str,
+) -> Result<(&'a FakeQuantize, &'a Observer)> {
+    let wfq = weight_fake_quant.as_ref().ok_or_else(|| {
+        Error::Quant(format!(
+            "convert needs a weight fake-quant on every {kind} (prepare_qat first)"
+        ))
+    })?;
+    let observer = post.observer().ok_or_else(|| {
+        Error::Quant(format!(
+            "convert before prepare: a {kind} has no output observer"
+        ))
+    })?;
+    if observer.min_max().0.iter().any(|v| v.is_infinite()) {
+        return Err(Error::Quant(format!(
+            "convert before calibration: a {kind}'s output observer saw no data"
+        )));
+    }
+    Ok((wfq, observer))
+}
+
+/// The int8 linear layer of a prepared [`LinearBnAct`] without batch norm
+/// (`nnq.Linear.from_float` / `nniq.LinearReLU.from_float`), reading `input` qparams from the
+/// layer before it.
+pub fn convert_linear(layer: &LinearBnAct, input: QParamsPt, engine: Engine) -> Result<Int8Linear> {
+    let (wfq, observer) = prepared_parts(
+        &layer.weight_fake_quant,
+        &layer.activation_post_process,
+        "linear layer",
+    )?;
+    if layer.bn.is_some() {
+        return Err(Error::Quant(
+            "converting linear + batch norm (LinearBn1d) is not supported yet".into(),
+        ));
+    }
+    // Burn stores [in, out]; PyTorch's (and the int8 kernels') layout is [out, in].
+    let qweight = quantize_weight(wfq, layer.linear.weight.val().transpose())?;
+    let output = single_qparams(observer.calculate_qparams()?, "linear output")?;
+    let bias = layer.linear.bias.as_ref().map(|b| tensor_to_vec(b.val()));
+    let relu = layer.activation == Activation::Relu;
+    Int8Linear::new(qweight, bias, relu, input, output, engine)
 }
 
 /// The int8 convolution of a fused and prepared [`ConvBnAct`] (`nniq.ConvReLU2d.from_float` /
@@ -36,19 +101,11 @@ fn single_qparams(qp: QParams, what: &str) -> Result<QParamsPt> {
 /// Errors name what is missing: no observer (not prepared), no weight fake-quant (PTQ layers
 /// need `prepare` + calibration first), an unobserved output.
 pub fn convert_conv(layer: &ConvBnAct, input: QParamsPt, engine: Engine) -> Result<Int8Conv2d> {
-    let wfq = layer.weight_fake_quant.as_ref().ok_or_else(|| {
-        Error::Quant(
-            "convert needs a weight fake-quant on every convolution (prepare_qat first)".into(),
-        )
-    })?;
-    let observer = layer.activation_post_process.observer().ok_or_else(|| {
-        Error::Quant("convert before prepare: a convolution has no output observer".into())
-    })?;
-    if observer.min_max().0.iter().any(|v| v.is_infinite()) {
-        return Err(Error::Quant(
-            "convert before calibration: a convolution's output observer saw no data".into(),
-        ));
-    }
+    let (wfq, observer) = prepared_parts(
+        &layer.weight_fake_quant,
+        &layer.activation_post_process,
+        "convolution",
+    )?;
     let weight = layer.conv.weight.val();
     let out = layer.out_channels();
     let bias = layer.conv.bias.as_ref().map(Param::val);
@@ -69,17 +126,7 @@ pub fn convert_conv(layer: &ConvBnAct, input: QParamsPt, engine: Engine) -> Resu
         }
         (None, _) => (weight, bias),
     };
-    let weight = weight.detach();
-    let _ = wfq.forward(weight.clone());
-    let wqp = wfq.calculate_qparams()?;
-    let shape = weight.dims();
-    let w_host = tensor_to_vec(weight);
-    let zero_points: Vec<i32> = wqp.zero_point.iter().map(|&z| z as i32).collect();
-    let qweight = if wqp.scale.len() == 1 {
-        QWeight::quantize_per_tensor(&w_host, &shape, wqp.scale[0], zero_points[0])?
-    } else {
-        QWeight::quantize_per_channel(&w_host, &shape, &wqp.scale, &zero_points)?
-    };
+    let qweight = quantize_weight(wfq, weight)?;
     let output = single_qparams(observer.calculate_qparams()?, "convolution output")?;
     let conv = &layer.conv;
     if conv.stride[0] != conv.stride[1] || conv.dilation != [1, 1] {

@@ -7,10 +7,12 @@ mod common;
 
 use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor};
-use burn_qat::convert::convert_conv;
+use burn_qat::convert::{convert_conv, convert_linear};
 use burn_qat::fuse::fuse_modules_qat;
 use burn_qat::int8::{Engine, QParamsPt, QTensor};
-use burn_qat::nn::{Activation, ActivationPostProcess, ConvBnAct, ConvBnActConfig};
+use burn_qat::nn::{
+    Activation, ActivationPostProcess, ConvBnAct, ConvBnActConfig, LinearBnActConfig,
+};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare_qat;
 use common::{Fixture, assert_close, to_vec};
@@ -196,4 +198,47 @@ fn convert_before_prepare_or_calibration_names_what_is_missing() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("before calibration"), "{err}");
+}
+
+/// A QAT linear layer after one forward pass, converted (`nnq.Linear.from_float`) and run in
+/// int8: weights, qparams and outputs as PyTorch (`qat_linear` fixture).
+fn convert_linear_case(backend: QuantBackend, tag: &str) {
+    let fx = Fixture::load("qat_linear.safetensors");
+    let device = Device::flex().autodiff();
+    let key = |k: &str| format!("{tag}.{k}");
+    let mut layer = LinearBnActConfig::new(16, 5).init(&device);
+    let w: Tensor<2> = fx.tensor(&key("weight"), &device);
+    layer.linear.weight = Param::from_tensor(w.transpose());
+    layer.linear.bias = Some(Param::from_tensor(fx.tensor(&key("bias"), &device)));
+    prepare_qat(&mut layer, &QConfig::default_qat(backend), &device).unwrap();
+    let _ = layer.forward(fx.tensor(&key("x"), &device));
+
+    let input = QParamsPt::new(0.05, 64).unwrap();
+    let int8 = convert_linear(&layer, input, Engine::from_backend(backend).unwrap()).unwrap();
+    let weight: Vec<i64> = int8.weight().data().iter().map(|&q| q as i64).collect();
+    assert_eq!(weight, fx.i64(&key("weight_int8")), "{tag} int8 weight");
+    let x = fx.f32(&key("x"));
+    let xq = QTensor::quantize(&x, &fx.shape(&key("x")), input).unwrap();
+    let y: Vec<i64> = int8
+        .forward(&xq)
+        .unwrap()
+        .data()
+        .iter()
+        .map(|&q| q as i64)
+        .collect();
+    assert_eq!(y, fx.i64(&key("y_int")), "{tag} int8 output");
+    let out_qp = fx.f32(&key("out_qparams"));
+    assert_close(
+        &[int8.output_qparams().scale],
+        &out_qp[..1],
+        0.0,
+        1e-6,
+        &key("out scale"),
+    );
+}
+
+#[test]
+fn convert_linear_matches_pytorch() {
+    convert_linear_case(QuantBackend::Qnnpack, "qnnpack");
+    convert_linear_case(QuantBackend::X86, "x86");
 }
