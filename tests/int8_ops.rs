@@ -95,18 +95,46 @@ fn compare(got: &QTensor, fx: &Fixture, c: &str) -> (usize, i64) {
     (bad, worst)
 }
 
-fn report(what: &str, total: usize, outputs: usize, bad: usize) {
-    eprintln!("{what}: {total} cases, {outputs} outputs, {bad} differ");
-    assert_eq!(
-        bad, 0,
-        "{what}: {bad} of {outputs} outputs differ from PyTorch"
-    );
+/// Counts cases, outputs and outputs that differ from PyTorch over one op's fixture.
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    outputs: usize,
+    bad: usize,
+}
+
+impl Tally {
+    /// Compares case `c`'s output with PyTorch's and counts it.
+    fn record(&mut self, got: &QTensor, fx: &Fixture, c: &str) {
+        let (bad, worst) = compare(got, fx, c);
+        if bad > 0 {
+            eprintln!("{c}: {bad} of {} differ (max {worst})", got.data().len());
+        }
+        self.cases += 1;
+        self.outputs += got.data().len();
+        self.bad += bad;
+    }
+
+    /// Asserts the expected case count and that no output differs.
+    fn finish(self, what: &str, expected_cases: usize) {
+        let Tally {
+            cases,
+            outputs,
+            bad,
+        } = self;
+        eprintln!("{what}: {cases} cases, {outputs} outputs, {bad} differ");
+        assert_eq!(cases, expected_cases, "{what}: fixture case count");
+        assert_eq!(
+            bad, 0,
+            "{what}: {bad} of {outputs} outputs differ from PyTorch"
+        );
+    }
 }
 
 #[test]
 fn conv2d_is_bit_exact() {
     let fx = Fixture::load("int8_conv.safetensors");
-    let (mut n, mut outputs, mut bad) = (0, 0, 0);
+    let mut tally = Tally::default();
     for c in cases(&fx) {
         let m = fx.i64(&format!("{c}.meta"));
         let x = qtensor(&fx, &c, "x");
@@ -126,22 +154,15 @@ fn conv2d_is_bit_exact() {
         )
         .unwrap();
         let y = conv.forward(&x).unwrap();
-        let (b, worst) = compare(&y, &fx, &c);
-        if b > 0 {
-            eprintln!("{c}: {b} of {} differ (max {worst})", y.data().len());
-        }
-        n += 1;
-        outputs += y.data().len();
-        bad += b;
+        tally.record(&y, &fx, &c);
     }
-    assert_eq!(n, 64);
-    report("conv2d", n, outputs, bad);
+    tally.finish("conv2d", 64);
 }
 
 #[test]
 fn linear_is_bit_exact() {
     let fx = Fixture::load("int8_linear.safetensors");
-    let (mut n, mut outputs, mut bad) = (0, 0, 0);
+    let mut tally = Tally::default();
     for c in cases(&fx) {
         let m = fx.i64(&format!("{c}.meta"));
         let x = qtensor(&fx, &c, "x");
@@ -155,44 +176,30 @@ fn linear_is_bit_exact() {
         )
         .unwrap();
         let y = lin.forward(&x).unwrap();
-        let (b, worst) = compare(&y, &fx, &c);
-        if b > 0 {
-            eprintln!("{c}: {b} of {} differ (max {worst})", y.data().len());
-        }
-        n += 1;
-        outputs += y.data().len();
-        bad += b;
+        tally.record(&y, &fx, &c);
     }
-    assert_eq!(n, 24);
-    report("linear", n, outputs, bad);
+    tally.finish("linear", 24);
 }
 
 #[test]
 fn add_is_bit_exact() {
     let fx = Fixture::load("int8_add.safetensors");
-    let (mut n, mut outputs, mut bad) = (0, 0, 0);
+    let mut tally = Tally::default();
     for c in cases(&fx) {
         let m = fx.i64(&format!("{c}.meta"));
         let a = qtensor(&fx, &c, "a");
         let b = qtensor(&fx, &c, "b");
         let add = Int8Add::new(out_qparams(&fx, &c), m[1] == 1, engine(m[0]));
         let y = add.forward(&a, &b).unwrap();
-        let (d, worst) = compare(&y, &fx, &c);
-        if d > 0 {
-            eprintln!("{c}: {d} of {} differ (max {worst})", y.data().len());
-        }
-        n += 1;
-        outputs += y.data().len();
-        bad += d;
+        tally.record(&y, &fx, &c);
     }
-    assert_eq!(n, 16);
-    report("add", n, outputs, bad);
+    tally.finish("add", 16);
 }
 
 #[test]
 fn adaptive_avg_pool_is_bit_exact() {
     let fx = Fixture::load("int8_pool.safetensors");
-    let (mut n, mut outputs, mut bad) = (0, 0, 0);
+    let mut tally = Tally::default();
     for c in cases(&fx) {
         let m = fx.i64(&format!("{c}.meta"));
         let x = qtensor(&fx, &c, "x");
@@ -207,16 +214,9 @@ fn adaptive_avg_pool_is_bit_exact() {
             x.qparams(),
             "{c}: output keeps the input qparams"
         );
-        let (d, worst) = compare(&y, &fx, &c);
-        if d > 0 {
-            eprintln!("{c}: {d} of {} differ (max {worst})", y.data().len());
-        }
-        n += 1;
-        outputs += y.data().len();
-        bad += d;
+        tally.record(&y, &fx, &c);
     }
-    assert_eq!(n, 20);
-    report("adaptive_avg_pool2d", n, outputs, bad);
+    tally.finish("adaptive_avg_pool2d", 20);
 }
 
 #[test]
