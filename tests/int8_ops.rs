@@ -11,15 +11,6 @@ use burn_qat::int8::{
 };
 use common::Fixture;
 
-fn cases(fx: &Fixture) -> Vec<String> {
-    let bytes: Vec<u8> = fx.i64("cases").iter().map(|&b| b as u8).collect();
-    String::from_utf8(bytes)
-        .unwrap()
-        .split(',')
-        .map(str::to_string)
-        .collect()
-}
-
 fn engine(id: i64) -> Engine {
     if id == 0 {
         Engine::Qnnpack
@@ -135,7 +126,7 @@ impl Tally {
 fn conv2d_is_bit_exact() {
     let fx = Fixture::load("int8_conv.safetensors");
     let mut tally = Tally::default();
-    for c in cases(&fx) {
+    for c in fx.case_names() {
         let m = fx.i64(&format!("{c}.meta"));
         let x = qtensor(&fx, &c, "x");
         let spec = Conv2dSpec {
@@ -163,7 +154,7 @@ fn conv2d_is_bit_exact() {
 fn linear_is_bit_exact() {
     let fx = Fixture::load("int8_linear.safetensors");
     let mut tally = Tally::default();
-    for c in cases(&fx) {
+    for c in fx.case_names() {
         let m = fx.i64(&format!("{c}.meta"));
         let x = qtensor(&fx, &c, "x");
         let lin = Int8Linear::new(
@@ -185,7 +176,7 @@ fn linear_is_bit_exact() {
 fn add_is_bit_exact() {
     let fx = Fixture::load("int8_add.safetensors");
     let mut tally = Tally::default();
-    for c in cases(&fx) {
+    for c in fx.case_names() {
         let m = fx.i64(&format!("{c}.meta"));
         let a = qtensor(&fx, &c, "a");
         let b = qtensor(&fx, &c, "b");
@@ -200,7 +191,7 @@ fn add_is_bit_exact() {
 fn adaptive_avg_pool_is_bit_exact() {
     let fx = Fixture::load("int8_pool.safetensors");
     let mut tally = Tally::default();
-    for c in cases(&fx) {
+    for c in fx.case_names() {
         let m = fx.i64(&format!("{c}.meta"));
         let x = qtensor(&fx, &c, "x");
         let layout = if m[1] == 1 {

@@ -8,20 +8,11 @@ use burn_qat::int8::{QParamsPt, QTensor, QWeight, dequantize, quantize_per_tenso
 use burn_qat::quant::QuantDtype;
 use common::{Fixture, assert_bits};
 
-fn cases(fx: &Fixture) -> Vec<String> {
-    let bytes: Vec<u8> = fx.i64("cases").iter().map(|&b| b as u8).collect();
-    String::from_utf8(bytes)
-        .unwrap()
-        .split(',')
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn quantize_per_tensor_matches_pytorch() {
     let fx = Fixture::load("int8_quantize.safetensors");
     let mut checked = 0;
-    for c in cases(&fx).iter().filter(|c| !c.starts_with("pc_")) {
+    for c in fx.case_names().iter().filter(|c| !c.starts_with("pc_")) {
         let x = fx.f32(&format!("{c}.x"));
         let scale = fx.scalar(&format!("{c}.scale"));
         let zp = fx.i64(&format!("{c}.zp"))[0];

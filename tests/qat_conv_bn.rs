@@ -118,7 +118,7 @@ fn convert_after_qat(backend: QuantBackend, tag: &str) {
     let engine = Engine::from_backend(backend).unwrap();
     let input = QParamsPt::new(0.05, 64).unwrap();
     let int8 = convert_conv(&layer, input, engine).unwrap();
-    let weight: Vec<i64> = int8.weight().data().iter().map(|&q| q as i64).collect();
+    let weight = ints(int8.weight().data());
     assert_eq!(
         weight,
         fx.i64(&key("convert.weight_int8")),
@@ -151,13 +151,7 @@ fn convert_after_qat(backend: QuantBackend, tag: &str) {
     assert_eq!(qp.zero_point as f32, out_qp[1], "{tag} out zp");
     let x = fx.f32(&key("convert.x"));
     let xq = QTensor::quantize(&x, &fx.shape(&key("convert.x")), input).unwrap();
-    let y: Vec<i64> = int8
-        .forward(&xq)
-        .unwrap()
-        .data()
-        .iter()
-        .map(|&q| q as i64)
-        .collect();
+    let y = ints(int8.forward(&xq).unwrap().data());
     assert_eq!(y, fx.i64(&key("convert.y_int")), "{tag} int8 output");
 }
 
@@ -215,17 +209,11 @@ fn convert_linear_case(backend: QuantBackend, tag: &str) {
 
     let input = QParamsPt::new(0.05, 64).unwrap();
     let int8 = convert_linear(&layer, input, Engine::from_backend(backend).unwrap()).unwrap();
-    let weight: Vec<i64> = int8.weight().data().iter().map(|&q| q as i64).collect();
+    let weight = ints(int8.weight().data());
     assert_eq!(weight, fx.i64(&key("weight_int8")), "{tag} int8 weight");
     let x = fx.f32(&key("x"));
     let xq = QTensor::quantize(&x, &fx.shape(&key("x")), input).unwrap();
-    let y: Vec<i64> = int8
-        .forward(&xq)
-        .unwrap()
-        .data()
-        .iter()
-        .map(|&q| q as i64)
-        .collect();
+    let y = ints(int8.forward(&xq).unwrap().data());
     assert_eq!(y, fx.i64(&key("y_int")), "{tag} int8 output");
     let out_qp = fx.f32(&key("out_qparams"));
     assert_close(
@@ -241,4 +229,9 @@ fn convert_linear_case(backend: QuantBackend, tag: &str) {
 fn convert_linear_matches_pytorch() {
     convert_linear_case(QuantBackend::Qnnpack, "qnnpack");
     convert_linear_case(QuantBackend::X86, "x86");
+}
+
+/// Integer values of a quantized buffer, widened for comparison with the fixtures.
+fn ints<T: Copy + Into<i64>>(values: &[T]) -> Vec<i64> {
+    values.iter().map(|&v| v.into()).collect()
 }

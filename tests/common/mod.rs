@@ -54,6 +54,16 @@ impl Fixture {
             .unwrap_or_else(|| panic!("fixture {} has no array '{key}'", self.name))
     }
 
+    /// The case names of a multi-case fixture (its `cases` array: comma-separated ASCII).
+    pub fn case_names(&self) -> Vec<String> {
+        let bytes: Vec<u8> = self.i64("cases").iter().map(|&b| b as u8).collect();
+        String::from_utf8(bytes)
+            .expect("ASCII case names")
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
     /// Shape of an array.
     pub fn shape(&self, key: &str) -> Vec<usize> {
         self.get(key).0.clone()
