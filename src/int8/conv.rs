@@ -9,7 +9,7 @@
 
 use super::engine::Engine;
 use super::kernels::{Int8Kernels, Reference};
-use super::requant::Requant;
+use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
 use crate::{Error, Result};
 
@@ -138,20 +138,23 @@ impl Int8Conv2d {
             ))
         })?;
         let mut out = vec![0u8; s[0] * self.out_channels * oh * ow];
-        if input.qparams().scale == self.input_scale {
-            kernels.conv2d(self, &self.requant, input, &mut out);
-        } else {
-            let rq = Requant::new(
-                self.engine,
-                self.out_channels,
-                self.weight.qparams(),
-                self.bias.as_deref(),
-                input.qparams().scale,
-                self.output,
-                self.spec.relu,
-            );
-            kernels.conv2d(self, &rq, input, &mut out);
-        }
+        let rq = requant_for_input(
+            &self.requant,
+            self.input_scale,
+            input.qparams().scale,
+            |s| {
+                Requant::new(
+                    self.engine,
+                    self.out_channels,
+                    self.weight.qparams(),
+                    self.bias.as_deref(),
+                    s,
+                    self.output,
+                    self.spec.relu,
+                )
+            },
+        );
+        kernels.conv2d(self, &rq, input, &mut out);
         QTensor::from_raw(out, &[s[0], self.out_channels, oh, ow], self.output)
     }
 

@@ -142,3 +142,18 @@ impl Requant {
         saturate_to_u8(cvtps_epi32(scaled), self.zero_point, self.lo, self.hi)
     }
 }
+
+/// The requantization precomputed for `cached_scale` when the input has that scale, otherwise a
+/// fresh one from `rebuild(input_scale)` (a small per-channel computation for that call).
+pub(crate) fn requant_for_input<'a>(
+    cached: &'a Requant,
+    cached_scale: f32,
+    input_scale: f32,
+    rebuild: impl FnOnce(f32) -> Requant,
+) -> std::borrow::Cow<'a, Requant> {
+    if input_scale == cached_scale {
+        std::borrow::Cow::Borrowed(cached)
+    } else {
+        std::borrow::Cow::Owned(rebuild(input_scale))
+    }
+}
