@@ -137,6 +137,13 @@ def batch_norm_and_folding():
     print("batch_norm", len(out), "arrays")
 
 
+def weight_qparams(w):
+    """Scales and zero-points of a quantized weight, per channel or a single pair."""
+    if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return w.q_per_channel_scales(), w.q_per_channel_zero_points()
+    return torch.tensor([w.q_scale()]), torch.tensor([w.q_zero_point()])
+
+
 def qat_conv_bn():
     """torch.ao.nn.intrinsic.qat.ConvBnReLU2d with the default qnnpack and x86 QAT qconfigs:
     three training steps (SGD on the parameters between steps), recording each step's
@@ -195,10 +202,7 @@ def qat_conv_bn():
         w = qm.weight()
         out[f"{backend}.convert.x"] = x_cal.numpy()
         out[f"{backend}.convert.weight_int8"] = w.int_repr().numpy().astype(np.int64)
-        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-            scales, zps = w.q_per_channel_scales(), w.q_per_channel_zero_points()
-        else:
-            scales, zps = torch.tensor([w.q_scale()]), torch.tensor([w.q_zero_point()])
+        scales, zps = weight_qparams(w)
         out[f"{backend}.convert.weight_scale"] = scales.numpy().astype(np.float32)
         out[f"{backend}.convert.weight_zero_point"] = zps.numpy().astype(np.int64)
         out[f"{backend}.convert.bias"] = qm.bias().detach().numpy().copy()
@@ -255,10 +259,7 @@ def qat_linear():
             lin.activation_post_process(lin(x))
         qm = torch.ao.nn.quantized.Linear.from_float(lin)
         w = qm.weight()
-        if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-            scales, zps = w.q_per_channel_scales(), w.q_per_channel_zero_points()
-        else:
-            scales, zps = torch.tensor([w.q_scale()]), torch.tensor([w.q_zero_point()])
+        scales, zps = weight_qparams(w)
         p = f"{backend}."
         out[p + "weight"] = lin.weight.detach().numpy().copy()
         out[p + "bias"] = lin.bias.detach().numpy().copy()
