@@ -60,7 +60,8 @@ impl SmallNet {
 
     /// One forward for every stage: float, fused, fake-quantized.
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.conv1.forward(self.quant.forward(x));
+        let x: Tensor<4> = self.quant.forward(x);
+        let x = self.conv1.forward(x);
         let x = self.skip_add.add(x.clone(), self.conv2.forward(x));
         let pooled: Tensor<2> = x.mean_dim(3).mean_dim(2).flatten(1, 3);
         self.dequant.forward(self.fc.forward(pooled))

@@ -278,6 +278,21 @@ def qat_linear():
               metadata={"source": f"torch {torch.__version__}: qat.Linear, nnq.Linear.from_float"})
 
 
+def convert_and_run(model, backend, x):
+    """PyTorch's convert of a prepared / QAT model (eval mode) and its int8 output on `x`,
+    with the classifier's output scale and zero-point (one quantum of the logits)."""
+    torch.backends.quantized.engine = backend
+    model.eval()
+    qm = torch.ao.quantization.convert(model, inplace=False)
+    # quantized::linear resizes its output, which PyTorch counts as non-deterministic.
+    torch.use_deterministic_algorithms(False)
+    with torch.no_grad():
+        y = qm(x)
+    torch.use_deterministic_algorithms(True)
+    head = qm.classifier[1]
+    return y.numpy().copy(), np.array([head.scale, head.zero_point], dtype=np.float64)
+
+
 def qat_mobilenet_v2():
     """torchvision's QuantizableMobileNetV2 (width 0.25, 10 classes, no dropout): fuse_model
     (QAT), prepare_qat with the default qnnpack / x86 QAT qconfig, three SGD steps with momentum
@@ -339,6 +354,12 @@ def qat_mobilenet_v2():
                 loss.backward()
                 opt.step()
                 out[f"{tag}.loss{step}"] = np.array([loss.item()], dtype=np.float32)
+            # Convert after the run: the int8 model PyTorch makes from it, on a fixed batch.
+            x_test = torch.randn(32, 3, 48, 40, generator=torch.Generator().manual_seed(4100))
+            y, head = convert_and_run(model, backend, x_test)
+            out[f"{tag}.convert.x"] = x_test.numpy()
+            out[f"{tag}.convert.y"] = y
+            out[f"{tag}.convert.out_qparams"] = head
             fqs, bns = ordered_fake_quants_and_bns(model)
             for i, fq in enumerate(fqs):
                 out[f"{tag}.fq{i}.min_val"] = fq.activation_post_process.min_val.numpy().copy()
@@ -396,6 +417,11 @@ def ptq_mobilenet_v2():
             out[f"{backend}.obs{i}.max_val"] = o.max_val.numpy().reshape(1)
             out[f"{backend}.obs{i}.scale"] = scale.numpy().reshape(1).astype(np.float32)
             out[f"{backend}.obs{i}.zero_point"] = zp.numpy().reshape(1).astype(np.int64)
+        x_test = torch.randn(32, 3, 48, 40, generator=g)
+        y, head = convert_and_run(model, backend, x_test)
+        out[f"{backend}.convert.x"] = x_test.numpy()
+        out[f"{backend}.convert.y"] = y
+        out[f"{backend}.convert.out_qparams"] = head
         print("ptq", backend, len(obs), "observers")
     save_file(out, os.path.join(FIXTURES, "ptq_mobilenet_v2.safetensors"),
               metadata={"source": f"torch {torch.__version__}, torchvision {torchvision.__version__}: QuantizableMobileNetV2 PTQ calibration"})

@@ -2,15 +2,18 @@
 //! `torch.ao.quantization.convert` does with `from_float` (torch 2.5.1). Qparams come from the
 //! observers with the Python formula (`calculate_qparams`), as in PyTorch.
 //!
-//! Today: convolution and linear layers ([`convert_conv`], [`convert_linear`]). The whole-model
-//! convert (int8 model type, add, stubs) builds on them.
+//! [`convert`] converts a whole [`Quantizable`] model in place: every layer gets its int8 form
+//! and the model's forward, run on [`QBatch`](crate::nn::QBatch)es, runs on the int8 kernels.
+//! [`convert_conv`] and [`convert_linear`] convert one layer.
+
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::Tensor;
 
 use crate::int8::{Conv2dSpec, Engine, Int8Conv2d, Int8Linear, QParamsPt, QWeight};
-use crate::nn::ActivationPostProcess;
-use crate::nn::{Activation, ConvBnAct, Fusion, LinearBnAct};
+use crate::nn::{Activation, ConvBnAct, Fusion, LinearBnAct, QuantLayer, Quantizable};
+use crate::nn::{ActivationPostProcess, QuantizedOutput};
 use crate::quant::observer::tensor_to_vec;
 use crate::quant::{FakeQuantize, Observer, QParams};
 use crate::{Error, Result};
@@ -157,4 +160,110 @@ pub fn convert_conv(layer: &ConvBnAct, input: QParamsPt, engine: Engine) -> Resu
         output,
         engine,
     )
+}
+
+/// The int8 form of one layer, built before any layer is changed.
+enum Converted {
+    Conv(Arc<Int8Conv2d>),
+    Linear(Arc<Int8Linear>),
+    Output(QuantizedOutput),
+}
+
+/// The output qparams of a `QuantStub` or `FloatFunctional` (`Quantize.from_float`,
+/// `QFunctional.from_float`). An add that never ran (torchvision's `skip_add` in blocks without
+/// a residual connection) gets PyTorch's defaults for an empty observer, scale 1 and
+/// zero-point 0; a quant stub that never ran means the model was not calibrated.
+fn output_qparams(post: &ActivationPostProcess, is_stub: bool) -> Result<QParamsPt> {
+    let kind = if is_stub { "QuantStub" } else { "FloatFunctional" };
+    let observer = post.observer().ok_or_else(|| {
+        Error::Quant(format!("convert before prepare: a {kind} has no observer"))
+    })?;
+    if observer.min_max().0.iter().any(|v| v.is_infinite()) {
+        if is_stub {
+            return Err(Error::Quant(
+                "convert before calibration: the QuantStub's observer saw no data (run \
+                 calibration batches through the prepared model first)"
+                    .into(),
+            ));
+        }
+        return QParamsPt::new(1.0, 0);
+    }
+    single_qparams(observer.calculate_qparams()?, kind)
+}
+
+/// `torch.ao.quantization.convert` for a prepared (PTQ, calibrated) or QAT-trained model:
+/// every convolution and linear layer gets its int8 kernel (batch norm folded from running
+/// statistics, weights quantized with their observer's qparams), every `QuantStub` and
+/// `FloatFunctional` its output scale and zero-point, all with the Python observer formula, as
+/// PyTorch does. The model's forward then runs on [`QBatch`](crate::nn::QBatch)es (e.g.
+/// [`MobileNetV2::forward_int8`](crate::models::MobileNetV2::forward_int8)); the float
+/// parameters stay, so the float forward still works.
+///
+/// `engine` picks whose integer arithmetic the kernels reproduce: `qnnpack` or `x86`. Errors
+/// (convert before prepare or calibration, an unsupported layer) name the layer and leave the
+/// model unchanged.
+pub fn convert<M: Quantizable>(model: &mut M, engine: Engine) -> Result<()> {
+    let mut converted = Vec::new();
+    // The previous layer's output qparams: most layers' input, and only a hint (a layer fed by
+    // another one, as a block after a residual add, adapts at its first call).
+    let mut previous: Option<QParamsPt> = None;
+    model.visit_layers(&mut |name, layer| {
+        let hint = previous.unwrap_or(QParamsPt::new(1.0, 0)?);
+        let named = |e: Error| Error::Quant(format!("converting `{name}`: {e}"));
+        let part = match layer {
+            QuantLayer::Conv(c) => {
+                let conv = convert_conv(c, hint, engine).map_err(named)?;
+                previous = Some(conv.output_qparams());
+                Converted::Conv(Arc::new(conv))
+            }
+            QuantLayer::Linear(l) => {
+                let linear = convert_linear(l, hint, engine).map_err(named)?;
+                previous = Some(linear.output_qparams());
+                Converted::Linear(Arc::new(linear))
+            }
+            QuantLayer::Quant(stub) => {
+                let qparams = output_qparams(&stub.activation_post_process, true).map_err(named)?;
+                previous = Some(qparams);
+                Converted::Output(QuantizedOutput { qparams, engine })
+            }
+            QuantLayer::Functional(f) => {
+                let qparams = output_qparams(&f.activation_post_process, false).map_err(named)?;
+                previous = Some(qparams);
+                Converted::Output(QuantizedOutput { qparams, engine })
+            }
+        };
+        converted.push(part);
+        Ok(())
+    })?;
+    let mut parts = converted.into_iter();
+    model.visit_layers(&mut |_, layer| {
+        match (layer, parts.next()) {
+            (QuantLayer::Conv(c), Some(Converted::Conv(int8))) => c.int8 = Some(int8),
+            (QuantLayer::Linear(l), Some(Converted::Linear(int8))) => l.int8 = Some(int8),
+            (QuantLayer::Quant(stub), Some(Converted::Output(out))) => stub.int8 = Some(out),
+            (QuantLayer::Functional(f), Some(Converted::Output(out))) => f.int8 = Some(out),
+            _ => return Err(Error::Quant("the model's layers changed during convert".into())),
+        }
+        Ok(())
+    })
+}
+
+/// Whether every quantizable layer of `model` has its int8 form (the model was converted or
+/// loaded from an int8 checkpoint), or the path of the first one that has not.
+pub fn check_converted<M: Quantizable>(model: &mut M) -> Result<()> {
+    model.visit_layers(&mut |name, layer| {
+        let done = match layer {
+            QuantLayer::Conv(c) => c.int8.is_some(),
+            QuantLayer::Linear(l) => l.int8.is_some(),
+            QuantLayer::Quant(stub) => stub.int8.is_some(),
+            QuantLayer::Functional(f) => f.int8.is_some(),
+        };
+        if done {
+            Ok(())
+        } else {
+            Err(Error::Quant(format!(
+                "`{name}` has no int8 form: convert the model (or load an int8 checkpoint) first"
+            )))
+        }
+    })
 }

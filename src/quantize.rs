@@ -6,8 +6,8 @@
 use burn::tensor::Device;
 
 use crate::nn::{
-    Activation, ActivationPostProcess, BatchNorm2d, ConvBnAct, Fusion, LinearBnAct, QuantLayer,
-    Quantizable,
+    Activation, ActivationPostProcess, BatchNorm2d, ConvBnAct, FloatFunctional, Fusion,
+    LinearBnAct, QuantLayer, QuantStub, Quantizable,
 };
 use crate::quant::{FakeQuantize, QConfig};
 use crate::{Error, Result};
@@ -15,11 +15,11 @@ use crate::{Error, Result};
 /// Replaces every ReLU6 by ReLU (torchvision's `_replace_relu`): int8 fusion patterns and
 /// kernels know ReLU only, and after QAT the activation range is learned anyway.
 pub fn replace_relu<M: Quantizable>(model: &mut M) -> Result<()> {
-    model.visit_layers(&mut |layer| {
+    model.visit_layers(&mut |_, layer| {
         let activation = match layer {
             QuantLayer::Conv(c) => &mut c.activation,
             QuantLayer::Linear(l) => &mut l.activation,
-            QuantLayer::Output(_) => return Ok(()),
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => return Ok(()),
         };
         if *activation == Activation::Relu6 {
             *activation = Activation::Relu;
@@ -75,9 +75,18 @@ fn ensure_unprepared(post: &ActivationPostProcess) -> Result<()> {
 /// Checks that every layer can be prepared (`fusion` for conv/linear + BN, nothing attached
 /// yet), so that a failing `prepare` leaves the model untouched.
 fn check_preparable<M: Quantizable>(model: &mut M, fusion: Fusion) -> Result<()> {
-    model.visit_layers(&mut |layer| {
+    model.visit_layers(&mut |_, layer| {
         let parts = match layer {
-            QuantLayer::Output(post) => return ensure_unprepared(post),
+            QuantLayer::Quant(QuantStub {
+                activation_post_process: post,
+                ..
+            })
+            | QuantLayer::Functional(FloatFunctional {
+                activation_post_process: post,
+                ..
+            }) => {
+                return ensure_unprepared(post);
+            }
             QuantLayer::Conv(c) => conv_parts(c),
             QuantLayer::Linear(l) => linear_parts(l),
         };
@@ -96,27 +105,39 @@ fn check_preparable<M: Quantizable>(model: &mut M, fusion: Fusion) -> Result<()>
 }
 
 /// Attaches observers (PTQ calibration, `torch.ao.quantization.prepare`): every layer output,
-/// `QuantStub` and `FloatFunctional` gets `qconfig.activation`'s observer. Weights are observed
-/// at convert, as in PyTorch. Convolutions followed by batch norm must be fused first
+/// `QuantStub` and `FloatFunctional` gets `qconfig.activation`'s observer, every conv/linear
+/// weight `qconfig.weight`'s (observing only; its qparams quantize the weight at convert). Convolutions followed by batch norm must be fused first
 /// ([`crate::fuse::fuse_modules`]), because batch norm has no int8 form on its own. On error
 /// the model is unchanged.
 pub fn prepare<M: Quantizable>(model: &mut M, qconfig: &QConfig, device: &Device) -> Result<()> {
     check_preparable(model, Fusion::Eval)?;
     let activation = qconfig.activation.observer().clone();
     activation.validate()?;
-    model.visit_layers(&mut |layer| {
-        let (post, device) = match layer {
-            QuantLayer::Output(post) => (post, device.clone()),
-            QuantLayer::Conv(c) => {
-                let parts = conv_parts(c);
-                (parts.post, parts.device)
+    let weight = qconfig.weight.fake_quantize();
+    weight.validate()?;
+    model.visit_layers(&mut |_, layer| {
+        let parts = match layer {
+            QuantLayer::Quant(QuantStub {
+                activation_post_process: post,
+                ..
+            })
+            | QuantLayer::Functional(FloatFunctional {
+                activation_post_process: post,
+                ..
+            }) => {
+                *post = ActivationPostProcess::Observer(activation.init(1, device)?);
+                return Ok(());
             }
-            QuantLayer::Linear(l) => {
-                let parts = linear_parts(l);
-                (parts.post, parts.device)
-            }
+            QuantLayer::Conv(c) => conv_parts(c),
+            QuantLayer::Linear(l) => linear_parts(l),
         };
-        *post = ActivationPostProcess::Observer(activation.init(1, &device)?);
+        // PyTorch builds the weight observer at convert (`qconfig.weight()` in `from_float`);
+        // here it is attached now, observing only (weights do not change during calibration,
+        // so its min/max are the ones a fresh observer would see at convert).
+        let mut weight_observer = weight.init(parts.out_channels, &parts.device)?;
+        weight_observer.disable_fake_quant();
+        *parts.weight_fake_quant = Some(weight_observer);
+        *parts.post = ActivationPostProcess::Observer(activation.init(1, &parts.device)?);
         Ok(())
     })
 }
@@ -137,9 +158,16 @@ pub fn prepare_qat<M: Quantizable>(
     // Build everything first: a bad qconfig must not leave a half-prepared model.
     activation.validate()?;
     weight.validate()?;
-    model.visit_layers(&mut |layer| {
+    model.visit_layers(&mut |_, layer| {
         let parts = match layer {
-            QuantLayer::Output(post) => {
+            QuantLayer::Quant(QuantStub {
+                activation_post_process: post,
+                ..
+            })
+            | QuantLayer::Functional(FloatFunctional {
+                activation_post_process: post,
+                ..
+            }) => {
                 *post = ActivationPostProcess::FakeQuantize(activation.init(1, device)?);
                 return Ok(());
             }
@@ -154,11 +182,18 @@ pub fn prepare_qat<M: Quantizable>(
 
 /// Calls `f` on every fake-quant of the model (weights and outputs).
 pub fn for_each_fake_quant<M: Quantizable>(model: &mut M, mut f: impl FnMut(&mut FakeQuantize)) {
-    let _ = model.visit_layers(&mut |layer| {
+    let _ = model.visit_layers(&mut |_, layer| {
         let (wfq, post) = match layer {
             QuantLayer::Conv(c) => (c.weight_fake_quant.as_mut(), &mut c.activation_post_process),
             QuantLayer::Linear(l) => (l.weight_fake_quant.as_mut(), &mut l.activation_post_process),
-            QuantLayer::Output(post) => (None, post),
+            QuantLayer::Quant(QuantStub {
+                activation_post_process: post,
+                ..
+            })
+            | QuantLayer::Functional(FloatFunctional {
+                activation_post_process: post,
+                ..
+            }) => (None, post),
         };
         wfq.into_iter().for_each(&mut f);
         post.fake_quantize_mut().into_iter().for_each(&mut f);
@@ -168,11 +203,11 @@ pub fn for_each_fake_quant<M: Quantizable>(model: &mut M, mut f: impl FnMut(&mut
 
 /// Calls `f` on every batch norm of the model.
 pub fn for_each_batch_norm<M: Quantizable>(model: &mut M, mut f: impl FnMut(&mut BatchNorm2d)) {
-    let _ = model.visit_layers(&mut |layer| {
+    let _ = model.visit_layers(&mut |_, layer| {
         let bn = match layer {
             QuantLayer::Conv(c) => c.bn.as_mut(),
             QuantLayer::Linear(l) => l.bn.as_mut(),
-            QuantLayer::Output(_) => None,
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => None,
         };
         bn.into_iter().for_each(&mut f);
         Ok(())

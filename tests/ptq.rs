@@ -1,16 +1,20 @@
 //! Post-training calibration of MobileNetV2 against PyTorch: torchvision's QuantizableMobileNetV2
 //! in eval mode, `fuse_model(is_qat=False)`, `prepare` with the default qnnpack and x86 PTQ
 //! qconfigs (HistogramObserver), two calibration batches. Every activation observer's range and
-//! the qparams it computes for convert (`scripts/gen_fixtures.py`, `ptq_mobilenet_v2`).
+//! the qparams it computes for convert (`scripts/gen_fixtures.py`, `ptq_mobilenet_v2`); then
+//! `convert` and the int8 model's logits against PyTorch's converted model.
 
 mod common;
 
+use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use burn_qat::convert::convert;
+use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 use burn_qat::nn::{QuantLayer, Quantizable};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, replace_relu};
-use common::{Fixture, assert_close, fixture_path};
+use common::{Fixture, assert_close, quanta_stats, fixture_path, to_vec};
 
 fn run(backend: QuantBackend, tag: &str) {
     let fx = Fixture::load("ptq_mobilenet_v2.safetensors");
@@ -34,11 +38,12 @@ fn run(backend: QuantBackend, tag: &str) {
     }
     let mut index = 0;
     model
-        .visit_layers(&mut |layer| {
+        .visit_layers(&mut |_, layer| {
             let post = match layer {
                 QuantLayer::Conv(c) => &c.activation_post_process,
                 QuantLayer::Linear(l) => &l.activation_post_process,
-                QuantLayer::Output(post) => &*post,
+                QuantLayer::Quant(stub) => &stub.activation_post_process,
+                QuantLayer::Functional(f) => &f.activation_post_process,
             };
             let obs = post.observer().expect("prepared layers have an observer");
             let key = format!("{tag}.obs{index}");
@@ -60,6 +65,37 @@ fn run(backend: QuantBackend, tag: &str) {
         index, 71,
         "PyTorch's prepared model has 71 activation observers"
     );
+
+    // Convert and run on the int8 kernels: PyTorch's converted model on the same batch.
+    let engine = Engine::from_backend(backend).unwrap();
+    convert(&mut model, engine).unwrap();
+    let x: Tensor<4> = fx.tensor(&format!("{tag}.convert.x"), &device);
+    let y = model.forward_int8(x).unwrap();
+    let head = fx.f32(&format!("{tag}.convert.out_qparams"));
+    // The histogram's ranges differ from PyTorch's by float noise (see above), so a few
+    // outputs may round the other way: ≥ 99% within one quantum.
+    let stats = quanta_stats(&to_vec(y), &fx.f32(&format!("{tag}.convert.y")), head[0]);
+    println!("{tag} converted logits vs PyTorch: {stats:?}");
+    assert!(stats.within_one >= 0.99, "{tag}: {stats:?}");
+}
+
+#[test]
+fn convert_before_calibration_is_an_error() {
+    let device = Device::flex();
+    let config = MobileNetV2Config::new()
+        .with_width_mult(0.25)
+        .with_num_classes(10);
+    let mut model = config.init(&device).unwrap().valid();
+    replace_relu(&mut model).unwrap();
+    model.fuse_model(Some(false)).unwrap();
+    let err = convert(&mut model, Engine::Qnnpack).unwrap_err().to_string();
+    assert!(err.contains("convert before prepare"), "{err}");
+    prepare(&mut model, &QConfig::default_ptq(QuantBackend::Qnnpack), &device).unwrap();
+    let err = convert(&mut model, Engine::Qnnpack).unwrap_err().to_string();
+    assert!(err.contains("convert before calibration"), "{err}");
+    let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
+    let err = model.forward_int8(x).unwrap_err().to_string();
+    assert!(err.contains("has no int8 form"), "{err}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use crate::{Error, Result};
 /// Checks that every conv/linear layer can be fused (not fused yet, no ReLU6 and, for
 /// inference, no batch norm still training), so that an error leaves the model untouched.
 fn check_fusable<M: Quantizable>(model: &mut M, for_inference: bool) -> Result<()> {
-    model.visit_layers(&mut |layer| {
+    model.visit_layers(&mut |_, layer| {
         let (fusion, activation, kind, bn_training) = match layer {
             QuantLayer::Conv(c) => (
                 c.fusion,
@@ -27,7 +27,7 @@ fn check_fusable<M: Quantizable>(model: &mut M, for_inference: bool) -> Result<(
                 l.bn.as_ref().is_some_and(|bn| bn.training())
                     && l.linear.weight.device().is_autodiff(),
             ),
-            QuantLayer::Output(_) => return Ok(()),
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => return Ok(()),
         };
         if fusion != Fusion::None {
             return Err(Error::Quant(format!("this {kind} is already fused")));
@@ -54,7 +54,7 @@ fn check_fusable<M: Quantizable>(model: &mut M, for_inference: bool) -> Result<(
 /// has statistics to learn. On error the model is unchanged.
 pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
     check_fusable(model, true)?;
-    model.visit_layers(&mut |layer| {
+    model.visit_layers(&mut |_, layer| {
         match layer {
             QuantLayer::Conv(c) => {
                 if let Some(bn) = c.bn.take() {
@@ -68,7 +68,7 @@ pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
                 }
                 l.fusion = Fusion::Eval;
             }
-            QuantLayer::Output(_) => {}
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => {}
         }
         Ok(())
     })
@@ -79,11 +79,11 @@ pub fn fuse_modules<M: Quantizable>(model: &mut M) -> Result<()> {
 /// (`torch.ao.nn.intrinsic.qat.ConvBn2d`, ...). On error the model is unchanged.
 pub fn fuse_modules_qat<M: Quantizable>(model: &mut M) -> Result<()> {
     check_fusable(model, false)?;
-    model.visit_layers(&mut |layer| {
+    model.visit_layers(&mut |_, layer| {
         match layer {
             QuantLayer::Conv(c) => c.fusion = Fusion::Qat,
             QuantLayer::Linear(l) => l.fusion = Fusion::Qat,
-            QuantLayer::Output(_) => {}
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => {}
         }
         Ok(())
     })

@@ -40,6 +40,8 @@ pub struct Int8Conv2d {
     kernel: [usize; 2],
     engine: Engine,
     input_scale: f32,
+    /// The requantization for the first input scale other than `input_scale`.
+    seen_input: std::sync::OnceLock<(f32, Requant)>,
     output: QParamsPt,
     requant: Requant,
 }
@@ -111,6 +113,7 @@ impl Int8Conv2d {
             kernel: [kh, kw],
             engine,
             input_scale: input.scale,
+            seen_input: std::sync::OnceLock::new(),
             output,
             requant,
             weight,
@@ -141,6 +144,7 @@ impl Int8Conv2d {
         let rq = requant_for_input(
             &self.requant,
             self.input_scale,
+            &self.seen_input,
             input.qparams().scale,
             |s| {
                 Requant::new(

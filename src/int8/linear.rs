@@ -24,6 +24,8 @@ pub struct Int8Linear {
     out_features: usize,
     engine: Engine,
     input_scale: f32,
+    /// The requantization for the first input scale other than `input_scale`.
+    seen_input: std::sync::OnceLock<(f32, Requant)>,
     output: QParamsPt,
     requant: Requant,
 }
@@ -79,6 +81,7 @@ impl Int8Linear {
             out_features,
             engine,
             input_scale: input.scale,
+            seen_input: std::sync::OnceLock::new(),
             output,
             requant,
         })
@@ -102,6 +105,7 @@ impl Int8Linear {
         let rq = requant_for_input(
             &self.requant,
             self.input_scale,
+            &self.seen_input,
             input.qparams().scale,
             |s| {
                 Requant::new(

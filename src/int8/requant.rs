@@ -143,16 +143,23 @@ impl Requant {
     }
 }
 
-/// The requantization precomputed for `cached_scale` when the input has that scale, otherwise a
-/// fresh one from `rebuild(input_scale)` (a small per-channel computation for that call).
+/// The requantization for the scale an input actually has: the one precomputed for
+/// `cached_scale`, else the one built for the first other scale seen (kept in `seen`, so that a
+/// layer prepared without knowing its input scale — a loaded int8 checkpoint — pays once, as
+/// PyTorch's packed params re-pack once), else a fresh one from `rebuild` for that call.
 pub(crate) fn requant_for_input<'a>(
     cached: &'a Requant,
     cached_scale: f32,
+    seen: &'a std::sync::OnceLock<(f32, Requant)>,
     input_scale: f32,
-    rebuild: impl FnOnce(f32) -> Requant,
+    rebuild: impl Fn(f32) -> Requant,
 ) -> std::borrow::Cow<'a, Requant> {
     if input_scale == cached_scale {
-        std::borrow::Cow::Borrowed(cached)
+        return std::borrow::Cow::Borrowed(cached);
+    }
+    let (scale, requant) = seen.get_or_init(|| (input_scale, rebuild(input_scale)));
+    if *scale == input_scale {
+        std::borrow::Cow::Borrowed(requant)
     } else {
         std::borrow::Cow::Owned(rebuild(input_scale))
     }

@@ -8,12 +8,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
-use burn::tensor::module::adaptive_avg_pool2d;
 use burn::tensor::{Device, Tensor};
 
 use crate::nn::{
-    Activation, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, LinearBnAct,
-    LinearBnActConfig, QuantStub,
+    Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, ImageBatch,
+    LinearBnAct, LinearBnActConfig, QBatch, QuantStub,
 };
 use crate::{Error, Result};
 
@@ -153,7 +152,7 @@ impl InvertedResidualConfig {
 
 impl InvertedResidual {
     /// Forward pass on an NCHW tensor.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward<X: ImageBatch>(&self, x: X) -> X {
         let mut y = x.clone();
         if let Some(expand) = &self.expand {
             y = expand.forward(y);
@@ -299,18 +298,33 @@ impl MobileNetV2Config {
 }
 
 impl MobileNetV2 {
-    /// Logits `[N, num_classes]` of an NCHW RGB batch `[N, 3, H, W]`:
-    /// `dequant(classifier(dropout(flatten(adaptive_avg_pool2d(features(quant(x)), 1)))))`.
+    /// Logits `[N, num_classes]` of an NCHW RGB batch `[N, 3, H, W]` (float, observed or
+    /// fake-quantized model, by stage).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.features(self.quant.forward(x));
-        let pooled: Tensor<2> = adaptive_avg_pool2d(x, [1, 1]).flatten(1, 3);
-        let logits = self.classifier.forward(self.dropout.forward(pooled));
+        self.forward_as::<Tensor<4>>(x)
+    }
+
+    /// Logits of the converted model, computed by the int8 kernels and dequantized at the end
+    /// (`torchvision.models.quantization.mobilenet_v2(quantize=True)`). Errors if the model
+    /// was not converted or the batch is not `[N, 3, H ≥ 32, W ≥ 32]`.
+    pub fn forward_int8(&self, x: Tensor<4>) -> Result<Tensor<2>> {
+        Self::check_input_shape(&x.dims())?;
+        self.forward_as::<QBatch<4>>(x)
+    }
+
+    /// The one forward of every stage, generic over what flows between the layers (float
+    /// tensors, or int8 batches after convert):
+    /// `dequant(classifier(dropout(flatten(adaptive_avg_pool2d(features(quant(x)), 1)))))`.
+    pub fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
+        let x: X = self.quant.forward(x);
+        let pooled = self.features(x).global_avg_pool_flatten();
+        let logits = self.classifier.forward(pooled.dropout(&self.dropout));
         self.dequant.forward(logits)
     }
 
     /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`,
     /// without the quant stub.
-    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn features<X: ImageBatch>(&self, x: X) -> X {
         let x = self.stem.forward(x);
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         self.head.forward(x)

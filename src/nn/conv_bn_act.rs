@@ -9,10 +9,14 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
+use std::sync::Arc;
+
 use super::activation::Activation;
+use super::batch::ImageBatch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig, per_channel};
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::stage::Fusion;
+use crate::int8::Int8Conv2d;
 use crate::quant::FakeQuantize;
 
 /// Configuration of a [`ConvBnAct`] layer.
@@ -69,6 +73,9 @@ pub struct ConvBnAct {
     /// How far fusion went.
     #[module(skip)]
     pub fusion: Fusion,
+    /// The int8 convolution `convert` made (`torch.ao.nn.quantized.Conv2d` / `ConvReLU2d`).
+    #[module(skip)]
+    pub int8: Option<Arc<Int8Conv2d>>,
 }
 
 impl ConvBnActConfig {
@@ -101,6 +108,7 @@ impl ConvBnActConfig {
             activation_post_process: ActivationPostProcess::default(),
             activation: self.activation,
             fusion: Fusion::None,
+            int8: None,
         }
     }
 }
@@ -140,8 +148,14 @@ impl ConvBnAct {
         self.conv.weight.dims()[0]
     }
 
-    /// The forward pass of the current stage (see the type's docs).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// The forward pass of the current stage: [`Self::forward_float`] on float batches, the int8
+    /// convolution on the int8 batches of a converted model.
+    pub fn forward<X: ImageBatch>(&self, x: X) -> X {
+        X::conv(self, x)
+    }
+
+    /// The float forward pass of the current stage (see the type's docs).
+    pub fn forward_float(&self, x: Tensor<4>) -> Tensor<4> {
         let weight = self.conv.weight.val();
         let bias = self.conv.bias.as_ref().map(Param::val);
         let y = match (&self.bn, &self.weight_fake_quant) {

@@ -3,9 +3,10 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 
+use super::batch::{Batch, BinaryOp};
 use super::post_process::{ActivationPostProcess, PostProcess};
+use super::qbatch::QuantizedOutput;
 
 /// Residual adds, products and concatenations through a module, so that `prepare` can observe
 /// and `prepare_qat` can fake-quantize their outputs, and `convert` can give them their own
@@ -25,6 +26,9 @@ use super::post_process::{ActivationPostProcess, PostProcess};
 pub struct FloatFunctional<P: PostProcess = ActivationPostProcess> {
     /// Applied to every result (PyTorch's attribute name).
     pub activation_post_process: P,
+    /// The output scale and zero-point of the converted model (`QFunctional`).
+    #[module(skip)]
+    pub int8: Option<QuantizedOutput>,
 }
 
 impl FloatFunctional {
@@ -38,6 +42,7 @@ impl Default for FloatFunctional {
     fn default() -> Self {
         Self {
             activation_post_process: ActivationPostProcess::default(),
+            int8: None,
         }
     }
 }
@@ -47,26 +52,23 @@ impl<P: PostProcess> FloatFunctional<P> {
     pub fn with_post_process(post_process: P) -> Self {
         Self {
             activation_post_process: post_process,
+            int8: None,
         }
     }
 
-    fn post<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.activation_post_process.post_process(x)
-    }
-
     /// `x + y`.
-    pub fn add<const D: usize>(&self, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-        self.post(x + y)
+    pub fn add<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
+        X::binary(self, BinaryOp::Add, x, y)
     }
 
     /// `relu(x + y)` (one quantized op after convert).
-    pub fn add_relu<const D: usize>(&self, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-        self.post(relu(x + y))
+    pub fn add_relu<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
+        X::binary(self, BinaryOp::AddRelu, x, y)
     }
 
     /// `x * y`.
-    pub fn mul<const D: usize>(&self, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-        self.post(x * y)
+    pub fn mul<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
+        X::binary(self, BinaryOp::Mul, x, y)
     }
 
     /// `x + c`. PyTorch does not observe this one: adding a scalar keeps the scale and shifts
@@ -81,12 +83,12 @@ impl<P: PostProcess> FloatFunctional<P> {
     }
 
     /// Concatenation along `dim`.
-    pub fn cat<const D: usize>(&self, xs: Vec<Tensor<D>>, dim: usize) -> Tensor<D> {
-        self.post(Tensor::cat(xs, dim))
+    pub fn cat<X: Batch<D>, const D: usize>(&self, xs: Vec<X>, dim: usize) -> X {
+        X::cat(self, xs, dim)
     }
 
     /// Matrix product (batched over leading dimensions).
-    pub fn matmul<const D: usize>(&self, x: Tensor<D>, y: Tensor<D>) -> Tensor<D> {
-        self.post(x.matmul(y))
+    pub fn matmul<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
+        X::binary(self, BinaryOp::Matmul, x, y)
     }
 }

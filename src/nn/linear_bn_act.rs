@@ -8,10 +8,14 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use std::sync::Arc;
+
 use super::activation::Activation;
+use super::batch::FeatureBatch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::stage::Fusion;
+use crate::int8::Int8Linear;
 use crate::quant::FakeQuantize;
 
 /// Configuration of a [`LinearBnAct`] layer.
@@ -54,6 +58,9 @@ pub struct LinearBnAct {
     /// How far fusion went.
     #[module(skip)]
     pub fusion: Fusion,
+    /// The int8 layer `convert` made (`torch.ao.nn.quantized.Linear` / `LinearReLU`).
+    #[module(skip)]
+    pub int8: Option<Arc<Int8Linear>>,
 }
 
 impl LinearBnActConfig {
@@ -77,6 +84,7 @@ impl LinearBnActConfig {
             activation_post_process: ActivationPostProcess::default(),
             activation: self.activation,
             fusion: Fusion::None,
+            int8: None,
         }
     }
 }
@@ -95,8 +103,15 @@ impl LinearBnAct {
         }
     }
 
-    /// The forward pass of the current stage on `[N, in]`.
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+    /// The forward pass of the current stage: [`Self::forward_float`] on float batches, the int8
+    /// layer on the int8 batches of a converted model.
+    pub fn forward<X: FeatureBatch>(&self, x: X) -> X {
+        X::linear(self, x)
+    }
+
+
+    /// The float forward pass of the current stage on `[N, in]`.
+    pub fn forward_float(&self, x: Tensor<2>) -> Tensor<2> {
         let weight_t = self.linear.weight.val().transpose();
         let bias = self.linear.bias.as_ref().map(Param::val);
         let add_bias = |y: Tensor<2>| match &bias {

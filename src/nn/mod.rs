@@ -3,21 +3,25 @@
 //! pluggable activation post-processes, and the [`Quantizable`] walk over a model.
 
 pub mod activation;
+pub mod batch;
 pub mod batch_norm;
 pub mod conv_bn_act;
 pub mod float_functional;
 pub mod linear_bn_act;
 pub mod post_process;
+pub mod qbatch;
 pub mod quantizable;
 pub mod stage;
 pub mod stubs;
 
 pub use activation::Activation;
+pub use batch::{Batch, BinaryOp, FeatureBatch, ImageBatch};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use conv_bn_act::{ConvBnAct, ConvBnActConfig};
 pub use float_functional::FloatFunctional;
 pub use linear_bn_act::{LinearBnAct, LinearBnActConfig};
 pub use post_process::{ActivationPostProcess, PostProcess};
+pub use qbatch::{QBatch, QuantizedOutput};
 pub use quantizable::{QuantLayer, Quantizable};
 pub use stage::Fusion;
 pub use stubs::{DeQuantStub, QuantStub};

@@ -14,8 +14,32 @@ pub enum QuantLayer<'a> {
     Conv(&'a mut ConvBnAct),
     /// A linear layer (+ BN) (+ activation).
     Linear(&'a mut LinearBnAct),
-    /// A layer that only has an output post-process: `QuantStub`, `FloatFunctional`.
-    Output(&'a mut ActivationPostProcess),
+    /// The quant stub at a model's input.
+    Quant(&'a mut QuantStub),
+    /// A functional op (residual add, …) with its own output post-process.
+    Functional(&'a mut FloatFunctional),
+}
+
+impl QuantLayer<'_> {
+    /// The output post-process of a layer that has nothing else to prepare (`QuantStub`,
+    /// `FloatFunctional`); `None` for convolutions and linear layers.
+    pub fn output_only(&mut self) -> Option<&mut ActivationPostProcess> {
+        match self {
+            QuantLayer::Quant(stub) => Some(&mut stub.activation_post_process),
+            QuantLayer::Functional(f) => Some(&mut f.activation_post_process),
+            QuantLayer::Conv(_) | QuantLayer::Linear(_) => None,
+        }
+    }
+}
+
+/// `prefix.name`, or whichever of the two is not empty.
+#[doc(hidden)]
+pub fn join_path(prefix: &str, name: &str) -> String {
+    match (prefix.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{name}"),
+    }
 }
 
 /// A model (or part of one) whose quantizable layers can be visited in order.
@@ -47,8 +71,10 @@ pub enum QuantLayer<'a> {
 /// }
 /// ```
 pub trait Quantizable {
-    /// Calls `f` on every quantizable layer, in forward order; stops at the first error.
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()>;
+    /// Calls `f` on every quantizable layer, in forward order, with the layer's module path
+    /// (`blocks.3.depthwise`, as Burn records name it); stops at the first error.
+    fn visit_layers(&mut self, f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>)
+    -> Result<()>;
 }
 
 /// Implements [`Quantizable`] for a struct by visiting the listed fields in order.
@@ -58,9 +84,13 @@ macro_rules! impl_quantizable {
         impl $crate::nn::Quantizable for $ty {
             fn visit_layers(
                 &mut self,
-                f: &mut dyn FnMut($crate::nn::QuantLayer<'_>) -> $crate::Result<()>,
+                f: &mut dyn FnMut(&str, $crate::nn::QuantLayer<'_>) -> $crate::Result<()>,
             ) -> $crate::Result<()> {
-                $( $crate::nn::Quantizable::visit_layers(&mut self.$field, f)?; )*
+                $(
+                    $crate::nn::Quantizable::visit_layers(&mut self.$field, &mut |name, layer| {
+                        f(&$crate::nn::quantizable::join_path(stringify!($field), name), layer)
+                    })?;
+                )*
                 Ok(())
             }
         }
@@ -68,43 +98,66 @@ macro_rules! impl_quantizable {
 }
 
 impl Quantizable for ConvBnAct {
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
-        f(QuantLayer::Conv(self))
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
+        f("", QuantLayer::Conv(self))
     }
 }
 
 impl Quantizable for LinearBnAct {
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
-        f(QuantLayer::Linear(self))
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
+        f("", QuantLayer::Linear(self))
     }
 }
 
 impl Quantizable for QuantStub {
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
-        f(QuantLayer::Output(&mut self.activation_post_process))
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
+        f("", QuantLayer::Quant(self))
     }
 }
 
 impl Quantizable for FloatFunctional {
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
-        f(QuantLayer::Output(&mut self.activation_post_process))
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
+        f("", QuantLayer::Functional(self))
     }
 }
 
 impl Quantizable for DeQuantStub {
-    fn visit_layers(&mut self, _: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
+    fn visit_layers(
+        &mut self,
+        _: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
         Ok(())
     }
 }
 
 impl<T: Quantizable> Quantizable for Vec<T> {
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
-        self.iter_mut().try_for_each(|layer| layer.visit_layers(f))
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.iter_mut().enumerate().try_for_each(|(i, layer)| {
+            layer.visit_layers(&mut |name, l| f(&join_path(&i.to_string(), name), l))
+        })
     }
 }
 
 impl<T: Quantizable> Quantizable for Option<T> {
-    fn visit_layers(&mut self, f: &mut dyn FnMut(QuantLayer<'_>) -> Result<()>) -> Result<()> {
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+    ) -> Result<()> {
         match self {
             Some(layer) => layer.visit_layers(f),
             None => Ok(()),

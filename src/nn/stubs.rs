@@ -4,7 +4,9 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::post_process::{ActivationPostProcess, PostProcess};
+use super::batch::Batch;
+use super::post_process::ActivationPostProcess;
+use super::qbatch::QuantizedOutput;
 
 /// Marks a float input to be quantized. Identity in float mode; observes after `prepare`,
 /// fake-quantizes after `prepare_qat`; quantizes to int8 after `convert`.
@@ -12,6 +14,9 @@ use super::post_process::{ActivationPostProcess, PostProcess};
 pub struct QuantStub {
     /// The input's observer or fake-quant (PyTorch's attribute name).
     pub activation_post_process: ActivationPostProcess,
+    /// The quantization of the converted model (`torch.ao.nn.quantized.Quantize`).
+    #[module(skip)]
+    pub int8: Option<QuantizedOutput>,
 }
 
 impl QuantStub {
@@ -20,9 +25,10 @@ impl QuantStub {
         Self::default()
     }
 
-    /// Identity, observer or fake-quant of `x`, by stage.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.activation_post_process.post_process(x)
+    /// Identity, observer or fake-quant of `x` (float batches, by stage), or `x` quantized
+    /// with the converted scale and zero-point (int8 batches).
+    pub fn forward<X: Batch<D>, const D: usize>(&self, x: Tensor<D>) -> X {
+        X::quantize(self, x)
     }
 }
 
@@ -36,8 +42,9 @@ impl DeQuantStub {
         Self
     }
 
-    /// Identity in float and QAT mode.
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        x
+    /// Identity on float batches; dequantizes int8 batches (`Result`, which carries the
+    /// first error of the int8 forward).
+    pub fn forward<X: Batch<D>, const D: usize>(&self, x: X) -> X::Float {
+        x.dequantize()
     }
 }

@@ -178,3 +178,31 @@ pub fn assert_bits(actual: &[f32], expected: &[f32], what: &str) {
         );
     }
 }
+
+/// How far dequantized int8 outputs are from PyTorch's, in quanta of the output `scale`.
+#[allow(dead_code)]
+#[derive(Debug)]
+pub struct QuantaStats {
+    /// Fraction of outputs equal.
+    pub exact: f64,
+    /// Fraction within one quantum.
+    pub within_one: f64,
+    /// Largest distance, in quanta.
+    pub worst: f32,
+}
+
+#[allow(dead_code)]
+pub fn quanta_stats(actual: &[f32], expected: &[f32], scale: f32) -> QuantaStats {
+    assert_eq!(actual.len(), expected.len(), "output lengths");
+    let quanta: Vec<f32> = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| ((a - e) / scale).abs())
+        .collect();
+    let n = quanta.len() as f64;
+    QuantaStats {
+        exact: quanta.iter().filter(|&&q| q < 1e-3).count() as f64 / n,
+        within_one: quanta.iter().filter(|&&q| q < 1.0 + 1e-3).count() as f64 / n,
+        worst: quanta.iter().cloned().fold(0.0f32, f32::max),
+    }
+}

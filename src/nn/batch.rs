@@ -1,0 +1,150 @@
+//! What flows between quantizable layers, so that a model has one forward for every stage (as in
+//! PyTorch's eager mode, where a module's forward does not change at convert).
+//!
+//! Before [`convert`](crate::convert::convert) activations are float tensors (`Tensor<D>`:
+//! float, observed or fake-quantized model); after it they are quint8 tensors
+//! ([`QBatch`](super::QBatch)) and every quantizable layer runs its int8 kernels. A model
+//! writes its forward once, generic over the batch type, and picks the stage by the type:
+//!
+//! ```
+//! use burn::module::Module;
+//! use burn::tensor::Tensor;
+//! use burn_qat::nn::{ConvBnAct, DeQuantStub, FloatFunctional, ImageBatch, QBatch, QuantStub};
+//!
+//! #[derive(Module, Debug)]
+//! struct Block {
+//!     quant: QuantStub,
+//!     conv: ConvBnAct,
+//!     skip_add: FloatFunctional,
+//!     dequant: DeQuantStub,
+//! }
+//!
+//! impl Block {
+//!     /// The one forward: `X = Tensor<4>` before convert, `X = QBatch<4>` after.
+//!     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> X::Float {
+//!         let x: X = self.quant.forward(x);
+//!         let y = self.skip_add.add(x.clone(), self.conv.forward(x));
+//!         self.dequant.forward(y)
+//!     }
+//!
+//!     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+//!         self.forward_as::<Tensor<4>>(x)
+//!     }
+//!
+//!     fn forward_int8(&self, x: Tensor<4>) -> burn_qat::Result<Tensor<4>> {
+//!         self.forward_as::<QBatch<4>>(x)
+//!     }
+//! }
+//! ```
+
+use burn::nn::Dropout;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use burn::tensor::module::adaptive_avg_pool2d;
+
+use super::conv_bn_act::ConvBnAct;
+use super::float_functional::FloatFunctional;
+use super::linear_bn_act::LinearBnAct;
+use super::post_process::PostProcess;
+use super::stubs::QuantStub;
+
+/// The binary operations of [`FloatFunctional`] (`torch.ao.nn.quantized.FloatFunctional`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `x + y`.
+    Add,
+    /// `relu(x + y)`.
+    AddRelu,
+    /// `x * y`.
+    Mul,
+    /// `x.matmul(y)`.
+    Matmul,
+}
+
+/// A batch of activations of rank `D` between quantizable layers.
+pub trait Batch<const D: usize>: Clone + Sized {
+    /// What the model hands back at its `DeQuantStub`: `Tensor<D>` for float batches,
+    /// `Result<Tensor<D>>` for int8 ones (an int8 op can refuse its inputs).
+    type Float;
+
+    /// `QuantStub`: a float input becomes a batch of this kind.
+    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self;
+
+    /// `DeQuantStub`: back to float.
+    fn dequantize(self) -> Self::Float;
+
+    /// A [`FloatFunctional`] binary operation and its output post-process.
+    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self;
+
+    /// `FloatFunctional.cat`.
+    fn cat<P: PostProcess>(f: &FloatFunctional<P>, xs: Vec<Self>, dim: usize) -> Self;
+
+    /// Dropout (identity at inference, and always on int8 batches).
+    fn dropout(self, dropout: &Dropout) -> Self;
+}
+
+/// A batch of images `[N, C, H, W]`: what convolutions take.
+pub trait ImageBatch: Batch<4> {
+    /// The batch of feature vectors of the same kind.
+    type Flat: FeatureBatch;
+
+    /// A [`ConvBnAct`] layer in the current stage.
+    fn conv(layer: &ConvBnAct, x: Self) -> Self;
+
+    /// `flatten(adaptive_avg_pool2d(x, 1), 1)`: `[N, C, H, W]` → `[N, C]`.
+    fn global_avg_pool_flatten(self) -> Self::Flat;
+}
+
+/// A batch of feature vectors `[N, F]`: what linear layers take.
+pub trait FeatureBatch: Batch<2> {
+    /// A [`LinearBnAct`] layer in the current stage.
+    fn linear(layer: &LinearBnAct, x: Self) -> Self;
+}
+
+impl<const D: usize> Batch<D> for Tensor<D> {
+    type Float = Tensor<D>;
+
+    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+        stub.activation_post_process.post_process(x)
+    }
+
+    fn dequantize(self) -> Tensor<D> {
+        self
+    }
+
+    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
+        let z = match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::AddRelu => relu(x + y),
+            BinaryOp::Mul => x * y,
+            BinaryOp::Matmul => x.matmul(y),
+        };
+        f.activation_post_process.post_process(z)
+    }
+
+    fn cat<P: PostProcess>(f: &FloatFunctional<P>, xs: Vec<Self>, dim: usize) -> Self {
+        f.activation_post_process.post_process(Tensor::cat(xs, dim))
+    }
+
+    fn dropout(self, dropout: &Dropout) -> Self {
+        dropout.forward(self)
+    }
+}
+
+impl ImageBatch for Tensor<4> {
+    type Flat = Tensor<2>;
+
+    fn conv(layer: &ConvBnAct, x: Self) -> Self {
+        layer.forward_float(x)
+    }
+
+    fn global_avg_pool_flatten(self) -> Tensor<2> {
+        adaptive_avg_pool2d(self, [1, 1]).flatten(1, 3)
+    }
+}
+
+impl FeatureBatch for Tensor<2> {
+    fn linear(layer: &LinearBnAct, x: Self) -> Self {
+        layer.forward_float(x)
+    }
+}

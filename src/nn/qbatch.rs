@@ -1,0 +1,194 @@
+//! [`QBatch`]: the activations of a converted (int8) model — quint8 tensors with their scale and
+//! zero-point — and how each quantizable layer runs on them (`torch.ao.nn.quantized.*`).
+
+use std::sync::Arc;
+
+use burn::nn::Dropout;
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::batch::{Batch, BinaryOp, FeatureBatch, ImageBatch};
+use super::conv_bn_act::ConvBnAct;
+use super::float_functional::FloatFunctional;
+use super::linear_bn_act::LinearBnAct;
+use super::post_process::PostProcess;
+use super::stubs::QuantStub;
+use crate::int8::{Engine, Int8Add, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
+use crate::quant::observer::tensor_to_vec;
+use crate::{Error, Result};
+
+/// What `convert` gives a `QuantStub` or a `FloatFunctional`: its output scale and zero-point
+/// (`torch.ao.nn.quantized.Quantize` / `QFunctional`) and the engine whose arithmetic to run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuantizedOutput {
+    /// Output scale and zero-point.
+    pub qparams: QParamsPt,
+    /// The engine of the converted model.
+    pub engine: Engine,
+}
+
+/// A quint8 tensor between the layers of a converted model, with what the next op needs to
+/// reproduce PyTorch: the engine, and whether PyTorch would hold it channels-last (quantized
+/// convolutions return channels-last tensors, which changes the rounding of average pooling).
+#[derive(Debug)]
+struct QState {
+    tensor: QTensor,
+    engine: Engine,
+    layout: PoolInputLayout,
+    device: Device,
+}
+
+/// A batch of int8 activations of rank `D`, or the error of the op that could not make it (an
+/// int8 forward hands its first error back at the `DeQuantStub`, so a model's forward needs no
+/// `?`). Cloning is cheap (shared).
+#[derive(Debug, Clone)]
+pub struct QBatch<const D: usize>(std::result::Result<Arc<QState>, Arc<Error>>);
+
+impl<const D: usize> QBatch<D> {
+    fn ok(tensor: QTensor, engine: Engine, layout: PoolInputLayout, device: Device) -> Self {
+        QBatch(Ok(Arc::new(QState {
+            tensor,
+            engine,
+            layout,
+            device,
+        })))
+    }
+
+    fn fail(error: Error) -> Self {
+        QBatch(Err(Arc::new(error)))
+    }
+
+    /// The quint8 tensor, or the error that stopped the forward.
+    pub fn tensor(&self) -> Result<&QTensor> {
+        match &self.0 {
+            Ok(state) => Ok(&state.tensor),
+            Err(e) => Err(shared_error(e)),
+        }
+    }
+
+    /// Runs `op` on the state, or passes an earlier error on.
+    fn then<const E: usize>(self, op: impl FnOnce(&QState) -> Result<QBatch<E>>) -> QBatch<E> {
+        match self.0 {
+            Ok(state) => op(&state).unwrap_or_else(QBatch::fail),
+            Err(e) => QBatch(Err(e)),
+        }
+    }
+}
+
+fn shared_error(e: &Arc<Error>) -> Error {
+    Error::Quant(e.to_string())
+}
+
+fn not_converted(what: &str) -> Error {
+    Error::Quant(format!(
+        "{what} has no int8 form: convert the model (burn_qat::convert::convert) before running \
+         it on int8 batches"
+    ))
+}
+
+fn output_of(q: Option<&QuantizedOutput>, what: &str) -> Result<QuantizedOutput> {
+    q.copied().ok_or_else(|| not_converted(what))
+}
+
+impl<const D: usize> Batch<D> for QBatch<D> {
+    type Float = Result<Tensor<D>>;
+
+    /// `torch.quantize_per_tensor(x, scale, zero_point, quint8)` with the stub's qparams.
+    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+        let run = || -> Result<Self> {
+            let out = output_of(stub.int8.as_ref(), "a QuantStub")?;
+            let device = x.device();
+            let shape = x.dims();
+            let q = QTensor::quantize(&tensor_to_vec(x), &shape, out.qparams)?;
+            Ok(QBatch::ok(q, out.engine, PoolInputLayout::Contiguous, device))
+        };
+        run().unwrap_or_else(QBatch::fail)
+    }
+
+    fn dequantize(self) -> Result<Tensor<D>> {
+        let state = self.0.map_err(|e| shared_error(&e))?;
+        let shape: [usize; D] = state.tensor.shape().try_into().map_err(|_| {
+            Error::Shape(format!(
+                "dequantize: a rank-{D} batch holds a tensor of shape {:?}",
+                state.tensor.shape()
+            ))
+        })?;
+        let data = TensorData::new(state.tensor.dequantize(), shape);
+        Ok(Tensor::from_data(data, &state.device))
+    }
+
+    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
+        let y = match y.0 {
+            Ok(y) => y,
+            Err(e) => return QBatch(Err(e)),
+        };
+        x.then(|x| {
+            let out = output_of(f.int8.as_ref(), "a FloatFunctional")?;
+            let relu = match op {
+                BinaryOp::Add => false,
+                BinaryOp::AddRelu => true,
+                BinaryOp::Mul | BinaryOp::Matmul => {
+                    return Err(Error::Quant(format!(
+                        "the int8 path has no {op:?} yet (quantized add and add_relu only)"
+                    )));
+                }
+            };
+            let z = Int8Add::new(out.qparams, relu, out.engine).forward(&x.tensor, &y.tensor)?;
+            // PyTorch's quantized add keeps the first input's memory format.
+            Ok(QBatch::ok(z, out.engine, x.layout, x.device.clone()))
+        })
+    }
+
+    fn cat<P: PostProcess>(_: &FloatFunctional<P>, _: Vec<Self>, _: usize) -> Self {
+        QBatch::fail(Error::Quant(
+            "the int8 path has no cat yet (quantized add and add_relu only)".into(),
+        ))
+    }
+
+    /// `nn.Dropout` is the identity at inference, and PyTorch's convert keeps it as such.
+    fn dropout(self, _: &Dropout) -> Self {
+        self
+    }
+}
+
+impl ImageBatch for QBatch<4> {
+    type Flat = QBatch<2>;
+
+    fn conv(layer: &ConvBnAct, x: Self) -> Self {
+        x.then(|x| {
+            let conv = layer
+                .int8
+                .as_ref()
+                .ok_or_else(|| not_converted("a convolution"))?;
+            let y = conv.forward(&x.tensor)?;
+            Ok(QBatch::ok(
+                y,
+                x.engine,
+                PoolInputLayout::ChannelsLast,
+                x.device.clone(),
+            ))
+        })
+    }
+
+    fn global_avg_pool_flatten(self) -> QBatch<2> {
+        self.then(|x| {
+            let pooled = adaptive_avg_pool2d_1x1(&x.tensor, x.engine, x.layout)?;
+            let shape = [pooled.shape()[0], pooled.shape()[1]];
+            let qparams = pooled.qparams();
+            let flat = QTensor::from_raw(pooled.into_data(), &shape, qparams)?;
+            Ok(QBatch::ok(flat, x.engine, x.layout, x.device.clone()))
+        })
+    }
+}
+
+impl FeatureBatch for QBatch<2> {
+    fn linear(layer: &LinearBnAct, x: Self) -> Self {
+        x.then(|x| {
+            let linear = layer
+                .int8
+                .as_ref()
+                .ok_or_else(|| not_converted("a linear layer"))?;
+            let y = linear.forward(&x.tensor)?;
+            Ok(QBatch::ok(y, x.engine, x.layout, x.device.clone()))
+        })
+    }
+}
