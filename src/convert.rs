@@ -92,6 +92,32 @@ pub fn convert_linear(layer: &LinearBnAct, input: QParamsPt, engine: Engine) -> 
     Int8Linear::new(qweight, bias, relu, input, output, engine)
 }
 
+/// The geometry and fused ReLU of a layer's int8 convolution; errors for what the int8 kernels
+/// do not run (unequal strides, dilation, uneven padding).
+pub(crate) fn conv_spec(layer: &ConvBnAct) -> Result<Conv2dSpec> {
+    let conv = &layer.conv;
+    if conv.stride[0] != conv.stride[1] || conv.dilation != [1, 1] {
+        return Err(Error::Quant(
+            "int8 convolutions need equal strides and no dilation".into(),
+        ));
+    }
+    let padding = match conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
+        burn::nn::PaddingConfig2d::Valid => 0,
+        _ => {
+            return Err(Error::Quant(
+                "int8 convolutions need the same explicit padding on every side".into(),
+            ));
+        }
+    };
+    Ok(Conv2dSpec {
+        stride: conv.stride[0],
+        padding,
+        groups: conv.groups,
+        relu: layer.activation == Activation::Relu,
+    })
+}
+
 /// The int8 convolution of a fused and prepared [`ConvBnAct`] (`nniq.ConvReLU2d.from_float` /
 /// `nnq.Conv2d.from_float`), reading `input` qparams from the layer before it:
 ///
@@ -131,27 +157,7 @@ pub fn convert_conv(layer: &ConvBnAct, input: QParamsPt, engine: Engine) -> Resu
     };
     let qweight = quantize_weight(wfq, weight)?;
     let output = single_qparams(observer.calculate_qparams()?, "convolution output")?;
-    let conv = &layer.conv;
-    if conv.stride[0] != conv.stride[1] || conv.dilation != [1, 1] {
-        return Err(Error::Quant(
-            "int8 convolutions need equal strides and no dilation".into(),
-        ));
-    }
-    let padding = match conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
-        burn::nn::PaddingConfig2d::Valid => 0,
-        _ => {
-            return Err(Error::Quant(
-                "int8 convolutions need the same explicit padding on every side".into(),
-            ));
-        }
-    };
-    let spec = Conv2dSpec {
-        stride: conv.stride[0],
-        padding,
-        groups: conv.groups,
-        relu: layer.activation == Activation::Relu,
-    };
+    let spec = conv_spec(layer)?;
     Int8Conv2d::new(
         qweight,
         bias.map(tensor_to_vec),
@@ -174,10 +180,14 @@ enum Converted {
 /// a residual connection) gets PyTorch's defaults for an empty observer, scale 1 and
 /// zero-point 0; a quant stub that never ran means the model was not calibrated.
 fn output_qparams(post: &ActivationPostProcess, is_stub: bool) -> Result<QParamsPt> {
-    let kind = if is_stub { "QuantStub" } else { "FloatFunctional" };
-    let observer = post.observer().ok_or_else(|| {
-        Error::Quant(format!("convert before prepare: a {kind} has no observer"))
-    })?;
+    let kind = if is_stub {
+        "QuantStub"
+    } else {
+        "FloatFunctional"
+    };
+    let observer = post
+        .observer()
+        .ok_or_else(|| Error::Quant(format!("convert before prepare: a {kind} has no observer")))?;
     if observer.min_max().0.iter().any(|v| v.is_infinite()) {
         if is_stub {
             return Err(Error::Quant(
@@ -242,7 +252,11 @@ pub fn convert<M: Quantizable>(model: &mut M, engine: Engine) -> Result<()> {
             (QuantLayer::Linear(l), Some(Converted::Linear(int8))) => l.int8 = Some(int8),
             (QuantLayer::Quant(stub), Some(Converted::Output(out))) => stub.int8 = Some(out),
             (QuantLayer::Functional(f), Some(Converted::Output(out))) => f.int8 = Some(out),
-            _ => return Err(Error::Quant("the model's layers changed during convert".into())),
+            _ => {
+                return Err(Error::Quant(
+                    "the model's layers changed during convert".into(),
+                ));
+            }
         }
         Ok(())
     })

@@ -66,4 +66,26 @@ impl Error {
             source,
         }
     }
+
+    /// A checkpoint that does not fit the model; the path is filled in by [`Error::at_path`]
+    /// where the entries came from a file.
+    pub fn mismatch(reason: impl Into<String>) -> Self {
+        Error::CheckpointMismatch {
+            path: PathBuf::from("<state dict>"),
+            reason: reason.into(),
+        }
+    }
+
+    /// Names `file` in a checkpoint error that does not name its file yet.
+    pub fn at_path(self, file: &std::path::Path) -> Self {
+        match self {
+            Error::CheckpointMismatch { path, reason } if path.as_os_str() == "<state dict>" => {
+                Error::CheckpointMismatch {
+                    path: file.to_path_buf(),
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
 }

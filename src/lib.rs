@@ -20,6 +20,7 @@
 pub mod convert;
 pub mod data;
 pub mod error;
+pub mod finetune;
 pub mod fuse;
 pub mod infer;
 pub mod int8;

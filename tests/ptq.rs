@@ -14,7 +14,7 @@ use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 use burn_qat::nn::{QuantLayer, Quantizable};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, replace_relu};
-use common::{Fixture, assert_close, quanta_stats, fixture_path, to_vec};
+use common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 
 fn run(backend: QuantBackend, tag: &str) {
     let fx = Fixture::load("ptq_mobilenet_v2.safetensors");
@@ -88,10 +88,19 @@ fn convert_before_calibration_is_an_error() {
     let mut model = config.init(&device).unwrap().valid();
     replace_relu(&mut model).unwrap();
     model.fuse_model(Some(false)).unwrap();
-    let err = convert(&mut model, Engine::Qnnpack).unwrap_err().to_string();
+    let err = convert(&mut model, Engine::Qnnpack)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("convert before prepare"), "{err}");
-    prepare(&mut model, &QConfig::default_ptq(QuantBackend::Qnnpack), &device).unwrap();
-    let err = convert(&mut model, Engine::Qnnpack).unwrap_err().to_string();
+    prepare(
+        &mut model,
+        &QConfig::default_ptq(QuantBackend::Qnnpack),
+        &device,
+    )
+    .unwrap();
+    let err = convert(&mut model, Engine::Qnnpack)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("convert before calibration"), "{err}");
     let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
     let err = model.forward_int8(x).unwrap_err().to_string();

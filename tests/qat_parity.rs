@@ -32,7 +32,7 @@ use burn_qat::quantize::{
     disable_fake_quant, disable_observer, for_each_batch_norm, for_each_fake_quant,
     freeze_bn_stats, prepare_qat, replace_relu,
 };
-use common::{Fixture, assert_close, quanta_stats, fixture_path, to_vec};
+use common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 
 /// Whether this step's loss comes after an SGD update with batch norm still training.
 fn bn_trains_after_update(scenario: &str, step: usize) -> bool {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::tensor::Device;
+use burn_qat::infer::WeightsKind;
 use burn_qat::models::MobileNetV2Config;
 use clap::{Parser, Subcommand};
 
@@ -21,11 +22,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a torchvision MobileNetV2 checkpoint on a batch of images.
+    /// Run a MobileNetV2 checkpoint on a batch of images (float, or int8 with --quantized).
     Infer {
-        /// torchvision MobileNetV2 state dict (`.pth`, zip or legacy format).
-        #[arg(long, value_name = "FILE.pth")]
+        /// torchvision MobileNetV2 state dict (`.pth`, zip or legacy format), or with
+        /// --quantized: torchvision's int8 state dict or an int8 model saved by this crate.
+        #[arg(long, value_name = "FILE")]
         weights: PathBuf,
+        /// The weights are an int8 model: run it on the int8 kernels.
+        #[arg(long)]
+        quantized: bool,
+        /// Whose int8 arithmetic to reproduce for a torchvision int8 `.pth` (the crate's own
+        /// int8 files name their engine).
+        #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86", "fbgemm"])]
+        engine: String,
         /// Width multiplier the checkpoint was built with.
         #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
         width_mult: f64,
@@ -45,6 +54,8 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
     match cli.command {
         Command::Infer {
             weights,
+            quantized,
+            engine,
             width_mult,
             num_classes,
             input,
@@ -54,9 +65,15 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
                 .with_width_mult(width_mult)
                 .with_num_classes(num_classes);
             config.validate()?;
-            let shape = burn_qat::infer::infer_float_npy(
+            let kind = if quantized {
+                WeightsKind::Int8(engine.parse()?)
+            } else {
+                WeightsKind::Float
+            };
+            let shape = burn_qat::infer::infer_npy(
                 &weights,
                 &config,
+                kind,
                 &input,
                 &output,
                 &Device::flex(),

@@ -1,17 +1,20 @@
 //! Datasets and the torchvision-style transforms the examples use: the embedded MNIST digits,
 //! ImageFolder directories and the CIFAR-10 binary format, all as [`ImageDataset`]s of 8-bit
-//! images, turned into normalised NCHW float batches by [`transforms`].
+//! images, turned into normalised NCHW float batches by [`transforms`]; seeded augmentation
+//! ([`affine`]) for training.
 
+pub mod affine;
 pub mod cifar10;
 pub mod image_folder;
 pub mod mnist;
 pub mod split;
 pub mod transforms;
 
+pub use affine::{AffineParams, RandomAffine};
 pub use cifar10::load_cifar10;
 pub use image_folder::load_image_folder;
 pub use mnist::EmbeddedMnist;
-pub use split::{shuffled_indices, train_test_split};
+pub use split::{SplitMix64, shuffled_indices, train_test_split};
 pub use transforms::{Normalize, Transform};
 
 /// An 8-bit image in HWC order (1 or 3 channels).

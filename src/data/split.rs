@@ -3,11 +3,19 @@
 use super::ImageDataset;
 
 /// SplitMix64 (Steele, Lea & Flood 2014): a tiny generator with a fixed, documented output
-/// sequence, so a seed gives the same split on every platform and crate version.
-struct SplitMix64(u64);
+/// sequence, so a seed gives the same split (and the same augmentation draws) on every platform
+/// and crate version. Not for cryptography.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// A generator whose sequence is fixed by `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -16,20 +24,26 @@ impl SplitMix64 {
     }
 
     /// Uniform in `0..n` (`n > 0`), by rejection so that no value is favoured.
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         let zone = u64::MAX - u64::MAX % n;
         loop {
-            let v = self.next();
+            let v = self.next_u64();
             if v < zone {
                 return v % n;
             }
         }
     }
+
+    /// Uniform in `[lo, hi]` (`lo` when the range is empty), from the top 24 bits.
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        if hi > lo { lo + (hi - lo) * u } else { lo }
+    }
 }
 
 /// `0..n` shuffled by Fisher–Yates with `seed`.
 pub fn shuffled_indices(n: usize, seed: u64) -> Vec<usize> {
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut idx: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = rng.below(i as u64 + 1) as usize;

@@ -8,7 +8,7 @@
 //! engine's requantization ([`crate::int8::requant`]). Dilation is 1.
 
 use super::engine::Engine;
-use super::kernels::{Int8Kernels, Reference};
+use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
 use crate::{Error, Result};
@@ -120,9 +120,9 @@ impl Int8Conv2d {
         })
     }
 
-    /// Runs the convolution with the portable [`Reference`] kernels.
+    /// Runs the convolution with the default kernels ([`DEFAULT`](super::kernels::DEFAULT)).
     pub fn forward(&self, input: &QTensor) -> Result<QTensor> {
-        self.forward_with(&Reference, input)
+        self.forward_with(&DEFAULT, input)
     }
 
     /// Runs the convolution with the given kernels on an NCHW quint8 input.

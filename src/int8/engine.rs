@@ -32,6 +32,22 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// PyTorch's name of the engine (`"qnnpack"`, `"x86"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Qnnpack => "qnnpack",
+            Engine::X86 => "x86",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Engine {
     type Err = Error;
 

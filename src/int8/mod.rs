@@ -39,13 +39,15 @@ pub mod kernels;
 pub mod linear;
 pub mod pool;
 pub mod requant;
+pub mod state_dict;
 pub mod tensor;
 
 pub use add::Int8Add;
 pub use conv::{Conv2dSpec, Int8Conv2d};
 pub use engine::Engine;
-pub use kernels::{Int8Kernels, Reference};
+pub use kernels::{Direct, Int8Kernels, Reference};
 pub use linear::Int8Linear;
 pub use pool::{PoolInputLayout, adaptive_avg_pool2d_1x1};
 pub use requant::Requant;
+pub use state_dict::{StateDict, int8_state_dict, load_int8_state_dict};
 pub use tensor::{QParamsPt, QTensor, QWeight, WeightQParams, dequantize, quantize_per_tensor};

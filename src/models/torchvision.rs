@@ -1,13 +1,16 @@
-//! torchvision checkpoints for [`MobileNetV2`]: the state-dict key layout of
-//! `torchvision.models.mobilenet_v2()` and loading a `.pth` file into the Burn model.
+//! torchvision checkpoints for [`MobileNetV2`]: the state-dict key layouts of
+//! `torchvision.models.mobilenet_v2()` (float) and of
+//! `torchvision.models.quantization.mobilenet_v2(quantize=True)` (int8, after `convert`), and
+//! loading either `.pth` file into the Burn model.
 
 use std::path::Path;
 
 use burn::tensor::Device;
 
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
-use crate::Result;
-use crate::io::{KeyMap, load_state_dict};
+use crate::int8::{Engine, StateDict, load_int8_state_dict};
+use crate::io::{KeyMap, StateValue, load_state_dict, read_quantized_state_dict};
+use crate::{Error, Result};
 
 /// The map from torchvision's MobileNetV2 state-dict keys to this crate's module paths.
 ///
@@ -61,4 +64,119 @@ pub fn load_mobilenet_v2(
 ) -> Result<MobileNetV2> {
     let model = config.init(device)?;
     load_state_dict(model, path, &mobilenet_v2_key_map(config))
+}
+
+/// The map from torchvision's converted (int8) MobileNetV2 state-dict keys to this crate's
+/// module paths. After `fuse_model` and `convert`, each `Conv2dNormActivation` is one quantized
+/// conv at index 0 of its Sequential (`features.0.0.weight`), a block's projection is a plain
+/// quantized conv (`features.2.conv.2.weight`), and the classifier is `classifier.1`.
+pub fn quantized_mobilenet_v2_key_map(config: &MobileNetV2Config) -> KeyMap {
+    let blocks = config.block_configs();
+    let mut map = KeyMap::new()
+        .prefix("quant.", "quant.")
+        .prefix("features.0.0.", "stem.");
+    for (i, block) in blocks.iter().enumerate() {
+        let torch = format!("features.{}.", i + 1);
+        let burn = format!("blocks.{i}.");
+        let mut index = 0;
+        if block.expand_ratio != 1 {
+            map = map.prefix(format!("{torch}conv.0.0."), format!("{burn}expand."));
+            index = 1;
+        }
+        map = map
+            .prefix(
+                format!("{torch}conv.{index}.0."),
+                format!("{burn}depthwise."),
+            )
+            .prefix(
+                format!("{torch}conv.{}.", index + 1),
+                format!("{burn}project."),
+            )
+            .prefix(format!("{torch}skip_add."), format!("{burn}skip_add."));
+    }
+    let head = blocks.len() + 1;
+    map.prefix(format!("features.{head}.0."), "head.")
+        .prefix("classifier.1.", "classifier.")
+}
+
+/// torchvision's int8 state dict renamed to this crate's paths, with quantized linear layers'
+/// packed `(weight, bias)` tuples unpacked into `weight` / `bias` entries.
+fn rename_quantized_state(state: StateDict, map: &KeyMap) -> Result<StateDict> {
+    let mut out = StateDict::new();
+    for (key, value) in state {
+        if let Some(layer) = key.strip_suffix("._packed_params.dtype") {
+            match &value {
+                StateValue::Other(dtype) if dtype.contains("qint8") => continue,
+                _ => {
+                    return Err(Error::mismatch(format!(
+                        "`{layer}` is a quantized linear layer of dtype {value:?}; only qint8 \
+                         weights are supported"
+                    )));
+                }
+            }
+        }
+        if let Some(layer) = key.strip_suffix("._packed_params._packed_params") {
+            let StateValue::Tuple(items) = value else {
+                return Err(Error::mismatch(format!(
+                    "`{key}` should be a (weight, bias) tuple, found a {}",
+                    value.kind()
+                )));
+            };
+            let mut items = items.into_iter();
+            let (Some(weight), bias) = (items.next(), items.next()) else {
+                return Err(Error::mismatch(format!("`{key}` is an empty tuple")));
+            };
+            let layer = map.to_burn(&format!("{layer}."));
+            out.insert(format!("{layer}weight"), weight);
+            out.insert(format!("{layer}bias"), bias.unwrap_or(StateValue::None));
+            continue;
+        }
+        out.insert(map.to_burn(&key), value);
+    }
+    Ok(out)
+}
+
+/// Builds a [`MobileNetV2`] from `config` and loads torchvision's int8 checkpoint at `path`
+/// (the state dict of `torchvision.models.quantization.mobilenet_v2(quantize=True)`, e.g. the
+/// official `mobilenet_v2_qnnpack_37f702c5.pth`; zip or legacy format) into its int8 layers,
+/// to run with [`MobileNetV2::forward_int8`] and `engine`'s arithmetic (`qnnpack` for
+/// torchvision's per-tensor checkpoint). ReLU6 is replaced by ReLU, as torchvision's
+/// quantizable model does; the float parameters stay at their initial values. Missing,
+/// unexpected and mis-shaped entries are errors naming the torchvision key.
+pub fn load_quantized_mobilenet_v2(
+    path: &Path,
+    config: &MobileNetV2Config,
+    engine: Engine,
+    device: &Device,
+) -> Result<MobileNetV2> {
+    let state = read_quantized_state_dict(path)?;
+    let map = quantized_mobilenet_v2_key_map(config);
+    let mut model = config.init(device)?;
+    crate::quantize::replace_relu(&mut model)?;
+    let state = rename_quantized_state(state, &map).map_err(|e| e.at_path(path))?;
+    load_int8_state_dict(&mut model, &state, engine)
+        .map_err(|e| rename_back(e, &map).at_path(path))?;
+    Ok(model)
+}
+
+/// An error about this crate's paths, told with torchvision's keys.
+fn rename_back(error: Error, map: &KeyMap) -> Error {
+    match error {
+        Error::CheckpointMismatch { path, reason } => {
+            let reason = reason
+                .split('`')
+                .enumerate()
+                .map(|(i, part)| {
+                    if i % 2 == 1 {
+                        map.to_pytorch(part)
+                    } else {
+                        part.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("`");
+            Error::CheckpointMismatch { path, reason }
+        }
+        other => other,
+    }
 }

@@ -109,7 +109,6 @@ impl LinearBnAct {
         X::linear(self, x)
     }
 
-
     /// The float forward pass of the current stage on `[N, in]`.
     pub fn forward_float(&self, x: Tensor<2>) -> Tensor<2> {
         let weight_t = self.linear.weight.val().transpose();

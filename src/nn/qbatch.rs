@@ -99,7 +99,12 @@ impl<const D: usize> Batch<D> for QBatch<D> {
             let device = x.device();
             let shape = x.dims();
             let q = QTensor::quantize(&tensor_to_vec(x), &shape, out.qparams)?;
-            Ok(QBatch::ok(q, out.engine, PoolInputLayout::Contiguous, device))
+            Ok(QBatch::ok(
+                q,
+                out.engine,
+                PoolInputLayout::Contiguous,
+                device,
+            ))
         };
         run().unwrap_or_else(QBatch::fail)
     }

@@ -1,4 +1,4 @@
-//! The int8 kernel interface and the portable reference kernels.
+//! The int8 kernel interface, the portable reference kernels and the default fast ones.
 //!
 //! Every op ([`Int8Conv2d`], [`Int8Linear`], [`crate::int8::Int8Add`], the pool) validates shapes and
 //! precomputes its parameters once, then hands the hot loop to an [`Int8Kernels`]
@@ -9,9 +9,14 @@
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
 //! slices have the lengths the op's shapes imply.
 
+pub mod direct;
 pub mod reference;
 
+pub use direct::Direct;
 pub use reference::Reference;
+
+/// The kernels the int8 layers run by default.
+pub const DEFAULT: Direct = Direct;
 
 use super::add::AddParams;
 use super::conv::Int8Conv2d;

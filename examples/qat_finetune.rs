@@ -1,0 +1,180 @@
+//! The main job: quantization-aware fine-tuning of MobileNetV2 on real data, end to end.
+//!
+//! `cargo run --release --example qat_finetune` fine-tunes the shipped float MobileNetV2
+//! (`assets/mobilenet_v2_mnist_float.bpk`, trained by `examples/train_float_mnist.rs` on the
+//! embedded MNIST digits) with fake quantization — ReLU6 → ReLU, `fuse_model(is_qat=true)`,
+//! `prepare_qat`, a few epochs with observers switched off and batch norm frozen on schedule —
+//! then converts it to int8 and prints float / PTQ int8 / QAT fake-quant / QAT int8 accuracy,
+//! size and latency. Your own data: `--data DIR` (one sub-folder per class) or `--cifar10 DIR`
+//! (the binary batches), with `--weights` for float weights of the same width and classes.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use burn_qat::data::{
+    AffineParams, EmbeddedMnist, ImageDataset, Normalize, RandomAffine, load_cifar10,
+    load_image_folder, train_test_split,
+};
+use burn_qat::finetune::{FinetuneConfig, FinetuneData, format_table, run};
+use burn_qat::quant::QuantBackend;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "QAT fine-tuning of MobileNetV2, then int8 conversion and a comparison table")]
+struct Args {
+    /// An ImageFolder directory (a sub-folder per class) instead of the embedded digits.
+    #[arg(long, value_name = "DIR", conflicts_with = "cifar10")]
+    data: Option<PathBuf>,
+    /// A CIFAR-10 binary directory (`data_batch_*.bin`, `test_batch.bin`).
+    #[arg(long, value_name = "DIR")]
+    cifar10: Option<PathBuf>,
+    /// Float MobileNetV2 weights (burnpack) to start from; default: the shipped MNIST model
+    /// for the embedded digits, none (from scratch) for your own data.
+    #[arg(long, value_name = "FILE.bpk")]
+    weights: Option<PathBuf>,
+    /// QAT epochs.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Peak learning rate (cosine decay).
+    #[arg(long, default_value_t = 0.005)]
+    lr: f64,
+    /// Batch size.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// MobileNetV2 width multiplier (must match the weights).
+    #[arg(long, default_value_t = 0.5)]
+    width_mult: f64,
+    /// Engine to train for and convert to.
+    #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86"])]
+    backend: String,
+    /// Epoch from which observers stop updating the quantization ranges.
+    #[arg(long, default_value_t = 2)]
+    observer_off_epoch: usize,
+    /// Epoch from which batch-norm statistics are frozen.
+    #[arg(long, default_value_t = 1)]
+    bn_freeze_epoch: usize,
+    /// Input side for your own data (images are scaled to fit, centred).
+    #[arg(long, default_value_t = 32)]
+    input_size: usize,
+    /// Training device: `flex` (CPU) or `flex-autodiff` (the same; GPU devices come with the
+    /// GPU features).
+    #[arg(long, default_value = "flex", value_parser = ["flex"])]
+    device: String,
+    /// Where checkpoints, the int8 models and the table go.
+    #[arg(long, default_value = "qat_out")]
+    out: PathBuf,
+    /// Continue after the last complete epoch checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+    /// At most this many batches per epoch and evaluation (a quick look).
+    #[arg(long)]
+    max_batches: Option<usize>,
+}
+
+/// Scales every image to fit a `size`×`size` canvas, centred.
+fn fit(data: &mut ImageDataset, size: usize) {
+    let canvas = RandomAffine::identity([size, size]);
+    for image in &mut data.images {
+        let scale = size as f32 / image.height.max(image.width) as f32;
+        *image = canvas.warp(
+            image,
+            &AffineParams {
+                degrees: 0.0,
+                scale,
+                shift: [0.0, 0.0],
+            },
+        );
+    }
+}
+
+fn main() -> burn_qat::Result<()> {
+    let args = Args::parse();
+    let own_data = args.data.is_some() || args.cifar10.is_some();
+    let data = if let Some(dir) = &args.data {
+        let all = load_image_folder(dir)?;
+        let (mut train, mut test) = train_test_split(&all, 0.2, 2026);
+        fit(&mut train, args.input_size);
+        fit(&mut test, args.input_size);
+        FinetuneData {
+            train,
+            test,
+            normalize: Normalize::IMAGENET,
+            augment: None,
+        }
+    } else if let Some(dir) = &args.cifar10 {
+        let (mut train, mut test) = (load_cifar10(dir, false)?, load_cifar10(dir, true)?);
+        fit(&mut train, args.input_size);
+        fit(&mut test, args.input_size);
+        FinetuneData {
+            train,
+            test,
+            normalize: Normalize::IMAGENET,
+            augment: None,
+        }
+    } else {
+        // The float model's split and preprocessing: 28×28 digits centred on 32×32.
+        let all = EmbeddedMnist::load()?;
+        let (train, mut test) = train_test_split(&all, 0.2, 2026);
+        let augment = RandomAffine {
+            size: [32, 32],
+            degrees: 10.0,
+            translate: 2.5,
+            scale: [0.9, 1.1],
+        };
+        test.images = test.images.iter().map(|i| augment.center(i)).collect();
+        FinetuneData {
+            train,
+            test,
+            normalize: Normalize::MNIST,
+            augment: Some(augment),
+        }
+    };
+    let weights = args.weights.clone().or_else(|| {
+        (!own_data).then(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk")
+        })
+    });
+    let backend = match args.backend.as_str() {
+        "x86" => QuantBackend::X86,
+        _ => QuantBackend::Qnnpack,
+    };
+    let config = FinetuneConfig::new()
+        .with_width_mult(args.width_mult)
+        .with_epochs(args.epochs)
+        .with_lr(args.lr)
+        .with_batch_size(args.batch_size)
+        .with_backend(backend)
+        .with_observer_off_epoch(args.observer_off_epoch)
+        .with_bn_freeze_epoch(args.bn_freeze_epoch)
+        .with_max_batches(args.max_batches);
+    println!(
+        "QAT fine-tuning: {} train / {} test images, {} epochs, {backend:?}, weights {}",
+        data.train.len(),
+        data.test.len(),
+        args.epochs,
+        weights
+            .as_ref()
+            .map_or("none (from scratch)".into(), |p| p.display().to_string())
+    );
+    let device = Device::flex().autodiff();
+    let start = std::time::Instant::now();
+    let rows = run(
+        &config,
+        &data,
+        weights.as_deref(),
+        &args.out,
+        args.resume,
+        &device,
+    )?;
+    let table = format_table(&rows);
+    println!("\n{table}");
+    println!(
+        "total {:.0} s; int8 model: {}",
+        start.elapsed().as_secs_f64(),
+        args.out.join("mobilenet_v2_qat.int8.safetensors").display()
+    );
+    burn_qat::io::atomic::write_atomic(&args.out.join("table.md"), |f| {
+        std::io::Write::write_all(f, table.as_bytes())
+    })?;
+    Ok(())
+}

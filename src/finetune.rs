@@ -1,0 +1,430 @@
+//! The main job: quantization-aware fine-tuning of a float MobileNetV2 and the comparison a user
+//! wants at the end — float, PTQ int8, QAT fake-quant and QAT int8: accuracy, size and latency.
+//! `examples/qat_finetune.rs` parses flags and calls [`run`]; a test runs it on a few batches.
+//!
+//! The loop is hand-written rather than burn-train's `Learner`: the QAT schedule changes the
+//! model between epochs (observers off after epoch N, batch-norm statistics frozen after epoch
+//! M — torchvision's `train_quantization.py` recipe), which `Learner` has no hook for, and the
+//! result must be converted and evaluated on the int8 path. It keeps what `Learner` would give:
+//! a progress bar, per-epoch metrics, atomic per-epoch checkpoints and `resume`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_store::{BurnpackStore, ModuleSnapshot};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::convert::convert;
+use crate::data::{Image, ImageDataset, Normalize, RandomAffine, SplitMix64, shuffled_indices};
+use crate::int8::Engine;
+use crate::io::save_int8_model;
+use crate::models::{MobileNetV2, MobileNetV2Config};
+use crate::quant::{QConfig, QuantBackend};
+use crate::quantize::{disable_observer, freeze_bn_stats, prepare, prepare_qat, replace_relu};
+use crate::{Error, Result};
+
+/// The recipe of a QAT fine-tuning run.
+#[derive(Config, Debug)]
+pub struct FinetuneConfig {
+    /// MobileNetV2 width multiplier (must match the float weights).
+    #[config(default = 0.5)]
+    pub width_mult: f64,
+    /// QAT epochs.
+    #[config(default = 3)]
+    pub epochs: usize,
+    /// Peak learning rate (cosine decay over the run).
+    #[config(default = 0.005)]
+    pub lr: f64,
+    /// Batch size.
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Which int8 engine to train for and convert to.
+    #[config(default = "QuantBackend::Qnnpack")]
+    pub backend: QuantBackend,
+    /// Observers stop updating ranges from this epoch on (torchvision: `num_observer_update_epochs`).
+    #[config(default = 2)]
+    pub observer_off_epoch: usize,
+    /// Batch-norm statistics freeze from this epoch on (torchvision: `num_batch_norm_update_epochs`).
+    #[config(default = 1)]
+    pub bn_freeze_epoch: usize,
+    /// Training batches the PTQ baseline calibrates on.
+    #[config(default = 8)]
+    pub calibration_batches: usize,
+    /// At most this many batches per epoch (and per evaluation); `None`: all. For smoke tests.
+    pub max_batches: Option<usize>,
+    /// Images timed one at a time for the latency column.
+    #[config(default = 20)]
+    pub latency_images: usize,
+    /// Seed of the shuffling and augmentation.
+    #[config(default = 2026)]
+    pub seed: u64,
+}
+
+/// Images at the model's input size, with their labels, and how to normalise them.
+pub struct FinetuneData {
+    /// Training images (augmented per epoch when `augment` is set).
+    pub train: ImageDataset,
+    /// Test images.
+    pub test: ImageDataset,
+    /// Per-channel normalisation.
+    pub normalize: Normalize,
+    /// Training augmentation, drawn per image per epoch from the run's seed.
+    pub augment: Option<RandomAffine>,
+}
+
+/// One line of the final table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was evaluated.
+    pub name: String,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Size of the model's weights on disk, in bytes.
+    pub size_bytes: u64,
+    /// Median latency of one image, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// Formats the table.
+pub fn format_table(rows: &[Row]) -> String {
+    let mut out =
+        String::from("| model | test accuracy | size | latency / image |\n|---|---|---|---|\n");
+    for r in rows {
+        out += &format!(
+            "| {} | {:.2}% | {:.2} MB | {:.2} ms |\n",
+            r.name,
+            r.accuracy * 100.0,
+            r.size_bytes as f64 / 1e6,
+            r.latency_ms
+        );
+    }
+    out
+}
+
+fn batch_tensors(
+    images: &[&Image],
+    labels: &[usize],
+    normalize: &Normalize,
+    device: &Device,
+) -> Result<(Tensor<4>, Tensor<1, Int>)> {
+    let t = crate::data::Transform {
+        resize: None,
+        center_crop: None,
+        normalize: *normalize,
+    };
+    let x = t.batch(images, device)?;
+    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let y = Tensor::from_data(TensorData::new(labels, [images.len()]), device);
+    Ok((x, y))
+}
+
+/// Accuracy on `data`, with the float/fake-quant forward or (`int8`) the int8 one.
+pub fn accuracy(
+    model: &MobileNetV2,
+    data: &ImageDataset,
+    normalize: &Normalize,
+    int8: bool,
+    max_batches: Option<usize>,
+    device: &Device,
+) -> Result<f64> {
+    let (mut correct, mut seen) = (0usize, 0usize);
+    let chunk = 100;
+    let n = data
+        .len()
+        .min(max_batches.map_or(usize::MAX, |b| b * chunk));
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        let images: Vec<&Image> = data.images[start..end].iter().collect();
+        let (x, y) = batch_tensors(&images, &data.labels[start..end], normalize, device)?;
+        let logits = if int8 {
+            model.forward_int8(x)?
+        } else {
+            model.forward(x)
+        };
+        let pred = logits.argmax(1).flatten::<1>(0, 1);
+        correct += pred.equal(y).int().sum().into_scalar::<i64>() as usize;
+        seen += end - start;
+    }
+    if seen == 0 {
+        return Err(Error::Data("the test split is empty".into()));
+    }
+    Ok(correct as f64 / seen as f64)
+}
+
+/// Median single-image latency over the first `images` test images.
+fn latency_ms(
+    model: &MobileNetV2,
+    data: &ImageDataset,
+    normalize: &Normalize,
+    int8: bool,
+    images: usize,
+    device: &Device,
+) -> Result<f64> {
+    let mut times = Vec::new();
+    for i in 0..images.min(data.len()) {
+        let (x, _) = batch_tensors(&[&data.images[i]], &data.labels[i..=i], normalize, device)?;
+        let start = Instant::now();
+        let y = if int8 {
+            model.forward_int8(x)?
+        } else {
+            model.forward(x)
+        };
+        let _ = y.into_data();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
+}
+
+fn model_config(config: &FinetuneConfig, classes: usize) -> MobileNetV2Config {
+    MobileNetV2Config::new()
+        .with_num_classes(classes)
+        .with_width_mult(config.width_mult)
+}
+
+/// A fresh float model with the float weights (a new model each time: module clones share
+/// their running statistics).
+fn float_model(
+    config: &FinetuneConfig,
+    classes: usize,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<MobileNetV2> {
+    let mut model = model_config(config, classes).init(device)?;
+    if let Some(path) = weights {
+        let mut store = BurnpackStore::from_file(path);
+        model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("cannot load float MobileNetV2 weights: {e}"),
+        })?;
+    }
+    Ok(model)
+}
+
+/// Saves `model` atomically as `path` (burnpack), through a temporary file beside it.
+fn save_checkpoint(model: &MobileNetV2, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("bpk.tmp");
+    let mut store = BurnpackStore::from_file(&tmp).overwrite(true);
+    model
+        .clone()
+        .save_into(&mut store)
+        .map_err(|e| Error::Config(format!("saving {}: {e}", path.display())))?;
+    // burn-store may append its extension to a name without one.
+    let written = if tmp.exists() {
+        tmp.clone()
+    } else {
+        PathBuf::from(format!("{}.bpk", tmp.display()))
+    };
+    std::fs::rename(&written, path).map_err(|e| Error::io(path, e))
+}
+
+fn file_size(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The QAT model: float weights, ReLU, fused for QAT, fake-quants attached.
+fn qat_model(
+    config: &FinetuneConfig,
+    classes: usize,
+    weights: Option<&Path>,
+    device: &Device,
+) -> Result<MobileNetV2> {
+    let mut model = float_model(config, classes, weights, device)?;
+    replace_relu(&mut model)?;
+    model.fuse_model(Some(true))?;
+    prepare_qat(&mut model, &QConfig::default_qat(config.backend), device)?;
+    Ok(model)
+}
+
+/// Applies the schedule for `epoch` (observers off, BN frozen).
+fn apply_schedule(model: &mut MobileNetV2, config: &FinetuneConfig, epoch: usize) {
+    if epoch >= config.observer_off_epoch {
+        disable_observer(model);
+    }
+    if epoch >= config.bn_freeze_epoch {
+        freeze_bn_stats(model);
+    }
+}
+
+/// Runs the whole job and returns the table's rows: float, PTQ int8, QAT fake-quant, QAT int8.
+/// Checkpoints go to `out/qat_epoch{N}.bpk` after every epoch; with `resume`, the run continues
+/// after the last complete one. The QAT int8 model is saved to `out/mobilenet_v2_qat.int8.safetensors`.
+pub fn run(
+    config: &FinetuneConfig,
+    data: &FinetuneData,
+    float_weights: Option<&Path>,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+) -> Result<Vec<Row>> {
+    if config.batch_size == 0 || data.train.is_empty() || data.test.is_empty() {
+        return Err(Error::Config(
+            "fine-tuning needs a batch size of at least 1 and non-empty train and test splits"
+                .into(),
+        ));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let classes = data
+        .train
+        .classes
+        .len()
+        .max(1 + data.train.labels.iter().max().unwrap_or(&0));
+    let cpu = Device::flex();
+    let norm = &data.normalize;
+    let engine = Engine::from_backend(config.backend)?;
+    let mut rows = Vec::new();
+
+    // 1. Float.
+    let float = float_model(config, classes, float_weights, &cpu)?.valid();
+    let float_path = out.join("float.bpk");
+    save_checkpoint(&float, &float_path)?;
+    rows.push(Row {
+        name: "float".into(),
+        accuracy: accuracy(&float, &data.test, norm, false, config.max_batches, &cpu)?,
+        size_bytes: file_size(&float_path),
+        latency_ms: latency_ms(&float, &data.test, norm, false, config.latency_images, &cpu)?,
+    });
+    println!("float: {:.2}%", rows[0].accuracy * 100.0);
+
+    // 2. PTQ baseline: calibrate on training batches, convert.
+    let mut ptq = float_model(config, classes, float_weights, &cpu)?.valid();
+    replace_relu(&mut ptq)?;
+    ptq.fuse_model(Some(false))?;
+    prepare(&mut ptq, &QConfig::default_ptq(config.backend), &cpu)?;
+    let calib = shuffled_indices(data.train.len(), config.seed);
+    for chunk in calib
+        .chunks(config.batch_size)
+        .take(config.calibration_batches.max(1))
+    {
+        let images: Vec<&Image> = chunk.iter().map(|&i| &data.train.images[i]).collect();
+        let labels: Vec<usize> = chunk.iter().map(|&i| data.train.labels[i]).collect();
+        let (x, _) = batch_tensors(&images, &labels, norm, &cpu)?;
+        let _ = ptq.forward(x);
+    }
+    convert(&mut ptq, engine)?;
+    let ptq_path = out.join("mobilenet_v2_ptq.int8.safetensors");
+    save_int8_model(&mut ptq, &ptq_path, &BTreeMap::new())?;
+    rows.push(Row {
+        name: format!("PTQ int8 ({engine})"),
+        accuracy: accuracy(&ptq, &data.test, norm, true, config.max_batches, &cpu)?,
+        size_bytes: file_size(&ptq_path),
+        latency_ms: latency_ms(&ptq, &data.test, norm, true, config.latency_images, &cpu)?,
+    });
+    println!("PTQ int8: {:.2}%", rows[1].accuracy * 100.0);
+
+    // 3. QAT.
+    let mut model = qat_model(config, classes, float_weights, device)?;
+    let mut first_epoch = 0;
+    if resume && let Some((epoch, path)) = last_checkpoint(out, config.epochs) {
+        let mut store = BurnpackStore::from_file(&path);
+        model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+            path: path.clone(),
+            reason: format!("cannot resume from this QAT checkpoint: {e}"),
+        })?;
+        first_epoch = epoch + 1;
+        println!("resuming after epoch {epoch} ({})", path.display());
+    }
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let steps = data
+        .train
+        .len()
+        .div_ceil(config.batch_size)
+        .min(config.max_batches.unwrap_or(usize::MAX));
+    let total = (steps * config.epochs).max(1) as f64;
+    for epoch in first_epoch..config.epochs {
+        apply_schedule(&mut model, config, epoch);
+        let start = Instant::now();
+        let bar = ProgressBar::new(steps as u64).with_style(
+            ProgressStyle::with_template("epoch {msg} {bar:30} {pos}/{len} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("{}/{}", epoch + 1, config.epochs));
+        let seed = config.seed.wrapping_add(1000 + epoch as u64);
+        let order = shuffled_indices(data.train.len(), seed);
+        let mut rng = SplitMix64::new(seed ^ 0xA076_1D64_78BD_642F);
+        let mut loss_sum = 0.0;
+        for (i, chunk) in order.chunks(config.batch_size).take(steps).enumerate() {
+            let images: Vec<Image> = chunk
+                .iter()
+                .map(|&j| match &data.augment {
+                    Some(a) => a.apply(&data.train.images[j], &mut rng),
+                    None => data.train.images[j].clone(),
+                })
+                .collect();
+            let refs: Vec<&Image> = images.iter().collect();
+            let labels: Vec<usize> = chunk.iter().map(|&j| data.train.labels[j]).collect();
+            let (x, y) = batch_tensors(&refs, &labels, norm, device)?;
+            let loss = loss_fn.forward(model.forward(x), y);
+            let value = loss.clone().into_scalar::<f32>();
+            if !value.is_finite() {
+                return Err(Error::Quant(format!(
+                    "the QAT loss became {value} at epoch {epoch}, step {i}; the last good \
+                     checkpoint is in {}",
+                    out.display()
+                )));
+            }
+            loss_sum += value as f64;
+            let step = (epoch * steps + i) as f64;
+            let lr = config.lr * 0.5 * (1.0 + (std::f64::consts::PI * step / total).cos());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let acc = accuracy(
+            &model.valid(),
+            &data.test,
+            norm,
+            false,
+            config.max_batches,
+            &cpu,
+        )?;
+        println!(
+            "epoch {}/{}: loss {:.4}, QAT fake-quant test accuracy {:.2}% ({:.1} s)",
+            epoch + 1,
+            config.epochs,
+            loss_sum / steps.max(1) as f64,
+            acc * 100.0,
+            start.elapsed().as_secs_f64()
+        );
+        save_checkpoint(&model, &out.join(format!("qat_epoch{epoch}.bpk")))?;
+    }
+
+    // 4. QAT fake-quant and QAT int8.
+    let mut qat = model.valid();
+    let qat_path = out.join(format!("qat_epoch{}.bpk", config.epochs.saturating_sub(1)));
+    rows.push(Row {
+        name: "QAT fake-quant".into(),
+        accuracy: accuracy(&qat, &data.test, norm, false, config.max_batches, &cpu)?,
+        size_bytes: file_size(&qat_path),
+        latency_ms: latency_ms(&qat, &data.test, norm, false, config.latency_images, &cpu)?,
+    });
+    convert(&mut qat, engine)?;
+    let int8_path = out.join("mobilenet_v2_qat.int8.safetensors");
+    save_int8_model(&mut qat, &int8_path, &BTreeMap::new())?;
+    rows.push(Row {
+        name: format!("QAT int8 ({engine})"),
+        accuracy: accuracy(&qat, &data.test, norm, true, config.max_batches, &cpu)?,
+        size_bytes: file_size(&int8_path),
+        latency_ms: latency_ms(&qat, &data.test, norm, true, config.latency_images, &cpu)?,
+    });
+    Ok(rows)
+}
+
+/// The last complete epoch checkpoint in `out`, if any.
+fn last_checkpoint(out: &Path, epochs: usize) -> Option<(usize, PathBuf)> {
+    (0..epochs)
+        .rev()
+        .map(|e| (e, out.join(format!("qat_epoch{e}.bpk"))))
+        .find(|(_, p)| p.is_file())
+}

@@ -1,0 +1,101 @@
+//! Portable fast convolution: direct convolution over a copy of the input with the zero-point
+//! removed and zero padding added (so taps need no bounds checks), accumulating one output plane
+//! per output channel in an i32 row buffer. Inner loops are contiguous for stride 1, which LLVM
+//! vectorizes (i16 × i32 multiply-add). Integer accumulation is exact, so the results are the
+//! [`Reference`](super::Reference) kernels' bit for bit (`tests/int8_kernels.rs`); the
+//! elementwise kernels are the reference ones.
+
+use super::{Int8Kernels, Reference};
+use crate::int8::add::AddParams;
+use crate::int8::conv::Int8Conv2d;
+use crate::int8::linear::Int8Linear;
+use crate::int8::pool::PoolParams;
+use crate::int8::requant::Requant;
+use crate::int8::tensor::QTensor;
+
+/// The portable fast kernels (the default of the int8 layers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Direct;
+
+/// `acc[j] += w · x[j·stride]` for every `j`.
+#[inline]
+fn axpy(acc: &mut [i32], w: i32, x: &[i16], stride: usize) {
+    if stride == 1 {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a = a.wrapping_add(w * v as i32);
+        }
+    } else {
+        for (a, &v) in acc.iter_mut().zip(x.iter().step_by(stride)) {
+            *a = a.wrapping_add(w * v as i32);
+        }
+    }
+}
+
+impl Int8Kernels for Direct {
+    fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        let s = input.shape();
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let Some((oh, ow)) = op.output_hw(h, w) else {
+            return;
+        };
+        let [kh, kw] = op.kernel_size();
+        let spec = op.spec();
+        let (stride, pad) = (spec.stride, spec.padding);
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+        let oc = op.out_channels();
+        let icg = c / spec.groups;
+        let ocg = oc / spec.groups;
+        let zp = input.qparams().zero_point as i16;
+        let x = input.data();
+        let wt = op.packed_weight();
+        let taps = icg * kh * kw;
+        let mut padded = vec![0i16; c * ph * pw];
+        let mut acc = vec![0i32; oh * ow];
+        for b in 0..n {
+            for ch in 0..c {
+                for y in 0..h {
+                    let src = &x[((b * c + ch) * h + y) * w..][..w];
+                    let dst = &mut padded[(ch * ph + y + pad) * pw + pad..][..w];
+                    for (d, &q) in dst.iter_mut().zip(src) {
+                        *d = q as i16 - zp;
+                    }
+                }
+            }
+            for o in 0..oc {
+                let g = o / ocg;
+                acc.fill(0);
+                for (t, &wv) in wt[o * taps..(o + 1) * taps].iter().enumerate() {
+                    if wv == 0 {
+                        continue;
+                    }
+                    let (i, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
+                    let plane = &padded[(g * icg + i) * ph * pw..][..ph * pw];
+                    if stride == 1 && kh == 1 && kw == 1 && pad == 0 {
+                        axpy(&mut acc, wv as i32, plane, 1);
+                        continue;
+                    }
+                    for (y, row) in acc.chunks_exact_mut(ow).enumerate() {
+                        let start = (y * stride + ky) * pw + kx;
+                        axpy(row, wv as i32, &plane[start..], stride);
+                    }
+                }
+                let dst = &mut out[(b * oc + o) * oh * ow..][..oh * ow];
+                for (d, &a) in dst.iter_mut().zip(&acc) {
+                    *d = rq.apply(o, a);
+                }
+            }
+        }
+    }
+
+    fn linear(&self, op: &Int8Linear, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        Reference.linear(op, rq, input, out)
+    }
+
+    fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {
+        Reference.add(p, a, b, out)
+    }
+
+    fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]) {
+        Reference.global_avg_pool(p, input, out)
+    }
+}

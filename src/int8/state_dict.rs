@@ -1,0 +1,309 @@
+//! The state dict of a converted (int8) model, named and laid out as PyTorch's converted modules
+//! name theirs: for a layer at path `p`, `p.weight` (qint8, per-tensor or per-channel), `p.bias`
+//! (float), `p.scale` / `p.zero_point` (output qparams); a `QuantStub` or `FloatFunctional` has
+//! only `p.scale` / `p.zero_point`. Paths are the model's module paths (`blocks.3.depthwise`);
+//! torchvision's names are mapped onto them by [`crate::models::torchvision`].
+//!
+//! [`int8_state_dict`] reads it off a converted model; [`load_int8_state_dict`] gives an
+//! unconverted model of the same architecture its int8 form from one (strict: missing,
+//! unexpected and mis-shaped entries are errors naming the entry).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::conv::Int8Conv2d;
+use super::engine::Engine;
+use super::linear::Int8Linear;
+use super::tensor::{QParamsPt, QWeight, WeightQParams};
+use crate::convert::conv_spec;
+use crate::io::{QScheme, StateValue};
+use crate::nn::{Activation, QuantLayer, Quantizable, QuantizedOutput};
+use crate::{Error, Result};
+
+/// A state dict: entry name → value.
+pub type StateDict = BTreeMap<String, StateValue>;
+
+fn scalar_f32(v: f32) -> StateValue {
+    StateValue::Float {
+        shape: vec![],
+        data: vec![v],
+    }
+}
+
+fn scalar_i64(v: i64) -> StateValue {
+    StateValue::Int {
+        shape: vec![],
+        data: vec![v],
+    }
+}
+
+fn weight_value(w: &QWeight) -> StateValue {
+    let qscheme = match w.qparams() {
+        WeightQParams::PerTensor { scale, zero_point } => QScheme::PerTensorAffine {
+            scale: *scale as f64,
+            zero_point: *zero_point as i64,
+        },
+        WeightQParams::PerChannel {
+            scales,
+            zero_points,
+        } => QScheme::PerChannelAffine {
+            scales: scales.iter().map(|&s| s as f64).collect(),
+            zero_points: zero_points.iter().map(|&z| z as i64).collect(),
+            axis: 0,
+        },
+    };
+    StateValue::QInt8 {
+        shape: w.shape().to_vec(),
+        data: w.data().to_vec(),
+        qscheme,
+    }
+}
+
+fn put_output(state: &mut StateDict, name: &str, qp: QParamsPt) {
+    state.insert(format!("{name}.scale"), scalar_f32(qp.scale));
+    state.insert(
+        format!("{name}.zero_point"),
+        scalar_i64(qp.zero_point as i64),
+    );
+}
+
+fn put_layer(state: &mut StateDict, name: &str, w: &QWeight, bias: Option<&[f32]>) {
+    state.insert(format!("{name}.weight"), weight_value(w));
+    if let Some(b) = bias {
+        state.insert(
+            format!("{name}.bias"),
+            StateValue::Float {
+                shape: vec![b.len()],
+                data: b.to_vec(),
+            },
+        );
+    }
+}
+
+/// The state dict of a converted model. Errors if a layer has no int8 form.
+pub fn int8_state_dict<M: Quantizable>(model: &mut M) -> Result<StateDict> {
+    crate::convert::check_converted(model)?;
+    let mut state = StateDict::new();
+    model.visit_layers(&mut |name, layer| {
+        match layer {
+            QuantLayer::Conv(c) => {
+                if let Some(int8) = &c.int8 {
+                    put_layer(&mut state, name, int8.weight(), int8.bias());
+                    put_output(&mut state, name, int8.output_qparams());
+                }
+            }
+            QuantLayer::Linear(l) => {
+                if let Some(int8) = &l.int8 {
+                    put_layer(&mut state, name, int8.weight(), int8.bias());
+                    put_output(&mut state, name, int8.output_qparams());
+                }
+            }
+            QuantLayer::Quant(stub) => {
+                if let Some(out) = stub.int8 {
+                    put_output(&mut state, name, out.qparams);
+                }
+            }
+            QuantLayer::Functional(f) => {
+                if let Some(out) = f.int8 {
+                    put_output(&mut state, name, out.qparams);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(state)
+}
+
+/// Reads entries out of a state dict, remembering which were used, and names the entry in every
+/// error.
+struct Reader<'a> {
+    state: &'a StateDict,
+    used: BTreeSet<&'a str>,
+}
+
+impl<'a> Reader<'a> {
+    fn get(&mut self, key: &str) -> Option<&'a StateValue> {
+        let (k, v) = self.state.get_key_value(key)?;
+        self.used.insert(k.as_str());
+        Some(v)
+    }
+
+    fn require(&mut self, key: &str) -> Result<&'a StateValue> {
+        self.get(key)
+            .ok_or_else(|| Error::mismatch(format!("the int8 checkpoint has no `{key}`")))
+    }
+
+    fn output(&mut self, name: &str) -> Result<QParamsPt> {
+        let scale_key = format!("{name}.scale");
+        let zp_key = format!("{name}.zero_point");
+        let scale = match self.require(&scale_key)? {
+            StateValue::Float { data, .. } if data.len() == 1 => data[0],
+            other => return Err(bad_entry(&scale_key, "a one-element float tensor", other)),
+        };
+        let zero_point = match self.require(&zp_key)? {
+            StateValue::Int { data, .. } if data.len() == 1 => data[0],
+            other => return Err(bad_entry(&zp_key, "a one-element integer tensor", other)),
+        };
+        let zero_point = i32::try_from(zero_point)
+            .ok()
+            .filter(|z| (0..=255).contains(z))
+            .ok_or_else(|| {
+                Error::mismatch(format!(
+                    "`{zp_key}` is {zero_point}, outside quint8's [0, 255]"
+                ))
+            })?;
+        QParamsPt::new(scale, zero_point)
+            .map_err(|e| Error::mismatch(format!("`{scale_key}`: {e}")))
+    }
+
+    fn weight(&mut self, name: &str, expected: &[usize]) -> Result<QWeight> {
+        let key = format!("{name}.weight");
+        let (shape, data, qscheme) = match self.require(&key)? {
+            StateValue::QInt8 {
+                shape,
+                data,
+                qscheme,
+            } => (shape, data, qscheme),
+            other => return Err(bad_entry(&key, "a qint8 tensor", other)),
+        };
+        if shape.as_slice() != expected {
+            return Err(Error::mismatch(format!(
+                "`{key}` has shape {shape:?} in the checkpoint but the model expects {expected:?}"
+            )));
+        }
+        let qparams = match qscheme {
+            QScheme::PerTensorAffine { scale, zero_point } => WeightQParams::PerTensor {
+                scale: *scale as f32,
+                zero_point: *zero_point as i32,
+            },
+            QScheme::PerChannelAffine {
+                scales,
+                zero_points,
+                axis: 0,
+            } => WeightQParams::PerChannel {
+                scales: scales.iter().map(|&s| s as f32).collect(),
+                zero_points: zero_points.iter().map(|&z| z as i32).collect(),
+            },
+            QScheme::PerChannelAffine { axis, .. } => {
+                return Err(Error::mismatch(format!(
+                    "`{key}` is quantized per channel along axis {axis}; weights need axis 0"
+                )));
+            }
+        };
+        QWeight::from_raw(data.clone(), shape, qparams)
+            .map_err(|e| Error::mismatch(format!("`{key}`: {e}")))
+    }
+
+    fn bias(&mut self, name: &str, out: usize) -> Result<Option<Vec<f32>>> {
+        let key = format!("{name}.bias");
+        match self.get(&key) {
+            None | Some(StateValue::None) => Ok(None),
+            Some(StateValue::Float { shape, data }) if shape.as_slice() == [out] => {
+                Ok(Some(data.clone()))
+            }
+            Some(other) => Err(bad_entry(
+                &key,
+                &format!("a float tensor of shape [{out}]"),
+                other,
+            )),
+        }
+    }
+}
+
+fn bad_entry(key: &str, expected: &str, got: &StateValue) -> Error {
+    Error::mismatch(format!(
+        "`{key}` should be {expected}, found a {} {:?}",
+        got.kind(),
+        got.shape().unwrap_or(&[])
+    ))
+}
+
+/// The ReLU a converted layer fuses, or an error for ReLU6 (which int8 layers do not have).
+fn fused_relu(activation: Activation, name: &str) -> Result<bool> {
+    match activation {
+        Activation::Relu => Ok(true),
+        Activation::Identity => Ok(false),
+        Activation::Relu6 => Err(Error::Quant(format!(
+            "`{name}` ends in ReLU6, which has no int8 form: call replace_relu first"
+        ))),
+    }
+}
+
+/// Gives every quantizable layer of `model` its int8 form from `state` (the model's own
+/// architecture, unconverted or converted; its float parameters are not used), running with
+/// `engine`'s arithmetic. Strict: a missing, unexpected or mis-shaped entry is an error that
+/// names it, and on error the model is unchanged.
+pub fn load_int8_state_dict<M: Quantizable>(
+    model: &mut M,
+    state: &StateDict,
+    engine: Engine,
+) -> Result<()> {
+    let mut reader = Reader {
+        state,
+        used: BTreeSet::new(),
+    };
+    enum Part {
+        Conv(Arc<Int8Conv2d>),
+        Linear(Arc<Int8Linear>),
+        Output(QuantizedOutput),
+    }
+    let mut parts = Vec::new();
+    let mut previous = QParamsPt::new(1.0, 0)?;
+    model.visit_layers(&mut |name, layer| {
+        let part = match layer {
+            QuantLayer::Conv(c) => {
+                let weight = reader.weight(name, &c.conv.weight.dims())?;
+                let bias = reader.bias(name, weight.out_channels())?;
+                let output = reader.output(name)?;
+                let mut spec = conv_spec(c)?;
+                spec.relu = fused_relu(c.activation, name)?;
+                let conv = Int8Conv2d::new(weight, bias, spec, previous, output, engine)?;
+                previous = output;
+                Part::Conv(Arc::new(conv))
+            }
+            QuantLayer::Linear(l) => {
+                let [inputs, outputs] = l.linear.weight.dims();
+                let weight = reader.weight(name, &[outputs, inputs])?;
+                let bias = reader.bias(name, outputs)?;
+                let output = reader.output(name)?;
+                let relu = fused_relu(l.activation, name)?;
+                let linear = Int8Linear::new(weight, bias, relu, previous, output, engine)?;
+                previous = output;
+                Part::Linear(Arc::new(linear))
+            }
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => {
+                let qparams = reader.output(name)?;
+                previous = qparams;
+                Part::Output(QuantizedOutput { qparams, engine })
+            }
+        };
+        parts.push(part);
+        Ok(())
+    })?;
+    let unexpected: Vec<&str> = state
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !reader.used.contains(k))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(Error::mismatch(format!(
+            "the int8 checkpoint has entries the model does not: {}",
+            unexpected.join(", ")
+        )));
+    }
+    let mut parts = parts.into_iter();
+    model.visit_layers(&mut |_, layer| {
+        match (layer, parts.next()) {
+            (QuantLayer::Conv(c), Some(Part::Conv(int8))) => c.int8 = Some(int8),
+            (QuantLayer::Linear(l), Some(Part::Linear(int8))) => l.int8 = Some(int8),
+            (QuantLayer::Quant(s), Some(Part::Output(out))) => s.int8 = Some(out),
+            (QuantLayer::Functional(f), Some(Part::Output(out))) => f.int8 = Some(out),
+            _ => {
+                return Err(Error::Quant(
+                    "the model's layers changed while loading".into(),
+                ));
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,317 @@
+//! The crate's own int8 model format: a [safetensors](https://huggingface.co/docs/safetensors)
+//! file holding a converted model's state dict ([`crate::int8::StateDict`]) with its int8
+//! weights stored as int8, so a width-1.0 MobileNetV2 takes about as much disk as torchvision's
+//! int8 checkpoint. Any safetensors reader can open it.
+//!
+//! Layout: a float tensor is `F32`, an integer one `I64`; a qint8 weight `w` is `I8` with its
+//! quantization beside it: `w:scale` (`F32`, one value per tensor or per output channel),
+//! `w:zero_point` (`I8`, same count) and, when per channel, `w:axis` (`I64`, `[1]`). The
+//! metadata holds `format = burn-qat-int8`, `version = 1`, the `engine` the model was converted
+//! for, and whatever the caller adds (e.g. the model configuration).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+use super::atomic::write_atomic;
+use super::quantized_pth::{QScheme, StateValue};
+use crate::int8::StateDict;
+use crate::{Error, Result};
+
+/// The `format` metadata value of the crate's int8 files.
+pub const INT8_FORMAT: &str = "burn-qat-int8";
+const VERSION: &str = "1";
+
+/// A tensor to write: dtype, shape, little-endian bytes.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+fn le<T: Copy, const N: usize>(values: &[T], to_bytes: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to_bytes(v)).collect()
+}
+
+fn encode(key: &str, value: &StateValue, out: &mut Vec<(String, Raw)>) -> Result<()> {
+    let unsupported = || {
+        Error::Quant(format!(
+            "`{key}` is a {} value, which the int8 format does not store",
+            value.kind()
+        ))
+    };
+    match value {
+        StateValue::Float { shape, data } => out.push((
+            key.to_string(),
+            Raw {
+                dtype: Dtype::F32,
+                shape: shape.clone(),
+                bytes: le(data, f32::to_le_bytes),
+            },
+        )),
+        StateValue::Int { shape, data } => out.push((
+            key.to_string(),
+            Raw {
+                dtype: Dtype::I64,
+                shape: shape.clone(),
+                bytes: le(data, i64::to_le_bytes),
+            },
+        )),
+        StateValue::QInt8 {
+            shape,
+            data,
+            qscheme,
+        } => {
+            let (scales, zero_points, axis) = match qscheme {
+                QScheme::PerTensorAffine { scale, zero_point } => {
+                    (vec![*scale as f32], vec![*zero_point], None)
+                }
+                QScheme::PerChannelAffine {
+                    scales,
+                    zero_points,
+                    axis,
+                } => (
+                    scales.iter().map(|&s| s as f32).collect(),
+                    zero_points.clone(),
+                    Some(*axis as i64),
+                ),
+            };
+            let zero_points = zero_points
+                .iter()
+                .map(|&z| i8::try_from(z).map_err(|_| unsupported()))
+                .collect::<Result<Vec<i8>>>()?;
+            let count = scales.len();
+            out.push((
+                key.to_string(),
+                Raw {
+                    dtype: Dtype::I8,
+                    shape: shape.clone(),
+                    bytes: le(data, i8::to_le_bytes),
+                },
+            ));
+            out.push((
+                format!("{key}:scale"),
+                Raw {
+                    dtype: Dtype::F32,
+                    shape: vec![count],
+                    bytes: le(&scales, f32::to_le_bytes),
+                },
+            ));
+            out.push((
+                format!("{key}:zero_point"),
+                Raw {
+                    dtype: Dtype::I8,
+                    shape: vec![count],
+                    bytes: le(&zero_points, i8::to_le_bytes),
+                },
+            ));
+            if let Some(axis) = axis {
+                out.push((
+                    format!("{key}:axis"),
+                    Raw {
+                        dtype: Dtype::I64,
+                        shape: vec![1],
+                        bytes: axis.to_le_bytes().to_vec(),
+                    },
+                ));
+            }
+        }
+        StateValue::None => {}
+        _ => return Err(unsupported()),
+    }
+    Ok(())
+}
+
+/// Writes `state` to `path` atomically, with the format's metadata, `engine`, and `extra`
+/// metadata entries.
+pub fn save_int8_file(
+    path: &Path,
+    state: &StateDict,
+    engine: &str,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut raws = Vec::new();
+    for (key, value) in state {
+        encode(key, value, &mut raws)?;
+    }
+    let views = raws
+        .iter()
+        .map(|(k, r)| {
+            TensorView::new(r.dtype, r.shape.clone(), &r.bytes)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| Error::Quant(format!("`{k}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut metadata: HashMap<String, String> = extra.clone().into_iter().collect();
+    metadata.insert("format".into(), INT8_FORMAT.into());
+    metadata.insert("version".into(), VERSION.into());
+    metadata.insert("engine".into(), engine.into());
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::Quant(format!("serializing the int8 model: {e}")))?;
+    write_atomic(path, |f| std::io::Write::write_all(f, &bytes))
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn floats(view: &TensorView<'_>) -> Option<Vec<f32>> {
+    (view.dtype() == Dtype::F32).then(|| {
+        view.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
+fn int64s(view: &TensorView<'_>) -> Option<Vec<i64>> {
+    (view.dtype() == Dtype::I64).then(|| {
+        view.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect()
+    })
+}
+
+fn int8s(view: &TensorView<'_>) -> Option<Vec<i8>> {
+    (view.dtype() == Dtype::I8).then(|| view.data().iter().map(|&b| b as i8).collect())
+}
+
+/// Reads an int8 model file: its state dict and metadata (`engine` among them). Errors name the
+/// file: not a safetensors file, not this format, a tensor of the wrong type.
+pub fn read_int8_file(path: &Path) -> Result<(StateDict, BTreeMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| corrupt(path, format!("not a safetensors file ({e})")))?;
+    let metadata: BTreeMap<String, String> = header
+        .metadata()
+        .clone()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    if metadata.get("format").map(String::as_str) != Some(INT8_FORMAT) {
+        return Err(corrupt(
+            path,
+            format!("not a burn-qat int8 model (no `format = {INT8_FORMAT}` metadata)"),
+        ));
+    }
+    if metadata.get("version").map(String::as_str) != Some(VERSION) {
+        return Err(corrupt(
+            path,
+            format!(
+                "int8 format version {:?}; this build reads version {VERSION}",
+                metadata.get("version")
+            ),
+        ));
+    }
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| corrupt(path, format!("not a safetensors file ({e})")))?;
+    let tensors: BTreeMap<String, TensorView<'_>> = file.tensors().into_iter().collect();
+    let mut state = StateDict::new();
+    for (key, view) in &tensors {
+        if key.contains(':') {
+            continue; // quantization of a weight, read with it
+        }
+        let shape = view.shape().to_vec();
+        let bad = |what: &str| corrupt(path, format!("`{key}`: {what}"));
+        let value = match view.dtype() {
+            Dtype::F32 => StateValue::Float {
+                shape,
+                data: floats(view).ok_or_else(|| bad("not f32"))?,
+            },
+            Dtype::I64 => StateValue::Int {
+                shape,
+                data: int64s(view).ok_or_else(|| bad("not i64"))?,
+            },
+            Dtype::I8 => {
+                let data = int8s(view).ok_or_else(|| bad("not i8"))?;
+                let scales = tensors
+                    .get(&format!("{key}:scale"))
+                    .and_then(floats)
+                    .ok_or_else(|| bad("an int8 tensor needs an f32 `:scale` beside it"))?;
+                let zero_points = tensors
+                    .get(&format!("{key}:zero_point"))
+                    .and_then(int8s)
+                    .ok_or_else(|| bad("an int8 tensor needs an i8 `:zero_point` beside it"))?;
+                if scales.len() != zero_points.len() || scales.is_empty() {
+                    return Err(bad("`:scale` and `:zero_point` differ in length"));
+                }
+                let axis = tensors.get(&format!("{key}:axis")).and_then(int64s);
+                let qscheme = match axis.as_deref() {
+                    None if scales.len() == 1 => QScheme::PerTensorAffine {
+                        scale: scales[0] as f64,
+                        zero_point: zero_points[0] as i64,
+                    },
+                    Some(&[axis]) if (0..shape.len() as i64).contains(&axis) => {
+                        QScheme::PerChannelAffine {
+                            scales: scales.iter().map(|&s| s as f64).collect(),
+                            zero_points: zero_points.iter().map(|&z| z as i64).collect(),
+                            axis: axis as usize,
+                        }
+                    }
+                    _ => return Err(bad("inconsistent per-channel quantization")),
+                };
+                StateValue::QInt8 {
+                    shape,
+                    data,
+                    qscheme,
+                }
+            }
+            other => return Err(bad(&format!("unexpected dtype {other:?}"))),
+        };
+        state.insert(key.clone(), value);
+    }
+    Ok((state, metadata))
+}
+
+/// The engine a converted model runs with (its quant stub's), or an error if not converted.
+fn engine_of<M: crate::nn::Quantizable>(model: &mut M) -> Result<crate::int8::Engine> {
+    let mut engine = None;
+    model.visit_layers(&mut |_, layer| {
+        if let (None, crate::nn::QuantLayer::Quant(stub)) = (engine, layer) {
+            engine = stub.int8.map(|q| q.engine);
+        }
+        Ok(())
+    })?;
+    engine.ok_or_else(|| Error::Quant("the model is not converted: nothing to save".into()))
+}
+
+/// Saves a converted model in the crate's int8 format (atomically), with `extra` metadata.
+pub fn save_int8_model<M: crate::nn::Quantizable>(
+    model: &mut M,
+    path: &Path,
+    extra: &BTreeMap<String, String>,
+) -> Result<()> {
+    let engine = engine_of(model)?;
+    let state = crate::int8::int8_state_dict(model)?;
+    save_int8_file(path, &state, engine.name(), extra)
+}
+
+/// Loads an int8 model file into `model` (same architecture, ReLU6 replaced) and returns the
+/// engine it was converted for. Errors name the file and the offending entry.
+pub fn load_int8_model<M: crate::nn::Quantizable>(
+    model: &mut M,
+    path: &Path,
+) -> Result<crate::int8::Engine> {
+    let (state, metadata) = read_int8_file(path)?;
+    let engine: crate::int8::Engine = metadata
+        .get("engine")
+        .ok_or_else(|| corrupt(path, "no `engine` metadata"))?
+        .parse()
+        .map_err(|e: Error| corrupt(path, e.to_string()))?;
+    crate::int8::load_int8_state_dict(model, &state, engine).map_err(|e| e.at_path(path))?;
+    Ok(engine)
+}
+
+/// Whether `path` starts like a safetensors file (an int8 model of this crate) rather than a
+/// PyTorch checkpoint.
+pub fn looks_like_safetensors(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| head[8] == b'{')
+}

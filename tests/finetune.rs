@@ -1,0 +1,92 @@
+//! The main job, shortened: the same pipeline as `examples/qat_finetune.rs` (shipped float
+//! weights, PTQ baseline, QAT with the observer/BN schedule, convert, int8 evaluation,
+//! checkpoints and resume) on a few batches of the embedded digits.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use burn_qat::data::{EmbeddedMnist, Normalize, RandomAffine, train_test_split};
+use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
+
+fn data() -> FinetuneData {
+    let all = EmbeddedMnist::load().unwrap();
+    let (train, mut test) = train_test_split(&all, 0.2, 2026);
+    let augment = RandomAffine {
+        size: [32, 32],
+        degrees: 10.0,
+        translate: 2.5,
+        scale: [0.9, 1.1],
+    };
+    test.images = test.images.iter().map(|i| augment.center(i)).collect();
+    FinetuneData {
+        train,
+        test,
+        normalize: Normalize::MNIST,
+        augment: Some(augment),
+    }
+}
+
+fn weights() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk")
+}
+
+#[test]
+fn shortened_qat_finetune_runs_end_to_end_and_resumes() {
+    let out = tempfile::tempdir().unwrap();
+    let config = FinetuneConfig::new()
+        .with_epochs(2)
+        .with_batch_size(16)
+        .with_max_batches(Some(2))
+        .with_calibration_batches(2)
+        .with_observer_off_epoch(1)
+        .with_bn_freeze_epoch(1)
+        .with_latency_images(2);
+    let data = data();
+    let device = Device::flex().autodiff();
+    let rows = run(&config, &data, Some(&weights()), out.path(), false, &device).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "float",
+            "PTQ int8 (qnnpack)",
+            "QAT fake-quant",
+            "QAT int8 (qnnpack)"
+        ]
+    );
+    // The shipped float model is good on the first 200 test digits; int8 models are smaller.
+    assert!(rows[0].accuracy >= 0.95, "{rows:?}");
+    for r in &rows[1..] {
+        assert!(r.accuracy >= 0.9, "{rows:?}");
+    }
+    assert!(rows[3].size_bytes * 3 < rows[0].size_bytes, "{rows:?}");
+    assert!(out.path().join("qat_epoch1.bpk").is_file());
+    assert!(
+        out.path()
+            .join("mobilenet_v2_qat.int8.safetensors")
+            .is_file()
+    );
+
+    // Interrupted after epoch 0: resuming trains epoch 1 only and ends in the same place.
+    std::fs::remove_file(out.path().join("qat_epoch1.bpk")).unwrap();
+    let resumed = run(&config, &data, Some(&weights()), out.path(), true, &device).unwrap();
+    assert!(out.path().join("qat_epoch1.bpk").is_file());
+    assert_eq!(resumed.len(), 4);
+}
+
+#[test]
+fn missing_weights_are_a_clear_error() {
+    let out = tempfile::tempdir().unwrap();
+    let config = FinetuneConfig::new().with_max_batches(Some(1));
+    let err = run(
+        &config,
+        &data(),
+        Some(&PathBuf::from("no/such/weights.bpk")),
+        out.path(),
+        false,
+        &Device::flex().autodiff(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no/such/weights.bpk"), "{err}");
+}
