@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 0.5)]
     width_mult: f64,
     /// Engine to train for and convert to.
-    #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86"])]
+    #[arg(long, default_value = "x86", value_parser = ["qnnpack", "x86"])]
     backend: String,
     /// Epoch from which observers stop updating the quantization ranges.
     #[arg(long, default_value_t = 2)]
@@ -135,8 +135,8 @@ fn main() -> burn_qat::Result<()> {
         })
     });
     let backend = match args.backend.as_str() {
-        "x86" => QuantBackend::X86,
-        _ => QuantBackend::Qnnpack,
+        "qnnpack" => QuantBackend::Qnnpack,
+        _ => QuantBackend::X86,
     };
     let config = FinetuneConfig::new()
         .with_width_mult(args.width_mult)

@@ -45,8 +45,11 @@ pub struct FinetuneConfig {
     /// Batch size.
     #[config(default = 64)]
     pub batch_size: usize,
-    /// Which int8 engine to train for and convert to.
-    #[config(default = "QuantBackend::Qnnpack")]
+    /// Which int8 engine to train for and convert to. x86 (PyTorch's default) quantizes
+    /// weights per channel, which survives batch-norm folding of near-dead channels (a tiny
+    /// running variance makes one channel's folded weights hundreds of times larger than the
+    /// rest, and per-tensor qnnpack weights then round every other channel to zero).
+    #[config(default = "QuantBackend::X86")]
     pub backend: QuantBackend,
     /// Observers stop updating ranges from this epoch on (torchvision: `num_observer_update_epochs`).
     #[config(default = 2)]

@@ -1,7 +1,9 @@
-//! Portable fast convolution: direct convolution over a copy of the input with the zero-point
-//! removed and zero padding added (so taps need no bounds checks), accumulating one output plane
-//! per output channel in an i32 row buffer. Inner loops are contiguous for stride 1, which LLVM
-//! vectorizes (i16 × i32 multiply-add). Integer accumulation is exact, so the results are the
+//! Portable fast convolution. Pointwise (1×1, ungrouped) convolutions — most of MobileNetV2's
+//! work — are dot products over channels of a channels-last copy of the input with the
+//! zero-point removed (contiguous i16 × i16 → i32, which LLVM vectorizes). Other convolutions
+//! (depthwise, the 3×3 stem) run directly over a zero-padded copy with the zero-point removed
+//! (so taps need no bounds checks), accumulating one output plane per output channel; inner
+//! loops are contiguous for stride 1. Integer accumulation is exact, so the results are the
 //! [`Reference`](super::Reference) kernels' bit for bit (`tests/int8_kernels.rs`); the
 //! elementwise kernels are the reference ones.
 
@@ -31,15 +33,60 @@ fn axpy(acc: &mut [i32], w: i32, x: &[i16], stride: usize) {
     }
 }
 
+/// `Σ a[i]·b[i]` in i32.
+#[inline]
+fn dot(a: &[i16], b: &[i16]) -> i32 {
+    a.iter()
+        .zip(b)
+        .fold(0i32, |acc, (&x, &y)| acc.wrapping_add(x as i32 * y as i32))
+}
+
+/// A 1×1 ungrouped convolution without padding: for every output pixel, one dot product per
+/// output channel over the input channels.
+fn pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+    let s = input.shape();
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let Some((oh, ow)) = op.output_hw(h, w) else {
+        return;
+    };
+    let stride = op.spec().stride;
+    let oc = op.out_channels();
+    let zp = input.qparams().zero_point as i16;
+    let x = input.data();
+    let wt = op.packed_weight();
+    let mut pixels = vec![0i16; oh * ow * c];
+    for b in 0..n {
+        let image = &x[b * c * h * w..][..c * h * w];
+        for ch in 0..c {
+            let plane = &image[ch * h * w..][..h * w];
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let q = plane[(y * stride) * w + xo * stride];
+                    pixels[(y * ow + xo) * c + ch] = q as i16 - zp;
+                }
+            }
+        }
+        let dst = &mut out[b * oc * oh * ow..][..oc * oh * ow];
+        for (p, pixel) in pixels.chunks_exact(c).enumerate() {
+            for (o, weights) in wt.chunks_exact(c).enumerate() {
+                dst[o * oh * ow + p] = rq.apply(o, dot(pixel, weights));
+            }
+        }
+    }
+}
+
 impl Int8Kernels for Direct {
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        let spec = op.spec();
+        if op.kernel_size() == [1, 1] && spec.padding == 0 && spec.groups == 1 {
+            return pointwise(op, rq, input, out);
+        }
         let s = input.shape();
         let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
         let Some((oh, ow)) = op.output_hw(h, w) else {
             return;
         };
         let [kh, kw] = op.kernel_size();
-        let spec = op.spec();
         let (stride, pad) = (spec.stride, spec.padding);
         let (ph, pw) = (h + 2 * pad, w + 2 * pad);
         let oc = op.out_channels();
@@ -70,10 +117,6 @@ impl Int8Kernels for Direct {
                     }
                     let (i, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
                     let plane = &padded[(g * icg + i) * ph * pw..][..ph * pw];
-                    if stride == 1 && kh == 1 && kw == 1 && pad == 0 {
-                        axpy(&mut acc, wv as i32, plane, 1);
-                        continue;
-                    }
                     for (y, row) in acc.chunks_exact_mut(ow).enumerate() {
                         let start = (y * stride + ky) * pw + kx;
                         axpy(row, wv as i32, &plane[start..], stride);
