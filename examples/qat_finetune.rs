@@ -11,10 +11,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use burn_qat::data::{
-    AffineParams, EmbeddedMnist, ImageDataset, Normalize, RandomAffine, load_cifar10,
-    load_image_folder, train_test_split,
-};
+use burn_qat::data::{load_cifar10, load_image_folder, train_test_split};
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, format_table, run};
 use burn_qat::quant::QuantBackend;
 use clap::Parser;
@@ -36,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// Peak learning rate (cosine decay).
-    #[arg(long, default_value_t = 0.005)]
+    #[arg(long, default_value_t = 0.001)]
     lr: f64,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
@@ -71,63 +68,17 @@ struct Args {
     max_batches: Option<usize>,
 }
 
-/// Scales every image to fit a `size`×`size` canvas, centred.
-fn fit(data: &mut ImageDataset, size: usize) {
-    let canvas = RandomAffine::identity([size, size]);
-    for image in &mut data.images {
-        let scale = size as f32 / image.height.max(image.width) as f32;
-        *image = canvas.warp(
-            image,
-            &AffineParams {
-                degrees: 0.0,
-                scale,
-                shift: [0.0, 0.0],
-            },
-        );
-    }
-}
-
 fn main() -> burn_qat::Result<()> {
     let args = Args::parse();
     let own_data = args.data.is_some() || args.cifar10.is_some();
     let data = if let Some(dir) = &args.data {
-        let all = load_image_folder(dir)?;
-        let (mut train, mut test) = train_test_split(&all, 0.2, 2026);
-        fit(&mut train, args.input_size);
-        fit(&mut test, args.input_size);
-        FinetuneData {
-            train,
-            test,
-            normalize: Normalize::IMAGENET,
-            augment: None,
-        }
+        let (train, test) = train_test_split(&load_image_folder(dir)?, 0.2, 2026);
+        FinetuneData::fitted(train, test, args.input_size)
     } else if let Some(dir) = &args.cifar10 {
-        let (mut train, mut test) = (load_cifar10(dir, false)?, load_cifar10(dir, true)?);
-        fit(&mut train, args.input_size);
-        fit(&mut test, args.input_size);
-        FinetuneData {
-            train,
-            test,
-            normalize: Normalize::IMAGENET,
-            augment: None,
-        }
+        let (train, test) = (load_cifar10(dir, false)?, load_cifar10(dir, true)?);
+        FinetuneData::fitted(train, test, args.input_size)
     } else {
-        // The float model's split and preprocessing: 28×28 digits centred on 32×32.
-        let all = EmbeddedMnist::load()?;
-        let (train, mut test) = train_test_split(&all, 0.2, 2026);
-        let augment = RandomAffine {
-            size: [32, 32],
-            degrees: 10.0,
-            translate: 2.5,
-            scale: [0.9, 1.1],
-        };
-        test.images = test.images.iter().map(|i| augment.center(i)).collect();
-        FinetuneData {
-            train,
-            test,
-            normalize: Normalize::MNIST,
-            augment: Some(augment),
-        }
+        FinetuneData::embedded_mnist()?
     };
     let weights = args.weights.clone().or_else(|| {
         (!own_data).then(|| {

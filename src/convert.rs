@@ -169,10 +169,53 @@ pub fn convert_conv(layer: &ConvBnAct, input: QParamsPt, engine: Engine) -> Resu
 }
 
 /// The int8 form of one layer, built before any layer is changed.
-enum Converted {
+pub(crate) enum Int8Part {
     Conv(Arc<Int8Conv2d>),
     Linear(Arc<Int8Linear>),
     Output(QuantizedOutput),
+}
+
+impl Int8Part {
+    fn output_qparams(&self) -> QParamsPt {
+        match self {
+            Int8Part::Conv(c) => c.output_qparams(),
+            Int8Part::Linear(l) => l.output_qparams(),
+            Int8Part::Output(o) => o.qparams,
+        }
+    }
+}
+
+/// Gives every quantizable layer of `model` the int8 form `make(name, layer, input)` builds,
+/// all or nothing: every part is built first, so an error leaves the model unchanged. `input`
+/// is the previous layer's output qparams — most layers' input, and only a hint (a layer fed
+/// by another one, as a block after a residual add, adapts at its first call).
+pub(crate) fn install_int8<M: Quantizable>(
+    model: &mut M,
+    mut make: impl FnMut(&str, QuantLayer<'_>, QParamsPt) -> Result<Int8Part>,
+) -> Result<()> {
+    let mut parts = Vec::new();
+    let mut previous = QParamsPt::new(1.0, 0)?;
+    model.visit_layers(&mut |name, layer| {
+        let part = make(name, layer, previous)?;
+        previous = part.output_qparams();
+        parts.push(part);
+        Ok(())
+    })?;
+    let mut parts = parts.into_iter();
+    model.visit_layers(&mut |_, layer| {
+        match (layer, parts.next()) {
+            (QuantLayer::Conv(c), Some(Int8Part::Conv(int8))) => c.int8 = Some(int8),
+            (QuantLayer::Linear(l), Some(Int8Part::Linear(int8))) => l.int8 = Some(int8),
+            (QuantLayer::Quant(stub), Some(Int8Part::Output(out))) => stub.int8 = Some(out),
+            (QuantLayer::Functional(f), Some(Int8Part::Output(out))) => f.int8 = Some(out),
+            _ => {
+                return Err(Error::Quant(
+                    "the model's layers changed while converting".into(),
+                ));
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The output qparams of a `QuantStub` or `FloatFunctional` (`Quantize.from_float`,
@@ -213,52 +256,22 @@ fn output_qparams(post: &ActivationPostProcess, is_stub: bool) -> Result<QParams
 /// (convert before prepare or calibration, an unsupported layer) name the layer and leave the
 /// model unchanged.
 pub fn convert<M: Quantizable>(model: &mut M, engine: Engine) -> Result<()> {
-    let mut converted = Vec::new();
-    // The previous layer's output qparams: most layers' input, and only a hint (a layer fed by
-    // another one, as a block after a residual add, adapts at its first call).
-    let mut previous: Option<QParamsPt> = None;
-    model.visit_layers(&mut |name, layer| {
-        let hint = previous.unwrap_or(QParamsPt::new(1.0, 0)?);
+    install_int8(model, |name, layer, input| {
         let named = |e: Error| Error::Quant(format!("converting `{name}`: {e}"));
-        let part = match layer {
-            QuantLayer::Conv(c) => {
-                let conv = convert_conv(c, hint, engine).map_err(named)?;
-                previous = Some(conv.output_qparams());
-                Converted::Conv(Arc::new(conv))
-            }
-            QuantLayer::Linear(l) => {
-                let linear = convert_linear(l, hint, engine).map_err(named)?;
-                previous = Some(linear.output_qparams());
-                Converted::Linear(Arc::new(linear))
-            }
-            QuantLayer::Quant(stub) => {
-                let qparams = output_qparams(&stub.activation_post_process, true).map_err(named)?;
-                previous = Some(qparams);
-                Converted::Output(QuantizedOutput { qparams, engine })
-            }
-            QuantLayer::Functional(f) => {
-                let qparams = output_qparams(&f.activation_post_process, false).map_err(named)?;
-                previous = Some(qparams);
-                Converted::Output(QuantizedOutput { qparams, engine })
-            }
+        let output = |post: &ActivationPostProcess, is_stub: bool| {
+            let qparams = output_qparams(post, is_stub).map_err(named)?;
+            Ok(Int8Part::Output(QuantizedOutput { qparams, engine }))
         };
-        converted.push(part);
-        Ok(())
-    })?;
-    let mut parts = converted.into_iter();
-    model.visit_layers(&mut |_, layer| {
-        match (layer, parts.next()) {
-            (QuantLayer::Conv(c), Some(Converted::Conv(int8))) => c.int8 = Some(int8),
-            (QuantLayer::Linear(l), Some(Converted::Linear(int8))) => l.int8 = Some(int8),
-            (QuantLayer::Quant(stub), Some(Converted::Output(out))) => stub.int8 = Some(out),
-            (QuantLayer::Functional(f), Some(Converted::Output(out))) => f.int8 = Some(out),
-            _ => {
-                return Err(Error::Quant(
-                    "the model's layers changed during convert".into(),
-                ));
-            }
+        match layer {
+            QuantLayer::Conv(c) => Ok(Int8Part::Conv(Arc::new(
+                convert_conv(c, input, engine).map_err(named)?,
+            ))),
+            QuantLayer::Linear(l) => Ok(Int8Part::Linear(Arc::new(
+                convert_linear(l, input, engine).map_err(named)?,
+            ))),
+            QuantLayer::Quant(stub) => output(&stub.activation_post_process, true),
+            QuantLayer::Functional(f) => output(&f.activation_post_process, false),
         }
-        Ok(())
     })
 }
 

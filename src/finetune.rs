@@ -40,7 +40,7 @@ pub struct FinetuneConfig {
     #[config(default = 3)]
     pub epochs: usize,
     /// Peak learning rate (cosine decay over the run).
-    #[config(default = 0.005)]
+    #[config(default = 0.001)]
     pub lr: f64,
     /// Batch size.
     #[config(default = 64)]
@@ -80,6 +80,54 @@ pub struct FinetuneData {
     pub normalize: Normalize,
     /// Training augmentation, drawn per image per epoch from the run's seed.
     pub augment: Option<RandomAffine>,
+}
+
+/// The training split and augmentation of the shipped float model
+/// (`examples/train_float_mnist.rs`): 28×28 digits centred on 32×32.
+const MNIST_SPLIT_SEED: u64 = 2026;
+
+impl FinetuneData {
+    /// The embedded MNIST digits as the shipped float model saw them: the same seeded
+    /// 4,000 / 1,000 split, digits centred on a 32×32 canvas, training images randomly rotated
+    /// (±10°), shifted (±2.5 px) and scaled (±10%).
+    pub fn embedded_mnist() -> Result<Self> {
+        let all = crate::data::EmbeddedMnist::load()?;
+        let (train, mut test) = crate::data::train_test_split(&all, 0.2, MNIST_SPLIT_SEED);
+        let augment = RandomAffine {
+            size: [32, 32],
+            degrees: 10.0,
+            translate: 2.5,
+            scale: [0.9, 1.1],
+        };
+        test.images = test.images.iter().map(|i| augment.center(i)).collect();
+        Ok(FinetuneData {
+            train,
+            test,
+            normalize: Normalize::MNIST,
+            augment: Some(augment),
+        })
+    }
+
+    /// A user's images (e.g. an ImageFolder or CIFAR-10), each scaled to fit a `size`×`size`
+    /// canvas and centred, ImageNet normalisation, no augmentation.
+    pub fn fitted(mut train: ImageDataset, mut test: ImageDataset, size: usize) -> Self {
+        let canvas = RandomAffine::identity([size, size]);
+        for image in train.images.iter_mut().chain(test.images.iter_mut()) {
+            let scale = size as f32 / image.height.max(image.width).max(1) as f32;
+            let params = crate::data::AffineParams {
+                degrees: 0.0,
+                scale,
+                shift: [0.0, 0.0],
+            };
+            *image = canvas.warp(image, &params);
+        }
+        FinetuneData {
+            train,
+            test,
+            normalize: Normalize::IMAGENET,
+            augment: None,
+        }
+    }
 }
 
 /// One line of the final table.
@@ -283,17 +331,20 @@ pub fn run(
     let norm = &data.normalize;
     let engine = Engine::from_backend(config.backend)?;
     let mut rows = Vec::new();
+    let evaluate = |name: String, model: &MobileNetV2, int8: bool, file: &Path| -> Result<Row> {
+        Ok(Row {
+            name,
+            accuracy: accuracy(model, &data.test, norm, int8, config.max_batches, &cpu)?,
+            size_bytes: file_size(file),
+            latency_ms: latency_ms(model, &data.test, norm, int8, config.latency_images, &cpu)?,
+        })
+    };
 
     // 1. Float.
     let float = float_model(config, classes, float_weights, &cpu)?.valid();
     let float_path = out.join("float.bpk");
     save_checkpoint(&float, &float_path)?;
-    rows.push(Row {
-        name: "float".into(),
-        accuracy: accuracy(&float, &data.test, norm, false, config.max_batches, &cpu)?,
-        size_bytes: file_size(&float_path),
-        latency_ms: latency_ms(&float, &data.test, norm, false, config.latency_images, &cpu)?,
-    });
+    rows.push(evaluate("float".to_string(), &float, false, &float_path)?);
     println!("float: {:.2}%", rows[0].accuracy * 100.0);
 
     // 2. PTQ baseline: calibrate on training batches, convert.
@@ -314,12 +365,12 @@ pub fn run(
     convert(&mut ptq, engine)?;
     let ptq_path = out.join("mobilenet_v2_ptq.int8.safetensors");
     save_int8_model(&mut ptq, &ptq_path, &BTreeMap::new())?;
-    rows.push(Row {
-        name: format!("PTQ int8 ({engine})"),
-        accuracy: accuracy(&ptq, &data.test, norm, true, config.max_batches, &cpu)?,
-        size_bytes: file_size(&ptq_path),
-        latency_ms: latency_ms(&ptq, &data.test, norm, true, config.latency_images, &cpu)?,
-    });
+    rows.push(evaluate(
+        format!("PTQ int8 ({engine})"),
+        &ptq,
+        true,
+        &ptq_path,
+    )?);
     println!("PTQ int8: {:.2}%", rows[1].accuracy * 100.0);
 
     // 3. QAT.
@@ -406,21 +457,21 @@ pub fn run(
     // 4. QAT fake-quant and QAT int8.
     let mut qat = model.valid();
     let qat_path = out.join(format!("qat_epoch{}.bpk", config.epochs.saturating_sub(1)));
-    rows.push(Row {
-        name: "QAT fake-quant".into(),
-        accuracy: accuracy(&qat, &data.test, norm, false, config.max_batches, &cpu)?,
-        size_bytes: file_size(&qat_path),
-        latency_ms: latency_ms(&qat, &data.test, norm, false, config.latency_images, &cpu)?,
-    });
+    rows.push(evaluate(
+        "QAT fake-quant".to_string(),
+        &qat,
+        false,
+        &qat_path,
+    )?);
     convert(&mut qat, engine)?;
     let int8_path = out.join("mobilenet_v2_qat.int8.safetensors");
     save_int8_model(&mut qat, &int8_path, &BTreeMap::new())?;
-    rows.push(Row {
-        name: format!("QAT int8 ({engine})"),
-        accuracy: accuracy(&qat, &data.test, norm, true, config.max_batches, &cpu)?,
-        size_bytes: file_size(&int8_path),
-        latency_ms: latency_ms(&qat, &data.test, norm, true, config.latency_images, &cpu)?,
-    });
+    rows.push(evaluate(
+        format!("QAT int8 ({engine})"),
+        &qat,
+        true,
+        &int8_path,
+    )?);
     Ok(rows)
 }
 

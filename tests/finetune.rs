@@ -5,25 +5,10 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use burn_qat::data::{EmbeddedMnist, Normalize, RandomAffine, train_test_split};
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
 
 fn data() -> FinetuneData {
-    let all = EmbeddedMnist::load().unwrap();
-    let (train, mut test) = train_test_split(&all, 0.2, 2026);
-    let augment = RandomAffine {
-        size: [32, 32],
-        degrees: 10.0,
-        translate: 2.5,
-        scale: [0.9, 1.1],
-    };
-    test.images = test.images.iter().map(|i| augment.center(i)).collect();
-    FinetuneData {
-        train,
-        test,
-        normalize: Normalize::MNIST,
-        augment: Some(augment),
-    }
+    FinetuneData::embedded_mnist().unwrap()
 }
 
 fn weights() -> PathBuf {
@@ -49,9 +34,9 @@ fn shortened_qat_finetune_runs_end_to_end_and_resumes() {
         names,
         [
             "float",
-            "PTQ int8 (qnnpack)",
+            "PTQ int8 (x86)",
             "QAT fake-quant",
-            "QAT int8 (qnnpack)"
+            "QAT int8 (x86)"
         ]
     );
     // The shipped float model is good on the first 200 test digits; int8 models are smaller.

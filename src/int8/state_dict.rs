@@ -15,7 +15,7 @@ use super::conv::Int8Conv2d;
 use super::engine::Engine;
 use super::linear::Int8Linear;
 use super::tensor::{QParamsPt, QWeight, WeightQParams};
-use crate::convert::conv_spec;
+use crate::convert::{Int8Part, conv_spec, install_int8};
 use crate::io::{QScheme, StateValue};
 use crate::nn::{Activation, QuantLayer, Quantizable, QuantizedOutput};
 use crate::{Error, Result};
@@ -114,18 +114,14 @@ pub fn int8_state_dict<M: Quantizable>(model: &mut M) -> Result<StateDict> {
     Ok(state)
 }
 
-/// Reads entries out of a state dict, remembering which were used, and names the entry in every
-/// error.
+/// Reads entries out of a state dict, naming the entry in every error.
 struct Reader<'a> {
     state: &'a StateDict,
-    used: BTreeSet<&'a str>,
 }
 
 impl<'a> Reader<'a> {
     fn get(&mut self, key: &str) -> Option<&'a StateValue> {
-        let (k, v) = self.state.get_key_value(key)?;
-        self.used.insert(k.as_str());
-        Some(v)
+        self.state.get(key)
     }
 
     fn require(&mut self, key: &str) -> Result<&'a StateValue> {
@@ -238,52 +234,22 @@ pub fn load_int8_state_dict<M: Quantizable>(
     state: &StateDict,
     engine: Engine,
 ) -> Result<()> {
-    let mut reader = Reader {
-        state,
-        used: BTreeSet::new(),
-    };
-    enum Part {
-        Conv(Arc<Int8Conv2d>),
-        Linear(Arc<Int8Linear>),
-        Output(QuantizedOutput),
-    }
-    let mut parts = Vec::new();
-    let mut previous = QParamsPt::new(1.0, 0)?;
+    // Entries the model has no place for are an error before anything is built.
+    let mut expected = BTreeSet::new();
     model.visit_layers(&mut |name, layer| {
-        let part = match layer {
-            QuantLayer::Conv(c) => {
-                let weight = reader.weight(name, &c.conv.weight.dims())?;
-                let bias = reader.bias(name, weight.out_channels())?;
-                let output = reader.output(name)?;
-                let mut spec = conv_spec(c)?;
-                spec.relu = fused_relu(c.activation, name)?;
-                let conv = Int8Conv2d::new(weight, bias, spec, previous, output, engine)?;
-                previous = output;
-                Part::Conv(Arc::new(conv))
+        let fields: &[&str] = match layer {
+            QuantLayer::Conv(_) | QuantLayer::Linear(_) => {
+                &["weight", "bias", "scale", "zero_point"]
             }
-            QuantLayer::Linear(l) => {
-                let [inputs, outputs] = l.linear.weight.dims();
-                let weight = reader.weight(name, &[outputs, inputs])?;
-                let bias = reader.bias(name, outputs)?;
-                let output = reader.output(name)?;
-                let relu = fused_relu(l.activation, name)?;
-                let linear = Int8Linear::new(weight, bias, relu, previous, output, engine)?;
-                previous = output;
-                Part::Linear(Arc::new(linear))
-            }
-            QuantLayer::Quant(_) | QuantLayer::Functional(_) => {
-                let qparams = reader.output(name)?;
-                previous = qparams;
-                Part::Output(QuantizedOutput { qparams, engine })
-            }
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => &["scale", "zero_point"],
         };
-        parts.push(part);
+        expected.extend(fields.iter().map(|f| format!("{name}.{f}")));
         Ok(())
     })?;
     let unexpected: Vec<&str> = state
         .keys()
         .map(String::as_str)
-        .filter(|k| !reader.used.contains(k))
+        .filter(|k| !expected.contains(*k))
         .collect();
     if !unexpected.is_empty() {
         return Err(Error::mismatch(format!(
@@ -291,19 +257,31 @@ pub fn load_int8_state_dict<M: Quantizable>(
             unexpected.join(", ")
         )));
     }
-    let mut parts = parts.into_iter();
-    model.visit_layers(&mut |_, layer| {
-        match (layer, parts.next()) {
-            (QuantLayer::Conv(c), Some(Part::Conv(int8))) => c.int8 = Some(int8),
-            (QuantLayer::Linear(l), Some(Part::Linear(int8))) => l.int8 = Some(int8),
-            (QuantLayer::Quant(s), Some(Part::Output(out))) => s.int8 = Some(out),
-            (QuantLayer::Functional(f), Some(Part::Output(out))) => f.int8 = Some(out),
-            _ => {
-                return Err(Error::Quant(
-                    "the model's layers changed while loading".into(),
-                ));
+    let mut reader = Reader { state };
+    install_int8(model, |name, layer, input| {
+        Ok(match layer {
+            QuantLayer::Conv(c) => {
+                let weight = reader.weight(name, &c.conv.weight.dims())?;
+                let bias = reader.bias(name, weight.out_channels())?;
+                let output = reader.output(name)?;
+                let mut spec = conv_spec(c)?;
+                spec.relu = fused_relu(c.activation, name)?;
+                let conv = Int8Conv2d::new(weight, bias, spec, input, output, engine)?;
+                Int8Part::Conv(Arc::new(conv))
             }
-        }
-        Ok(())
+            QuantLayer::Linear(l) => {
+                let [inputs, outputs] = l.linear.weight.dims();
+                let weight = reader.weight(name, &[outputs, inputs])?;
+                let bias = reader.bias(name, outputs)?;
+                let output = reader.output(name)?;
+                let relu = fused_relu(l.activation, name)?;
+                let linear = Int8Linear::new(weight, bias, relu, input, output, engine)?;
+                Int8Part::Linear(Arc::new(linear))
+            }
+            QuantLayer::Quant(_) | QuantLayer::Functional(_) => Int8Part::Output(QuantizedOutput {
+                qparams: reader.output(name)?,
+                engine,
+            }),
+        })
     })
 }
