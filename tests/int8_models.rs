@@ -194,3 +194,64 @@ fn width_1_int8_model_file_is_small() {
         assert!(size <= limit, "{backend:?}: {size} bytes");
     }
 }
+
+/// `burn-qat infer --quantized`: a torchvision int8 checkpoint, and the same model saved in the
+/// crate's format, give PyTorch's quantized logits (dequantized); errors are one line.
+#[test]
+fn cli_infer_quantized() {
+    let case = manifest()
+        .into_iter()
+        .find(|c| c["file"] == "mobilenet_v2_qnnpack_w050.pth")
+        .unwrap();
+    let scale: f64 = case["output_scale"].as_str().unwrap().parse().unwrap();
+    let zp = case["output_zero_point"].as_i64().unwrap();
+    let expected: Vec<f32> = expected_q(&case)
+        .iter()
+        .map(|&q| ((q - zp) as f64 * scale) as f32)
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let own = tmp.path().join("w050.int8.safetensors");
+    let device = Device::flex();
+    let mut model = load_quantized_mobilenet_v2(
+        &dir().join("mobilenet_v2_qnnpack_w050.pth"),
+        &config(&case),
+        Engine::Qnnpack,
+        &device,
+    )
+    .unwrap();
+    burn_qat::io::save_int8_model(&mut model, &own, &BTreeMap::new()).unwrap();
+    let input = dir().join("input.npy");
+    let output = tmp.path().join("y.npy");
+    for weights in [dir().join("mobilenet_v2_qnnpack_w050.pth"), own] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))
+            .args(["infer", "--quantized", "--engine", "qnnpack", "--weights"])
+            .arg(&weights)
+            .args(["--width-mult", "0.5", "--num-classes", "10", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let y = burn_qat::io::npy::read_f32(&output).unwrap();
+        assert_eq!(y.shape, vec![2, 10]);
+        for (a, e) in y.data.iter().zip(&expected) {
+            assert!((a - e).abs() <= 1e-6, "{}: {a} vs {e}", weights.display());
+        }
+    }
+    // A float checkpoint passed as int8: one clear line, non-zero exit.
+    let float = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v2_w050.pth");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))
+        .args(["infer", "--quantized", "--weights"])
+        .arg(&float)
+        .args(["--width-mult", "0.5", "--num-classes", "10", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("looks like a float checkpoint"), "{stderr}");
+}

@@ -252,9 +252,18 @@ pub fn load_int8_state_dict<M: Quantizable>(
         .filter(|k| !expected.contains(*k))
         .collect();
     if !unexpected.is_empty() {
+        let hint = if unexpected.iter().any(|k| k.ends_with("running_mean")) {
+            " (batch-norm statistics: this looks like a float checkpoint, not an int8 one)"
+        } else {
+            ""
+        };
+        let more = match unexpected.len() {
+            n if n > 5 => format!(" and {} more", n - 5),
+            _ => String::new(),
+        };
         return Err(Error::mismatch(format!(
-            "the int8 checkpoint has entries the model does not: {}",
-            unexpected.join(", ")
+            "the int8 checkpoint has entries the model does not: {}{more}{hint}",
+            unexpected[..unexpected.len().min(5)].join(", ")
         )));
     }
     let mut reader = Reader { state };

@@ -10,7 +10,7 @@ pub use mobilenet_v2::{
     InvertedResidualSetting, MobileNetV2, MobileNetV2Config, QuantizableInvertedResidual,
     QuantizableMobileNetV2, make_divisible,
 };
-pub use pretrained::{MobileNetV2Weights, mobilenet_v2};
+pub use pretrained::{MobileNetV2Weights, mobilenet_v2, quantized_mobilenet_v2};
 pub use torchvision::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, mobilenet_v2_key_map,
     quantized_mobilenet_v2_key_map,

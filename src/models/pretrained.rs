@@ -189,6 +189,20 @@ pub fn mobilenet_v2(
     load_mobilenet_v2(&path, config, device)
 }
 
+/// torchvision's `quantization.mobilenet_v2(pretrained=True, quantize=True)`: the official int8
+/// (qnnpack) ImageNet model, downloaded and cached on first use, loaded into the int8 layers
+/// of a width-1.0, 1000-class MobileNetV2 (run it with
+/// [`MobileNetV2::forward_int8`](super::MobileNetV2::forward_int8)).
+pub fn quantized_mobilenet_v2(progress: bool, device: &Device) -> Result<MobileNetV2> {
+    let path = fetch_weights(MobileNetV2Weights::ImageNet1kQnnpackV1, progress)?;
+    super::torchvision::load_quantized_mobilenet_v2(
+        &path,
+        &MobileNetV2Config::new(),
+        crate::int8::Engine::Qnnpack,
+        device,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
