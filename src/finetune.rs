@@ -328,6 +328,8 @@ pub fn run(
         .len()
         .max(1 + data.train.labels.iter().max().unwrap_or(&0));
     let cpu = Device::flex();
+    // Dropout draws from the device's generator: seeded, a run is reproducible.
+    device.seed(config.seed);
     let norm = &data.normalize;
     let engine = Engine::from_backend(config.backend)?;
     let mut rows = Vec::new();
