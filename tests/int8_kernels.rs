@@ -122,6 +122,29 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 0,
             groups: 1,
         },
+        // large enough to run on several threads (≥ 256k multiply-adds)
+        Case {
+            n: 2,
+            c: 64,
+            h: 20,
+            w: 18,
+            oc: 48,
+            k: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+        },
+        Case {
+            n: 1,
+            c: 72,
+            h: 30,
+            w: 26,
+            oc: 72,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            groups: 72,
+        },
     ];
     let mut rng = SplitMix64::new(88);
     let mut checked = 0;

@@ -66,12 +66,39 @@ fn pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
                 }
             }
         }
-        let dst = &mut out[b * oc * oh * ow..][..oc * oh * ow];
-        for (p, pixel) in pixels.chunks_exact(c).enumerate() {
-            for (o, weights) in wt.chunks_exact(c).enumerate() {
-                dst[o * oh * ow + p] = rq.apply(o, dot(pixel, weights));
+        let plane = oh * ow;
+        let dst = &mut out[b * oc * plane..][..oc * plane];
+        // Output channels split in as many blocks as threads; every block reads all pixels.
+        let block = oc.div_ceil(threads_for(oc * plane * c)).max(1);
+        let pixels = &pixels;
+        for_each_block(dst, block * plane, |index, rows| {
+            let first = index * block;
+            for (p, pixel) in pixels.chunks_exact(c).enumerate() {
+                for (r, weights) in wt[first * c..].chunks_exact(c).take(rows.len() / plane).enumerate() {
+                    rows[r * plane + p] = rq.apply(first + r, dot(pixel, weights));
+                }
             }
-        }
+        });
+    }
+}
+
+/// How many threads a kernel call of `macs` multiply-adds is worth: one below ~256k (thread
+/// hand-off costs more than it saves on the small layers of a small input), else rayon's.
+fn threads_for(macs: usize) -> usize {
+    if macs < 1 << 18 {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    }
+}
+
+/// Runs `f(index, chunk)` on `out` in chunks of `len`, in parallel when there is more than one.
+fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut [u8]) + Sync) {
+    use rayon::prelude::*;
+    if out.len() <= len {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
     }
 }
 
@@ -97,7 +124,8 @@ impl Int8Kernels for Direct {
         let wt = op.packed_weight();
         let taps = icg * kh * kw;
         let mut padded = vec![0i16; c * ph * pw];
-        let mut acc = vec![0i32; oh * ow];
+        let plane_out = oh * ow;
+        let block = oc.div_ceil(threads_for(oc * plane_out * taps)).max(1);
         for b in 0..n {
             for ch in 0..c {
                 for y in 0..h {
@@ -108,25 +136,30 @@ impl Int8Kernels for Direct {
                     }
                 }
             }
-            for o in 0..oc {
-                let g = o / ocg;
-                acc.fill(0);
-                for (t, &wv) in wt[o * taps..(o + 1) * taps].iter().enumerate() {
-                    if wv == 0 {
-                        continue;
+            let padded = &padded;
+            let dst = &mut out[b * oc * plane_out..][..oc * plane_out];
+            for_each_block(dst, block * plane_out, |index, rows| {
+                let mut acc = vec![0i32; plane_out];
+                for (r, dst) in rows.chunks_exact_mut(plane_out).enumerate() {
+                    let o = index * block + r;
+                    let g = o / ocg;
+                    acc.fill(0);
+                    for (t, &wv) in wt[o * taps..(o + 1) * taps].iter().enumerate() {
+                        if wv == 0 {
+                            continue;
+                        }
+                        let (i, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
+                        let plane = &padded[(g * icg + i) * ph * pw..][..ph * pw];
+                        for (y, row) in acc.chunks_exact_mut(ow).enumerate() {
+                            let start = (y * stride + ky) * pw + kx;
+                            axpy(row, wv as i32, &plane[start..], stride);
+                        }
                     }
-                    let (i, ky, kx) = (t / (kh * kw), (t / kw) % kh, t % kw);
-                    let plane = &padded[(g * icg + i) * ph * pw..][..ph * pw];
-                    for (y, row) in acc.chunks_exact_mut(ow).enumerate() {
-                        let start = (y * stride + ky) * pw + kx;
-                        axpy(row, wv as i32, &plane[start..], stride);
+                    for (d, &a) in dst.iter_mut().zip(&acc) {
+                        *d = rq.apply(o, a);
                     }
                 }
-                let dst = &mut out[(b * oc + o) * oh * ow..][..oh * ow];
-                for (d, &a) in dst.iter_mut().zip(&acc) {
-                    *d = rq.apply(o, a);
-                }
-            }
+            });
         }
     }
 
