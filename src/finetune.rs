@@ -22,7 +22,9 @@ use burn_store::{BurnpackStore, ModuleSnapshot};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::convert::convert;
-use crate::data::{Image, ImageDataset, Normalize, RandomAffine, SplitMix64, shuffled_indices};
+use crate::data::{
+    Image, ImageDataset, Normalize, RandomAffine, SplitMix64, Transform, shuffled_indices,
+};
 use crate::int8::Engine;
 use crate::io::save_int8_model;
 use crate::models::{MobileNetV2, MobileNetV2Config};
@@ -76,8 +78,8 @@ pub struct FinetuneData {
     pub train: ImageDataset,
     /// Test images.
     pub test: ImageDataset,
-    /// Per-channel normalisation.
-    pub normalize: Normalize,
+    /// How an image becomes the model's input (resize, normalisation), after `augment`.
+    pub transform: Transform,
     /// Training augmentation, drawn per image per epoch from the run's seed.
     pub augment: Option<RandomAffine>,
 }
@@ -87,24 +89,22 @@ pub struct FinetuneData {
 const MNIST_SPLIT_SEED: u64 = 2026;
 
 impl FinetuneData {
-    /// The embedded MNIST digits as the shipped float model saw them: the same seeded
-    /// 4,000 / 1,000 split, digits centred on a 32×32 canvas, training images randomly rotated
-    /// (±10°), shifted (±2.5 px) and scaled (±10%).
+    /// The embedded MNIST digits as the shipped float model saw them
+    /// (`examples/train_float_mnist.rs`): the same seeded 4,000 / 1,000 split, digits resized
+    /// to 32×32, training digits also rotated (±10°), scaled (±10%) and shifted (±3 px) in the
+    /// same resampling ([`RandomAffine::MNIST_32`]).
     pub fn embedded_mnist() -> Result<Self> {
         let all = crate::data::EmbeddedMnist::load()?;
-        let (train, mut test) = crate::data::train_test_split(&all, 0.2, MNIST_SPLIT_SEED);
-        let augment = RandomAffine {
-            size: [32, 32],
-            degrees: 10.0,
-            translate: 2.5,
-            scale: [0.9, 1.1],
-        };
-        test.images = test.images.iter().map(|i| augment.center(i)).collect();
+        let (train, test) = crate::data::train_test_split(&all, 0.2, MNIST_SPLIT_SEED);
         Ok(FinetuneData {
             train,
             test,
-            normalize: Normalize::MNIST,
-            augment: Some(augment),
+            transform: Transform {
+                resize: Some([32, 32]),
+                center_crop: None,
+                normalize: Normalize::MNIST,
+            },
+            augment: Some(RandomAffine::MNIST_32),
         })
     }
 
@@ -124,7 +124,11 @@ impl FinetuneData {
         FinetuneData {
             train,
             test,
-            normalize: Normalize::IMAGENET,
+            transform: Transform {
+                resize: None,
+                center_crop: None,
+                normalize: Normalize::IMAGENET,
+            },
             augment: None,
         }
     }
@@ -162,15 +166,10 @@ pub fn format_table(rows: &[Row]) -> String {
 fn batch_tensors(
     images: &[&Image],
     labels: &[usize],
-    normalize: &Normalize,
+    transform: &Transform,
     device: &Device,
 ) -> Result<(Tensor<4>, Tensor<1, Int>)> {
-    let t = crate::data::Transform {
-        resize: None,
-        center_crop: None,
-        normalize: *normalize,
-    };
-    let x = t.batch(images, device)?;
+    let x = transform.batch(images, device)?;
     let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     let y = Tensor::from_data(TensorData::new(labels, [images.len()]), device);
     Ok((x, y))
@@ -180,7 +179,7 @@ fn batch_tensors(
 pub fn accuracy(
     model: &MobileNetV2,
     data: &ImageDataset,
-    normalize: &Normalize,
+    transform: &Transform,
     int8: bool,
     max_batches: Option<usize>,
     device: &Device,
@@ -193,7 +192,7 @@ pub fn accuracy(
     for start in (0..n).step_by(chunk) {
         let end = (start + chunk).min(n);
         let images: Vec<&Image> = data.images[start..end].iter().collect();
-        let (x, y) = batch_tensors(&images, &data.labels[start..end], normalize, device)?;
+        let (x, y) = batch_tensors(&images, &data.labels[start..end], transform, device)?;
         let logits = if int8 {
             model.forward_int8(x)?
         } else {
@@ -213,14 +212,14 @@ pub fn accuracy(
 fn latency_ms(
     model: &MobileNetV2,
     data: &ImageDataset,
-    normalize: &Normalize,
+    transform: &Transform,
     int8: bool,
     images: usize,
     device: &Device,
 ) -> Result<f64> {
     let mut times = Vec::new();
     for i in 0..images.min(data.len()) {
-        let (x, _) = batch_tensors(&[&data.images[i]], &data.labels[i..=i], normalize, device)?;
+        let (x, _) = batch_tensors(&[&data.images[i]], &data.labels[i..=i], transform, device)?;
         let start = Instant::now();
         let y = if int8 {
             model.forward_int8(x)?
@@ -330,7 +329,7 @@ pub fn run(
     let cpu = Device::flex();
     // Dropout draws from the device's generator: seeded, a run is reproducible.
     device.seed(config.seed);
-    let norm = &data.normalize;
+    let norm = &data.transform;
     let engine = Engine::from_backend(config.backend)?;
     let mut rows = Vec::new();
     let evaluate = |name: String, model: &MobileNetV2, int8: bool, file: &Path| -> Result<Row> {

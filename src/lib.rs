@@ -14,12 +14,14 @@
 //! - [`convert`]: prepared / QAT layers to their int8 form;
 //! - [`int8`]: the int8 tensor type and int8 kernels with PyTorch's qnnpack and x86 (fbgemm)
 //!   arithmetic;
+//! - [`export`]: ONNX export (int8 QDQ, float, QAT fake-quant as QDQ);
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
 pub mod convert;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod finetune;
 pub mod fuse;
 pub mod infer;

@@ -90,8 +90,15 @@ fn same_seed_same_int8_model() {
     let runs: Vec<Vec<u8>> = (0..2)
         .map(|_| {
             let out = tempfile::tempdir().unwrap();
-            run(&config, &data, Some(&weights()), out.path(), false, &Device::flex().autodiff())
-                .unwrap();
+            run(
+                &config,
+                &data,
+                Some(&weights()),
+                out.path(),
+                false,
+                &Device::flex().autodiff(),
+            )
+            .unwrap();
             std::fs::read(out.path().join("mobilenet_v2_qat.int8.safetensors")).unwrap()
         })
         .collect();

@@ -232,7 +232,11 @@ fn cli_infer_quantized() {
             .arg(&output)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let y = burn_qat::io::npy::read_f32(&output).unwrap();
         assert_eq!(y.shape, vec![2, 10]);
         for (a, e) in y.data.iter().zip(&expected) {
@@ -240,7 +244,8 @@ fn cli_infer_quantized() {
         }
     }
     // A float checkpoint passed as int8: one clear line, non-zero exit.
-    let float = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v2_w050.pth");
+    let float =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v2_w050.pth");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))
         .args(["infer", "--quantized", "--weights"])
         .arg(&float)

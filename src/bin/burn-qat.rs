@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::tensor::Device;
-use burn_qat::infer::WeightsKind;
+use burn_qat::export::{ExportKind, export_mobilenet_v2};
+use burn_qat::infer::{WeightsKind, load_weights};
 use burn_qat::models::MobileNetV2Config;
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,30 @@ enum Command {
         #[arg(long, value_name = "Y.npy")]
         output: PathBuf,
     },
+    /// Write a MobileNetV2 checkpoint as ONNX (opset 13): an int8 model (--quantized) as a QDQ
+    /// graph with int8 weights, a float one as a float graph. Input `input` (float32 NCHW,
+    /// dynamic batch), output `logits`.
+    Export {
+        /// torchvision MobileNetV2 state dict (`.pth`), or with --quantized: torchvision's int8
+        /// state dict or an int8 model saved by this crate.
+        #[arg(long, value_name = "FILE")]
+        weights: PathBuf,
+        /// The weights are an int8 model: export its QDQ graph.
+        #[arg(long)]
+        quantized: bool,
+        /// The engine of a torchvision int8 `.pth` (the crate's own int8 files name theirs).
+        #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86", "fbgemm"])]
+        engine: String,
+        /// Width multiplier the checkpoint was built with.
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        width_mult: f64,
+        /// Number of classes of the checkpoint's classifier.
+        #[arg(long, default_value_t = 1000)]
+        num_classes: usize,
+        /// Where to write the `.onnx` file (atomically).
+        #[arg(long, value_name = "MODEL.onnx")]
+        output: PathBuf,
+    },
 }
 
 fn run(cli: Cli) -> burn_qat::Result<()> {
@@ -79,6 +104,28 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
                 &Device::flex(),
             )?;
             eprintln!("wrote {shape:?} logits to {}", output.display());
+            Ok(())
+        }
+        Command::Export {
+            weights,
+            quantized,
+            engine,
+            width_mult,
+            num_classes,
+            output,
+        } => {
+            let config = MobileNetV2Config::new()
+                .with_width_mult(width_mult)
+                .with_num_classes(num_classes);
+            config.validate()?;
+            let (kind, export) = if quantized {
+                (WeightsKind::Int8(engine.parse()?), ExportKind::Int8)
+            } else {
+                (WeightsKind::Float, ExportKind::Float)
+            };
+            let model = load_weights(&weights, &config, kind, &Device::flex())?;
+            export_mobilenet_v2(&model, export, &output)?;
+            eprintln!("wrote {}", output.display());
             Ok(())
         }
     }

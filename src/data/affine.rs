@@ -2,9 +2,11 @@
 //! random rotation, scale and shift (torchvision's `Pad` followed by `RandomAffine`, sampled
 //! bilinearly), and the same placement without randomness for evaluation.
 //!
-//! For the embedded MNIST digits the canvas is 32×32: [`RandomAffine::center`] is exactly
-//! `transforms.Pad(2)` (no interpolation), and [`RandomAffine::apply`] jitters the digit
-//! around that position for training.
+//! [`RandomAffine::center`] places an image unscaled (28×28 on 32×32 is exactly
+//! `transforms.Pad(2)`), [`RandomAffine::fit`] scales it to fill the canvas (for a square image,
+//! the bilinear `Resize` of [`super::Transform`] up to rounding to 8 bits), and
+//! [`RandomAffine::apply`] draws a random placement for training. [`RandomAffine::MNIST_32`] is
+//! the augmentation of the shipped float MNIST model.
 
 use super::{Image, SplitMix64};
 
@@ -46,6 +48,17 @@ pub struct RandomAffine {
 }
 
 impl RandomAffine {
+    /// The training augmentation of the shipped float MNIST model
+    /// (`examples/train_float_mnist.rs`, `assets/mobilenet_v2_mnist_float.bpk`): 28×28 digits
+    /// scaled to fill 32×32 (×8/7, as its evaluation `Resize(32)`), then jittered by ±10°,
+    /// ×0.9–1.1 and ±3 px.
+    pub const MNIST_32: RandomAffine = RandomAffine {
+        size: [32, 32],
+        degrees: 10.0,
+        translate: 3.0,
+        scale: [0.9 * 32.0 / 28.0, 1.1 * 32.0 / 28.0],
+    };
+
     /// No randomness: [`apply`](Self::apply) then equals [`center`](Self::center).
     pub fn identity(size: [usize; 2]) -> Self {
         RandomAffine {
@@ -78,6 +91,21 @@ impl RandomAffine {
     /// canvas is smaller. Exact copies of the pixels when the size differences are even.
     pub fn center(&self, image: &Image) -> Image {
         self.warp(image, &AffineParams::IDENTITY)
+    }
+
+    /// `image` scaled to fill the canvas with its aspect ratio kept (the larger side fits),
+    /// centred: for a square image, `Resize(size)` with black outside the input instead of
+    /// repeated edges (the same for images with a black border, such as MNIST digits).
+    pub fn fit(&self, image: &Image) -> Image {
+        let scale = (self.size[0] as f32 / image.height as f32)
+            .min(self.size[1] as f32 / image.width as f32);
+        self.warp(
+            image,
+            &AffineParams {
+                scale,
+                ..AffineParams::IDENTITY
+            },
+        )
     }
 
     /// `image` transformed by `params` onto the canvas: every output pixel centre is mapped

@@ -74,7 +74,11 @@ fn pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
         for_each_block(dst, block * plane, |index, rows| {
             let first = index * block;
             for (p, pixel) in pixels.chunks_exact(c).enumerate() {
-                for (r, weights) in wt[first * c..].chunks_exact(c).take(rows.len() / plane).enumerate() {
+                for (r, weights) in wt[first * c..]
+                    .chunks_exact(c)
+                    .take(rows.len() / plane)
+                    .enumerate()
+                {
                     rows[r * plane + p] = rq.apply(first + r, dot(pixel, weights));
                 }
             }
@@ -98,7 +102,9 @@ fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut [u8]) + Syn
     if out.len() <= len {
         f(0, out);
     } else {
-        out.par_chunks_mut(len).enumerate().for_each(|(i, chunk)| f(i, chunk));
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
     }
 }
 
