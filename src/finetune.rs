@@ -303,6 +303,42 @@ fn apply_schedule(model: &mut MobileNetV2, config: &FinetuneConfig, epoch: usize
     }
 }
 
+/// Post-training quantization of the float model (`torch.ao.quantization` eager PTQ):
+/// ReLU6 → ReLU, `fuse_model(false)`, `prepare` with the backend's PTQ qconfig (histogram
+/// observers), `calibration_batches` shuffled training batches through the model, `convert`.
+/// The int8 model runs on the CPU.
+pub fn post_training_quantize(
+    config: &FinetuneConfig,
+    data: &FinetuneData,
+    float_weights: Option<&Path>,
+) -> Result<MobileNetV2> {
+    let cpu = Device::flex();
+    let classes = class_count(&data.train);
+    let mut ptq = float_model(config, classes, float_weights, &cpu)?.valid();
+    replace_relu(&mut ptq)?;
+    ptq.fuse_model(Some(false))?;
+    prepare(&mut ptq, &QConfig::default_ptq(config.backend), &cpu)?;
+    let calib = shuffled_indices(data.train.len(), config.seed);
+    for chunk in calib
+        .chunks(config.batch_size.max(1))
+        .take(config.calibration_batches.max(1))
+    {
+        let images: Vec<&Image> = chunk.iter().map(|&i| &data.train.images[i]).collect();
+        let labels: Vec<usize> = chunk.iter().map(|&i| data.train.labels[i]).collect();
+        let (x, _) = batch_tensors(&images, &labels, &data.transform, &cpu)?;
+        let _ = ptq.forward(x);
+    }
+    convert(&mut ptq, Engine::from_backend(config.backend)?)?;
+    Ok(ptq)
+}
+
+/// The number of classes of a dataset: its class names, or one more than its largest label.
+fn class_count(data: &ImageDataset) -> usize {
+    data.classes
+        .len()
+        .max(1 + data.labels.iter().max().copied().unwrap_or(0))
+}
+
 /// Runs the whole job and returns the table's rows: float, PTQ int8, QAT fake-quant, QAT int8.
 /// Checkpoints go to `out/qat_epoch{N}.bpk` after every epoch; with `resume`, the run continues
 /// after the last complete one. The QAT int8 model is saved to `out/mobilenet_v2_qat.int8.safetensors`.
@@ -321,11 +357,7 @@ pub fn run(
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let classes = data
-        .train
-        .classes
-        .len()
-        .max(1 + data.train.labels.iter().max().unwrap_or(&0));
+    let classes = class_count(&data.train);
     let cpu = Device::flex();
     // Dropout draws from the device's generator: seeded, a run is reproducible.
     device.seed(config.seed);
@@ -349,21 +381,7 @@ pub fn run(
     println!("float: {:.2}%", rows[0].accuracy * 100.0);
 
     // 2. PTQ baseline: calibrate on training batches, convert.
-    let mut ptq = float_model(config, classes, float_weights, &cpu)?.valid();
-    replace_relu(&mut ptq)?;
-    ptq.fuse_model(Some(false))?;
-    prepare(&mut ptq, &QConfig::default_ptq(config.backend), &cpu)?;
-    let calib = shuffled_indices(data.train.len(), config.seed);
-    for chunk in calib
-        .chunks(config.batch_size)
-        .take(config.calibration_batches.max(1))
-    {
-        let images: Vec<&Image> = chunk.iter().map(|&i| &data.train.images[i]).collect();
-        let labels: Vec<usize> = chunk.iter().map(|&i| data.train.labels[i]).collect();
-        let (x, _) = batch_tensors(&images, &labels, norm, &cpu)?;
-        let _ = ptq.forward(x);
-    }
-    convert(&mut ptq, engine)?;
+    let mut ptq = post_training_quantize(config, data, float_weights)?;
     let ptq_path = out.join("mobilenet_v2_ptq.int8.safetensors");
     save_int8_model(&mut ptq, &ptq_path, &BTreeMap::new())?;
     rows.push(evaluate(

@@ -76,8 +76,10 @@ fn missing_weights_are_a_clear_error() {
     assert!(err.contains("no/such/weights.bpk"), "{err}");
 }
 
-/// The same seed gives bit-identical QAT results on the same machine: two shortened runs end in
-/// the same int8 model, byte for byte.
+/// The same seed gives bit-identical QAT results on the same machine with a fixed thread pool:
+/// two shortened runs end in the same int8 model, byte for byte. (With several threads, rayon
+/// may split float reductions differently from run to run — e.g. while other tests share the
+/// pool — so bit-identity needs `RAYON_NUM_THREADS=1` or a one-thread pool, as here.)
 #[test]
 fn same_seed_same_int8_model() {
     let config = FinetuneConfig::new()
@@ -87,19 +89,25 @@ fn same_seed_same_int8_model() {
         .with_calibration_batches(1)
         .with_latency_images(1);
     let data = data();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let runs: Vec<Vec<u8>> = (0..2)
         .map(|_| {
-            let out = tempfile::tempdir().unwrap();
-            run(
-                &config,
-                &data,
-                Some(&weights()),
-                out.path(),
-                false,
-                &Device::flex().autodiff(),
-            )
-            .unwrap();
-            std::fs::read(out.path().join("mobilenet_v2_qat.int8.safetensors")).unwrap()
+            pool.install(|| {
+                let out = tempfile::tempdir().unwrap();
+                run(
+                    &config,
+                    &data,
+                    Some(&weights()),
+                    out.path(),
+                    false,
+                    &Device::flex().autodiff(),
+                )
+                .unwrap();
+                std::fs::read(out.path().join("mobilenet_v2_qat.int8.safetensors")).unwrap()
+            })
         })
         .collect();
     assert!(runs[0] == runs[1], "two runs with one seed differ");
