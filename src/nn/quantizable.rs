@@ -64,7 +64,7 @@ pub fn join_path(prefix: &str, name: &str) -> String {
 ///
 /// impl Block {
 ///     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-///         let x = self.quant.forward(x);
+///         let x: Tensor<4> = self.quant.forward(x);
 ///         let y = self.skip_add.add(x.clone(), self.conv.forward(x));
 ///         self.dequant.forward(y)
 ///     }
