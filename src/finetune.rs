@@ -359,8 +359,10 @@ pub fn run(
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let classes = class_count(&data.train);
     let cpu = Device::flex();
-    // Dropout draws from the device's generator: seeded, a run is reproducible.
+    // Dropout draws from the backend's generator (the flex one under autodiff): seeded, a run
+    // is reproducible, also when several run in one process.
     device.seed(config.seed);
+    cpu.seed(config.seed);
     let norm = &data.transform;
     let engine = Engine::from_backend(config.backend)?;
     let mut rows = Vec::new();

@@ -1,0 +1,33 @@
+//! Reproducibility: the same seed gives bit-identical QAT results on the same machine.
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
+
+/// Two seeded runs in one process end in the same int8 model: every int8 weight, bias, scale and
+/// zero-point equal. (Alone in its test binary: dropout draws from the backend's generator,
+/// which a test running beside it would draw from too. The files' bytes may differ:
+/// safetensors writes the metadata map in hash order.)
+#[test]
+fn same_seed_same_int8_model() {
+    let config = FinetuneConfig::new()
+        .with_epochs(1)
+        .with_batch_size(16)
+        .with_max_batches(Some(2))
+        .with_calibration_batches(1)
+        .with_latency_images(1);
+    let data = FinetuneData::embedded_mnist().unwrap();
+    let weights =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk");
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let out = tempfile::tempdir().unwrap();
+            let device = Device::flex().autodiff();
+            run(&config, &data, Some(&weights), out.path(), false, &device).unwrap();
+            let path = out.path().join("mobilenet_v2_qat.int8.safetensors");
+            burn_qat::io::read_int8_file(&path).unwrap().0
+        })
+        .collect();
+    assert!(runs[0] == runs[1], "two runs with one seed differ");
+}
