@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use burn_qat::export::{ExportKind, export_mobilenet_v2};
 use burn_qat::infer::{WeightsKind, load_weights};
 use burn_qat::models::MobileNetV2Config;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -21,27 +21,50 @@ struct Cli {
     command: Command,
 }
 
+/// Which MobileNetV2 checkpoint to load (shared by the subcommands).
+#[derive(Args)]
+struct ModelArgs {
+    /// torchvision MobileNetV2 state dict (`.pth`, zip or legacy format), or with
+    /// --quantized: torchvision's int8 state dict or an int8 model saved by this crate.
+    #[arg(long, value_name = "FILE")]
+    weights: PathBuf,
+    /// The weights are an int8 model (run on the int8 kernels; exported as a QDQ graph).
+    #[arg(long)]
+    quantized: bool,
+    /// Whose int8 arithmetic to reproduce for a torchvision int8 `.pth` (the crate's own int8
+    /// files name their engine).
+    #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86", "fbgemm"])]
+    engine: String,
+    /// Width multiplier the checkpoint was built with.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    width_mult: f64,
+    /// Number of classes of the checkpoint's classifier.
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
+}
+
+impl ModelArgs {
+    /// The checked configuration and what kind of weights the file holds.
+    fn resolve(&self) -> burn_qat::Result<(MobileNetV2Config, WeightsKind)> {
+        let config = MobileNetV2Config::new()
+            .with_width_mult(self.width_mult)
+            .with_num_classes(self.num_classes);
+        config.validate()?;
+        let kind = if self.quantized {
+            WeightsKind::Int8(self.engine.parse()?)
+        } else {
+            WeightsKind::Float
+        };
+        Ok((config, kind))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run a MobileNetV2 checkpoint on a batch of images (float, or int8 with --quantized).
     Infer {
-        /// torchvision MobileNetV2 state dict (`.pth`, zip or legacy format), or with
-        /// --quantized: torchvision's int8 state dict or an int8 model saved by this crate.
-        #[arg(long, value_name = "FILE")]
-        weights: PathBuf,
-        /// The weights are an int8 model: run it on the int8 kernels.
-        #[arg(long)]
-        quantized: bool,
-        /// Whose int8 arithmetic to reproduce for a torchvision int8 `.pth` (the crate's own
-        /// int8 files name their engine).
-        #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86", "fbgemm"])]
-        engine: String,
-        /// Width multiplier the checkpoint was built with.
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-        width_mult: f64,
-        /// Number of classes of the checkpoint's classifier.
-        #[arg(long, default_value_t = 1000)]
-        num_classes: usize,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Input batch: float32 NCHW `.npy`, `[N, 3, H, W]`, H and W at least 32.
         #[arg(long, value_name = "X.npy")]
         input: PathBuf,
@@ -53,22 +76,8 @@ enum Command {
     /// graph with int8 weights, a float one as a float graph. Input `input` (float32 NCHW,
     /// dynamic batch), output `logits`.
     Export {
-        /// torchvision MobileNetV2 state dict (`.pth`), or with --quantized: torchvision's int8
-        /// state dict or an int8 model saved by this crate.
-        #[arg(long, value_name = "FILE")]
-        weights: PathBuf,
-        /// The weights are an int8 model: export its QDQ graph.
-        #[arg(long)]
-        quantized: bool,
-        /// The engine of a torchvision int8 `.pth` (the crate's own int8 files name theirs).
-        #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86", "fbgemm"])]
-        engine: String,
-        /// Width multiplier the checkpoint was built with.
-        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-        width_mult: f64,
-        /// Number of classes of the checkpoint's classifier.
-        #[arg(long, default_value_t = 1000)]
-        num_classes: usize,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Where to write the `.onnx` file (atomically).
         #[arg(long, value_name = "MODEL.onnx")]
         output: PathBuf,
@@ -78,25 +87,13 @@ enum Command {
 fn run(cli: Cli) -> burn_qat::Result<()> {
     match cli.command {
         Command::Infer {
-            weights,
-            quantized,
-            engine,
-            width_mult,
-            num_classes,
+            model,
             input,
             output,
         } => {
-            let config = MobileNetV2Config::new()
-                .with_width_mult(width_mult)
-                .with_num_classes(num_classes);
-            config.validate()?;
-            let kind = if quantized {
-                WeightsKind::Int8(engine.parse()?)
-            } else {
-                WeightsKind::Float
-            };
+            let (config, kind) = model.resolve()?;
             let shape = burn_qat::infer::infer_npy(
-                &weights,
+                &model.weights,
                 &config,
                 kind,
                 &input,
@@ -106,25 +103,14 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
             eprintln!("wrote {shape:?} logits to {}", output.display());
             Ok(())
         }
-        Command::Export {
-            weights,
-            quantized,
-            engine,
-            width_mult,
-            num_classes,
-            output,
-        } => {
-            let config = MobileNetV2Config::new()
-                .with_width_mult(width_mult)
-                .with_num_classes(num_classes);
-            config.validate()?;
-            let (kind, export) = if quantized {
-                (WeightsKind::Int8(engine.parse()?), ExportKind::Int8)
-            } else {
-                (WeightsKind::Float, ExportKind::Float)
+        Command::Export { model, output } => {
+            let (config, kind) = model.resolve()?;
+            let export = match kind {
+                WeightsKind::Int8(_) => ExportKind::Int8,
+                WeightsKind::Float => ExportKind::Float,
             };
-            let model = load_weights(&weights, &config, kind, &Device::flex())?;
-            export_mobilenet_v2(&model, export, &output)?;
+            let loaded = load_weights(&model.weights, &config, kind, &Device::flex())?;
+            export_mobilenet_v2(&loaded, export, &output)?;
             eprintln!("wrote {}", output.display());
             Ok(())
         }
