@@ -250,10 +250,23 @@ fn float_model(
     let mut model = model_config(config, classes).init(device)?;
     if let Some(path) = weights {
         let mut store = BurnpackStore::from_file(path);
-        model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        let applied = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
             path: path.to_path_buf(),
             reason: format!("cannot load float MobileNetV2 weights: {e}"),
         })?;
+        // A partial match (another width or class count) must not train from half-random
+        // weights.
+        if !(applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty()) {
+            return Err(Error::mismatch(format!(
+                "the float MobileNetV2 weights do not fit width {} with {classes} classes \
+                 ({} missing, {} unused, {} mis-shaped tensors)",
+                config.width_mult,
+                applied.missing.len(),
+                applied.unused.len(),
+                applied.errors.len()
+            ))
+            .at_path(path));
+        }
     }
     Ok(model)
 }

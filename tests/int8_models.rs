@@ -220,18 +220,20 @@ fn cli_infer_quantized() {
     )
     .unwrap();
     burn_qat::io::save_int8_model(&mut model, &own, &BTreeMap::new()).unwrap();
-    let input = dir().join("input.npy");
     let output = tmp.path().join("y.npy");
-    for weights in [dir().join("mobilenet_v2_qnnpack_w050.pth"), own] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))
+    let infer = |weights: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))
             .args(["infer", "--quantized", "--engine", "qnnpack", "--weights"])
-            .arg(&weights)
+            .arg(weights)
             .args(["--width-mult", "0.5", "--num-classes", "10", "--input"])
-            .arg(&input)
+            .arg(dir().join("input.npy"))
             .arg("--output")
             .arg(&output)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for weights in [dir().join("mobilenet_v2_qnnpack_w050.pth"), own] {
+        let out = infer(&weights);
         assert!(
             out.status.success(),
             "{}",
@@ -246,15 +248,7 @@ fn cli_infer_quantized() {
     // A float checkpoint passed as int8: one clear line, non-zero exit.
     let float =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mobilenet_v2_w050.pth");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))
-        .args(["infer", "--quantized", "--weights"])
-        .arg(&float)
-        .args(["--width-mult", "0.5", "--num-classes", "10", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
+    let out = infer(&float);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");

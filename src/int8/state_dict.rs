@@ -120,16 +120,16 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn get(&mut self, key: &str) -> Option<&'a StateValue> {
+    fn get(&self, key: &str) -> Option<&'a StateValue> {
         self.state.get(key)
     }
 
-    fn require(&mut self, key: &str) -> Result<&'a StateValue> {
+    fn require(&self, key: &str) -> Result<&'a StateValue> {
         self.get(key)
             .ok_or_else(|| Error::mismatch(format!("the int8 checkpoint has no `{key}`")))
     }
 
-    fn output(&mut self, name: &str) -> Result<QParamsPt> {
+    fn output(&self, name: &str) -> Result<QParamsPt> {
         let scale_key = format!("{name}.scale");
         let zp_key = format!("{name}.zero_point");
         let scale = match self.require(&scale_key)? {
@@ -152,7 +152,7 @@ impl<'a> Reader<'a> {
             .map_err(|e| Error::mismatch(format!("`{scale_key}`: {e}")))
     }
 
-    fn weight(&mut self, name: &str, expected: &[usize]) -> Result<QWeight> {
+    fn weight(&self, name: &str, expected: &[usize]) -> Result<QWeight> {
         let key = format!("{name}.weight");
         let (shape, data, qscheme) = match self.require(&key)? {
             StateValue::QInt8 {
@@ -190,7 +190,7 @@ impl<'a> Reader<'a> {
             .map_err(|e| Error::mismatch(format!("`{key}`: {e}")))
     }
 
-    fn bias(&mut self, name: &str, out: usize) -> Result<Option<Vec<f32>>> {
+    fn bias(&self, name: &str, out: usize) -> Result<Option<Vec<f32>>> {
         let key = format!("{name}.bias");
         match self.get(&key) {
             None | Some(StateValue::None) => Ok(None),
@@ -266,7 +266,7 @@ pub fn load_int8_state_dict<M: Quantizable>(
             unexpected[..unexpected.len().min(5)].join(", ")
         )));
     }
-    let mut reader = Reader { state };
+    let reader = Reader { state };
     install_int8(model, |name, layer, input| {
         Ok(match layer {
             QuantLayer::Conv(c) => {
