@@ -5,9 +5,39 @@
 
 use burn_qat::data::SplitMix64;
 use burn_qat::int8::{
-    Conv2dSpec, Direct, Engine, Int8Conv2d, Int8Kernels, QParamsPt, QTensor, QWeight, Reference,
-    WeightQParams,
+    Auto, Conv2dSpec, Direct, Engine, Int8Conv2d, Int8Kernels, Int8Linear, QParamsPt, QTensor,
+    QWeight, Reference, WeightQParams,
 };
+
+/// Every kernel set this CPU runs, besides the reference.
+fn kernel_sets() -> Vec<(&'static str, &'static dyn Int8Kernels)> {
+    let mut sets: Vec<(&'static str, &'static dyn Int8Kernels)> =
+        vec![("direct", &Direct), ("auto", &Auto)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<Option<burn_qat::int8::kernels::Avx2>> =
+            std::sync::OnceLock::new();
+        match AVX2.get_or_init(burn_qat::int8::kernels::Avx2::detect) {
+            Some(k) => sets.push(("avx2", k)),
+            None => eprintln!("this CPU has no AVX2: the AVX2 kernels are not tested here"),
+        }
+    }
+    sets
+}
+
+fn weight_qparams(per_channel: bool, oc: usize) -> WeightQParams {
+    if per_channel {
+        WeightQParams::PerChannel {
+            scales: (0..oc).map(|o| 0.001 + 0.0005 * o as f32).collect(),
+            zero_points: (0..oc).map(|o| (o as i32 % 5) - 2).collect(),
+        }
+    } else {
+        WeightQParams::PerTensor {
+            scale: 0.003,
+            zero_point: 3,
+        }
+    }
+}
 
 struct Case {
     n: usize,
@@ -145,12 +175,77 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 1,
             groups: 72,
         },
+        // 1×1 stride 1 with an odd channel count and a partial last pixel block
+        Case {
+            n: 2,
+            c: 7,
+            h: 5,
+            w: 8,
+            oc: 6,
+            k: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+        },
+        // the stem, large enough for threads: 3×3 stride 2, 3 channels → 32
+        Case {
+            n: 1,
+            c: 3,
+            h: 64,
+            w: 62,
+            oc: 32,
+            k: 3,
+            stride: 2,
+            padding: 1,
+            groups: 1,
+        },
+        // depthwise 5×5 stride 2 padding 2, and depthwise stride 3 (the portable fallback)
+        Case {
+            n: 2,
+            c: 5,
+            h: 19,
+            w: 23,
+            oc: 5,
+            k: 5,
+            stride: 2,
+            padding: 2,
+            groups: 5,
+        },
+        Case {
+            n: 1,
+            c: 4,
+            h: 11,
+            w: 10,
+            oc: 4,
+            k: 3,
+            stride: 3,
+            padding: 1,
+            groups: 4,
+        },
+        // wide pointwise (many panels, few pixels: the 7×7 tail of MobileNetV2)
+        Case {
+            n: 1,
+            c: 160,
+            h: 7,
+            w: 7,
+            oc: 964,
+            k: 1,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+        },
     ];
     let mut rng = SplitMix64::new(88);
     let mut checked = 0;
     for (i, case) in cases.iter().enumerate() {
         for engine in [Engine::Qnnpack, Engine::X86] {
-            for (per_channel, relu) in [(false, false), (true, true), (true, false)] {
+            // The last combination uses a small output scale, so outputs saturate both ways.
+            for (per_channel, relu, out_scale) in [
+                (false, false, 0.5),
+                (true, true, 0.5),
+                (true, false, 0.5),
+                (false, true, 0.002),
+            ] {
                 let input_qp = QParamsPt::new(0.02, rng.below(256) as i32).unwrap();
                 let x = QTensor::from_raw(
                     bytes(&mut rng, case.n * case.c * case.h * case.w),
@@ -163,17 +258,7 @@ fn direct_conv_is_bit_identical_to_reference() {
                     .into_iter()
                     .map(|b| b as i8)
                     .collect();
-                let qparams = if per_channel {
-                    WeightQParams::PerChannel {
-                        scales: (0..case.oc).map(|o| 0.001 + 0.0005 * o as f32).collect(),
-                        zero_points: (0..case.oc).map(|o| (o as i32 % 5) - 2).collect(),
-                    }
-                } else {
-                    WeightQParams::PerTensor {
-                        scale: 0.003,
-                        zero_point: 3,
-                    }
-                };
+                let qparams = weight_qparams(per_channel, case.oc);
                 let weight = QWeight::from_raw(data, &shape, qparams).unwrap();
                 let bias: Vec<f32> = (0..case.oc).map(|o| o as f32 * 0.01 - 0.03).collect();
                 let spec = Conv2dSpec {
@@ -187,13 +272,12 @@ fn direct_conv_is_bit_identical_to_reference() {
                     Some(bias),
                     spec,
                     input_qp,
-                    QParamsPt::new(0.5, 100).unwrap(),
+                    QParamsPt::new(out_scale, 100).unwrap(),
                     engine,
                 )
                 .unwrap();
                 let reference = conv.forward_with(&Reference, &x).unwrap();
-                let kernels: [(&str, &dyn Int8Kernels); 1] = [("direct", &Direct)];
-                for (name, k) in kernels {
+                for (name, k) in kernel_sets() {
                     let got = conv.forward_with(k, &x).unwrap();
                     assert_eq!(got.shape(), reference.shape(), "case {i} {name}");
                     assert_eq!(
@@ -206,5 +290,77 @@ fn direct_conv_is_bit_identical_to_reference() {
             }
         }
     }
-    assert_eq!(checked, cases.len() * 6);
+    assert_eq!(checked, cases.len() * 8 * kernel_sets().len());
+}
+
+#[test]
+fn every_kernel_set_runs_linear_bit_identically_to_reference() {
+    let mut rng = SplitMix64::new(7);
+    let mut checked = 0;
+    // (batch, in, out): odd sizes, a dot-product tail, MobileNetV2's classifier
+    for (n, k, m) in [(1, 5, 3), (3, 37, 10), (2, 1280, 1000), (4, 16, 17)] {
+        for engine in [Engine::Qnnpack, Engine::X86] {
+            for (per_channel, relu, out_scale) in [(false, false, 0.5), (true, true, 0.003)] {
+                let input_qp = QParamsPt::new(0.03, rng.below(256) as i32).unwrap();
+                let x = QTensor::from_raw(bytes(&mut rng, n * k), &[n, k], input_qp).unwrap();
+                let data = bytes(&mut rng, m * k)
+                    .into_iter()
+                    .map(|b| b as i8)
+                    .collect();
+                let weight =
+                    QWeight::from_raw(data, &[m, k], weight_qparams(per_channel, m)).unwrap();
+                let bias = (0..m).map(|o| o as f32 * 0.02 - 0.1).collect();
+                let out = QParamsPt::new(out_scale, 77).unwrap();
+                let linear =
+                    Int8Linear::new(weight, Some(bias), relu, input_qp, out, engine).unwrap();
+                let reference = linear.forward_with(&Reference, &x).unwrap();
+                for (name, kernels) in kernel_sets() {
+                    let got = linear.forward_with(kernels, &x).unwrap();
+                    assert_eq!(
+                        got.data(),
+                        reference.data(),
+                        "linear {n}x{k}x{m} {name} {engine:?}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 2 * 2 * kernel_sets().len());
+}
+
+#[test]
+fn every_kernel_set_adds_bit_identically_to_reference() {
+    use burn_qat::int8::Int8Add;
+    let mut rng = SplitMix64::new(11);
+    let mut checked = 0;
+    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3.
+    for (sa, sb, sy) in [
+        (0.02, 0.03, 0.04),
+        (0.5, 0.001, 0.01),
+        (0.1, 0.1, 0.1),
+        (0.01, 0.2, 2.0),
+    ] {
+        for engine in [Engine::Qnnpack, Engine::X86] {
+            for relu in [false, true] {
+                let qa = QParamsPt::new(sa, rng.below(256) as i32).unwrap();
+                let qb = QParamsPt::new(sb, rng.below(256) as i32).unwrap();
+                let out = QParamsPt::new(sy, rng.below(256) as i32).unwrap();
+                let params = Int8Add::new(out, relu, engine).params(qa, qb).unwrap();
+                let (a, b) = (bytes(&mut rng, 1003), bytes(&mut rng, 1003));
+                let mut want = vec![0u8; 1003];
+                Reference.add(&params, &a, &b, &mut want);
+                for (name, kernels) in kernel_sets() {
+                    let mut got = vec![0u8; 1003];
+                    kernels.add(&params, &a, &b, &mut got);
+                    assert_eq!(
+                        got, want,
+                        "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 2 * 2 * kernel_sets().len());
 }

@@ -23,7 +23,7 @@
 //! fma everywhere (see the int8_add tests for how rarely the two differ).
 
 use super::engine::Engine;
-use super::kernels::{Int8Kernels, Reference};
+use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::saturate_to_u8;
 use super::tensor::{QParamsPt, QTensor};
 use crate::{Error, Result};
@@ -167,9 +167,9 @@ impl Int8Add {
         }
     }
 
-    /// Adds with the portable [`Reference`] kernels.
+    /// Adds with the default kernels ([`DEFAULT`](super::kernels::DEFAULT)).
     pub fn forward(&self, a: &QTensor, b: &QTensor) -> Result<QTensor> {
-        self.forward_with(&Reference, a, b)
+        self.forward_with(&DEFAULT, a, b)
     }
 
     /// Adds two tensors of the same shape with the given kernels.

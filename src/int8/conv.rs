@@ -8,6 +8,7 @@
 //! engine's requantization ([`crate::int8::requant`]). Dilation is 1.
 
 use super::engine::Engine;
+use super::kernels::packed::PackedWeights;
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
@@ -33,6 +34,8 @@ pub struct Int8Conv2d {
     weight: QWeight,
     /// `q_w − z_w`, `[out, in/groups, kh, kw]`.
     packed: Vec<i16>,
+    /// The same weights as GEMM panels, for ungrouped convolutions (the SIMD kernels' operand).
+    gemm: Option<PackedWeights>,
     bias: Option<Vec<f32>>,
     spec: Conv2dSpec,
     in_channels: usize,
@@ -89,12 +92,13 @@ impl Int8Conv2d {
             )));
         }
         let per_out = icg * kh * kw;
-        let packed = weight
+        let packed: Vec<i16> = weight
             .data()
             .iter()
             .enumerate()
             .map(|(i, &q)| (q as i16) - weight.qparams().channel(i / per_out).1 as i16)
             .collect();
+        let gemm = (spec.groups == 1).then(|| PackedWeights::pack(&packed, out_channels, per_out));
         let requant = Requant::new(
             engine,
             out_channels,
@@ -106,6 +110,7 @@ impl Int8Conv2d {
         );
         Ok(Int8Conv2d {
             packed,
+            gemm,
             bias,
             spec,
             in_channels: icg * spec.groups,
@@ -173,6 +178,11 @@ impl Int8Conv2d {
     /// The packed weights `q_w − z_w`, `[out, in/groups, kh, kw]`.
     pub fn packed_weight(&self) -> &[i16] {
         &self.packed
+    }
+
+    /// The weights as GEMM panels ([`PackedWeights`]), for ungrouped convolutions.
+    pub fn gemm_weights(&self) -> Option<&PackedWeights> {
+        self.gemm.as_ref()
     }
 
     /// The original quantized weight.

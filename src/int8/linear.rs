@@ -7,7 +7,7 @@
 //! then the engine's requantization ([`crate::int8::requant`]).
 
 use super::engine::Engine;
-use super::kernels::{Int8Kernels, Reference};
+use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
 use crate::{Error, Result};
@@ -87,9 +87,9 @@ impl Int8Linear {
         })
     }
 
-    /// Runs the layer with the portable [`Reference`] kernels.
+    /// Runs the layer with the default kernels ([`DEFAULT`](super::kernels::DEFAULT)).
     pub fn forward(&self, input: &QTensor) -> Result<QTensor> {
-        self.forward_with(&Reference, input)
+        self.forward_with(&DEFAULT, input)
     }
 
     /// Runs the layer with the given kernels on a `[n, in_features]` quint8 input.

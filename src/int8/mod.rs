@@ -45,7 +45,7 @@ pub mod tensor;
 pub use add::Int8Add;
 pub use conv::{Conv2dSpec, Int8Conv2d};
 pub use engine::Engine;
-pub use kernels::{Direct, Int8Kernels, Reference};
+pub use kernels::{Auto, Direct, Int8Kernels, Reference};
 pub use linear::Int8Linear;
 pub use pool::{PoolInputLayout, adaptive_avg_pool2d_1x1};
 pub use requant::Requant;

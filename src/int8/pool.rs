@@ -25,7 +25,7 @@
 //! ```
 
 use super::engine::Engine;
-use super::kernels::{Int8Kernels, Reference};
+use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{cvtps_epi32, saturate_to_u8};
 use super::tensor::QTensor;
 use crate::{Error, Result};
@@ -135,13 +135,13 @@ impl PoolParams {
     }
 }
 
-/// `F.adaptive_avg_pool2d(x, (1, 1))` on an NCHW quint8 tensor, with the reference kernels.
+/// `F.adaptive_avg_pool2d(x, (1, 1))` on an NCHW quint8 tensor, with the default kernels.
 pub fn adaptive_avg_pool2d_1x1(
     input: &QTensor,
     engine: Engine,
     layout: PoolInputLayout,
 ) -> Result<QTensor> {
-    adaptive_avg_pool2d_1x1_with(&Reference, input, engine, layout)
+    adaptive_avg_pool2d_1x1_with(&DEFAULT, input, engine, layout)
 }
 
 /// [`adaptive_avg_pool2d_1x1`] with the given kernels.

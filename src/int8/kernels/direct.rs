@@ -7,7 +7,7 @@
 //! [`Reference`](super::Reference) kernels' bit for bit (`tests/int8_kernels.rs`); the
 //! elementwise kernels are the reference ones.
 
-use super::{Int8Kernels, Reference};
+use super::{Int8Kernels, Reference, for_each_block, threads_for};
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -83,28 +83,6 @@ fn pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
                 }
             }
         });
-    }
-}
-
-/// How many threads a kernel call of `macs` multiply-adds is worth: one below ~256k (thread
-/// hand-off costs more than it saves on the small layers of a small input), else rayon's.
-fn threads_for(macs: usize) -> usize {
-    if macs < 1 << 18 {
-        1
-    } else {
-        rayon::current_num_threads().max(1)
-    }
-}
-
-/// Runs `f(index, chunk)` on `out` in chunks of `len`, in parallel when there is more than one.
-fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut [u8]) + Sync) {
-    use rayon::prelude::*;
-    if out.len() <= len {
-        f(0, out);
-    } else {
-        out.par_chunks_mut(len)
-            .enumerate()
-            .for_each(|(i, chunk)| f(i, chunk));
     }
 }
 

@@ -10,13 +10,87 @@
 //! slices have the lengths the op's shapes imply.
 
 pub mod direct;
+pub mod gemm;
+pub mod packed;
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
 
 pub use direct::Direct;
 pub use reference::Reference;
+#[cfg(target_arch = "x86_64")]
+pub use x86_64::Avx2;
 
-/// The kernels the int8 layers run by default.
-pub const DEFAULT: Direct = Direct;
+/// The kernels the int8 layers run by default: the fastest set this CPU runs ([`Auto`]).
+pub const DEFAULT: Auto = Auto;
+
+/// Picks the fastest kernel set at run time: [`Avx2`] on x86-64 CPUs with AVX2, else
+/// [`Direct`]. All sets give the same bits, so the choice changes only the speed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Auto;
+
+impl Auto {
+    /// The kernel set `Auto` runs on this CPU.
+    pub fn resolve(self) -> &'static dyn Int8Kernels {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static AVX2: std::sync::OnceLock<Option<Avx2>> = std::sync::OnceLock::new();
+            if let Some(k) = AVX2.get_or_init(Avx2::detect) {
+                return k;
+            }
+        }
+        &Direct
+    }
+
+    /// The name of the kernel set `Auto` runs on this CPU (`"avx2"`, `"direct"`).
+    pub fn name(self) -> &'static str {
+        #[cfg(target_arch = "x86_64")]
+        if Avx2::detect().is_some() {
+            return "avx2";
+        }
+        "direct"
+    }
+}
+
+impl Int8Kernels for Auto {
+    fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        self.resolve().conv2d(op, rq, input, out)
+    }
+
+    fn linear(&self, op: &Int8Linear, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        self.resolve().linear(op, rq, input, out)
+    }
+
+    fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {
+        self.resolve().add(p, a, b, out)
+    }
+
+    fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]) {
+        self.resolve().global_avg_pool(p, input, out)
+    }
+}
+
+/// How many threads a kernel call of `macs` multiply-adds is worth: one below ~256k (thread
+/// hand-off costs more than it saves on the small layers of a small input), else rayon's.
+pub(crate) fn threads_for(macs: usize) -> usize {
+    if macs < 1 << 18 {
+        1
+    } else {
+        rayon::current_num_threads().max(1)
+    }
+}
+
+/// Runs `f(index, chunk)` on `out` in chunks of `len`, in parallel when there is more than one.
+pub(crate) fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut [u8]) + Sync) {
+    use rayon::prelude::*;
+    if out.len() <= len {
+        f(0, out);
+    } else {
+        out.par_chunks_mut(len)
+            .enumerate()
+            .for_each(|(i, chunk)| f(i, chunk));
+    }
+}
 
 use super::add::AddParams;
 use super::conv::Int8Conv2d;

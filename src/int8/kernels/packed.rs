@@ -1,0 +1,185 @@
+//! Packed operand layouts of the SIMD GEMM kernels, built in safe portable code.
+//!
+//! A dense convolution is a GEMM `C[m, p] = Σ_k A[m, k] · B[k, p]`: `A` the weights
+//! (`m` output channels × `k = in/groups · kh · kw` taps, zero-points removed), `B` the im2col of
+//! the input (`k` taps × `p` output pixels, input zero-point removed, zero outside the image).
+//! The microkernel computes an [`MR`]` × `[`NR`] tile of `C` from a panel of each, multiplying
+//! **pairs** of taps at once (`vpmaddwd`: i16 × i16 → i32, summed in pairs, exact), so both
+//! panels interleave their `k` dimension by pairs:
+//!
+//! ```text
+//! A panel i:  [k/2][MR rows][2]   row r of the panel = output channel i·MR + r
+//! B block j:  [k/2][NR pixels][2] pixel q of the block = output pixel j·NR + q
+//! ```
+//!
+//! Rows past `m`, pixels past `p` and the odd tap past `k` are zero, so the kernel never
+//! branches on edges; the stores skip them. Weights are packed once, when the layer is prepared
+//! (XNNPACK's and fbgemm's "prepacked weights"); input blocks are packed per call into a small
+//! per-thread buffer that stays in L1 while every weight panel streams past it.
+
+/// Output channels per weight panel (rows of the microkernel tile).
+pub const MR: usize = 4;
+/// Output pixels per input block (columns of the microkernel tile: two 8-lane i32 vectors).
+pub const NR: usize = 16;
+
+/// Weights `[m, k]` as [`MR`]-row panels of tap pairs (see the module documentation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedWeights {
+    data: Vec<i16>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedWeights {
+    /// Packs the row-major `[m, k]` weights `w` (zero-points already removed).
+    pub fn pack(w: &[i16], m: usize, k: usize) -> Self {
+        assert_eq!(w.len(), m * k, "weights must be [m, k]");
+        let pairs = k.div_ceil(2);
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0i16; panels * pairs * MR * 2];
+        for (o, row) in w.chunks_exact(k.max(1)).enumerate().take(m) {
+            let (panel, r) = (o / MR, o % MR);
+            let base = panel * pairs * MR * 2;
+            for (t, &v) in row.iter().enumerate() {
+                data[base + ((t / 2) * MR + r) * 2 + t % 2] = v;
+            }
+        }
+        PackedWeights { data, m, k }
+    }
+
+    /// Rows (output channels).
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Taps per row.
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// Tap pairs per row (`⌈k / 2⌉`).
+    pub fn pairs(&self) -> usize {
+        self.k.div_ceil(2)
+    }
+
+    /// Number of [`MR`]-row panels.
+    pub fn panels(&self) -> usize {
+        self.m.div_ceil(MR)
+    }
+
+    /// Panel `i`: `pairs() · MR · 2` values.
+    pub fn panel(&self, i: usize) -> &[i16] {
+        let len = self.pairs() * MR * 2;
+        &self.data[i * len..][..len]
+    }
+}
+
+/// The geometry of an ungrouped convolution's im2col for one image.
+#[derive(Debug, Clone, Copy)]
+pub struct Im2col {
+    /// Input channels, height, width.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Kernel height and width.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding.
+    pub pad: usize,
+    /// Output width (the output height follows from the pixel count).
+    pub ow: usize,
+    /// Output pixels (`oh · ow`).
+    pub pixels: usize,
+}
+
+impl Im2col {
+    /// Whether the im2col is the input itself (a 1×1, stride-1, unpadded convolution).
+    pub fn is_identity(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Packs block `block` (pixels `block·NR ..`) of the im2col of `image` (`[c, h, w]` quint8)
+    /// with zero-point `zp` into `dst` (`⌈c·kh·kw / 2⌉ · NR · 2` values).
+    pub fn pack_block(&self, image: &[u8], zp: i16, block: usize, dst: &mut [i16]) {
+        let k = self.c * self.kh * self.kw;
+        let first = block * NR;
+        let cols = NR.min(self.pixels - first);
+        dst.fill(0);
+        let mut origin = [(0isize, 0isize); NR];
+        for (q, o) in origin.iter_mut().enumerate().take(cols) {
+            let p = first + q;
+            *o = (
+                ((p / self.ow) * self.stride) as isize - self.pad as isize,
+                ((p % self.ow) * self.stride) as isize - self.pad as isize,
+            );
+        }
+        let (h, w) = (self.h as isize, self.w as isize);
+        for t in 0..k {
+            let (ci, ky, kx) = (
+                t / (self.kh * self.kw),
+                (t / self.kw) % self.kh,
+                t % self.kw,
+            );
+            let plane = &image[ci * self.h * self.w..][..self.h * self.w];
+            let row = &mut dst[(t / 2) * NR * 2..][..NR * 2];
+            for (q, &(y0, x0)) in origin.iter().enumerate().take(cols) {
+                let (y, x) = (y0 + ky as isize, x0 + kx as isize);
+                if (0..h).contains(&y) && (0..w).contains(&x) {
+                    row[q * 2 + t % 2] = plane[(y * w + x) as usize] as i16 - zp;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_panels_interleave_tap_pairs_and_zero_the_edges() {
+        // m = 5 rows (two panels, the second with one real row), k = 3 taps (two pairs).
+        let w: Vec<i16> = (1..=15).collect();
+        let p = PackedWeights::pack(&w, 5, 3);
+        assert_eq!((p.panels(), p.pairs()), (2, 2));
+        let first = p.panel(0);
+        // pair 0: rows 0..4, taps (0, 1)
+        assert_eq!(&first[..8], &[1, 2, 4, 5, 7, 8, 10, 11]);
+        // pair 1: tap 2 then the zero tap
+        assert_eq!(&first[8..], &[3, 0, 6, 0, 9, 0, 12, 0]);
+        assert_eq!(
+            p.panel(1),
+            &[13, 14, 0, 0, 0, 0, 0, 0, 15, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn im2col_block_pads_with_zero_and_removes_the_zero_point() {
+        // 1 channel 2×2 image, 3×3 kernel, padding 1: pixel 0's taps around (0, 0).
+        let geo = Im2col {
+            c: 1,
+            h: 2,
+            w: 2,
+            kh: 3,
+            kw: 3,
+            stride: 1,
+            pad: 1,
+            ow: 2,
+            pixels: 4,
+        };
+        let mut dst = vec![7i16; 5 * NR * 2];
+        geo.pack_block(&[10, 11, 12, 13], 10, 0, &mut dst);
+        let tap = |t: usize, q: usize| dst[(t / 2) * NR * 2 + q * 2 + t % 2];
+        let pixel0: Vec<i16> = (0..9).map(|t| tap(t, 0)).collect();
+        assert_eq!(pixel0, [0, 0, 0, 0, 0, 1, 0, 2, 3]);
+        let pixel3: Vec<i16> = (0..9).map(|t| tap(t, 3)).collect();
+        assert_eq!(pixel3, [0, 1, 0, 2, 3, 0, 0, 0, 0]);
+        assert_eq!(tap(9, 0), 0, "the odd tap past k is zero");
+        assert_eq!(tap(0, 4), 0, "pixels past the image are zero");
+    }
+}

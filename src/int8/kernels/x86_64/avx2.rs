@@ -1,0 +1,428 @@
+//! AVX2 int8 kernels (x86-64 with AVX2, detected at run time).
+//!
+//! * Dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM
+//!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
+//!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
+//! * Depthwise convolutions: 8 output pixels per vector over a zero-padded i16 copy of each
+//!   channel (stride 2 de-interleaved into even and odd columns, so every tap is contiguous).
+//! * Linear: one `vpmaddwd` dot product per output.
+//! * Add: [`super::avx2_add`].
+//!
+//! Every output goes through [`requant8`], the vector form of [`Requant::apply`]: the same f32
+//! operations in the same order, `vcvtps2dq` rounding ties to even, so the results are the
+//! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/int8_kernels.rs`).
+//! Other ops (grouped convolutions, pooling) run the portable [`Direct`] kernels.
+//!
+//! All `unsafe` here is either a call into the `#[target_feature(enable = "avx2")]` functions,
+//! made only through an [`Avx2`] value (which exists only when the CPU has AVX2; closures inside
+//! them inherit the feature), or an unaligned load/store whose bounds the code beside it checks.
+
+use std::arch::x86_64::*;
+
+use super::super::gemm::{self, OutPtr, tile_extent};
+use super::super::packed::{Im2col, MR, NR, PackedWeights};
+use super::super::{Direct, Int8Kernels, for_each_block, threads_for};
+use crate::int8::add::AddParams;
+use crate::int8::conv::Int8Conv2d;
+use crate::int8::linear::Int8Linear;
+use crate::int8::pool::PoolParams;
+use crate::int8::requant::Requant;
+use crate::int8::tensor::QTensor;
+
+/// The AVX2 kernels. Obtain one with [`Avx2::detect`].
+#[derive(Debug, Clone, Copy)]
+pub struct Avx2 {
+    _cpu_has_avx2: (),
+}
+
+impl Avx2 {
+    /// The AVX2 kernels, if this CPU has AVX2 and FMA (every AVX2 CPU from Haswell and Zen on).
+    pub fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            .then_some(Avx2 { _cpu_has_avx2: () })
+    }
+}
+
+/// One output channel's requantization, broadcast to 8 lanes.
+#[derive(Clone, Copy)]
+struct RowRq {
+    bias_i32: __m256i,
+    bias_f32: __m256,
+    multiplier: __m256,
+}
+
+/// The output stage shared by every row.
+#[derive(Clone, Copy)]
+struct OutRq {
+    zero_point: __m256i,
+    lo: __m256i,
+    hi: __m256i,
+    i16_max: __m256i,
+}
+
+#[target_feature(enable = "avx2")]
+fn row_rq(rq: &Requant, c: usize) -> RowRq {
+    // Both engines as one formula: ((acc + bias_i32) as f32 + bias_f32) · m, where qnnpack's
+    // bias_f32 and x86's bias_i32 are zero (adding +0.0 changes no value that rounding sees).
+    RowRq {
+        bias_i32: _mm256_set1_epi32(rq.bias_i32()[c]),
+        bias_f32: _mm256_set1_ps(rq.bias_f32()[c]),
+        multiplier: _mm256_set1_ps(rq.multipliers()[c]),
+    }
+}
+
+#[target_feature(enable = "avx2")]
+fn out_rq(rq: &Requant) -> OutRq {
+    let (zp, lo, hi) = rq.output_range();
+    OutRq {
+        zero_point: _mm256_set1_epi32(zp),
+        lo: _mm256_set1_epi32(lo as i32),
+        hi: _mm256_set1_epi32(hi as i32),
+        i16_max: _mm256_set1_epi32(i16::MAX as i32),
+    }
+}
+
+/// [`Requant::apply`] on 8 accumulators: i32 lanes holding the outputs (0..=255).
+///
+/// The scalar saturation `clamp(clamp(clamp(r, i16) + z, i16), lo, hi)` equals
+/// `clamp(min(r, i16::MAX) + z, lo, hi)` because `0 ≤ lo ≤ z`, `hi ≤ 255` and `i32::MIN + z`
+/// does not overflow.
+#[target_feature(enable = "avx2")]
+fn requant8(acc: __m256i, row: RowRq, o: OutRq) -> __m256i {
+    let f = _mm256_cvtepi32_ps(_mm256_add_epi32(acc, row.bias_i32));
+    let scaled = _mm256_mul_ps(_mm256_add_ps(f, row.bias_f32), row.multiplier);
+    let r = _mm256_min_epi32(_mm256_cvtps_epi32(scaled), o.i16_max);
+    _mm256_min_epi32(
+        _mm256_max_epi32(_mm256_add_epi32(r, o.zero_point), o.lo),
+        o.hi,
+    )
+}
+
+/// Narrows two vectors of 8 values in 0..=255 to 16 bytes, in order.
+#[target_feature(enable = "avx2")]
+fn narrow16(a: __m256i, b: __m256i) -> __m128i {
+    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_setzero_si256());
+    // dwords now: [a0-3, b0-3, 0, 0 | a4-7, b4-7, 0, 0]
+    _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
+        bytes,
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    ))
+}
+
+/// The `MR × NR` microkernel: `acc[r][q] = Σ_pairs a[pair][r] · b[pair][q]` (two taps per
+/// `vpmaddwd`), then requantized into `out[r][..]` (16 bytes per row).
+#[target_feature(enable = "avx2")]
+fn tile(a: &[i16], b: &[i16], rows: &[RowRq; MR], o: OutRq) -> [[u8; NR]; MR] {
+    let pairs = b.len() / (NR * 2);
+    assert!(a.len() >= pairs * MR * 2 && b.len() >= pairs * NR * 2);
+    let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    for kp in 0..pairs {
+        // SAFETY: kp < pairs, and both slices hold `pairs` full pairs (asserted above).
+        let (b0, b1, w) = unsafe {
+            let bq = bp.add(kp * NR * 2) as *const __m256i;
+            (
+                _mm256_loadu_si256(bq),
+                _mm256_loadu_si256(bq.add(1)),
+                ap.add(kp * MR * 2) as *const i32,
+            )
+        };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: w points at MR (i16, i16) pairs inside `a`.
+            let wr = _mm256_set1_epi32(unsafe { w.add(r).read_unaligned() });
+            acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(wr, b0));
+            acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(wr, b1));
+        }
+    }
+    let mut out = [[0u8; NR]; MR];
+    for r in 0..MR {
+        let v = narrow16(
+            requant8(acc[r][0], rows[r], o),
+            requant8(acc[r][1], rows[r], o),
+        );
+        // SAFETY: out[r] is 16 bytes.
+        unsafe { _mm_storeu_si128(out[r].as_mut_ptr() as *mut __m128i, v) };
+    }
+    out
+}
+
+/// Packs block `block` of a 1×1 stride-1 convolution's input (`[c, pixels]`): for every pair of
+/// channels, 16 pixels of each, zero-point removed, interleaved.
+#[target_feature(enable = "avx2")]
+fn pack_pointwise(image: &[u8], c: usize, pixels: usize, zp: i16, block: usize, dst: &mut [i16]) {
+    let first = block * NR;
+    let zpv = _mm256_set1_epi16(zp);
+    if first + NR > pixels {
+        let geo = Im2col {
+            c,
+            h: 1,
+            w: pixels,
+            kh: 1,
+            kw: 1,
+            stride: 1,
+            pad: 0,
+            ow: pixels,
+            pixels,
+        };
+        return geo.pack_block(image, zp, block, dst);
+    }
+    let row = |ch: usize| -> __m256i {
+        if ch >= c {
+            return _mm256_setzero_si256();
+        }
+        let src = &image[ch * pixels + first..][..NR];
+        // SAFETY: src is 16 bytes.
+        let v = unsafe { _mm_loadu_si128(src.as_ptr() as *const __m128i) };
+        _mm256_sub_epi16(_mm256_cvtepu8_epi16(v), zpv)
+    };
+    for (pair, out) in dst.chunks_exact_mut(NR * 2).enumerate() {
+        let (a, b) = (row(2 * pair), row(2 * pair + 1));
+        let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+        // SAFETY: out is 32 i16 = two vectors.
+        unsafe {
+            let p = out.as_mut_ptr() as *mut __m256i;
+            _mm256_storeu_si256(p, _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256(p.add(1), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+    }
+}
+
+/// A dense convolution as packed GEMM, image by image.
+#[target_feature(enable = "avx2")]
+fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+    let s = input.shape();
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let Some((oh, ow)) = op.output_hw(h, w) else {
+        return;
+    };
+    let [kh, kw] = op.kernel_size();
+    let spec = op.spec();
+    let geo = Im2col {
+        c,
+        h,
+        w,
+        kh,
+        kw,
+        stride: spec.stride,
+        pad: spec.padding,
+        ow,
+        pixels: oh * ow,
+    };
+    let (m, plane) = (op.out_channels(), oh * ow);
+    let zp = input.qparams().zero_point as i16;
+    let o = out_rq(rq);
+    let rows: Vec<RowRq> = (0..a.panels() * MR)
+        .map(|r| row_rq(rq, r.min(m - 1)))
+        .collect();
+    for b in 0..n {
+        let image = &input.data()[b * c * h * w..][..c * h * w];
+        let dst = &mut out[b * m * plane..][..m * plane];
+        let ptr = OutPtr(dst.as_mut_ptr());
+        let pack = |block: usize, buf: &mut [i16]| {
+            if geo.is_identity() {
+                pack_pointwise(image, c, plane, zp, block, buf)
+            } else {
+                geo.pack_block(image, zp, block, buf)
+            }
+        };
+        let store = |panel: usize, block: usize, ap: &[i16], bp: &[i16]| {
+            let (nr, nc) = tile_extent(m, plane, panel, block);
+            let rows: &[RowRq; MR] = rows[panel * MR..][..MR].try_into().expect("MR rows");
+            let t = tile(ap, bp, rows, o);
+            for (r, vals) in t.iter().enumerate().take(nr) {
+                let at = (panel * MR + r) * plane + block * NR;
+                debug_assert!(at + nc <= m * plane);
+                // SAFETY: rows < m and columns < plane, so `at..at + nc` lies in `dst`; tiles
+                // never overlap.
+                unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), ptr.at(at), nc) };
+            }
+        };
+        gemm::run(a, plane, pack, store);
+    }
+}
+
+/// One zero-padded i16 channel of a depthwise convolution: stride 1 keeps the padded rows as
+/// they are; stride 2 stores each row's even columns, then its odd columns from `odd_offset`, so
+/// that every tap of 8 neighbouring outputs is 8 contiguous values.
+struct PaddedPlane<'a> {
+    data: &'a [i16],
+    row_len: usize,
+    odd_offset: usize,
+    stride: usize,
+}
+
+impl PaddedPlane<'_> {
+    /// Where the tap `kx` of output column `x` sits in a row.
+    fn column(&self, x: usize, kx: usize) -> usize {
+        if self.stride == 1 {
+            x + kx
+        } else {
+            // column 2x + kx: column x + kx/2 of the even (kx even) or odd (kx odd) half
+            x + kx / 2 + (kx % 2) * self.odd_offset
+        }
+    }
+}
+
+/// One depthwise output channel, 8 pixels per vector.
+#[target_feature(enable = "avx2")]
+fn depthwise_channel(
+    plane: &PaddedPlane,
+    taps: &[i16],
+    [kh, kw]: [usize; 2],
+    (oh, ow): (usize, usize),
+    row: RowRq,
+    o: OutRq,
+    dst: &mut [u8],
+) {
+    for y in 0..oh {
+        let mut x = 0;
+        while x < ow {
+            let mut acc = _mm256_setzero_si256();
+            for ky in 0..kh {
+                let line = &plane.data[(y * plane.stride + ky) * plane.row_len..];
+                for kx in 0..kw {
+                    let src = &line[plane.column(x, kx)..][..8];
+                    // SAFETY: src holds 8 i16 (the padded rows are 8 values wider than read).
+                    let v = unsafe { _mm_loadu_si128(src.as_ptr() as *const __m128i) };
+                    let prod = _mm256_mullo_epi32(
+                        _mm256_cvtepi16_epi32(v),
+                        _mm256_set1_epi32(taps[ky * kw + kx] as i32),
+                    );
+                    acc = _mm256_add_epi32(acc, prod);
+                }
+            }
+            let v = narrow16(requant8(acc, row, o), _mm256_setzero_si256());
+            let mut bytes = [0u8; 16];
+            // SAFETY: bytes is 16 long.
+            unsafe { _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v) };
+            let count = 8.min(ow - x);
+            dst[y * ow + x..][..count].copy_from_slice(&bytes[..count]);
+            x += 8;
+        }
+    }
+}
+
+/// A depthwise convolution (`groups = in = out`), channel by channel.
+#[target_feature(enable = "avx2")]
+fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+    let s = input.shape();
+    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+    let Some((oh, ow)) = op.output_hw(h, w) else {
+        return;
+    };
+    let [kh, kw] = op.kernel_size();
+    let (stride, pad) = (op.spec().stride, op.spec().padding);
+    let ph = h + 2 * pad;
+    // Widths with 8 values of slack, so the last vector of a row never reads past the row.
+    let (row_len, odd_offset) = if stride == 1 {
+        (w + 2 * pad + 8, 0)
+    } else {
+        let half = (w + 2 * pad).div_ceil(2) + 8;
+        (2 * half, half)
+    };
+    let zp = input.qparams().zero_point as i16;
+    let o = out_rq(rq);
+    let plane_out = oh * ow;
+    let weights = op.packed_weight();
+    let threads = threads_for(c * plane_out * kh * kw);
+    let block = c.div_ceil(threads).max(1);
+    for b in 0..n {
+        let image = &input.data()[b * c * h * w..][..c * h * w];
+        let dst = &mut out[b * c * plane_out..][..c * plane_out];
+        for_each_block(dst, block * plane_out, |index, chunk| {
+            let mut padded = vec![0i16; (ph + 1) * row_len];
+            let layout = PaddedPlane {
+                data: &[],
+                row_len,
+                odd_offset,
+                stride,
+            };
+            for (r, dst) in chunk.chunks_exact_mut(plane_out).enumerate() {
+                let ch = index * block + r;
+                let src = &image[ch * h * w..][..h * w];
+                for (y, line) in src.chunks_exact(w).enumerate() {
+                    let prow = &mut padded[(y + pad) * row_len..][..row_len];
+                    for (x, &q) in line.iter().enumerate() {
+                        let col = x + pad;
+                        prow[layout.column(col / stride, col % stride)] = q as i16 - zp;
+                    }
+                }
+                let taps = &weights[ch * kh * kw..][..kh * kw];
+                let plane = PaddedPlane {
+                    data: &padded,
+                    ..layout
+                };
+                depthwise_channel(&plane, taps, [kh, kw], (oh, ow), row_rq(rq, ch), o, dst);
+            }
+        });
+    }
+}
+
+/// `Σ a[i]·b[i]` over equally long i16 slices.
+#[target_feature(enable = "avx2")]
+fn dot(a: &[i16], b: &[i16]) -> i32 {
+    let n = a.len().min(b.len());
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: i + 16 ≤ n.
+        let (x, y) = unsafe {
+            (
+                _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i),
+                _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i),
+            )
+        };
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, y));
+        i += 16;
+    }
+    let mut lanes = [0i32; 8];
+    // SAFETY: lanes is 8 i32.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
+    let tail = a[i..n]
+        .iter()
+        .zip(&b[i..n])
+        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
+    lanes.iter().fold(tail, |s, &v| s.wrapping_add(v))
+}
+
+impl Int8Kernels for Avx2 {
+    fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        let spec = op.spec();
+        let c = input.shape()[1];
+        if let Some(a) = op.gemm_weights() {
+            // SAFETY: `self` exists only on CPUs with AVX2.
+            unsafe { conv_gemm(op, a, rq, input, out) }
+        } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {
+            // SAFETY: as above.
+            unsafe { conv_depthwise(op, rq, input, out) }
+        } else {
+            Direct.conv2d(op, rq, input, out)
+        }
+    }
+
+    fn linear(&self, op: &Int8Linear, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        let (k, m) = (op.in_features(), op.out_features());
+        let zp = input.qparams().zero_point as i16;
+        let wt = op.packed_weight();
+        let mut x = vec![0i16; k];
+        for (row, out_row) in input.data().chunks_exact(k).zip(out.chunks_exact_mut(m)) {
+            for (v, &q) in x.iter_mut().zip(row) {
+                *v = q as i16 - zp;
+            }
+            for (o, y) in out_row.iter_mut().enumerate() {
+                // SAFETY: `self` exists only on CPUs with AVX2.
+                let acc = unsafe { dot(&x, &wt[o * k..][..k]) };
+                *y = rq.apply(o, acc);
+            }
+        }
+    }
+
+    fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {
+        // SAFETY: `self` exists only on CPUs with AVX2 and FMA.
+        unsafe { super::avx2_add::add(p, a, b, out) }
+    }
+
+    fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]) {
+        Direct.global_avg_pool(p, input, out)
+    }
+}

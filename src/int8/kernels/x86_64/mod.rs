@@ -1,0 +1,6 @@
+//! x86-64 kernel variants, chosen at run time by CPU feature ([`super::Auto`]).
+
+mod avx2;
+mod avx2_add;
+
+pub use avx2::Avx2;
