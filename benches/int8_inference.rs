@@ -1,7 +1,7 @@
 //! Inference latency of MobileNetV2 (width 1.0, 1000 classes, 1×3×224×224): the float model on
 //! Burn's flex backend against the converted int8 model on the crate's int8 kernels (qnnpack and
-//! x86 arithmetic). The int8 kernels today are the portable reference ones; the fast kernels
-//! plug in behind the same layer interface (issue 8).
+//! x86 arithmetic), on the default kernel set (`int8::Auto`: AVX2 where the CPU has it, else the
+//! portable `Direct` kernels).
 //!
 //! `cargo bench --bench int8_inference`
 

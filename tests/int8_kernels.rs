@@ -222,6 +222,18 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 1,
             groups: 4,
         },
+        // depthwise 3×3 stride 2 with an odd width and fewer than 8 output columns
+        Case {
+            n: 2,
+            c: 6,
+            h: 14,
+            w: 13,
+            oc: 6,
+            k: 3,
+            stride: 2,
+            padding: 1,
+            groups: 6,
+        },
         // wide pointwise (many panels, few pixels: the 7×7 tail of MobileNetV2)
         Case {
             n: 1,

@@ -137,6 +137,63 @@ impl Im2col {
     }
 }
 
+/// An image with its zero-point removed and `pad` zeros around every channel, so that im2col
+/// reads need no bounds checks.
+#[derive(Debug, Clone, Default)]
+pub struct PaddedImage {
+    data: Vec<i16>,
+    ph: usize,
+    pw: usize,
+}
+
+impl PaddedImage {
+    /// Pads `image` (`[geo.c, geo.h, geo.w]` quint8) with zero-point `zp`, reusing this buffer.
+    pub fn fill(&mut self, geo: &Im2col, image: &[u8], zp: i16) {
+        let (ph, pw) = (geo.h + 2 * geo.pad, geo.w + 2 * geo.pad);
+        self.data.clear();
+        self.data.resize(geo.c * ph * pw, 0);
+        (self.ph, self.pw) = (ph, pw);
+        for (ci, plane) in image.chunks_exact(geo.h * geo.w).enumerate().take(geo.c) {
+            for (y, line) in plane.chunks_exact(geo.w).enumerate() {
+                let at = (ci * ph + y + geo.pad) * pw + geo.pad;
+                for (d, &q) in self.data[at..at + geo.w].iter_mut().zip(line) {
+                    *d = q as i16 - zp;
+                }
+            }
+        }
+    }
+
+    /// [`Im2col::pack_block`] from this padded copy: the same values, no bounds checks.
+    pub fn pack_block(&self, geo: &Im2col, block: usize, dst: &mut [i16]) {
+        let k = geo.c * geo.kh * geo.kw;
+        let first = block * NR;
+        let cols = NR.min(geo.pixels - first);
+        if cols < NR {
+            dst.fill(0);
+        }
+        let mut offset = [0usize; NR];
+        for (q, o) in offset.iter_mut().enumerate().take(cols) {
+            let p = first + q;
+            *o = (p / geo.ow) * geo.stride * self.pw + (p % geo.ow) * geo.stride;
+        }
+        let offset = &offset[..cols];
+        for t in 0..k {
+            let (ci, ky, kx) = (t / (geo.kh * geo.kw), (t / geo.kw) % geo.kh, t % geo.kw);
+            let tap = &self.data[(ci * self.ph + ky) * self.pw + kx..];
+            let row = &mut dst[(t / 2) * NR * 2 + t % 2..];
+            for (q, &o) in offset.iter().enumerate() {
+                row[q * 2] = tap[o];
+            }
+        }
+        if k % 2 == 1 {
+            let row = &mut dst[(k / 2) * NR * 2 + 1..];
+            for q in 0..cols {
+                row[q * 2] = 0;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,5 +238,10 @@ mod tests {
         assert_eq!(pixel3, [0, 1, 0, 2, 3, 0, 0, 0, 0]);
         assert_eq!(tap(9, 0), 0, "the odd tap past k is zero");
         assert_eq!(tap(0, 4), 0, "pixels past the image are zero");
+        let mut padded = PaddedImage::default();
+        padded.fill(&geo, &[10, 11, 12, 13], 10);
+        let mut again = vec![-5i16; 5 * NR * 2];
+        padded.pack_block(&geo, 0, &mut again);
+        assert_eq!(again, dst, "the padded copy packs the same block");
     }
 }

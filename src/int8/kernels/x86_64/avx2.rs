@@ -3,8 +3,7 @@
 //! * Dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM
 //!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
 //!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
-//! * Depthwise convolutions: 8 output pixels per vector over a zero-padded i16 copy of each
-//!   channel (stride 2 de-interleaved into even and odd columns, so every tap is contiguous).
+//! * Depthwise convolutions: [`super::avx2_depthwise`].
 //! * Linear: one `vpmaddwd` dot product per output.
 //! * Add: [`super::avx2_add`].
 //!
@@ -20,8 +19,8 @@
 use std::arch::x86_64::*;
 
 use super::super::gemm::{self, OutPtr, tile_extent};
-use super::super::packed::{Im2col, MR, NR, PackedWeights};
-use super::super::{Direct, Int8Kernels, for_each_block, threads_for};
+use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage};
+use super::super::{Direct, Int8Kernels};
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -45,15 +44,15 @@ impl Avx2 {
 
 /// One output channel's requantization, broadcast to 8 lanes.
 #[derive(Clone, Copy)]
-struct RowRq {
-    bias_i32: __m256i,
-    bias_f32: __m256,
-    multiplier: __m256,
+pub(super) struct RowRq {
+    pub(super) bias_i32: __m256i,
+    pub(super) bias_f32: __m256,
+    pub(super) multiplier: __m256,
 }
 
 /// The output stage shared by every row.
 #[derive(Clone, Copy)]
-struct OutRq {
+pub(super) struct OutRq {
     zero_point: __m256i,
     lo: __m256i,
     hi: __m256i,
@@ -61,7 +60,7 @@ struct OutRq {
 }
 
 #[target_feature(enable = "avx2")]
-fn row_rq(rq: &Requant, c: usize) -> RowRq {
+pub(super) fn row_rq(rq: &Requant, c: usize) -> RowRq {
     // Both engines as one formula: ((acc + bias_i32) as f32 + bias_f32) · m, where qnnpack's
     // bias_f32 and x86's bias_i32 are zero (adding +0.0 changes no value that rounding sees).
     RowRq {
@@ -72,7 +71,7 @@ fn row_rq(rq: &Requant, c: usize) -> RowRq {
 }
 
 #[target_feature(enable = "avx2")]
-fn out_rq(rq: &Requant) -> OutRq {
+pub(super) fn out_rq(rq: &Requant) -> OutRq {
     let (zp, lo, hi) = rq.output_range();
     OutRq {
         zero_point: _mm256_set1_epi32(zp),
@@ -88,7 +87,7 @@ fn out_rq(rq: &Requant) -> OutRq {
 /// `clamp(min(r, i16::MAX) + z, lo, hi)` because `0 ≤ lo ≤ z`, `hi ≤ 255` and `i32::MIN + z`
 /// does not overflow.
 #[target_feature(enable = "avx2")]
-fn requant8(acc: __m256i, row: RowRq, o: OutRq) -> __m256i {
+pub(super) fn requant8(acc: __m256i, row: RowRq, o: OutRq) -> __m256i {
     let f = _mm256_cvtepi32_ps(_mm256_add_epi32(acc, row.bias_i32));
     let scaled = _mm256_mul_ps(_mm256_add_ps(f, row.bias_f32), row.multiplier);
     let r = _mm256_min_epi32(_mm256_cvtps_epi32(scaled), o.i16_max);
@@ -100,7 +99,7 @@ fn requant8(acc: __m256i, row: RowRq, o: OutRq) -> __m256i {
 
 /// Narrows two vectors of 8 values in 0..=255 to 16 bytes, in order.
 #[target_feature(enable = "avx2")]
-fn narrow16(a: __m256i, b: __m256i) -> __m128i {
+pub(super) fn narrow16(a: __m256i, b: __m256i) -> __m128i {
     let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_setzero_si256());
     // dwords now: [a0-3, b0-3, 0, 0 | a4-7, b4-7, 0, 0]
     _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
@@ -211,6 +210,7 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
     let (m, plane) = (op.out_channels(), oh * ow);
     let zp = input.qparams().zero_point as i16;
     let o = out_rq(rq);
+    let mut padded = PaddedImage::default();
     let rows: Vec<RowRq> = (0..a.panels() * MR)
         .map(|r| row_rq(rq, r.min(m - 1)))
         .collect();
@@ -218,11 +218,14 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
         let image = &input.data()[b * c * h * w..][..c * h * w];
         let dst = &mut out[b * m * plane..][..m * plane];
         let ptr = OutPtr(dst.as_mut_ptr());
+        if !geo.is_identity() {
+            padded.fill(&geo, image, zp);
+        }
         let pack = |block: usize, buf: &mut [i16]| {
             if geo.is_identity() {
                 pack_pointwise(image, c, plane, zp, block, buf)
             } else {
-                geo.pack_block(image, zp, block, buf)
+                padded.pack_block(&geo, block, buf)
             }
         };
         let store = |panel: usize, block: usize, ap: &[i16], bp: &[i16]| {
@@ -238,123 +241,6 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
             }
         };
         gemm::run(a, plane, pack, store);
-    }
-}
-
-/// One zero-padded i16 channel of a depthwise convolution: stride 1 keeps the padded rows as
-/// they are; stride 2 stores each row's even columns, then its odd columns from `odd_offset`, so
-/// that every tap of 8 neighbouring outputs is 8 contiguous values.
-struct PaddedPlane<'a> {
-    data: &'a [i16],
-    row_len: usize,
-    odd_offset: usize,
-    stride: usize,
-}
-
-impl PaddedPlane<'_> {
-    /// Where the tap `kx` of output column `x` sits in a row.
-    fn column(&self, x: usize, kx: usize) -> usize {
-        if self.stride == 1 {
-            x + kx
-        } else {
-            // column 2x + kx: column x + kx/2 of the even (kx even) or odd (kx odd) half
-            x + kx / 2 + (kx % 2) * self.odd_offset
-        }
-    }
-}
-
-/// One depthwise output channel, 8 pixels per vector.
-#[target_feature(enable = "avx2")]
-fn depthwise_channel(
-    plane: &PaddedPlane,
-    taps: &[i16],
-    [kh, kw]: [usize; 2],
-    (oh, ow): (usize, usize),
-    row: RowRq,
-    o: OutRq,
-    dst: &mut [u8],
-) {
-    for y in 0..oh {
-        let mut x = 0;
-        while x < ow {
-            let mut acc = _mm256_setzero_si256();
-            for ky in 0..kh {
-                let line = &plane.data[(y * plane.stride + ky) * plane.row_len..];
-                for kx in 0..kw {
-                    let src = &line[plane.column(x, kx)..][..8];
-                    // SAFETY: src holds 8 i16 (the padded rows are 8 values wider than read).
-                    let v = unsafe { _mm_loadu_si128(src.as_ptr() as *const __m128i) };
-                    let prod = _mm256_mullo_epi32(
-                        _mm256_cvtepi16_epi32(v),
-                        _mm256_set1_epi32(taps[ky * kw + kx] as i32),
-                    );
-                    acc = _mm256_add_epi32(acc, prod);
-                }
-            }
-            let v = narrow16(requant8(acc, row, o), _mm256_setzero_si256());
-            let mut bytes = [0u8; 16];
-            // SAFETY: bytes is 16 long.
-            unsafe { _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v) };
-            let count = 8.min(ow - x);
-            dst[y * ow + x..][..count].copy_from_slice(&bytes[..count]);
-            x += 8;
-        }
-    }
-}
-
-/// A depthwise convolution (`groups = in = out`), channel by channel.
-#[target_feature(enable = "avx2")]
-fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-    let s = input.shape();
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let Some((oh, ow)) = op.output_hw(h, w) else {
-        return;
-    };
-    let [kh, kw] = op.kernel_size();
-    let (stride, pad) = (op.spec().stride, op.spec().padding);
-    let ph = h + 2 * pad;
-    // Widths with 8 values of slack, so the last vector of a row never reads past the row.
-    let (row_len, odd_offset) = if stride == 1 {
-        (w + 2 * pad + 8, 0)
-    } else {
-        let half = (w + 2 * pad).div_ceil(2) + 8;
-        (2 * half, half)
-    };
-    let zp = input.qparams().zero_point as i16;
-    let o = out_rq(rq);
-    let plane_out = oh * ow;
-    let weights = op.packed_weight();
-    let threads = threads_for(c * plane_out * kh * kw);
-    let block = c.div_ceil(threads).max(1);
-    for b in 0..n {
-        let image = &input.data()[b * c * h * w..][..c * h * w];
-        let dst = &mut out[b * c * plane_out..][..c * plane_out];
-        for_each_block(dst, block * plane_out, |index, chunk| {
-            let mut padded = vec![0i16; (ph + 1) * row_len];
-            let layout = PaddedPlane {
-                data: &[],
-                row_len,
-                odd_offset,
-                stride,
-            };
-            for (r, dst) in chunk.chunks_exact_mut(plane_out).enumerate() {
-                let ch = index * block + r;
-                let src = &image[ch * h * w..][..h * w];
-                for (y, line) in src.chunks_exact(w).enumerate() {
-                    let prow = &mut padded[(y + pad) * row_len..][..row_len];
-                    for (x, &q) in line.iter().enumerate() {
-                        let col = x + pad;
-                        prow[layout.column(col / stride, col % stride)] = q as i16 - zp;
-                    }
-                }
-                let taps = &weights[ch * kh * kw..][..kh * kw];
-                let plane = PaddedPlane {
-                    data: &padded,
-                    ..layout
-                };
-                depthwise_channel(&plane, taps, [kh, kw], (oh, ow), row_rq(rq, ch), o, dst);
-            }
-        });
     }
 }
 
@@ -394,7 +280,7 @@ impl Int8Kernels for Avx2 {
             unsafe { conv_gemm(op, a, rq, input, out) }
         } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {
             // SAFETY: as above.
-            unsafe { conv_depthwise(op, rq, input, out) }
+            unsafe { super::avx2_depthwise::conv_depthwise(op, rq, input, out) }
         } else {
             Direct.conv2d(op, rq, input, out)
         }

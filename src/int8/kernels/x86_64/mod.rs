@@ -2,5 +2,6 @@
 
 mod avx2;
 mod avx2_add;
+mod avx2_depthwise;
 
 pub use avx2::Avx2;
