@@ -25,7 +25,7 @@
 use super::engine::Engine;
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::saturate_to_u8;
-use super::tensor::{QParamsPt, QTensor};
+use super::tensor::{QParamsPt, QTensor, round_half_even};
 use crate::{Error, Result};
 
 /// Per-call arithmetic of an add, for the qparams of its two inputs.
@@ -96,7 +96,7 @@ impl AddParams {
                 if relu {
                     c = c.max(0.0);
                 }
-                let t = (c * inv_scale).round_ties_even() as i64 + zero_point as i64;
+                let t = round_half_even(c * inv_scale) as i64 + zero_point as i64;
                 t.clamp(0, 255) as u8
             }
         }

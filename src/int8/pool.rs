@@ -27,7 +27,7 @@
 use super::engine::Engine;
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{cvtps_epi32, saturate_to_u8};
-use super::tensor::QTensor;
+use super::tensor::{QTensor, round_half_even};
 use crate::{Error, Result};
 
 /// The memory format PyTorch's input would have, which selects the native kernel (the values
@@ -124,7 +124,7 @@ impl PoolParams {
                 zero_point,
             } => {
                 let acc = (sum - zero_point as i64 * size as i64) as i32 as f32;
-                let t = (acc * inv_scale).round_ties_even() as i64 + zero_point as i64;
+                let t = round_half_even(acc * inv_scale) as i64 + zero_point as i64;
                 t.clamp(0, 255) as u8
             }
             PoolParams::NativeContiguous { reciprocal, .. } => ((sum as f32) * reciprocal)

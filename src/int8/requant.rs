@@ -25,7 +25,7 @@
 //! `cvtps` of a value outside the i32 range gives `i32::MIN`, as the hardware does.
 
 use super::engine::Engine;
-use super::tensor::{QParamsPt, WeightQParams, quantize_val};
+use super::tensor::{QParamsPt, WeightQParams, quantize_val, round_half_even};
 
 /// `_mm_cvtps_epi32` on one lane: round to nearest, ties to even; out of range or NaN gives the
 /// "integer indefinite" value `i32::MIN`.
@@ -34,7 +34,7 @@ pub fn cvtps_epi32(x: f32) -> i32 {
     if x.is_nan() || !(-2147483648.0f32..2147483648.0f32).contains(&x) {
         i32::MIN
     } else {
-        x.round_ties_even() as i32
+        round_half_even(x) as i32
     }
 }
 

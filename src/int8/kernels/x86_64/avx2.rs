@@ -109,9 +109,9 @@ pub(super) fn narrow16(a: __m256i, b: __m256i) -> __m128i {
 }
 
 /// The `MR × NR` microkernel: `acc[r][q] = Σ_pairs a[pair][r] · b[pair][q]` (two taps per
-/// `vpmaddwd`), then requantized into `out[r][..]` (16 bytes per row).
+/// `vpmaddwd`), then requantized: 16 output bytes per row.
 #[target_feature(enable = "avx2")]
-fn tile(a: &[i16], b: &[i16], rows: &[RowRq; MR], o: OutRq) -> [[u8; NR]; MR] {
+fn tile(a: &[i16], b: &[i16], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
     let pairs = b.len() / (NR * 2);
     assert!(a.len() >= pairs * MR * 2 && b.len() >= pairs * NR * 2);
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
@@ -133,16 +133,12 @@ fn tile(a: &[i16], b: &[i16], rows: &[RowRq; MR], o: OutRq) -> [[u8; NR]; MR] {
             acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(wr, b1));
         }
     }
-    let mut out = [[0u8; NR]; MR];
-    for r in 0..MR {
-        let v = narrow16(
+    std::array::from_fn(|r| {
+        narrow16(
             requant8(acc[r][0], rows[r], o),
             requant8(acc[r][1], rows[r], o),
-        );
-        // SAFETY: out[r] is 16 bytes.
-        unsafe { _mm_storeu_si128(out[r].as_mut_ptr() as *mut __m128i, v) };
-    }
-    out
+        )
+    })
 }
 
 /// Packs block `block` of a 1×1 stride-1 convolution's input (`[c, pixels]`): for every pair of
@@ -232,12 +228,20 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
             let (nr, nc) = tile_extent(m, plane, panel, block);
             let rows: &[RowRq; MR] = rows[panel * MR..][..MR].try_into().expect("MR rows");
             let t = tile(ap, bp, rows, o);
-            for (r, vals) in t.iter().enumerate().take(nr) {
+            for (r, &v) in t.iter().enumerate().take(nr) {
                 let at = (panel * MR + r) * plane + block * NR;
                 debug_assert!(at + nc <= m * plane);
                 // SAFETY: rows < m and columns < plane, so `at..at + nc` lies in `dst`; tiles
                 // never overlap.
-                unsafe { std::ptr::copy_nonoverlapping(vals.as_ptr(), ptr.at(at), nc) };
+                unsafe {
+                    if nc == NR {
+                        _mm_storeu_si128(ptr.at(at) as *mut __m128i, v);
+                    } else {
+                        let mut bytes = [0u8; NR];
+                        _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v);
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.at(at), nc);
+                    }
+                }
             }
         };
         gemm::run(a, plane, pack, store);
