@@ -25,16 +25,20 @@ fn kernel_sets() -> Vec<(&'static str, &'static dyn Int8Kernels)> {
     sets
 }
 
-fn weight_qparams(per_channel: bool, oc: usize) -> WeightQParams {
+/// Weight quantization of a test case: per-tensor or per-channel, with non-zero zero-points or
+/// symmetric (zero-point 0, as PyTorch's qconfigs make them).
+fn weight_qparams(per_channel: bool, symmetric: bool, oc: usize) -> WeightQParams {
     if per_channel {
         WeightQParams::PerChannel {
             scales: (0..oc).map(|o| 0.001 + 0.0005 * o as f32).collect(),
-            zero_points: (0..oc).map(|o| (o as i32 % 5) - 2).collect(),
+            zero_points: (0..oc)
+                .map(|o| if symmetric { 0 } else { (o as i32 % 5) - 2 })
+                .collect(),
         }
     } else {
         WeightQParams::PerTensor {
             scale: 0.003,
-            zero_point: 3,
+            zero_point: if symmetric { 0 } else { 3 },
         }
     }
 }
@@ -251,26 +255,30 @@ fn direct_conv_is_bit_identical_to_reference() {
     let mut checked = 0;
     for (i, case) in cases.iter().enumerate() {
         for engine in [Engine::Qnnpack, Engine::X86] {
-            // The last combination uses a small output scale, so outputs saturate both ways.
-            for (per_channel, relu, out_scale) in [
-                (false, false, 0.5),
-                (true, true, 0.5),
-                (true, false, 0.5),
-                (false, true, 0.002),
+            // A small output scale saturates outputs both ways; inputs ≤ 127 with symmetric
+            // weights (reduce_range models) take the u8 × s8 kernels where there are some.
+            for (per_channel, relu, out_scale, reduced) in [
+                (false, false, 0.5, false),
+                (true, true, 0.5, false),
+                (true, false, 0.5, false),
+                (false, true, 0.002, false),
+                (true, true, 0.5, true),
+                (false, false, 0.002, true),
             ] {
-                let input_qp = QParamsPt::new(0.02, rng.below(256) as i32).unwrap();
-                let x = QTensor::from_raw(
-                    bytes(&mut rng, case.n * case.c * case.h * case.w),
-                    &[case.n, case.c, case.h, case.w],
-                    input_qp,
-                )
-                .unwrap();
+                let mask = if reduced { 127 } else { 255 };
+                let input_qp = QParamsPt::new(0.02, (rng.below(256) & mask) as i32).unwrap();
+                let input: Vec<u8> = bytes(&mut rng, case.n * case.c * case.h * case.w)
+                    .into_iter()
+                    .map(|v| v & mask as u8)
+                    .collect();
+                let x =
+                    QTensor::from_raw(input, &[case.n, case.c, case.h, case.w], input_qp).unwrap();
                 let shape = [case.oc, case.c / case.groups, case.k, case.k];
                 let data: Vec<i8> = bytes(&mut rng, shape.iter().product())
                     .into_iter()
                     .map(|b| b as i8)
                     .collect();
-                let qparams = weight_qparams(per_channel, case.oc);
+                let qparams = weight_qparams(per_channel, reduced, case.oc);
                 let weight = QWeight::from_raw(data, &shape, qparams).unwrap();
                 let bias: Vec<f32> = (0..case.oc).map(|o| o as f32 * 0.01 - 0.03).collect();
                 let spec = Conv2dSpec {
@@ -302,7 +310,7 @@ fn direct_conv_is_bit_identical_to_reference() {
             }
         }
     }
-    assert_eq!(checked, cases.len() * 8 * kernel_sets().len());
+    assert_eq!(checked, cases.len() * 12 * kernel_sets().len());
 }
 
 #[test]
@@ -320,7 +328,8 @@ fn every_kernel_set_runs_linear_bit_identically_to_reference() {
                     .map(|b| b as i8)
                     .collect();
                 let weight =
-                    QWeight::from_raw(data, &[m, k], weight_qparams(per_channel, m)).unwrap();
+                    QWeight::from_raw(data, &[m, k], weight_qparams(per_channel, false, m))
+                        .unwrap();
                 let bias = (0..m).map(|o| o as f32 * 0.02 - 0.1).collect();
                 let out = QParamsPt::new(out_scale, 77).unwrap();
                 let linear =

@@ -8,7 +8,7 @@
 //! engine's requantization ([`crate::int8::requant`]). Dilation is 1.
 
 use super::engine::Engine;
-use super::kernels::packed::PackedWeights;
+use super::kernels::packed::{PackedWeights, PackedWeightsS8};
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
@@ -36,6 +36,8 @@ pub struct Int8Conv2d {
     packed: Vec<i16>,
     /// The same weights as GEMM panels, for ungrouped convolutions (the SIMD kernels' operand).
     gemm: Option<PackedWeights>,
+    /// The same as i8 quad panels for the u8 × s8 kernels (ungrouped, weight zero-points 0).
+    gemm_s8: Option<PackedWeightsS8>,
     bias: Option<Vec<f32>>,
     spec: Conv2dSpec,
     in_channels: usize,
@@ -99,6 +101,10 @@ impl Int8Conv2d {
             .map(|(i, &q)| (q as i16) - weight.qparams().channel(i / per_out).1 as i16)
             .collect();
         let gemm = (spec.groups == 1).then(|| PackedWeights::pack(&packed, out_channels, per_out));
+        let symmetric = (0..out_channels).all(|o| weight.qparams().channel(o).1 == 0);
+        let gemm_s8 = (spec.groups == 1 && symmetric)
+            .then(|| PackedWeightsS8::pack(&packed, out_channels, per_out))
+            .flatten();
         let requant = Requant::new(
             engine,
             out_channels,
@@ -111,6 +117,7 @@ impl Int8Conv2d {
         Ok(Int8Conv2d {
             packed,
             gemm,
+            gemm_s8,
             bias,
             spec,
             in_channels: icg * spec.groups,
@@ -183,6 +190,12 @@ impl Int8Conv2d {
     /// The weights as GEMM panels ([`PackedWeights`]), for ungrouped convolutions.
     pub fn gemm_weights(&self) -> Option<&PackedWeights> {
         self.gemm.as_ref()
+    }
+
+    /// The weights as i8 quad panels ([`PackedWeightsS8`]), for ungrouped convolutions with
+    /// symmetric weights.
+    pub fn gemm_weights_s8(&self) -> Option<&PackedWeightsS8> {
+        self.gemm_s8.as_ref()
     }
 
     /// The original quantized weight.

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use super::packed::{MR, NR, PackedWeights};
+use super::packed::{MR, NR};
 use super::threads_for;
 
 thread_local! {
@@ -33,19 +33,39 @@ impl OutPtr {
     }
 }
 
-/// Runs the GEMM of `a` with a `cols`-column `B`:
-/// * `pack(block, dst)` writes input block `block` (`a.pairs() · NR · 2` values);
-/// * `tile(panel, block, a_panel, b_block)` computes and stores one `MR × NR` tile.
+/// The extent of a GEMM: `rows × depth` weights in `panels` panels, a `cols`-column input packed
+/// block by block into `block_len` i16 values (a byte-packed kernel views them as bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct Extent {
+    /// Rows of `A` (output channels).
+    pub rows: usize,
+    /// Taps per row.
+    pub depth: usize,
+    /// Weight panels.
+    pub panels: usize,
+    /// Columns of `B` (output pixels).
+    pub cols: usize,
+    /// i16 values per packed input block.
+    pub block_len: usize,
+}
+
+/// Runs a GEMM:
+/// * `pack(block, dst)` writes input block `block` into `dst` (`extent.block_len` values);
+/// * `tile(panel, block, b_block)` computes and stores one `MR × NR` tile.
 pub fn run(
-    a: &PackedWeights,
-    cols: usize,
+    extent: Extent,
     pack: impl Fn(usize, &mut [i16]) + Sync,
-    tile: impl Fn(usize, usize, &[i16], &[i16]) + Sync,
+    tile: impl Fn(usize, usize, &[i16]) + Sync,
 ) {
+    let Extent {
+        rows,
+        depth,
+        panels,
+        cols,
+        block_len,
+    } = extent;
     let blocks = cols.div_ceil(NR);
-    let panels = a.panels();
-    let block_len = a.pairs() * NR * 2;
-    let threads = threads_for(a.rows() * a.depth() * cols);
+    let threads = threads_for(rows * depth * cols);
     // Enough tasks to balance the threads: split the panels too when the blocks are few.
     let chunks = if threads == 1 {
         1
@@ -64,7 +84,7 @@ pub fn run(
             pack(block, b);
             let first = chunk * per_chunk;
             for panel in first..(first + per_chunk).min(panels) {
-                tile(panel, block, a.panel(panel), b);
+                tile(panel, block, b);
             }
         })
     };

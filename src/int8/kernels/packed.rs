@@ -74,6 +74,73 @@ impl PackedWeights {
     }
 }
 
+/// Weights `[m, k]` for the u8 × s8 kernels (`vpmaddubsw`, four taps per i32 lane): [`MR`]-row
+/// panels of tap quads, `[k/4][MR rows][4]` i8, and each row's sum `Σ_k w[o, k]`, which turns
+/// `Σ q_in·w` into `Σ (q_in − z_in)·w`. Only for weights with zero-point 0 (every PyTorch qconfig's
+/// qint8 weights are symmetric), so `w = q_w` fits i8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedWeightsS8 {
+    data: Vec<i8>,
+    row_sums: Vec<i32>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedWeightsS8 {
+    /// Packs the row-major `[m, k]` weights `w` (zero-points removed); `None` if a value does
+    /// not fit i8.
+    pub fn pack(w: &[i16], m: usize, k: usize) -> Option<Self> {
+        assert_eq!(w.len(), m * k, "weights must be [m, k]");
+        let quads = k.div_ceil(4);
+        let mut data = vec![0i8; m.div_ceil(MR) * quads * MR * 4];
+        let mut row_sums = vec![0i32; m];
+        for (o, row) in w.chunks_exact(k.max(1)).enumerate().take(m) {
+            let base = (o / MR) * quads * MR * 4;
+            for (t, &v) in row.iter().enumerate() {
+                data[base + ((t / 4) * MR + o % MR) * 4 + t % 4] = i8::try_from(v).ok()?;
+                row_sums[o] += v as i32;
+            }
+        }
+        Some(PackedWeightsS8 {
+            data,
+            row_sums,
+            m,
+            k,
+        })
+    }
+
+    /// Rows (output channels).
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Taps per row.
+    pub fn depth(&self) -> usize {
+        self.k
+    }
+
+    /// Tap quads per row (`⌈k / 4⌉`).
+    pub fn quads(&self) -> usize {
+        self.k.div_ceil(4)
+    }
+
+    /// Number of [`MR`]-row panels.
+    pub fn panels(&self) -> usize {
+        self.m.div_ceil(MR)
+    }
+
+    /// Panel `i`: `quads() · MR · 4` values.
+    pub fn panel(&self, i: usize) -> &[i8] {
+        let len = self.quads() * MR * 4;
+        &self.data[i * len..][..len]
+    }
+
+    /// `Σ_k w[o, k]` per row.
+    pub fn row_sums(&self) -> &[i32] {
+        &self.row_sums
+    }
+}
+
 /// The geometry of an ungrouped convolution's im2col for one image.
 #[derive(Debug, Clone, Copy)]
 pub struct Im2col {
@@ -194,6 +261,53 @@ impl PaddedImage {
     }
 }
 
+/// An image padded with its zero-point (raw quint8, for the u8 × s8 kernels: a padding tap then
+/// contributes `(z − z)·w = 0` after the row-sum correction).
+#[derive(Debug, Clone, Default)]
+pub struct PaddedImageU8 {
+    data: Vec<u8>,
+    ph: usize,
+    pw: usize,
+}
+
+impl PaddedImageU8 {
+    /// Pads `image` (`[geo.c, geo.h, geo.w]`) with `zp`, reusing this buffer.
+    pub fn fill(&mut self, geo: &Im2col, image: &[u8], zp: u8) {
+        let (ph, pw) = (geo.h + 2 * geo.pad, geo.w + 2 * geo.pad);
+        self.data.clear();
+        self.data.resize(geo.c * ph * pw, zp);
+        (self.ph, self.pw) = (ph, pw);
+        for (ci, plane) in image.chunks_exact(geo.h * geo.w).enumerate().take(geo.c) {
+            for (y, line) in plane.chunks_exact(geo.w).enumerate() {
+                let at = (ci * ph + y + geo.pad) * pw + geo.pad;
+                self.data[at..at + geo.w].copy_from_slice(line);
+            }
+        }
+    }
+
+    /// Packs block `block` of the im2col as `[k/4][NR pixels][4]` u8 (taps past `k` and pixels
+    /// past the image are 0) into `dst` (`⌈k/4⌉ · NR · 4` bytes).
+    pub fn pack_block(&self, geo: &Im2col, block: usize, dst: &mut [u8]) {
+        let k = geo.c * geo.kh * geo.kw;
+        let first = block * NR;
+        let cols = NR.min(geo.pixels - first);
+        dst.fill(0);
+        let mut offset = [0usize; NR];
+        for (q, o) in offset.iter_mut().enumerate().take(cols) {
+            let p = first + q;
+            *o = (p / geo.ow) * geo.stride * self.pw + (p % geo.ow) * geo.stride;
+        }
+        for t in 0..k {
+            let (ci, ky, kx) = (t / (geo.kh * geo.kw), (t / geo.kw) % geo.kh, t % geo.kw);
+            let tap = &self.data[(ci * self.ph + ky) * self.pw + kx..];
+            let row = &mut dst[(t / 4) * NR * 4 + t % 4..];
+            for (q, &o) in offset[..cols].iter().enumerate() {
+                row[q * 4] = tap[o];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +357,29 @@ mod tests {
         let mut again = vec![-5i16; 5 * NR * 2];
         padded.pack_block(&geo, 0, &mut again);
         assert_eq!(again, dst, "the padded copy packs the same block");
+        let mut raw = PaddedImageU8::default();
+        raw.fill(&geo, &[10, 11, 12, 13], 10);
+        let mut quads = vec![9u8; 3 * NR * 4];
+        raw.pack_block(&geo, 0, &mut quads);
+        let tap = |t: usize, q: usize| quads[(t / 4) * NR * 4 + q * 4 + t % 4];
+        let pixel0: Vec<u8> = (0..9).map(|t| tap(t, 0)).collect();
+        assert_eq!(
+            pixel0,
+            [10, 10, 10, 10, 10, 11, 10, 12, 13],
+            "padding is the zero-point"
+        );
+        assert_eq!((tap(9, 0), tap(0, 4)), (0, 0));
+    }
+
+    #[test]
+    fn s8_panels_hold_tap_quads_and_row_sums() {
+        let w: Vec<i16> = (0..10).map(|v| v - 3).collect(); // m = 2, k = 5
+        let p = PackedWeightsS8::pack(&w, 2, 5).expect("fits i8");
+        assert_eq!((p.panels(), p.quads()), (1, 2));
+        let panel = p.panel(0);
+        assert_eq!(&panel[..8], &[-3, -2, -1, 0, 2, 3, 4, 5]);
+        assert_eq!(&panel[16..24], &[1, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(p.row_sums(), &[-5, 20]);
+        assert!(PackedWeightsS8::pack(&[200], 1, 1).is_none());
     }
 }

@@ -1,6 +1,8 @@
 //! AVX2 int8 kernels (x86-64 with AVX2, detected at run time).
 //!
-//! * Dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM
+//! * Dense convolutions whose inputs are all ≤ 127 with symmetric weights (models quantized with
+//!   `reduce_range`, PyTorch's x86 default): u8 × s8 GEMM, [`super::avx2_u8s8`].
+//! * Other dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM
 //!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
 //!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
 //! * Depthwise convolutions: [`super::avx2_depthwise`].
@@ -141,6 +143,35 @@ fn tile(a: &[i16], b: &[i16], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
     })
 }
 
+/// Stores the first `rows` rows and `cols` columns of a tile whose first byte goes to `at`
+/// (rows `stride` apart).
+///
+/// # Safety
+/// Every byte written (`at + r·stride + q`, `r < rows`, `q < cols ≤ NR`) must lie inside the
+/// allocation behind `ptr` and belong to this tile alone.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn store_tile(
+    ptr: OutPtr,
+    tile: &[__m128i; MR],
+    (rows, cols): (usize, usize),
+    at: usize,
+    stride: usize,
+) {
+    for (r, &v) in tile.iter().enumerate().take(rows) {
+        // SAFETY: in bounds by the caller's contract.
+        unsafe {
+            let dst = ptr.at(at + r * stride);
+            if cols == NR {
+                _mm_storeu_si128(dst as *mut __m128i, v);
+            } else {
+                let mut bytes = [0u8; NR];
+                _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, cols);
+            }
+        }
+    }
+}
+
 /// Packs block `block` of a 1×1 stride-1 convolution's input (`[c, pixels]`): for every pair of
 /// channels, 16 pixels of each, zero-point removed, interleaved.
 #[target_feature(enable = "avx2")]
@@ -224,27 +255,22 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
                 padded.pack_block(&geo, block, buf)
             }
         };
-        let store = |panel: usize, block: usize, ap: &[i16], bp: &[i16]| {
+        let store = |panel: usize, block: usize, bp: &[i16]| {
+            let ap = a.panel(panel);
             let (nr, nc) = tile_extent(m, plane, panel, block);
             let rows: &[RowRq; MR] = rows[panel * MR..][..MR].try_into().expect("MR rows");
             let t = tile(ap, bp, rows, o);
-            for (r, &v) in t.iter().enumerate().take(nr) {
-                let at = (panel * MR + r) * plane + block * NR;
-                debug_assert!(at + nc <= m * plane);
-                // SAFETY: rows < m and columns < plane, so `at..at + nc` lies in `dst`; tiles
-                // never overlap.
-                unsafe {
-                    if nc == NR {
-                        _mm_storeu_si128(ptr.at(at) as *mut __m128i, v);
-                    } else {
-                        let mut bytes = [0u8; NR];
-                        _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v);
-                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.at(at), nc);
-                    }
-                }
-            }
+            // SAFETY: the tile's rows and columns lie inside `dst`, and tiles never overlap.
+            unsafe { store_tile(ptr, &t, (nr, nc), (panel * MR) * plane + block * NR, plane) };
         };
-        gemm::run(a, plane, pack, store);
+        let extent = gemm::Extent {
+            rows: m,
+            depth: a.depth(),
+            panels: a.panels(),
+            cols: plane,
+            block_len: a.pairs() * NR * 2,
+        };
+        gemm::run(extent, pack, store);
     }
 }
 
@@ -279,7 +305,13 @@ impl Int8Kernels for Avx2 {
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
         let spec = op.spec();
         let c = input.shape()[1];
-        if let Some(a) = op.gemm_weights() {
+        let u8s8 = op
+            .gemm_weights_s8()
+            .filter(|_| super::avx2_u8s8::fits_u7(input.data()));
+        if let Some(a) = u8s8 {
+            // SAFETY: `self` exists only on CPUs with AVX2.
+            unsafe { super::avx2_u8s8::conv_gemm(op, a, rq, input, out) }
+        } else if let Some(a) = op.gemm_weights() {
             // SAFETY: `self` exists only on CPUs with AVX2.
             unsafe { conv_gemm(op, a, rq, input, out) }
         } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {

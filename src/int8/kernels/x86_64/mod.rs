@@ -3,5 +3,6 @@
 mod avx2;
 mod avx2_add;
 mod avx2_depthwise;
+mod avx2_u8s8;
 
 pub use avx2::Avx2;
