@@ -50,12 +50,13 @@ pub struct Extent {
 }
 
 /// Runs a GEMM:
-/// * `pack(block, dst)` writes input block `block` into `dst` (`extent.block_len` values);
-/// * `tile(panel, block, b_block)` computes and stores one `MR × NR` tile.
-pub fn run(
+/// * `pack(block, dst)` writes input block `block` into `dst` (`extent.block_len` values) and
+///   says how it packed it (a kernel may pick its packing per block);
+/// * `tile(panel, block, b_block, how)` computes and stores one `MR × NR` tile.
+pub fn run<P: Copy>(
     extent: Extent,
-    pack: impl Fn(usize, &mut [i16]) + Sync,
-    tile: impl Fn(usize, usize, &[i16]) + Sync,
+    pack: impl Fn(usize, &mut [i16]) -> P + Sync,
+    tile: impl Fn(usize, usize, &[i16], P) + Sync,
 ) {
     let Extent {
         rows,
@@ -81,10 +82,10 @@ pub fn run(
                 buf.resize(block_len, 0);
             }
             let b = &mut buf[..block_len];
-            pack(block, b);
+            let how = pack(block, b);
             let first = chunk * per_chunk;
             for panel in first..(first + per_chunk).min(panels) {
-                tile(panel, block, b);
+                tile(panel, block, b, how);
             }
         })
     };

@@ -1,8 +1,8 @@
 //! AVX2 int8 kernels (x86-64 with AVX2, detected at run time).
 //!
-//! * Dense convolutions whose inputs are all ≤ 127 with symmetric weights (models quantized with
-//!   `reduce_range`, PyTorch's x86 default): u8 × s8 GEMM, [`super::avx2_u8s8`].
-//! * Other dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM
+//! * Dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM; input blocks whose
+//!   bytes are all ≤ 127 under symmetric weights (models quantized with `reduce_range`, PyTorch's
+//!   x86 default) take the u8 × s8 kernel of [`super::avx2_u8s8`], others
 //!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
 //!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
 //! * Depthwise convolutions: [`super::avx2_depthwise`].
@@ -21,8 +21,9 @@
 use std::arch::x86_64::*;
 
 use super::super::gemm::{self, OutPtr, tile_extent};
-use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage};
+use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
 use super::super::{Direct, Int8Kernels};
+use super::avx2_u8s8;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -213,7 +214,9 @@ fn pack_pointwise(image: &[u8], c: usize, pixels: usize, zp: i16, block: usize, 
     }
 }
 
-/// A dense convolution as packed GEMM, image by image.
+/// A dense convolution as packed GEMM, image by image. Each input block takes the u8 × s8
+/// kernel when the weights allow it and the block's bytes are all ≤ 127 ([`avx2_u8s8`]), else
+/// the i16 kernel; both are exact, so the choice changes only the speed.
 #[target_feature(enable = "avx2")]
 fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, out: &mut [u8]) {
     let s = input.shape();
@@ -235,31 +238,64 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
         pixels: oh * ow,
     };
     let (m, plane) = (op.out_channels(), oh * ow);
-    let zp = input.qparams().zero_point as i16;
+    let zp = input.qparams().zero_point;
     let o = out_rq(rq);
-    let mut padded = PaddedImage::default();
     let rows: Vec<RowRq> = (0..a.panels() * MR)
         .map(|r| row_rq(rq, r.min(m - 1)))
         .collect();
+    let s8 = op
+        .gemm_weights_s8()
+        .map(|a8| (a8, avx2_u8s8::rows(a8, rq, zp)));
+    let block16 = a.pairs() * NR * 2;
+    let block8 = s8.as_ref().map_or(0, |(a8, _)| a8.quads() * NR * 4);
+    let mut padded = PaddedImage::default();
+    let mut padded8 = PaddedImageU8::default();
     for b in 0..n {
         let image = &input.data()[b * c * h * w..][..c * h * w];
         let dst = &mut out[b * m * plane..][..m * plane];
         let ptr = OutPtr(dst.as_mut_ptr());
         if !geo.is_identity() {
-            padded.fill(&geo, image, zp);
+            padded.fill(&geo, image, zp as i16);
+            if s8.is_some() {
+                padded8.fill(&geo, image, zp as u8);
+            }
         }
-        let pack = |block: usize, buf: &mut [i16]| {
+        // Returns whether the block was packed as u8 quads.
+        let pack = |block: usize, buf: &mut [i16]| -> bool {
+            if s8.is_some() {
+                // SAFETY: any i16 storage is valid as bytes, and u8 needs no alignment.
+                let bytes = &mut unsafe { buf.align_to_mut::<u8>() }.1[..block8];
+                if geo.is_identity() {
+                    avx2_u8s8::pack_pointwise(image, c, plane, block, bytes)
+                } else {
+                    padded8.pack_block(&geo, block, bytes)
+                }
+                if avx2_u8s8::fits_u7(bytes) {
+                    return true;
+                }
+            }
+            let buf = &mut buf[..block16];
             if geo.is_identity() {
-                pack_pointwise(image, c, plane, zp, block, buf)
+                pack_pointwise(image, c, plane, zp as i16, block, buf)
             } else {
                 padded.pack_block(&geo, block, buf)
             }
+            false
         };
-        let store = |panel: usize, block: usize, bp: &[i16]| {
-            let ap = a.panel(panel);
+        let compute = |panel: usize, block: usize, bp: &[i16], as_u8: bool| {
             let (nr, nc) = tile_extent(m, plane, panel, block);
-            let rows: &[RowRq; MR] = rows[panel * MR..][..MR].try_into().expect("MR rows");
-            let t = tile(ap, bp, rows, o);
+            let t = match &s8 {
+                Some((a8, rows8)) if as_u8 => {
+                    // SAFETY: as in `pack`.
+                    let bytes = &unsafe { bp.align_to::<u8>() }.1[..block8];
+                    let rows = rows8[panel * MR..][..MR].try_into().expect("MR rows");
+                    avx2_u8s8::tile(a8.panel(panel), bytes, rows, o)
+                }
+                _ => {
+                    let rows = rows[panel * MR..][..MR].try_into().expect("MR rows");
+                    tile(a.panel(panel), &bp[..block16], rows, o)
+                }
+            };
             // SAFETY: the tile's rows and columns lie inside `dst`, and tiles never overlap.
             unsafe { store_tile(ptr, &t, (nr, nc), (panel * MR) * plane + block * NR, plane) };
         };
@@ -268,9 +304,9 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
             depth: a.depth(),
             panels: a.panels(),
             cols: plane,
-            block_len: a.pairs() * NR * 2,
+            block_len: block16.max(block8.div_ceil(2)),
         };
-        gemm::run(extent, pack, store);
+        gemm::run(extent, pack, compute);
     }
 }
 
@@ -305,13 +341,7 @@ impl Int8Kernels for Avx2 {
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
         let spec = op.spec();
         let c = input.shape()[1];
-        let u8s8 = op
-            .gemm_weights_s8()
-            .filter(|_| super::avx2_u8s8::fits_u7(input.data()));
-        if let Some(a) = u8s8 {
-            // SAFETY: `self` exists only on CPUs with AVX2.
-            unsafe { super::avx2_u8s8::conv_gemm(op, a, rq, input, out) }
-        } else if let Some(a) = op.gemm_weights() {
+        if let Some(a) = op.gemm_weights() {
             // SAFETY: `self` exists only on CPUs with AVX2.
             unsafe { conv_gemm(op, a, rq, input, out) }
         } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {

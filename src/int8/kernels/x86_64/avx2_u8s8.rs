@@ -5,18 +5,15 @@
 //! `|q_in·w + q_in'·w'| ≤ 32767`. That holds when every input value is ≤ 127 (`127·128·2 = 32512`)
 //! — the case of every model quantized with `reduce_range` activations, PyTorch's x86/fbgemm
 //! default for exactly this reason — and the weights are symmetric (zero-point 0, so `w = q_w`).
-//! The caller checks both per call; otherwise the i16 path runs. Inputs are not shifted by their
+//! The caller checks both per input block; otherwise that block takes the i16 path. Inputs are not shifted by their
 //! zero-point: padding taps hold the zero-point and each row subtracts `z_in · Σ_k w[o, k]`
 //! (folded into the int32 bias), which gives the exact `Σ (q_in − z_in)·w` of the reference.
 
 use std::arch::x86_64::*;
 
-use super::super::gemm::{self, OutPtr, tile_extent};
-use super::super::packed::{Im2col, MR, NR, PackedWeightsS8, PaddedImageU8};
-use super::avx2::{OutRq, RowRq, narrow16, out_rq, requant8, row_rq, store_tile};
-use crate::int8::conv::Int8Conv2d;
+use super::super::packed::{MR, NR, PackedWeightsS8};
+use super::avx2::{OutRq, RowRq, narrow16, requant8, row_rq};
 use crate::int8::requant::Requant;
-use crate::int8::tensor::QTensor;
 
 /// Whether every byte is ≤ 127 (no `vpmaddubsw` pair can saturate).
 pub(super) fn fits_u7(data: &[u8]) -> bool {
@@ -25,7 +22,7 @@ pub(super) fn fits_u7(data: &[u8]) -> bool {
 
 /// The `MR × NR` microkernel over tap quads.
 #[target_feature(enable = "avx2")]
-fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
+pub(super) fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
     let quads = b.len() / (NR * 4);
     assert!(a.len() >= quads * MR * 4 && b.len() >= quads * NR * 4);
     let ones = _mm256_set1_epi16(1);
@@ -61,7 +58,7 @@ fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
 /// Packs block `block` of a 1×1 stride-1 convolution's input (`[c, pixels]`) as
 /// `[c/4][NR pixels][4]` bytes.
 #[target_feature(enable = "avx2")]
-fn pack_pointwise(image: &[u8], c: usize, pixels: usize, block: usize, dst: &mut [u8]) {
+pub(super) fn pack_pointwise(image: &[u8], c: usize, pixels: usize, block: usize, dst: &mut [u8]) {
     let first = block * NR;
     if first + NR > pixels {
         dst.fill(0);
@@ -98,37 +95,12 @@ fn pack_pointwise(image: &[u8], c: usize, pixels: usize, block: usize, dst: &mut
     }
 }
 
-/// A dense convolution on u8 × s8 (the caller checked [`fits_u7`] on the input).
+/// The per-row requantization of the u8 × s8 kernel: the i16 kernel's, with
+/// `z_in · Σ_k w[o, k]` subtracted in the int32 bias (one entry per panel row).
 #[target_feature(enable = "avx2")]
-pub(super) fn conv_gemm(
-    op: &Int8Conv2d,
-    a: &PackedWeightsS8,
-    rq: &Requant,
-    input: &QTensor,
-    out: &mut [u8],
-) {
-    let s = input.shape();
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let Some((oh, ow)) = op.output_hw(h, w) else {
-        return;
-    };
-    let [kh, kw] = op.kernel_size();
-    let spec = op.spec();
-    let geo = Im2col {
-        c,
-        h,
-        w,
-        kh,
-        kw,
-        stride: spec.stride,
-        pad: spec.padding,
-        ow,
-        pixels: oh * ow,
-    };
-    let (m, plane) = (op.out_channels(), oh * ow);
-    let zp = input.qparams().zero_point;
-    let o = out_rq(rq);
-    let rows: Vec<RowRq> = (0..a.panels() * MR)
+pub(super) fn rows(a: &PackedWeightsS8, rq: &Requant, zp: i32) -> Vec<RowRq> {
+    let m = a.rows();
+    (0..a.panels() * MR)
         .map(|r| {
             let ch = r.min(m - 1);
             let mut row = row_rq(rq, ch);
@@ -136,42 +108,5 @@ pub(super) fn conv_gemm(
             row.bias_i32 = _mm256_set1_epi32(bias);
             row
         })
-        .collect();
-    let mut padded = PaddedImageU8::default();
-    let block_bytes = a.quads() * NR * 4;
-    for b in 0..n {
-        let image = &input.data()[b * c * h * w..][..c * h * w];
-        let dst = &mut out[b * m * plane..][..m * plane];
-        let ptr = OutPtr(dst.as_mut_ptr());
-        if !geo.is_identity() {
-            padded.fill(&geo, image, zp as u8);
-        }
-        let pack = |block: usize, buf: &mut [i16]| {
-            // SAFETY: as in `bytes`; every byte written is a valid i16 half.
-            let (_, bytes, _) = unsafe { buf.align_to_mut::<u8>() };
-            let bytes = &mut bytes[..block_bytes];
-            if geo.is_identity() {
-                pack_pointwise(image, c, plane, block, bytes)
-            } else {
-                padded.pack_block(&geo, block, bytes)
-            }
-        };
-        let compute = |panel: usize, block: usize, bp: &[i16]| {
-            let (nr, nc) = tile_extent(m, plane, panel, block);
-            let rows: &[RowRq; MR] = rows[panel * MR..][..MR].try_into().expect("MR rows");
-            // SAFETY: any i16 storage is valid as bytes, and u8 needs no alignment.
-            let (_, bp, _) = unsafe { bp.align_to::<u8>() };
-            let t = tile(a.panel(panel), &bp[..block_bytes], rows, o);
-            // SAFETY: the tile's rows and columns lie inside `dst`, and tiles never overlap.
-            unsafe { store_tile(ptr, &t, (nr, nc), (panel * MR) * plane + block * NR, plane) };
-        };
-        let extent = gemm::Extent {
-            rows: m,
-            depth: a.depth(),
-            panels: a.panels(),
-            cols: plane,
-            block_len: block_bytes.div_ceil(2),
-        };
-        gemm::run(extent, pack, compute);
-    }
+        .collect()
 }
