@@ -254,15 +254,21 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
         let image = &input.data()[b * c * h * w..][..c * h * w];
         let dst = &mut out[b * m * plane..][..m * plane];
         let ptr = OutPtr(dst.as_mut_ptr());
+        // A strided or padded im2col gathers each value kh·kw times, so it is packed one way
+        // only: as u8 when the whole image allows it (and the zero-point, which pads), else i16.
+        // The 1×1 case packs cheaply and decides per block.
+        let mut try_u8 = s8.is_some();
         if !geo.is_identity() {
-            padded.fill(&geo, image, zp as i16);
-            if s8.is_some() {
+            try_u8 &= zp < 128 && avx2_u8s8::fits_u7(image);
+            if try_u8 {
                 padded8.fill(&geo, image, zp as u8);
+            } else {
+                padded.fill(&geo, image, zp as i16);
             }
         }
         // Returns whether the block was packed as u8 quads.
         let pack = |block: usize, buf: &mut [i16]| -> bool {
-            if s8.is_some() {
+            if try_u8 {
                 // SAFETY: any i16 storage is valid as bytes, and u8 needs no alignment.
                 let bytes = &mut unsafe { buf.align_to_mut::<u8>() }.1[..block8];
                 if geo.is_identity() {
