@@ -226,6 +226,18 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 1,
             groups: 4,
         },
+        // dense 3×3 stride 1, rows wider than a pixel block (blocks inside one row and across two)
+        Case {
+            n: 1,
+            c: 4,
+            h: 9,
+            w: 20,
+            oc: 8,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        },
         // depthwise 3×3 stride 2 with an odd width and fewer than 8 output columns
         Case {
             n: 2,

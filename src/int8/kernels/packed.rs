@@ -204,105 +204,116 @@ impl Im2col {
     }
 }
 
-/// An image with its zero-point removed and `pad` zeros around every channel, so that im2col
-/// reads need no bounds checks.
+/// A padded copy of an image for im2col without bounds checks: every channel surrounded by `pad`
+/// values of the padding value. At stride 2 each row is stored as its even columns, then its
+/// odd columns, so that the taps of 16 neighbouring outputs are 16 contiguous values.
 #[derive(Debug, Clone, Default)]
-pub struct PaddedImage {
-    data: Vec<i16>,
+pub struct Padded<T> {
+    data: Vec<T>,
     ph: usize,
-    pw: usize,
+    row_len: usize,
+    /// Where the odd columns of a row start (0: not split).
+    half: usize,
 }
 
+/// Zero-point removed, zero padding (the i16 kernels).
+pub type PaddedImage = Padded<i16>;
+/// Raw quint8, padded with the zero-point (the u8 × s8 kernels: a padding tap then contributes
+/// `(z − z)·w = 0` after the row-sum correction).
+pub type PaddedImageU8 = Padded<u8>;
+
 impl PaddedImage {
-    /// Pads `image` (`[geo.c, geo.h, geo.w]` quint8) with zero-point `zp`, reusing this buffer.
+    /// Pads `image` (`[geo.c, geo.h, geo.w]` quint8) with its zero-point `zp` removed.
     pub fn fill(&mut self, geo: &Im2col, image: &[u8], zp: i16) {
+        self.fill_with(geo, image, 0, |q| q as i16 - zp)
+    }
+
+    /// [`Im2col::pack_block`] from this padded copy: the same values, as tap pairs.
+    pub fn pack_block(&self, geo: &Im2col, block: usize, dst: &mut [i16]) {
+        self.pack_groups(geo, block, 2, dst)
+    }
+}
+
+impl PaddedImageU8 {
+    /// Pads `image` (`[geo.c, geo.h, geo.w]`) with its zero-point `zp`.
+    pub fn fill(&mut self, geo: &Im2col, image: &[u8], zp: u8) {
+        self.fill_with(geo, image, zp, |q| q)
+    }
+
+    /// Packs block `block` of the im2col as `[k/4][NR pixels][4]` bytes (taps past `k` and
+    /// pixels past the image are 0) into `dst` (`⌈k/4⌉ · NR · 4` bytes).
+    pub fn pack_block(&self, geo: &Im2col, block: usize, dst: &mut [u8]) {
+        self.pack_groups(geo, block, 4, dst)
+    }
+}
+
+impl<T: Copy + Default> Padded<T> {
+    fn fill_with(&mut self, geo: &Im2col, image: &[u8], pad: T, convert: impl Fn(u8) -> T) {
         let (ph, pw) = (geo.h + 2 * geo.pad, geo.w + 2 * geo.pad);
+        self.half = if geo.stride == 2 { pw.div_ceil(2) } else { 0 };
+        self.row_len = if geo.stride == 2 { 2 * self.half } else { pw };
+        self.ph = ph;
         self.data.clear();
-        self.data.resize(geo.c * ph * pw, 0);
-        (self.ph, self.pw) = (ph, pw);
+        self.data.resize(geo.c * ph * self.row_len, pad);
         for (ci, plane) in image.chunks_exact(geo.h * geo.w).enumerate().take(geo.c) {
             for (y, line) in plane.chunks_exact(geo.w).enumerate() {
-                let at = (ci * ph + y + geo.pad) * pw + geo.pad;
-                for (d, &q) in self.data[at..at + geo.w].iter_mut().zip(line) {
-                    *d = q as i16 - zp;
+                let row = &mut self.data[(ci * ph + y + geo.pad) * self.row_len..][..self.row_len];
+                if self.half == 0 {
+                    for (d, &q) in row[geo.pad..].iter_mut().zip(line) {
+                        *d = convert(q);
+                    }
+                } else {
+                    for (x, &q) in line.iter().enumerate() {
+                        let col = x + geo.pad;
+                        row[col / 2 + (col % 2) * self.half] = convert(q);
+                    }
                 }
             }
         }
     }
 
-    /// [`Im2col::pack_block`] from this padded copy: the same values, no bounds checks.
-    pub fn pack_block(&self, geo: &Im2col, block: usize, dst: &mut [i16]) {
-        let k = geo.c * geo.kh * geo.kw;
-        let first = block * NR;
-        let cols = NR.min(geo.pixels - first);
-        if cols < NR {
-            dst.fill(0);
-        }
-        let mut offset = [0usize; NR];
-        for (q, o) in offset.iter_mut().enumerate().take(cols) {
-            let p = first + q;
-            *o = (p / geo.ow) * geo.stride * self.pw + (p % geo.ow) * geo.stride;
-        }
-        let offset = &offset[..cols];
-        for t in 0..k {
-            let (ci, ky, kx) = (t / (geo.kh * geo.kw), (t / geo.kw) % geo.kh, t % geo.kw);
-            let tap = &self.data[(ci * self.ph + ky) * self.pw + kx..];
-            let row = &mut dst[(t / 2) * NR * 2 + t % 2..];
-            for (q, &o) in offset.iter().enumerate() {
-                row[q * 2] = tap[o];
-            }
-        }
-        if k % 2 == 1 {
-            let row = &mut dst[(k / 2) * NR * 2 + 1..];
-            for q in 0..cols {
-                row[q * 2] = 0;
-            }
-        }
-    }
-}
-
-/// An image padded with its zero-point (raw quint8, for the u8 × s8 kernels: a padding tap then
-/// contributes `(z − z)·w = 0` after the row-sum correction).
-#[derive(Debug, Clone, Default)]
-pub struct PaddedImageU8 {
-    data: Vec<u8>,
-    ph: usize,
-    pw: usize,
-}
-
-impl PaddedImageU8 {
-    /// Pads `image` (`[geo.c, geo.h, geo.w]`) with `zp`, reusing this buffer.
-    pub fn fill(&mut self, geo: &Im2col, image: &[u8], zp: u8) {
-        let (ph, pw) = (geo.h + 2 * geo.pad, geo.w + 2 * geo.pad);
-        self.data.clear();
-        self.data.resize(geo.c * ph * pw, zp);
-        (self.ph, self.pw) = (ph, pw);
-        for (ci, plane) in image.chunks_exact(geo.h * geo.w).enumerate().take(geo.c) {
-            for (y, line) in plane.chunks_exact(geo.w).enumerate() {
-                let at = (ci * ph + y + geo.pad) * pw + geo.pad;
-                self.data[at..at + geo.w].copy_from_slice(line);
-            }
+    /// Where padded column `col` sits in a row.
+    fn column(&self, col: usize) -> usize {
+        if self.half == 0 {
+            col
+        } else {
+            col / 2 + (col % 2) * self.half
         }
     }
 
-    /// Packs block `block` of the im2col as `[k/4][NR pixels][4]` u8 (taps past `k` and pixels
-    /// past the image are 0) into `dst` (`⌈k/4⌉ · NR · 4` bytes).
-    pub fn pack_block(&self, geo: &Im2col, block: usize, dst: &mut [u8]) {
+    /// Packs block `block` as `[k/group][NR][group]` (taps past `k` and pixels past the image
+    /// are `T::default()`).
+    fn pack_groups(&self, geo: &Im2col, block: usize, group: usize, dst: &mut [T]) {
         let k = geo.c * geo.kh * geo.kw;
         let first = block * NR;
         let cols = NR.min(geo.pixels - first);
-        dst.fill(0);
-        let mut offset = [0usize; NR];
-        for (q, o) in offset.iter_mut().enumerate().take(cols) {
-            let p = first + q;
-            *o = (p / geo.ow) * geo.stride * self.pw + (p % geo.ow) * geo.stride;
+        if cols < NR || k % group != 0 {
+            dst.fill(T::default());
         }
-        for t in 0..k {
-            let (ci, ky, kx) = (t / (geo.kh * geo.kw), (t / geo.kw) % geo.kh, t % geo.kw);
-            let tap = &self.data[(ci * self.ph + ky) * self.pw + kx..];
-            let row = &mut dst[(t / 4) * NR * 4 + t % 4..];
-            for (q, &o) in offset[..cols].iter().enumerate() {
-                row[q * 4] = tap[o];
+        let tap_row = |t: usize, oy: usize| {
+            let (ci, ky) = (t / (geo.kh * geo.kw), (t / geo.kw) % geo.kh);
+            (ci * self.ph + oy * geo.stride + ky) * self.row_len
+        };
+        let (oy, ox) = (first / geo.ow, first % geo.ow);
+        if cols == NR && ox + NR <= geo.ow && geo.stride <= 2 {
+            // One output row: each tap is NR contiguous values.
+            for t in 0..k {
+                let kx = t % geo.kw;
+                let start = tap_row(t, oy) + self.column(ox * geo.stride + kx);
+                let src = &self.data[start..][..NR];
+                let out = &mut dst[(t / group) * NR * group + t % group..];
+                for (q, &v) in src.iter().enumerate() {
+                    out[q * group] = v;
+                }
+            }
+            return;
+        }
+        for q in 0..cols {
+            let (oy, ox) = ((first + q) / geo.ow, (first + q) % geo.ow);
+            for t in 0..k {
+                let kx = t % geo.kw;
+                let v = self.data[tap_row(t, oy) + self.column(ox * geo.stride + kx)];
+                dst[(t / group) * NR * group + q * group + t % group] = v;
             }
         }
     }
