@@ -287,7 +287,7 @@ impl<T: Copy + Default> Padded<T> {
         let k = geo.c * geo.kh * geo.kw;
         let first = block * NR;
         let cols = NR.min(geo.pixels - first);
-        if cols < NR || k % group != 0 {
+        if cols < NR || !k.is_multiple_of(group) {
             dst.fill(T::default());
         }
         let tap_row = |t: usize, oy: usize| {
