@@ -22,6 +22,15 @@ pub enum Error {
         /// What the reader said.
         reason: String,
     },
+    /// A model file of this crate (an int8 model, a burnpack training checkpoint) could not be
+    /// parsed: corrupt, truncated, or not such a file.
+    #[error("{path}: not a readable model file: {reason}")]
+    ModelFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A checkpoint parsed, but does not fit the model (missing, unexpected or mis-shaped keys).
     #[error("{path}: checkpoint does not match the model: {reason}")]
     CheckpointMismatch {
@@ -50,6 +59,10 @@ pub enum Error {
     /// Pretrained weights could not be downloaded or verified.
     #[error("{0}")]
     Download(String),
+    /// Training stopped: the loss or the model (weights, fake-quant scales) became non-finite.
+    /// The message names the epoch and batch and the last good checkpoint.
+    #[error("training stopped: {0}")]
+    Training(String),
     /// A quantization step was used out of order or on bad data.
     #[error("quantization error: {0}")]
     Quant(String),

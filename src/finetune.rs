@@ -6,10 +6,13 @@
 //! model between epochs (observers off after epoch N, batch-norm statistics frozen after epoch
 //! M — torchvision's `train_quantization.py` recipe), which `Learner` has no hook for, and the
 //! result must be converted and evaluated on the int8 path. It keeps what `Learner` would give:
-//! a progress bar, per-epoch metrics, atomic per-epoch checkpoints and `resume`.
+//! a progress bar, per-epoch metrics, atomic per-epoch checkpoints (model and optimizer state)
+//! and `resume`, and it stops on a non-finite loss or model rather than save one.
+
+mod checkpoint;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::config::Config;
@@ -26,11 +29,13 @@ use crate::data::{
     Image, ImageDataset, Normalize, RandomAffine, SplitMix64, Transform, shuffled_indices,
 };
 use crate::int8::Engine;
+use crate::io::atomic::{remove_stale_temps, write_atomic_bytes};
 use crate::io::save_int8_model;
 use crate::models::{MobileNetV2, MobileNetV2Config};
 use crate::quant::{QConfig, QuantBackend};
 use crate::quantize::{disable_observer, freeze_bn_stats, prepare, prepare_qat, replace_relu};
 use crate::{Error, Result};
+use checkpoint::{last_checkpoint, last_good, load_checkpoint, model_bytes, save_checkpoint};
 
 /// The recipe of a QAT fine-tuning run.
 #[derive(Config, Debug)]
@@ -250,7 +255,7 @@ fn float_model(
     let mut model = model_config(config, classes).init(device)?;
     if let Some(path) = weights {
         let mut store = BurnpackStore::from_file(path);
-        let applied = model.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        let applied = model.load_from(&mut store).map_err(|e| Error::ModelFile {
             path: path.to_path_buf(),
             reason: format!("cannot load float MobileNetV2 weights: {e}"),
         })?;
@@ -269,23 +274,6 @@ fn float_model(
         }
     }
     Ok(model)
-}
-
-/// Saves `model` atomically as `path` (burnpack), through a temporary file beside it.
-fn save_checkpoint(model: &MobileNetV2, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("bpk.tmp");
-    let mut store = BurnpackStore::from_file(&tmp).overwrite(true);
-    model
-        .clone()
-        .save_into(&mut store)
-        .map_err(|e| Error::Config(format!("saving {}: {e}", path.display())))?;
-    // burn-store may append its extension to a name without one.
-    let written = if tmp.exists() {
-        tmp.clone()
-    } else {
-        PathBuf::from(format!("{}.bpk", tmp.display()))
-    };
-    std::fs::rename(&written, path).map_err(|e| Error::io(path, e))
 }
 
 fn file_size(path: &Path) -> u64 {
@@ -353,8 +341,18 @@ fn class_count(data: &ImageDataset) -> usize {
 }
 
 /// Runs the whole job and returns the table's rows: float, PTQ int8, QAT fake-quant, QAT int8.
-/// Checkpoints go to `out/qat_epoch{N}.bpk` after every epoch; with `resume`, the run continues
-/// after the last complete one. The QAT int8 model is saved to `out/mobilenet_v2_qat.int8.safetensors`.
+/// The QAT int8 model is saved to `out/mobilenet_v2_qat.int8.safetensors`.
+///
+/// After every epoch a checkpoint is written atomically (temporary file, fsync, rename, fsync
+/// of the directory): the optimizer state `out/qat_epoch{N}.optim.bpk`, then the model
+/// `out/qat_epoch{N}.bpk`, whose presence marks the checkpoint complete. With `resume`, the run
+/// continues after the last complete one (also after a `kill -9` in the middle of a write, whose
+/// leftover temporary file it removes); as dropout's generator is reseeded per epoch, the result
+/// is bit-identical to an uninterrupted run's on the same machine.
+///
+/// A non-finite loss, or a model whose weights or fake-quant scales became non-finite by the end
+/// of an epoch, stops training with [`Error::Training`] naming the epoch (and batch) and the last
+/// good checkpoint, which is left as it was.
 pub fn run(
     config: &FinetuneConfig,
     data: &FinetuneData,
@@ -391,7 +389,7 @@ pub fn run(
     // 1. Float.
     let float = float_model(config, classes, float_weights, &cpu)?.valid();
     let float_path = out.join("float.bpk");
-    save_checkpoint(&float, &float_path)?;
+    write_atomic_bytes(&float_path, &model_bytes(&float, &float_path)?)?;
     rows.push(evaluate("float".to_string(), &float, false, &float_path)?);
     println!("float: {:.2}%", rows[0].accuracy * 100.0);
 
@@ -409,19 +407,24 @@ pub fn run(
 
     // 3. QAT.
     let mut model = qat_model(config, classes, float_weights, device)?;
-    let mut first_epoch = 0;
-    if resume && let Some((epoch, path)) = last_checkpoint(out, config.epochs) {
-        let mut store = BurnpackStore::from_file(&path);
-        model.load_from(&mut store).map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            reason: format!("cannot resume from this QAT checkpoint: {e}"),
-        })?;
-        first_epoch = epoch + 1;
-        println!("resuming after epoch {epoch} ({})", path.display());
-    }
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
         .init();
+    let mut first_epoch = 0;
+    if resume {
+        // Half-written files of a run killed mid-write.
+        remove_stale_temps(out)?;
+        if let Some((epoch, path)) = last_checkpoint(out, config.epochs) {
+            optim = load_checkpoint(&mut model, optim, out, epoch)?;
+            first_epoch = epoch + 1;
+            println!(
+                "resuming after epoch {}/{} ({})",
+                epoch + 1,
+                config.epochs,
+                path.display()
+            );
+        }
+    }
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let steps = data
         .train
@@ -438,6 +441,10 @@ pub fn run(
         );
         bar.set_message(format!("{}/{}", epoch + 1, config.epochs));
         let seed = config.seed.wrapping_add(1000 + epoch as u64);
+        // Dropout's generator is reseeded per epoch, so that a run resumed after epoch N
+        // draws what the uninterrupted run drew (bit-identical results).
+        device.seed(seed);
+        cpu.seed(seed);
         let order = shuffled_indices(data.train.len(), seed);
         let mut rng = SplitMix64::new(seed ^ 0xA076_1D64_78BD_642F);
         let mut loss_sum = 0.0;
@@ -455,10 +462,13 @@ pub fn run(
             let loss = loss_fn.forward(model.forward(x), y);
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
-                return Err(Error::Quant(format!(
-                    "the QAT loss became {value} at epoch {epoch}, step {i}; the last good \
-                     checkpoint is in {}",
-                    out.display()
+                bar.finish_and_clear();
+                return Err(Error::Training(format!(
+                    "the loss is {value} (non-finite) at epoch {}/{}, batch {}/{steps}; {}",
+                    epoch + 1,
+                    config.epochs,
+                    i + 1,
+                    last_good(out, config.epochs)
                 )));
             }
             loss_sum += value as f64;
@@ -485,7 +495,7 @@ pub fn run(
             acc * 100.0,
             start.elapsed().as_secs_f64()
         );
-        save_checkpoint(&model, &out.join(format!("qat_epoch{epoch}.bpk")))?;
+        save_checkpoint(&model, &optim, out, epoch, config.epochs)?;
     }
 
     // 4. QAT fake-quant and QAT int8.
@@ -507,12 +517,4 @@ pub fn run(
         &int8_path,
     )?);
     Ok(rows)
-}
-
-/// The last complete epoch checkpoint in `out`, if any.
-fn last_checkpoint(out: &Path, epochs: usize) -> Option<(usize, PathBuf)> {
-    (0..epochs)
-        .rev()
-        .map(|e| (e, out.join(format!("qat_epoch{e}.bpk"))))
-        .find(|(_, p)| p.is_file())
 }

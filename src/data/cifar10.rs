@@ -8,6 +8,8 @@ use crate::{Error, Result};
 
 const SIDE: usize = 32;
 const RECORD: usize = 1 + 3 * SIDE * SIDE;
+/// Largest batch file read (the real ones hold 10,000 records, 30.7 MB).
+const MAX_FILE_BYTES: u64 = 64 * 10_000 * RECORD as u64;
 const CLASSES: [&str; 10] = [
     "airplane",
     "automobile",
@@ -36,7 +38,8 @@ pub fn load_cifar10(dir: &Path, test: bool) -> Result<ImageDataset> {
     };
     for file in files {
         let path = dir.join(&file);
-        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        // Refuse a file far larger than a batch (10,000 records) before reading it whole.
+        let bytes = crate::io::read_file(&path, MAX_FILE_BYTES)?;
         let err = |reason: String| Error::Data(format!("{}: {reason}", path.display()));
         if bytes.is_empty() || bytes.len() % RECORD != 0 {
             return Err(err(format!(

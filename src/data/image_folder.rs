@@ -35,9 +35,21 @@ pub fn load_image_folder(root: &Path) -> Result<ImageDataset> {
             return Err(err(class_dir, "class directory holds no images"));
         }
         for file in files {
+            // The decoder's default limits (512 MiB) refuse huge declared dimensions before
+            // allocating; its messages may span lines.
             let img = image::open(&file)
-                .map_err(|e| err(&file, &format!("unreadable image ({e})")))?
+                .map_err(|e| {
+                    let e = e
+                        .to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    err(&file, &format!("unreadable image ({e})"))
+                })?
                 .to_rgb8();
+            if img.width() == 0 || img.height() == 0 {
+                return Err(err(&file, "image has no pixels (zero width or height)"));
+            }
             data.images.push(Image {
                 height: img.height() as usize,
                 width: img.width() as usize,

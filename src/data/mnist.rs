@@ -1,7 +1,7 @@
 //! The embedded MNIST digits (`assets/mnist_5k.csv.gz`, 5,000 images; attribution in
 //! `assets/README.md`).
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
 use flate2::read::GzDecoder;
 
@@ -25,25 +25,42 @@ impl EmbeddedMnist {
     }
 }
 
+/// Longest CSV line accepted: 785 values of at most 3 digits, commas and some white space.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+
 /// Parses MNIST-style CSV (784 pixels then the label per row), gzip-compressed. `name` is used
 /// in error messages, which give the line number.
+///
+/// The text is decompressed line by line (never whole), and a line longer than 16 KiB is an
+/// error, so a decompression bomb costs no more memory than the images it really holds.
 pub fn parse_csv_gz(bytes: &[u8], name: &str) -> Result<ImageDataset> {
     let err = |reason: String| Error::Data(format!("{name}: {reason}"));
-    let mut text = String::new();
-    GzDecoder::new(bytes)
-        .read_to_string(&mut text)
-        .map_err(|e| err(format!("not a gzip-compressed text file: {e}")))?;
+    let mut reader = BufReader::new(GzDecoder::new(bytes));
     let pixels_per_image = MNIST_SIDE * MNIST_SIDE;
     let mut data = ImageDataset {
         classes: (0..10).map(|d| d.to_string()).collect(),
         ..Default::default()
     };
-    for (line_no, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let line_err = |reason: String| err(format!("line {}: {reason}", line_no + 1));
+    let mut raw = Vec::new();
+    for line_no in 1.. {
+        raw.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut raw)
+            .map_err(|e| err(format!("not a gzip-compressed text file: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        let line_err = |reason: String| err(format!("line {line_no}: {reason}"));
+        if n > MAX_LINE_BYTES {
+            return Err(line_err(format!(
+                "longer than {MAX_LINE_BYTES} bytes (not MNIST CSV)"
+            )));
+        }
+        let line = std::str::from_utf8(&raw).map_err(|_| line_err("not UTF-8 text".to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
         let values = line
             .split(',')
             .map(|v| v.trim().parse::<u16>())

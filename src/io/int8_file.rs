@@ -153,7 +153,7 @@ pub fn save_int8_file(
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Checkpoint {
+    Error::ModelFile {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
@@ -184,7 +184,7 @@ fn int8s(view: &TensorView<'_>) -> Option<Vec<i8>> {
 /// Reads an int8 model file: its state dict and metadata (`engine` among them). Errors name the
 /// file: not a safetensors file, not this format, a tensor of the wrong type.
 pub fn read_int8_file(path: &Path) -> Result<(StateDict, BTreeMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = super::read_file(path, u64::MAX)?;
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| corrupt(path, format!("not a safetensors file ({e})")))?;
     let metadata: BTreeMap<String, String> = header
@@ -239,6 +239,9 @@ pub fn read_int8_file(path: &Path) -> Result<(StateDict, BTreeMap<String, String
                 if scales.len() != zero_points.len() || scales.is_empty() {
                     return Err(bad("`:scale` and `:zero_point` differ in length"));
                 }
+                if let Some(s) = scales.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+                    return Err(bad(&format!("scale {s} is not a positive finite number")));
+                }
                 let axis = tensors.get(&format!("{key}:axis")).and_then(int64s);
                 let qscheme = match axis.as_deref() {
                     None if scales.len() == 1 => QScheme::PerTensorAffine {
@@ -246,6 +249,13 @@ pub fn read_int8_file(path: &Path) -> Result<(StateDict, BTreeMap<String, String
                         zero_point: zero_points[0] as i64,
                     },
                     Some(&[axis]) if (0..shape.len() as i64).contains(&axis) => {
+                        let channels = shape[axis as usize];
+                        if scales.len() != channels {
+                            return Err(bad(&format!(
+                                "{} per-channel scales for {channels} channels along axis {axis}",
+                                scales.len()
+                            )));
+                        }
                         QScheme::PerChannelAffine {
                             scales: scales.iter().map(|&s| s as f64).collect(),
                             zero_points: zero_points.iter().map(|&z| z as i64).collect(),

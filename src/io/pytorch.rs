@@ -101,9 +101,17 @@ fn regex_escape(s: &str) -> String {
 /// Strict like PyTorch's `load_state_dict`: every model parameter must be in the file with the
 /// right shape and every file entry must have a place in the model (except ignored suffixes).
 /// On error the module is dropped and the error names the first offending PyTorch keys.
+///
+/// The file is checked by the crate's own bounded reader first (see
+/// [`read_quantized_state_dict`](super::read_quantized_state_dict)): a directory, an empty,
+/// truncated or corrupt file, huge declared sizes, deep pickle nesting, calls other than
+/// PyTorch's tensor rebuilds, or quantized tensors are [`Error::Checkpoint`]s naming the file
+/// before burn-store's reader sees it.
 pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> Result<M> {
-    // A clear I/O error (missing file, permissions) before the reader's own message.
-    std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    // The crate's own bounded reader checks the file first (clear I/O errors, limits on
+    // declared sizes and pickle nesting, no calls but PyTorch's tensor rebuilds), so burn-store
+    // only ever sees well-formed checkpoints.
+    super::quantized_pth::check_float_state_dict(path)?;
     let mut store = PytorchStore::from_file(path)
         .remap(keys.remapper()?)
         .validate(false)

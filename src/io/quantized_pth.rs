@@ -141,8 +141,25 @@ impl StateValue {
 /// problem) if it is not a well-formed `torch.save` state dict.
 pub fn read_quantized_state_dict(path: &Path) -> Result<BTreeMap<String, StateValue>> {
     let (pk, storages) = torch_archive::open(path)?;
-    Reader::new(&pk, storages)
+    Reader::new(&pk, storages, false)
         .state_dict()
+        .map_err(|reason| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        })
+}
+
+/// Checks that `path` is a well-formed `torch.save`d float state dict without reading the
+/// tensor data: the archive or legacy stream, the pickle (bounded), every value a tensor
+/// rebuild PyTorch writes (no other calls), every view inside its storage, every storage
+/// present with its declared size. A quantized tensor is an error that says to read the file
+/// as an int8 model. The float loader runs this before burn-store's reader, so that hostile or
+/// malformed files get this reader's limits and messages.
+pub(crate) fn check_float_state_dict(path: &Path) -> Result<()> {
+    let (pk, storages) = torch_archive::open(path)?;
+    Reader::new(&pk, storages, true)
+        .state_dict()
+        .map(|_| ())
         .map_err(|reason| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
@@ -185,12 +202,15 @@ struct Reader<'a> {
     budget: u64,
     /// Objects the conversion may still visit (bounds shared-reference blow-ups).
     visits: usize,
+    /// Check only: read no tensor data, refuse quantized tensors.
+    dry: bool,
 }
 
 impl<'a> Reader<'a> {
-    fn new(pk: &'a Pickle, storages: Storages) -> Self {
+    fn new(pk: &'a Pickle, storages: Storages, dry: bool) -> Self {
         Reader {
             pk,
+            dry,
             budget: storages
                 .file_len()
                 .saturating_mul(4)
@@ -241,6 +261,17 @@ impl<'a> Reader<'a> {
             ),
             Obj::Call { func, args, .. } => {
                 let (view, qparams) = self.rebuild(*func, *args, depth + 1)?;
+                if self.dry {
+                    if qparams.is_some() || view.dtype.is_quantized() {
+                        return Err(format!(
+                            "a quantized {:?} tensor: this is an int8 model, read it as one \
+                             (`read_quantized_state_dict`, the CLI's `--quantized`)",
+                            view.dtype
+                        ));
+                    }
+                    self.spend(view.numel)?;
+                    return Ok(StateValue::None);
+                }
                 let qscheme = match qparams {
                     Some(q) => Some(self.qscheme(q, &view, depth + 1)?),
                     None => None,

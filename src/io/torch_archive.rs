@@ -21,16 +21,15 @@ pub(crate) fn open(path: &Path) -> Result<(Pickle, Storages)> {
         path: path.to_path_buf(),
         reason,
     };
-    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let (mut file, file_len) = super::open_file(path)?;
     let mut head = [0u8; 4];
     let n = file.read(&mut head).map_err(|e| Error::io(path, e))?;
-    let (pk, source) = match head.get(..n) {
+    let (pk, mut source) = match head.get(..n) {
         Some([]) => return Err(fail("the file is empty".into())),
         Some([b'P', b'K', 3, 4]) => open_zip(file, file_len).map_err(fail)?,
         Some([0x80, ..]) => {
             drop(file);
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = super::read_file(path, u64::MAX)?;
             open_legacy(bytes).map_err(fail)?
         }
         _ => {
@@ -40,11 +39,37 @@ pub(crate) fn open(path: &Path) -> Result<(Pickle, Storages)> {
         }
     };
     let mut infos = storage_infos(&pk).map_err(fail)?;
-    if let Source::Legacy { ranges, .. } = &source {
-        for (key, info) in &mut infos {
-            // The element count written next to the data is what PyTorch loads.
-            if let Some(&(_, len)) = ranges.get(key) {
-                info.numel = len as u64 / info.dtype.size();
+    match &mut source {
+        Source::Legacy { ranges, .. } => {
+            for (key, info) in &mut infos {
+                // The element count written next to the data is what PyTorch loads.
+                if let Some(&(_, len)) = ranges.get(key) {
+                    info.numel = len as u64 / info.dtype.size();
+                }
+            }
+        }
+        // Every declared storage must be in the archive with at least its declared size, so
+        // that nothing (here or in burn-store's reader) allocates for data the file lacks.
+        Source::Zip { archive, prefix } => {
+            let mut keys: Vec<_> = infos.iter().filter(|(_, i)| i.numel > 0).collect();
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            for (key, info) in keys {
+                let name = format!("{prefix}data/{key}");
+                let need = info
+                    .numel
+                    .checked_mul(info.dtype.size())
+                    .ok_or_else(|| fail(format!("storage '{key}' size overflows")))?;
+                let entry = archive
+                    .by_name(&name)
+                    .map_err(|e| fail(format!("zip entry '{name}': {e}")))?;
+                check_entry_size(
+                    &name,
+                    entry.size(),
+                    entry.compressed_size(),
+                    entry.compression(),
+                    need,
+                )
+                .map_err(fail)?;
             }
         }
     }
@@ -198,23 +223,13 @@ fn read_entry(
         .by_name(name)
         .map_err(|e| format!("zip entry '{name}': {e}"))?;
     let size = entry.size();
-    let compressed = entry.compressed_size();
-    let stored = entry.compression() == zip::CompressionMethod::Stored;
-    if size < need {
-        return Err(format!(
-            "zip entry '{name}' holds {size} bytes, but {need} are declared"
-        ));
-    }
-    if (stored && size != compressed)
-        || size
-            > compressed
-                .saturating_mul(MAX_DEFLATE_RATIO)
-                .saturating_add(1024)
-    {
-        return Err(format!(
-            "zip entry '{name}' claims {size} bytes from {compressed} compressed"
-        ));
-    }
+    check_entry_size(
+        name,
+        size,
+        entry.compressed_size(),
+        entry.compression(),
+        need,
+    )?;
     let mut out = Vec::new();
     entry
         .take(size.saturating_add(1))
@@ -227,6 +242,34 @@ fn read_entry(
         ));
     }
     Ok(out)
+}
+
+/// Refuses a zip entry smaller than `need` bytes or larger than deflate can make of its
+/// compressed size.
+fn check_entry_size(
+    name: &str,
+    size: u64,
+    compressed: u64,
+    method: zip::CompressionMethod,
+    need: u64,
+) -> Result<(), String> {
+    if size < need {
+        return Err(format!(
+            "zip entry '{name}' holds {size} bytes, but {need} are declared"
+        ));
+    }
+    let stored = method == zip::CompressionMethod::Stored;
+    if (stored && size != compressed)
+        || size
+            > compressed
+                .saturating_mul(MAX_DEFLATE_RATIO)
+                .saturating_add(1024)
+    {
+        return Err(format!(
+            "zip entry '{name}' claims {size} bytes from {compressed} compressed"
+        ));
+    }
+    Ok(())
 }
 
 fn open_zip(file: File, file_len: u64) -> Result<(Pickle, Source), String> {

@@ -1,0 +1,147 @@
+//! Epoch checkpoints of the QAT run: written atomically (model and optimizer state), refused
+//! when the model has gone non-finite, found and loaded again by `resume`.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Bytes, DType};
+use burn_store::{BurnpackStore, ModuleSnapshot};
+
+use crate::io::atomic::write_atomic_bytes;
+use crate::models::MobileNetV2;
+use crate::{Error, Result};
+
+/// `model` as burnpack bytes (the checkpoint format).
+pub(super) fn model_bytes(model: &MobileNetV2, path: &Path) -> Result<Vec<u8>> {
+    let mut store = BurnpackStore::from_bytes(None);
+    let bytes = model
+        .save_into(&mut store)
+        .map_err(|e| e.to_string())
+        .and_then(|()| store.get_bytes().map_err(|e| e.to_string()))
+        .map_err(|e| Error::io(path, std::io::Error::other(format!("serializing: {e}"))))?;
+    Ok(bytes.to_vec())
+}
+
+/// The first float tensor of `model` (weights, batch-norm statistics, fake-quant scales and
+/// zero points) that holds a NaN or an infinity, by name. Observer ranges are not checked: an
+/// observer that has seen nothing yet holds (+inf, -inf), as PyTorch's do.
+fn first_non_finite(model: &MobileNetV2) -> Option<String> {
+    model.collect(None, None, false).into_iter().find_map(|t| {
+        let observer = [".min_val", ".max_val", ".histogram"]
+            .iter()
+            .any(|s| t.name.ends_with(s));
+        let bytes = match t.dtype {
+            DType::F32 if !observer => t.to_bytes().ok()?,
+            _ => return None,
+        };
+        let bad = bytes
+            .chunks_exact(4)
+            .any(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite());
+        bad.then(|| t.name.clone())
+    })
+}
+
+/// The files of the checkpoint after epoch `epoch` (0-based): the model (written last: its
+/// presence marks the checkpoint complete) and the optimizer state (momentum).
+fn checkpoint_paths(out: &Path, epoch: usize) -> (PathBuf, PathBuf) {
+    (
+        out.join(format!("qat_epoch{epoch}.bpk")),
+        out.join(format!("qat_epoch{epoch}.optim.bpk")),
+    )
+}
+
+/// Where training stands for error messages: the last complete checkpoint, if any.
+pub(super) fn last_good(out: &Path, epochs: usize) -> String {
+    match last_checkpoint(out, epochs) {
+        Some((e, path)) => format!(
+            "the last good checkpoint is {} (after epoch {}/{epochs}); fix the cause (e.g. a \
+             lower --lr) and continue with --resume",
+            path.display(),
+            e + 1
+        ),
+        None => "no epoch checkpoint had been written yet".to_string(),
+    }
+}
+
+/// Saves the checkpoint after `epoch`: optimizer state, then the model, each atomically. A
+/// model with a non-finite tensor is not saved: training stops with an error instead, and the
+/// previous checkpoint stays the last one.
+pub(super) fn save_checkpoint(
+    model: &MobileNetV2,
+    optim: &ModuleOptimizer,
+    out: &Path,
+    epoch: usize,
+    epochs: usize,
+) -> Result<()> {
+    if let Some(name) = first_non_finite(model) {
+        return Err(Error::Training(format!(
+            "after epoch {}/{epochs}, `{name}` holds NaN or infinite values (non-finite \
+             weights or fake-quant scales); {}",
+            epoch + 1,
+            last_good(out, epochs)
+        )));
+    }
+    let (model_path, optim_path) = checkpoint_paths(out, epoch);
+    let optim_bytes = optim.into_bytes().map_err(|e| {
+        Error::io(
+            &optim_path,
+            std::io::Error::other(format!("serializing: {e}")),
+        )
+    })?;
+    write_atomic_bytes(&optim_path, &optim_bytes)?;
+    write_atomic_bytes(&model_path, &model_bytes(model, &model_path)?)
+}
+
+/// Loads the checkpoint after `epoch` into `model` and `optim` (the optimizer state, when its
+/// file is there: checkpoints of older versions have none, and momentum then restarts).
+pub(super) fn load_checkpoint(
+    model: &mut MobileNetV2,
+    optim: ModuleOptimizer,
+    out: &Path,
+    epoch: usize,
+) -> Result<ModuleOptimizer> {
+    let (model_path, optim_path) = checkpoint_paths(out, epoch);
+    let bad = |path: &Path, reason: String| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = crate::io::read_file(&model_path, u64::MAX)?;
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+    let applied = model.load_from(&mut store).map_err(|e| {
+        bad(
+            &model_path,
+            format!("cannot resume from this QAT checkpoint: {e}"),
+        )
+    })?;
+    if !(applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty()) {
+        return Err(bad(
+            &model_path,
+            format!(
+                "the QAT checkpoint does not fit this model ({} missing, {} unused, {} \
+                 mis-shaped tensors): another width, class count or backend?",
+                applied.missing.len(),
+                applied.unused.len(),
+                applied.errors.len()
+            ),
+        ));
+    }
+    if !optim_path.is_file() {
+        println!(
+            "{} is missing: the optimizer's momentum restarts",
+            optim_path.display()
+        );
+        return Ok(optim);
+    }
+    let bytes = crate::io::read_file(&optim_path, u64::MAX)?;
+    optim
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| bad(&optim_path, format!("not an optimizer state: {e}")))
+}
+
+/// The last complete epoch checkpoint in `out`, if any.
+pub(super) fn last_checkpoint(out: &Path, epochs: usize) -> Option<(usize, PathBuf)> {
+    (0..epochs)
+        .rev()
+        .map(|e| (e, out.join(format!("qat_epoch{e}.bpk"))))
+        .find(|(_, p)| p.is_file())
+}
