@@ -1,4 +1,5 @@
-//! Batch inference from and to `.npy` files, the library side of `burn-qat infer`.
+//! Batch inference from and to `.npy` files, the library side of `burn-qat infer`, and the
+//! checkpoint loading that `infer`, `export` and `bench` share.
 
 use std::path::Path;
 
@@ -31,15 +32,30 @@ pub fn load_weights(
     kind: WeightsKind,
     device: &Device,
 ) -> Result<MobileNetV2> {
+    load_weights_with_engine(weights, config, kind, device).map(|(model, _)| model)
+}
+
+/// [`load_weights`], also returning the engine an int8 model actually runs with (`None` for a
+/// float model): the crate's own int8 files name theirs, which overrides the one in `kind`, and
+/// a report (`burn-qat bench`) must name the arithmetic that was timed.
+pub fn load_weights_with_engine(
+    weights: &Path,
+    config: &MobileNetV2Config,
+    kind: WeightsKind,
+    device: &Device,
+) -> Result<(MobileNetV2, Option<Engine>)> {
     match kind {
-        WeightsKind::Float => load_mobilenet_v2(weights, config, device),
+        WeightsKind::Float => Ok((load_mobilenet_v2(weights, config, device)?, None)),
         WeightsKind::Int8(_) if looks_like_safetensors(weights) => {
             let mut model = config.init(device)?;
             crate::quantize::replace_relu(&mut model)?;
-            load_int8_model(&mut model, weights)?;
-            Ok(model)
+            let engine = load_int8_model(&mut model, weights)?;
+            Ok((model, Some(engine)))
         }
-        WeightsKind::Int8(engine) => load_quantized_mobilenet_v2(weights, config, engine, device),
+        WeightsKind::Int8(engine) => Ok((
+            load_quantized_mobilenet_v2(weights, config, engine, device)?,
+            Some(engine),
+        )),
     }
 }
 

@@ -16,8 +16,10 @@
 //!   arithmetic;
 //! - [`export`]: ONNX export (int8 QDQ, float, QAT fake-quant as QDQ);
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
+//! - [`bench`]: forward-pass latency of a checkpoint (the CLI's `bench`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
+pub mod bench;
 pub mod convert;
 pub mod data;
 pub mod error;

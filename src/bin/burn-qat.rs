@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn::tensor::Device;
+use burn_qat::bench::{BenchOptions, bench_mobilenet_v2};
 use burn_qat::export::{ExportKind, export_mobilenet_v2};
 use burn_qat::infer::{WeightsKind, load_weights};
 use burn_qat::models::MobileNetV2Config;
@@ -82,6 +83,40 @@ enum Command {
         #[arg(long, value_name = "MODEL.onnx")]
         output: PathBuf,
     },
+    /// Time one forward pass of a MobileNetV2 checkpoint (float on flex, or int8 with
+    /// --quantized) on a fixed [B, 3, S, S] batch, logits read back: prints median and min
+    /// latency and images/s, as a table line or (--json) one JSON object on stdout.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        options: BenchArgs,
+    },
+}
+
+/// How `bench` measures (see `burn_qat::bench::BenchOptions`).
+#[derive(Args)]
+struct BenchArgs {
+    /// Height and width of the square input, at least 32.
+    #[arg(long, default_value_t = 224)]
+    input_size: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Threads for the float and the int8 kernels (rayon's global pool, shared by both);
+    /// default: RAYON_NUM_THREADS, else one per logical CPU.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Untimed forward passes before the timed ones.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed forward passes (median and min are taken over these).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Print one JSON object (path, engine, width_mult, num_classes, input_size, batch,
+    /// threads, warmup, iters, median_ms, min_ms, images_per_s) instead of a table line.
+    #[arg(long)]
+    json: bool,
 }
 
 fn run(cli: Cli) -> burn_qat::Result<()> {
@@ -112,6 +147,23 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
             let loaded = load_weights(&model.weights, &config, kind, &Device::flex())?;
             export_mobilenet_v2(&loaded, export, &output)?;
             eprintln!("wrote {}", output.display());
+            Ok(())
+        }
+        Command::Bench { model, options } => {
+            let (config, kind) = model.resolve()?;
+            let opts = BenchOptions {
+                batch: options.batch,
+                input_size: options.input_size,
+                threads: options.threads,
+                warmup: options.warmup,
+                iters: options.iters,
+            };
+            let report = bench_mobilenet_v2(&model.weights, &config, kind, opts, &Device::flex())?;
+            if options.json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{report}");
+            }
             Ok(())
         }
     }

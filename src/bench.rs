@@ -1,0 +1,311 @@
+//! Inference latency of a MobileNetV2 checkpoint, the library side of `burn-qat bench`.
+//!
+//! The CLI (and `scripts/bench_peers.py`, which compares the crate with PyTorch and
+//! onnxruntime on the same weights) needs one number per configuration that means the same as
+//! the peers' numbers: the wall time of one forward pass on a fixed batch, output read back to
+//! host memory, after warm-up, on a known number of threads. [`bench_mobilenet_v2`] measures
+//! exactly that; [`BenchReport`] prints it as a table line or one JSON object.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::infer::{WeightsKind, load_weights_with_engine};
+use crate::int8::Engine;
+use crate::models::{MobileNetV2, MobileNetV2Config};
+use crate::{Error, Result};
+
+/// What to time: the input batch, the thread count and how many passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Height and width of the square input (at least 32, as MobileNetV2 needs).
+    pub input_size: usize,
+    /// Threads of the rayon global pool, which both burn-flex's float kernels (gemm with
+    /// `Parallelism::Rayon(0)`) and the crate's int8 kernels use; `None` keeps rayon's default
+    /// (`RAYON_NUM_THREADS`, else one per logical CPU).
+    pub threads: Option<usize>,
+    /// Untimed passes first (allocator, caches, packed weights).
+    pub warmup: usize,
+    /// Timed passes.
+    pub iters: usize,
+}
+
+impl Default for BenchOptions {
+    /// One 224×224 image, rayon's default threads, 3 warm-up and 20 timed passes.
+    fn default() -> Self {
+        BenchOptions {
+            batch: 1,
+            input_size: 224,
+            threads: None,
+            warmup: 3,
+            iters: 20,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Rejects values that would make the measurement meaningless, before any work is done.
+    pub fn validate(&self) -> Result<()> {
+        if self.iters == 0 {
+            return Err(Error::Config("--iters must be at least 1".into()));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::Config("--threads must be at least 1".into()));
+        }
+        MobileNetV2::check_input_shape(&[self.batch, 3, self.input_size, self.input_size])
+    }
+}
+
+/// The result of one benchmark: the configuration as it ran, and the latencies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenchReport {
+    /// `None` for the float model, else the int8 engine whose arithmetic ran.
+    pub engine: Option<Engine>,
+    /// Width multiplier of the model.
+    pub width_mult: f64,
+    /// Classes of the model's classifier.
+    pub num_classes: usize,
+    /// The options, with `threads` resolved to the pool's actual size.
+    pub options: BenchOptions,
+    /// Median of the timed passes, in milliseconds (mean of the two middle ones for an even
+    /// count, as Python's `statistics.median`, so the peers' script computes the same statistic).
+    pub median_ms: f64,
+    /// Fastest timed pass, in milliseconds.
+    pub min_ms: f64,
+}
+
+impl BenchReport {
+    /// `"float"` or `"int8"`: which forward ran.
+    pub fn path(&self) -> &'static str {
+        if self.engine.is_some() {
+            "int8"
+        } else {
+            "float"
+        }
+    }
+
+    /// Throughput at the median latency.
+    pub fn images_per_s(&self) -> f64 {
+        self.options.batch as f64 * 1000.0 / self.median_ms
+    }
+
+    /// One JSON object on one line (written by hand: the binary has no JSON dependency).
+    /// `engine` is `null` for the float model; non-finite numbers, which JSON cannot hold, are
+    /// written as `null`.
+    pub fn to_json(&self) -> String {
+        let num = |v: f64| {
+            if v.is_finite() {
+                format!("{v}")
+            } else {
+                "null".into()
+            }
+        };
+        let engine = match self.engine {
+            Some(e) => format!("\"{}\"", e.name()),
+            None => "null".into(),
+        };
+        let o = &self.options;
+        format!(
+            "{{\"path\":\"{}\",\"engine\":{engine},\"width_mult\":{},\"num_classes\":{},\
+             \"input_size\":{},\"batch\":{},\"threads\":{},\"warmup\":{},\"iters\":{},\
+             \"median_ms\":{},\"min_ms\":{},\"images_per_s\":{}}}",
+            self.path(),
+            num(self.width_mult),
+            self.num_classes,
+            o.input_size,
+            o.batch,
+            o.threads.unwrap_or(0),
+            o.warmup,
+            o.iters,
+            num(self.median_ms),
+            num(self.min_ms),
+            num(self.images_per_s()),
+        )
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    /// One human-readable line: configuration, median, min and throughput.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = &self.options;
+        let path = match self.engine {
+            Some(e) => format!("int8 ({e})"),
+            None => "float".into(),
+        };
+        write!(
+            f,
+            "{path:<14} width {} | {}x3x{}x{} | {} threads | {} iters: median {:.3} ms, min {:.3} ms, \
+             {:.1} images/s",
+            self.width_mult,
+            o.batch,
+            o.input_size,
+            o.input_size,
+            o.threads.unwrap_or(0),
+            o.iters,
+            self.median_ms,
+            self.min_ms,
+            self.images_per_s()
+        )
+    }
+}
+
+/// Sizes rayon's global pool to `threads` (`None`: rayon's default). It must run before any
+/// parallel work, since the global pool is built once per process; if it already exists with
+/// the requested size that is fine, with another size it is an error rather than a silently
+/// mislabelled measurement. Returns the pool's size.
+pub fn set_threads(threads: Option<usize>) -> Result<usize> {
+    if let Some(n) = threads {
+        let built = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+        if built.is_err() && rayon::current_num_threads() != n {
+            return Err(Error::Config(format!(
+                "cannot run on {n} threads: the thread pool of this process already has {}",
+                rayon::current_num_threads()
+            )));
+        }
+    }
+    Ok(rayon::current_num_threads())
+}
+
+/// The fixed input of every benchmark, `[batch, 3, size, size]` flattened: values in [-2, 2)
+/// from an integer hash of the index, so runs and peers can use the same data without an RNG.
+pub fn bench_input(batch: usize, size: usize) -> Vec<f32> {
+    (0..batch * 3 * size * size)
+        .map(|i| {
+            let h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            (h as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// Loads `weights` as `infer` does (float on `device`, or the converted int8 model), then times
+/// `options.iters` forward passes on [`bench_input`] after `options.warmup` untimed ones. Each
+/// timed pass includes reading the logits back (`into_data`), so a lazily executing backend is
+/// charged for its work, and for int8 the quantization of the float input (PyTorch's
+/// `QuantStub`) and the dequantized output.
+///
+/// The thread pool is sized first ([`set_threads`]), before the checkpoint is read.
+pub fn bench_mobilenet_v2(
+    weights: &Path,
+    config: &MobileNetV2Config,
+    kind: WeightsKind,
+    options: BenchOptions,
+    device: &Device,
+) -> Result<BenchReport> {
+    options.validate()?;
+    config.validate()?;
+    let threads = set_threads(options.threads)?;
+    let (model, engine) = load_weights_with_engine(weights, config, kind, device)?;
+    let (b, s) = (options.batch, options.input_size);
+    let x = Tensor::<4>::from_data(TensorData::new(bench_input(b, s), [b, 3, s, s]), device);
+    let pass = || -> Result<()> {
+        let y = match engine {
+            Some(_) => model.forward_int8(x.clone())?,
+            None => model.forward(x.clone()),
+        };
+        let _ = y.into_data();
+        Ok(())
+    };
+    for _ in 0..options.warmup {
+        pass()?;
+    }
+    let mut times = Vec::with_capacity(options.iters);
+    for _ in 0..options.iters {
+        let start = Instant::now();
+        pass()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let median_ms = median(&mut times);
+    Ok(BenchReport {
+        engine,
+        width_mult: config.width_mult,
+        num_classes: config.num_classes,
+        options: BenchOptions {
+            threads: Some(threads),
+            ..options
+        },
+        median_ms,
+        min_ms: times[0],
+    })
+}
+
+/// Median of a non-empty sample, which it leaves sorted; the mean of the two middle values for
+/// an even count.
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_samples() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn input_is_fixed_and_in_range() {
+        let a = bench_input(2, 32);
+        assert_eq!(a.len(), 2 * 3 * 32 * 32);
+        assert_eq!(a, bench_input(2, 32));
+        assert!(a.iter().all(|v| (-2.0..2.0).contains(v)));
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        assert!(mean.abs() < 0.1, "{mean}");
+    }
+
+    #[test]
+    fn json_names_every_field() {
+        let report = BenchReport {
+            engine: Some(Engine::X86),
+            width_mult: 0.5,
+            num_classes: 10,
+            options: BenchOptions {
+                threads: Some(2),
+                ..Default::default()
+            },
+            median_ms: 4.0,
+            min_ms: 3.5,
+        };
+        assert_eq!(
+            report.to_json(),
+            "{\"path\":\"int8\",\"engine\":\"x86\",\"width_mult\":0.5,\"num_classes\":10,\
+             \"input_size\":224,\"batch\":1,\"threads\":2,\"warmup\":3,\"iters\":20,\
+             \"median_ms\":4,\"min_ms\":3.5,\"images_per_s\":250}"
+        );
+        let float = BenchReport {
+            engine: None,
+            ..report
+        };
+        assert!(
+            float
+                .to_json()
+                .contains("\"path\":\"float\",\"engine\":null")
+        );
+    }
+
+    #[test]
+    fn bad_options_are_config_errors() {
+        let zero = BenchOptions {
+            iters: 0,
+            ..Default::default()
+        };
+        assert!(zero.validate().unwrap_err().to_string().contains("--iters"));
+        let small = BenchOptions {
+            input_size: 16,
+            ..Default::default()
+        };
+        assert!(small.validate().unwrap_err().to_string().contains("32"));
+    }
+}
