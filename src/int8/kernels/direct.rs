@@ -7,7 +7,7 @@
 //! [`Reference`](super::Reference) kernels' bit for bit (`tests/int8_kernels.rs`); the
 //! elementwise kernels are the reference ones.
 
-use super::{Int8Kernels, Reference, for_each_block, threads_for};
+use super::{ConvCall, Int8Kernels, Reference, for_each_block, threads_for};
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -44,12 +44,19 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
 /// A 1×1 ungrouped convolution without padding: for every output pixel, one dot product per
 /// output channel over the input channels.
 fn pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-    let s = input.shape();
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let Some((oh, ow)) = op.output_hw(h, w) else {
+    let Some(ConvCall {
+        n,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        stride,
+        ..
+    }) = ConvCall::of(op, input)
+    else {
         return;
     };
-    let stride = op.spec().stride;
     let oc = op.out_channels();
     let zp = input.qparams().zero_point as i16;
     let x = input.data();
@@ -92,13 +99,21 @@ impl Int8Kernels for Direct {
         if op.kernel_size() == [1, 1] && spec.padding == 0 && spec.groups == 1 {
             return pointwise(op, rq, input, out);
         }
-        let s = input.shape();
-        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let Some((oh, ow)) = op.output_hw(h, w) else {
+        let Some(ConvCall {
+            n,
+            c,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            stride,
+            pad,
+        }) = ConvCall::of(op, input)
+        else {
             return;
         };
-        let [kh, kw] = op.kernel_size();
-        let (stride, pad) = (spec.stride, spec.padding);
         let (ph, pw) = (h + 2 * pad, w + 2 * pad);
         let oc = op.out_channels();
         let icg = c / spec.groups;

@@ -70,6 +70,45 @@ impl Int8Kernels for Auto {
     }
 }
 
+/// The geometry of one convolution call (NCHW input, output size, kernel, stride, padding),
+/// read once from the op and its input.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvCall {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvCall {
+    /// The call's geometry; `None` when the kernel does not fit the input (nothing to compute).
+    pub(crate) fn of(op: &Int8Conv2d, input: &QTensor) -> Option<Self> {
+        let s = input.shape();
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let (oh, ow) = op.output_hw(h, w)?;
+        let [kh, kw] = op.kernel_size();
+        let spec = op.spec();
+        Some(ConvCall {
+            n,
+            c,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            stride: spec.stride,
+            pad: spec.padding,
+        })
+    }
+}
+
 /// How many threads a kernel call of `macs` multiply-adds is worth: one below ~256k (thread
 /// hand-off costs more than it saves on the small layers of a small input), else rayon's.
 pub(crate) fn threads_for(macs: usize) -> usize {

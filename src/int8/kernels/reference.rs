@@ -1,7 +1,7 @@
 //! Portable reference kernels: plain loops over NCHW data, exact integer accumulation, the
 //! per-element arithmetic of [`Requant::apply`], [`AddParams::apply`] and [`PoolParams::apply`].
 
-use super::Int8Kernels;
+use super::{ConvCall, Int8Kernels};
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -15,14 +15,23 @@ pub struct Reference;
 
 impl Int8Kernels for Reference {
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-        let s = input.shape();
-        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-        let Some((oh, ow)) = op.output_hw(h, w) else {
+        let Some(ConvCall {
+            n,
+            c,
+            h,
+            w,
+            oh,
+            ow,
+            kh,
+            kw,
+            stride,
+            pad,
+        }) = ConvCall::of(op, input)
+        else {
             return;
         };
-        let [kh, kw] = op.kernel_size();
         let spec = op.spec();
-        let (stride, pad) = (spec.stride as isize, spec.padding as isize);
+        let (stride, pad) = (stride as isize, pad as isize);
         let oc = op.out_channels();
         let icg = c / spec.groups;
         let ocg = oc / spec.groups;

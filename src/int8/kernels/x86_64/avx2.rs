@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 
 use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
-use super::super::{Direct, Int8Kernels};
+use super::super::{ConvCall, Direct, Int8Kernels};
 use super::avx2_u8s8;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
@@ -219,21 +219,29 @@ fn pack_pointwise(image: &[u8], c: usize, pixels: usize, zp: i16, block: usize, 
 /// the i16 kernel; both are exact, so the choice changes only the speed.
 #[target_feature(enable = "avx2")]
 fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-    let s = input.shape();
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let Some((oh, ow)) = op.output_hw(h, w) else {
+    let Some(ConvCall {
+        n,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride,
+        pad,
+    }) = ConvCall::of(op, input)
+    else {
         return;
     };
-    let [kh, kw] = op.kernel_size();
-    let spec = op.spec();
     let geo = Im2col {
         c,
         h,
         w,
         kh,
         kw,
-        stride: spec.stride,
-        pad: spec.padding,
+        stride,
+        pad,
         ow,
         pixels: oh * ow,
     };

@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{for_each_block, threads_for};
+use super::super::{ConvCall, for_each_block, threads_for};
 use super::avx2::{OutRq, RowRq, narrow16, out_rq, requant8, row_rq};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
@@ -20,16 +20,23 @@ use crate::int8::tensor::QTensor;
 /// A depthwise convolution (the caller checked `groups = in = out`, stride ≤ 2).
 #[target_feature(enable = "avx2")]
 pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-    let s = input.shape();
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let Some((oh, ow)) = op.output_hw(h, w) else {
+    let Some(call) = ConvCall::of(op, input) else {
         return;
     };
-    let [kh, kw] = op.kernel_size();
-    let (stride, pad) = (op.spec().stride, op.spec().padding);
-    if [kh, kw] != [3, 3] {
-        return generic(op, rq, input, out);
+    if [call.kh, call.kw] != [3, 3] {
+        return generic(op, call, rq, input, out);
     }
+    let ConvCall {
+        n,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        stride,
+        pad,
+        ..
+    } = call;
     let (ph, pw) = (h + 2 * pad, w + 2 * pad);
     // Row slack so that the last vector of a row never reads past it (see `channel_3x3`).
     let prow = (pw + 24).next_multiple_of(16);
@@ -177,14 +184,19 @@ fn channel_3x3(
 
 /// Any other kernel size: one `vpmulld` per tap over a padded copy (stride 2 de-interleaved).
 #[target_feature(enable = "avx2")]
-fn generic(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-    let s = input.shape();
-    let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-    let Some((oh, ow)) = op.output_hw(h, w) else {
-        return;
-    };
-    let [kh, kw] = op.kernel_size();
-    let (stride, pad) = (op.spec().stride, op.spec().padding);
+fn generic(op: &Int8Conv2d, call: ConvCall, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+    let ConvCall {
+        n,
+        c,
+        h,
+        w,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride,
+        pad,
+    } = call;
     let ph = h + 2 * pad;
     // Widths with 8 values of slack, so the last vector of a row never reads past the row.
     let (row_len, odd_offset) = if stride == 1 {
