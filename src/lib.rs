@@ -16,7 +16,7 @@
 //!   arithmetic;
 //! - [`export`]: ONNX export (int8 QDQ, float, QAT fake-quant as QDQ);
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
-//! - [`bench`]: forward-pass latency of a checkpoint (the CLI's `bench`);
+//! - [`mod@bench`]: forward-pass latency of a checkpoint (the CLI's `bench`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
 
 pub mod bench;

@@ -167,7 +167,7 @@ impl Int8Add {
         }
     }
 
-    /// Adds with the default kernels ([`DEFAULT`](super::kernels::DEFAULT)).
+    /// Adds with the default kernels ([`DEFAULT`]).
     pub fn forward(&self, a: &QTensor, b: &QTensor) -> Result<QTensor> {
         self.forward_with(&DEFAULT, a, b)
     }

@@ -132,7 +132,7 @@ impl Int8Conv2d {
         })
     }
 
-    /// Runs the convolution with the default kernels ([`DEFAULT`](super::kernels::DEFAULT)).
+    /// Runs the convolution with the default kernels ([`DEFAULT`]).
     pub fn forward(&self, input: &QTensor) -> Result<QTensor> {
         self.forward_with(&DEFAULT, input)
     }

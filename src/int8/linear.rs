@@ -87,7 +87,7 @@ impl Int8Linear {
         })
     }
 
-    /// Runs the layer with the default kernels ([`DEFAULT`](super::kernels::DEFAULT)).
+    /// Runs the layer with the default kernels ([`DEFAULT`]).
     pub fn forward(&self, input: &QTensor) -> Result<QTensor> {
         self.forward_with(&DEFAULT, input)
     }

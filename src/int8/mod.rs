@@ -10,7 +10,8 @@
 //! - [`requant`]: the requantization arithmetic of both engines (int32 accumulator → quint8);
 //! - [`conv`], [`linear`], [`add`], [`pool`]: the ops, each prepared once ([`Int8Conv2d::new`]
 //!   packs weights and precomputes multipliers) and run many times;
-//! - [`kernels`]: the [`Int8Kernels`] interface and the portable [`Reference`] kernels.
+//! - [`kernels`]: the [`Int8Kernels`] interface, the portable [`Reference`] and [`Direct`]
+//!   kernels, the AVX2 ones (`kernels::x86_64`), and [`Auto`], which picks the fastest at run time.
 //!
 //! ```
 //! use burn_qat::int8::{Engine, Int8Conv2d, Conv2dSpec, QTensor, QWeight, QParamsPt};

@@ -2,9 +2,10 @@
 //!
 //! Every op ([`Int8Conv2d`], [`Int8Linear`], [`crate::int8::Int8Add`], the pool) validates shapes and
 //! precomputes its parameters once, then hands the hot loop to an [`Int8Kernels`]
-//! implementation. [`Reference`] is plain safe Rust, written for obviousness; faster kernels
-//! (issue 8: AVX2, packed layouts, threads) implement the same trait and are tested bit for bit
-//! against it.
+//! implementation. [`Reference`] is plain safe Rust, written for obviousness; [`Direct`] is the
+//! portable fast set; `x86_64::Avx2` (packed-GEMM convolutions over [`packed`] layouts driven by
+//! [`gemm`], pair-lane depthwise, vector requantization) is picked at run time by [`Auto`]. All
+//! are held to [`Reference`] bit for bit (`tests/int8_kernels.rs`).
 //!
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
 //! slices have the lengths the op's shapes imply.
