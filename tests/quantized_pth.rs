@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use burn_qat::Error;
 use burn_qat::io::{QScheme, StateValue, read_quantized_state_dict};
+use common::torch_save::{pk, zip_checkpoint};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -312,89 +313,6 @@ fn expect_error(bytes: &[u8], needle: &str) -> String {
     }
 }
 
-/// Pickle pieces for hand-built checkpoints.
-mod pk {
-    pub fn s(text: &str) -> Vec<u8> {
-        let mut v = vec![b'X'];
-        v.extend((text.len() as u32).to_le_bytes());
-        v.extend(text.as_bytes());
-        v
-    }
-
-    pub fn int(i: i64) -> Vec<u8> {
-        match i32::try_from(i) {
-            Ok(small) => [&[b'J'][..], &small.to_le_bytes()].concat(),
-            Err(_) => [&[0x8a, 8][..], &i.to_le_bytes()].concat(),
-        }
-    }
-
-    pub fn global(module: &str, name: &str) -> Vec<u8> {
-        format!("c{module}\n{name}\n").into_bytes()
-    }
-
-    pub fn tuple(items: &[i64]) -> Vec<u8> {
-        let mut v = vec![b'('];
-        for &i in items {
-            v.extend(int(i));
-        }
-        v.push(b't');
-        v
-    }
-
-    /// `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())`.
-    pub fn tensor(
-        ty: &str,
-        key: &str,
-        numel: i64,
-        offset: i64,
-        size: &[i64],
-        stride: &[i64],
-    ) -> Vec<u8> {
-        [
-            global("torch._utils", "_rebuild_tensor_v2"),
-            vec![b'(', b'('],
-            s("storage"),
-            global("torch", ty),
-            s(key),
-            s("cpu"),
-            int(numel),
-            vec![b't', b'Q'],
-            int(offset),
-            tuple(size),
-            tuple(stride),
-            vec![0x89],
-            global("collections", "OrderedDict"),
-            vec![b')', b'R', b't', b'R'],
-        ]
-        .concat()
-    }
-
-    /// `{key: value, ...}` as a whole pickle.
-    pub fn state_dict(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut v = vec![0x80, 2, b'}', b'('];
-        for (k, val) in entries {
-            v.extend(s(k));
-            v.extend(val);
-        }
-        v.extend([b'u', b'.']);
-        v
-    }
-}
-
-/// A zip checkpoint like torch.save's: `archive/data.pkl` and `archive/data/<key>`.
-fn zip_checkpoint(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    w.start_file("archive/data.pkl", opts).unwrap();
-    w.write_all(pkl).unwrap();
-    for (key, data) in storages {
-        w.start_file(format!("archive/data/{key}"), opts).unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
-
 /// All entries of a zip checkpoint, in order.
 fn zip_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
     let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
@@ -413,7 +331,10 @@ fn hand_built_checkpoint_reads() {
     // The builders below make well-formed files: a 2x2 view of a 6-float storage at offset 1
     // with strides (1, 2) reads as [[1, 3], [2, 4]].
     let data: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    let pkl = pk::state_dict(&[("w", pk::tensor("FloatStorage", "0", 6, 1, &[2, 2], &[1, 2]))]);
+    let pkl = pk::state_dict(&[(
+        "w",
+        pk::tensor_strided("FloatStorage", "0", 6, 1, &[2, 2], &[1, 2]),
+    )]);
     let (_tmp, _, sd) = read_bytes(&zip_checkpoint(&pkl, &[("0", &data)]));
     let sd = sd.unwrap();
     assert_eq!(
@@ -544,21 +465,27 @@ fn corrupted_data_pkl_is_an_error_or_still_a_state_dict() {
 fn huge_declared_sizes_are_refused() {
     let data = [0u8; 16];
     // A storage that claims 2^60 floats.
-    let pkl = pk::state_dict(&[("w", pk::tensor("FloatStorage", "0", 1 << 60, 0, &[4], &[1]))]);
+    let pkl = pk::state_dict(&[(
+        "w",
+        pk::tensor_strided("FloatStorage", "0", 1 << 60, 0, &[4], &[1]),
+    )]);
     expect_error(&zip_checkpoint(&pkl, &[("0", &data)]), "declared");
     // A tensor that claims far more elements than its 4-float storage.
-    let pkl = pk::state_dict(&[("w", pk::tensor("FloatStorage", "0", 4, 0, &[1 << 40], &[1]))]);
+    let pkl = pk::state_dict(&[(
+        "w",
+        pk::tensor_strided("FloatStorage", "0", 4, 0, &[1 << 40], &[1]),
+    )]);
     expect_error(&zip_checkpoint(&pkl, &[("0", &data)]), "reaches past");
     // Shape whose element count overflows.
     let pkl = pk::state_dict(&[(
         "w",
-        pk::tensor("FloatStorage", "0", 4, 0, &[1 << 40, 1 << 40], &[0, 0]),
+        pk::tensor_strided("FloatStorage", "0", 4, 0, &[1 << 40, 1 << 40], &[0, 0]),
     )]);
     expect_error(&zip_checkpoint(&pkl, &[("0", &data)]), "too many elements");
     // Stride-0 views of one element that would expand to 2^32 floats.
     let pkl = pk::state_dict(&[(
         "w",
-        pk::tensor("FloatStorage", "0", 4, 0, &[1 << 16, 1 << 16], &[0, 0]),
+        pk::tensor_strided("FloatStorage", "0", 4, 0, &[1 << 16, 1 << 16], &[0, 0]),
     )]);
     expect_error(&zip_checkpoint(&pkl, &[("0", &data)]), "far more data");
     // A legacy file whose storage record claims 2^62 elements.
@@ -628,25 +555,25 @@ fn inconsistent_tensors_are_refused() {
         zip_checkpoint(&pk::state_dict(entries), storages)
     };
     // Offset past the end of the storage.
-    let t = pk::tensor("FloatStorage", "0", 4, 4, &[1], &[1]);
+    let t = pk::tensor_strided("FloatStorage", "0", 4, 4, &[1], &[1]);
     expect_error(&zip(&[("w", t)], &[("0", &data)]), "reaches past");
     // Storage entry missing from the archive.
-    let t = pk::tensor("FloatStorage", "7", 4, 0, &[4], &[1]);
+    let t = pk::tensor_strided("FloatStorage", "7", 4, 0, &[4], &[1]);
     expect_error(&zip(&[("w", t)], &[("0", &data)]), "archive/data/7");
     // Storage shorter than declared.
-    let t = pk::tensor("FloatStorage", "0", 5, 0, &[4], &[1]);
+    let t = pk::tensor_strided("FloatStorage", "0", 5, 0, &[4], &[1]);
     expect_error(&zip(&[("w", t)], &[("0", &data)]), "holds 16 bytes");
     // One storage read as two dtypes.
-    let a = pk::tensor("FloatStorage", "0", 4, 0, &[4], &[1]);
-    let b = pk::tensor("IntStorage", "0", 4, 0, &[4], &[1]);
+    let a = pk::tensor_strided("FloatStorage", "0", 4, 0, &[4], &[1]);
+    let b = pk::tensor_strided("IntStorage", "0", 4, 0, &[4], &[1]);
     expect_error(&zip(&[("a", a), ("b", b)], &[("0", &data)]), "used as both");
     // Size and stride of different ranks; a size that is not a tuple of ints.
-    let t = pk::tensor("FloatStorage", "0", 4, 0, &[2, 2], &[1]);
+    let t = pk::tensor_strided("FloatStorage", "0", 4, 0, &[2, 2], &[1]);
     expect_error(&zip(&[("w", t)], &[("0", &data)]), "strides");
-    let t = pk::tensor("FloatStorage", "0", 4, -1, &[4], &[1]);
+    let t = pk::tensor_strided("FloatStorage", "0", 4, -1, &[4], &[1]);
     expect_error(&zip(&[("w", t)], &[("0", &data)]), "expected a size");
     // A quantized storage rebuilt as a plain tensor.
-    let t = pk::tensor("QInt8Storage", "0", 16, 0, &[4], &[1]);
+    let t = pk::tensor_strided("QInt8Storage", "0", 16, 0, &[4], &[1]);
     expect_error(&zip(&[("w", t)], &[("0", &data)]), "plain tensor");
     // Not a dict at the top; a non-string key.
     expect_error(
@@ -690,8 +617,8 @@ fn per_channel_parameters_must_fit_the_tensor() {
             pk::tuple(&[2, 1]),
             vec![b'('],
             pk::global("torch", "per_channel_affine"),
-            pk::tensor("DoubleStorage", "1", 3, 0, &[3], &[1]),
-            pk::tensor("LongStorage", "2", 3, 0, &[3], &[1]),
+            pk::tensor_strided("DoubleStorage", "1", 3, 0, &[3], &[1]),
+            pk::tensor_strided("LongStorage", "2", 3, 0, &[3], &[1]),
             pk::int(axis),
             vec![b't', 0x89, b')', b't', b'R'],
         ]

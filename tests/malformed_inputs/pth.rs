@@ -1,7 +1,6 @@
 //! PyTorch checkpoints: the float loader (`models::load_mobilenet_v2`, burn-store underneath)
 //! and the quantized state-dict reader (`io::read_quantized_state_dict`).
 
-use std::io::{Cursor, Write};
 use std::path::Path;
 
 use burn::tensor::Device;
@@ -9,91 +8,8 @@ use burn_qat::io::read_quantized_state_dict;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 
 use super::common::fixture_path;
+use super::common::torch_save::{pk, zip_checkpoint};
 use super::{expect_err, expect_err_at, temp_file};
-
-/// Pickle pieces for hand-built `torch.save` files (protocol 2, as `torch.save` writes).
-pub mod pk {
-    pub fn s(text: &str) -> Vec<u8> {
-        [
-            &[b'X'][..],
-            &(text.len() as u32).to_le_bytes(),
-            text.as_bytes(),
-        ]
-        .concat()
-    }
-
-    pub fn int(i: i64) -> Vec<u8> {
-        match i32::try_from(i) {
-            Ok(small) => [&[b'J'][..], &small.to_le_bytes()].concat(),
-            Err(_) => [&[0x8a, 8][..], &i.to_le_bytes()].concat(),
-        }
-    }
-
-    pub fn global(module: &str, name: &str) -> Vec<u8> {
-        format!("c{module}\n{name}\n").into_bytes()
-    }
-
-    pub fn tuple(items: &[i64]) -> Vec<u8> {
-        let ints: Vec<u8> = items.iter().flat_map(|&i| int(i)).collect();
-        [&[b'('][..], &ints, b"t"].concat()
-    }
-
-    /// `_rebuild_tensor_v2(('storage', torch.<ty>, key, 'cpu', numel), 0, size, stride,
-    /// False, OrderedDict())`, contiguous.
-    pub fn tensor(ty: &str, key: &str, numel: i64, size: &[i64]) -> Vec<u8> {
-        let mut stride = vec![1i64; size.len()];
-        for d in (0..size.len().saturating_sub(1)).rev() {
-            stride[d] = stride[d + 1].saturating_mul(size[d + 1]);
-        }
-        [
-            global("torch._utils", "_rebuild_tensor_v2"),
-            vec![b'(', b'('],
-            s("storage"),
-            global("torch", ty),
-            s(key),
-            s("cpu"),
-            int(numel),
-            vec![b't', b'Q'],
-            int(0),
-            tuple(size),
-            tuple(&stride),
-            vec![0x89],
-            global("collections", "OrderedDict"),
-            vec![b')', b'R', b't', b'R'],
-        ]
-        .concat()
-    }
-
-    /// `OrderedDict({key: value, ...})` as a whole pickle.
-    pub fn state_dict(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
-        let mut v = [
-            &[0x80, 2][..],
-            &global("collections", "OrderedDict"),
-            b")R(",
-        ]
-        .concat();
-        for (k, val) in entries {
-            v.extend(s(k));
-            v.extend(val);
-        }
-        v.extend([b'u', b'.']);
-        v
-    }
-}
-
-/// A zip checkpoint laid out as torch.save's: `archive/data.pkl`, `archive/data/<key>`.
-pub fn zip_checkpoint(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    w.start_file("archive/data.pkl", opts).unwrap();
-    w.write_all(pkl).unwrap();
-    for (key, data) in storages {
-        w.start_file(format!("archive/data/{key}"), opts).unwrap();
-        w.write_all(data).unwrap();
-    }
-    w.finish().unwrap().into_inner()
-}
 
 fn config(width_mult: f64) -> MobileNetV2Config {
     MobileNetV2Config::new()
@@ -118,7 +34,7 @@ fn quantized_err(bytes: &[u8], needles: &[&str]) {
 
 /// A one-tensor float state dict (`features.0.0.weight`, 4 floats).
 fn one_tensor(ty: &str, numel: i64, size: &[i64], data: &[u8]) -> Vec<u8> {
-    let pkl = pk::state_dict(&[("features.0.0.weight", pk::tensor(ty, "0", numel, size))]);
+    let pkl = pk::ordered_state_dict(&[("features.0.0.weight", pk::tensor(ty, "0", numel, size))]);
     zip_checkpoint(&pkl, &[("0", data)])
 }
 
@@ -227,7 +143,7 @@ fn float_pth_deeply_nested_pickle() {
 #[test]
 fn float_pth_self_referencing_value() {
     // A list that holds itself, as a state-dict value: a cycle, not infinite recursion.
-    let cycle = pk::state_dict(&[("x", vec![b']', b'q', 9, b'h', 9, b'a'])]);
+    let cycle = pk::ordered_state_dict(&[("x", vec![b']', b'q', 9, b'h', 9, b'a'])]);
     float_err(&zip_checkpoint(&cycle, &[]), &["nested deeper"]);
 }
 
@@ -241,7 +157,7 @@ fn float_pth_code_execution_global() {
     ]
     .concat();
     float_err(
-        &zip_checkpoint(&pk::state_dict(&[("x", call)]), &[]),
+        &zip_checkpoint(&pk::ordered_state_dict(&[("x", call)]), &[]),
         &["unsupported call os.system"],
     );
 }
@@ -294,7 +210,7 @@ fn quantized_pth_pickle_memo_dag_blow_up() {
         dag.extend([b'2', 0x86]);
     }
     quantized_err(
-        &zip_checkpoint(&pk::state_dict(&[("x", dag)]), &[]),
+        &zip_checkpoint(&pk::ordered_state_dict(&[("x", dag)]), &[]),
         &["blow-up"],
     );
 }
