@@ -8,6 +8,8 @@
 //! to temporary directories.
 
 mod common;
+#[path = "common/torch_save.rs"]
+mod torch_save;
 
 #[path = "malformed_inputs/datasets.rs"]
 mod datasets;

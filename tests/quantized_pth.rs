@@ -5,6 +5,8 @@
 //! `Error::Checkpoint` and never panic.
 
 mod common;
+#[path = "common/torch_save.rs"]
+mod torch_save;
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
@@ -12,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 use burn_qat::Error;
 use burn_qat::io::{QScheme, StateValue, read_quantized_state_dict};
-use common::torch_save::{pk, zip_checkpoint};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use torch_save::{pk, zip_checkpoint};
 
 fn dir() -> PathBuf {
     common::fixture_path("int8_models")

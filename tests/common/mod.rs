@@ -2,8 +2,6 @@
 //! written by `scripts/gen_fixtures.py`) and tolerance checks.
 #![allow(dead_code)]
 
-pub mod torch_save;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 

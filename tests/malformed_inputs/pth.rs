@@ -8,7 +8,7 @@ use burn_qat::io::read_quantized_state_dict;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 
 use super::common::fixture_path;
-use super::common::torch_save::{pk, zip_checkpoint};
+use super::torch_save::{pk, zip_checkpoint};
 use super::{expect_err, expect_err_at, temp_file};
 
 fn config(width_mult: f64) -> MobileNetV2Config {
