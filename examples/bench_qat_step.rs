@@ -9,6 +9,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn_qat::device::{check_device, parse_device};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare_qat, replace_relu};
@@ -30,19 +31,6 @@ struct Args {
     iters: usize,
 }
 
-fn device(name: &str) -> burn_qat::Result<Device> {
-    match name {
-        "flex" => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => Ok(Device::wgpu(Default::default())),
-        other => Err(burn_qat::Error::Config(format!(
-            "unknown or not compiled-in device '{other}' (flex; cuda / wgpu with their features)"
-        ))),
-    }
-}
-
 fn model(qat: Option<QuantBackend>, device: &Device) -> burn_qat::Result<MobileNetV2> {
     let mut model = MobileNetV2Config::new().with_num_classes(10).init(device)?;
     replace_relu(&mut model)?;
@@ -55,7 +43,9 @@ fn model(qat: Option<QuantBackend>, device: &Device) -> burn_qat::Result<MobileN
 
 fn main() -> burn_qat::Result<()> {
     let args = Args::parse();
-    let device = device(&args.device)?.autodiff();
+    let device = parse_device(&args.device)?;
+    check_device(&device)?;
+    let device = device.autodiff();
     let (b, s) = (args.batch, args.size);
     let x = Tensor::<4>::random([b, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
     let labels: Vec<i64> = (0..b as i64).map(|i| i % 10).collect();

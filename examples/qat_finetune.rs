@@ -10,8 +10,8 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::Device;
 use burn_qat::data::{load_cifar10, load_image_folder, train_test_split};
+use burn_qat::device::{check_device, parse_device};
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, format_table, run};
 use burn_qat::quant::QuantBackend;
 use clap::Parser;
@@ -53,9 +53,9 @@ struct Args {
     /// Input side for your own data (images are scaled to fit, centred).
     #[arg(long, default_value_t = 32)]
     input_size: usize,
-    /// Training device: `flex` (CPU) or `flex-autodiff` (the same; GPU devices come with the
-    /// GPU features).
-    #[arg(long, default_value = "flex", value_parser = ["flex"])]
+    /// Training device: `flex` (CPU), `wgpu`, `wgpu:cpu`, `wgpu:N` (with `--features wgpu`),
+    /// `cuda`, `cuda:N` (with `--features cuda`). Evaluation and int8 run on the CPU.
+    #[arg(long, default_value = "flex")]
     device: String,
     /// Where checkpoints, the int8 models and the table go.
     #[arg(long, default_value = "qat_out")]
@@ -107,7 +107,9 @@ fn main() -> burn_qat::Result<()> {
             .as_ref()
             .map_or("none (from scratch)".into(), |p| p.display().to_string())
     );
-    let device = Device::flex().autodiff();
+    let device = parse_device(&args.device)?;
+    check_device(&device)?;
+    let device = device.autodiff();
     let start = std::time::Instant::now();
     let rows = run(
         &config,

@@ -10,10 +10,13 @@ Run from the repository root:
 
     /opt/torch-oracle/bin/python scripts/gen_quant_fixtures.py
 
+    /opt/torch-oracle/bin/python scripts/gen_quant_fixtures.py float_functional   # one file
+
 Deterministic: fixed seeds, one intra-op thread (torch.linspace, used by HistogramObserver,
-rounds differently when split across threads). The histogram fixtures assume PyTorch's AVX-512
-CPU dispatch (`torch.backends.cpu.get_cpu_capability() == "AVX512"`), which decides the
-vector width of torch.linspace; the script refuses to run on other capabilities.
+rounds differently when split across threads). The histogram fixtures (quant_observers) assume
+PyTorch's AVX-512 CPU dispatch (`torch.backends.cpu.get_cpu_capability() == "AVX512"`), which
+decides the vector width of torch.linspace; the script refuses to write them on other
+capabilities.
 
 Files:
   quant_fake_quant.safetensors  fake-quant forward/STE backward, per-tensor and per-channel
@@ -21,6 +24,8 @@ Files:
   quant_observers.safetensors   observer states over batch sequences; FakeQuantize modules
   quant_lsq.safetensors         _LearnableFakeQuantize forward and gradients
   quant_qconfig.safetensors     observer/fake-quant settings of the default qconfigs
+  float_functional.safetensors  FloatFunctional add / add_relu / mul / cat with the default
+                                QAT activation fake-quants: outputs, gradients, qparams
 """
 
 import os
@@ -42,8 +47,6 @@ from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantiz
 
 assert torch.__version__.startswith("2.5.1"), torch.__version__
 torch.set_num_threads(1)
-if torch.backends.cpu.get_cpu_capability() != "AVX512":
-    sys.exit("histogram fixtures need PyTorch's AVX512 CPU dispatch")
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 
@@ -229,6 +232,8 @@ def batches(g, shape, n=4):
 
 
 def gen_observers():
+    if torch.backends.cpu.get_cpu_capability() != "AVX512":
+        sys.exit("histogram fixtures need PyTorch's AVX512 CPU dispatch")
     g = torch.Generator().manual_seed(3)
     a = {}
     seq4 = batches(g, (2, 3, 4, 5))
@@ -411,10 +416,53 @@ def gen_qconfig():
     save("quant_qconfig.safetensors", a)
 
 
+# ---------------------------------------------------------------- FloatFunctional
+def gen_float_functional():
+    """torch.ao.nn.quantized.FloatFunctional as prepare_qat leaves it (activation_post_process
+    = the default QAT activation fake-quant of x86 / qnnpack), three batches per op."""
+    from torch.ao.nn.quantized import FloatFunctional
+    from torch.ao.quantization import get_default_qat_qconfig
+
+    g = torch.Generator().manual_seed(6)
+    a = {}
+    ops = {
+        "add": lambda f, x, y: f.add(x, y),
+        "add_relu": lambda f, x, y: f.add_relu(x, y),
+        "mul": lambda f, x, y: f.mul(x, y),
+        "cat": lambda f, x, y: f.cat([x, y], dim=1),
+    }
+    for backend in ("x86", "qnnpack"):
+        for op, fn in ops.items():
+            ff = FloatFunctional()
+            ff.activation_post_process = get_default_qat_qconfig(backend).activation()
+            for i in range(3):
+                key = f"{backend}.{op}.{i}"
+                x = (torch.randn(2, 3, 4, 5, generator=g) * (1 + i)).requires_grad_(True)
+                y = (torch.randn(2, 3, 4, 5, generator=g) - 0.5 * i).requires_grad_(True)
+                out = fn(ff, x, y)
+                dout = torch.randn(out.shape, generator=g)
+                out.backward(dout)
+                a[f"{key}.x"] = f32(x)
+                a[f"{key}.y"] = f32(y)
+                a[f"{key}.dout"] = f32(dout)
+                a[f"{key}.out"] = f32(out)
+                a[f"{key}.dx"] = f32(x.grad)
+                a[f"{key}.dy"] = f32(y.grad)
+                a[f"{key}.scale"] = f32(ff.activation_post_process.scale)
+                a[f"{key}.zero_point"] = i64(ff.activation_post_process.zero_point)
+    save("float_functional.safetensors", a)
+
+
+GENERATORS = {
+    "fake_quant": gen_fake_quant,
+    "qparams": gen_qparams,
+    "observers": gen_observers,
+    "lsq": gen_lsq,
+    "qconfig": gen_qconfig,
+    "float_functional": gen_float_functional,
+}
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    gen_fake_quant()
-    gen_qparams()
-    gen_observers()
-    gen_lsq()
-    gen_qconfig()
+    for name in sys.argv[1:] or GENERATORS:
+        GENERATORS[name]()

@@ -8,8 +8,11 @@
 //! result must be converted and evaluated on the int8 path. It keeps what `Learner` would give:
 //! a progress bar, per-epoch metrics, atomic per-epoch checkpoints (model and optimizer state)
 //! and `resume`, and it stops on a non-finite loss or model rather than save one.
+//!
+//! Training on several devices at once goes through `Learner` instead: see [`data_parallel`].
 
 mod checkpoint;
+pub mod data_parallel;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -238,6 +241,13 @@ fn latency_ms(
     Ok(times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
 }
 
+/// The trained model for evaluation and convert, which run on the CPU whatever the training
+/// device. `valid()` first: it gives the copy running statistics of its own, so moving it does
+/// not move the training model's (module clones share them).
+fn on_cpu(model: &MobileNetV2, cpu: &Device) -> MobileNetV2 {
+    model.valid().to_device(cpu)
+}
+
 fn model_config(config: &FinetuneConfig, classes: usize) -> MobileNetV2Config {
     MobileNetV2Config::new()
         .with_num_classes(classes)
@@ -280,8 +290,10 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// The QAT model: float weights, ReLU, fused for QAT, fake-quants attached.
-fn qat_model(
+/// The QAT model of the main job: a MobileNetV2 of `config`'s width with `classes` outputs and
+/// the float `weights` (burnpack), ReLU6 → ReLU, fused for QAT, the backend's default QAT
+/// qconfig attached (`prepare_qat`).
+pub fn qat_model(
     config: &FinetuneConfig,
     classes: usize,
     weights: Option<&Path>,
@@ -480,7 +492,7 @@ pub fn run(
         }
         bar.finish_and_clear();
         let acc = accuracy(
-            &model.valid(),
+            &on_cpu(&model, &cpu),
             &data.test,
             norm,
             false,
@@ -499,7 +511,7 @@ pub fn run(
     }
 
     // 4. QAT fake-quant and QAT int8.
-    let mut qat = model.valid();
+    let mut qat = on_cpu(&model, &cpu);
     let qat_path = out.join(format!("qat_epoch{}.bpk", config.epochs.saturating_sub(1)));
     rows.push(evaluate(
         "QAT fake-quant".to_string(),

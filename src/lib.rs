@@ -5,6 +5,7 @@
 //! fine-tune it with quantization-aware training, and convert it to an int8 model.
 //!
 //! The crate is laid out in workflow order:
+//! - [`device`]: Burn devices by name (`flex`, `wgpu`, `cuda`) for `--device` flags;
 //! - [`data`]: the embedded MNIST digits, ImageFolder, CIFAR-10 and torchvision-style transforms;
 //! - [`models`]: MobileNetV2 (float) and, later, its quantizable form;
 //! - [`quant`]: quantization schemes, qparams, observers, fake-quant and qconfigs;
@@ -22,6 +23,7 @@
 pub mod bench;
 pub mod convert;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod export;
 pub mod finetune;

@@ -17,10 +17,15 @@ use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare_qat;
 use common::{Fixture, assert_close, to_vec};
 
-/// Runs the three training steps, checking each against PyTorch, and returns the trained layer.
 fn run(backend: QuantBackend, tag: &str) -> ConvBnAct {
+    run_on(&Device::flex().autodiff(), backend, tag)
+}
+
+/// Runs the three training steps on `device`, checking each against PyTorch, and returns the
+/// trained layer.
+fn run_on(device: &Device, backend: QuantBackend, tag: &str) -> ConvBnAct {
     let fx = Fixture::load("qat_conv_bn.safetensors");
-    let device = Device::flex().autodiff();
+    let device = device.clone();
     let qconfig = QConfig::default_qat(backend);
     let mut layer = ConvBnActConfig::new(4, 6)
         .with_activation(Activation::Relu)
@@ -91,6 +96,16 @@ fn run(backend: QuantBackend, tag: &str) -> ConvBnAct {
         );
     }
     layer
+}
+
+/// The same three steps on the GPU backend (`common::gpu_device`), same tolerances.
+#[test]
+fn conv_bn_relu_matches_pytorch_on_the_gpu_backend() {
+    let Some(gpu) = common::gpu_device() else {
+        return;
+    };
+    run_on(&gpu.clone().autodiff(), QuantBackend::Qnnpack, "qnnpack");
+    run_on(&gpu.autodiff(), QuantBackend::X86, "x86");
 }
 
 #[test]

@@ -40,6 +40,11 @@ fn bn_trains_after_update(scenario: &str, step: usize) -> bool {
 }
 
 fn run(backend: QuantBackend, scenario: &str) {
+    run_on(&Device::flex().autodiff(), backend, scenario);
+}
+
+/// The QAT run on `device` against the PyTorch fixture; int8 convert and comparison on flex.
+fn run_on(device: &Device, backend: QuantBackend, scenario: &str) {
     let fx = Fixture::load("qat_mobilenet_v2.safetensors");
     let tag = format!(
         "{}.{scenario}",
@@ -49,7 +54,7 @@ fn run(backend: QuantBackend, scenario: &str) {
             "qnnpack"
         }
     );
-    let device = Device::flex().autodiff();
+    let device = device.clone();
     let config = MobileNetV2Config::new()
         .with_width_mult(0.25)
         .with_num_classes(10)
@@ -100,7 +105,7 @@ fn run(backend: QuantBackend, scenario: &str) {
     }
 
     // Convert after the run and compare the int8 model with the one PyTorch converts.
-    let mut converted = model.valid();
+    let mut converted = model.valid().to_device(&Device::flex());
     convert(&mut converted, Engine::from_backend(backend).unwrap()).unwrap();
     let x: Tensor<4> = fx.tensor(&format!("{tag}.convert.x"), &Device::flex());
     let y = converted.forward_int8(x).unwrap();
@@ -164,4 +169,15 @@ fn qnnpack_qat_with_observers_off_and_bn_frozen_matches_pytorch() {
 #[test]
 fn x86_qat_with_observers_off_and_bn_frozen_matches_pytorch() {
     run(QuantBackend::X86, "observe_frozen");
+}
+
+/// The x86 run with observers off and BN frozen after step 0 (strict tolerances, every kind of
+/// step) on the GPU backend (`common::gpu_device`). One scenario: on the software Vulkan driver
+/// CI uses, each takes about a minute.
+#[test]
+fn qat_matches_pytorch_on_the_gpu_backend() {
+    let Some(gpu) = common::gpu_device() else {
+        return;
+    };
+    run_on(&gpu.autodiff(), QuantBackend::X86, "observe_frozen");
 }

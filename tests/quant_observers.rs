@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::quant::{
     FakeQuantize, ObserverConfig, ObserverKind, QConfig, QScheme, QuantBackend, QuantDtype,
 };
-use common::{Fixture, assert_bits, assert_close, devices, to_vec};
+use common::{Fixture, assert_close, assert_matches, devices, to_vec};
 
 fn tensor_dyn<const D: usize>(fx: &Fixture, key: &str, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(fx.f32(key), fx.shape(key)), device)
@@ -79,19 +79,21 @@ fn minmax_observers_match_pytorch() {
                 let x: Tensor<4> = fx.tensor(&format!("seq_x{i}"), &device);
                 obs.forward(x);
                 let (mn, mx) = obs.min_max();
-                assert_bits(
+                assert_matches(
                     &mn,
                     &fx.f32(&format!("{name}_min{i}")),
+                    &device,
                     &format!("{name} min {i}"),
                 );
-                assert_bits(
+                assert_matches(
                     &mx,
                     &fx.f32(&format!("{name}_max{i}")),
+                    &device,
                     &format!("{name} max {i}"),
                 );
             }
             let qp = obs.calculate_qparams().unwrap();
-            assert_bits(&qp.scale, &fx.f32(&format!("{name}_scale")), name);
+            assert_matches(&qp.scale, &fx.f32(&format!("{name}_scale")), &device, name);
             assert_eq!(qp.zero_point, fx.i64(&format!("{name}_zp")), "{name} zp");
         }
     }
@@ -131,12 +133,17 @@ fn histogram_observer_matches_pytorch() {
                 observe_dyn(&obs, &fx, &format!("hist_x{i}"), &device);
                 let what = format!("{name} batch {i}");
                 let (mn, mx) = obs.min_max();
-                assert_bits(&mn, &fx.f32(&format!("{name}_min{i}")), &what);
-                assert_bits(&mx, &fx.f32(&format!("{name}_max{i}")), &what);
+                assert_matches(&mn, &fx.f32(&format!("{name}_min{i}")), &device, &what);
+                assert_matches(&mx, &fx.f32(&format!("{name}_max{i}")), &device, &what);
                 let hist = obs.histogram_values().unwrap();
-                assert_bits(&hist, &fx.f32(&format!("{name}_hist{i}")), &what);
+                assert_matches(&hist, &fx.f32(&format!("{name}_hist{i}")), &device, &what);
                 let qp = obs.calculate_qparams().unwrap();
-                assert_bits(&qp.scale, &fx.f32(&format!("{name}_scale{i}")), &what);
+                assert_matches(
+                    &qp.scale,
+                    &fx.f32(&format!("{name}_scale{i}")),
+                    &device,
+                    &what,
+                );
                 assert_eq!(qp.zero_point, fx.i64(&format!("{name}_zp{i}")), "{what}");
             }
         }
@@ -145,13 +152,19 @@ fn histogram_observer_matches_pytorch() {
             .unwrap();
         observe_dyn(&obs, &fx, "hist_x1", &device);
         observe_dyn(&obs, &fx, "hist_x2", &device);
-        assert_bits(
+        assert_matches(
             &obs.histogram_values().unwrap(),
             &fx.f32("hist_plain_hist"),
+            &device,
             "plain",
         );
         let qp = obs.calculate_qparams().unwrap();
-        assert_bits(&qp.scale, &fx.f32("hist_plain_scale"), "plain scale");
+        assert_matches(
+            &qp.scale,
+            &fx.f32("hist_plain_scale"),
+            &device,
+            "plain scale",
+        );
         assert_eq!(qp.zero_point, fx.i64("hist_plain_zp"));
     }
 }
@@ -197,19 +210,29 @@ fn fake_quantize_modules_match_pytorch() {
                 } else {
                     (to_vec(fq.forward(x)), None)
                 };
-                assert_bits(&out, &fx.f32(&format!("{name}_out{i}")), &what);
+                assert_matches(&out, &fx.f32(&format!("{name}_out{i}")), &device, &what);
                 if let Some(dx) = dx {
                     assert_close(&dx, &fx.f32(&format!("{name}_dx{i}")), 1e-6, 0.0, &what);
                 }
                 let qp = fq.current_qparams();
-                assert_bits(&qp.scale, &fx.f32(&format!("{name}_scale{i}")), &what);
+                assert_matches(
+                    &qp.scale,
+                    &fx.f32(&format!("{name}_scale{i}")),
+                    &device,
+                    &what,
+                );
                 assert_eq!(qp.zero_point, fx.i64(&format!("{name}_zp{i}")), "{what}");
                 let (mn, mx) = fq.activation_post_process.min_max();
-                assert_bits(&mn, &fx.f32(&format!("{name}_min{i}")), &what);
-                assert_bits(&mx, &fx.f32(&format!("{name}_max{i}")), &what);
+                assert_matches(&mn, &fx.f32(&format!("{name}_min{i}")), &device, &what);
+                assert_matches(&mx, &fx.f32(&format!("{name}_max{i}")), &device, &what);
             }
             let qp = fq.calculate_qparams().unwrap();
-            assert_bits(&qp.scale, &fx.f32(&format!("{name}_calc_scale")), name);
+            assert_matches(
+                &qp.scale,
+                &fx.f32(&format!("{name}_calc_scale")),
+                &device,
+                name,
+            );
             assert_eq!(qp.zero_point, fx.i64(&format!("{name}_calc_zp")), "{name}");
         }
     }

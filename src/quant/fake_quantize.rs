@@ -23,7 +23,9 @@ use burn::module::{Module, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
-use super::observer::{Observer, ObserverConfig, ObserverKind, read_state, write_state};
+use super::observer::{
+    Observer, ObserverConfig, ObserverKind, ObserverStats, read_state, write_state,
+};
 use super::qparams::{QParams, QParamsCalculator, fbgemm_qparams};
 use crate::{Error, Result};
 
@@ -167,6 +169,40 @@ impl FakeQuantize {
         self.activation_post_process.calculate_qparams()
     }
 
+    /// Recomputes scale and zero-point from the observer's recorded range, as the next
+    /// observing forward would; used after the replicas' statistics are committed
+    /// ([`crate::finetune::data_parallel`]). Does nothing while the observer is off, before any
+    /// range was recorded, or (fused fake-quant) while fake quantization is off.
+    pub(crate) fn refresh_qparams(&mut self) {
+        if !self.observer_enabled {
+            return;
+        }
+        let obs = &self.activation_post_process;
+        let stats = obs.stats();
+        if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
+            return;
+        }
+        let qp = match self.calculator {
+            QParamsCalculator::Observer => match obs.qparams_of(&stats) {
+                Ok(qp) => qp,
+                Err(_) => return,
+            },
+            QParamsCalculator::Fbgemm => {
+                if !self.fake_quant_enabled {
+                    return;
+                }
+                fbgemm_qparams(
+                    &stats.min,
+                    &stats.max,
+                    obs.quant_min(),
+                    obs.quant_max(),
+                    obs.qscheme().is_symmetric(),
+                )
+            }
+        };
+        self.store(&qp);
+    }
+
     fn store(&self, qp: &QParams) {
         write_state(&self.scale, qp.scale.clone());
         write_state(
@@ -197,13 +233,17 @@ impl FakeQuantize {
         self.run(x, true)
     }
 
-    fn observe<const D: usize>(&self, x: &Tensor<D>, strict: bool) -> Result<()> {
+    /// Observes `x`; the statistics written, or `None` when nothing was (skipped or empty).
+    fn observe<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        strict: bool,
+    ) -> Result<Option<ObserverStats>> {
         let obs = &self.activation_post_process;
         if strict {
-            obs.observe(x)
+            obs.observe_stats(x)
         } else {
-            obs.observe_lenient(x);
-            Ok(())
+            Ok(obs.observe_lenient(x))
         }
     }
 
@@ -217,18 +257,23 @@ impl FakeQuantize {
         match self.calculator {
             QParamsCalculator::Observer => {
                 if self.observer_enabled {
-                    self.observe(&x, strict)?;
-                    let qp = obs.calculate_qparams()?;
+                    let stats = match self.observe(&x, strict)? {
+                        Some(stats) => stats,
+                        None => obs.stats(),
+                    };
+                    let qp = obs.qparams_of(&stats)?;
                     self.store(&qp);
                     qparams = Some(qp);
                 }
             }
             QParamsCalculator::Fbgemm => {
-                if self.observer_enabled {
-                    self.observe(&x, strict)?;
-                }
+                let observed = if self.observer_enabled {
+                    self.observe(&x, strict)?
+                } else {
+                    None
+                };
                 if self.fake_quant_enabled {
-                    let (min, max) = obs.min_max();
+                    let ObserverStats { min, max, .. } = observed.unwrap_or_else(|| obs.stats());
                     if min.iter().chain(&max).any(|v| v.is_infinite()) {
                         if !strict {
                             return Ok(x);

@@ -181,8 +181,8 @@ impl LearnableFakeQuantize {
     pub fn forward<const D: usize>(&mut self, x: Tensor<D>) -> Result<Tensor<D>> {
         let obs = &self.activation_post_process;
         if self.static_enabled {
-            obs.observe(&x)?;
-            let qp = obs.calculate_qparams()?;
+            let stats = obs.observe_stats(&x)?.unwrap_or_else(|| obs.stats());
+            let qp = obs.qparams_of(&stats)?;
             set_param(&mut self.scale, qp.scale);
             set_param(
                 &mut self.zero_point,

@@ -37,7 +37,7 @@ pub mod scheme;
 pub use fake_quantize::{FakeQuantize, FakeQuantizeConfig};
 pub use functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
 pub use learnable_fake_quantize::{LearnableFakeQuantize, LearnableFakeQuantizeConfig};
-pub use observer::{Observer, ObserverConfig, ObserverKind};
+pub use observer::{Observer, ObserverConfig, ObserverKind, ObserverStats};
 pub use qconfig::{QConfig, QuantBackend, Quantizer};
 pub use qparams::{
     ObserverQParamsSpec, QParams, QParamsCalculator, fbgemm_choose_qparams, fbgemm_qparams,

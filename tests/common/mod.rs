@@ -162,8 +162,66 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 /// The devices every numerics check runs on: plain flex and flex under autodiff.
+/// The devices the numerics tests run on: flex (plain and autodiff) and, in a `--features wgpu`
+/// build where [`gpu_device`] starts, that device (plain and autodiff).
 pub fn devices() -> Vec<Device> {
-    vec![Device::flex(), Device::flex().autodiff()]
+    let mut all = vec![Device::flex(), Device::flex().autodiff()];
+    if let Some(gpu) = gpu_device() {
+        all.push(gpu.clone());
+        all.push(gpu.autodiff());
+    }
+    all
+}
+
+/// The GPU-backend device of a `--features wgpu` build: `BURN_QAT_GPU_DEVICE` (a
+/// `burn_qat::device` name, default `wgpu`), if it starts. One that does not start is skipped
+/// with a note on stderr, unless `BURN_QAT_REQUIRE_GPU` is set (CI sets it after installing a
+/// software Vulkan driver): then the test fails.
+pub fn gpu_device() -> Option<Device> {
+    static GPU: std::sync::OnceLock<Option<Device>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        let required = std::env::var_os("BURN_QAT_REQUIRE_GPU").is_some();
+        if !cfg!(feature = "wgpu") {
+            assert!(
+                !required,
+                "BURN_QAT_REQUIRE_GPU is set but this build has no GPU backend (--features wgpu)"
+            );
+            return None;
+        }
+        let name = std::env::var("BURN_QAT_GPU_DEVICE").unwrap_or_else(|_| "wgpu".into());
+        let started = burn_qat::device::parse_device(&name)
+            .and_then(|d| burn_qat::device::check_device(&d).map(|()| d));
+        match started {
+            Ok(device) => Some(device),
+            Err(e) if required => panic!("BURN_QAT_REQUIRE_GPU is set: {e}"),
+            Err(e) => {
+                eprintln!("GPU checks skipped: {e}");
+                None
+            }
+        }
+    })
+    .clone()
+}
+
+/// Whether `device` is (the plain or autodiff form of) [`gpu_device`].
+pub fn is_gpu(device: &Device) -> bool {
+    gpu_device().is_some_and(|g| *device == g || *device == g.autodiff())
+}
+
+/// Results against the oracle: bit for bit on flex (PyTorch's own arithmetic), within 1e-5
+/// (relative above 1) on a GPU backend, whose kernels may order float operations differently.
+/// NaN matches NaN.
+pub fn assert_matches(actual: &[f32], expected: &[f32], device: &Device, what: &str) {
+    if !is_gpu(device) {
+        return assert_bits(actual, expected, what);
+    }
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(
+            a == e || (a.is_nan() && e.is_nan()) || (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+            "{what}: element {i} is {a:e} on {device:?} but {e:e} on flex / PyTorch"
+        );
+    }
 }
 
 /// Bit-exact comparison (NaN compares equal to NaN).

@@ -154,6 +154,18 @@ impl ObserverConfig {
     }
 }
 
+/// An observer's statistics on the host: running min and max (one entry per tensor or per
+/// channel) and, for the histogram observer, its counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserverStats {
+    /// Running minimum.
+    pub min: Vec<f32>,
+    /// Running maximum.
+    pub max: Vec<f32>,
+    /// Histogram counts (histogram observer only).
+    pub histogram: Option<Vec<f32>>,
+}
+
 /// An observer module; see the [module docs](self).
 #[derive(Module, Debug)]
 pub struct Observer {
@@ -283,13 +295,15 @@ impl Observer {
     }
 
     /// [`Observer::observe`], skipping (and counting) non-finite batches; panics on shape errors.
-    pub(crate) fn observe_lenient<const D: usize>(&self, x: &Tensor<D>) {
-        match self.observe(x) {
-            Ok(()) => {}
+    /// Returns the statistics written, `None` for a skipped batch.
+    pub(crate) fn observe_lenient<const D: usize>(&self, x: &Tensor<D>) -> Option<ObserverStats> {
+        match self.observe_stats(x) {
+            Ok(stats) => stats,
             Err(Error::Quant(reason)) => {
                 if self.skipped.fetch_add(1, Ordering::Relaxed) == 0 {
                     eprintln!("warning: {reason}; batch skipped (further ones are only counted)");
                 }
+                None
             }
             Err(e) => panic!("{e}"),
         }
@@ -303,8 +317,19 @@ impl Observer {
     /// Records statistics of `x`. Empty tensors are ignored; non-finite values are handled as
     /// described in the [module docs](self).
     pub fn observe<const D: usize>(&self, x: &Tensor<D>) -> Result<()> {
+        self.observe_stats(x).map(|_| ())
+    }
+
+    /// [`Observer::observe`], returning the statistics it wrote (`None` for an empty tensor).
+    /// Callers use these rather than reading the state back: under data-parallel training a
+    /// read-back after a write would fold in the other replicas' pending updates mid-step (see
+    /// [`crate::finetune::data_parallel`]).
+    pub(crate) fn observe_stats<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+    ) -> Result<Option<ObserverStats>> {
         if x.shape().num_elements() == 0 {
-            return Ok(());
+            return Ok(None);
         }
         match self.config.kind {
             ObserverKind::Histogram => self.observe_histogram(x),
@@ -331,14 +356,18 @@ impl Observer {
                     moving_average(&mut min, &bmin, c);
                     moving_average(&mut max, &bmax, c);
                 }
-                write_state(&self.min_val, min);
-                write_state(&self.max_val, max);
-                Ok(())
+                write_state(&self.min_val, min.clone());
+                write_state(&self.max_val, max.clone());
+                Ok(Some(ObserverStats {
+                    min,
+                    max,
+                    histogram: None,
+                }))
             }
         }
     }
 
-    fn observe_histogram<const D: usize>(&self, x: &Tensor<D>) -> Result<()> {
+    fn observe_histogram<const D: usize>(&self, x: &Tensor<D>) -> Result<Option<ObserverStats>> {
         let values = tensor_to_vec(x.clone().detach());
         if values.iter().any(|v| v.is_nan()) {
             return Err(Error::Quant(
@@ -355,10 +384,24 @@ impl Observer {
             max_val: read_state(&self.max_val)[0],
         };
         state.observe(&values);
-        write_state(hist_state, state.histogram);
+        write_state(hist_state, state.histogram.clone());
         write_state(&self.min_val, vec![state.min_val]);
         write_state(&self.max_val, vec![state.max_val]);
-        Ok(())
+        Ok(Some(ObserverStats {
+            min: vec![state.min_val],
+            max: vec![state.max_val],
+            histogram: Some(state.histogram),
+        }))
+    }
+
+    /// The recorded statistics as host vectors.
+    pub fn stats(&self) -> ObserverStats {
+        let (min, max) = self.min_max();
+        ObserverStats {
+            min,
+            max,
+            histogram: self.histogram_values(),
+        }
     }
 
     /// Running `(min_val, max_val)` as host vectors.
@@ -398,12 +441,17 @@ impl Observer {
     /// An observer that saw nothing returns PyTorch's default (scale 1, zero-point 0) and prints
     /// a warning.
     pub fn calculate_qparams(&self) -> Result<QParams> {
-        let (mut min, mut max) = self.min_max();
-        if let Some(h) = &self.histogram
+        self.qparams_of(&self.stats())
+    }
+
+    /// [`Observer::calculate_qparams`] for the given statistics.
+    pub(crate) fn qparams_of(&self, stats: &ObserverStats) -> Result<QParams> {
+        let (mut min, mut max) = (stats.min.clone(), stats.max.clone());
+        if let Some(h) = &stats.histogram
             && !(min[0] == f32::INFINITY && max[0] == f32::NEG_INFINITY)
         {
             let state = histogram::HistogramState {
-                histogram: read_state(h),
+                histogram: h.clone(),
                 min_val: min[0],
                 max_val: max[0],
             };
