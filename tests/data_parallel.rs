@@ -93,6 +93,32 @@ fn two_cpu_devices() -> Vec<Device> {
     vec![Device::flex(), Device::flex()]
 }
 
+/// One unshuffled epoch of `fit_data_parallel` on a copy of `model` on two CPU devices: with
+/// `train` two batches long, device 0 takes the first batch and device 1 the second, one step.
+fn one_epoch_on_two_devices(
+    model: &MobileNetV2,
+    lr: f64,
+    data: &FinetuneData,
+    train: &ImageDataset,
+    valid: &ImageDataset,
+) -> MobileNetV2 {
+    let config = DataParallelConfig::new()
+        .with_lr(lr)
+        .with_batch_size(BATCH)
+        .with_shuffle(false);
+    let dir = tempfile::tempdir().unwrap();
+    fit_data_parallel(
+        copy_of(model, &Device::flex().autodiff()),
+        train,
+        valid,
+        &data.transform,
+        &two_cpu_devices(),
+        &config,
+        dir.path(),
+    )
+    .unwrap()
+}
+
 #[test]
 fn replicas_commit_the_mean_of_their_statistics_updates() {
     let device = Device::flex().autodiff();
@@ -114,21 +140,7 @@ fn replicas_commit_the_mean_of_their_statistics_updates() {
         expected.push(statistics(&mut replica));
     }
 
-    let config = DataParallelConfig::new()
-        .with_lr(0.0)
-        .with_batch_size(BATCH)
-        .with_shuffle(false);
-    let dir = tempfile::tempdir().unwrap();
-    let mut trained = fit_data_parallel(
-        copy_of(&model, &device),
-        &train,
-        &valid,
-        &data.transform,
-        &two_cpu_devices(),
-        &config,
-        dir.path(),
-    )
-    .unwrap();
+    let mut trained = one_epoch_on_two_devices(&model, 0.0, &data, &train, &valid);
 
     let got = statistics(&mut trained);
     assert_eq!(got.len(), expected[0].len());
@@ -205,21 +217,7 @@ fn two_devices_train_as_one_device_on_the_union_batch() {
         .init();
     single = optim.step(lr, single, grads);
 
-    let config = DataParallelConfig::new()
-        .with_lr(lr)
-        .with_batch_size(BATCH)
-        .with_shuffle(false);
-    let dir = tempfile::tempdir().unwrap();
-    let parallel = fit_data_parallel(
-        copy_of(&model, &device),
-        &train,
-        &valid,
-        &data.transform,
-        &two_cpu_devices(),
-        &config,
-        dir.path(),
-    )
-    .unwrap();
+    let parallel = one_epoch_on_two_devices(&model, lr, &data, &train, &valid);
 
     let (before, want, got) = (params(&model), params(&single), params(&parallel));
     assert_eq!(want.len(), got.len());
