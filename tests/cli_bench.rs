@@ -103,6 +103,9 @@ fn bench_table_line_and_errors() {
         (&[("--input-size", "16")], &[], "32"),
         (&[("--threads", "0")], &[], "--threads"),
         (&[], &["--quantized"], "looks like a float checkpoint"),
+        (&[("--device", "tpu")], &[], "unknown device 'tpu'"),
+        // int8 runs on the CPU kernels (or, in a build without wgpu, the device is unknown).
+        (&[("--device", "wgpu")], &["--quantized"], "wgpu"),
     ] {
         let out = bench(&weights, set, flags);
         let stderr = String::from_utf8_lossy(&out.stderr);

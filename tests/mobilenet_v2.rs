@@ -134,6 +134,23 @@ fn cli_infer_round_trip_and_errors() {
     assert_eq!(out.shape, vec![2, 10]);
     assert_close(&out.data, &fixture.f32("logits"), 1e-4, 1e-4, "CLI logits");
 
+    // The same on the GPU backend (`--device`), where the build and the machine have one.
+    if common::gpu_device().is_some() {
+        let name = std::env::var("BURN_QAT_GPU_DEVICE").unwrap_or_else(|_| "wgpu".into());
+        let mut gpu = args(x).to_vec();
+        gpu.extend(["--device".to_string(), name]);
+        let (ok, stderr) = burn_qat(&gpu.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(ok, "{stderr}");
+        let out = npy::read_f32(Path::new(y)).unwrap();
+        assert_close(
+            &out.data,
+            &fixture.f32("logits"),
+            1e-4,
+            1e-4,
+            "CLI logits on the GPU",
+        );
+    }
+
     // Wrong rank: one clear line, non-zero exit, output untouched.
     let rank3 = dir.path().join("rank3.npy");
     npy::write_f32(&rank3, &vec![0.0; 3 * 64 * 64], &[3, 64, 64]).unwrap();

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use burn_qat::bench::{BenchOptions, bench_mobilenet_v2};
+use burn_qat::device::{check_device, parse_device};
 use burn_qat::export::{ExportKind, export_mobilenet_v2};
 use burn_qat::infer::{WeightsKind, load_weights};
 use burn_qat::models::MobileNetV2Config;
@@ -72,6 +73,10 @@ enum Command {
         /// Where to write the float32 `[N, num_classes]` logits (`.npy`).
         #[arg(long, value_name = "Y.npy")]
         output: PathBuf,
+        /// Device for a float checkpoint: flex (CPU), or wgpu / cuda with those cargo
+        /// features (see `burn_qat::device`). int8 models run on the CPU.
+        #[arg(long, default_value = "flex")]
+        device: String,
     },
     /// Write a MobileNetV2 checkpoint as ONNX (opset 13): an int8 model (--quantized) as a QDQ
     /// graph with int8 weights, a float one as a float graph. Input `input` (float32 NCHW,
@@ -83,7 +88,7 @@ enum Command {
         #[arg(long, value_name = "MODEL.onnx")]
         output: PathBuf,
     },
-    /// Time one forward pass of a MobileNetV2 checkpoint (float on flex, or int8 with
+    /// Time one forward pass of a MobileNetV2 checkpoint (float on --device, or int8 with
     /// --quantized) on a fixed [B, 3, S, S] batch, logits read back: prints median and min
     /// latency and images/s, as a table line or (--json) one JSON object on stdout.
     Bench {
@@ -117,6 +122,22 @@ struct BenchArgs {
     /// threads, warmup, iters, median_ms, min_ms, images_per_s) instead of a table line.
     #[arg(long)]
     json: bool,
+    /// Device for a float checkpoint: flex (CPU), or wgpu / cuda with those cargo features.
+    /// int8 models run on the CPU.
+    #[arg(long, default_value = "flex")]
+    device: String,
+}
+
+/// The device `--device` names, started; int8 models only run on the CPU.
+fn device_for(name: &str, kind: WeightsKind) -> burn_qat::Result<Device> {
+    let device = parse_device(name)?;
+    if matches!(kind, WeightsKind::Int8(_)) && device != Device::flex() {
+        return Err(burn_qat::Error::Config(format!(
+            "int8 models run on the CPU int8 kernels; drop --device {name} (or pass flex)"
+        )));
+    }
+    check_device(&device)?;
+    Ok(device)
 }
 
 fn run(cli: Cli) -> burn_qat::Result<()> {
@@ -125,15 +146,17 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
             model,
             input,
             output,
+            device,
         } => {
             let (config, kind) = model.resolve()?;
+            let device = device_for(&device, kind)?;
             let shape = burn_qat::infer::infer_npy(
                 &model.weights,
                 &config,
                 kind,
                 &input,
                 &output,
-                &Device::flex(),
+                &device,
             )?;
             eprintln!("wrote {shape:?} logits to {}", output.display());
             Ok(())
@@ -158,7 +181,8 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
                 warmup: options.warmup,
                 iters: options.iters,
             };
-            let report = bench_mobilenet_v2(&model.weights, &config, kind, opts, &Device::flex())?;
+            let device = device_for(&options.device, kind)?;
+            let report = bench_mobilenet_v2(&model.weights, &config, kind, opts, &device)?;
             if options.json {
                 println!("{}", report.to_json());
             } else {
