@@ -182,25 +182,27 @@ impl FakeQuantize {
         if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
             return;
         }
-        let qp = match self.calculator {
-            QParamsCalculator::Observer => match obs.qparams_of(&stats) {
-                Ok(qp) => qp,
-                Err(_) => return,
-            },
-            QParamsCalculator::Fbgemm => {
-                if !self.fake_quant_enabled {
-                    return;
-                }
-                fbgemm_qparams(
-                    &stats.min,
-                    &stats.max,
-                    obs.quant_min(),
-                    obs.quant_max(),
-                    obs.qscheme().is_symmetric(),
-                )
-            }
-        };
-        self.store(&qp);
+        if self.calculator == QParamsCalculator::Fbgemm && !self.fake_quant_enabled {
+            return;
+        }
+        if let Ok(qp) = self.qparams_from(&stats) {
+            self.store(&qp);
+        }
+    }
+
+    /// Scale and zero-point for `stats` with this fake-quant's forward formula ([`Self::calculator`]).
+    fn qparams_from(&self, stats: &ObserverStats) -> Result<QParams> {
+        let obs = &self.activation_post_process;
+        match self.calculator {
+            QParamsCalculator::Observer => obs.qparams_of(stats),
+            QParamsCalculator::Fbgemm => Ok(fbgemm_qparams(
+                &stats.min,
+                &stats.max,
+                obs.quant_min(),
+                obs.quant_max(),
+                obs.qscheme().is_symmetric(),
+            )),
+        }
     }
 
     fn store(&self, qp: &QParams) {
@@ -261,7 +263,7 @@ impl FakeQuantize {
                         Some(stats) => stats,
                         None => obs.stats(),
                     };
-                    let qp = obs.qparams_of(&stats)?;
+                    let qp = self.qparams_from(&stats)?;
                     self.store(&qp);
                     qparams = Some(qp);
                 }
@@ -273,8 +275,8 @@ impl FakeQuantize {
                     None
                 };
                 if self.fake_quant_enabled {
-                    let ObserverStats { min, max, .. } = observed.unwrap_or_else(|| obs.stats());
-                    if min.iter().chain(&max).any(|v| v.is_infinite()) {
+                    let stats = observed.unwrap_or_else(|| obs.stats());
+                    if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
                         if !strict {
                             return Ok(x);
                         }
@@ -284,13 +286,7 @@ impl FakeQuantize {
                                 .into(),
                         ));
                     }
-                    let qp = fbgemm_qparams(
-                        &min,
-                        &max,
-                        obs.quant_min(),
-                        obs.quant_max(),
-                        obs.qscheme().is_symmetric(),
-                    );
+                    let qp = self.qparams_from(&stats)?;
                     self.store(&qp);
                     qparams = Some(qp);
                 }
