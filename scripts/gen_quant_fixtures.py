@@ -26,6 +26,8 @@ Files:
   quant_qconfig.safetensors     observer/fake-quant settings of the default qconfigs
   float_functional.safetensors  FloatFunctional add / add_relu / mul / cat with the default
                                 QAT activation fake-quants: outputs, gradients, qparams
+  depthwise_conv.safetensors    depthwise conv2d (groups = C) forward, input and weight
+                                gradients over MobileNetV2's geometries and edge cases
 """
 
 import os
@@ -453,6 +455,38 @@ def gen_float_functional():
     save("float_functional.safetensors", a)
 
 
+def gen_depthwise_conv():
+    """F.conv2d(x, w, groups=C): output and both gradients for an upstream gradient dout.
+    Geometry per case: [N, C, H, W, KH, KW, stride_h, stride_w, pad_top, pad_left, pad_bottom,
+    pad_right] (asymmetric padding through F.pad, as Burn's ConvOptions allows it)."""
+    g = torch.Generator().manual_seed(7)
+    cases = {
+        "s1": [2, 8, 9, 9, 3, 3, 1, 1, 1, 1, 1, 1],  # MobileNetV2's stride-1 blocks
+        "s2_even": [2, 6, 8, 8, 3, 3, 2, 2, 1, 1, 1, 1],  # stride-2 blocks
+        "s2_odd": [1, 5, 7, 9, 3, 3, 2, 2, 1, 1, 1, 1],  # non-square, odd sides
+        "k5": [3, 4, 6, 5, 5, 5, 1, 1, 2, 2, 2, 2],
+        "asym": [2, 3, 6, 7, 3, 3, 1, 2, 0, 1, 2, 0],  # asymmetric padding and stride
+        "small": [1, 2, 2, 3, 3, 3, 2, 1, 1, 1, 1, 1],  # input smaller than the kernel
+    }
+    a = {}
+    for name, geo in cases.items():
+        n, c, h, w, kh, kw, sh, sw, pt, pl, pb, pr = geo
+        x = torch.randn(n, c, h, w, generator=g).requires_grad_(True)
+        wt = torch.randn(c, 1, kh, kw, generator=g).requires_grad_(True)
+        xp = torch.nn.functional.pad(x, (pl, pr, pt, pb))
+        out = torch.nn.functional.conv2d(xp, wt, stride=(sh, sw), groups=c)
+        dout = torch.randn(out.shape, generator=g)
+        out.backward(dout)
+        a[f"{name}.geometry"] = i64(geo)
+        a[f"{name}.x"] = f32(x)
+        a[f"{name}.w"] = f32(wt)
+        a[f"{name}.dout"] = f32(dout)
+        a[f"{name}.out"] = f32(out)
+        a[f"{name}.dx"] = f32(x.grad)
+        a[f"{name}.dw"] = f32(wt.grad)
+    save("depthwise_conv.safetensors", a)
+
+
 GENERATORS = {
     "fake_quant": gen_fake_quant,
     "qparams": gen_qparams,
@@ -460,6 +494,7 @@ GENERATORS = {
     "lsq": gen_lsq,
     "qconfig": gen_qconfig,
     "float_functional": gen_float_functional,
+    "depthwise_conv": gen_depthwise_conv,
 }
 
 if __name__ == "__main__":

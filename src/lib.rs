@@ -9,6 +9,7 @@
 //! - [`data`]: the embedded MNIST digits, ImageFolder, CIFAR-10 and torchvision-style transforms;
 //! - [`models`]: MobileNetV2 (float) and, later, its quantizable form;
 //! - [`quant`]: quantization schemes, qparams, observers, fake-quant and qconfigs;
+//! - [`ops`]: custom differentiable ops with fast CPU kernels (depthwise convolution);
 //! - [`nn`]: quantizable layers, `FloatFunctional`, stubs, the [`nn::Quantizable`] walk;
 //! - [`fuse`]: module fusion (`fuse_modules`, `fuse_modules_qat`, batch-norm folding);
 //! - [`quantize`]: `replace_relu`, `prepare`, `prepare_qat` and the QAT schedule switches;
@@ -33,6 +34,7 @@ pub mod int8;
 pub mod io;
 pub mod models;
 pub mod nn;
+pub mod ops;
 pub mod quant;
 pub mod quantize;
 

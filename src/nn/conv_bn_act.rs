@@ -7,6 +7,7 @@ use burn::config::Config;
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig, per_channel};
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::stage::Fusion;
 use crate::int8::Int8Conv2d;
+use crate::ops::depthwise_conv2d;
 use crate::quant::FakeQuantize;
 
 /// Configuration of a [`ConvBnAct`] layer.
@@ -122,14 +124,35 @@ pub(crate) fn kaiming_normal_fan_out() -> Initializer {
 }
 
 /// `conv(x)` with another weight and bias, keeping `conv`'s stride, padding, dilation, groups.
-/// (A throw-away `Conv2d` sharing the hyper-parameters: burn-nn keeps its padding arithmetic
-/// private.) The tensors keep their autodiff graph.
+/// Depthwise convolutions with explicit padding go through [`crate::ops::depthwise_conv2d`]
+/// (fast forward and backward on the CPU); the rest through a throw-away `Conv2d` sharing the
+/// hyper-parameters (burn-nn keeps its padding arithmetic private). The tensors keep their
+/// autodiff graph.
 fn conv_with_weight(
     conv: &Conv2d,
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<4> {
+    let [out_channels, in_per_group, _, _] = weight.dims();
+    let channels = x.dims()[1];
+    if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
+        && conv.groups == channels
+        && out_channels == channels
+        && in_per_group == 1
+    {
+        let options = ConvOptions::new_with_padding(
+            conv.stride,
+            [(top, bottom), (left, right)],
+            conv.dilation,
+            conv.groups,
+        );
+        let y = depthwise_conv2d(x, weight, options);
+        return match bias {
+            Some(b) => y + per_channel::<4>(b),
+            None => y,
+        };
+    }
     let with_weight = Conv2d {
         weight: Param::initialized(ParamId::new(), weight),
         bias: bias.map(|b| Param::initialized(ParamId::new(), b)),

@@ -1,0 +1,12 @@
+//! Custom differentiable operations: Burn backend extensions with a backward pass of their own,
+//! where Burn's generic path is the bottleneck of a QAT training step on the CPU.
+//!
+//! Each op has a portable reference kernel on `f32` slices (`*_kernels`) and an extension trait
+//! whose default bodies are Burn's own ops, so every backend runs it and only the CPU (`flex`)
+//! one takes the fast path.
+
+pub mod depthwise_conv2d;
+pub mod depthwise_kernels;
+
+pub use depthwise_conv2d::{DepthwiseConvBackend, depthwise_conv2d};
+pub use depthwise_kernels::DepthwiseGeometry;
