@@ -7,7 +7,9 @@
 use burn::config::Config;
 use burn::module::Flag;
 use burn::module::{Module, Param, RunningState};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
+
+use crate::ops::{batch_norm_train, has_batch_norm_kernel};
 
 /// Configuration of a [`BatchNorm2d`].
 #[derive(Config, Debug)]
@@ -102,6 +104,14 @@ impl BatchNorm2d {
     /// Normalises `x` (`[N, C, ...]`), updating the running statistics in training mode.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         if Self::is_training(&x.device(), self.training.is_enabled()) {
+            if has_batch_norm_kernel(&x.device()) && x.dtype() == DType::F32 {
+                // One fused op with its own backward pass on the CPU (same formulas).
+                let n = x.shape().num_elements() / x.dims()[1].max(1);
+                let (gamma, beta) = (self.weight.val(), self.bias.val());
+                let (y, mean, var) = batch_norm_train(x, gamma, beta, self.eps);
+                self.update_running_stats(mean, var, n);
+                return y;
+            }
             let (mean, var) = self.batch_stats(&x);
             self.normalize(x, mean, var)
         } else {

@@ -2,11 +2,15 @@
 //! where Burn's generic path is the bottleneck of a QAT training step on the CPU.
 //!
 //! Each op has a portable reference kernel on `f32` slices (`*_kernels`) and an extension trait
-//! whose default bodies are Burn's own ops, so every backend runs it and only the CPU (`flex`)
-//! one takes the fast path.
+//! whose default bodies are Burn's own ops (or a caller that keeps Burn's composition off the
+//! CPU), so every backend runs it and only the CPU (`flex`) one takes the fast path.
 
+pub mod batch_norm;
+pub mod batch_norm_kernels;
 pub mod depthwise_conv2d;
 pub mod depthwise_kernels;
 
+pub use batch_norm::{BatchNormTrainBackend, batch_norm_train, has_batch_norm_kernel};
+pub use batch_norm_kernels::BatchNormGeometry;
 pub use depthwise_conv2d::{DepthwiseConvBackend, depthwise_conv2d};
 pub use depthwise_kernels::DepthwiseGeometry;
