@@ -9,7 +9,7 @@ use burn::module::Flag;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::ops::{batch_norm_train, has_batch_norm_kernel};
+use crate::ops::{batch_norm_train, has_cpu_kernels};
 
 /// Configuration of a [`BatchNorm2d`].
 #[derive(Config, Debug)]
@@ -104,7 +104,7 @@ impl BatchNorm2d {
     /// Normalises `x` (`[N, C, ...]`), updating the running statistics in training mode.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         if Self::is_training(&x.device(), self.training.is_enabled()) {
-            if has_batch_norm_kernel(&x.device()) && x.dtype() == DType::F32 {
+            if has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
                 // One fused op with its own backward pass on the CPU (same formulas).
                 let n = x.shape().num_elements() / x.dims()[1].max(1);
                 let (gamma, beta) = (self.weight.val(), self.bias.val());

@@ -12,8 +12,8 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{AutodiffBackend, Backend, Dispatch, DispatchDevice, backend_extension};
-use burn::tensor::{Device, Tensor};
+use burn::backend::{AutodiffBackend, Backend, Dispatch, backend_extension};
+use burn::tensor::Tensor;
 
 use super::batch_norm_kernels::{self, BatchNormGeometry};
 
@@ -207,18 +207,9 @@ impl<B: Backend + BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBa
     }
 }
 
-/// Whether [`batch_norm_train`] runs on `device` (the flex CPU backend, under autodiff).
-pub fn has_batch_norm_kernel(device: &Device) -> bool {
-    device.is_autodiff()
-        && matches!(
-            device.clone().without_autodiff().as_dispatch(),
-            DispatchDevice::Flex(_)
-        )
-}
-
 /// Training-mode batch norm of `x` (`[N, C, ...]`, `f32`) with per-channel `gamma`/`beta`:
 /// `(y, batch mean, biased batch variance)`; the statistics carry no gradient. Only on devices
-/// where [`has_batch_norm_kernel`] holds.
+/// where [`super::has_cpu_kernels`] holds.
 pub fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,

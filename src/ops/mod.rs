@@ -8,9 +8,25 @@
 pub mod batch_norm;
 pub mod batch_norm_kernels;
 pub mod depthwise_conv2d;
+pub mod fake_quant;
+pub mod fake_quant_kernels;
 pub mod depthwise_kernels;
 
-pub use batch_norm::{BatchNormTrainBackend, batch_norm_train, has_batch_norm_kernel};
+pub use batch_norm::{BatchNormTrainBackend, batch_norm_train};
 pub use batch_norm_kernels::BatchNormGeometry;
 pub use depthwise_conv2d::{DepthwiseConvBackend, depthwise_conv2d};
 pub use depthwise_kernels::DepthwiseGeometry;
+pub use fake_quant::{FakeQuantBackend, FakeQuantSpec, fake_quantize};
+
+use burn::backend::DispatchDevice;
+use burn::tensor::Device;
+
+/// Whether `device` (plain or autodiff) is the flex CPU backend, where the ops that list only
+/// `Flex` and `Autodiff` ([`batch_norm_train`], [`fake_quantize`]) run; their callers keep Burn's
+/// composition elsewhere.
+pub fn has_cpu_kernels(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}

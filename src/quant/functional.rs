@@ -17,10 +17,13 @@
 //!
 //! Backward (`fake_quantize_per_tensor_affine_cachemask_backward`): `dX = dY * mask`, i.e. a
 //! straight-through estimator that is zero where the *rounded* value falls outside the range.
-//! Under autodiff this is composed from differentiable ops as
+//! On the flex CPU backend both directions are one fused op ([`crate::ops::fake_quantize`]);
+//! elsewhere they are composed from differentiable ops as
 //! `out = fq(x.detach()) + (x·mask − (x·mask).detach())`, whose forward value is exactly `fq`.
 
-use burn::tensor::{Bool, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Tensor, TensorData};
+
+use crate::ops::{FakeQuantSpec, fake_quantize, has_cpu_kernels};
 
 use crate::{Error, Result};
 
@@ -38,6 +41,16 @@ pub fn fake_quantize_per_tensor<const D: usize>(
     quant_min: i64,
     quant_max: i64,
 ) -> Tensor<D> {
+    if has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
+        let spec = FakeQuantSpec {
+            scale: vec![scale],
+            zero_point: vec![zero_point],
+            inner: 0,
+            quant_min,
+            quant_max,
+        };
+        return fake_quantize(x, spec);
+    }
     let inv_scale = 1.0f32 / scale;
     let zp = zero_point as f32;
     let v = x
@@ -79,6 +92,16 @@ pub fn fake_quantize_per_channel<const D: usize>(
         )));
     }
     let device = x.device();
+    if has_cpu_kernels(&device) && x.dtype() == DType::F32 {
+        let spec = FakeQuantSpec {
+            scale: scale.to_vec(),
+            zero_point: zero_point.to_vec(),
+            inner: dims[axis + 1..].iter().product(),
+            quant_min,
+            quant_max,
+        };
+        return Ok(fake_quantize(x, spec));
+    }
     let mut bshape = [1usize; D];
     bshape[axis] = channels;
     let to_tensor = |v: Vec<f32>| -> Tensor<D> {

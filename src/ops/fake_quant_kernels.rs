@@ -1,0 +1,113 @@
+//! Fake quantization on contiguous `f32` slices, per tensor or per channel: the forward value and
+//! the straight-through gradient, element for element as PyTorch's CPU kernels compute them
+//! (see [`crate::quant::functional`] for the formulas and their sources):
+//!
+//! ```text
+//! v    = nearbyint(x · (1/scale)) + zero_point     // f32, ties to even
+//! v    = −∞ where v ≥ 2^63 or NaN                  // the int64 conversion's INT64_MIN
+//! q    = clamp(v, quant_min, quant_max)
+//! y    = (q − zero_point) · scale
+//! dx   = dy where q == v, else 0
+//! ```
+//!
+//! The backward pass recomputes the mask from `x` instead of storing it: one multiply and round
+//! per element, and no tensor kept alive beyond the input autodiff holds anyway.
+
+use rayon::prelude::*;
+
+/// 2^63 as f32: the first value whose int64 conversion overflows.
+const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
+
+/// Elements per parallel task.
+const CHUNK: usize = 1 << 14;
+
+/// Quantization parameters of one fake-quant call: one `(scale, zero_point)` per channel of
+/// `axis` (a single pair for per-tensor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FakeQuantSpec {
+    /// Scales, one per channel (or one).
+    pub scale: Vec<f32>,
+    /// Zero-points, one per channel (or one).
+    pub zero_point: Vec<i64>,
+    /// Number of elements after `axis` in row-major order (the channel of element `i` is
+    /// `(i / inner) % scale.len()`); unused for per-tensor.
+    pub inner: usize,
+    /// Lowest quantized value.
+    pub quant_min: i64,
+    /// Highest quantized value.
+    pub quant_max: i64,
+}
+
+/// One channel's constants in the form the loop uses.
+#[derive(Clone, Copy)]
+struct Channel {
+    scale: f32,
+    inv_scale: f32,
+    zero_point: f32,
+    min: f32,
+    max: f32,
+}
+
+impl Channel {
+    /// `(y, in range)` for one element.
+    #[inline(always)]
+    fn apply(self, x: f32) -> (f32, bool) {
+        let v = (x * self.inv_scale).round_ties_even() + self.zero_point;
+        let v = if v < TWO_POW_63 { v } else { f32::NEG_INFINITY };
+        let q = v.max(self.min).min(self.max);
+        ((q - self.zero_point) * self.scale, q == v)
+    }
+}
+
+impl FakeQuantSpec {
+    fn channels(&self) -> Vec<Channel> {
+        self.scale
+            .iter()
+            .zip(&self.zero_point)
+            .map(|(&scale, &zp)| Channel {
+                scale,
+                inv_scale: 1.0f32 / scale,
+                zero_point: zp as f32,
+                min: self.quant_min as f32,
+                max: self.quant_max as f32,
+            })
+            .collect()
+    }
+
+    /// Elements per parallel run: a channel's `inner` block, or [`CHUNK`] for per-tensor.
+    fn run(&self) -> usize {
+        if self.scale.len() == 1 {
+            CHUNK
+        } else {
+            self.inner.max(1)
+        }
+    }
+}
+
+/// `y = fake_quant(x)`.
+pub fn forward(spec: &FakeQuantSpec, x: &[f32], y: &mut [f32]) {
+    let (channels, run) = (spec.channels(), spec.run());
+    y.par_chunks_mut(run)
+        .zip(x.par_chunks(run))
+        .enumerate()
+        .for_each(|(r, (y, x))| {
+            let ch = channels[r % channels.len()];
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = ch.apply(x).0;
+            }
+        });
+}
+
+/// `dx = dy · mask(x)`.
+pub fn backward(spec: &FakeQuantSpec, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let (channels, run) = (spec.channels(), spec.run());
+    dx.par_chunks_mut(run)
+        .zip(x.par_chunks(run).zip(dy.par_chunks(run)))
+        .enumerate()
+        .for_each(|(r, (dx, (x, dy)))| {
+            let ch = channels[r % channels.len()];
+            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+                *dx = if ch.apply(x).1 { dy } else { 0.0 };
+            }
+        });
+}
