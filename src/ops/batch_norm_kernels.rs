@@ -7,11 +7,12 @@
 //! - forward: `y = (x − μ) · k + β`;
 //! - backward: `∂β = Σ dy`, `∂γ = Σ dy · x̂`, `∂x = k · (dy − ∂β / M − x̂ · ∂γ / M)`.
 //!
-//! Channel sums accumulate in `f64`, so the statistics are at least as accurate as a composition of
-//! `f32` means; each pass is one read of the data, where the composed version makes about ten
+//! Channel sums run in 16 `f32` lanes per row and add up rows in `f64`; each pass is one read of the data, where the composed version makes about ten
 //! full-size temporaries in the forward pass and as many in the backward pass.
 
 use rayon::prelude::*;
+
+use super::lanes::lane_sum;
 
 /// `[N, C, L]`: batch, channels, values per channel and sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +36,6 @@ impl BatchNormGeometry {
         let start = (n * self.channels + c) * self.inner;
         &t[start..start + self.inner]
     }
-
-    /// `Σ_n Σ_l f(row(a), row(b))` for channel `c`, in `f64`.
-    fn channel_sum(&self, c: usize, f: impl Fn(usize) -> f64) -> f64 {
-        (0..self.batch).map(|n| f(n * self.channels + c)).sum()
-    }
 }
 
 /// The per-channel `scale = γ / √(σ² + ε)`, in `f32` as [`crate::nn::BatchNorm2d::normalize`]
@@ -61,16 +57,13 @@ pub fn forward(
     let (mean, var): (Vec<f32>, Vec<f32>) = (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            let sum = g.channel_sum(c, |plane| {
-                let row = &x[plane * g.inner..(plane + 1) * g.inner];
-                row.iter().map(|&v| v as f64).sum()
-            });
-            let mean = sum / m;
-            let sq = g.channel_sum(c, |plane| {
-                let row = &x[plane * g.inner..(plane + 1) * g.inner];
-                row.iter().map(|&v| (v as f64 - mean).powi(2)).sum()
-            });
-            (mean as f32, (sq / m) as f32)
+            let rows = || (0..g.batch).map(|n| g.row(x, n, c));
+            let sum: f64 = rows().map(|r| lane_sum(r, r, |v, _| v)).sum();
+            let mean = (sum / m) as f32;
+            let sq: f64 = rows()
+                .map(|r| lane_sum(r, r, |v, _| (v - mean) * (v - mean)))
+                .sum();
+            (mean, (sq / m) as f32)
         })
         .unzip();
     y.par_chunks_mut(g.inner.max(1))
@@ -104,17 +97,12 @@ pub fn backward(
         .into_par_iter()
         .map(|c| {
             let (mu, is) = (mean[c], inv_std[c]);
-            let row_sums = |plane: usize| {
-                let rows = plane * g.inner..(plane + 1) * g.inner;
-                x[rows.clone()]
-                    .iter()
-                    .zip(&dy[rows])
-                    .fold((0.0f64, 0.0f64), |(sg, sb), (&x, &d)| {
-                        (sg + (d * ((x - mu) * is)) as f64, sb + d as f64)
-                    })
-            };
             (0..g.batch)
-                .map(|n| row_sums(n * g.channels + c))
+                .map(|n| {
+                    let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
+                    let dgamma = lane_sum(dy, x, |d, x| d * ((x - mu) * is));
+                    (dgamma, lane_sum(dy, dy, |d, _| d))
+                })
                 .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
         })
         .unzip();

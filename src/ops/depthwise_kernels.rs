@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+use super::lanes::lane_sum;
+
 /// The geometry of one depthwise convolution (`groups == in_channels == out_channels`,
 /// dilation 1): shapes, kernel, stride and the leading (top, left) padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +129,9 @@ pub fn input_grad(g: &DepthwiseGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) 
 pub fn weight_grad(g: &DepthwiseGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (ip, op, ow) = (g.input_plane(), g.output_plane(), g.output[1]);
     dw.par_chunks_mut(g.taps()).enumerate().for_each(|(c, dw)| {
-        dw.fill(0.0);
+        let mut sums = vec![0.0f64; g.taps()];
+        // The strided input columns of one row, gathered so the dot product is contiguous.
+        let mut gathered = Vec::with_capacity(ow);
         for n in 0..g.batch {
             let plane = n * g.channels + c;
             let x = &x[plane * ip..(plane + 1) * ip];
@@ -137,17 +141,25 @@ pub fn weight_grad(g: &DepthwiseGeometry, x: &[f32], dy: &[f32], dw: &mut [f32])
                     let Some((lo, hi, iw)) = g.column_span(kw) else {
                         continue;
                     };
-                    let mut acc = 0.0f32;
                     for (oh, dy_row) in dy.chunks_exact(ow).enumerate() {
                         let Some(ih) = g.input_row(oh, kh) else {
                             continue;
                         };
                         let x_row = &x[ih * g.input[1] + iw..(ih + 1) * g.input[1]];
-                        acc += dot_strided(&dy_row[lo..hi], x_row, g.stride[1]);
+                        let x_row = if g.stride[1] == 1 {
+                            x_row
+                        } else {
+                            gathered.clear();
+                            gathered.extend(x_row.iter().step_by(g.stride[1]).take(hi - lo));
+                            &gathered
+                        };
+                        sums[kh * g.kernel[1] + kw] += lane_sum(&dy_row[lo..hi], x_row, |a, b| a * b);
                     }
-                    dw[kh * g.kernel[1] + kw] += acc;
                 }
             }
+        }
+        for (dw, s) in dw.iter_mut().zip(sums) {
+            *dw = s as f32;
         }
     });
 }
@@ -176,28 +188,6 @@ fn scatter_strided(a: f32, x: &[f32], stride: usize, y: &mut [f32]) {
             *y += a * x;
         }
     }
-}
-
-/// `Σ a[i] · b[i·stride]`, in eight interleaved partial sums so that it vectorises.
-fn dot_strided(a: &[f32], b: &[f32], stride: usize) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    if stride == 1 {
-        let (a8, a_tail) = a.split_at(a.len() - a.len() % 8);
-        for (a, b) in a8.chunks_exact(8).zip(b.chunks_exact(8)) {
-            for l in 0..8 {
-                lanes[l] += a[l] * b[l];
-            }
-        }
-        let b_tail = &b[a8.len()..];
-        for (l, (a, b)) in a_tail.iter().zip(b_tail).enumerate() {
-            lanes[l] += a * b;
-        }
-    } else {
-        for (i, (a, b)) in a.iter().zip(b.iter().step_by(stride)).enumerate() {
-            lanes[i % 8] += a * b;
-        }
-    }
-    lanes.iter().sum()
 }
 
 #[cfg(test)]
