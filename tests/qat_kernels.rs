@@ -59,7 +59,12 @@ fn depthwise_conv2d_matches_pytorch_forward_and_gradients() {
 #[test]
 fn depthwise_conv2d_matches_burns_grouped_convolution() {
     for device in devices().into_iter().filter(Device::is_autodiff) {
-        for (n, c, side, stride) in [(4, 32, 16, 1), (2, 96, 16, 2), (2, 144, 7, 2), (1, 24, 5, 1)] {
+        for (n, c, side, stride) in [
+            (4, 32, 16, 1),
+            (2, 96, 16, 2),
+            (2, 144, 7, 2),
+            (1, 24, 5, 1),
+        ] {
             let opts = ConvOptions::new([stride; 2], [1, 1], [1, 1], c);
             let normal = Distribution::Normal(0.0, 1.0);
             // Built NHWC and permuted, so the op sees a strided NCHW view.
@@ -116,7 +121,11 @@ fn depthwise_conv2d_gradients_match_finite_differences() {
                         v[i] += delta;
                         let t = Tensor::<1>::from_data(TensorData::new(v, [values.len()]), &device)
                             .reshape(base.dims());
-                        if which == "x" { loss(&t, &w) } else { loss(&x, &t) }
+                        if which == "x" {
+                            loss(&t, &w)
+                        } else {
+                            loss(&x, &t)
+                        }
                     };
                     (shifted(0.5) - shifted(-0.5)) / 1.0
                 })

@@ -59,7 +59,12 @@ mod flex {
     fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         match t.as_slice::<f32>() {
             Some(s) => s.into(),
-            None => t.to_contiguous().into_data().try_to_vec::<f32>().unwrap_or_default().into(),
+            None => t
+                .to_contiguous()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+                .into(),
         }
     }
 
@@ -151,8 +156,11 @@ impl<B: Backend + BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBa
                 let dy = grads.consume::<B>(&ops.node);
                 let (x_state, gamma_state, mean, var, eps) = ops.state;
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-                let gamma = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
-                let (dx, dgamma, dbeta) = <B as BatchNormTrainBackend>::batch_norm_train_backward(x, gamma, mean, var, dy, eps);
+                let gamma =
+                    checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
+                let (dx, dgamma, dbeta) = <B as BatchNormTrainBackend>::batch_norm_train_backward(
+                    x, gamma, mean, var, dy, eps,
+                );
                 for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
                     if let Some(node) = node {
                         grads.register::<B>(node.id, grad);
@@ -170,7 +178,8 @@ impl<B: Backend + BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBa
             gamma.primitive().clone(),
             beta.into_primitive(),
         );
-        let (y, mean, var) = <B as BatchNormTrainBackend>::batch_norm_train(x_p, gamma_p, beta_p, eps);
+        let (y, mean, var) =
+            <B as BatchNormTrainBackend>::batch_norm_train(x_p, gamma_p, beta_p, eps);
         let y = match prepared {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
@@ -179,7 +188,11 @@ impl<B: Backend + BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBa
             }
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
-        (y, <Self as AutodiffBackend>::from_inner(mean), <Self as AutodiffBackend>::from_inner(var))
+        (
+            y,
+            <Self as AutodiffBackend>::from_inner(mean),
+            <Self as AutodiffBackend>::from_inner(var),
+        )
     }
 
     /// The first-order gradients as untracked tensors (no second-order graph).

@@ -56,27 +56,36 @@ pub fn forward(
     let m = g.per_channel() as f64;
     let (mean, var): (Vec<f32>, Vec<f32>) = (0..g.channels)
         .into_par_iter()
-        .map(|c| {
-            let rows = || (0..g.batch).map(|n| g.row(x, n, c));
-            let sum: f64 = rows().map(|r| lane_sum(r, r, |v, _| v)).sum();
-            let mean = (sum / m) as f32;
-            let sq: f64 = rows()
-                .map(|r| lane_sum(r, r, |v, _| (v - mean) * (v - mean)))
-                .sum();
-            (mean, (sq / m) as f32)
-        })
+        .map(|c| channel_moments(g, x, c, m))
         .unzip();
     y.par_chunks_mut(g.inner.max(1))
         .enumerate()
         .for_each(|(plane, y)| {
             let c = plane % g.channels;
             let (mu, k, b) = (mean[c], scale(var[c], gamma[c], eps), beta[c]);
-            let x = g.row(x, plane / g.channels, c);
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x - mu) * k + b;
-            }
+            normalize_row(g.row(x, plane / g.channels, c), mu, k, b, y);
         });
     (mean, var)
+}
+
+/// Batch mean and biased variance of channel `c` (`m` values), two passes.
+#[inline(never)]
+fn channel_moments(g: &BatchNormGeometry, x: &[f32], c: usize, m: f64) -> (f32, f32) {
+    let rows = || (0..g.batch).map(|n| g.row(x, n, c));
+    let sum: f64 = rows().map(|r| lane_sum(r, r, |v, _| v)).sum();
+    let mean = (sum / m) as f32;
+    let sq: f64 = rows()
+        .map(|r| lane_sum(r, r, |v, _| (v - mean) * (v - mean)))
+        .sum();
+    (mean, (sq / m) as f32)
+}
+
+/// `y = (x − μ) · k + β` over one row.
+#[inline(never)]
+fn normalize_row(x: &[f32], mu: f32, k: f32, b: f32, y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = (x - mu) * k + b;
+    }
 }
 
 /// Backward pass: writes `dx` and returns `(∂γ, ∂β)`; `mean`/`var` are the forward pass's batch
@@ -95,16 +104,7 @@ pub fn backward(
     let inv_std: Vec<f32> = var.iter().map(|&v| (v + eps).sqrt().recip()).collect();
     let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..g.channels)
         .into_par_iter()
-        .map(|c| {
-            let (mu, is) = (mean[c], inv_std[c]);
-            (0..g.batch)
-                .map(|n| {
-                    let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
-                    let dgamma = lane_sum(dy, x, |d, x| d * ((x - mu) * is));
-                    (dgamma, lane_sum(dy, dy, |d, _| d))
-                })
-                .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
-        })
+        .map(|c| channel_grad_sums(g, x, dy, c, mean[c], inv_std[c]))
         .unzip();
     let m = g.per_channel() as f64;
     dx.par_chunks_mut(g.inner.max(1))
@@ -114,10 +114,35 @@ pub fn backward(
             let (mu, is) = (mean[c], inv_std[c]);
             let k = scale(var[c], gamma[c], eps);
             let (db, dg) = ((dbeta[c] / m) as f32, (dgamma[c] / m) as f32);
-            for ((dx, &x), &d) in dx.iter_mut().zip(g.row(x, n, c)).zip(g.row(dy, n, c)) {
-                *dx = k * (d - db - (x - mu) * is * dg);
-            }
+            input_grad_row(g.row(x, n, c), g.row(dy, n, c), [mu, is, k, db, dg], dx);
         });
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
     (to_f32(dgamma), to_f32(dbeta))
+}
+
+/// `(∂γ, ∂β)` of channel `c`: `Σ dy · x̂` and `Σ dy`.
+#[inline(never)]
+fn channel_grad_sums(
+    g: &BatchNormGeometry,
+    x: &[f32],
+    dy: &[f32],
+    c: usize,
+    mu: f32,
+    inv_std: f32,
+) -> (f64, f64) {
+    (0..g.batch)
+        .map(|n| {
+            let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
+            let dgamma = lane_sum(dy, x, |d, x| d * ((x - mu) * inv_std));
+            (dgamma, lane_sum(dy, dy, |d, _| d))
+        })
+        .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+/// `∂x = k · (dy − ∂β/M − x̂ · ∂γ/M)` over one row; `[μ, 1/σ, k, ∂β/M, ∂γ/M]`.
+#[inline(never)]
+fn input_grad_row(x: &[f32], dy: &[f32], [mu, inv_std, k, db, dg]: [f32; 5], dx: &mut [f32]) {
+    for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dy) {
+        *dx = k * (d - db - (x - mu) * inv_std * dg);
+    }
 }

@@ -76,7 +76,8 @@ mod flex {
             && o.groups == c
             && co == c
             && ci == 1
-            && o.dilation == [1, 1];
+            && o.dilation == [1, 1]
+            && n * c * h * wd > 0;
         let out = |i: usize, k: usize, d: usize| {
             let (p0, p1) = o.padding[d];
             (i + p0 + p1).checked_sub(k).map(|r| r / o.stride[d] + 1)
@@ -102,7 +103,12 @@ mod flex {
     fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         match t.as_slice::<f32>() {
             Some(s) => s.into(),
-            None => t.to_contiguous().as_slice::<f32>().unwrap_or_default().to_vec().into(),
+            None => t
+                .to_contiguous()
+                .as_slice::<f32>()
+                .unwrap_or_default()
+                .to_vec()
+                .into(),
         }
     }
 
@@ -200,7 +206,11 @@ impl<B: Backend + DepthwiseConvBackend, C: CheckpointStrategy> DepthwiseConvBack
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let weight_state = prep.checkpoint(&weight);
-                let y = B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), options.clone());
+                let y = B::depthwise_conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    options.clone(),
+                );
                 prep.finish((x_state, weight_state, options), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(

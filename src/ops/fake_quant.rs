@@ -42,7 +42,12 @@ mod flex {
     fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         match t.as_slice::<f32>() {
             Some(s) => s.into(),
-            None => t.to_contiguous().into_data().try_to_vec::<f32>().unwrap_or_default().into(),
+            None => t
+                .to_contiguous()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+                .into(),
         }
     }
 
@@ -57,7 +62,11 @@ mod flex {
             like(y, &x)
         }
 
-        fn fake_quantize_backward(x: FlexTensor, dy: FlexTensor, spec: FakeQuantSpec) -> FlexTensor {
+        fn fake_quantize_backward(
+            x: FlexTensor,
+            dy: FlexTensor,
+            spec: FakeQuantSpec,
+        ) -> FlexTensor {
             let mut dx = vec![0.0; x.layout().num_elements()];
             fake_quant_kernels::backward(&spec, &values(&x), &values(&dy), &mut dx);
             like(dx, &x)
@@ -87,7 +96,11 @@ impl<B: Backend + FakeQuantBackend, C: CheckpointStrategy> FakeQuantBackend for 
             }
         }
 
-        match FakeQuantize.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match FakeQuantize
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let y = <B as FakeQuantBackend>::fake_quantize(x.into_primitive(), spec.clone());

@@ -106,10 +106,7 @@ pub fn forward(spec: &FakeQuantSpec, x: &[f32], y: &mut [f32]) {
         .zip(x.par_chunks(run))
         .enumerate()
         .for_each(|(r, (y, x))| {
-            let ch = channels[r % channels.len()];
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = ch.apply(x).0;
-            }
+            forward_run(channels[r % channels.len()], x, y);
         });
 }
 
@@ -120,11 +117,24 @@ pub fn backward(spec: &FakeQuantSpec, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         .zip(x.par_chunks(run).zip(dy.par_chunks(run)))
         .enumerate()
         .for_each(|(r, (dx, (x, dy)))| {
-            let ch = channels[r % channels.len()];
-            for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-                *dx = if ch.apply(x).1 { dy } else { 0.0 };
-            }
+            backward_run(channels[r % channels.len()], x, dy, dx);
         });
+}
+
+/// One channel's run of [`forward`].
+#[inline(never)]
+fn forward_run(ch: Channel, x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = ch.apply(x).0;
+    }
+}
+
+/// One channel's run of [`backward`].
+#[inline(never)]
+fn backward_run(ch: Channel, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+        *dx = if ch.apply(x).1 { dy } else { 0.0 };
+    }
 }
 
 #[cfg(test)]
@@ -136,9 +146,28 @@ mod tests {
     #[test]
     fn round_half_to_even_is_round_ties_even() {
         let mut values = vec![
-            0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 0.49999997, 8_388_607.5, 8_388_608.0,
-            4_194_304.5, -4_194_304.5, 1e30, -1e30, f32::INFINITY, f32::NEG_INFINITY, f32::NAN,
-            f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 162.5, 163.5,
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            8_388_607.5,
+            8_388_608.0,
+            4_194_304.5,
+            -4_194_304.5,
+            1e30,
+            -1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            162.5,
+            163.5,
         ];
         values.extend((0..(1u32 << 20)).map(|i| f32::from_bits(i.wrapping_mul(4099))));
         for v in values {

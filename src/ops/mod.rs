@@ -8,10 +8,10 @@
 pub mod batch_norm;
 pub mod batch_norm_kernels;
 pub mod depthwise_conv2d;
+pub mod depthwise_kernels;
 pub mod fake_quant;
 pub mod fake_quant_kernels;
 mod lanes;
-pub mod depthwise_kernels;
 
 pub use batch_norm::{BatchNormTrainBackend, batch_norm_train};
 pub use batch_norm_kernels::BatchNormGeometry;
