@@ -29,6 +29,24 @@ struct Args {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Only this configuration (`float`, `qat_qnnpack`, `qat_x86`); all three by default. One
+    /// per process gives each its own peak-RSS figure.
+    #[arg(long)]
+    config: Option<String>,
+}
+
+/// The process's peak resident set (Linux `VmHWM`), in MiB; `None` elsewhere.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 fn model(qat: Option<QuantBackend>, device: &Device) -> burn_qat::Result<MobileNetV2> {
@@ -56,6 +74,9 @@ fn main() -> burn_qat::Result<()> {
         ("qat_qnnpack", Some(QuantBackend::Qnnpack)),
         ("qat_x86", Some(QuantBackend::X86)),
     ] {
+        if args.config.as_deref().is_some_and(|c| c != name) {
+            continue;
+        }
         let mut net = model(qat, &device)?;
         let mut optim = SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
@@ -79,9 +100,10 @@ fn main() -> burn_qat::Result<()> {
             }
         }
         times.sort_by(f64::total_cmp);
+        let rss = peak_rss_mib().map_or("null".into(), |m| format!("{m:.0}"));
         println!(
             "{{\"device\": \"{}\", \"config\": \"{name}\", \"batch\": {b}, \"size\": {s}, \
-             \"median_ms\": {:.2}, \"min_ms\": {:.2}}}",
+             \"median_ms\": {:.2}, \"min_ms\": {:.2}, \"peak_rss_mib\": {rss}}}",
             args.device,
             times[times.len() / 2],
             times[0]

@@ -8,6 +8,7 @@ QAT qconfig), on CPU or CUDA. Prints one JSON line per configuration, like
 """
 import argparse
 import json
+import resource
 import time
 
 import torch
@@ -33,11 +34,16 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--config", default=None,
+                    help="only this configuration (float, qat_qnnpack, qat_x86); one per "
+                         "process gives each its own peak-RSS figure")
     args = ap.parse_args()
     dev = torch.device(args.device)
     x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
     y = (torch.arange(args.batch, device=dev) % 10)
     for name, qat in [("float", None), ("qat_qnnpack", "qnnpack"), ("qat_x86", "x86")]:
+        if args.config and args.config != name:
+            continue
         m = model(qat, dev)
         opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
         times = []
@@ -56,7 +62,10 @@ def main():
         times.sort()
         print(json.dumps({"device": f"torch-{args.device}", "config": name, "batch": args.batch,
                           "size": args.size, "median_ms": round(times[len(times) // 2], 2),
-                          "min_ms": round(times[0], 2), "torch": torch.__version__}))
+                          "min_ms": round(times[0], 2),
+                          # ru_maxrss is in KiB on Linux.
+                          "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                          "torch": torch.__version__}))
 
 
 if __name__ == "__main__":
