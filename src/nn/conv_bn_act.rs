@@ -125,7 +125,8 @@ pub(crate) fn kaiming_normal_fan_out() -> Initializer {
 
 /// `conv(x)` with another weight and bias, keeping `conv`'s stride, padding, dilation, groups.
 /// Depthwise convolutions with explicit padding go through [`crate::ops::depthwise_conv2d`]
-/// (fast forward and backward on the CPU); the rest through a throw-away `Conv2d` sharing the
+/// (fast forward and backward on the CPU), unpadded 1×1 ones through [`pointwise_conv2d`]; the
+/// rest through a throw-away `Conv2d` sharing the
 /// hyper-parameters (burn-nn keeps its padding arithmetic private). The tensors keep their
 /// autodiff graph.
 fn conv_with_weight(
@@ -153,6 +154,13 @@ fn conv_with_weight(
             None => y,
         };
     }
+    if let [1, 1] = conv.kernel_size
+        && conv.stride == [1, 1]
+        && conv.groups == 1
+        && matches!(conv.padding, PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid)
+    {
+        return pointwise_conv2d(x, weight, bias);
+    }
     let with_weight = Conv2d {
         weight: Param::initialized(ParamId::new(), weight),
         bias: bias.map(|b| Param::initialized(ParamId::new(), b)),
@@ -163,6 +171,24 @@ fn conv_with_weight(
         padding: conv.padding.clone(),
     };
     with_weight.forward(x)
+}
+
+/// A 1×1 convolution as one matrix product over the channels-major view, `Y = W · X` with
+/// `X: [C_in, N·H·W]`, so that its gradients are single matrix products too (`∂X = Wᵀ · ∂Y`,
+/// `∂W = ∂Y · Xᵀ`) instead of Burn's transposed-convolution and im2col paths.
+fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
+    let [n, c_in, h, w] = x.dims();
+    let c_out = weight.dims()[0];
+    let x = x.swap_dims(0, 1).reshape([c_in, n * h * w]);
+    let y = weight
+        .reshape([c_out, c_in])
+        .matmul(x)
+        .reshape([c_out, n, h, w])
+        .swap_dims(0, 1);
+    match bias {
+        Some(b) => y + per_channel::<4>(b),
+        None => y,
+    }
 }
 
 impl ConvBnAct {

@@ -77,16 +77,12 @@ impl DepthwiseGeometry {
         n * grid.hp * grid.wp + oh * self.stride[0] * grid.wp + ow * self.stride[1]
     }
 
-    /// Calls `f(grid position, plane index)` for every output of one channel (`n, oh, ow` in
-    /// order; the index counts within the channel's `N·OH·OW` values).
-    fn for_each_output(&self, grid: &Grid, mut f: impl FnMut(usize, usize)) {
-        let mut i = 0;
+    /// Calls `f(grid position of (n, oh, 0), row index)` for every output row of one channel
+    /// (`n, oh` in order); the row's outputs sit `stride[1]` apart on the grid.
+    fn for_each_output_row(&self, grid: &Grid, mut f: impl FnMut(usize, usize)) {
         for n in 0..self.batch {
             for oh in 0..self.output[0] {
-                for ow in 0..self.output[1] {
-                    f(self.output_at(grid, n, oh, ow), i);
-                    i += 1;
-                }
+                f(self.output_at(grid, n, oh, 0), n * self.output[0] + oh);
             }
         }
     }
@@ -107,11 +103,14 @@ impl DepthwiseGeometry {
 
     /// The output gradient of channel `c` placed on the grid (zero elsewhere), `len` long.
     fn scatter_output(&self, grid: &Grid, dy: &[f32], c: usize) -> Vec<f32> {
-        let plane = self.output[0] * self.output[1];
+        let [oh, ow] = self.output;
         let mut buf = vec![0.0; grid.len];
-        self.for_each_output(grid, |at, i| {
-            let (n, j) = (i / plane, i % plane);
-            buf[at] = dy[(n * self.channels + c) * plane + j];
+        self.for_each_output_row(grid, |at, row| {
+            let (n, r) = (row / oh, row % oh);
+            let src = &dy[((n * self.channels + c) * oh + r) * ow..][..ow];
+            for (dst, &v) in buf[at..].iter_mut().step_by(self.stride[1]).zip(src) {
+                *dst = v;
+            }
         });
         buf
     }
@@ -147,8 +146,14 @@ fn forward_channel(g: &DepthwiseGeometry, x: &[f32], w: &[f32], c: usize) -> Vec
         let off = g.tap_offset(&grid, t);
         axpy(tap, &xp[off..off + grid.len], &mut full);
     }
-    let mut out = vec![0.0; g.batch * g.output[0] * g.output[1]];
-    g.for_each_output(&grid, |at, i| out[i] = full[at]);
+    let ow = g.output[1];
+    let mut out = vec![0.0; g.batch * g.output[0] * ow];
+    g.for_each_output_row(&grid, |at, row| {
+        let dst = &mut out[row * ow..][..ow];
+        for (d, &v) in dst.iter_mut().zip(full[at..].iter().step_by(g.stride[1])) {
+            *d = v;
+        }
+    });
     out
 }
 
