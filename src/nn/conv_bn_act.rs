@@ -157,7 +157,10 @@ fn conv_with_weight(
     if let [1, 1] = conv.kernel_size
         && conv.stride == [1, 1]
         && conv.groups == 1
-        && matches!(conv.padding, PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid)
+        && matches!(
+            conv.padding,
+            PaddingConfig2d::Explicit(0, 0, 0, 0) | PaddingConfig2d::Valid
+        )
     {
         return pointwise_conv2d(x, weight, bias);
     }

@@ -116,7 +116,7 @@ impl DepthwiseGeometry {
     }
 
     /// Writes channel-major results (`[C][N·plane]`) into an NCHW tensor.
-    fn to_nchw(&self, per_channel: Vec<Vec<f32>>, plane: usize, out: &mut [f32]) {
+    fn write_nchw(&self, per_channel: Vec<Vec<f32>>, plane: usize, out: &mut [f32]) {
         out.par_chunks_mut(plane.max(1))
             .enumerate()
             .for_each(|(i, out)| {
@@ -133,7 +133,7 @@ pub fn forward(g: &DepthwiseGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
         .into_par_iter()
         .map(|c| forward_channel(g, x, &w[c * g.taps()..][..g.taps()], c))
         .collect();
-    g.to_nchw(per_channel, g.output[0] * g.output[1], y);
+    g.write_nchw(per_channel, g.output[0] * g.output[1], y);
 }
 
 /// Channel `c` of [`forward`], as `[N, OH, OW]`.
@@ -163,7 +163,7 @@ pub fn input_grad(g: &DepthwiseGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) 
         .into_par_iter()
         .map(|c| input_grad_channel(g, dy, &w[c * g.taps()..][..g.taps()], c))
         .collect();
-    g.to_nchw(per_channel, g.input[0] * g.input[1], dx);
+    g.write_nchw(per_channel, g.input[0] * g.input[1], dx);
 }
 
 /// Channel `c` of [`input_grad`], as `[N, H, W]`.
