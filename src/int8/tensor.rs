@@ -15,6 +15,7 @@
 //! `fbgemm::Dequantize`: `x = scale * (float)(q - zp)` in f32.
 
 use crate::quant::QuantDtype;
+pub use crate::quant::rounding::round_half_even;
 use crate::{Error, Result};
 
 /// Per-tensor quantization parameters of a quint8 activation (`q_scale()`, `q_zero_point()`).
@@ -51,21 +52,6 @@ impl QParamsPt {
 pub fn quantize_val(x: f32, inv_scale: f32, zero_point: i32, qmin: i64, qmax: i64) -> i64 {
     let t = round_half_even(x * inv_scale) + zero_point as f32;
     (t as f64).clamp(qmin as f64, qmax as f64) as i64
-}
-
-/// `x.round_ties_even()` (`nearbyint` in the default rounding mode), without the libm call that
-/// `round_ties_even` compiles to on x86-64 without SSE4.1: below 2^22 in magnitude, adding and
-/// subtracting 1.5·2^23 rounds to an integer in hardware with ties to even; larger values (and
-/// NaN, infinities) are integers already or go through `round_ties_even`.
-#[inline]
-pub fn round_half_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    if x.abs() < 4_194_304.0 {
-        // Keep the sign of zero as `round_ties_even` does.
-        ((x + MAGIC) - MAGIC).copysign(x)
-    } else {
-        x.round_ties_even()
-    }
 }
 
 /// `torch.quantize_per_tensor(x, scale, zero_point, dtype).int_repr()`, widened to i64.
@@ -338,46 +324,5 @@ impl QWeight {
     /// Number of output channels (`shape[0]`).
     pub fn out_channels(&self) -> usize {
         self.shape[0]
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::round_half_even;
-
-    #[test]
-    fn round_half_even_matches_round_ties_even() {
-        let mut values = vec![
-            0.0,
-            -0.0,
-            0.5,
-            -0.5,
-            1.5,
-            2.5,
-            -2.5,
-            0.49999997,
-            4_194_303.5,
-            -4_194_303.5,
-            4_194_304.0,
-            8_388_609.0,
-            1e30,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::MIN_POSITIVE,
-        ];
-        let mut state = 0x9E37_79B9u32;
-        for _ in 0..100_000 {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            values.push(f32::from_bits(state) % 1e7);
-            values.push((state % 20_000) as f32 / 4.0 - 2_500.0);
-        }
-        for x in values {
-            let (got, want) = (round_half_even(x), x.round_ties_even());
-            assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                "{x}: {got} != {want}"
-            );
-        }
-        assert!(round_half_even(f32::NAN).is_nan());
     }
 }

@@ -42,7 +42,8 @@ pub trait BatchNormTrainBackend: Backend {
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
-    use burn::tensor::TensorData;
+
+    use super::super::flex_io::{tensor, values};
 
     use super::{BatchNormGeometry, BatchNormTrainBackend, batch_norm_kernels};
 
@@ -55,27 +56,9 @@ mod flex {
         }
     }
 
-    /// Row-major `f32` values (the layer only sends `f32` tensors here).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => s.into(),
-            None => t
-                .to_contiguous()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default()
-                .into(),
-        }
-    }
-
-    fn like(values: Vec<f32>, t: &FlexTensor) -> FlexTensor {
-        let shape = t.layout().shape().clone();
-        FlexTensor::from_data(TensorData::new(values, shape))
-    }
-
     fn vector(values: Vec<f32>) -> FlexTensor {
         let n = values.len();
-        FlexTensor::from_data(TensorData::new(values, [n]))
+        tensor(values, [n])
     }
 
     impl BatchNormTrainBackend for Flex {
@@ -95,7 +78,11 @@ mod flex {
                 eps as f32,
                 &mut y,
             );
-            (like(y, &x), vector(mean), vector(var))
+            (
+                tensor(y, x.layout().shape().clone()),
+                vector(mean),
+                vector(var),
+            )
         }
 
         fn batch_norm_train_backward(
@@ -118,7 +105,11 @@ mod flex {
                 &values(&dy),
                 &mut dx,
             );
-            (like(dx, &x), vector(dgamma), vector(dbeta))
+            (
+                tensor(dx, x.layout().shape().clone()),
+                vector(dgamma),
+                vector(dbeta),
+            )
         }
     }
 }

@@ -62,8 +62,10 @@ impl DepthwiseConvBackend for burn::backend::Cube {}
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
+
+    use super::super::flex_io::{tensor, values};
     use burn::backend::ops::{ConvOptions, ModuleOps};
-    use burn::tensor::{DType, TensorData};
+    use burn::tensor::DType;
 
     use super::{DepthwiseConvBackend, DepthwiseGeometry, depthwise_kernels};
 
@@ -97,23 +99,6 @@ mod flex {
     fn dims4(t: &FlexTensor) -> Option<[usize; 4]> {
         let shape = t.layout().shape();
         (shape.num_dims() == 4).then(|| [shape[0], shape[1], shape[2], shape[3]])
-    }
-
-    /// The tensor's values in row-major order (copied only when it is not contiguous).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => s.into(),
-            None => t
-                .to_contiguous()
-                .as_slice::<f32>()
-                .unwrap_or_default()
-                .to_vec()
-                .into(),
-        }
-    }
-
-    fn tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, shape))
     }
 
     impl DepthwiseConvBackend for Flex {

@@ -33,33 +33,17 @@ pub trait FakeQuantBackend: Backend {
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
-    use burn::tensor::TensorData;
+
+    use super::super::flex_io::{tensor, values};
 
     use super::super::fake_quant_kernels;
     use super::{FakeQuantBackend, FakeQuantSpec};
-
-    /// Row-major `f32` values (callers only send `f32` tensors here).
-    fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-        match t.as_slice::<f32>() {
-            Some(s) => s.into(),
-            None => t
-                .to_contiguous()
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap_or_default()
-                .into(),
-        }
-    }
-
-    fn like(values: Vec<f32>, t: &FlexTensor) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
-    }
 
     impl FakeQuantBackend for Flex {
         fn fake_quantize(x: FlexTensor, spec: FakeQuantSpec) -> FlexTensor {
             let mut y = vec![0.0; x.layout().num_elements()];
             fake_quant_kernels::forward(&spec, &values(&x), &mut y);
-            like(y, &x)
+            tensor(y, x.layout().shape().clone())
         }
 
         fn fake_quantize_backward(
@@ -69,7 +53,7 @@ mod flex {
         ) -> FlexTensor {
             let mut dx = vec![0.0; x.layout().num_elements()];
             fake_quant_kernels::backward(&spec, &values(&x), &values(&dy), &mut dx);
-            like(dx, &x)
+            tensor(dx, x.layout().shape().clone())
         }
     }
 }

@@ -15,6 +15,8 @@
 
 use rayon::prelude::*;
 
+use crate::quant::rounding::round_half_even;
+
 /// 2^63 as f32: the first value whose int64 conversion overflows.
 const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 
@@ -38,21 +40,6 @@ pub struct FakeQuantSpec {
     pub quant_max: i64,
 }
 
-/// `v.round_ties_even()` (C's `nearbyint`) without the libm call it compiles to on baseline
-/// x86-64 (no SSE4.1 `roundss`), so that the loops vectorise: below 2^23, adding and subtracting
-/// 2^23 rounds `|v|` to an integer in the default (ties-to-even) mode; the sign is put back after.
-/// Larger values, infinities and NaN are returned as they are (they are integers or not numbers).
-#[inline(always)]
-pub fn round_half_to_even(v: f32) -> f32 {
-    const TWO_POW_23: f32 = 8_388_608.0;
-    let a = v.abs();
-    if a < TWO_POW_23 {
-        ((a + TWO_POW_23) - TWO_POW_23).copysign(v)
-    } else {
-        v
-    }
-}
-
 /// One channel's constants in the form the loop uses.
 #[derive(Clone, Copy)]
 struct Channel {
@@ -67,7 +54,7 @@ impl Channel {
     /// `(y, in range)` for one element.
     #[inline(always)]
     fn apply(self, x: f32) -> (f32, bool) {
-        let v = round_half_to_even(x * self.inv_scale) + self.zero_point;
+        let v = round_half_even(x * self.inv_scale) + self.zero_point;
         let v = if v < TWO_POW_63 { v } else { f32::NEG_INFINITY };
         let q = v.max(self.min).min(self.max);
         ((q - self.zero_point) * self.scale, q == v)
@@ -134,48 +121,5 @@ fn forward_run(ch: Channel, x: &[f32], y: &mut [f32]) {
 fn backward_run(ch: Channel, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
         *dx = if ch.apply(x).1 { dy } else { 0.0 };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::round_half_to_even;
-
-    /// Equal, bit for bit, to `round_ties_even` on ties, near-ties, zeros, large values and
-    /// non-finite values, and on a sweep of f32 bit patterns.
-    #[test]
-    fn round_half_to_even_is_round_ties_even() {
-        let mut values = vec![
-            0.0,
-            -0.0,
-            0.5,
-            -0.5,
-            1.5,
-            -1.5,
-            2.5,
-            -2.5,
-            0.49999997,
-            8_388_607.5,
-            8_388_608.0,
-            4_194_304.5,
-            -4_194_304.5,
-            1e30,
-            -1e30,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            f32::NAN,
-            f32::MIN_POSITIVE,
-            -f32::MIN_POSITIVE,
-            162.5,
-            163.5,
-        ];
-        values.extend((0..(1u32 << 20)).map(|i| f32::from_bits(i.wrapping_mul(4099))));
-        for v in values {
-            let (got, want) = (round_half_to_even(v), v.round_ties_even());
-            assert!(
-                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                "{v:e}: {got:e} vs {want:e}"
-            );
-        }
     }
 }

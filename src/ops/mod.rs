@@ -11,6 +11,7 @@ pub mod depthwise_conv2d;
 pub mod depthwise_kernels;
 pub mod fake_quant;
 pub mod fake_quant_kernels;
+mod flex_io;
 mod lanes;
 
 pub use batch_norm::{BatchNormTrainBackend, batch_norm_train};
