@@ -124,9 +124,9 @@ pub(crate) fn kaiming_normal_fan_out() -> Initializer {
 }
 
 /// `conv(x)` with another weight and bias, keeping `conv`'s stride, padding, dilation, groups.
-/// Depthwise convolutions with explicit padding go through [`crate::ops::depthwise_conv2d`]
-/// (fast forward and backward on the CPU), unpadded 1×1 ones through [`pointwise_conv2d`]; the
-/// rest through a throw-away `Conv2d` sharing the
+/// On autodiff devices, depthwise convolutions with explicit padding go through
+/// [`crate::ops::depthwise_conv2d`] (fast forward and backward on the CPU) and unpadded 1×1 ones
+/// through [`pointwise_conv2d`]; the rest, and inference, through a throw-away `Conv2d` sharing the
 /// hyper-parameters (burn-nn keeps its padding arithmetic private). The tensors keep their
 /// autodiff graph.
 fn conv_with_weight(
@@ -137,7 +137,11 @@ fn conv_with_weight(
 ) -> Tensor<4> {
     let [out_channels, in_per_group, _, _] = weight.dims();
     let channels = x.dims()[1];
+    // The training paths pay off in the backward pass; inference keeps Burn's forward, which is
+    // faster on small batches.
+    let training = x.device().is_autodiff();
     if let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding
+        && training
         && conv.groups == channels
         && out_channels == channels
         && in_per_group == 1
@@ -155,6 +159,7 @@ fn conv_with_weight(
         };
     }
     if let [1, 1] = conv.kernel_size
+        && training
         && conv.stride == [1, 1]
         && conv.groups == 1
         && matches!(
