@@ -24,8 +24,8 @@ fn bn_from(fx: &Fixture, prefix: &str, device: &Device) -> BatchNorm2d {
 
 #[test]
 fn training_steps_match_pytorch_outputs_gradients_and_running_stats() {
-    // flex runs the fused `burn_qat::ops::batch_norm_train` kernel, a GPU backend (where there is
-    // one) the composition of Burn tensor ops.
+    // flex runs the fused batch-norm op (`burn_qat::ops::BatchNormTrainBackend`), a GPU backend
+    // (where there is one) the composition of Burn tensor ops.
     for device in common::devices().into_iter().filter(Device::is_autodiff) {
         training_steps_match_pytorch_on(&device);
     }

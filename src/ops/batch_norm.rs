@@ -213,8 +213,8 @@ impl<B: Backend + BatchNormTrainBackend, C: CheckpointStrategy> BatchNormTrainBa
 
 /// Training-mode batch norm of `x` (`[N, C, ...]`, `f32`) with per-channel `gamma`/`beta`:
 /// `(y, batch mean, biased batch variance)`; the statistics carry no gradient. Only on devices
-/// where [`super::has_cpu_kernels`] holds.
-pub fn batch_norm_train<const D: usize>(
+/// where [`super::has_cpu_kernels`] holds (elsewhere the extension has no backend to run on).
+pub(crate) fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,

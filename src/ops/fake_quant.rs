@@ -113,8 +113,9 @@ impl<B: Backend + FakeQuantBackend, C: CheckpointStrategy> FakeQuantBackend for 
 }
 
 /// Fake quantization of an `f32` tensor on a device where [`super::has_cpu_kernels`] holds,
-/// differentiable (straight-through) under autodiff.
-pub fn fake_quantize<const D: usize>(x: Tensor<D>, spec: FakeQuantSpec) -> Tensor<D> {
+/// differentiable (straight-through) under autodiff (elsewhere the extension has no backend to
+/// run on).
+pub(crate) fn fake_quantize<const D: usize>(x: Tensor<D>, spec: FakeQuantSpec) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FakeQuantBackend>::fake_quantize(
         x.into_dispatch(),
         spec,

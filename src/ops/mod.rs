@@ -14,18 +14,20 @@ pub mod fake_quant_kernels;
 mod flex_io;
 mod lanes;
 
-pub use batch_norm::{BatchNormTrainBackend, batch_norm_train};
+pub use batch_norm::BatchNormTrainBackend;
+pub(crate) use batch_norm::batch_norm_train;
 pub use batch_norm_kernels::BatchNormGeometry;
 pub use depthwise_conv2d::{DepthwiseConvBackend, depthwise_conv2d};
 pub use depthwise_kernels::DepthwiseGeometry;
-pub use fake_quant::{FakeQuantBackend, FakeQuantSpec, fake_quantize};
+pub(crate) use fake_quant::fake_quantize;
+pub use fake_quant::{FakeQuantBackend, FakeQuantSpec};
 
 use burn::backend::DispatchDevice;
 use burn::tensor::Device;
 
 /// Whether `device` (plain or autodiff) is the flex CPU backend, where the ops that list only
-/// `Flex` and `Autodiff` ([`batch_norm_train`], [`fake_quantize`]) run; their callers keep Burn's
-/// composition elsewhere.
+/// `Flex` and `Autodiff` (batch norm, fake-quant) run; their callers keep Burn's composition
+/// elsewhere.
 pub fn has_cpu_kernels(device: &Device) -> bool {
     matches!(
         device.clone().without_autodiff().as_dispatch(),

@@ -17,7 +17,7 @@
 //!
 //! Backward (`fake_quantize_per_tensor_affine_cachemask_backward`): `dX = dY * mask`, i.e. a
 //! straight-through estimator that is zero where the *rounded* value falls outside the range.
-//! On the flex CPU backend both directions are one fused op ([`crate::ops::fake_quantize`]);
+//! On the flex CPU backend both directions are one fused op (`crate::ops::FakeQuantBackend`);
 //! elsewhere they are composed from differentiable ops as
 //! `out = fq(x.detach()) + (x·mask − (x·mask).detach())`, whose forward value is exactly `fq`.
 
