@@ -29,9 +29,9 @@ struct Args {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 10)]
     iters: usize,
-    /// Only this configuration (`float`, `qat_qnnpack`, `qat_x86`); all three by default. One
-    /// per process gives each its own peak-RSS figure.
-    #[arg(long)]
+    /// Only this configuration; all three by default. One per process gives each its own
+    /// peak-RSS figure.
+    #[arg(long, value_parser = ["float", "qat_qnnpack", "qat_x86"])]
     config: Option<String>,
 }
 

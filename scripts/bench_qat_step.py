@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--config", default=None,
+    ap.add_argument("--config", default=None, choices=["float", "qat_qnnpack", "qat_x86"],
                     help="only this configuration (float, qat_qnnpack, qat_x86); one per "
                          "process gives each its own peak-RSS figure")
     args = ap.parse_args()

@@ -152,11 +152,7 @@ fn conv_with_weight(
             conv.dilation,
             conv.groups,
         );
-        let y = depthwise_conv2d(x, weight, options);
-        return match bias {
-            Some(b) => y + per_channel::<4>(b),
-            None => y,
-        };
+        return with_bias(depthwise_conv2d(x, weight, options), bias);
     }
     if let [1, 1] = conv.kernel_size
         && training
@@ -193,6 +189,11 @@ fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) ->
         .matmul(x)
         .reshape([c_out, n, h, w])
         .swap_dims(0, 1);
+    with_bias(y, bias)
+}
+
+/// `y + b` per channel, or `y` without a bias.
+fn with_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     match bias {
         Some(b) => y + per_channel::<4>(b),
         None => y,
@@ -220,10 +221,7 @@ impl ConvBnAct {
                 let s = bn.scale_factor().to_device(&weight.device());
                 let w_q = wfq.forward(weight * s.clone().reshape([-1, 1, 1, 1]));
                 let y = conv_with_weight(&self.conv, x, w_q, None) / per_channel::<4>(s);
-                let y = match bias {
-                    Some(b) => y + per_channel::<4>(b),
-                    None => y,
-                };
+                let y = with_bias(y, bias);
                 bn.forward(y)
             }
             (bn, wfq) => {

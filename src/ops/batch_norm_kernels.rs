@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::lanes::lane_sum;
+use super::lanes::{lane_sum, lane_sum_of};
 
 /// `[N, C, L]`: batch, channels, values per channel and sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +72,10 @@ pub fn forward(
 #[inline(never)]
 fn channel_moments(g: &BatchNormGeometry, x: &[f32], c: usize, m: f64) -> (f32, f32) {
     let rows = || (0..g.batch).map(|n| g.row(x, n, c));
-    let sum: f64 = rows().map(|r| lane_sum(r, r, |v, _| v)).sum();
+    let sum: f64 = rows().map(|r| lane_sum_of(r, |v| v)).sum();
     let mean = (sum / m) as f32;
     let sq: f64 = rows()
-        .map(|r| lane_sum(r, r, |v, _| (v - mean) * (v - mean)))
+        .map(|r| lane_sum_of(r, |v| (v - mean) * (v - mean)))
         .sum();
     (mean, (sq / m) as f32)
 }
@@ -134,7 +134,7 @@ fn channel_grad_sums(
         .map(|n| {
             let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
             let dgamma = lane_sum(dy, x, |d, x| d * ((x - mu) * inv_std));
-            (dgamma, lane_sum(dy, dy, |d, _| d))
+            (dgamma, lane_sum_of(dy, |d| d))
         })
         .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
 }

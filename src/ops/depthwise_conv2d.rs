@@ -35,24 +35,23 @@ pub trait DepthwiseConvBackend: Backend {
         Self::conv2d(x, weight, None, options)
     }
 
-    /// `∂L/∂x` of [`Self::depthwise_conv2d`].
-    fn depthwise_conv2d_x_backward(
+    /// `(∂L/∂x, ∂L/∂w)` of [`Self::depthwise_conv2d`] (both: they share their setup).
+    fn depthwise_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        Self::conv2d_x_backward(x, weight, output_grad, options)
-    }
-
-    /// `∂L/∂w` of [`Self::depthwise_conv2d`].
-    fn depthwise_conv2d_weight_backward(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        output_grad: FloatTensor<Self>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        Self::conv2d_weight_backward(x, weight, output_grad, options)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let dx = Self::conv2d_x_backward(
+            x.clone(),
+            weight.clone(),
+            output_grad.clone(),
+            options.clone(),
+        );
+        (
+            dx,
+            Self::conv2d_weight_backward(x, weight, output_grad, options),
+        )
     }
 }
 
@@ -111,32 +110,30 @@ mod flex {
             tensor(y, [g.batch, g.channels, g.output[0], g.output[1]])
         }
 
-        fn depthwise_conv2d_x_backward(
+        fn depthwise_conv2d_backward(
             x: FlexTensor,
             w: FlexTensor,
             dy: FlexTensor,
             options: ConvOptions<2>,
-        ) -> FlexTensor {
+        ) -> (FlexTensor, FlexTensor) {
             let Some(g) = geometry(&x, &w, &options) else {
-                return Flex::conv2d_x_backward(x, w, dy, options);
+                let dx = Flex::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
+                return (dx, Flex::conv2d_weight_backward(x, w, dy, options));
             };
             let mut dx = vec![0.0; g.batch * g.channels * g.input[0] * g.input[1]];
-            depthwise_kernels::input_grad(&g, &values(&dy), &values(&w), &mut dx);
-            tensor(dx, [g.batch, g.channels, g.input[0], g.input[1]])
-        }
-
-        fn depthwise_conv2d_weight_backward(
-            x: FlexTensor,
-            w: FlexTensor,
-            dy: FlexTensor,
-            options: ConvOptions<2>,
-        ) -> FlexTensor {
-            let Some(g) = geometry(&x, &w, &options) else {
-                return Flex::conv2d_weight_backward(x, w, dy, options);
-            };
             let mut dw = vec![0.0; g.channels * g.kernel[0] * g.kernel[1]];
-            depthwise_kernels::weight_grad(&g, &values(&x), &values(&dy), &mut dw);
-            tensor(dw, [g.channels, 1, g.kernel[0], g.kernel[1]])
+            depthwise_kernels::backward(
+                &g,
+                &values(&x),
+                &values(&w),
+                &values(&dy),
+                &mut dx,
+                &mut dw,
+            );
+            (
+                tensor(dx, [g.batch, g.channels, g.input[0], g.input[1]]),
+                tensor(dw, [g.channels, 1, g.kernel[0], g.kernel[1]]),
+            )
         }
     }
 }
@@ -167,18 +164,12 @@ impl<B: Backend + DepthwiseConvBackend, C: CheckpointStrategy> DepthwiseConvBack
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
                 let weight =
                     checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
-                if let Some(node) = node_x {
-                    let dx = B::depthwise_conv2d_x_backward(
-                        x.clone(),
-                        weight.clone(),
-                        grad.clone(),
-                        options.clone(),
-                    );
-                    grads.register::<B>(node.id, dx);
-                }
-                if let Some(node) = node_weight {
-                    let dw = B::depthwise_conv2d_weight_backward(x, weight, grad, options);
-                    grads.register::<B>(node.id, dw);
+                // Both gradients in one call; an untracked input's `dx` is dropped.
+                let (dx, dw) = B::depthwise_conv2d_backward(x, weight, grad, options);
+                for (node, grad) in [(node_x, dx), (node_weight, dw)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
                 }
             }
         }

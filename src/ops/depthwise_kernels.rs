@@ -157,24 +157,43 @@ fn forward_channel(g: &DepthwiseGeometry, x: &[f32], w: &[f32], c: usize) -> Vec
     out
 }
 
-/// `dx` from the output gradient `dy`; `dx` (`[N, C, H, W]`) is overwritten.
-pub fn input_grad(g: &DepthwiseGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let per_channel = (0..g.channels)
-        .into_par_iter()
-        .map(|c| input_grad_channel(g, dy, &w[c * g.taps()..][..g.taps()], c))
+/// Both gradients from the output gradient `dy`: `dx` (`[N, C, H, W]`) and `dw`
+/// (`[C, 1, KH, KW]`), both overwritten. One pass per channel places `dy` on the grid once for
+/// the two of them.
+pub fn backward(
+    g: &DepthwiseGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    dw: &mut [f32],
+) {
+    let per_channel = dw
+        .par_chunks_mut(g.taps())
+        .enumerate()
+        .map(|(c, dw)| backward_channel(g, x, &w[c * g.taps()..][..g.taps()], dy, c, dw))
         .collect();
     g.write_nchw(per_channel, g.input[0] * g.input[1], dx);
 }
 
-/// Channel `c` of [`input_grad`], as `[N, H, W]`.
+/// Channel `c` of [`backward`]: writes its taps' `dw` and returns its `dx` as `[N, H, W]`.
 #[inline(never)]
-fn input_grad_channel(g: &DepthwiseGeometry, dy: &[f32], w: &[f32], c: usize) -> Vec<f32> {
+fn backward_channel(
+    g: &DepthwiseGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    c: usize,
+    dw: &mut [f32],
+) -> Vec<f32> {
     let grid = g.grid();
     let dyp = g.scatter_output(&grid, dy, c);
-    let mut dxp = vec![0.0; g.batch * grid.hp * grid.wp];
-    for (t, &tap) in w.iter().enumerate() {
+    let xp = g.gather_padded(&grid, x, c);
+    let mut dxp = vec![0.0; xp.len()];
+    for (t, (&tap, dw)) in w.iter().zip(dw.iter_mut()).enumerate() {
         let off = g.tap_offset(&grid, t);
         axpy(tap, &dyp, &mut dxp[off..off + grid.len]);
+        *dw = lane_sum(&dyp, &xp[off..off + grid.len], |a, b| a * b) as f32;
     }
     let [h, wd] = g.input;
     let mut out = Vec::with_capacity(g.batch * h * wd);
@@ -185,25 +204,6 @@ fn input_grad_channel(g: &DepthwiseGeometry, dy: &[f32], w: &[f32], c: usize) ->
         }
     }
     out
-}
-
-/// `dw` (`[C, 1, KH, KW]`, overwritten) from the output gradient `dy` and the input `x`.
-pub fn weight_grad(g: &DepthwiseGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    dw.par_chunks_mut(g.taps())
-        .enumerate()
-        .for_each(|(c, dw)| weight_grad_channel(g, x, dy, c, dw));
-}
-
-/// Channel `c` of [`weight_grad`].
-#[inline(never)]
-fn weight_grad_channel(g: &DepthwiseGeometry, x: &[f32], dy: &[f32], c: usize, dw: &mut [f32]) {
-    let grid = g.grid();
-    let xp = g.gather_padded(&grid, x, c);
-    let dyp = g.scatter_output(&grid, dy, c);
-    for (t, dw) in dw.iter_mut().enumerate() {
-        let off = g.tap_offset(&grid, t);
-        *dw = lane_sum(&dyp, &xp[off..off + grid.len], |a, b| a * b) as f32;
-    }
 }
 
 /// `y[i] += a · x[i]`.
@@ -274,8 +274,7 @@ mod tests {
                 want_dw[wi] += dy[yi] * x[xi];
             }
             forward(&g, &x, &wt, &mut y);
-            input_grad(&g, &dy, &wt, &mut dx);
-            weight_grad(&g, &x, &dy, &mut dw);
+            backward(&g, &x, &wt, &dy, &mut dx, &mut dw);
             // Small integers: every sum is exact, whatever the order.
             assert_eq!(y, want_y, "y {g:?}");
             assert_eq!(dx, want_dx, "dx {g:?}");

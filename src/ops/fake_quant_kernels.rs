@@ -15,10 +15,8 @@
 
 use rayon::prelude::*;
 
+use crate::quant::functional::TWO_POW_63;
 use crate::quant::rounding::round_half_even;
-
-/// 2^63 as f32: the first value whose int64 conversion overflows.
-const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 14;

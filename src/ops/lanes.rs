@@ -22,6 +22,12 @@ pub fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
 }
 
+/// `Σ f(a[i])`.
+#[inline]
+pub fn lane_sum_of(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    lane_sum(a, a, |v, _| f(v))
+}
+
 #[cfg(test)]
 mod tests {
     use super::lane_sum;
