@@ -134,3 +134,71 @@ fn depthwise_conv2d_gradients_match_finite_differences() {
         }
     }
 }
+
+/// Batch norm of `x / d` in training mode (QAT ConvBn's `bn(conv(x, W·s) / s)`), written out
+/// in Burn tensor ops: the reference for `BatchNorm2d::forward_divided`.
+fn divided_batch_norm_reference(
+    x: Tensor<4>,
+    d: Tensor<1>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    eps: f64,
+) -> Tensor<4> {
+    let c = d.dims()[0];
+    let per_channel = |v: Tensor<1>| v.reshape([1, c, 1, 1]);
+    let xs = x / per_channel(d);
+    let channel_mean = |t: Tensor<4>| t.mean_dim(3).mean_dim(2).mean_dim(0);
+    let mean = channel_mean(xs.clone());
+    let centered = xs - mean;
+    let var = channel_mean(centered.clone().square());
+    centered / var.add_scalar(eps).sqrt() * per_channel(gamma) + per_channel(beta)
+}
+
+/// The fused batch norm with a per-channel divisor (flex; the composition on a GPU device)
+/// against the written-out formula: output and the gradients of `x`, `d`, `γ` and `β`. A large
+/// ε makes the layer depend on the scale of its input, so that `∂d` is not ≈ 0 (with a small
+/// ε, batch norm cancels any per-channel input scale and `∂d` vanishes).
+#[test]
+fn batch_norm_of_a_divided_input_matches_the_formula_and_its_gradients() {
+    use burn_qat::nn::BatchNorm2dConfig;
+    for device in devices().into_iter().filter(Device::is_autodiff) {
+        let (n, c, side, eps) = (3, 5, 6, 0.5);
+        let uniform = |lo, hi| Distribution::Uniform(lo, hi);
+        let x = Tensor::<4>::random([n, c, side, side], uniform(-1.0, 1.5), &device);
+        let d = Tensor::<1>::random([c], uniform(0.5, 2.0), &device);
+        let dy = Tensor::<4>::random([n, c, side, side], uniform(-1.0, 1.0), &device);
+        let mut bn = BatchNorm2dConfig::new(c).with_eps(eps).init(&device);
+        bn.weight =
+            burn::module::Param::from_tensor(Tensor::random([c], uniform(0.5, 1.5), &device));
+        bn.bias =
+            burn::module::Param::from_tensor(Tensor::random([c], uniform(-0.5, 0.5), &device));
+        let grads_of = |y: Tensor<4>, x: &Tensor<4>, d: &Tensor<1>| {
+            let grads = (y.clone() * dy.clone()).sum().backward();
+            let g1 = |t: &Tensor<1>| to_vec(t.grad(&grads).expect("a gradient"));
+            [
+                to_vec(y),
+                to_vec(x.grad(&grads).expect("dx")),
+                g1(d),
+                g1(&bn.weight.val()),
+                g1(&bn.bias.val()),
+            ]
+        };
+        let (x1, d1) = (x.clone().require_grad(), d.clone().require_grad());
+        let fused = grads_of(bn.forward_divided(x1.clone(), d1.clone()), &x1, &d1);
+        let (x2, d2) = (x.require_grad(), d.require_grad());
+        let (gamma, beta) = (bn.weight.val(), bn.bias.val());
+        let reference = divided_batch_norm_reference(x2.clone(), d2.clone(), gamma, beta, eps);
+        let reference = grads_of(reference, &x2, &d2);
+        let ddivisor = reference[2].iter().map(|v| v.abs()).fold(0.0, f32::max);
+        assert!(
+            ddivisor > 1e-2,
+            "the test needs a non-trivial ∂d, got {ddivisor}"
+        );
+        for (name, (a, b)) in ["y", "dx", "dd", "dgamma", "dbeta"]
+            .iter()
+            .zip(fused.iter().zip(&reference))
+        {
+            assert_close(a, b, 1e-5, 1e-4, &format!("{name} on {device:?}"));
+        }
+    }
+}

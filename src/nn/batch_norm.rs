@@ -103,15 +103,33 @@ impl BatchNorm2d {
 
     /// Normalises `x` (`[N, C, ...]`), updating the running statistics in training mode.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if Self::is_training(&x.device(), self.training.is_enabled()) {
-            if has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
-                // One fused op with its own backward pass on the CPU (same formulas).
-                let n = x.shape().num_elements() / x.dims()[1].max(1);
-                let (gamma, beta) = (self.weight.val(), self.bias.val());
-                let (y, mean, var) = batch_norm_train(x, gamma, beta, self.eps);
-                self.update_running_stats(mean, var, n);
-                return y;
-            }
+        self.forward_input(x, None)
+    }
+
+    /// [`Self::forward`] of `x / divisor` (a per-channel `[C]` divisor): QAT ConvBn's
+    /// `bn(conv(x, W·s) / s)`. Training on the CPU, one fused op divides on the fly (no
+    /// full-size quotient, no separate division gradient); elsewhere the division is a tensor op.
+    pub fn forward_divided<const D: usize>(&self, x: Tensor<D>, divisor: Tensor<1>) -> Tensor<D> {
+        self.forward_input(x, Some(divisor))
+    }
+
+    fn forward_input<const D: usize>(&self, x: Tensor<D>, divisor: Option<Tensor<1>>) -> Tensor<D> {
+        let training = Self::is_training(&x.device(), self.training.is_enabled());
+        if training && has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
+            // One fused op with its own backward pass on the CPU (same formulas).
+            let c = x.dims()[1];
+            let n = x.shape().num_elements() / c.max(1);
+            let divisor = divisor.unwrap_or_else(|| Tensor::ones([c], &x.device()));
+            let (gamma, beta) = (self.weight.val(), self.bias.val());
+            let (y, mean, var) = batch_norm_train(x, divisor, gamma, beta, self.eps);
+            self.update_running_stats(mean, var, n);
+            return y;
+        }
+        let x = match divisor {
+            Some(divisor) => x / per_channel::<D>(divisor),
+            None => x,
+        };
+        if training {
             let (mean, var) = self.batch_stats(&x);
             self.normalize(x, mean, var)
         } else {

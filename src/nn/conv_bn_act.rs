@@ -220,9 +220,12 @@ impl ConvBnAct {
             (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
                 let s = bn.scale_factor().to_device(&weight.device());
                 let w_q = wfq.forward(weight * s.clone().reshape([-1, 1, 1, 1]));
-                let y = conv_with_weight(&self.conv, x, w_q, None) / per_channel::<4>(s);
-                let y = with_bias(y, bias);
-                bn.forward(y)
+                let y = conv_with_weight(&self.conv, x, w_q, None);
+                match bias {
+                    // The division goes into batch norm's own pass over the data.
+                    None => bn.forward_divided(y, s),
+                    Some(b) => bn.forward(with_bias(y / per_channel::<4>(s), Some(b))),
+                }
             }
             (bn, wfq) => {
                 let weight = match wfq {

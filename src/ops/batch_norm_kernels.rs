@@ -7,6 +7,11 @@
 //! - forward: `y = (x − μ) · k + β`;
 //! - backward: `∂β = Σ dy`, `∂γ = Σ dy · x̂`, `∂x = k · (dy − ∂β / M − x̂ · ∂γ / M)`.
 //!
+//! The input may come with a per-channel divisor `d`: the layer then normalises `x / d` without
+//! materialising it (QAT ConvBn's `conv(x, W·s) / s`, `_ConvBnNd._forward_approximate`), and the
+//! backward pass returns `∂(conv) = ∂x' / d` and `∂d = −Σ ∂x' · x' / d` (x' = x / d) from the same
+//! pass over the data. `d = 1` costs nothing: those rows take the undivided loops.
+//!
 //! Channel sums run in 16 `f32` lanes per row and add up rows in `f64`; each pass is one read of the data, where the composed version makes about ten
 //! full-size temporaries in the forward pass and as many in the backward pass.
 
@@ -44,10 +49,29 @@ fn scale(var: f32, gamma: f32, eps: f32) -> f32 {
     (var + eps).sqrt().recip() * gamma
 }
 
-/// Forward pass: writes `y` and returns the batch mean and biased variance per channel.
+/// Evaluates `body` with `input` bound to the map from a stored value to the normalised input,
+/// `v ↦ v / d`, or the identity when `d = 1` so that plain batch norm keeps its division-free
+/// loops (each branch is its own monomorphised kernel).
+macro_rules! with_divisor {
+    ($d:expr, |$input:ident| $body:expr) => {{
+        let d: f32 = $d;
+        if d == 1.0 {
+            let $input = |v: f32| v;
+            $body
+        } else {
+            let $input = move |v: f32| v / d;
+            $body
+        }
+    }};
+}
+
+/// Forward pass of batch norm over `x / divisor` (per channel): writes `y` and returns the batch
+/// mean and biased variance of `x / divisor` per channel.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     g: &BatchNormGeometry,
     x: &[f32],
+    divisor: &[f32],
     gamma: &[f32],
     beta: &[f32],
     eps: f32,
@@ -56,68 +80,115 @@ pub fn forward(
     let m = g.per_channel() as f64;
     let (mean, var): (Vec<f32>, Vec<f32>) = (0..g.channels)
         .into_par_iter()
-        .map(|c| channel_moments(g, x, c, m))
+        .map(|c| with_divisor!(divisor[c], |input| channel_moments(g, x, c, m, input)))
         .unzip();
     y.par_chunks_mut(g.inner.max(1))
         .enumerate()
         .for_each(|(plane, y)| {
             let c = plane % g.channels;
             let (mu, k, b) = (mean[c], scale(var[c], gamma[c], eps), beta[c]);
-            normalize_row(g.row(x, plane / g.channels, c), mu, k, b, y);
+            let x = g.row(x, plane / g.channels, c);
+            with_divisor!(divisor[c], |input| normalize_row(x, input, mu, k, b, y));
         });
     (mean, var)
 }
 
-/// Batch mean and biased variance of channel `c` (`m` values), two passes.
+/// Batch mean and biased variance of channel `c` (`m` values of `input(x)`), two passes.
 #[inline(never)]
-fn channel_moments(g: &BatchNormGeometry, x: &[f32], c: usize, m: f64) -> (f32, f32) {
+fn channel_moments(
+    g: &BatchNormGeometry,
+    x: &[f32],
+    c: usize,
+    m: f64,
+    input: impl Fn(f32) -> f32 + Copy,
+) -> (f32, f32) {
     let rows = || (0..g.batch).map(|n| g.row(x, n, c));
-    let sum: f64 = rows().map(|r| lane_sum_of(r, |v| v)).sum();
+    let sum: f64 = rows().map(|r| lane_sum_of(r, input)).sum();
     let mean = (sum / m) as f32;
     let sq: f64 = rows()
-        .map(|r| lane_sum_of(r, |v| (v - mean) * (v - mean)))
+        .map(|r| lane_sum_of(r, |v| (input(v) - mean) * (input(v) - mean)))
         .sum();
     (mean, (sq / m) as f32)
 }
 
-/// `y = (x − μ) · k + β` over one row.
+/// `y = (input(x) − μ) · k + β` over one row.
 #[inline(never)]
-fn normalize_row(x: &[f32], mu: f32, k: f32, b: f32, y: &mut [f32]) {
+fn normalize_row(x: &[f32], input: impl Fn(f32) -> f32, mu: f32, k: f32, b: f32, y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = (x - mu) * k + b;
+        *y = (input(x) - mu) * k + b;
     }
 }
 
-/// Backward pass: writes `dx` and returns `(∂γ, ∂β)`; `mean`/`var` are the forward pass's batch
-/// statistics.
+/// The backward pass's results: `∂x` is written in place; these are the per-channel ones.
+#[derive(Debug)]
+pub struct ChannelGrads {
+    /// `∂γ`.
+    pub gamma: Vec<f32>,
+    /// `∂β`.
+    pub beta: Vec<f32>,
+    /// `∂d`, when asked for.
+    pub divisor: Option<Vec<f32>>,
+}
+
+/// Backward pass: writes `dx` (the gradient of the undivided input) and returns the per-channel
+/// gradients; `mean`/`var` are the forward pass's batch statistics. `divisor_grad` asks for `∂d`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     g: &BatchNormGeometry,
     x: &[f32],
+    divisor: &[f32],
     gamma: &[f32],
     mean: &[f32],
     var: &[f32],
     eps: f32,
     dy: &[f32],
     dx: &mut [f32],
-) -> (Vec<f32>, Vec<f32>) {
+    divisor_grad: bool,
+) -> ChannelGrads {
     let inv_std: Vec<f32> = var.iter().map(|&v| (v + eps).sqrt().recip()).collect();
     let (dgamma, dbeta): (Vec<f64>, Vec<f64>) = (0..g.channels)
         .into_par_iter()
-        .map(|c| channel_grad_sums(g, x, dy, c, mean[c], inv_std[c]))
+        .map(|c| {
+            let (mu, is) = (mean[c], inv_std[c]);
+            with_divisor!(divisor[c], |input| {
+                channel_grad_sums(g, x, dy, c, mu, is, input)
+            })
+        })
         .unzip();
     let m = g.per_channel() as f64;
-    dx.par_chunks_mut(g.inner.max(1))
+    // Per plane: Σ ∂x' · x', folded into ∂d per channel below.
+    let plane_sums: Vec<f64> = dx
+        .par_chunks_mut(g.inner.max(1))
         .enumerate()
-        .for_each(|(plane, dx)| {
+        .map(|(plane, dx)| {
             let (n, c) = (plane / g.channels, plane % g.channels);
-            let (mu, is) = (mean[c], inv_std[c]);
             let k = scale(var[c], gamma[c], eps);
             let (db, dg) = ((dbeta[c] / m) as f32, (dgamma[c] / m) as f32);
-            input_grad_row(g.row(x, n, c), g.row(dy, n, c), [mu, is, k, db, dg], dx);
-        });
+            let coefficients = [mean[c], inv_std[c], k, db, dg];
+            let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
+            let d = divisor[c];
+            if d == 1.0 && !divisor_grad {
+                input_grad_row(x, dy, coefficients, dx);
+                0.0
+            } else {
+                divided_input_grad_row(x, dy, coefficients, d, dx)
+            }
+        })
+        .collect();
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
-    (to_f32(dgamma), to_f32(dbeta))
+    let ddivisor = divisor_grad.then(|| {
+        (0..g.channels)
+            .map(|c| {
+                let sum: f64 = (0..g.batch).map(|n| plane_sums[n * g.channels + c]).sum();
+                (-sum / divisor[c] as f64) as f32
+            })
+            .collect()
+    });
+    ChannelGrads {
+        gamma: to_f32(dgamma),
+        beta: to_f32(dbeta),
+        divisor: ddivisor,
+    }
 }
 
 /// `(∂γ, ∂β)` of channel `c`: `Σ dy · x̂` and `Σ dy`.
@@ -129,11 +200,12 @@ fn channel_grad_sums(
     c: usize,
     mu: f32,
     inv_std: f32,
+    input: impl Fn(f32) -> f32 + Copy,
 ) -> (f64, f64) {
     (0..g.batch)
         .map(|n| {
             let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
-            let dgamma = lane_sum(dy, x, |d, x| d * ((x - mu) * inv_std));
+            let dgamma = lane_sum(dy, x, |d, x| d * ((input(x) - mu) * inv_std));
             (dgamma, lane_sum_of(dy, |d| d))
         })
         .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
@@ -145,4 +217,43 @@ fn input_grad_row(x: &[f32], dy: &[f32], [mu, inv_std, k, db, dg]: [f32; 5], dx:
     for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dy) {
         *dx = k * (d - db - (x - mu) * inv_std * dg);
     }
+}
+
+/// [`input_grad_row`] for the input `x / d`: writes `∂x = ∂x' / d` and returns `Σ ∂x' · x'`.
+#[inline(never)]
+fn divided_input_grad_row(
+    x: &[f32],
+    dy: &[f32],
+    [mu, inv_std, k, db, dg]: [f32; 5],
+    d: f32,
+    dx: &mut [f32],
+) -> f64 {
+    const LANES: usize = 16;
+    // Multiplications by 1/d: within an ulp of the divisions, and several times cheaper.
+    let inv_d = d.recip();
+    let grad = |x: f32, g: f32| {
+        let xs = x * inv_d;
+        let dxs = k * (g - db - (xs - mu) * inv_std * dg);
+        (dxs * inv_d, dxs * xs)
+    };
+    let mut lanes = [0.0f32; LANES];
+    let body = x.len() - x.len() % LANES;
+    for ((dx, x), dy) in dx[..body]
+        .chunks_exact_mut(LANES)
+        .zip(x[..body].chunks_exact(LANES))
+        .zip(dy[..body].chunks_exact(LANES))
+    {
+        for l in 0..LANES {
+            let (v, s) = grad(x[l], dy[l]);
+            dx[l] = v;
+            lanes[l] += s;
+        }
+    }
+    let mut tail = 0.0f64;
+    for ((dx, &x), &g) in dx[body..].iter_mut().zip(&x[body..]).zip(&dy[body..]) {
+        let (v, s) = grad(x, g);
+        *dx = v;
+        tail += s as f64;
+    }
+    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail
 }

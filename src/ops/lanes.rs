@@ -3,7 +3,7 @@
 //! `f64` at the end.
 
 /// Lanes per sum: two AVX2 registers of `f32`.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// `Σ f(a[i], b[i])` over the common length of `a` and `b`.
 #[inline]

@@ -13,6 +13,7 @@ pub mod fake_quant;
 pub mod fake_quant_kernels;
 mod flex_io;
 mod lanes;
+pub mod min_max;
 
 pub use batch_norm::BatchNormTrainBackend;
 pub(crate) use batch_norm::batch_norm_train;
@@ -21,6 +22,8 @@ pub use depthwise_conv2d::{DepthwiseConvBackend, depthwise_conv2d};
 pub use depthwise_kernels::DepthwiseGeometry;
 pub(crate) use fake_quant::fake_quantize;
 pub use fake_quant::{FakeQuantBackend, FakeQuantSpec};
+pub use min_max::MinMaxBackend;
+pub(crate) use min_max::min_max;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::Device;
