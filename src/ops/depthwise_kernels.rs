@@ -18,6 +18,7 @@
 use rayon::prelude::*;
 
 use super::lanes::lane_sum;
+use super::simd::dispatch_avx2;
 
 /// The geometry of one depthwise convolution (`groups == in_channels == out_channels`,
 /// dilation 1): shapes, kernel, stride and the leading (top, left) padding.
@@ -136,25 +137,31 @@ pub fn forward(g: &DepthwiseGeometry, x: &[f32], w: &[f32], y: &mut [f32]) {
     g.write_nchw(per_channel, g.output[0] * g.output[1], y);
 }
 
-/// Channel `c` of [`forward`], as `[N, OH, OW]`.
-#[inline(never)]
-fn forward_channel(g: &DepthwiseGeometry, x: &[f32], w: &[f32], c: usize) -> Vec<f32> {
-    let grid = g.grid();
-    let xp = g.gather_padded(&grid, x, c);
-    let mut full = vec![0.0; grid.len];
-    for (t, &tap) in w.iter().enumerate() {
-        let off = g.tap_offset(&grid, t);
-        axpy(tap, &xp[off..off + grid.len], &mut full);
-    }
-    let ow = g.output[1];
-    let mut out = vec![0.0; g.batch * g.output[0] * ow];
-    g.for_each_output_row(&grid, |at, row| {
-        let dst = &mut out[row * ow..][..ow];
-        for (d, &v) in dst.iter_mut().zip(full[at..].iter().step_by(g.stride[1])) {
-            *d = v;
+dispatch_avx2! {
+    /// Channel `c` of [`forward`], as `[N, OH, OW]`.
+    fn forward_channel / forward_channel_portable(
+        g: &DepthwiseGeometry,
+        x: &[f32],
+        w: &[f32],
+        c: usize,
+    ) -> Vec<f32> {
+        let grid = g.grid();
+        let xp = g.gather_padded(&grid, x, c);
+        let mut full = vec![0.0; grid.len];
+        for (t, &tap) in w.iter().enumerate() {
+            let off = g.tap_offset(&grid, t);
+            axpy(tap, &xp[off..off + grid.len], &mut full);
         }
-    });
-    out
+        let ow = g.output[1];
+        let mut out = vec![0.0; g.batch * g.output[0] * ow];
+        g.for_each_output_row(&grid, |at, row| {
+            let dst = &mut out[row * ow..][..ow];
+            for (d, &v) in dst.iter_mut().zip(full[at..].iter().step_by(g.stride[1])) {
+                *d = v;
+            }
+        });
+        out
+    }
 }
 
 /// Both gradients from the output gradient `dy`: `dx` (`[N, C, H, W]`) and `dw`
@@ -176,37 +183,39 @@ pub fn backward(
     g.write_nchw(per_channel, g.input[0] * g.input[1], dx);
 }
 
-/// Channel `c` of [`backward`]: writes its taps' `dw` and returns its `dx` as `[N, H, W]`.
-#[inline(never)]
-fn backward_channel(
-    g: &DepthwiseGeometry,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    c: usize,
-    dw: &mut [f32],
-) -> Vec<f32> {
-    let grid = g.grid();
-    let dyp = g.scatter_output(&grid, dy, c);
-    let xp = g.gather_padded(&grid, x, c);
-    let mut dxp = vec![0.0; xp.len()];
-    for (t, (&tap, dw)) in w.iter().zip(dw.iter_mut()).enumerate() {
-        let off = g.tap_offset(&grid, t);
-        axpy(tap, &dyp, &mut dxp[off..off + grid.len]);
-        *dw = lane_sum(&dyp, &xp[off..off + grid.len], |a, b| a * b) as f32;
-    }
-    let [h, wd] = g.input;
-    let mut out = Vec::with_capacity(g.batch * h * wd);
-    for n in 0..g.batch {
-        for ih in 0..h {
-            let at = n * grid.hp * grid.wp + (ih + g.padding[0]) * grid.wp + g.padding[1];
-            out.extend_from_slice(&dxp[at..at + wd]);
+dispatch_avx2! {
+    /// Channel `c` of [`backward`]: writes its taps' `dw` and returns its `dx` as `[N, H, W]`.
+    fn backward_channel / backward_channel_portable(
+        g: &DepthwiseGeometry,
+        x: &[f32],
+        w: &[f32],
+        dy: &[f32],
+        c: usize,
+        dw: &mut [f32],
+    ) -> Vec<f32> {
+        let grid = g.grid();
+        let dyp = g.scatter_output(&grid, dy, c);
+        let xp = g.gather_padded(&grid, x, c);
+        let mut dxp = vec![0.0; xp.len()];
+        for (t, (&tap, dw)) in w.iter().zip(dw.iter_mut()).enumerate() {
+            let off = g.tap_offset(&grid, t);
+            axpy(tap, &dyp, &mut dxp[off..off + grid.len]);
+            *dw = lane_sum(&dyp, &xp[off..off + grid.len], |a, b| a * b) as f32;
         }
+        let [h, wd] = g.input;
+        let mut out = Vec::with_capacity(g.batch * h * wd);
+        for n in 0..g.batch {
+            for ih in 0..h {
+                let at = n * grid.hp * grid.wp + (ih + g.padding[0]) * grid.wp + g.padding[1];
+                out.extend_from_slice(&dxp[at..at + wd]);
+            }
+        }
+        out
     }
-    out
 }
 
 /// `y[i] += a · x[i]`.
+#[inline(always)]
 fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;
@@ -279,6 +288,45 @@ mod tests {
             assert_eq!(y, want_y, "y {g:?}");
             assert_eq!(dx, want_dx, "dx {g:?}");
             assert_eq!(dw, want_dw, "dw {g:?}");
+        }
+    }
+
+    /// The dispatched (AVX2 where the CPU has it) and the portable builds of the channel
+    /// kernels agree bit for bit on non-integer data, where summation order would show.
+    #[test]
+    fn dispatched_channel_kernels_match_the_portable_build_bit_for_bit() {
+        for (n, c, side, stride) in [(3, 2, 9, 1), (2, 3, 8, 2), (1, 2, 17, 2)] {
+            let output = (side + 2 - 3) / stride + 1;
+            let g = DepthwiseGeometry {
+                batch: n,
+                channels: c,
+                input: [side, side],
+                output: [output, output],
+                kernel: [3, 3],
+                stride: [stride, stride],
+                padding: [1, 1],
+            };
+            let val = |i: usize, k: u32| {
+                ((i as u32).wrapping_mul(2_654_435_761 ^ k) >> 8) as f32 * 1.7e-7 - 1.3
+            };
+            let x: Vec<f32> = (0..n * c * side * side).map(|i| val(i, 1)).collect();
+            let w: Vec<f32> = (0..c * 9).map(|i| val(i, 2)).collect();
+            let dy: Vec<f32> = (0..n * c * output * output).map(|i| val(i, 3)).collect();
+            for ch in 0..c {
+                let taps = &w[ch * 9..][..9];
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&forward_channel(&g, &x, taps, ch)),
+                    bits(&forward_channel_portable(&g, &x, taps, ch)),
+                    "forward {g:?} channel {ch}"
+                );
+                let (mut dw, mut dw_portable) = ([0.0; 9], [0.0; 9]);
+                let dx = backward_channel(&g, &x, taps, &dy, ch, &mut dw);
+                let dx_portable =
+                    backward_channel_portable(&g, &x, taps, &dy, ch, &mut dw_portable);
+                assert_eq!(bits(&dx), bits(&dx_portable), "dx {g:?} channel {ch}");
+                assert_eq!(bits(&dw), bits(&dw_portable), "dw {g:?} channel {ch}");
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 
 use rayon::prelude::*;
 
+use super::simd::dispatch_avx2;
 use crate::quant::functional::TWO_POW_63;
 use crate::quant::rounding::round_half_even;
 
@@ -106,18 +107,80 @@ pub fn backward(spec: &FakeQuantSpec, x: &[f32], dy: &[f32], dx: &mut [f32]) {
         });
 }
 
-/// One channel's run of [`forward`].
-#[inline(never)]
-fn forward_run(ch: Channel, x: &[f32], y: &mut [f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = ch.apply(x).0;
+dispatch_avx2! {
+    /// One channel's run of [`forward`].
+    fn forward_run / forward_run_portable(ch: Channel, x: &[f32], y: &mut [f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = ch.apply(x).0;
+        }
     }
 }
 
-/// One channel's run of [`backward`].
-#[inline(never)]
-fn backward_run(ch: Channel, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-        *dx = if ch.apply(x).1 { dy } else { 0.0 };
+dispatch_avx2! {
+    /// One channel's run of [`backward`].
+    fn backward_run / backward_run_portable(ch: Channel, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+            *dx = if ch.apply(x).1 { dy } else { 0.0 };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values around every rounding decision: ties (`k + 0.5` quanta), their neighbours one ulp
+    /// away, the clamp edges, out-of-range and non-finite values, and a pseudo-random spread.
+    fn probe_values(scale: f32) -> Vec<f32> {
+        let mut v = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e30,
+            -1e30,
+            0.0,
+            -0.0,
+        ];
+        for k in -300..300 {
+            let tie = (k as f32 + 0.5) * scale;
+            v.extend([tie, tie.next_up(), tie.next_down(), k as f32 * scale]);
+        }
+        let mut state = 0x2545_f491_u32;
+        v.extend((0..5000).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state as f32 / u32::MAX as f32 - 0.5) * 600.0 * scale
+        }));
+        v
+    }
+
+    /// The dispatched (AVX2 where the CPU has it) and the portable builds agree bit for bit.
+    #[test]
+    fn dispatched_runs_match_the_portable_build_bit_for_bit() {
+        for (scale, zero_point, quant_min, quant_max) in [
+            (0.05f32, 3i64, 0i64, 255i64),
+            (0.013, 0, -128, 127),
+            (0.7, -2, -127, 127),
+        ] {
+            let spec = FakeQuantSpec {
+                scale: vec![scale],
+                zero_point: vec![zero_point],
+                inner: 0,
+                quant_min,
+                quant_max,
+            };
+            let ch = spec.channels()[0];
+            let x = probe_values(scale);
+            let dy: Vec<f32> = (0..x.len()).map(|i| i as f32 * 0.25 - 7.0).collect();
+            let (mut fast, mut reference) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+            forward_run(ch, &x, &mut fast);
+            forward_run_portable(ch, &x, &mut reference);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&reference), "forward, scale {scale}");
+            backward_run(ch, &x, &dy, &mut fast);
+            backward_run_portable(ch, &x, &dy, &mut reference);
+            assert_eq!(bits(&fast), bits(&reference), "backward, scale {scale}");
+        }
     }
 }

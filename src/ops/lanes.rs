@@ -6,7 +6,7 @@
 pub(super) const LANES: usize = 16;
 
 /// `Σ f(a[i], b[i])` over the common length of `a` and `b`.
-#[inline]
+#[inline(always)]
 pub fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -23,7 +23,7 @@ pub fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
 }
 
 /// `Σ f(a[i])`.
-#[inline]
+#[inline(always)]
 pub fn lane_sum_of(a: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     lane_sum(a, a, |v, _| f(v))
 }

@@ -14,6 +14,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::lanes::LANES;
+use super::simd::dispatch_avx2;
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
@@ -35,29 +36,30 @@ pub fn min_max_kernel(x: &[f32]) -> (f32, f32, bool) {
     )
 }
 
-/// One chunk, in independent lanes so that it vectorises.
-#[inline(never)]
-fn chunk_min_max(x: &[f32]) -> (f32, f32, bool) {
-    let mut lo = [f32::INFINITY; LANES];
-    let mut hi = [f32::NEG_INFINITY; LANES];
-    // `0·v` is 0 for finite v and NaN otherwise; the sum stays 0 only if all were finite.
-    let mut probe = [0.0f32; LANES];
-    let body = x.len() - x.len() % LANES;
-    for v in x[..body].chunks_exact(LANES) {
-        for l in 0..LANES {
-            lo[l] = lo[l].min(v[l]);
-            hi[l] = hi[l].max(v[l]);
-            probe[l] += 0.0 * v[l];
+dispatch_avx2! {
+    /// One chunk, in independent lanes so that it vectorises.
+    fn chunk_min_max / chunk_min_max_portable(x: &[f32]) -> (f32, f32, bool) {
+        let mut lo = [f32::INFINITY; LANES];
+        let mut hi = [f32::NEG_INFINITY; LANES];
+        // `0·v` is 0 for finite v and NaN otherwise; the sum stays 0 only if all were finite.
+        let mut probe = [0.0f32; LANES];
+        let body = x.len() - x.len() % LANES;
+        for v in x[..body].chunks_exact(LANES) {
+            for l in 0..LANES {
+                lo[l] = lo[l].min(v[l]);
+                hi[l] = hi[l].max(v[l]);
+                probe[l] += 0.0 * v[l];
+            }
         }
+        let tail = &x[body..];
+        let lo = lo.iter().chain(tail).fold(f32::INFINITY, |a, &b| a.min(b));
+        let hi = hi
+            .iter()
+            .chain(tail)
+            .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let probe: f32 = probe.iter().sum::<f32>() + tail.iter().map(|&v| 0.0 * v).sum::<f32>();
+        (lo, hi, probe == 0.0)
     }
-    let tail = &x[body..];
-    let lo = lo.iter().chain(tail).fold(f32::INFINITY, |a, &b| a.min(b));
-    let hi = hi
-        .iter()
-        .chain(tail)
-        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let probe: f32 = probe.iter().sum::<f32>() + tail.iter().map(|&v| 0.0 * v).sum::<f32>();
-    (lo, hi, probe == 0.0)
 }
 
 mod flex {
@@ -97,7 +99,7 @@ pub(crate) fn min_max<const D: usize>(x: &Tensor<D>) -> (f32, f32, bool) {
 
 #[cfg(test)]
 mod tests {
-    use super::min_max_kernel;
+    use super::{chunk_min_max, chunk_min_max_portable, min_max_kernel};
 
     #[test]
     fn one_pass_matches_the_definition() {
@@ -113,8 +115,14 @@ mod tests {
                     let mut y = x.clone();
                     y[at] = bad;
                     assert!(!min_max_kernel(&y).2, "n = {n}, {bad} at {at}");
+                    assert_eq!(
+                        format!("{:?}", chunk_min_max(&y)),
+                        format!("{:?}", chunk_min_max_portable(&y)),
+                        "dispatched vs portable build, n = {n}, {bad} at {at}"
+                    );
                 }
             }
+            assert_eq!(chunk_min_max(&x), chunk_min_max_portable(&x), "n = {n}");
         }
     }
 }

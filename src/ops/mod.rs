@@ -14,6 +14,7 @@ pub mod fake_quant_kernels;
 mod flex_io;
 mod lanes;
 pub mod min_max;
+mod simd;
 
 pub use batch_norm::BatchNormTrainBackend;
 pub(crate) use batch_norm::batch_norm_train;
