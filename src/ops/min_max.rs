@@ -1,4 +1,4 @@
-//! A tensor's minimum, maximum and finiteness in one pass (what a min/max observer reads per
+//! A tensor's minimum, maximum and finiteness in one pass (whole, or per channel of axis 0) (what a min/max observer reads per
 //! batch: PyTorch's `torch.aminmax`), on the `flex` CPU backend. The observer's composition of
 //! Burn ops reads the batch three times (a `0·x` sum that turns NaN/inf into a non-zero, then
 //! `min`, then `max`) and allocates a full-size temporary; this reads it once.
@@ -19,11 +19,13 @@ use super::simd::dispatch_avx2;
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
 
-/// `[min, max, finite]` of a tensor (`finite` is 1 or 0).
+/// `[min, max, finite]` of each of a tensor's `rows` equal row-major runs (`finite` is 1 or 0):
+/// the whole tensor for `rows = 1`, each channel of axis 0 (a per-channel weight observer's
+/// ranges) for `rows = dims[0]`.
 #[backend_extension(Flex, Autodiff)]
 pub trait MinMaxBackend: Backend {
-    /// `[min, max, finite]` as a rank-1 tensor of 3 values.
-    fn min_max(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[min, max, finite]` per row, as a rank-1 tensor of `3 · rows` values.
+    fn min_max(x: FloatTensor<Self>, rows: usize) -> FloatTensor<Self>;
 }
 
 /// Minimum, maximum and whether every value is finite, over `x` (non-empty for a meaningful
@@ -65,36 +67,57 @@ dispatch_avx2! {
 mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
+    use rayon::prelude::*;
 
     use super::super::flex_io::{tensor, values};
-    use super::{MinMaxBackend, min_max_kernel};
+    use super::{MinMaxBackend, chunk_min_max, min_max_kernel};
 
     impl MinMaxBackend for Flex {
-        fn min_max(x: FlexTensor) -> FlexTensor {
-            let (lo, hi, finite) = min_max_kernel(&values(&x));
-            tensor(vec![lo, hi, if finite { 1.0 } else { 0.0 }], [3])
+        fn min_max(x: FlexTensor, rows: usize) -> FlexTensor {
+            let x = values(&x);
+            let ranges = if rows <= 1 {
+                vec![min_max_kernel(&x)]
+            } else {
+                x.par_chunks(x.len().div_ceil(rows).max(1))
+                    .map(chunk_min_max)
+                    .collect()
+            };
+            let flat: Vec<f32> = ranges
+                .iter()
+                .flat_map(|&(lo, hi, finite)| [lo, hi, if finite { 1.0 } else { 0.0 }])
+                .collect();
+            let n = flat.len();
+            tensor(flat, [n])
         }
     }
 }
 
 impl<B: Backend + MinMaxBackend, C: CheckpointStrategy> MinMaxBackend for Autodiff<B, C> {
-    fn min_max(x: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn min_max(x: FloatTensor<Self>, rows: usize) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(<B as MinMaxBackend>::min_max(
             <Self as AutodiffBackend>::inner(x),
+            rows,
         ))
     }
 }
 
-/// `(min, max, finite)` of an `f32` tensor on a device where [`super::has_cpu_kernels`] holds.
-pub(crate) fn min_max<const D: usize>(x: &Tensor<D>) -> (f32, f32, bool) {
+/// Per-channel `(min, max, all finite)` along axis 0 of a non-empty `f32` tensor on a device
+/// where [`super::has_cpu_kernels`] holds; `rows` is `dims[0]` (1 for the whole tensor).
+pub(crate) fn min_max_rows<const D: usize>(
+    x: &Tensor<D>,
+    rows: usize,
+) -> (Vec<f32>, Vec<f32>, bool) {
     let t: Tensor<1> = Tensor::from_dispatch(<Dispatch as MinMaxBackend>::min_max(
         x.clone().into_dispatch(),
+        rows,
     ));
     let v = t
         .into_data()
         .try_to_vec::<f32>()
         .expect("the min/max op returns f32 values");
-    (v[0], v[1], v[2] == 1.0)
+    let lo = v.iter().step_by(3).copied().collect();
+    let hi = v.iter().skip(1).step_by(3).copied().collect();
+    (lo, hi, v.iter().skip(2).step_by(3).all(|&f| f == 1.0))
 }
 
 #[cfg(test)]
@@ -123,6 +146,29 @@ mod tests {
                 }
             }
             assert_eq!(chunk_min_max(&x), chunk_min_max_portable(&x), "n = {n}");
+        }
+    }
+
+    /// Per-channel ranges along axis 0 through the flex op: each row's own min and max.
+    #[test]
+    fn rows_are_the_channels_of_axis_zero() {
+        use burn::tensor::{Device, Tensor, TensorData};
+        let (rows, cols) = (5, 37);
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 211) as f32 * 0.5 - 40.0)
+            .collect();
+        for device in [Device::flex(), Device::flex().autodiff()] {
+            let x = Tensor::<2>::from_data(TensorData::new(v.clone(), [rows, cols]), &device);
+            let (lo, hi, finite) = super::min_max_rows(&x, rows);
+            assert!(finite);
+            for (r, row) in v.chunks(cols).enumerate() {
+                assert_eq!(lo[r], row.iter().copied().fold(f32::INFINITY, f32::min));
+                assert_eq!(hi[r], row.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+            }
+            let mut bad = v.clone();
+            bad[3 * cols + 4] = f32::NAN;
+            let x = Tensor::<2>::from_data(TensorData::new(bad, [rows, cols]), &device);
+            assert!(!super::min_max_rows(&x, rows).2);
         }
     }
 }

@@ -24,7 +24,7 @@ pub use depthwise_kernels::DepthwiseGeometry;
 pub(crate) use fake_quant::fake_quantize;
 pub use fake_quant::{FakeQuantBackend, FakeQuantSpec};
 pub use min_max::MinMaxBackend;
-pub(crate) use min_max::min_max;
+pub(crate) use min_max::min_max_rows;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::Device;

@@ -37,7 +37,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::qparams::{ObserverQParamsSpec, QParams, observer_qparams};
 use super::scheme::{QScheme, QuantDtype, calculate_qmin_qmax};
-use crate::ops::{has_cpu_kernels, min_max};
+use crate::ops::{has_cpu_kernels, min_max_rows};
 use crate::{Error, Result};
 
 /// Which statistic an [`Observer`] keeps.
@@ -216,15 +216,17 @@ pub(crate) fn batch_min_max<const D: usize>(
             "observer input contains NaN or infinite values; refusing to update the range".into(),
         ))
     };
-    let flat = axis.is_none() && x.shape().num_elements() > 0;
-    if flat && has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
-        // One pass over the batch instead of three.
-        let (mn, mx, finite) = min_max(x);
-        return if finite {
-            Ok((vec![mn], vec![mx]))
-        } else {
-            non_finite()
-        };
+    // One pass over the batch instead of three, for the whole tensor or the channels of axis 0
+    // (per-channel weight observers).
+    let rows = match axis {
+        None => Some(1),
+        Some(0) => Some(x.dims()[0]),
+        Some(_) => None,
+    };
+    let fast = x.shape().num_elements() > 0 && has_cpu_kernels(&x.device());
+    if let Some(rows) = rows.filter(|_| fast && x.dtype() == DType::F32) {
+        let (mn, mx, finite) = min_max_rows(x, rows);
+        return if finite { Ok((mn, mx)) } else { non_finite() };
     }
     let x = x.clone().detach();
     // 0·x sums to 0 unless some element is NaN or ±inf.
