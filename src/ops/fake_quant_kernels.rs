@@ -85,25 +85,40 @@ impl FakeQuantSpec {
     }
 }
 
+/// Elements per parallel task: whole runs, at least [`CHUNK`] of them when runs are short (a
+/// depthwise weight's per-channel run is 9 values; one task each would be all overhead).
+fn task_len(run: usize) -> usize {
+    run * (CHUNK / run).max(1)
+}
+
 /// `y = fake_quant(x)`.
 pub fn forward(spec: &FakeQuantSpec, x: &[f32], y: &mut [f32]) {
     let (channels, run) = (spec.channels(), spec.run());
-    y.par_chunks_mut(run)
-        .zip(x.par_chunks(run))
+    let task = task_len(run);
+    y.par_chunks_mut(task)
+        .zip(x.par_chunks(task))
         .enumerate()
-        .for_each(|(r, (y, x))| {
-            forward_run(channels[r % channels.len()], x, y);
+        .for_each(|(t, (y, x))| {
+            let first = t * (task / run);
+            for (r, (y, x)) in y.chunks_mut(run).zip(x.chunks(run)).enumerate() {
+                forward_run(channels[(first + r) % channels.len()], x, y);
+            }
         });
 }
 
 /// `dx = dy · mask(x)`.
 pub fn backward(spec: &FakeQuantSpec, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     let (channels, run) = (spec.channels(), spec.run());
-    dx.par_chunks_mut(run)
-        .zip(x.par_chunks(run).zip(dy.par_chunks(run)))
+    let task = task_len(run);
+    dx.par_chunks_mut(task)
+        .zip(x.par_chunks(task).zip(dy.par_chunks(task)))
         .enumerate()
-        .for_each(|(r, (dx, (x, dy)))| {
-            backward_run(channels[r % channels.len()], x, dy, dx);
+        .for_each(|(t, (dx, (x, dy)))| {
+            let first = t * (task / run);
+            let runs = dx.chunks_mut(run).zip(x.chunks(run).zip(dy.chunks(run)));
+            for (r, (dx, (x, dy))) in runs.enumerate() {
+                backward_run(channels[(first + r) % channels.len()], x, dy, dx);
+            }
         });
 }
 
@@ -181,6 +196,35 @@ mod tests {
             backward_run(ch, &x, &dy, &mut fast);
             backward_run_portable(ch, &x, &dy, &mut reference);
             assert_eq!(bits(&fast), bits(&reference), "backward, scale {scale}");
+        }
+    }
+
+    /// Per-channel runs shorter than a parallel task (a depthwise weight's 9 values) are grouped
+    /// into tasks; every element still gets its own channel's parameters.
+    #[test]
+    fn short_per_channel_runs_spanning_several_tasks_use_their_own_channel() {
+        let (channels, inner) = (4000usize, 9usize);
+        let spec = FakeQuantSpec {
+            scale: (0..channels).map(|c| 0.01 + c as f32 * 1e-4).collect(),
+            zero_point: (0..channels).map(|c| (c % 7) as i64 - 3).collect(),
+            inner,
+            quant_min: -128,
+            quant_max: 127,
+        };
+        let n = channels * inner;
+        assert!(n > 2 * CHUNK, "the case must span several tasks");
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1013) as f32 * 0.003 - 1.5)
+            .collect();
+        let dy = vec![1.0f32; n];
+        let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
+        forward(&spec, &x, &mut y);
+        backward(&spec, &x, &dy, &mut dx);
+        let per_channel = spec.channels();
+        for i in 0..n {
+            let (want, in_range) = per_channel[i / inner].apply(x[i]);
+            assert_eq!(y[i].to_bits(), want.to_bits(), "y[{i}]");
+            assert_eq!(dx[i], if in_range { 1.0 } else { 0.0 }, "dx[{i}]");
         }
     }
 }

@@ -78,8 +78,10 @@ mod flex {
             let ranges = if rows <= 1 {
                 vec![min_max_kernel(&x)]
             } else {
-                x.par_chunks(x.len().div_ceil(rows).max(1))
-                    .map(chunk_min_max)
+                // Whole rows per task, at least CHUNK values (weight rows can be 9 values).
+                let row = x.len().div_ceil(rows).max(1);
+                x.par_chunks(row * (super::CHUNK / row).max(1))
+                    .flat_map_iter(|task| task.chunks(row).map(chunk_min_max))
                     .collect()
             };
             let flat: Vec<f32> = ranges
