@@ -161,8 +161,8 @@ pub fn backward(
         })
         .unzip();
     let m = g.per_channel() as f64;
-    // Per plane: Σ ∂x' · x', folded into ∂d per channel below.
-    let plane_sums: Vec<f64> = dx
+    // Per plane: Σ ∂x' · x' (0 for undivided rows), folded into ∂d per channel below.
+    let planes = dx
         .par_chunks_mut(g.inner.max(1))
         .enumerate()
         .map(|(plane, dx)| {
@@ -178,21 +178,27 @@ pub fn backward(
             } else {
                 divided_input_grad_row(x, dy, coefficients, d, dx)
             }
+        });
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
+    if !divisor_grad {
+        planes.for_each(drop);
+        return ChannelGrads {
+            gamma: to_f32(dgamma),
+            beta: to_f32(dbeta),
+            divisor: None,
+        };
+    }
+    let plane_sums: Vec<f64> = planes.collect();
+    let ddivisor = (0..g.channels)
+        .map(|c| {
+            let sum: f64 = (0..g.batch).map(|n| plane_sums[n * g.channels + c]).sum();
+            (-sum / divisor[c] as f64) as f32
         })
         .collect();
-    let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
-    let ddivisor = divisor_grad.then(|| {
-        (0..g.channels)
-            .map(|c| {
-                let sum: f64 = (0..g.batch).map(|n| plane_sums[n * g.channels + c]).sum();
-                (-sum / divisor[c] as f64) as f32
-            })
-            .collect()
-    });
     ChannelGrads {
         gamma: to_f32(dgamma),
         beta: to_f32(dbeta),
-        divisor: ddivisor,
+        divisor: Some(ddivisor),
     }
 }
 

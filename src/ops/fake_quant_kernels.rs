@@ -16,11 +16,9 @@
 use rayon::prelude::*;
 
 use super::simd::dispatch_avx2;
+use super::{TASK_VALUES, task_len};
 use crate::quant::functional::TWO_POW_63;
 use crate::quant::rounding::round_half_even;
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 14;
 
 /// Quantization parameters of one fake-quant call: one `(scale, zero_point)` per channel of
 /// `axis` (a single pair for per-tensor).
@@ -61,6 +59,17 @@ impl Channel {
 }
 
 impl FakeQuantSpec {
+    /// One `(scale, zero_point)` pair for the whole tensor.
+    pub fn per_tensor(scale: f32, zero_point: i64, quant_min: i64, quant_max: i64) -> Self {
+        FakeQuantSpec {
+            scale: vec![scale],
+            zero_point: vec![zero_point],
+            inner: 0,
+            quant_min,
+            quant_max,
+        }
+    }
+
     fn channels(&self) -> Vec<Channel> {
         self.scale
             .iter()
@@ -75,20 +84,14 @@ impl FakeQuantSpec {
             .collect()
     }
 
-    /// Elements per parallel run: a channel's `inner` block, or [`CHUNK`] for per-tensor.
+    /// Elements per parallel run: a channel's `inner` block, or [`TASK_VALUES`] for per-tensor.
     fn run(&self) -> usize {
         if self.scale.len() == 1 {
-            CHUNK
+            TASK_VALUES
         } else {
             self.inner.max(1)
         }
     }
-}
-
-/// Elements per parallel task: whole runs, at least [`CHUNK`] of them when runs are short (a
-/// depthwise weight's per-channel run is 9 values; one task each would be all overhead).
-fn task_len(run: usize) -> usize {
-    run * (CHUNK / run).max(1)
 }
 
 /// `y = fake_quant(x)`.
@@ -178,13 +181,7 @@ mod tests {
             (0.013, 0, -128, 127),
             (0.7, -2, -127, 127),
         ] {
-            let spec = FakeQuantSpec {
-                scale: vec![scale],
-                zero_point: vec![zero_point],
-                inner: 0,
-                quant_min,
-                quant_max,
-            };
+            let spec = FakeQuantSpec::per_tensor(scale, zero_point, quant_min, quant_max);
             let ch = spec.channels()[0];
             let x = probe_values(scale);
             let dy: Vec<f32> = (0..x.len()).map(|i| i as f32 * 0.25 - 7.0).collect();
@@ -212,7 +209,7 @@ mod tests {
             quant_max: 127,
         };
         let n = channels * inner;
-        assert!(n > 2 * CHUNK, "the case must span several tasks");
+        assert!(n > 2 * TASK_VALUES, "the case must span several tasks");
         let x: Vec<f32> = (0..n)
             .map(|i| ((i * 7919) % 1013) as f32 * 0.003 - 1.5)
             .collect();

@@ -1,5 +1,5 @@
-//! A tensor's minimum, maximum and finiteness in one pass (whole, or per channel of axis 0) (what a min/max observer reads per
-//! batch: PyTorch's `torch.aminmax`), on the `flex` CPU backend. The observer's composition of
+//! A tensor's minimum, maximum and finiteness in one pass, whole or per channel of axis 0 (what a
+//! min/max observer reads per batch: PyTorch's `torch.aminmax`), on the `flex` CPU backend. The observer's composition of
 //! Burn ops reads the batch three times (a `0·x` sum that turns NaN/inf into a non-zero, then
 //! `min`, then `max`) and allocates a full-size temporary; this reads it once.
 //!
@@ -15,9 +15,7 @@ use rayon::prelude::*;
 
 use super::lanes::LANES;
 use super::simd::dispatch_avx2;
-
-/// Elements per parallel task.
-const CHUNK: usize = 1 << 15;
+use super::{TASK_VALUES, task_len};
 
 /// `[min, max, finite]` of each of a tensor's `rows` equal row-major runs (`finite` is 1 or 0):
 /// the whole tensor for `rows = 1`, each channel of axis 0 (a per-channel weight observer's
@@ -32,7 +30,7 @@ pub trait MinMaxBackend: Backend {
 /// range: an empty slice gives `(+inf, −inf, true)`). Min and max ignore NaN; `finite` is false
 /// if any value is NaN or ±inf.
 pub fn min_max_kernel(x: &[f32]) -> (f32, f32, bool) {
-    x.par_chunks(CHUNK).map(chunk_min_max).reduce(
+    x.par_chunks(TASK_VALUES).map(chunk_min_max).reduce(
         || (f32::INFINITY, f32::NEG_INFINITY, true),
         |a, b| (a.0.min(b.0), a.1.max(b.1), a.2 && b.2),
     )
@@ -70,7 +68,7 @@ mod flex {
     use rayon::prelude::*;
 
     use super::super::flex_io::{tensor, values};
-    use super::{MinMaxBackend, chunk_min_max, min_max_kernel};
+    use super::{MinMaxBackend, chunk_min_max, min_max_kernel, task_len};
 
     impl MinMaxBackend for Flex {
         fn min_max(x: FlexTensor, rows: usize) -> FlexTensor {
@@ -78,9 +76,8 @@ mod flex {
             let ranges = if rows <= 1 {
                 vec![min_max_kernel(&x)]
             } else {
-                // Whole rows per task, at least CHUNK values (weight rows can be 9 values).
-                let row = x.len().div_ceil(rows).max(1);
-                x.par_chunks(row * (super::CHUNK / row).max(1))
+                let row = x.len().div_ceil(rows);
+                x.par_chunks(task_len(row))
                     .flat_map_iter(|task| task.chunks(row).map(chunk_min_max))
                     .collect()
             };

@@ -27,6 +27,17 @@ pub use min_max::MinMaxBackend;
 pub(crate) use min_max::min_max_rows;
 
 use burn::backend::DispatchDevice;
+
+/// Values per parallel task in the slice kernels: enough to outweigh rayon's per-task cost.
+const TASK_VALUES: usize = 1 << 14;
+
+/// Values per parallel task over runs of `run` values that must not be split (a channel's
+/// values): whole runs, at least [`TASK_VALUES`] of them when runs are short (a depthwise
+/// weight's channel is 9 values; one task each would be all overhead).
+fn task_len(run: usize) -> usize {
+    let run = run.max(1);
+    run * (TASK_VALUES / run).max(1)
+}
 use burn::tensor::Device;
 
 /// Whether `device` (plain or autodiff) is the flex CPU backend, where the ops that list only

@@ -42,13 +42,7 @@ pub fn fake_quantize_per_tensor<const D: usize>(
     quant_max: i64,
 ) -> Tensor<D> {
     if has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
-        let spec = FakeQuantSpec {
-            scale: vec![scale],
-            zero_point: vec![zero_point],
-            inner: 0,
-            quant_min,
-            quant_max,
-        };
+        let spec = FakeQuantSpec::per_tensor(scale, zero_point, quant_min, quant_max);
         return fake_quantize(x, spec);
     }
     let inv_scale = 1.0f32 / scale;

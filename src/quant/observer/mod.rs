@@ -223,8 +223,11 @@ pub(crate) fn batch_min_max<const D: usize>(
         Some(0) => Some(x.dims()[0]),
         Some(_) => None,
     };
-    let fast = x.shape().num_elements() > 0 && has_cpu_kernels(&x.device());
-    if let Some(rows) = rows.filter(|_| fast && x.dtype() == DType::F32) {
+    if let Some(rows) = rows
+        && x.shape().num_elements() > 0
+        && has_cpu_kernels(&x.device())
+        && x.dtype() == DType::F32
+    {
         let (mn, mx, finite) = min_max_rows(x, rows);
         return if finite { Ok((mn, mx)) } else { non_finite() };
     }
