@@ -56,7 +56,7 @@ mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
 
-    use super::super::flex_io::{tensor, values};
+    use super::super::flex_io::{tensor, values, zeros};
 
     use super::{BatchNormGeometry, BatchNormTrainBackend, batch_norm_kernels};
 
@@ -83,7 +83,7 @@ mod flex {
             eps: f64,
         ) -> (FlexTensor, FlexTensor, FlexTensor) {
             let g = geometry(&x);
-            let mut y = vec![0.0; x.layout().num_elements()];
+            let mut y = zeros(x.layout().num_elements());
             let (mean, var) = batch_norm_kernels::forward(
                 &g,
                 &values(&x),
@@ -111,7 +111,7 @@ mod flex {
             divisor_grad: bool,
         ) -> (FlexTensor, FlexTensor, FlexTensor, FlexTensor) {
             let g = geometry(&x);
-            let mut dx = vec![0.0; x.layout().num_elements()];
+            let mut dx = zeros(x.layout().num_elements());
             let grads = batch_norm_kernels::backward(
                 &g,
                 &values(&x),

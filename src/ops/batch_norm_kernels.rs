@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use super::lanes::{lane_sum, lane_sum_of};
 use super::simd::dispatch_avx2;
+use super::task_len;
 
 /// `[N, C, L]`: batch, channels, values per channel and sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,27 @@ impl BatchNormGeometry {
     /// Values per channel, `M = N·L`.
     pub fn per_channel(&self) -> usize {
         self.batch * self.inner
+    }
+
+    /// `f(plane, values)` over the planes (`L` values of one sample and channel) of `out`, in
+    /// parallel with whole planes per task; `f`'s results in plane order.
+    fn map_planes<R: Default + Clone + Send>(
+        &self,
+        out: &mut [f32],
+        f: impl Fn(usize, &mut [f32]) -> R + Sync,
+    ) -> Vec<R> {
+        let inner = self.inner.max(1);
+        let per_task = task_len(inner) / inner;
+        let mut results = vec![R::default(); self.batch * self.channels];
+        out.par_chunks_mut(per_task * inner)
+            .zip(results.par_chunks_mut(per_task))
+            .enumerate()
+            .for_each(|(task, (out, results))| {
+                for (i, (row, r)) in out.chunks_mut(inner).zip(results).enumerate() {
+                    *r = f(task * per_task + i, row);
+                }
+            });
+        results
     }
 
     /// The `L` values of channel `c` in sample `n`.
@@ -83,14 +105,14 @@ pub fn forward(
         .into_par_iter()
         .map(|c| channel_moments(g, x, c, m, divisor[c]))
         .unzip();
-    y.par_chunks_mut(g.inner.max(1))
-        .enumerate()
-        .for_each(|(plane, y)| {
-            let c = plane % g.channels;
-            let (mu, k, b) = (mean[c], scale(var[c], gamma[c], eps), beta[c]);
-            let x = g.row(x, plane / g.channels, c);
-            normalize_row(x, divisor[c], mu, k, b, y);
-        });
+    let k: Vec<f32> = (0..g.channels)
+        .map(|c| scale(var[c], gamma[c], eps))
+        .collect();
+    g.map_planes(y, |plane, y| {
+        let c = plane % g.channels;
+        let x = g.row(x, plane / g.channels, c);
+        normalize_row(x, divisor[c], mean[c], k[c], beta[c], y);
+    });
     (mean, var)
 }
 
@@ -161,35 +183,36 @@ pub fn backward(
         })
         .unzip();
     let m = g.per_channel() as f64;
-    // Per plane: Σ ∂x' · x' (0 for undivided rows), folded into ∂d per channel below.
-    let planes = dx
-        .par_chunks_mut(g.inner.max(1))
-        .enumerate()
-        .map(|(plane, dx)| {
-            let (n, c) = (plane / g.channels, plane % g.channels);
+    // `[μ, 1/σ, k, ∂β/M, ∂γ/M]` per channel, once (a 1×1 map has one value per plane).
+    let coefficients: Vec<[f32; 5]> = (0..g.channels)
+        .map(|c| {
             let k = scale(var[c], gamma[c], eps);
             let (db, dg) = ((dbeta[c] / m) as f32, (dgamma[c] / m) as f32);
-            let coefficients = [mean[c], inv_std[c], k, db, dg];
-            let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
-            let d = divisor[c];
-            if d == 1.0 && !divisor_grad {
-                input_grad_row(x, dy, coefficients, dx);
-                0.0
-            } else {
-                divided_input_grad_row(x, dy, coefficients, d, dx)
-            }
-        });
+            [mean[c], inv_std[c], k, db, dg]
+        })
+        .collect();
+    // Per plane: Σ ∂x' · x' (0 for undivided rows), folded into ∂d per channel below.
+    let plane_sums = g.map_planes(dx, |plane, dx| {
+        let (n, c) = (plane / g.channels, plane % g.channels);
+        let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
+        let d = divisor[c];
+        if d == 1.0 && !divisor_grad {
+            input_grad_row(x, dy, coefficients[c], dx);
+            0.0
+        } else {
+            divided_input_grad_row(x, dy, coefficients[c], d, dx)
+        }
+    });
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
     if !divisor_grad {
-        planes.for_each(drop);
         return ChannelGrads {
             gamma: to_f32(dgamma),
             beta: to_f32(dbeta),
             divisor: None,
         };
     }
-    let plane_sums: Vec<f64> = planes.collect();
     let ddivisor = (0..g.channels)
+        .into_par_iter()
         .map(|c| {
             let sum: f64 = (0..g.batch).map(|n| plane_sums[n * g.channels + c]).sum();
             (-sum / divisor[c] as f64) as f32

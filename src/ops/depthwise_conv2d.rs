@@ -62,7 +62,7 @@ mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
 
-    use super::super::flex_io::{tensor, values};
+    use super::super::flex_io::{tensor, values, zeros};
     use burn::backend::ops::{ConvOptions, ModuleOps};
     use burn::tensor::DType;
 
@@ -105,7 +105,7 @@ mod flex {
             let Some(g) = geometry(&x, &w, &options) else {
                 return Flex::conv2d(x, w, None, options);
             };
-            let mut y = vec![0.0; g.batch * g.channels * g.output[0] * g.output[1]];
+            let mut y = zeros(g.batch * g.channels * g.output[0] * g.output[1]);
             depthwise_kernels::forward(&g, &values(&x), &values(&w), &mut y);
             tensor(y, [g.batch, g.channels, g.output[0], g.output[1]])
         }
@@ -120,7 +120,7 @@ mod flex {
                 let dx = Flex::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
                 return (dx, Flex::conv2d_weight_backward(x, w, dy, options));
             };
-            let mut dx = vec![0.0; g.batch * g.channels * g.input[0] * g.input[1]];
+            let mut dx = zeros(g.batch * g.channels * g.input[0] * g.input[1]);
             let mut dw = vec![0.0; g.channels * g.kernel[0] * g.kernel[1]];
             depthwise_kernels::backward(
                 &g,

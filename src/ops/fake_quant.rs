@@ -34,14 +34,14 @@ mod flex {
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
 
-    use super::super::flex_io::{tensor, values};
+    use super::super::flex_io::{owned_contiguous, tensor, values, zeros};
 
     use super::super::fake_quant_kernels;
     use super::{FakeQuantBackend, FakeQuantSpec};
 
     impl FakeQuantBackend for Flex {
         fn fake_quantize(x: FlexTensor, spec: FakeQuantSpec) -> FlexTensor {
-            let mut y = vec![0.0; x.layout().num_elements()];
+            let mut y = zeros(x.layout().num_elements());
             fake_quant_kernels::forward(&spec, &values(&x), &mut y);
             tensor(y, x.layout().shape().clone())
         }
@@ -51,9 +51,9 @@ mod flex {
             dy: FlexTensor,
             spec: FakeQuantSpec,
         ) -> FlexTensor {
-            let mut dx = vec![0.0; x.layout().num_elements()];
-            fake_quant_kernels::backward(&spec, &values(&x), &values(&dy), &mut dx);
-            tensor(dx, x.layout().shape().clone())
+            let mut grad = owned_contiguous(dy);
+            fake_quant_kernels::backward(&spec, &values(&x), grad.storage_mut());
+            grad
         }
     }
 }

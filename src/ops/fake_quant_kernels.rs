@@ -109,18 +109,18 @@ pub fn forward(spec: &FakeQuantSpec, x: &[f32], y: &mut [f32]) {
         });
 }
 
-/// `dx = dy · mask(x)`.
-pub fn backward(spec: &FakeQuantSpec, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+/// `dx = dy · mask(x)`, in place: `grad` holds `dy` and becomes `dx` (the output gradient is
+/// not needed afterwards, so no new buffer is filled).
+pub fn backward(spec: &FakeQuantSpec, x: &[f32], grad: &mut [f32]) {
     let (channels, run) = (spec.channels(), spec.run());
     let task = task_len(run);
-    dx.par_chunks_mut(task)
-        .zip(x.par_chunks(task).zip(dy.par_chunks(task)))
+    grad.par_chunks_mut(task)
+        .zip(x.par_chunks(task))
         .enumerate()
-        .for_each(|(t, (dx, (x, dy)))| {
+        .for_each(|(t, (grad, x))| {
             let first = t * (task / run);
-            let runs = dx.chunks_mut(run).zip(x.chunks(run).zip(dy.chunks(run)));
-            for (r, (dx, (x, dy))) in runs.enumerate() {
-                backward_run(channels[(first + r) % channels.len()], x, dy, dx);
+            for (r, (grad, x)) in grad.chunks_mut(run).zip(x.chunks(run)).enumerate() {
+                backward_run(channels[(first + r) % channels.len()], x, grad);
             }
         });
 }
@@ -136,9 +136,9 @@ dispatch_avx2! {
 
 dispatch_avx2! {
     /// One channel's run of [`backward`].
-    fn backward_run / backward_run_portable(ch: Channel, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
-            *dx = if ch.apply(x).1 { dy } else { 0.0 };
+    fn backward_run / backward_run_portable(ch: Channel, x: &[f32], grad: &mut [f32]) {
+        for (g, &x) in grad.iter_mut().zip(x) {
+            *g = if ch.apply(x).1 { *g } else { 0.0 };
         }
     }
 }
@@ -190,8 +190,9 @@ mod tests {
             forward_run_portable(ch, &x, &mut reference);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&fast), bits(&reference), "forward, scale {scale}");
-            backward_run(ch, &x, &dy, &mut fast);
-            backward_run_portable(ch, &x, &dy, &mut reference);
+            let (mut fast, mut reference) = (dy.clone(), dy);
+            backward_run(ch, &x, &mut fast);
+            backward_run_portable(ch, &x, &mut reference);
             assert_eq!(bits(&fast), bits(&reference), "backward, scale {scale}");
         }
     }
@@ -214,9 +215,9 @@ mod tests {
             .map(|i| ((i * 7919) % 1013) as f32 * 0.003 - 1.5)
             .collect();
         let dy = vec![1.0f32; n];
-        let (mut y, mut dx) = (vec![0.0; n], vec![0.0; n]);
+        let (mut y, mut dx) = (vec![0.0; n], dy);
         forward(&spec, &x, &mut y);
-        backward(&spec, &x, &dy, &mut dx);
+        backward(&spec, &x, &mut dx);
         let per_channel = spec.channels();
         for i in 0..n {
             let (want, in_range) = per_channel[i / inner].apply(x[i]);
