@@ -156,7 +156,11 @@ mod tests {
                 view.as_slice::<f32>().is_none(),
                 "the view should be strided"
             );
-            let want = view.to_contiguous().into_data().try_to_vec::<f32>().unwrap();
+            let want = view
+                .to_contiguous()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             assert_eq!(values(&view).as_ref(), want.as_slice());
         }
     }
