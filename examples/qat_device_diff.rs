@@ -84,8 +84,14 @@ fn main() -> burn_qat::Result<()> {
         .map(|i| (((i * 7919) % 1013) as f32 / 1013.0 - 0.5) * 3.0)
         .collect();
     let labels: Vec<i64> = (0..b as i64).map(|i| i % 10).collect();
+    let names: Vec<&str> = args.devices.split(',').collect();
+    if names.len() != 2 {
+        return Err(burn_qat::Error::Config(
+            "--devices takes exactly two devices, comma-separated".into(),
+        ));
+    }
     let mut runs = Vec::new();
-    for name in args.devices.split(',') {
+    for name in names {
         let device = parse_device(name)?;
         check_device(&device)?;
         let device = device.autodiff();
@@ -123,10 +129,7 @@ fn main() -> burn_qat::Result<()> {
         model.visit(&mut visitor);
         runs.push(visitor.out);
     }
-    let [first, second] = &runs[..] else {
-        eprintln!("--devices takes exactly two devices");
-        std::process::exit(2);
-    };
+    let (first, second) = (&runs[0], &runs[1]);
     let mut mismatches = 0;
     for ((path, a), (_, b)) in first.iter().zip(second) {
         let (ma, mb) = (max_abs(a), max_abs(b));

@@ -191,8 +191,8 @@ pub fn backward(
             [mean[c], inv_std[c], k, db, dg]
         })
         .collect();
-    // Per plane: Σ ∂x' · x' (0 for undivided rows), folded into ∂d per channel below.
-    let plane_sums = g.map_planes(dx, |plane, dx| {
+    // Writes one plane's ∂x; returns Σ ∂x' · x' (0 for undivided rows), folded into ∂d below.
+    let plane_grad = |plane: usize, dx: &mut [f32]| {
         let (n, c) = (plane / g.channels, plane % g.channels);
         let (x, dy) = (g.row(x, n, c), g.row(dy, n, c));
         let d = divisor[c];
@@ -202,15 +202,20 @@ pub fn backward(
         } else {
             divided_input_grad_row(x, dy, coefficients[c], d, dx)
         }
-    });
+    };
     let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect();
     if !divisor_grad {
+        // No per-plane sums collected (a `()` per plane allocates nothing).
+        g.map_planes(dx, |plane, dx| {
+            plane_grad(plane, dx);
+        });
         return ChannelGrads {
             gamma: to_f32(dgamma),
             beta: to_f32(dbeta),
             divisor: None,
         };
     }
+    let plane_sums = g.map_planes(dx, plane_grad);
     let ddivisor = (0..g.channels)
         .into_par_iter()
         .map(|c| {

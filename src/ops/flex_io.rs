@@ -17,9 +17,32 @@ use super::TASK_VALUES;
 /// The tensor's `f32` values in row-major order: borrowed when it is contiguous, gathered in
 /// parallel otherwise. Callers check the dtype first (an `f32` tensor is all the ops send here).
 pub(super) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
-    if let Some(s) = t.as_slice::<f32>() {
-        return s.into();
+    match t.as_slice::<f32>() {
+        Some(s) => s.into(),
+        None => gathered(t).into(),
     }
+}
+
+/// `t` itself when it is contiguous, starts its storage and owns it alone (a gradient handed
+/// over by autodiff usually does), else a contiguous copy: a buffer an op may overwrite in place.
+pub(super) fn owned_contiguous(t: FlexTensor) -> FlexTensor {
+    let n = t.layout().num_elements();
+    if t.is_unique()
+        && t.layout().contiguous_offsets() == Some((0, n))
+        && t.storage::<f32>().len() == n
+    {
+        return t;
+    }
+    tensor(gathered(&t), t.layout().shape().clone())
+}
+
+/// `n` zeros, written by the pool (an output buffer the kernels then fill).
+pub(super) fn zeros(n: usize) -> Vec<f32> {
+    filled_by_pool(n, |_, chunk| chunk.fill(MaybeUninit::new(0.0)))
+}
+
+/// A row-major copy of `t`'s values, made by the pool whatever the layout.
+fn gathered(t: &FlexTensor) -> Vec<f32> {
     let layout = t.layout();
     let (shape, strides) = collapse(layout.shape(), layout.strides());
     if strides.iter().any(|&s| s < 0) {
@@ -28,21 +51,38 @@ pub(super) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
             .to_contiguous()
             .into_data()
             .try_to_vec::<f32>()
-            .unwrap_or_default()
-            .into();
+            .unwrap_or_default();
     }
-    let source: &[f32] = t.storage();
-    gather(
-        &source[layout.start_offset()..],
-        &shape,
-        &strides,
-        layout.num_elements(),
-    )
-    .into()
+    let source = &t.storage::<f32>()[layout.start_offset()..];
+    // Rows along the last (collapsed) axis; a task may start or end inside a row.
+    let (row_len, step) = (shape[shape.len() - 1], strides[strides.len() - 1] as usize);
+    let outer = &shape[..shape.len() - 1];
+    let row_start = |row: usize| {
+        let (mut r, mut start) = (row, 0usize);
+        for (&d, &s) in outer.iter().zip(&strides).rev() {
+            start += (r % d) * s as usize;
+            r /= d;
+        }
+        start
+    };
+    filled_by_pool(layout.num_elements(), |first, mut chunk| {
+        let mut p = first;
+        while !chunk.is_empty() {
+            let (row, col) = (p / row_len, p % row_len);
+            let (part, rest) = chunk.split_at_mut((row_len - col).min(chunk.len()));
+            let start = row_start(row) + col * step;
+            for (j, o) in part.iter_mut().enumerate() {
+                o.write(source[start + j * step]);
+            }
+            p += part.len();
+            chunk = rest;
+        }
+    })
 }
 
 /// Drops size-1 axes and merges neighbours that are contiguous with each other, so a
-/// `swap_dims(0, 1)` view of `[C, N, H, W]` becomes `[N, C, H·W]` with rows of `H·W` values.
+/// `swap_dims(0, 1)` view of `[C, N, H, W]` becomes `[N, C, H·W]` with rows of `H·W` values (a
+/// contiguous tensor becomes one row). Never empty.
 fn collapse(shape: &Shape, strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
     let (mut dims, mut steps): (Vec<usize>, Vec<isize>) = (Vec::new(), Vec::new());
     for (&d, &s) in shape.iter().zip(strides) {
@@ -60,70 +100,23 @@ fn collapse(shape: &Shape, strides: &[isize]) -> (Vec<usize>, Vec<isize>) {
             }
         }
     }
+    if dims.is_empty() {
+        (dims, steps) = (vec![1], vec![1]);
+    }
     (dims, steps)
 }
 
-/// Row-major copy of the strided view (`shape`, `strides` ≥ 0) of `source`: rows along the last
-/// axis, whole rows per task.
-fn gather(source: &[f32], shape: &[usize], strides: &[isize], n: usize) -> Vec<f32> {
-    let (row_len, row_step) = match (shape.last(), strides.last()) {
-        (Some(&len), Some(&step)) => (len, step as usize),
-        _ => (1, 1),
-    };
-    let outer = &shape[..shape.len().saturating_sub(1)];
-    let rows_per_task = (TASK_VALUES / row_len.max(1)).max(1);
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    out.spare_capacity_mut()[..n]
-        .par_chunks_mut(rows_per_task * row_len.max(1))
-        .enumerate()
-        .for_each(|(task, chunk)| {
-            for (i, row) in chunk.chunks_mut(row_len.max(1)).enumerate() {
-                // The row's start: its outer index, digit by digit against the strides.
-                let (mut r, mut start) = (task * rows_per_task + i, 0usize);
-                for (&d, &s) in outer.iter().zip(strides).rev() {
-                    start += (r % d) * s as usize;
-                    r /= d;
-                }
-                if row_step == 1 {
-                    let len = row.len();
-                    for (o, &v) in row.iter_mut().zip(&source[start..start + len]) {
-                        o.write(v);
-                    }
-                } else {
-                    for (j, o) in row.iter_mut().enumerate() {
-                        o.write(source[start + j * row_step]);
-                    }
-                }
-            }
-        });
-    // SAFETY: the chunks cover `out`'s first `n` slots and every slot of every row was written.
-    unsafe { out.set_len(n) };
-    out
-}
-
-/// `n` zeros, written by the pool (an output buffer the kernels then fill).
-pub(super) fn zeros(n: usize) -> Vec<f32> {
+/// A vector of `n` values written by the pool: `fill(first, chunk)` must write every slot of
+/// `chunk`, which holds positions `first..first + chunk.len()`.
+fn filled_by_pool(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
     let mut out: Vec<f32> = Vec::with_capacity(n);
     out.spare_capacity_mut()[..n]
         .par_chunks_mut(TASK_VALUES)
-        .for_each(|chunk| chunk.fill(MaybeUninit::new(0.0)));
-    // SAFETY: every one of the first `n` slots was written above.
+        .enumerate()
+        .for_each(|(task, chunk)| fill(task * TASK_VALUES, chunk));
+    // SAFETY: the chunks cover the first `n` slots and `fill` writes every slot of its chunk.
     unsafe { out.set_len(n) };
     out
-}
-
-/// `t` itself when it is contiguous, starts its storage and owns it alone (a gradient handed
-/// over by autodiff usually does), else a contiguous copy: a buffer an op may overwrite in place.
-pub(super) fn owned_contiguous(t: FlexTensor) -> FlexTensor {
-    let n = t.layout().num_elements();
-    if t.is_unique()
-        && t.layout().contiguous_offsets() == Some((0, n))
-        && t.storage::<f32>().len() == n
-    {
-        return t;
-    }
-    let v = values(&t).into_owned();
-    tensor(v, t.layout().shape().clone())
 }
 
 /// A contiguous flex tensor of `values` with `shape`.
@@ -142,7 +135,8 @@ mod tests {
     }
 
     /// Every view the ops meet (the 1×1 convolution's channels-major output, with and without
-    /// 1×1 maps, a permutation, a narrowed slice) gathers to what flex's own copy gives.
+    /// 1×1 maps, a permutation, a narrowed slice, rows longer than a task) gathers to what
+    /// flex's own copy gives.
     #[test]
     fn strided_views_gather_like_flex() {
         let views = [
@@ -150,6 +144,8 @@ mod tests {
             base([7, 300, 1, 1]).transpose(0, 1),
             base([2, 3, 4, 5]).permute(&[3, 1, 0, 2]),
             base([4, 6, 9, 3]).narrow(2, 2, 5),
+            // Rows longer than a task: tasks start and end inside rows.
+            base([2, 3, 1, 40_000]).transpose(0, 1),
         ];
         for view in views {
             assert!(
