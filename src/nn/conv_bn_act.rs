@@ -154,8 +154,11 @@ fn conv_with_weight(
         );
         return with_bias(depthwise_conv2d(x, weight, options), bias);
     }
+    // CPU only: on 1×1 maps Burn 0.22's wgpu fusion misreads the product's channels-major
+    // views in the backward pass (README, "GPU training"); Burn's own conv is right there.
     if let [1, 1] = conv.kernel_size
         && training
+        && crate::ops::has_cpu_kernels(&x.device())
         && conv.stride == [1, 1]
         && conv.groups == 1
         && matches!(
@@ -197,6 +200,10 @@ fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) ->
 /// three axes one at a time, which dominated the QAT step's fixed cost at small batches).
 fn scale_rows(weight: Tensor<4>, s: Tensor<1>) -> Tensor<4> {
     let dims = weight.dims();
+    if !crate::ops::has_cpu_kernels(&weight.device()) {
+        // The reshaped gradient of a GPU conv's weight is another view wgpu fusion misreads.
+        return weight * s.reshape([dims[0], 1, 1, 1]);
+    }
     let rows = weight.reshape([dims[0], dims[1] * dims[2] * dims[3]]);
     (rows * s.reshape([-1, 1])).reshape(dims)
 }
