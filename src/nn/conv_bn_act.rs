@@ -155,7 +155,7 @@ fn conv_with_weight(
         return with_bias(depthwise_conv2d(x, weight, options), bias);
     }
     // CPU only: on 1×1 maps Burn 0.22's wgpu fusion misreads the product's channels-major
-    // views in the backward pass (README, "GPU training"); Burn's own conv is right there.
+    // views in the backward pass (README, "GPU backends"); Burn's own conv is right there.
     if let [1, 1] = conv.kernel_size
         && training
         && crate::ops::has_cpu_kernels(&x.device())
