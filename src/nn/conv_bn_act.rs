@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::activation::Activation;
 use super::batch::ImageBatch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig, per_channel};
-use super::post_process::{ActivationPostProcess, PostProcess};
+use super::post_process::ActivationPostProcess;
 use super::stage::Fusion;
 use crate::int8::Int8Conv2d;
 use crate::ops::depthwise_conv2d;
@@ -256,6 +256,6 @@ impl ConvBnAct {
             }
         };
         self.activation_post_process
-            .post_process(self.activation.forward(y))
+            .post_process_activation(self.activation, y)
     }
 }

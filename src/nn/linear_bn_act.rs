@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::activation::Activation;
 use super::batch::FeatureBatch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
-use super::post_process::{ActivationPostProcess, PostProcess};
+use super::post_process::ActivationPostProcess;
 use super::stage::Fusion;
 use crate::int8::Int8Linear;
 use crate::quant::FakeQuantize;
@@ -133,6 +133,6 @@ impl LinearBnAct {
             }
         };
         self.activation_post_process
-            .post_process(self.activation.forward(y))
+            .post_process_activation(self.activation, y)
     }
 }

@@ -6,6 +6,7 @@ use burn::module::Module;
 use burn::nn::Identity;
 use burn::tensor::Tensor;
 
+use super::activation::Activation;
 use crate::quant::{FakeQuantize, Observer};
 
 /// Something applied to a layer's output. Implement it on your own [`Module`] to plug a custom
@@ -69,6 +70,22 @@ impl ActivationPostProcess {
             Self::Identity(_) => None,
             Self::Observer(obs) => Some(obs),
             Self::FakeQuantize(fq) => Some(&fq.activation_post_process),
+        }
+    }
+
+    /// `post_process(activation.forward(x))`: a layer's activation, then this post-process. A
+    /// ReLU followed by a per-tensor min/max fake-quant on the CPU runs as one pass each way,
+    /// with the same values and gradients.
+    pub fn post_process_activation<const D: usize>(
+        &self,
+        activation: Activation,
+        x: Tensor<D>,
+    ) -> Tensor<D> {
+        match (activation, self) {
+            (Activation::Relu, Self::FakeQuantize(fq)) if fq.fuses_relu(&x) => {
+                fq.forward_after_relu(x)
+            }
+            _ => self.post_process(activation.forward(x)),
         }
     }
 

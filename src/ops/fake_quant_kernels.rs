@@ -10,6 +10,9 @@
 //! dx   = dy where q == v, else 0
 //! ```
 //!
+//! With [`FakeQuantSpec::relu`], `x` is first replaced by `relu(x)` (as Burn's CPU ReLU: NaN kept)
+//! and `dx` is also 0 where `x ≤ 0`: ReLU and the fake-quant after it in one pass each way.
+//!
 //! The backward pass recomputes the mask from `x` instead of storing it: one multiply and round
 //! per element, and no tensor kept alive beyond the input autodiff holds anyway.
 
@@ -35,6 +38,8 @@ pub struct FakeQuantSpec {
     pub quant_min: i64,
     /// Highest quantized value.
     pub quant_max: i64,
+    /// Whether `x` is a ReLU's input: the result is `fake_quant(relu(x))` and its gradient.
+    pub relu: bool,
 }
 
 /// One channel's constants in the form the loop uses.
@@ -45,16 +50,20 @@ struct Channel {
     zero_point: f32,
     min: f32,
     max: f32,
+    relu: bool,
 }
 
 impl Channel {
     /// `(y, in range)` for one element.
     #[inline(always)]
     fn apply(self, x: f32) -> (f32, bool) {
+        // `x <= 0` is false for NaN, which ReLU passes on (and its gradient too).
+        let cut = self.relu && x <= 0.0;
+        let x = if cut { 0.0 } else { x };
         let v = round_half_even(x * self.inv_scale) + self.zero_point;
         let v = if v < TWO_POW_63 { v } else { f32::NEG_INFINITY };
         let q = v.max(self.min).min(self.max);
-        ((q - self.zero_point) * self.scale, q == v)
+        ((q - self.zero_point) * self.scale, q == v && !cut)
     }
 }
 
@@ -67,7 +76,13 @@ impl FakeQuantSpec {
             inner: 0,
             quant_min,
             quant_max,
+            relu: false,
         }
+    }
+
+    /// The same parameters applied after a ReLU ([`Self::relu`]).
+    pub fn after_relu(self) -> Self {
+        FakeQuantSpec { relu: true, ..self }
     }
 
     fn channels(&self) -> Vec<Channel> {
@@ -80,6 +95,7 @@ impl FakeQuantSpec {
                 zero_point: zp as f32,
                 min: self.quant_min as f32,
                 max: self.quant_max as f32,
+                relu: self.relu,
             })
             .collect()
     }
@@ -181,19 +197,22 @@ mod tests {
             (0.013, 0, -128, 127),
             (0.7, -2, -127, 127),
         ] {
-            let spec = FakeQuantSpec::per_tensor(scale, zero_point, quant_min, quant_max);
-            let ch = spec.channels()[0];
-            let x = probe_values(scale);
-            let dy: Vec<f32> = (0..x.len()).map(|i| i as f32 * 0.25 - 7.0).collect();
-            let (mut fast, mut reference) = (vec![0.0; x.len()], vec![0.0; x.len()]);
-            forward_run(ch, &x, &mut fast);
-            forward_run_portable(ch, &x, &mut reference);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&fast), bits(&reference), "forward, scale {scale}");
-            let (mut fast, mut reference) = (dy.clone(), dy);
-            backward_run(ch, &x, &mut fast);
-            backward_run_portable(ch, &x, &mut reference);
-            assert_eq!(bits(&fast), bits(&reference), "backward, scale {scale}");
+            let plain = FakeQuantSpec::per_tensor(scale, zero_point, quant_min, quant_max);
+            for spec in [plain.clone(), plain.after_relu()] {
+                let ch = spec.channels()[0];
+                let x = probe_values(scale);
+                let dy: Vec<f32> = (0..x.len()).map(|i| i as f32 * 0.25 - 7.0).collect();
+                let (mut fast, mut reference) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+                forward_run(ch, &x, &mut fast);
+                forward_run_portable(ch, &x, &mut reference);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let what = format!("scale {scale}, relu {}", spec.relu);
+                assert_eq!(bits(&fast), bits(&reference), "forward, {what}");
+                let (mut fast, mut reference) = (dy.clone(), dy);
+                backward_run(ch, &x, &mut fast);
+                backward_run_portable(ch, &x, &mut reference);
+                assert_eq!(bits(&fast), bits(&reference), "backward, {what}");
+            }
         }
     }
 
@@ -208,6 +227,7 @@ mod tests {
             inner,
             quant_min: -128,
             quant_max: 127,
+            relu: false,
         };
         let n = channels * inner;
         assert!(n > 2 * TASK_VALUES, "the case must span several tasks");
@@ -223,6 +243,35 @@ mod tests {
             let (want, in_range) = per_channel[i / inner].apply(x[i]);
             assert_eq!(y[i].to_bits(), want.to_bits(), "y[{i}]");
             assert_eq!(dx[i], if in_range { 1.0 } else { 0.0 }, "dx[{i}]");
+        }
+    }
+
+    /// The ReLU spec gives what ReLU (NaN kept) and then the plain fake-quant give, bit for bit,
+    /// and the product of their two straight-through masks.
+    #[test]
+    fn after_relu_is_relu_then_fake_quant() {
+        let plain = FakeQuantSpec::per_tensor(0.05, 0, 0, 255);
+        let x = probe_values(0.05);
+        let relu = |v: f32| if v > 0.0 || v.is_nan() { v } else { 0.0 };
+        let relu_x: Vec<f32> = x.iter().map(|&v| relu(v)).collect();
+        let n = x.len();
+        let (mut fused, mut reference) = (vec![0.0; n], vec![0.0; n]);
+        forward(&plain.clone().after_relu(), &x, &mut fused);
+        forward(&plain, &relu_x, &mut reference);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&reference));
+        let dy: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 + 1.0).collect();
+        let (mut fused, mut reference) = (dy.clone(), dy.clone());
+        backward(&plain.clone().after_relu(), &x, &mut fused);
+        backward(&plain, &relu_x, &mut reference);
+        for i in 0..n {
+            let want = if x[i] <= 0.0 { 0.0 } else { reference[i] };
+            assert_eq!(
+                fused[i].to_bits(),
+                want.to_bits(),
+                "dx[{i}] for x = {}",
+                x[i]
+            );
         }
     }
 }

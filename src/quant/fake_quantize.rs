@@ -22,11 +22,15 @@ use burn::config::Config;
 use burn::module::{Module, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
+use burn::tensor::DType;
+use burn::tensor::activation::relu;
+
+use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor_spec};
 use super::observer::{
     Observer, ObserverConfig, ObserverKind, ObserverStats, read_state, write_state,
 };
 use super::qparams::{QParams, QParamsCalculator, fbgemm_qparams};
+use crate::ops::{FakeQuantSpec, has_cpu_kernels};
 use crate::{Error, Result};
 
 /// Configuration of a [`FakeQuantize`] module (PyTorch's `FakeQuantize.with_args(...)`).
@@ -235,13 +239,22 @@ impl FakeQuantize {
         self.run(x, true)
     }
 
-    /// Observes `x`; the statistics written, or `None` when nothing was (skipped or empty).
+    /// Observes `x` (`relu(x)` with `after_relu`); the statistics written, or `None` when
+    /// nothing was (skipped or empty).
     fn observe<const D: usize>(
         &self,
         x: &Tensor<D>,
         strict: bool,
+        after_relu: bool,
     ) -> Result<Option<ObserverStats>> {
         let obs = &self.activation_post_process;
+        if after_relu {
+            match obs.observe_stats_after_relu(x) {
+                // A non-finite value: observe relu(x) itself, as the unfused layers would.
+                Err(Error::Quant(_)) => return self.observe(&relu(x.clone()), strict, false),
+                observed => return observed,
+            }
+        }
         if strict {
             obs.observe_stats(x)
         } else {
@@ -249,9 +262,43 @@ impl FakeQuantize {
         }
     }
 
+    /// Whether [`Self::forward_after_relu`] takes `x` in one pass: fake quantization on, one
+    /// scale for the tensor, a min/max observer, and the CPU backend.
+    pub(crate) fn fuses_relu<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        let obs = &self.activation_post_process;
+        self.fake_quant_enabled
+            && !obs.qscheme().is_per_channel()
+            && obs.config().kind != ObserverKind::Histogram
+            && has_cpu_kernels(&x.device())
+            && x.dtype() == DType::F32
+    }
+
+    /// `self.forward(relu(x))` (PyTorch's fused ConvReLU / ConvBnReLU followed by its
+    /// `activation_post_process`); in one pass each way where [`Self::fuses_relu`] holds.
+    pub(crate) fn forward_after_relu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if !self.fuses_relu(&x) {
+            return self.forward(relu(x));
+        }
+        match self.run_after(x, false, true) {
+            Ok(y) => y,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     fn run<const D: usize>(&self, x: Tensor<D>, strict: bool) -> Result<Tensor<D>> {
+        self.run_after(x, strict, false)
+    }
+
+    /// [`Self::run`] of `relu(x)` when `after_relu` (only where [`Self::fuses_relu`] holds).
+    fn run_after<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        strict: bool,
+        after_relu: bool,
+    ) -> Result<Tensor<D>> {
         let obs = &self.activation_post_process;
         let per_channel = obs.qscheme().is_per_channel();
+        let unchanged = |x: Tensor<D>| if after_relu { relu(x) } else { x };
         if x.shape().num_elements() == 0 {
             return Ok(x);
         }
@@ -259,7 +306,7 @@ impl FakeQuantize {
         match self.calculator {
             QParamsCalculator::Observer => {
                 if self.observer_enabled {
-                    let stats = match self.observe(&x, strict)? {
+                    let stats = match self.observe(&x, strict, after_relu)? {
                         Some(stats) => stats,
                         None => obs.stats(),
                     };
@@ -270,7 +317,7 @@ impl FakeQuantize {
             }
             QParamsCalculator::Fbgemm => {
                 let observed = if self.observer_enabled {
-                    self.observe(&x, strict)?
+                    self.observe(&x, strict, after_relu)?
                 } else {
                     None
                 };
@@ -278,7 +325,7 @@ impl FakeQuantize {
                     let stats = observed.unwrap_or_else(|| obs.stats());
                     if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
                         if !strict {
-                            return Ok(x);
+                            return Ok(unchanged(x));
                         }
                         return Err(Error::Quant(
                             "fused fake-quant has no observed range (observer disabled before \
@@ -293,20 +340,96 @@ impl FakeQuantize {
             }
         }
         if !self.fake_quant_enabled {
-            return Ok(x);
+            return Ok(unchanged(x));
         }
         let qp = qparams.unwrap_or_else(|| self.current_qparams());
         let (qmin, qmax) = (obs.quant_min(), obs.quant_max());
         if per_channel {
             fake_quantize_per_channel(x, &qp.scale, &qp.zero_point, obs.ch_axis(), qmin, qmax)
         } else {
-            Ok(fake_quantize_per_tensor(
+            let spec = FakeQuantSpec::per_tensor(qp.scale[0], qp.zero_point[0], qmin, qmax);
+            Ok(fake_quantize_per_tensor_spec(
                 x,
-                qp.scale[0],
-                qp.zero_point[0],
-                qmin,
-                qmax,
+                if after_relu { spec.after_relu() } else { spec },
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{ObserverKind, QScheme, QuantDtype};
+
+    fn bits(t: Tensor<1>) -> Vec<u32> {
+        let v = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// The one-pass ReLU + fake-quant gives what ReLU and then `forward` give, bit for bit: the
+    /// output, the gradient, the observer's range and the qparams, over a schedule of batches
+    /// (negative values, zeros, NaN and -inf among them) with the observer and then the fake-quant
+    /// switched off, for both qparams formulas.
+    #[test]
+    fn forward_after_relu_is_relu_then_forward() {
+        let device = Device::flex().autodiff();
+        let batches: Vec<Vec<f32>> = vec![
+            (0..64).map(|i| (i as f32 - 40.0) * 0.37).collect(),
+            (0..64)
+                .map(|i| ((i * 13) % 17) as f32 * 0.9 - 3.0)
+                .collect(),
+            vec![-1.0, 0.0, -0.0, 2.5, f32::NEG_INFINITY, 7.0, 0.25, -3.0],
+            vec![f32::NAN, 1.0, -2.0, 3.0],
+            vec![-5.0, -4.0, -0.5, -0.0],
+            (0..64).map(|i| (i as f32 - 10.0) * 0.11).collect(),
+        ];
+        for calculator in [QParamsCalculator::Observer, QParamsCalculator::Fbgemm] {
+            let observer = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+                .with_dtype(QuantDtype::QUInt8)
+                .with_qscheme(QScheme::PerTensorAffine)
+                .with_quant_range(Some((0, 255)));
+            let config = FakeQuantizeConfig::new(observer).with_calculator(calculator);
+            let mut fused = config.init(1, &device).unwrap();
+            let mut reference = config.init(1, &device).unwrap();
+            for (step, values) in batches.iter().enumerate() {
+                if step == 4 {
+                    fused.disable_observer();
+                    reference.disable_observer();
+                }
+                if step == 5 {
+                    fused.disable_fake_quant();
+                    reference.disable_fake_quant();
+                }
+                let n = values.len();
+                let x = || {
+                    Tensor::<1>::from_data(TensorData::new(values.clone(), [n]), &device)
+                        .require_grad()
+                };
+                let dy = Tensor::<1>::from_data(
+                    TensorData::new((0..n).map(|i| i as f32 + 0.5).collect::<Vec<_>>(), [n]),
+                    &device,
+                );
+                let what = format!("{calculator:?}, batch {step}");
+                let (xa, xb) = (x(), x());
+                assert_eq!(fused.fuses_relu(&xa), step < 5, "{what}");
+                let ya = fused.forward_after_relu(xa.clone());
+                let yb = reference.forward(relu(xb.clone()));
+                assert_eq!(bits(ya.clone()), bits(yb.clone()), "output, {what}");
+                let ga = (ya * dy.clone()).sum().backward();
+                let gb = (yb * dy).sum().backward();
+                let grad = |x: &Tensor<1>, g| bits(x.grad(g).unwrap());
+                assert_eq!(grad(&xa, &ga), grad(&xb, &gb), "gradient, {what}");
+                assert_eq!(
+                    fused.activation_post_process.min_max(),
+                    reference.activation_post_process.min_max(),
+                    "observed range, {what}"
+                );
+                assert_eq!(
+                    fused.current_qparams(),
+                    reference.current_qparams(),
+                    "qparams, {what}"
+                );
+            }
         }
     }
 }

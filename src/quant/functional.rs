@@ -21,6 +21,7 @@
 //! elsewhere they are composed from differentiable ops as
 //! `out = fq(x.detach()) + (x·mask − (x·mask).detach())`, whose forward value is exactly `fq`.
 
+use burn::tensor::activation::relu;
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 
 use crate::ops::{FakeQuantSpec, fake_quantize, has_cpu_kernels};
@@ -41,10 +42,22 @@ pub fn fake_quantize_per_tensor<const D: usize>(
     quant_min: i64,
     quant_max: i64,
 ) -> Tensor<D> {
+    let spec = FakeQuantSpec::per_tensor(scale, zero_point, quant_min, quant_max);
+    fake_quantize_per_tensor_spec(x, spec)
+}
+
+/// [`fake_quantize_per_tensor`] from a per-tensor spec, which may ask for ReLU first
+/// ([`FakeQuantSpec::after_relu`]).
+pub(crate) fn fake_quantize_per_tensor_spec<const D: usize>(
+    x: Tensor<D>,
+    spec: FakeQuantSpec,
+) -> Tensor<D> {
     if has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
-        let spec = FakeQuantSpec::per_tensor(scale, zero_point, quant_min, quant_max);
         return fake_quantize(x, spec);
     }
+    let x = if spec.relu { relu(x) } else { x };
+    let (scale, zero_point) = (spec.scale[0], spec.zero_point[0]);
+    let (quant_min, quant_max) = (spec.quant_min, spec.quant_max);
     let inv_scale = 1.0f32 / scale;
     let zp = zero_point as f32;
     let v = x
@@ -93,6 +106,7 @@ pub fn fake_quantize_per_channel<const D: usize>(
             inner: dims[axis + 1..].iter().product(),
             quant_min,
             quant_max,
+            relu: false,
         };
         return Ok(fake_quantize(x, spec));
     }

@@ -347,14 +347,41 @@ impl Observer {
         &self,
         x: &Tensor<D>,
     ) -> Result<Option<ObserverStats>> {
+        self.observe_range(x, false)
+    }
+
+    /// [`Observer::observe_stats`] of `relu(x)` without computing it: ReLU is monotone, so the
+    /// batch's range is ReLU of `x`'s. Histogram observers are not supported (an error). A
+    /// non-finite `x` is a [`Error::Quant`] even where `relu(x)` is finite (`-inf`): the caller
+    /// then observes `relu(x)` itself.
+    pub(crate) fn observe_stats_after_relu<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+    ) -> Result<Option<ObserverStats>> {
+        self.observe_range(x, true)
+    }
+
+    fn observe_range<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        after_relu: bool,
+    ) -> Result<Option<ObserverStats>> {
         if x.shape().num_elements() == 0 {
             return Ok(None);
         }
         match self.config.kind {
+            ObserverKind::Histogram if after_relu => Err(Error::Config(
+                "a histogram observer needs the ReLU's output itself".into(),
+            )),
             ObserverKind::Histogram => self.observe_histogram(x),
             kind => {
                 let axis = self.qscheme().is_per_channel().then_some(self.ch_axis());
-                let (bmin, bmax) = batch_min_max(x, axis)?;
+                let (mut bmin, mut bmax) = batch_min_max(x, axis)?;
+                if after_relu {
+                    for v in bmin.iter_mut().chain(&mut bmax) {
+                        *v = if *v > 0.0 { *v } else { 0.0 }; // +0.0, as ReLU gives
+                    }
+                }
                 let mut min = read_state(&self.min_val);
                 let mut max = read_state(&self.max_val);
                 if bmin.len() != min.len() {
