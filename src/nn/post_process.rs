@@ -82,9 +82,7 @@ impl ActivationPostProcess {
         x: Tensor<D>,
     ) -> Tensor<D> {
         match (activation, self) {
-            (Activation::Relu, Self::FakeQuantize(fq)) if fq.fuses_relu(&x) => {
-                fq.forward_after_relu(x)
-            }
+            (Activation::Relu, Self::FakeQuantize(fq)) => fq.forward_after_relu(x),
             _ => self.post_process(activation.forward(x)),
         }
     }

@@ -20,10 +20,8 @@
 
 use burn::config::Config;
 use burn::module::{Module, RunningState};
-use burn::tensor::{Device, Tensor, TensorData};
-
-use burn::tensor::DType;
 use burn::tensor::activation::relu;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor_spec};
 use super::observer::{
