@@ -21,6 +21,12 @@ fn kernel_sets() -> Vec<(&'static str, &'static dyn Int8Kernels)> {
             Some(k) => sets.push(("avx2", k)),
             None => eprintln!("this CPU has no AVX2: the AVX2 kernels are not tested here"),
         }
+        static VNNI: std::sync::OnceLock<Option<burn_qat::int8::kernels::Avx512Vnni>> =
+            std::sync::OnceLock::new();
+        match VNNI.get_or_init(burn_qat::int8::kernels::Avx512Vnni::detect) {
+            Some(k) => sets.push(("avx512vnni", k)),
+            None => eprintln!("this CPU has no AVX-512 VNNI: those kernels are not tested here"),
+        }
     }
     sets
 }
@@ -238,6 +244,30 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 1,
             groups: 1,
         },
+        // depthwise 3×3 on small planes with more channels than one vector holds (the
+        // channels-last kernel: 16 channels per vector, a partial last group), stride 1 and 2
+        Case {
+            n: 2,
+            c: 40,
+            h: 7,
+            w: 9,
+            oc: 40,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            groups: 40,
+        },
+        Case {
+            n: 1,
+            c: 20,
+            h: 14,
+            w: 17,
+            oc: 20,
+            k: 3,
+            stride: 2,
+            padding: 1,
+            groups: 20,
+        },
         // depthwise 3×3 stride 2 with an odd width and fewer than 8 output columns
         Case {
             n: 2,
@@ -268,14 +298,16 @@ fn direct_conv_is_bit_identical_to_reference() {
     for (i, case) in cases.iter().enumerate() {
         for engine in [Engine::Qnnpack, Engine::X86] {
             // A small output scale saturates outputs both ways; inputs ≤ 127 with symmetric
-            // weights (reduce_range models) take the u8 × s8 kernels where there are some.
-            for (per_channel, relu, out_scale, reduced) in [
-                (false, false, 0.5, false),
-                (true, true, 0.5, false),
-                (true, false, 0.5, false),
-                (false, true, 0.002, false),
-                (true, true, 0.5, true),
-                (false, false, 0.002, true),
+            // weights (reduce_range models) take the u8 × s8 kernels where there are some, and
+            // full-range inputs with symmetric weights the VNNI ones.
+            for (per_channel, relu, out_scale, reduced, symmetric) in [
+                (false, false, 0.5, false, false),
+                (true, true, 0.5, false, false),
+                (true, false, 0.5, false, false),
+                (false, true, 0.002, false, false),
+                (true, true, 0.5, true, true),
+                (false, false, 0.002, true, true),
+                (true, false, 0.5, false, true),
             ] {
                 let mask = if reduced { 127 } else { 255 };
                 let input_qp = QParamsPt::new(0.02, (rng.below(256) & mask) as i32).unwrap();
@@ -298,7 +330,7 @@ fn direct_conv_is_bit_identical_to_reference() {
                     .into_iter()
                     .map(|b| b as i8)
                     .collect();
-                let qparams = weight_qparams(per_channel, reduced, case.oc);
+                let qparams = weight_qparams(per_channel, symmetric, case.oc);
                 let weight = QWeight::from_raw(data, &shape, qparams).unwrap();
                 let bias: Vec<f32> = (0..case.oc).map(|o| o as f32 * 0.01 - 0.03).collect();
                 let spec = Conv2dSpec {
@@ -330,7 +362,7 @@ fn direct_conv_is_bit_identical_to_reference() {
             }
         }
     }
-    assert_eq!(checked, cases.len() * 12 * kernel_sets().len());
+    assert_eq!(checked, cases.len() * 14 * kernel_sets().len());
 }
 
 #[test]

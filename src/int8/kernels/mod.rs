@@ -4,7 +4,9 @@
 //! precomputes its parameters once, then hands the hot loop to an [`Int8Kernels`]
 //! implementation. [`Reference`] is plain safe Rust, written for obviousness; [`Direct`] is the
 //! portable fast set; `x86_64::Avx2` (packed-GEMM convolutions over [`packed`] layouts driven by
-//! [`gemm`], pair-lane depthwise, vector requantization) is picked at run time by [`Auto`]. All
+//! [`gemm`], pair-lane depthwise, vector requantization) and `x86_64::Avx512Vnni` (its dense
+//! convolutions on `vpdpbusd`, channels-last depthwise on small planes) are picked at run time
+//! by [`Auto`]. All
 //! are held to [`Reference`] bit for bit (`tests/int8_kernels.rs`).
 //!
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
@@ -20,36 +22,41 @@ pub mod x86_64;
 pub use direct::Direct;
 pub use reference::Reference;
 #[cfg(target_arch = "x86_64")]
-pub use x86_64::Avx2;
+pub use x86_64::{Avx2, Avx512Vnni};
 
 /// The kernels the int8 layers run by default: the fastest set this CPU runs ([`Auto`]).
 pub const DEFAULT: Auto = Auto;
 
-/// Picks the fastest kernel set at run time: [`Avx2`] on x86-64 CPUs with AVX2, else
-/// [`Direct`]. All sets give the same bits, so the choice changes only the speed.
+/// Picks the fastest kernel set at run time: [`Avx512Vnni`] on x86-64 CPUs with AVX-512 VNNI,
+/// else [`Avx2`] on those with AVX2, else [`Direct`]. All sets give the same bits, so the
+/// choice changes only the speed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Auto;
 
 impl Auto {
     /// The kernel set `Auto` runs on this CPU.
     pub fn resolve(self) -> &'static dyn Int8Kernels {
-        #[cfg(target_arch = "x86_64")]
-        {
-            static AVX2: std::sync::OnceLock<Option<Avx2>> = std::sync::OnceLock::new();
-            if let Some(k) = AVX2.get_or_init(Avx2::detect) {
-                return k;
-            }
-        }
-        &Direct
+        self.pick().1
     }
 
-    /// The name of the kernel set `Auto` runs on this CPU (`"avx2"`, `"direct"`).
+    /// The name of the kernel set `Auto` runs on this CPU (`"avx512vnni"`, `"avx2"`, `"direct"`).
     pub fn name(self) -> &'static str {
+        self.pick().0
+    }
+
+    fn pick(self) -> (&'static str, &'static dyn Int8Kernels) {
         #[cfg(target_arch = "x86_64")]
-        if Avx2::detect().is_some() {
-            return "avx2";
+        {
+            static VNNI: std::sync::OnceLock<Option<Avx512Vnni>> = std::sync::OnceLock::new();
+            static AVX2: std::sync::OnceLock<Option<Avx2>> = std::sync::OnceLock::new();
+            if let Some(k) = VNNI.get_or_init(Avx512Vnni::detect) {
+                return ("avx512vnni", k);
+            }
+            if let Some(k) = AVX2.get_or_init(Avx2::detect) {
+                return ("avx2", k);
+            }
         }
-        "direct"
+        ("direct", &Direct)
     }
 }
 

@@ -23,6 +23,7 @@ use std::arch::x86_64::*;
 use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
 use super::super::{ConvCall, Direct, Int8Kernels};
+use super::avx2_depthwise::conv_depthwise;
 use super::avx2_u8s8;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
@@ -214,11 +215,47 @@ fn pack_pointwise(image: &[u8], c: usize, pixels: usize, zp: i16, block: usize, 
     }
 }
 
+/// The u8 × s8 microkernel a dense convolution runs on input blocks packed as bytes
+/// (`[k/4][NR pixels][4]`, against [`PackedWeightsS8`](super::super::packed::PackedWeightsS8)
+/// panels): `vpmaddubsw` on AVX2 ([`avx2_u8s8`]), `vpdpbusd` with AVX-512 VNNI.
+pub(super) trait U8Tile: Copy + Sync {
+    /// Whether any byte is exact; `false` when pairs of products saturate at i16
+    /// (`vpmaddubsw`), so only blocks whose bytes are all ≤ 127 may take this kernel.
+    const FULL_RANGE: bool;
+
+    /// One `MR × NR` tile, requantized (as [`tile`]).
+    ///
+    /// # Safety
+    /// The CPU has the features the implementing kernel set was detected with.
+    unsafe fn tile(self, a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR];
+}
+
+/// The AVX2 u8 × s8 microkernel ([`avx2_u8s8::tile`]).
+#[derive(Clone, Copy)]
+struct Maddubs;
+
+impl U8Tile for Maddubs {
+    const FULL_RANGE: bool = false;
+
+    unsafe fn tile(self, a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
+        // SAFETY: the caller runs on a CPU with AVX2.
+        unsafe { avx2_u8s8::tile(a, b, rows, o) }
+    }
+}
+
 /// A dense convolution as packed GEMM, image by image. Each input block takes the u8 × s8
-/// kernel when the weights allow it and the block's bytes are all ≤ 127 ([`avx2_u8s8`]), else
-/// the i16 kernel; both are exact, so the choice changes only the speed.
+/// kernel `u8_tile` when the weights allow it (and, unless it is [`U8Tile::FULL_RANGE`], the
+/// block's bytes are all ≤ 127), else the i16 kernel; all are exact, so the choice changes
+/// only the speed.
 #[target_feature(enable = "avx2")]
-fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+pub(super) fn conv_gemm<T: U8Tile>(
+    op: &Int8Conv2d,
+    a: &PackedWeights,
+    rq: &Requant,
+    input: &QTensor,
+    out: &mut [u8],
+    u8_tile: T,
+) {
     let Some(ConvCall {
         n,
         c,
@@ -267,7 +304,7 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
         // The 1×1 case packs cheaply and decides per block.
         let mut try_u8 = s8.is_some();
         if !geo.is_identity() {
-            try_u8 &= zp < 128 && avx2_u8s8::fits_u7(image);
+            try_u8 &= T::FULL_RANGE || (zp < 128 && avx2_u8s8::fits_u7(image));
             if try_u8 {
                 padded8.fill(&geo, image, zp as u8);
             } else {
@@ -284,7 +321,7 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
                 } else {
                     padded8.pack_block(&geo, block, bytes)
                 }
-                if avx2_u8s8::fits_u7(bytes) {
+                if T::FULL_RANGE || avx2_u8s8::fits_u7(bytes) {
                     return true;
                 }
             }
@@ -303,7 +340,8 @@ fn conv_gemm(op: &Int8Conv2d, a: &PackedWeights, rq: &Requant, input: &QTensor, 
                     // SAFETY: as in `pack`.
                     let bytes = &unsafe { bp.align_to::<u8>() }.1[..block8];
                     let rows = rows8[panel * MR..][..MR].try_into().expect("MR rows");
-                    avx2_u8s8::tile(a8.panel(panel), bytes, rows, o)
+                    // SAFETY: `u8_tile` came from a kernel set detected on this CPU.
+                    unsafe { u8_tile.tile(a8.panel(panel), bytes, rows, o) }
                 }
                 _ => {
                     let rows = rows[panel * MR..][..MR].try_into().expect("MR rows");
@@ -351,19 +389,31 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
     lanes.iter().fold(tail, |s, &v| s.wrapping_add(v))
 }
 
+/// A convolution with the given u8 × s8 microkernel: packed GEMM for dense ones,
+/// [`conv_depthwise`] for depthwise ones with stride ≤ 2, [`Direct`] for the rest (grouped).
+#[target_feature(enable = "avx2")]
+pub(super) fn conv2d_with<T: U8Tile>(
+    op: &Int8Conv2d,
+    rq: &Requant,
+    input: &QTensor,
+    out: &mut [u8],
+    u8_tile: T,
+) {
+    let spec = op.spec();
+    let c = input.shape()[1];
+    if let Some(a) = op.gemm_weights() {
+        conv_gemm(op, a, rq, input, out, u8_tile)
+    } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {
+        conv_depthwise(op, rq, input, out)
+    } else {
+        Direct.conv2d(op, rq, input, out)
+    }
+}
+
 impl Int8Kernels for Avx2 {
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-        let spec = op.spec();
-        let c = input.shape()[1];
-        if let Some(a) = op.gemm_weights() {
-            // SAFETY: `self` exists only on CPUs with AVX2.
-            unsafe { conv_gemm(op, a, rq, input, out) }
-        } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {
-            // SAFETY: as above.
-            unsafe { super::avx2_depthwise::conv_depthwise(op, rq, input, out) }
-        } else {
-            Direct.conv2d(op, rq, input, out)
-        }
+        // SAFETY: `self` exists only on CPUs with AVX2.
+        unsafe { conv2d_with(op, rq, input, out, Maddubs) }
     }
 
     fn linear(&self, op: &Int8Linear, rq: &Requant, input: &QTensor, out: &mut [u8]) {

@@ -129,6 +129,16 @@ struct Rows<'a> {
     stride: usize,
 }
 
+impl Rows<'_> {
+    /// Panics unless `lanes`-wide vectors at every output column start (multiples of `lanes`)
+    /// stay inside their rows and the plane; the kernels read unchecked after this.
+    fn check_reads(&self, (oh, ow): (usize, usize), lanes: usize) {
+        let last_x = (ow - 1) / lanes * lanes;
+        let furthest = ((oh - 1) * self.stride + 2) * self.row_len + last_x + self.third + lanes;
+        assert!(furthest <= self.lanes.len() && last_x + self.third + lanes <= self.row_len);
+    }
+}
+
 /// One 3×3 channel: per output row and 8 columns, three rows × (one tap-pair `vpmaddwd` + one
 /// single-tap `vpmaddwd`).
 #[target_feature(enable = "avx2")]
@@ -144,10 +154,7 @@ fn channel_3x3(
         |lo: i16, hi: i16| _mm256_set1_epi32((lo as u16 as u32 | (hi as u16 as u32) << 16) as i32);
     let w01 = [0, 1, 2].map(|ky| pair(taps[ky * 3], taps[ky * 3 + 1]));
     let w2 = [0, 1, 2].map(|ky| pair(taps[ky * 3 + 2], 0));
-    // The furthest lane read: row (oh-1)·stride + 2, lane (last vector start) + third + 7.
-    let last_x = (ow - 1) / 8 * 8;
-    let furthest = ((oh - 1) * rows.stride + 2) * rows.row_len + last_x + rows.third + 8;
-    assert!(furthest <= rows.lanes.len() && last_x + rows.third + 8 <= rows.row_len);
+    rows.check_reads((oh, ow), 8);
     let base = rows.lanes.as_ptr();
     for y in 0..oh {
         let line = |ky: usize| (y * rows.stride + ky) * rows.row_len;
@@ -156,7 +163,7 @@ fn channel_3x3(
         while x < ow {
             let mut acc = _mm256_setzero_si256();
             for ky in 0..3 {
-                // SAFETY: every lane read is within `furthest` (asserted above).
+                // SAFETY: every lane read is inside the plane (`check_reads` above).
                 let (a, b) = unsafe {
                     (
                         _mm256_loadu_si256(base.add(r[ky] + x) as *const __m256i),

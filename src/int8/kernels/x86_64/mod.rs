@@ -4,5 +4,8 @@ mod avx2;
 mod avx2_add;
 mod avx2_depthwise;
 mod avx2_u8s8;
+mod avx512_depthwise;
+mod avx512_vnni;
 
 pub use avx2::Avx2;
+pub use avx512_vnni::Avx512Vnni;
