@@ -7,14 +7,16 @@ qnnpack arithmetic, loading PyTorch's int8 state dicts).
 
     /opt/torch-oracle/bin/pip install torch==2.5.1 torchvision==0.20.1 onnx onnxruntime
     /opt/torch-oracle/bin/python scripts/bench_peers.py [--threads 2] [--batch 1] \\
-        [--input-size 224] [--iters 20] [--warmup 3] [--json-out FILE] [--work-dir DIR]
+        [--input-size 224] [--iters 20] [--warmup 3] [--rounds 3] [--json-out FILE] \\
+        [--work-dir DIR]
 
 The model is torchvision's QuantizableMobileNetV2 (width 1.0, 1000 classes) with seeded random
 weights and random batch-norm statistics (so folding matters). Its float state dict is what
 the float peers run; the int8 models are calibrated on the same seeded random batches. Every
 runtime gets the same input (the crate's `bench_input`, recomputed here bit for bit), the same
-thread count, warm-up and number of timed passes, and is reported by the median and the minimum
-of its timed passes. The crate runs as a subprocess (`--crate-bin`, default
+thread count, warm-up and number of timed passes, in rounds that alternate the runtimes (this
+machine's speed drifts by up to 2× for seconds at a time), and is reported by the median of its
+rounds' medians and the minimum of all its timed passes. The crate runs as a subprocess (`--crate-bin`, default
 target/release/burn-qat, built with `cargo build --release --bin burn-qat` when missing).
 
 Before timing, the crate's float and int8 logits (`burn-qat infer`) and onnxruntime's float
@@ -217,6 +219,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="timing rounds, alternating the runtimes; a row reports the median of "
+                         "its rounds' medians and the minimum of all passes")
     ap.add_argument("--calib-batches", type=int, default=4, help="random batches of 2 images")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ref-engine", choices=ENGINES, default="x86",
@@ -277,27 +282,35 @@ def run(a, binary, work):
     # record of how much CPU other processes took meanwhile (PyTorch's OpenMP threads suffer
     # most from sharing the cores).
     cpu_before = cpu_snapshot()
-    rows = []
+    results = {}
 
     def add(runtime, precision, result):
-        rows.append({"runtime": runtime, "precision": precision,
-                     "median_ms": result[0], "min_ms": result[1]})
+        results.setdefault((runtime, precision), []).append(result)
         print(f"{runtime} {precision}: median {result[0]:.2f} ms, min {result[1]:.2f} ms",
               file=sys.stderr)
 
-    add("burn-qat (flex)", "float", crate_bench(binary, float_pth, None, a))
-    for engine in ENGINES:
-        add("burn-qat", f"int8 {engine}", crate_bench(binary, int8_pth[engine], engine, a))
-    with torch.inference_mode():
-        add("PyTorch eager", "float", timed(lambda: float_pt(xt), a.warmup, a.iters))
+    sessions = {precision: ort_session(path, a.threads)
+                for precision, path in [("float", float_onnx), ("int8 QDQ", int8_onnx)]}
+    # Rounds alternate the runtimes, so a slow spell of the machine hits one round of each
+    # rather than one runtime's every pass.
+    for r in range(a.rounds):
+        print(f"round {r + 1} of {a.rounds}", file=sys.stderr)
+        add("burn-qat (flex)", "float", crate_bench(binary, float_pth, None, a))
         for engine in ENGINES:
-            torch.backends.quantized.engine = engine
-            add("PyTorch eager", f"int8 {engine}",
-                timed(lambda: int8_pt[engine](xt), a.warmup, a.iters))
-    for precision, path in [("float", float_onnx), ("int8 QDQ", int8_onnx)]:
-        sess = ort_session(path, a.threads)
-        add("onnxruntime", precision, timed(lambda: sess.run(None, {"input": x}), a.warmup,
-                                            a.iters))
+            add("burn-qat", f"int8 {engine}", crate_bench(binary, int8_pth[engine], engine, a))
+        with torch.inference_mode():
+            add("PyTorch eager", "float", timed(lambda: float_pt(xt), a.warmup, a.iters))
+            for engine in ENGINES:
+                torch.backends.quantized.engine = engine
+                add("PyTorch eager", f"int8 {engine}",
+                    timed(lambda: int8_pt[engine](xt), a.warmup, a.iters))
+        for precision, sess in sessions.items():
+            add("onnxruntime", precision, timed(lambda: sess.run(None, {"input": x}), a.warmup,
+                                                a.iters))
+    rows = [{"runtime": runtime, "precision": precision,
+             "median_ms": statistics.median(m for m, _ in rs), "min_ms": min(n for _, n in rs),
+             "round_medians_ms": [m for m, _ in rs]}
+            for (runtime, precision), rs in results.items()]
 
     others = others_cpu_share(cpu_before, cpu_snapshot())
     ref = next(r["median_ms"] for r in rows
@@ -306,9 +319,11 @@ def run(a, binary, work):
         r["images_per_s"] = a.batch * 1000.0 / r["median_ms"]
         r["ratio"] = r["median_ms"] / ref
     settings = {"batch": a.batch, "input_size": a.input_size, "threads": a.threads,
-                "warmup": a.warmup, "iters": a.iters, "ref_engine": a.ref_engine}
+                "warmup": a.warmup, "iters": a.iters, "rounds": a.rounds,
+                "ref_engine": a.ref_engine}
     print(f"\nMobileNetV2 width 1.0, 1000 classes, {a.batch}x3x{a.input_size}x{a.input_size}, "
-          f"{a.threads} threads, {a.warmup} warm-up + {a.iters} timed passes (median, min)")
+          f"{a.threads} threads, {a.rounds} rounds of {a.warmup} warm-up + {a.iters} timed passes "
+          f"(median of the rounds' medians, min of all passes)")
     print(f"machine: {machine}; torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"onnxruntime {ort.__version__}; other processes used {others:.0%} of the CPUs "
           f"during the timing\n")
