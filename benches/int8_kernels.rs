@@ -1,7 +1,8 @@
 //! Kernel micro-benchmarks: MobileNetV2's hot convolution shapes (width 1.0, 224×224 input,
 //! batch 1) on every kernel set this CPU runs. Criterion reports throughput in multiply-adds
-//! per second (`elem/s` = MAC/s); the machine's peak for the instruction the AVX2 GEMM is built
-//! on (`vpmaddwd`, 16 i16 MACs per instruction) is measured first and printed beside them.
+//! per second (`elem/s` = MAC/s); the machine's peaks for the instructions the GEMMs are built
+//! on (`vpmaddwd`, 16 i16 MACs, for AVX2; `vpdpbusd`, 64 u8 × s8 MACs, for AVX-512 VNNI) are
+//! measured first and printed beside them.
 //!
 //! `cargo bench --bench int8_kernels`
 
@@ -16,15 +17,18 @@ use burn_qat::int8::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// (name, in channels, input size, out channels, kernel, stride, groups)
-const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 8] = [
+const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
     ("stem_3x3s2_3to32_224", 3, 224, 32, 3, 2, 1),
     ("pw_32to16_112", 32, 112, 16, 1, 1, 1),
+    ("pw_16to96_112", 16, 112, 96, 1, 1, 1),
     ("pw_24to144_56", 24, 56, 144, 1, 1, 1),
+    ("pw_96to576_14", 96, 14, 576, 1, 1, 1),
     ("pw_144to24_56", 144, 56, 24, 1, 1, 1),
     ("pw_960to160_7", 960, 7, 160, 1, 1, 1),
     ("pw_320to1280_7", 320, 7, 1280, 1, 1, 1),
     ("dw_3x3s1_144_56", 144, 56, 144, 3, 1, 144),
     ("dw_3x3s2_96_112", 96, 112, 96, 3, 2, 96),
+    ("dw_3x3s1_576_14", 576, 14, 576, 3, 1, 576),
 ];
 
 fn conv(
@@ -89,18 +93,56 @@ fn vpmaddwd_peak() -> Option<f64> {
         }
         sum.iter().sum()
     }
-    if !is_x86_feature_detected!("avx2") {
+    // SAFETY: `g_macs_per_s` calls `run` only after AVX2 was detected.
+    g_macs_per_s(is_x86_feature_detected!("avx2"), 8 * 16, |iters| unsafe {
+        run(iters)
+    })
+}
+
+/// G MAC/s of `run(iters)` doing `macs_per_iter` multiply-adds per iteration; `None` unless
+/// `available`.
+#[cfg(target_arch = "x86_64")]
+fn g_macs_per_s(available: bool, macs_per_iter: usize, run: impl Fn(usize) -> i32) -> Option<f64> {
+    if !available {
         return None;
     }
     let iters = 20_000_000;
     let start = Instant::now();
-    // SAFETY: AVX2 was detected above.
-    black_box(unsafe { run(black_box(iters)) });
-    Some((iters * 8 * 16) as f64 / start.elapsed().as_secs_f64() / 1e9)
+    black_box(run(black_box(iters)));
+    Some((iters * macs_per_iter) as f64 / start.elapsed().as_secs_f64() / 1e9)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn vpmaddwd_peak() -> Option<f64> {
+    None
+}
+
+/// The measured peak of 512-bit `vpdpbusd` (64 u8 × s8 MACs), one thread, in G MAC/s; `None`
+/// without AVX-512 VNNI. Eight independent accumulator chains.
+#[cfg(target_arch = "x86_64")]
+fn vpdpbusd_peak() -> Option<f64> {
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    fn run(iters: usize) -> i32 {
+        use std::arch::x86_64::*;
+        let a = _mm512_set1_epi8(black_box(1));
+        let b = _mm512_set1_epi8(black_box(1));
+        let mut acc = [0, 1, 2, 3, 4, 5, 6, 7].map(|v| _mm512_set1_epi32(v));
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_dpbusd_epi32(*x, a, b);
+            }
+        }
+        acc.iter()
+            .map(|&x| _mm512_reduce_add_epi32(x))
+            .fold(0, i32::wrapping_add)
+    }
+    let vnni = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni");
+    // SAFETY: `g_macs_per_s` calls `run` only after AVX-512 F and VNNI were detected.
+    g_macs_per_s(vnni, 8 * 64, |iters| unsafe { run(iters) })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vpdpbusd_peak() -> Option<f64> {
     None
 }
 
@@ -113,12 +155,29 @@ fn bench(c: &mut Criterion) {
         ),
         None => println!("no AVX2: no vpmaddwd peak"),
     }
+    if let Some(peak) = vpdpbusd_peak() {
+        println!(
+            "peak vpdpbusd (512-bit): {peak:.1} G MAC/s per thread, {:.1} on {threads} threads",
+            peak * threads as f64
+        );
+    }
     let mut rng = SplitMix64::new(5);
     let mut group = c.benchmark_group("int8_kernels");
     group.sample_size(20);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(3));
-    let sets: [(&str, &dyn Int8Kernels); 2] = [(Auto.name(), &Auto), ("direct", &Direct)];
+    let mut sets: Vec<(&str, &dyn Int8Kernels)> = vec![(Auto.name(), &Auto), ("direct", &Direct)];
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<Option<burn_qat::int8::kernels::Avx2>> =
+            std::sync::OnceLock::new();
+        // Beside a faster automatic choice, the AVX2 set too (what AVX2-only CPUs run).
+        if let Some(k) = AVX2.get_or_init(burn_qat::int8::kernels::Avx2::detect)
+            && Auto.name() != "avx2"
+        {
+            sets.push(("avx2", k));
+        }
+    }
     for (name, ic, size, oc, k, stride, groups) in SHAPES {
         let op = conv(&mut rng, ic, oc, k, stride, groups);
         let input: Vec<u8> = (0..ic * size * size)
@@ -133,7 +192,7 @@ fn bench(c: &mut Criterion) {
         let (oh, ow) = op.output_hw(size, size).expect("fits");
         let macs = oc * oh * ow * (ic / groups) * k * k;
         group.throughput(Throughput::Elements(macs as u64));
-        for (set, kernels) in sets {
+        for &(set, kernels) in &sets {
             group.bench_function(format!("{name}/{set}"), |b| {
                 b.iter(|| op.forward_with(kernels, black_box(&x)).expect("conv"))
             });
