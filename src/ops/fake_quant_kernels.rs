@@ -153,8 +153,18 @@ dispatch_avx2! {
 dispatch_avx2! {
     /// One channel's run of [`backward`].
     fn backward_run / backward_run_portable(ch: Channel, x: &[f32], grad: &mut [f32]) {
-        for (g, &x) in grad.iter_mut().zip(x) {
-            *g = if ch.apply(x).1 { *g } else { 0.0 };
+        // The mask goes through a small buffer and is then ANDed in: written as one loop,
+        // `if in_range { *g } else { 0.0 }` becomes a masked store (`vmaskmovps`), which is
+        // microcoded on AMD and made this loop 3× slower than the forward one. Same bits.
+        const BLOCK: usize = 64;
+        for (grad, x) in grad.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+            let mut keep = [0u32; BLOCK];
+            for (k, &x) in keep.iter_mut().zip(x) {
+                *k = (ch.apply(x).1 as u32).wrapping_neg();
+            }
+            for (g, &k) in grad.iter_mut().zip(&keep) {
+                *g = f32::from_bits(g.to_bits() & k);
+            }
         }
     }
 }
