@@ -202,3 +202,134 @@ fn batch_norm_of_a_divided_input_matches_the_formula_and_its_gradients() {
         }
     }
 }
+
+/// `FakeQuantize::forward_scaled_rows(w, s)` (QAT ConvBn's weight path in one op) gives what
+/// `forward(w · s)` gives: output and `∂w` bit for bit, `∂s` to summation order, the same
+/// observed range and qparams, over a schedule of batches (a NaN batch, which the observer
+/// skips, among them) with the observer and then the fake-quant switched off, for both qparams
+/// formulas, plain and moving-average min/max observers, per-channel and per-tensor schemes.
+#[test]
+fn scaled_rows_fake_quant_matches_scaling_then_fake_quant() {
+    use burn_qat::quant::qparams::QParamsCalculator;
+    use burn_qat::quant::{FakeQuantizeConfig, ObserverConfig, ObserverKind, QScheme, QuantDtype};
+    let device = Device::flex().autodiff();
+    let dims = [6usize, 3, 3, 3];
+    let n: usize = dims.iter().product();
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    let weights = |step: usize| -> Vec<f32> {
+        let mut w: Vec<f32> = (0..n)
+            .map(|i| (((i * 7919 + step * 131) % 1013) as f32 - 506.0) * 0.0021)
+            .collect();
+        if step == 2 {
+            w[40] = f32::NAN;
+        }
+        w
+    };
+    let configs = [
+        (
+            ObserverKind::MovingAverageMinMax,
+            QParamsCalculator::Fbgemm,
+            QScheme::PerChannelSymmetric,
+            QuantDtype::QInt8,
+        ),
+        (
+            ObserverKind::MovingAverageMinMax,
+            QParamsCalculator::Observer,
+            QScheme::PerChannelAffine,
+            QuantDtype::QUInt8,
+        ),
+        (
+            ObserverKind::MinMax,
+            QParamsCalculator::Observer,
+            QScheme::PerChannelSymmetric,
+            QuantDtype::QInt8,
+        ),
+        (
+            ObserverKind::MovingAverageMinMax,
+            QParamsCalculator::Fbgemm,
+            QScheme::PerTensorSymmetric,
+            QuantDtype::QInt8,
+        ),
+        (
+            ObserverKind::MinMax,
+            QParamsCalculator::Observer,
+            QScheme::PerTensorAffine,
+            QuantDtype::QUInt8,
+        ),
+    ];
+    for (kind, calculator, qscheme, dtype) in configs {
+        let observer = ObserverConfig::new(kind)
+            .with_qscheme(qscheme)
+            .with_dtype(dtype);
+        let config = FakeQuantizeConfig::new(observer).with_calculator(calculator);
+        let mut fused = config.init(dims[0], &device).unwrap();
+        let mut reference = config.init(dims[0], &device).unwrap();
+        for step in 0..6 {
+            if step == 4 {
+                fused.disable_observer();
+                reference.disable_observer();
+            }
+            if step == 5 {
+                fused.disable_fake_quant();
+                reference.disable_fake_quant();
+            }
+            let what = format!("{kind:?} {calculator:?} {qscheme:?}, step {step}");
+            let w = || {
+                Tensor::<4>::from_data(TensorData::new(weights(step), dims), &device).require_grad()
+            };
+            // A negative and a zero factor among the rows.
+            let s_values = vec![0.8f32, -1.3, 0.0, 2.1, 0.45, 1.0];
+            let s = || {
+                Tensor::<1>::from_data(TensorData::new(s_values.clone(), [6]), &device)
+                    .require_grad()
+            };
+            let (wa, sa, wb, sb) = (w(), s(), w(), s());
+            assert_eq!(fused.fuses_scaled_rows(&wa), step < 5, "{what}");
+            let ya = fused.forward_scaled_rows(wa.clone(), sa.clone());
+            let yb = reference.forward(wb.clone() * sb.clone().reshape([6, 1, 1, 1]));
+            let dy = Tensor::<4>::from_data(
+                TensorData::new(
+                    (0..n)
+                        .map(|i| (i % 13) as f32 * 0.5 - 3.0)
+                        .collect::<Vec<_>>(),
+                    dims,
+                ),
+                &device,
+            );
+            assert_eq!(
+                bits(to_vec(ya.clone())),
+                bits(to_vec(yb.clone())),
+                "output, {what}"
+            );
+            let ga = (ya * dy.clone()).sum().backward();
+            let gb = (yb * dy).sum().backward();
+            let dw = |w: &Tensor<4>, g| to_vec(w.grad(g).expect("w gradient"));
+            assert_eq!(bits(dw(&wa, &ga)), bits(dw(&wb, &gb)), "dw, {what}");
+            let ds = |s: &Tensor<1>, g| to_vec(s.grad(g).expect("s gradient"));
+            if step != 2 {
+                assert_close(
+                    &ds(&sa, &ga),
+                    &ds(&sb, &gb),
+                    1e-5,
+                    1e-5,
+                    &format!("ds, {what}"),
+                );
+            }
+            assert_eq!(
+                fused.activation_post_process.min_max(),
+                reference.activation_post_process.min_max(),
+                "observed range, {what}"
+            );
+            assert_eq!(
+                fused.current_qparams(),
+                reference.current_qparams(),
+                "qparams, {what}"
+            );
+        }
+        assert_eq!(
+            fused.activation_post_process.skipped_batches(),
+            1,
+            "the NaN batch is skipped"
+        );
+    }
+}

@@ -235,7 +235,11 @@ impl ConvBnAct {
         let y = match (&self.bn, &self.weight_fake_quant) {
             (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
                 let s = bn.scale_factor().to_device(&weight.device());
-                let w_q = wfq.forward(scale_rows(weight, s.clone()));
+                let w_q = if wfq.fuses_scaled_rows(&weight) {
+                    wfq.forward_scaled_rows(weight, s.clone())
+                } else {
+                    wfq.forward(scale_rows(weight, s.clone()))
+                };
                 let y = conv_with_weight(&self.conv, x, w_q, None);
                 match bias {
                     // The division goes into batch norm's own pass over the data.

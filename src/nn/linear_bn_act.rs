@@ -120,7 +120,10 @@ impl LinearBnAct {
         let y = match &self.bn {
             Some(bn) if self.fusion == Fusion::Qat && self.weight_fake_quant.is_some() => {
                 let s = bn.scale_factor().to_device(&weight_t.device());
-                let w_q = self.quantized_weight_t(weight_t * s.clone().unsqueeze_dim(1));
+                let w_q = match &self.weight_fake_quant {
+                    Some(wfq) => wfq.forward_scaled_rows(weight_t, s.clone()),
+                    None => weight_t * s.clone().unsqueeze_dim(1),
+                };
                 let y = x.matmul(w_q.transpose()) / s.unsqueeze_dim(0);
                 bn.forward(add_bias(y))
             }

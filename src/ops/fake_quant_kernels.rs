@@ -44,7 +44,7 @@ pub struct FakeQuantSpec {
 
 /// One channel's constants in the form the loop uses.
 #[derive(Clone, Copy)]
-struct Channel {
+pub(super) struct Channel {
     scale: f32,
     inv_scale: f32,
     zero_point: f32,
@@ -56,7 +56,7 @@ struct Channel {
 impl Channel {
     /// `(y, in range)` for one element.
     #[inline(always)]
-    fn apply(self, x: f32) -> (f32, bool) {
+    pub(super) fn apply(self, x: f32) -> (f32, bool) {
         // `x <= 0` is false for NaN, which ReLU passes on (and its gradient too).
         let cut = self.relu && x <= 0.0;
         let x = if cut { 0.0 } else { x };
@@ -85,7 +85,7 @@ impl FakeQuantSpec {
         FakeQuantSpec { relu: true, ..self }
     }
 
-    fn channels(&self) -> Vec<Channel> {
+    pub(super) fn channels(&self) -> Vec<Channel> {
         self.scale
             .iter()
             .zip(&self.zero_point)

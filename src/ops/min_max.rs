@@ -38,7 +38,7 @@ pub fn min_max_kernel(x: &[f32]) -> (f32, f32, bool) {
 
 dispatch_avx2! {
     /// One chunk, in independent lanes so that it vectorises.
-    fn chunk_min_max / chunk_min_max_portable(x: &[f32]) -> (f32, f32, bool) {
+    pub(super) fn chunk_min_max / chunk_min_max_portable(x: &[f32]) -> (f32, f32, bool) {
         let mut lo = [f32::INFINITY; LANES];
         let mut hi = [f32::NEG_INFINITY; LANES];
         // `0·v` is 0 for finite v and NaN otherwise; the sum stays 0 only if all were finite.
@@ -110,10 +110,15 @@ pub(crate) fn min_max_rows<const D: usize>(
         x.clone().into_dispatch(),
         rows,
     ));
-    let v = t
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("the min/max op returns f32 values");
+    split_ranges(
+        t.into_data()
+            .try_to_vec::<f32>()
+            .expect("the min/max op returns f32 values"),
+    )
+}
+
+/// `[min, max, finite]` triples as `(mins, maxes, all finite)`.
+pub(super) fn split_ranges(v: Vec<f32>) -> (Vec<f32>, Vec<f32>, bool) {
     let lo = v.iter().step_by(3).copied().collect();
     let hi = v.iter().skip(1).step_by(3).copied().collect();
     (lo, hi, v.iter().skip(2).step_by(3).all(|&f| f == 1.0))

@@ -14,6 +14,8 @@ pub mod fake_quant_kernels;
 mod flex_io;
 mod lanes;
 pub mod min_max;
+pub mod scaled_fake_quant;
+pub mod scaled_fake_quant_kernels;
 mod simd;
 
 pub use batch_norm::BatchNormTrainBackend;
@@ -25,6 +27,8 @@ pub(crate) use fake_quant::fake_quantize;
 pub use fake_quant::{FakeQuantBackend, FakeQuantSpec};
 pub use min_max::MinMaxBackend;
 pub(crate) use min_max::min_max_rows;
+pub use scaled_fake_quant::ScaledFakeQuantBackend;
+pub(crate) use scaled_fake_quant::{scaled_fake_quantize, scaled_min_max_rows};
 
 use burn::backend::DispatchDevice;
 

@@ -25,10 +25,11 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor_spec};
 use super::observer::{
-    Observer, ObserverConfig, ObserverKind, ObserverStats, read_state, write_state,
+    Observer, ObserverConfig, ObserverKind, ObserverStats, non_finite_batch, read_state,
+    write_state,
 };
 use super::qparams::{QParams, QParamsCalculator, fbgemm_qparams};
-use crate::ops::{FakeQuantSpec, has_cpu_kernels};
+use crate::ops::{FakeQuantSpec, has_cpu_kernels, scaled_fake_quantize, scaled_min_max_rows};
 use crate::{Error, Result};
 
 /// Configuration of a [`FakeQuantize`] module (PyTorch's `FakeQuantize.with_args(...)`).
@@ -225,31 +226,50 @@ impl FakeQuantize {
     /// If `x` does not have the channel count a per-channel fake-quant was built for (a
     /// model-construction bug, like a shape mismatch in any tensor operation).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self.run(x, false) {
-            Ok(y) => y,
-            Err(e) => panic!("{e}"),
-        }
+        self.run_lenient(Input::Plain(x))
     }
 
     /// [`FakeQuantize::forward`] that returns an error instead: non-finite input while the
     /// observer is enabled, no observed range for a fused fake-quant, or a channel mismatch.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
-        self.run(x, true)
+        self.run_on(Input::Plain(x), true)
     }
 
-    /// Observes `x` (`relu(x)` with `after_relu`); the statistics written, or `None` when
-    /// nothing was (skipped or empty).
+    /// Observes the input; the statistics written, or `None` when nothing was (skipped or
+    /// empty).
     fn observe<const D: usize>(
         &self,
-        x: &Tensor<D>,
+        input: &Input<D>,
         strict: bool,
-        after_relu: bool,
     ) -> Result<Option<ObserverStats>> {
         let obs = &self.activation_post_process;
+        let (x, after_relu) = match input {
+            Input::Plain(x) => (x, false),
+            Input::AfterRelu(x) => (x, true),
+            Input::ScaledRows(w, s) => {
+                let (mut bmin, mut bmax, finite) = scaled_min_max_rows(w, s);
+                if !obs.qscheme().is_per_channel() {
+                    bmin = vec![bmin.into_iter().fold(f32::INFINITY, f32::min)];
+                    bmax = vec![bmax.into_iter().fold(f32::NEG_INFINITY, f32::max)];
+                }
+                let observed = if finite {
+                    obs.record_range(bmin, bmax)
+                } else {
+                    Err(non_finite_batch())
+                };
+                return if strict {
+                    observed
+                } else {
+                    Ok(obs.lenient(observed))
+                };
+            }
+        };
         if after_relu {
             match obs.observe_stats_after_relu(x) {
                 // A non-finite value: observe relu(x) itself, as the unfused layers would.
-                Err(Error::Quant(_)) => return self.observe(&relu(x.clone()), strict, false),
+                Err(Error::Quant(_)) => {
+                    return self.observe(&Input::Plain(relu(x.clone())), strict);
+                }
                 observed => return observed,
             }
         }
@@ -263,10 +283,13 @@ impl FakeQuantize {
     /// Whether [`Self::forward_after_relu`] takes `x` in one pass: fake quantization on, one
     /// scale for the tensor, a min/max observer, and the CPU backend.
     pub(crate) fn fuses_relu<const D: usize>(&self, x: &Tensor<D>) -> bool {
-        let obs = &self.activation_post_process;
+        !self.activation_post_process.qscheme().is_per_channel() && self.fuses_on(x)
+    }
+
+    /// Fake quantization on, a min/max observer, and an `f32` tensor on the CPU backend.
+    fn fuses_on<const D: usize>(&self, x: &Tensor<D>) -> bool {
         self.fake_quant_enabled
-            && !obs.qscheme().is_per_channel()
-            && obs.config().kind != ObserverKind::Histogram
+            && self.activation_post_process.config().kind != ObserverKind::Histogram
             && has_cpu_kernels(&x.device())
             && x.dtype() == DType::F32
     }
@@ -277,34 +300,55 @@ impl FakeQuantize {
         if !self.fuses_relu(&x) {
             return self.forward(relu(x));
         }
-        match self.run_after(x, false, true) {
+        self.run_lenient(Input::AfterRelu(x))
+    }
+
+    /// Whether [`Self::forward_scaled_rows`] takes `w · s` in one op: per tensor or per channel
+    /// along axis 0, fake quantization on, a min/max observer, and the CPU backend.
+    pub fn fuses_scaled_rows<const D: usize>(&self, w: &Tensor<D>) -> bool {
+        let obs = &self.activation_post_process;
+        (!obs.qscheme().is_per_channel() || obs.ch_axis() == 0) && self.fuses_on(w)
+    }
+
+    /// `self.forward(w · s)` with `s` one factor per row of axis 0 (QAT ConvBn's weight scaled by
+    /// `γ / σ`): observed from the rows' ranges and fake-quantized in one op each way where
+    /// [`Self::fuses_scaled_rows`] holds, without `w · s` as a tensor.
+    ///
+    /// # Panics
+    /// If `s` does not have one value per row of `w`, or `w` not the channel count the
+    /// fake-quant was built for (model-construction bugs).
+    pub fn forward_scaled_rows<const D: usize>(&self, w: Tensor<D>, s: Tensor<1>) -> Tensor<D> {
+        assert_eq!(
+            s.dims()[0],
+            w.dims()[0],
+            "one scale factor per row of the weight"
+        );
+        if !self.fuses_scaled_rows(&w) {
+            return self.forward(scale_rows(w, s));
+        }
+        self.run_lenient(Input::ScaledRows(w, s))
+    }
+
+    /// [`Self::run_on`], panicking on the errors a lenient run still returns (shapes).
+    fn run_lenient<const D: usize>(&self, input: Input<D>) -> Tensor<D> {
+        match self.run_on(input, false) {
             Ok(y) => y,
             Err(e) => panic!("{e}"),
         }
     }
 
-    fn run<const D: usize>(&self, x: Tensor<D>, strict: bool) -> Result<Tensor<D>> {
-        self.run_after(x, strict, false)
-    }
-
-    /// [`Self::run`] of `relu(x)` when `after_relu` (only where [`Self::fuses_relu`] holds).
-    fn run_after<const D: usize>(
-        &self,
-        x: Tensor<D>,
-        strict: bool,
-        after_relu: bool,
-    ) -> Result<Tensor<D>> {
+    /// Observes (if enabled) and fake-quantizes (if enabled) the input.
+    fn run_on<const D: usize>(&self, input: Input<D>, strict: bool) -> Result<Tensor<D>> {
         let obs = &self.activation_post_process;
         let per_channel = obs.qscheme().is_per_channel();
-        let unchanged = |x: Tensor<D>| if after_relu { relu(x) } else { x };
-        if x.shape().num_elements() == 0 {
-            return Ok(x);
+        if input.is_empty() {
+            return Ok(input.unchanged());
         }
         let mut qparams = None;
         match self.calculator {
             QParamsCalculator::Observer => {
                 if self.observer_enabled {
-                    let stats = match self.observe(&x, strict, after_relu)? {
+                    let stats = match self.observe(&input, strict)? {
                         Some(stats) => stats,
                         None => obs.stats(),
                     };
@@ -315,7 +359,7 @@ impl FakeQuantize {
             }
             QParamsCalculator::Fbgemm => {
                 let observed = if self.observer_enabled {
-                    self.observe(&x, strict, after_relu)?
+                    self.observe(&input, strict)?
                 } else {
                     None
                 };
@@ -323,7 +367,7 @@ impl FakeQuantize {
                     let stats = observed.unwrap_or_else(|| obs.stats());
                     if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
                         if !strict {
-                            return Ok(unchanged(x));
+                            return Ok(input.unchanged());
                         }
                         return Err(Error::Quant(
                             "fused fake-quant has no observed range (observer disabled before \
@@ -338,20 +382,85 @@ impl FakeQuantize {
             }
         }
         if !self.fake_quant_enabled {
-            return Ok(unchanged(x));
+            return Ok(input.unchanged());
         }
         let qp = qparams.unwrap_or_else(|| self.current_qparams());
         let (qmin, qmax) = (obs.quant_min(), obs.quant_max());
-        if per_channel {
-            fake_quantize_per_channel(x, &qp.scale, &qp.zero_point, obs.ch_axis(), qmin, qmax)
-        } else {
-            let spec = FakeQuantSpec::per_tensor(qp.scale[0], qp.zero_point[0], qmin, qmax);
-            Ok(fake_quantize_per_tensor_spec(
+        match input {
+            Input::ScaledRows(w, s) => {
+                let rows = w.dims()[0];
+                // The kernel takes qparams per row: a per-tensor pair repeated.
+                let (scale, zero_point) = if per_channel {
+                    (qp.scale, qp.zero_point)
+                } else {
+                    (vec![qp.scale[0]; rows], vec![qp.zero_point[0]; rows])
+                };
+                if scale.len() != rows {
+                    return Err(Error::Shape(format!(
+                        "per-channel fake-quant has {} channels but the weight has {rows} rows",
+                        scale.len()
+                    )));
+                }
+                let spec = FakeQuantSpec {
+                    scale,
+                    zero_point,
+                    inner: w.shape().num_elements() / rows,
+                    quant_min: qmin,
+                    quant_max: qmax,
+                    relu: false,
+                };
+                Ok(scaled_fake_quantize(w, s, spec))
+            }
+            // `fuses_relu` holds only per tensor.
+            Input::Plain(x) if per_channel => {
+                fake_quantize_per_channel(x, &qp.scale, &qp.zero_point, obs.ch_axis(), qmin, qmax)
+            }
+            Input::Plain(x) => Ok(fake_quantize_per_tensor_spec(
                 x,
-                if after_relu { spec.after_relu() } else { spec },
-            ))
+                FakeQuantSpec::per_tensor(qp.scale[0], qp.zero_point[0], qmin, qmax),
+            )),
+            Input::AfterRelu(x) => Ok(fake_quantize_per_tensor_spec(
+                x,
+                FakeQuantSpec::per_tensor(qp.scale[0], qp.zero_point[0], qmin, qmax).after_relu(),
+            )),
         }
     }
+}
+
+/// What a fake-quant forward pass takes: `x`, or a fused form of `relu(x)` or `w · s`.
+enum Input<const D: usize> {
+    /// `x` itself.
+    Plain(Tensor<D>),
+    /// `relu(x)` ([`FakeQuantize::fuses_relu`]).
+    AfterRelu(Tensor<D>),
+    /// `w · s`, `s` one factor per row of axis 0 ([`FakeQuantize::fuses_scaled_rows`]).
+    ScaledRows(Tensor<D>, Tensor<1>),
+}
+
+impl<const D: usize> Input<D> {
+    fn is_empty(&self) -> bool {
+        match self {
+            Input::Plain(x) | Input::AfterRelu(x) | Input::ScaledRows(x, _) => {
+                x.shape().num_elements() == 0
+            }
+        }
+    }
+
+    /// The input's value without fake quantization.
+    fn unchanged(self) -> Tensor<D> {
+        match self {
+            Input::Plain(x) => x,
+            Input::AfterRelu(x) => relu(x),
+            Input::ScaledRows(w, s) => scale_rows(w, s),
+        }
+    }
+}
+
+/// `w · s` with `s` one factor per row of axis 0, as a broadcast multiply.
+fn scale_rows<const D: usize>(w: Tensor<D>, s: Tensor<1>) -> Tensor<D> {
+    let mut shape = [1i64; D];
+    shape[0] = -1;
+    w * s.reshape(shape)
 }
 
 #[cfg(test)]

@@ -205,17 +205,21 @@ pub(crate) fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 tensor data")
 }
 
+/// The error for a batch with NaN or ±inf values (a lenient observer skips it, see
+/// [`Observer::lenient`]).
+pub(crate) fn non_finite_batch() -> Error {
+    Error::Quant(
+        "observer input contains NaN or infinite values; refusing to update the range".into(),
+    )
+}
+
 /// Per-tensor (`axis = None`) or per-channel min and max of a batch, read to the host.
 /// Errors if the batch holds NaN or ±inf.
 pub(crate) fn batch_min_max<const D: usize>(
     x: &Tensor<D>,
     axis: Option<usize>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let non_finite = || {
-        Err(Error::Quant(
-            "observer input contains NaN or infinite values; refusing to update the range".into(),
-        ))
-    };
+    let non_finite = || Err(non_finite_batch());
     // One pass over the batch instead of three, for the whole tensor or the channels of axis 0
     // (per-channel weight observers).
     let rows = match axis {
@@ -316,7 +320,13 @@ impl Observer {
     /// [`Observer::observe`], skipping (and counting) non-finite batches; panics on shape errors.
     /// Returns the statistics written, `None` for a skipped batch.
     pub(crate) fn observe_lenient<const D: usize>(&self, x: &Tensor<D>) -> Option<ObserverStats> {
-        match self.observe_stats(x) {
+        self.lenient(self.observe_stats(x))
+    }
+
+    /// An observation's statistics, with a non-finite batch skipped (warned about once, then
+    /// counted) instead of an error; panics on shape errors.
+    pub(crate) fn lenient(&self, observed: Result<Option<ObserverStats>>) -> Option<ObserverStats> {
+        match observed {
             Ok(stats) => stats,
             Err(Error::Quant(reason)) => {
                 if self.skipped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -374,7 +384,7 @@ impl Observer {
                 "a histogram observer needs the ReLU's output itself".into(),
             )),
             ObserverKind::Histogram => self.observe_histogram(x),
-            kind => {
+            _ => {
                 let axis = self.qscheme().is_per_channel().then_some(self.ch_axis());
                 let (mut bmin, mut bmax) = batch_min_max(x, axis)?;
                 if after_relu {
@@ -382,6 +392,25 @@ impl Observer {
                         *v = if *v > 0.0 { *v } else { 0.0 }; // +0.0, as ReLU gives
                     }
                 }
+                self.record_range(bmin, bmax)
+            }
+        }
+    }
+
+    /// Folds a finite batch range (one value, or one per channel) into the running range: the
+    /// plain or moving-average min/max update. For callers that computed the batch's range
+    /// themselves (the QAT ConvBn weight, see `ops::scaled_fake_quant`); histogram observers
+    /// need the values (an error).
+    pub(crate) fn record_range(
+        &self,
+        bmin: Vec<f32>,
+        bmax: Vec<f32>,
+    ) -> Result<Option<ObserverStats>> {
+        match self.config.kind {
+            ObserverKind::Histogram => Err(Error::Config(
+                "a histogram observer needs the values, not their range".into(),
+            )),
+            kind => {
                 let mut min = read_state(&self.min_val);
                 let mut max = read_state(&self.max_val);
                 if bmin.len() != min.len() {
