@@ -195,19 +195,6 @@ fn pointwise_conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>) ->
     with_bias(y, bias)
 }
 
-/// `W · s` per output channel, as a `[C_out, rest]` matrix times a column: the same products, and
-/// the gradient to `s` is one contiguous reduction per row (a `[C_out, 1, 1, 1]` broadcast reduces
-/// three axes one at a time, which dominated the QAT step's fixed cost at small batches).
-fn scale_rows(weight: Tensor<4>, s: Tensor<1>) -> Tensor<4> {
-    let dims = weight.dims();
-    if !crate::ops::has_cpu_kernels(&weight.device()) {
-        // The reshaped gradient of a GPU conv's weight is another view wgpu fusion misreads.
-        return weight * s.reshape([dims[0], 1, 1, 1]);
-    }
-    let rows = weight.reshape([dims[0], dims[1] * dims[2] * dims[3]]);
-    (rows * s.reshape([-1, 1])).reshape(dims)
-}
-
 /// `y + b` per channel, or `y` without a bias.
 fn with_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
     match bias {
@@ -235,11 +222,7 @@ impl ConvBnAct {
         let y = match (&self.bn, &self.weight_fake_quant) {
             (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
                 let s = bn.scale_factor().to_device(&weight.device());
-                let w_q = if wfq.fuses_scaled_rows(&weight) {
-                    wfq.forward_scaled_rows(weight, s.clone())
-                } else {
-                    wfq.forward(scale_rows(weight, s.clone()))
-                };
+                let w_q = wfq.forward_scaled_rows(weight, s.clone());
                 let y = conv_with_weight(&self.conv, x, w_q, None);
                 match bias {
                     // The division goes into batch norm's own pass over the data.

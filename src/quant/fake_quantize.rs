@@ -456,8 +456,17 @@ impl<const D: usize> Input<D> {
     }
 }
 
-/// `w · s` with `s` one factor per row of axis 0, as a broadcast multiply.
+/// `w · s` with `s` one factor per row of axis 0, as Burn ops: on the CPU a `[rows, rest]`
+/// matrix times a column, so that the gradient to `s` is one contiguous reduction per row (a
+/// `[C, 1, 1, 1]` broadcast reduces three axes one at a time, which dominated the QAT step's
+/// fixed cost at small batches); elsewhere the broadcast, because the reshaped gradient of a GPU
+/// conv's weight is a view Burn 0.22's wgpu fusion misreads.
 fn scale_rows<const D: usize>(w: Tensor<D>, s: Tensor<1>) -> Tensor<D> {
+    let dims = w.dims();
+    if has_cpu_kernels(&w.device()) {
+        let rows = w.reshape([dims[0], dims[1..].iter().product()]);
+        return (rows * s.reshape([-1, 1])).reshape(dims);
+    }
     let mut shape = [1i64; D];
     shape[0] = -1;
     w * s.reshape(shape)
