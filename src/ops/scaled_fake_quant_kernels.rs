@@ -124,10 +124,9 @@ mod tests {
             relu: false,
         };
         let mut w = Vec::with_capacity(rows * row);
-        for c in 0..rows {
-            let q = spec.scale[c];
+        for (&q, &s) in spec.scale.iter().zip(&s) {
             for k in 0..row {
-                let tie = ((k % 300) as f32 - 150.0 + 0.5) * q / s[c].abs().max(1e-3);
+                let tie = ((k % 300) as f32 - 150.0 + 0.5) * q / s.abs().max(1e-3);
                 w.push(match k % 4 {
                     0 => tie,
                     1 => tie.next_up(),

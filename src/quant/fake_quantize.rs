@@ -428,6 +428,8 @@ impl FakeQuantize {
 }
 
 /// What a fake-quant forward pass takes: `x`, or a fused form of `relu(x)` or `w · s`.
+// Moved once per call, never stored: boxing the larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Input<const D: usize> {
     /// `x` itself.
     Plain(Tensor<D>),
