@@ -333,3 +333,55 @@ fn scaled_rows_fake_quant_matches_scaling_then_fake_quant() {
         );
     }
 }
+
+/// The same for QAT LinearBn's weight: a 2-D `[out, in]` view transposed from Burn's `[in, out]`
+/// parameter (not contiguous), per-channel symmetric as the x86 QAT qconfig.
+#[test]
+fn scaled_rows_fake_quant_takes_a_transposed_linear_weight() {
+    use burn_qat::quant::qparams::QParamsCalculator;
+    use burn_qat::quant::{FakeQuantizeConfig, ObserverConfig, ObserverKind, QScheme, QuantDtype};
+    let device = Device::flex().autodiff();
+    let (inputs, outputs) = (7usize, 5usize);
+    let values: Vec<f32> = (0..inputs * outputs)
+        .map(|i| (((i * 7919) % 211) as f32 - 105.0) * 0.013)
+        .collect();
+    let observer = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+        .with_qscheme(QScheme::PerChannelSymmetric)
+        .with_dtype(QuantDtype::QInt8);
+    let config = FakeQuantizeConfig::new(observer).with_calculator(QParamsCalculator::Fbgemm);
+    let (fused, reference) = (
+        config.init(outputs, &device).unwrap(),
+        config.init(outputs, &device).unwrap(),
+    );
+    let param = || {
+        Tensor::<2>::from_data(TensorData::new(values.clone(), [inputs, outputs]), &device)
+            .require_grad()
+    };
+    let s_values = vec![0.7f32, 1.9, -0.4, 1.1, 0.05];
+    let s = || Tensor::<1>::from_data(TensorData::new(s_values.clone(), [outputs]), &device);
+    let (pa, pb) = (param(), param());
+    let wa = pa.clone().transpose();
+    assert!(fused.fuses_scaled_rows(&wa));
+    let ya = fused.forward_scaled_rows(wa, s());
+    let yb = reference.forward(pb.clone().transpose() * s().reshape([outputs as i64, 1]));
+    let bits = |v: Vec<f32>| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(to_vec(ya.clone())), bits(to_vec(yb.clone())), "output");
+    let dy = Tensor::<2>::from_data(
+        TensorData::new(
+            (0..inputs * outputs)
+                .map(|i| i as f32 * 0.25 - 4.0)
+                .collect::<Vec<_>>(),
+            [outputs, inputs],
+        ),
+        &device,
+    );
+    let ga = (ya * dy.clone()).sum().backward();
+    let gb = (yb * dy).sum().backward();
+    let grad = |p: &Tensor<2>, g| bits(to_vec(p.grad(g).expect("weight gradient")));
+    assert_eq!(grad(&pa, &ga), grad(&pb, &gb), "weight gradient");
+    assert_eq!(
+        fused.current_qparams(),
+        reference.current_qparams(),
+        "qparams"
+    );
+}

@@ -117,17 +117,14 @@ impl LinearBnAct {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
         };
-        let y = match &self.bn {
-            Some(bn) if self.fusion == Fusion::Qat && self.weight_fake_quant.is_some() => {
+        let y = match (&self.bn, &self.weight_fake_quant) {
+            (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
                 let s = bn.scale_factor().to_device(&weight_t.device());
-                let w_q = match &self.weight_fake_quant {
-                    Some(wfq) => wfq.forward_scaled_rows(weight_t, s.clone()),
-                    None => weight_t * s.clone().unsqueeze_dim(1),
-                };
+                let w_q = wfq.forward_scaled_rows(weight_t, s.clone());
                 let y = x.matmul(w_q.transpose()) / s.unsqueeze_dim(0);
                 bn.forward(add_bias(y))
             }
-            bn => {
+            (bn, _) => {
                 let y = add_bias(x.matmul(self.quantized_weight_t(weight_t).transpose()));
                 match bn {
                     Some(bn) => bn.forward(y),
