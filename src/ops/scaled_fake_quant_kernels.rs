@@ -44,8 +44,16 @@ fn for_each_row<T: Send>(w: &[f32], out: &mut [T], f: impl Fn(usize, &[f32], &mu
 pub fn min_max(w: &[f32], s: &[f32]) -> Vec<(f32, f32, bool)> {
     let mut ranges = vec![(0.0, 0.0, true); s.len()];
     for_each_row(w, &mut ranges, |c, w, range| {
-        let scaled: Vec<f32> = w.iter().map(|&v| v * s[c]).collect();
-        *range = chunk_min_max(&scaled);
+        // Through a stack block, not a row-long buffer: a weight has thousands of rows a step.
+        *range = (f32::INFINITY, f32::NEG_INFINITY, true);
+        let mut scaled = [0.0f32; 4 * LANES];
+        for w in w.chunks(scaled.len()) {
+            for (v, &w) in scaled.iter_mut().zip(w) {
+                *v = w * s[c];
+            }
+            let (lo, hi, finite) = chunk_min_max(&scaled[..w.len()]);
+            *range = (range.0.min(lo), range.1.max(hi), range.2 && finite);
+        }
     });
     ranges
 }

@@ -159,11 +159,7 @@ fn fill_channels_last(
     for y in 0..h {
         for x0 in (0..w).step_by(LANES) {
             let count = LANES.min(w - x0);
-            let mask = if count == LANES {
-                u16::MAX
-            } else {
-                (1u16 << count) - 1
-            };
+            let mask = lane_mask(count);
             let rows: [__m128i; LANES] = std::array::from_fn(|j| {
                 if j >= valid {
                     return _mm_setzero_si128();
@@ -183,6 +179,15 @@ fn fill_channels_last(
     }
 }
 
+/// The byte mask of the first `count` of 16 lanes (`count` ≤ 16).
+fn lane_mask(count: usize) -> u16 {
+    if count == LANES {
+        u16::MAX
+    } else {
+        (1u16 << count) - 1
+    }
+}
+
 /// Writes a group's channels-last output (`pixels`, `[plane, 16]`) to its NCHW planes
 /// (`group_out`, `[valid, plane]`), 16 pixels at a time through [`transpose16`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
@@ -190,11 +195,7 @@ fn store_planes(pixels: &[u8], plane: usize, group_out: &mut [u8]) {
     let valid = group_out.len() / plane;
     for p0 in (0..plane).step_by(LANES) {
         let count = LANES.min(plane - p0);
-        let mask = if count == LANES {
-            u16::MAX
-        } else {
-            (1u16 << count) - 1
-        };
+        let mask = lane_mask(count);
         let rows: [__m128i; LANES] = std::array::from_fn(|k| {
             if k >= count {
                 return _mm_setzero_si128();
