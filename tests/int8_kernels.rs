@@ -5,8 +5,8 @@
 
 use burn_qat::data::SplitMix64;
 use burn_qat::int8::{
-    Auto, Conv2dSpec, Direct, Engine, Int8Conv2d, Int8Kernels, Int8Linear, QParamsPt, QTensor,
-    QWeight, Reference, WeightQParams,
+    Auto, Conv2dSpec, Direct, Engine, Int8Conv2d, Int8Kernels, Int8Linear, MemoryFormat, QParamsPt,
+    QTensor, QWeight, Reference, WeightQParams,
 };
 
 /// Every kernel set this CPU runs, besides the reference.
@@ -349,14 +349,18 @@ fn direct_conv_is_bit_identical_to_reference() {
                 )
                 .unwrap();
                 let reference = conv.forward_with(&Reference, &x).unwrap();
+                let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
                 for (name, k) in kernel_sets() {
-                    let got = conv.forward_with(k, &x).unwrap();
-                    assert_eq!(got.shape(), reference.shape(), "case {i} {name}");
-                    assert_eq!(
-                        got.data(),
-                        reference.data(),
-                        "case {i} {name} {engine:?} per_channel={per_channel} relu={relu}"
-                    );
+                    // Either input memory format; the output in whichever the kernels write.
+                    for (layout, x) in [("nchw", &x), ("nhwc", &*x_nhwc)] {
+                        let got = conv.forward_with(k, x).unwrap();
+                        assert_eq!(got.shape(), reference.shape(), "case {i} {name}");
+                        assert_eq!(
+                            got.to_contiguous().data(),
+                            reference.to_contiguous().data(),
+                            "case {i} {name} {layout} {engine:?} per_channel={per_channel} relu={relu}"
+                        );
+                    }
                     checked += 1;
                 }
             }

@@ -74,7 +74,7 @@ fn compare(got: &QTensor, fx: &Fixture, c: &str) -> (usize, i64) {
     let expected = fx.i64(&key);
     let mut bad = 0;
     let mut worst = 0;
-    for (i, (&g, &e)) in got.data().iter().zip(&expected).enumerate() {
+    for (i, (&g, &e)) in got.to_contiguous().data().iter().zip(&expected).enumerate() {
         if g as i64 != e {
             if bad < 3 {
                 eprintln!("{c}: element {i} is {g}, PyTorch gives {e}");

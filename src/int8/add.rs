@@ -187,9 +187,12 @@ impl Int8Add {
             )));
         }
         let p = self.params(a.qparams(), b.qparams())?;
+        // Elementwise: any memory format will do, as long as both inputs share it (the output
+        // keeps the first input's, as PyTorch's).
+        let b = b.to_format(a.format());
         let mut out = vec![0u8; a.data().len()];
         kernels.add(&p, a.data(), b.data(), &mut out);
-        QTensor::from_raw(out, a.shape(), self.output)
+        QTensor::from_raw_in(out, a.shape(), self.output, a.format())
     }
 
     /// Output scale and zero-point.

@@ -8,7 +8,7 @@
 //! engine's requantization ([`crate::int8::requant`]). Dilation is 1.
 
 use super::engine::Engine;
-use super::kernels::packed::{PackedWeights, PackedWeightsS8};
+use super::kernels::packed::{LANE_ROWS, PackedWeights, PackedWeightsS8};
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
@@ -38,6 +38,9 @@ pub struct Int8Conv2d {
     gemm: Option<PackedWeights>,
     /// The same as i8 quad panels for the u8 × s8 kernels (ungrouped, weight zero-points 0).
     gemm_s8: Option<PackedWeightsS8>,
+    /// The same in [`LANE_ROWS`]-row panels for the channels-last kernels (1×1, ungrouped,
+    /// weight zero-points 0).
+    lanes_s8: Option<PackedWeightsS8>,
     bias: Option<Vec<f32>>,
     spec: Conv2dSpec,
     in_channels: usize,
@@ -105,6 +108,9 @@ impl Int8Conv2d {
         let gemm_s8 = (spec.groups == 1 && symmetric)
             .then(|| PackedWeightsS8::pack(&packed, out_channels, per_out))
             .flatten();
+        let lanes_s8 = (spec.groups == 1 && symmetric && kh * kw == 1)
+            .then(|| PackedWeightsS8::pack_panels(&packed, out_channels, per_out, LANE_ROWS))
+            .flatten();
         let requant = Requant::new(
             engine,
             out_channels,
@@ -118,6 +124,7 @@ impl Int8Conv2d {
             packed,
             gemm,
             gemm_s8,
+            lanes_s8,
             bias,
             spec,
             in_channels: icg * spec.groups,
@@ -137,7 +144,10 @@ impl Int8Conv2d {
         self.forward_with(&DEFAULT, input)
     }
 
-    /// Runs the convolution with the given kernels on an NCHW quint8 input.
+    /// Runs the convolution with the given kernels on a quint8 `[n, c, h, w]` input in either
+    /// memory format. The output is in the format the kernels write
+    /// ([`Int8Kernels::conv2d_formats`]): channels-last where they run channels-last, as
+    /// PyTorch's quantized convolutions.
     pub fn forward_with(&self, kernels: &dyn Int8Kernels, input: &QTensor) -> Result<QTensor> {
         let s = input.shape();
         if s.len() != 4 || s[1] != self.in_channels {
@@ -170,8 +180,14 @@ impl Int8Conv2d {
                 )
             },
         );
-        kernels.conv2d(self, &rq, input, &mut out);
-        QTensor::from_raw(out, &[s[0], self.out_channels, oh, ow], self.output)
+        let (in_format, out_format) = kernels.conv2d_formats(self, s);
+        kernels.conv2d(self, &rq, &input.to_format(in_format), &mut out);
+        QTensor::from_raw_in(
+            out,
+            &[s[0], self.out_channels, oh, ow],
+            self.output,
+            out_format,
+        )
     }
 
     /// Output height and width for an `h × w` input, `None` when the kernel does not fit.
@@ -196,6 +212,12 @@ impl Int8Conv2d {
     /// symmetric weights.
     pub fn gemm_weights_s8(&self) -> Option<&PackedWeightsS8> {
         self.gemm_s8.as_ref()
+    }
+
+    /// The weights as i8 quad panels of [`LANE_ROWS`] rows, for 1×1 ungrouped convolutions
+    /// with symmetric weights.
+    pub fn lane_weights_s8(&self) -> Option<&PackedWeightsS8> {
+        self.lanes_s8.as_ref()
     }
 
     /// The original quantized weight.

@@ -3,7 +3,8 @@
 //! quantized engines (issue 5; the fast kernels of issue 8 plug in behind [`Int8Kernels`]).
 //!
 //! Building blocks:
-//! - [`tensor`]: [`QTensor`] (quint8 activations, per-tensor qparams, NCHW), [`QWeight`] (qint8
+//! - [`tensor`]: [`QTensor`] (quint8 activations, per-tensor qparams, NCHW or channels-last
+//!   [`MemoryFormat`]), [`QWeight`] (qint8
 //!   weights, per-tensor or per-output-channel), [`quantize_per_tensor`] / dequantize;
 //! - [`engine`]: [`Engine`] — which PyTorch engine's arithmetic to reproduce (`qnnpack` or
 //!   `x86`/`fbgemm`);
@@ -46,9 +47,11 @@ pub mod tensor;
 pub use add::Int8Add;
 pub use conv::{Conv2dSpec, Int8Conv2d};
 pub use engine::Engine;
-pub use kernels::{Auto, Direct, Int8Kernels, Reference};
+pub use kernels::{Auto, Direct, Int8Kernels, Reference, on_thread_pool};
 pub use linear::Int8Linear;
 pub use pool::{PoolInputLayout, adaptive_avg_pool2d_1x1};
 pub use requant::Requant;
 pub use state_dict::{StateDict, int8_state_dict, load_int8_state_dict};
-pub use tensor::{QParamsPt, QTensor, QWeight, WeightQParams, dequantize, quantize_per_tensor};
+pub use tensor::{
+    MemoryFormat, QParamsPt, QTensor, QWeight, WeightQParams, dequantize, quantize_per_tensor,
+};

@@ -135,7 +135,7 @@ impl PoolParams {
     }
 }
 
-/// `F.adaptive_avg_pool2d(x, (1, 1))` on an NCHW quint8 tensor, with the default kernels.
+/// `F.adaptive_avg_pool2d(x, (1, 1))` on a quint8 `[n, c, h, w]` tensor, with the default kernels.
 pub fn adaptive_avg_pool2d_1x1(
     input: &QTensor,
     engine: Engine,
@@ -160,6 +160,6 @@ pub fn adaptive_avg_pool2d_1x1_with(
     let q = input.qparams();
     let p = PoolParams::new(engine, layout, s[2], s[3], q.scale, q.zero_point);
     let mut out = vec![0u8; s[0] * s[1]];
-    kernels.global_avg_pool(&p, input, &mut out);
+    kernels.global_avg_pool(&p, &input.to_contiguous(), &mut out);
     QTensor::from_raw(out, &[s[0], s[1], 1, 1], q)
 }

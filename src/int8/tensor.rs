@@ -100,23 +100,117 @@ fn check_len(len: usize, shape: &[usize], what: &str) -> Result<()> {
     Ok(())
 }
 
-/// A quint8 activation tensor (`torch.quint8`, `per_tensor_affine`), row-major (NCHW for images).
-#[derive(Debug, Clone, PartialEq)]
+/// How a [`QTensor`]'s values lie in memory (`torch.memory_format`). The shape is always the
+/// logical one (`[n, c, h, w]` for images); only the order of [`QTensor::data`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemoryFormat {
+    /// Row-major in the shape's order (NCHW for images): `torch.contiguous_format`.
+    #[default]
+    Contiguous,
+    /// A rank-4 tensor stored NHWC (`torch.channels_last`), as PyTorch's quantized
+    /// convolutions return theirs: the layout the channels-last kernels read and write
+    /// without repacking.
+    ChannelsLast,
+}
+
+/// A quint8 activation tensor (`torch.quint8`, `per_tensor_affine`): row-major (NCHW for
+/// images) unless its [`MemoryFormat`] says channels-last.
+///
+/// Equality compares values and shape, not the memory format.
+#[derive(Debug, Clone)]
 pub struct QTensor {
     data: Vec<u8>,
     shape: Vec<usize>,
     qparams: QParamsPt,
+    format: MemoryFormat,
+}
+
+impl PartialEq for QTensor {
+    fn eq(&self, other: &Self) -> bool {
+        if self.format == other.format {
+            return self.shape == other.shape
+                && self.qparams == other.qparams
+                && self.data == other.data;
+        }
+        self.shape == other.shape
+            && self.qparams == other.qparams
+            && self.to_contiguous().data == other.to_contiguous().data
+    }
 }
 
 impl QTensor {
-    /// Wraps raw quint8 values (`torch._make_per_tensor_quantized_tensor`).
+    /// Wraps raw quint8 values in row-major order (`torch._make_per_tensor_quantized_tensor`).
     pub fn from_raw(data: Vec<u8>, shape: &[usize], qparams: QParamsPt) -> Result<Self> {
+        Self::from_raw_in(data, shape, qparams, MemoryFormat::Contiguous)
+    }
+
+    /// Wraps raw quint8 values stored in `format` (channels-last needs a rank-4 `shape`).
+    pub fn from_raw_in(
+        data: Vec<u8>,
+        shape: &[usize],
+        qparams: QParamsPt,
+        format: MemoryFormat,
+    ) -> Result<Self> {
         check_len(data.len(), shape, "QTensor")?;
+        if format == MemoryFormat::ChannelsLast && shape.len() != 4 {
+            return Err(Error::Shape(format!(
+                "a channels-last QTensor needs a rank-4 shape, got {shape:?}"
+            )));
+        }
         Ok(QTensor {
             data,
             shape: shape.to_vec(),
             qparams,
+            format,
         })
+    }
+
+    /// How [`Self::data`] is ordered.
+    pub fn format(&self) -> MemoryFormat {
+        self.format
+    }
+
+    /// The same values stored in `format` (a copy only when the format changes; a rank-4
+    /// tensor only for channels-last, others stay row-major).
+    pub fn to_format(&self, format: MemoryFormat) -> std::borrow::Cow<'_, QTensor> {
+        use std::borrow::Cow;
+        if format == self.format || self.shape.len() != 4 {
+            return Cow::Borrowed(self);
+        }
+        let [n, c, h, w] = [self.shape[0], self.shape[1], self.shape[2], self.shape[3]];
+        let mut data = vec![0u8; self.data.len()];
+        let plane = h * w;
+        for b in 0..n {
+            let src = &self.data[b * c * plane..][..c * plane];
+            let dst = &mut data[b * c * plane..][..c * plane];
+            match format {
+                MemoryFormat::ChannelsLast => {
+                    for (ch, row) in src.chunks_exact(plane).enumerate() {
+                        for (p, &v) in row.iter().enumerate() {
+                            dst[p * c + ch] = v;
+                        }
+                    }
+                }
+                MemoryFormat::Contiguous => {
+                    for (p, pixel) in src.chunks_exact(c).enumerate() {
+                        for (ch, &v) in pixel.iter().enumerate() {
+                            dst[ch * plane + p] = v;
+                        }
+                    }
+                }
+            }
+        }
+        Cow::Owned(QTensor {
+            data,
+            shape: self.shape.clone(),
+            qparams: self.qparams,
+            format,
+        })
+    }
+
+    /// The same values in row-major (NCHW) order.
+    pub fn to_contiguous(&self) -> std::borrow::Cow<'_, QTensor> {
+        self.to_format(MemoryFormat::Contiguous)
     }
 
     /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`.
@@ -131,24 +225,27 @@ impl QTensor {
             data,
             shape: shape.to_vec(),
             qparams,
+            format: MemoryFormat::Contiguous,
         })
     }
 
-    /// `self.dequantize()`: `scale * (q - zero_point)` in f32.
+    /// `self.dequantize()`: `scale * (q - zero_point)` in f32, row-major (NCHW) whatever the
+    /// memory format.
     pub fn dequantize(&self) -> Vec<f32> {
         let (s, z) = (self.qparams.scale, self.qparams.zero_point);
-        self.data
+        self.to_contiguous()
+            .data
             .iter()
             .map(|&q| s * (q as i32 - z) as f32)
             .collect()
     }
 
-    /// The raw quint8 values (`int_repr()`).
+    /// The raw quint8 values (`int_repr()`) in the tensor's [`MemoryFormat`].
     pub fn data(&self) -> &[u8] {
         &self.data
     }
 
-    /// Consumes the tensor, returning its raw values.
+    /// Consumes the tensor, returning its raw values in its [`MemoryFormat`].
     pub fn into_data(self) -> Vec<u8> {
         self.data
     }

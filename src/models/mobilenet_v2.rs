@@ -309,7 +309,7 @@ impl MobileNetV2 {
     /// was not converted or the batch is not `[N, 3, H ≥ 32, W ≥ 32]`.
     pub fn forward_int8(&self, x: Tensor<4>) -> Result<Tensor<2>> {
         Self::check_input_shape(&x.dims())?;
-        self.forward_as::<QBatch<4>>(x)
+        crate::int8::on_thread_pool(|| self.forward_as::<QBatch<4>>(x))
     }
 
     /// The one forward of every stage, generic over what flows between the layers (float

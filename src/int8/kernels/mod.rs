@@ -61,6 +61,10 @@ impl Auto {
 }
 
 impl Int8Kernels for Auto {
+    fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
+        self.resolve().conv2d_formats(op, shape)
+    }
+
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
         self.resolve().conv2d(op, rq, input, out)
     }
@@ -127,6 +131,19 @@ pub(crate) fn threads_for(macs: usize) -> usize {
     }
 }
 
+/// Runs `f` on a thread of rayon's pool, at once when already on one. The kernels split each
+/// layer across the pool: from outside it, every layer hands its work to the pool and sleeps
+/// until it comes back (tens of µs per layer, as much as a small layer takes); from a worker,
+/// the work is shared with the other workers directly. A whole int8 forward pass therefore
+/// runs here, paying that hand-over once.
+pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// Runs `f(index, chunk)` on `out` in chunks of `len`, in parallel when there is more than one.
 pub(crate) fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut [u8]) + Sync) {
     use rayon::prelude::*;
@@ -144,12 +161,21 @@ use super::conv::Int8Conv2d;
 use super::linear::Int8Linear;
 use super::pool::PoolParams;
 use super::requant::Requant;
-use super::tensor::QTensor;
+use super::tensor::{MemoryFormat, QTensor};
 
 /// A set of int8 kernels. All methods write every element of `out`.
 pub trait Int8Kernels {
-    /// Quantized 2-D convolution of the NCHW `input` into the NCHW `out`
-    /// (`[n, op.out_channels(), oh, ow]` with `op.output_hw(h, w)`), requantized by `rq`.
+    /// The memory formats [`Self::conv2d`] takes its input in and writes its output in for
+    /// `op` on an input of `shape` (`[n, c, h, w]`). Row-major (NCHW) both ways unless a kernel
+    /// set says otherwise; the op converts an input held in another format first.
+    fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
+        let _ = (op, shape);
+        (MemoryFormat::Contiguous, MemoryFormat::Contiguous)
+    }
+
+    /// Quantized 2-D convolution of `input` (stored in the first format of
+    /// [`Self::conv2d_formats`]) into `out` (`[n, op.out_channels(), oh, ow]` with
+    /// `op.output_hw(h, w)`, stored in the second), requantized by `rq`.
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]);
 
     /// Quantized linear layer: `input` is `[n, in_features]`, `out` is `[n, out_features]`.

@@ -21,6 +21,8 @@
 pub const MR: usize = 4;
 /// Output pixels per input block (columns of the microkernel tile: two 8-lane i32 vectors).
 pub const NR: usize = 16;
+/// Output channels per weight panel of the channels-last kernels (one 16-lane i32 vector).
+pub const LANE_ROWS: usize = 16;
 
 /// Weights `[m, k]` as [`MR`]-row panels of tap pairs (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,8 +76,10 @@ impl PackedWeights {
     }
 }
 
-/// Weights `[m, k]` for the u8 × s8 kernels (`vpmaddubsw`, four taps per i32 lane): [`MR`]-row
-/// panels of tap quads, `[k/4][MR rows][4]` i8, and each row's sum `Σ_k w[o, k]`, which turns
+/// Weights `[m, k]` for the u8 × s8 kernels (`vpmaddubsw` / `vpdpbusd`, four taps per i32
+/// lane): panels of `R` rows of tap quads, `[k/4][R rows][4]` i8 (`R` = [`MR`] for the
+/// pixel-column kernels, 16 for the channels-last ones, whose vector lanes are output
+/// channels), and each row's sum `Σ_k w[o, k]`, which turns
 /// `Σ q_in·w` into `Σ (q_in − z_in)·w`. Only for weights with zero-point 0 (every PyTorch qconfig's
 /// qint8 weights are symmetric), so `w = q_w` fits i8.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,20 +88,27 @@ pub struct PackedWeightsS8 {
     row_sums: Vec<i32>,
     m: usize,
     k: usize,
+    panel_rows: usize,
 }
 
 impl PackedWeightsS8 {
-    /// Packs the row-major `[m, k]` weights `w` (zero-points removed); `None` if a value does
-    /// not fit i8.
+    /// Packs the row-major `[m, k]` weights `w` (zero-points removed) in [`MR`]-row panels;
+    /// `None` if a value does not fit i8.
     pub fn pack(w: &[i16], m: usize, k: usize) -> Option<Self> {
+        Self::pack_panels(w, m, k, MR)
+    }
+
+    /// [`Self::pack`] with `panel_rows` rows per panel.
+    pub fn pack_panels(w: &[i16], m: usize, k: usize, panel_rows: usize) -> Option<Self> {
         assert_eq!(w.len(), m * k, "weights must be [m, k]");
+        let r = panel_rows;
         let quads = k.div_ceil(4);
-        let mut data = vec![0i8; m.div_ceil(MR) * quads * MR * 4];
+        let mut data = vec![0i8; m.div_ceil(r) * quads * r * 4];
         let mut row_sums = vec![0i32; m];
         for (o, row) in w.chunks_exact(k.max(1)).enumerate().take(m) {
-            let base = (o / MR) * quads * MR * 4;
+            let base = (o / r) * quads * r * 4;
             for (t, &v) in row.iter().enumerate() {
-                data[base + ((t / 4) * MR + o % MR) * 4 + t % 4] = i8::try_from(v).ok()?;
+                data[base + ((t / 4) * r + o % r) * 4 + t % 4] = i8::try_from(v).ok()?;
                 row_sums[o] += v as i32;
             }
         }
@@ -106,6 +117,7 @@ impl PackedWeightsS8 {
             row_sums,
             m,
             k,
+            panel_rows,
         })
     }
 
@@ -124,14 +136,19 @@ impl PackedWeightsS8 {
         self.k.div_ceil(4)
     }
 
-    /// Number of [`MR`]-row panels.
-    pub fn panels(&self) -> usize {
-        self.m.div_ceil(MR)
+    /// Rows per panel.
+    pub fn panel_rows(&self) -> usize {
+        self.panel_rows
     }
 
-    /// Panel `i`: `quads() · MR · 4` values.
+    /// Number of panels.
+    pub fn panels(&self) -> usize {
+        self.m.div_ceil(self.panel_rows)
+    }
+
+    /// Panel `i`: `quads() · panel_rows() · 4` values.
     pub fn panel(&self, i: usize) -> &[i8] {
-        let len = self.quads() * MR * 4;
+        let len = self.quads() * self.panel_rows * 4;
         &self.data[i * len..][..len]
     }
 

@@ -30,7 +30,7 @@ use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
 use crate::int8::pool::PoolParams;
 use crate::int8::requant::Requant;
-use crate::int8::tensor::QTensor;
+use crate::int8::tensor::{MemoryFormat, QTensor};
 
 /// The AVX2 kernels. Obtain one with [`Avx2::detect`].
 #[derive(Debug, Clone, Copy)]
@@ -174,6 +174,59 @@ pub(super) unsafe fn store_tile(
     }
 }
 
+/// Stores the first `rows` rows and `cols` columns of a tile transposed into a channels-last
+/// image with `m` channels: row `r` (channel `ch0 + r`) of column `q` (pixel `p0 + q`) goes to
+/// `(p0 + q)·m + ch0 + r`, one dword of four channels per pixel for a full tile.
+///
+/// # Safety
+/// As [`store_tile`]: every byte written lies inside the allocation and belongs to this tile.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn store_tile_nhwc(
+    ptr: OutPtr,
+    tile: &[__m128i; MR],
+    (rows, cols): (usize, usize),
+    (ch0, p0): (usize, usize),
+    m: usize,
+) {
+    const { assert!(MR == 4, "a full tile is one dword per pixel") };
+    let mut bytes = [[0u8; 4]; NR];
+    if rows == MR {
+        // Interleave rows byte by byte, then the row pairs by byte pairs: pixel q's four
+        // channels end up in dword q.
+        let (t0, t1) = (
+            _mm_unpacklo_epi8(tile[0], tile[1]),
+            _mm_unpackhi_epi8(tile[0], tile[1]),
+        );
+        let (t2, t3) = (
+            _mm_unpacklo_epi8(tile[2], tile[3]),
+            _mm_unpackhi_epi8(tile[2], tile[3]),
+        );
+        let quads = [
+            _mm_unpacklo_epi16(t0, t2),
+            _mm_unpackhi_epi16(t0, t2),
+            _mm_unpacklo_epi16(t1, t3),
+            _mm_unpackhi_epi16(t1, t3),
+        ];
+        for (i, q) in quads.into_iter().enumerate() {
+            // SAFETY: `bytes` is 64 bytes: four 16-byte stores.
+            unsafe { _mm_storeu_si128(bytes.as_mut_ptr().add(4 * i) as *mut __m128i, q) };
+        }
+    } else {
+        let mut lanes = [[0u8; NR]; MR];
+        for (lane, &v) in lanes.iter_mut().zip(tile) {
+            // SAFETY: a lane row is 16 bytes.
+            unsafe { _mm_storeu_si128(lane.as_mut_ptr() as *mut __m128i, v) };
+        }
+        for (q, px) in bytes.iter_mut().enumerate() {
+            *px = std::array::from_fn(|r| lanes[r][q]);
+        }
+    }
+    for (q, px) in bytes.iter().enumerate().take(cols) {
+        // SAFETY: in bounds by the caller's contract; the first `rows` bytes are this tile's.
+        unsafe { std::ptr::copy_nonoverlapping(px.as_ptr(), ptr.at((p0 + q) * m + ch0), rows) };
+    }
+}
+
 /// Packs block `block` of a 1×1 stride-1 convolution's input (`[c, pixels]`): for every pair of
 /// channels, 16 pixels of each, zero-point removed, interleaved.
 #[target_feature(enable = "avx2")]
@@ -243,17 +296,17 @@ impl U8Tile for Maddubs {
     }
 }
 
-/// A dense convolution as packed GEMM, image by image. Each input block takes the u8 × s8
-/// kernel `u8_tile` when the weights allow it (and, unless it is [`U8Tile::FULL_RANGE`], the
-/// block's bytes are all ≤ 127), else the i16 kernel; all are exact, so the choice changes
-/// only the speed.
+/// A dense convolution as packed GEMM, image by image, from an NCHW input into an `out`
+/// stored in `out_format`. Each input block takes the u8 × s8 kernel `u8_tile` when the
+/// weights allow it (and, unless it is [`U8Tile::FULL_RANGE`], the block's bytes are all
+/// ≤ 127), else the i16 kernel; all are exact, so the choice changes only the speed.
 #[target_feature(enable = "avx2")]
 pub(super) fn conv_gemm<T: U8Tile>(
     op: &Int8Conv2d,
     a: &PackedWeights,
     rq: &Requant,
-    input: &QTensor,
-    out: &mut [u8],
+    (input, out): (&QTensor, &mut [u8]),
+    out_format: MemoryFormat,
     u8_tile: T,
 ) {
     let Some(ConvCall {
@@ -349,7 +402,16 @@ pub(super) fn conv_gemm<T: U8Tile>(
                 }
             };
             // SAFETY: the tile's rows and columns lie inside `dst`, and tiles never overlap.
-            unsafe { store_tile(ptr, &t, (nr, nc), (panel * MR) * plane + block * NR, plane) };
+            unsafe {
+                match out_format {
+                    MemoryFormat::Contiguous => {
+                        store_tile(ptr, &t, (nr, nc), (panel * MR) * plane + block * NR, plane)
+                    }
+                    MemoryFormat::ChannelsLast => {
+                        store_tile_nhwc(ptr, &t, (nr, nc), (panel * MR, block * NR), m)
+                    }
+                }
+            };
         };
         let extent = gemm::Extent {
             rows: m,
@@ -389,20 +451,21 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
     lanes.iter().fold(tail, |s, &v| s.wrapping_add(v))
 }
 
-/// A convolution with the given u8 × s8 microkernel: packed GEMM for dense ones,
-/// [`conv_depthwise`] for depthwise ones with stride ≤ 2, [`Direct`] for the rest (grouped).
+/// A convolution of an NCHW input with the given u8 × s8 microkernel: packed GEMM for dense
+/// ones (writing `out` in `dense_out`), [`conv_depthwise`] for depthwise ones with stride ≤ 2,
+/// [`Direct`] for the rest (grouped); those two write NCHW.
 #[target_feature(enable = "avx2")]
 pub(super) fn conv2d_with<T: U8Tile>(
     op: &Int8Conv2d,
     rq: &Requant,
-    input: &QTensor,
-    out: &mut [u8],
+    (input, out): (&QTensor, &mut [u8]),
+    dense_out: MemoryFormat,
     u8_tile: T,
 ) {
     let spec = op.spec();
     let c = input.shape()[1];
     if let Some(a) = op.gemm_weights() {
-        conv_gemm(op, a, rq, input, out, u8_tile)
+        conv_gemm(op, a, rq, (input, out), dense_out, u8_tile)
     } else if spec.groups == c && op.out_channels() == c && spec.stride <= 2 {
         conv_depthwise(op, rq, input, out)
     } else {
@@ -413,7 +476,7 @@ pub(super) fn conv2d_with<T: U8Tile>(
 impl Int8Kernels for Avx2 {
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
         // SAFETY: `self` exists only on CPUs with AVX2.
-        unsafe { conv2d_with(op, rq, input, out, Maddubs) }
+        unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::Contiguous, Maddubs) }
     }
 
     fn linear(&self, op: &Int8Linear, rq: &Requant, input: &QTensor, out: &mut [u8]) {

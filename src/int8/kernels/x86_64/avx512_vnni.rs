@@ -9,23 +9,25 @@
 //! instruction per 64 multiply-adds. The requantization is [`Avx2`]'s, so the outputs stay the
 //! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/int8_kernels.rs`).
 //!
-//! 3×3 depthwise convolutions on planes up to 28×28 take the channels-last kernel of
-//! [`super::avx512_depthwise`]; larger planes and every other op (linear, add, pooling) run
-//! [`Avx2`]'s kernels (a 16-column `vpdpwssd` form of the planar depthwise kernel measured
-//! slower than the AVX2 one on this machine, as did 512-bit requantization).
+//! Depthwise 3×3 and 1×1 convolutions run channels-last ([`super::avx512_depthwise`],
+//! [`super::avx512_pointwise`]): their inputs and outputs are NHWC, as PyTorch's quantized
+//! convolutions', so a MobileNetV2 block passes its activations on without repacking; the
+//! stem reads NCHW and writes its tiles transposed into NHWC. Other ops (linear, add,
+//! pooling) run [`Avx2`]'s kernels (512-bit requantization of the NCHW tiles measured
+//! slower than the AVX2 one on this machine).
 
 use std::arch::x86_64::*;
 
+use super::super::Int8Kernels;
 use super::super::packed::{MR, NR};
-use super::super::{ConvCall, Int8Kernels};
 use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
-use super::avx512_depthwise;
+use super::{avx512_depthwise, avx512_pointwise};
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
 use crate::int8::pool::PoolParams;
 use crate::int8::requant::Requant;
-use crate::int8::tensor::QTensor;
+use crate::int8::tensor::{MemoryFormat, QTensor};
 
 /// The AVX-512 VNNI kernels. Obtain one with [`Avx512Vnni::detect`].
 #[derive(Debug, Clone, Copy)]
@@ -100,18 +102,29 @@ fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
 }
 
 impl Int8Kernels for Avx512Vnni {
+    fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
+        use MemoryFormat::{ChannelsLast, Contiguous};
+        if avx512_depthwise::takes(op) || avx512_pointwise::weights(op, shape).is_some() {
+            (ChannelsLast, ChannelsLast)
+        } else if op.gemm_weights().is_some() {
+            // The stem: im2col reads NCHW; the tiles are stored transposed.
+            (Contiguous, ChannelsLast)
+        } else {
+            (Contiguous, Contiguous)
+        }
+    }
+
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
-        let spec = op.spec();
-        let depthwise = spec.groups == op.in_channels() && op.out_channels() == op.in_channels();
-        if depthwise
-            && spec.stride <= 2
-            && ConvCall::of(op, input).is_some_and(|call| avx512_depthwise::prefers(&call))
-        {
+        if avx512_depthwise::takes(op) {
             // SAFETY: `self` exists only on CPUs with AVX-512 VNNI.
             return unsafe { avx512_depthwise::conv_depthwise(op, rq, input, out) };
         }
+        if let Some(a) = avx512_pointwise::weights(op, input.shape()) {
+            // SAFETY: as above.
+            return unsafe { avx512_pointwise::conv_pointwise(a, rq, input, out) };
+        }
         // SAFETY: `self` exists only on CPUs with AVX-512 VNNI (and AVX2).
-        unsafe { conv2d_with(op, rq, input, out, Dpbusd) }
+        unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::ChannelsLast, Dpbusd) }
     }
 
     fn linear(&self, op: &Int8Linear, rq: &Requant, input: &QTensor, out: &mut [u8]) {
