@@ -38,8 +38,8 @@ pub struct Int8Conv2d {
     gemm: Option<PackedWeights>,
     /// The same as i8 quad panels for the u8 × s8 kernels (ungrouped, weight zero-points 0).
     gemm_s8: Option<PackedWeightsS8>,
-    /// The same in [`LANE_ROWS`]-row panels for the channels-last kernels (1×1, ungrouped,
-    /// weight zero-points 0).
+    /// The same in [`LANE_ROWS`]-row panels for the channels-last kernels (ungrouped, weight
+    /// zero-points 0, kernels at most 4 wide; see [`lane_weights`]).
     lanes_s8: Option<PackedWeightsS8>,
     bias: Option<Vec<f32>>,
     spec: Conv2dSpec,
@@ -108,8 +108,8 @@ impl Int8Conv2d {
         let gemm_s8 = (spec.groups == 1 && symmetric)
             .then(|| PackedWeightsS8::pack(&packed, out_channels, per_out))
             .flatten();
-        let lanes_s8 = (spec.groups == 1 && symmetric && kh * kw == 1)
-            .then(|| PackedWeightsS8::pack_panels(&packed, out_channels, per_out, LANE_ROWS))
+        let lanes_s8 = (spec.groups == 1 && symmetric)
+            .then(|| lane_weights(&packed, out_channels, [icg, kh, kw]))
             .flatten();
         let requant = Requant::new(
             engine,
@@ -214,8 +214,8 @@ impl Int8Conv2d {
         self.gemm_s8.as_ref()
     }
 
-    /// The weights as i8 quad panels of [`LANE_ROWS`] rows, for 1×1 ungrouped convolutions
-    /// with symmetric weights.
+    /// The weights as i8 quad panels of [`LANE_ROWS`] rows ([`lane_weights`]), for ungrouped
+    /// convolutions with symmetric weights and kernels at most 4 wide.
     pub fn lane_weights_s8(&self) -> Option<&PackedWeightsS8> {
         self.lanes_s8.as_ref()
     }
@@ -259,4 +259,24 @@ impl Int8Conv2d {
     pub fn output_qparams(&self) -> QParamsPt {
         self.output
     }
+}
+
+/// The `[out, in, kh, kw]` weights `w` (zero-points removed) as i8 quad panels of [`LANE_ROWS`]
+/// rows for the channels-last dense kernels: as they are for 1×1 (a pixel's channels are its
+/// taps), else with each kernel row padded to four taps with zeros (one dword of a padded input
+/// row per channel and kernel row). `None` when a weight does not fit i8 or the kernel is
+/// wider than 4.
+fn lane_weights(w: &[i16], out: usize, [icg, kh, kw]: [usize; 3]) -> Option<PackedWeightsS8> {
+    if kh * kw == 1 {
+        return PackedWeightsS8::pack_panels(w, out, icg, LANE_ROWS);
+    }
+    if kw > 4 {
+        return None;
+    }
+    let rows = out * icg * kh;
+    let mut padded = vec![0i16; rows * 4];
+    for (dst, src) in padded.chunks_exact_mut(4).zip(w.chunks_exact(kw)) {
+        dst[..kw].copy_from_slice(src);
+    }
+    PackedWeightsS8::pack_panels(&padded, out, icg * kh * 4, LANE_ROWS)
 }

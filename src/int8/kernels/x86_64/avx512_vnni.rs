@@ -10,7 +10,7 @@
 //! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/int8_kernels.rs`).
 //!
 //! Depthwise 3×3 and 1×1 convolutions run channels-last ([`super::avx512_depthwise`],
-//! [`super::avx512_pointwise`]): their inputs and outputs are NHWC, as PyTorch's quantized
+//! [`super::avx512_dense`]): their inputs and outputs are NHWC, as PyTorch's quantized
 //! convolutions', so a MobileNetV2 block passes its activations on without repacking; the
 //! stem reads NCHW and writes its tiles transposed into NHWC. Other ops (linear, add,
 //! pooling) run [`Avx2`]'s kernels (512-bit requantization of the NCHW tiles measured
@@ -21,7 +21,8 @@ use std::arch::x86_64::*;
 use super::super::Int8Kernels;
 use super::super::packed::{MR, NR};
 use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
-use super::{avx512_depthwise, avx512_pointwise};
+use super::avx512_dense::{self, DenseInput};
+use super::avx512_depthwise;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -104,13 +105,16 @@ fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
 impl Int8Kernels for Avx512Vnni {
     fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
         use MemoryFormat::{ChannelsLast, Contiguous};
-        if avx512_depthwise::takes(op) || avx512_pointwise::weights(op, shape).is_some() {
-            (ChannelsLast, ChannelsLast)
-        } else if op.gemm_weights().is_some() {
-            // The stem: im2col reads NCHW; the tiles are stored transposed.
-            (Contiguous, ChannelsLast)
-        } else {
-            (Contiguous, Contiguous)
+        if avx512_depthwise::takes(op) {
+            return (ChannelsLast, ChannelsLast);
+        }
+        match avx512_dense::input_kind(op, shape) {
+            Some(DenseInput::Pixels) => (ChannelsLast, ChannelsLast),
+            // Windows (the stem) read a padded NCHW copy; the GEMM of other dense ones reads
+            // NCHW too and stores its tiles transposed.
+            Some(DenseInput::Windows) => (Contiguous, ChannelsLast),
+            None if op.gemm_weights().is_some() => (Contiguous, ChannelsLast),
+            None => (Contiguous, Contiguous),
         }
     }
 
@@ -119,9 +123,9 @@ impl Int8Kernels for Avx512Vnni {
             // SAFETY: `self` exists only on CPUs with AVX-512 VNNI.
             return unsafe { avx512_depthwise::conv_depthwise(op, rq, input, out) };
         }
-        if let Some(a) = avx512_pointwise::weights(op, input.shape()) {
+        if avx512_dense::input_kind(op, input.shape()).is_some() {
             // SAFETY: as above.
-            return unsafe { avx512_pointwise::conv_pointwise(a, rq, input, out) };
+            return unsafe { avx512_dense::conv_dense(op, rq, input, out) };
         }
         // SAFETY: `self` exists only on CPUs with AVX-512 VNNI (and AVX2).
         unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::ChannelsLast, Dpbusd) }

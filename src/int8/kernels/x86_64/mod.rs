@@ -4,9 +4,9 @@ mod avx2;
 mod avx2_add;
 mod avx2_depthwise;
 mod avx2_u8s8;
+mod avx512_dense;
 mod avx512_depthwise;
 mod avx512_lanes;
-mod avx512_pointwise;
 mod avx512_vnni;
 
 pub use avx2::Avx2;
