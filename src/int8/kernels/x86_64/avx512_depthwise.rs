@@ -78,44 +78,68 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
     let x = input.data();
-    // Output pixels are contiguous `c`-byte runs, dealt to the threads in equal ranges.
+    // Output pixels are contiguous `c`-byte runs, dealt to the threads in equal ranges; a
+    // thread runs its range row segment by row segment, group by group, so that a group's
+    // weights and requantization stay in registers along the row.
     let pixels = n * oh * ow;
     let per_task = pixels.div_ceil(threads_for(pixels * c * TAPS)).max(1);
     for_each_block(out, per_task * c, |task, chunk| {
-        for (i, pixel) in chunk.chunks_exact_mut(c).enumerate() {
-            let p = task * per_task + i;
-            let (b, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
+        let first = task * per_task;
+        let mut done = 0;
+        while done < chunk.len() / c {
+            let p = first + done;
+            let (b, oy, ox0) = (p / (oh * ow), p / ow % oh, p % ow);
+            let count = (ow - ox0).min(chunk.len() / c - done);
             let image = &x[b * h * w * c..][..h * w * c];
-            let tap: [*const u8; TAPS] = std::array::from_fn(|t| {
-                let iy = (oy * stride + t / 3).wrapping_sub(pad);
-                let ix = (ox * stride + t % 3).wrapping_sub(pad);
-                if iy < h && ix < w {
-                    image[(iy * w + ix) * c..].as_ptr()
+            // Each kernel row's input row, or the zero-point row (column step 0) outside.
+            let rows: [(*const u8, usize); 3] = std::array::from_fn(|ky| {
+                let iy = (oy * stride + ky).wrapping_sub(pad);
+                if iy < h {
+                    (image[iy * w * c..].as_ptr(), c)
                 } else {
-                    zero_row.as_ptr()
+                    (zero_row.as_ptr(), 0)
                 }
             });
+            let segment = &mut chunk[done * c..][..count * c];
             for (g, (pw, lane_rq)) in pair_weights.iter().zip(&lanes).enumerate() {
                 let mask = lane_mask(c - g * LANES);
-                // SAFETY: every tap address starts a pixel's `c` channels inside `image`,
-                // or `zero_row` (`groups · 16` bytes); the mask reads only channels < c.
-                let load = |t: usize| unsafe {
-                    _mm_maskz_loadu_epi8(mask, tap[t].add(g * LANES) as *const i8)
-                };
-                let mut acc = _mm512_setzero_si512();
-                for (t, &wv) in pw.iter().enumerate().take(PAIRS - 1) {
-                    let (a, b) = (load(2 * t), load(2 * t + 1));
-                    let ab = _mm256_set_m128i(_mm_unpackhi_epi8(a, b), _mm_unpacklo_epi8(a, b));
-                    acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(ab), wv);
+                let zero = zero_row.as_ptr().wrapping_add(g * LANES);
+                let base = rows.map(|(row, step)| (row.wrapping_add(g * LANES), step));
+                for (i, pixel) in segment.chunks_exact_mut(c).enumerate() {
+                    let ix0 = ((ox0 + i) * stride).wrapping_sub(pad);
+                    // Inside the image, tap (ky, kx) is its row's pixel ix0 + kx; the edge
+                    // columns check each tap.
+                    let interior = ix0 < w && ix0 + 2 < w;
+                    let tap: [*const u8; TAPS] = std::array::from_fn(|t| {
+                        let (row, step) = base[t / 3];
+                        let ix = ix0.wrapping_add(t % 3);
+                        if interior || ix < w {
+                            row.wrapping_add(ix.wrapping_mul(step))
+                        } else {
+                            zero
+                        }
+                    });
+                    // SAFETY: a tap address starts the group's channels of a pixel inside
+                    // `image`, or of `zero_row` (`groups · 16` bytes); the mask reads only
+                    // channels < c.
+                    let load =
+                        |t: usize| unsafe { _mm_maskz_loadu_epi8(mask, tap[t] as *const i8) };
+                    let mut acc = _mm512_setzero_si512();
+                    for (t, &wv) in pw.iter().enumerate().take(PAIRS - 1) {
+                        let (a, b) = (load(2 * t), load(2 * t + 1));
+                        let ab = _mm256_set_m128i(_mm_unpackhi_epi8(a, b), _mm_unpacklo_epi8(a, b));
+                        acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(ab), wv);
+                    }
+                    let last = _mm512_cvtepu8_epi32(load(TAPS - 1));
+                    acc = _mm512_dpwssd_epi32(acc, last, pw[PAIRS - 1]);
+                    let v = requant16(acc, lane_rq, o);
+                    // SAFETY: the mask stores only channels < c of this output pixel.
+                    unsafe {
+                        _mm_mask_storeu_epi8(pixel[g * LANES..].as_mut_ptr() as *mut i8, mask, v)
+                    };
                 }
-                let last = _mm512_cvtepu8_epi32(load(TAPS - 1));
-                acc = _mm512_dpwssd_epi32(acc, last, pw[PAIRS - 1]);
-                let v = requant16(acc, lane_rq, o);
-                // SAFETY: the mask stores only channels < c of this output pixel.
-                unsafe {
-                    _mm_mask_storeu_epi8(pixel[g * LANES..].as_mut_ptr() as *mut i8, mask, v)
-                };
             }
+            done += count;
         }
     });
 }
