@@ -85,3 +85,28 @@ fn bad_quantization_inputs_are_errors() {
         Err(Error::Quant(_))
     ));
 }
+
+/// `QTensor::quantize` (the vectorized, threaded u8 path) gives `quantize_per_tensor`'s values
+/// on exact ties, both saturations, infinities and NaN, over more values than one thread's chunk.
+#[test]
+fn qtensor_quantize_matches_quantize_per_tensor() {
+    let scale = 0.05f32;
+    let mut x: Vec<f32> = (0..100_000)
+        .map(|i| (i as f32 - 50_000.0) * scale * 0.25 + if i % 3 == 0 { 0.0 } else { 1e-3 })
+        .collect();
+    x.extend([
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1e30,
+        -1e30,
+        2.5 * scale,
+        -0.0,
+    ]);
+    for zp in [0, 3, 128, 255] {
+        let q = QTensor::quantize(&x, &[x.len()], QParamsPt::new(scale, zp).unwrap()).unwrap();
+        let want = quantize_per_tensor(&x, scale, zp as i64, QuantDtype::QUInt8).unwrap();
+        let got: Vec<i64> = q.data().iter().map(|&v| v as i64).collect();
+        assert_eq!(got, want, "zero_point {zp}");
+    }
+}

@@ -217,10 +217,24 @@ impl QTensor {
     pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
         check_len(x.len(), shape, "QTensor::quantize")?;
         let inv = 1.0f32 / qparams.scale;
-        let data = x
-            .iter()
-            .map(|&v| quantize_val(v, inv, qparams.zero_point, 0, 255) as u8)
-            .collect();
+        let zp = qparams.zero_point as f32;
+        // `quantize_val` into 0..=255 in f32 throughout (a NaN goes to 0 either way), so
+        // that the loop vectorizes; split across threads for large inputs.
+        let quantize = |src: &[f32], dst: &mut [u8]| {
+            for (q, &v) in dst.iter_mut().zip(src) {
+                *q = (round_half_even(v * inv) + zp).clamp(0.0, 255.0) as u8;
+            }
+        };
+        let mut data = vec![0u8; x.len()];
+        const CHUNK: usize = 1 << 15;
+        if x.len() <= CHUNK {
+            quantize(x, &mut data);
+        } else {
+            use rayon::prelude::*;
+            data.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(dst, src)| quantize(src, dst));
+        }
         Ok(QTensor {
             data,
             shape: shape.to_vec(),
