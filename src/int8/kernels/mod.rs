@@ -4,10 +4,11 @@
 //! precomputes its parameters once, then hands the hot loop to an [`Int8Kernels`]
 //! implementation. [`Reference`] is plain safe Rust, written for obviousness; [`Direct`] is the
 //! portable fast set; `x86_64::Avx2` (packed-GEMM convolutions over [`packed`] layouts driven by
-//! [`gemm`], pair-lane depthwise, vector requantization) and `x86_64::Avx512Vnni` (its dense
-//! convolutions on `vpdpbusd`, channels-last depthwise on small planes) are picked at run time
-//! by [`Auto`]. All
-//! are held to [`Reference`] bit for bit (`tests/int8_kernels.rs`).
+//! [`gemm`], pair-lane depthwise, vector requantization) and `x86_64::Avx512Vnni` (channels-last
+//! convolutions: NHWC GEMMs on `vpdpbusd` and a direct NHWC depthwise kernel, choosing their
+//! memory formats through [`Int8Kernels::conv2d_formats`]) are picked at run time by [`Auto`].
+//! All are held to [`Reference`] bit for bit on inputs in either format
+//! (`tests/int8_kernels.rs`).
 //!
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
 //! slices have the lengths the op's shapes imply.

@@ -193,20 +193,7 @@ pub(super) unsafe fn store_tile_nhwc(
     if rows == MR {
         // Interleave rows byte by byte, then the row pairs by byte pairs: pixel q's four
         // channels end up in dword q.
-        let (t0, t1) = (
-            _mm_unpacklo_epi8(tile[0], tile[1]),
-            _mm_unpackhi_epi8(tile[0], tile[1]),
-        );
-        let (t2, t3) = (
-            _mm_unpacklo_epi8(tile[2], tile[3]),
-            _mm_unpackhi_epi8(tile[2], tile[3]),
-        );
-        let quads = [
-            _mm_unpacklo_epi16(t0, t2),
-            _mm_unpackhi_epi16(t0, t2),
-            _mm_unpacklo_epi16(t1, t3),
-            _mm_unpackhi_epi16(t1, t3),
-        ];
+        let quads = avx2_u8s8::interleave4(*tile);
         for (i, q) in quads.into_iter().enumerate() {
             // SAFETY: `bytes` is 64 bytes: four 16-byte stores.
             unsafe { _mm_storeu_si128(bytes.as_mut_ptr().add(4 * i) as *mut __m128i, q) };

@@ -79,20 +79,26 @@ pub(super) fn pack_pointwise(image: &[u8], c: usize, pixels: usize, block: usize
         unsafe { _mm_loadu_si128(src.as_ptr() as *const __m128i) }
     };
     for (quad, out) in dst.chunks_exact_mut(NR * 4).enumerate() {
-        let [r0, r1, r2, r3] = [0, 1, 2, 3].map(|i| row(4 * quad + i));
-        let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
-        let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
-        let quads = [
-            _mm_unpacklo_epi16(t0, t2),
-            _mm_unpackhi_epi16(t0, t2),
-            _mm_unpacklo_epi16(t1, t3),
-            _mm_unpackhi_epi16(t1, t3),
-        ];
+        let quads = interleave4([0, 1, 2, 3].map(|i| row(4 * quad + i)));
         for (i, q) in quads.into_iter().enumerate() {
             // SAFETY: out is 64 bytes: four 16-byte stores.
             unsafe { _mm_storeu_si128(out.as_mut_ptr().add(16 * i) as *mut __m128i, q) };
         }
     }
+}
+
+/// Four rows of 16 bytes as 16 dwords of one byte from each row: dword `q` of the result
+/// (vector `q / 4`, lane `q % 4`) is `[r0[q], r1[q], r2[q], r3[q]]` — a 4 × 16 byte transpose.
+#[target_feature(enable = "avx2")]
+pub(super) fn interleave4([r0, r1, r2, r3]: [__m128i; 4]) -> [__m128i; 4] {
+    let (t0, t1) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+    let (t2, t3) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+    [
+        _mm_unpacklo_epi16(t0, t2),
+        _mm_unpackhi_epi16(t0, t2),
+        _mm_unpacklo_epi16(t1, t3),
+        _mm_unpackhi_epi16(t1, t3),
+    ]
 }
 
 /// The per-row requantization of the u8 × s8 kernel: the i16 kernel's, with
