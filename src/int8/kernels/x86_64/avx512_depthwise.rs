@@ -1,10 +1,11 @@
 //! AVX-512 depthwise 3×3 convolution on channels-last tensors, 16 channels per vector.
 //!
 //! In NHWC the 16 channels of a pixel are 16 contiguous bytes, so the kernel reads its input
-//! and writes its output in place, with no per-channel planes to pad or transpose. For an
-//! output pixel it takes the addresses of its nine taps once — out-of-image taps point at a
-//! row of input zero-points, so padding costs nothing and `z_in · Σ w` comes off the bias
-//! ([`super::avx512_lanes`]) — then runs every group of 16 channels: taps are paired
+//! and writes its output in place, with no per-channel planes to pad or transpose. It runs
+//! a row segment of output pixels one group of 16 channels at a time (the group's weights and
+//! requantization stay in registers); a pixel's nine taps are addresses — out-of-image taps
+//! point at a row of input zero-points, so padding costs nothing and `z_in · Σ w` comes off
+//! the bias ([`super::avx512_lanes`]). Taps are paired
 //! byte by byte (`(x[t], x[t + 1])` per lane, widened to i16) and one `vpdpwssd` multiplies a
 //! pair by the lane's weight pair; the ninth tap pairs with a zero weight. Sums are exact:
 //! `q ≤ 255` and `|w| ≤ 255`. The 16 results are requantized per lane ([`requant16`]) and

@@ -9,12 +9,13 @@
 //! instruction per 64 multiply-adds. The requantization is [`Avx2`]'s, so the outputs stay the
 //! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/int8_kernels.rs`).
 //!
-//! Depthwise 3×3 and 1×1 convolutions run channels-last ([`super::avx512_depthwise`],
-//! [`super::avx512_dense`]): their inputs and outputs are NHWC, as PyTorch's quantized
-//! convolutions', so a MobileNetV2 block passes its activations on without repacking; the
-//! stem reads NCHW and writes its tiles transposed into NHWC. Other ops (linear, add,
-//! pooling) run [`Avx2`]'s kernels (512-bit requantization of the NCHW tiles measured
-//! slower than the AVX2 one on this machine).
+//! That microkernel now serves only dense convolutions the channels-last kernels do not take
+//! (kernels wider than 4, asymmetric weights), writing NHWC. Depthwise 3×3 and 1×1
+//! convolutions run channels-last ([`super::avx512_depthwise`], [`super::avx512_dense`]):
+//! their inputs and outputs are NHWC, as PyTorch's quantized convolutions', so a MobileNetV2
+//! block passes its activations on without repacking; the stem reads a padded NCHW copy
+//! ([`super::avx512_dense`]) and writes NHWC. Other ops (linear, add, pooling) run
+//! [`Avx2`]'s kernels.
 
 use std::arch::x86_64::*;
 
