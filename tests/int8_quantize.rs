@@ -86,8 +86,8 @@ fn bad_quantization_inputs_are_errors() {
     ));
 }
 
-/// `QTensor::quantize` (the vectorized, threaded u8 path) gives `quantize_per_tensor`'s values
-/// on exact ties, both saturations, infinities and NaN, over more values than one thread's chunk.
+/// `QTensor::quantize` (quint8 activations) gives `quantize_per_tensor`'s values (held to
+/// PyTorch above) on exact ties, both saturations, infinities and NaN.
 #[test]
 fn qtensor_quantize_matches_quantize_per_tensor() {
     let scale = 0.05f32;

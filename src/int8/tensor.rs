@@ -127,14 +127,9 @@ pub struct QTensor {
 
 impl PartialEq for QTensor {
     fn eq(&self, other: &Self) -> bool {
-        if self.format == other.format {
-            return self.shape == other.shape
-                && self.qparams == other.qparams
-                && self.data == other.data;
-        }
         self.shape == other.shape
             && self.qparams == other.qparams
-            && self.to_contiguous().data == other.to_contiguous().data
+            && self.data() == other.to_format(self.format).data()
     }
 }
 
@@ -177,26 +172,23 @@ impl QTensor {
         if format == self.format || self.shape.len() != 4 {
             return Cow::Borrowed(self);
         }
-        let [n, c, h, w] = [self.shape[0], self.shape[1], self.shape[2], self.shape[3]];
+        let (n, c, plane) = (self.shape[0], self.shape[1], self.shape[2] * self.shape[3]);
+        // Per image, NCHW is a [c, plane] matrix and NHWC its transpose.
+        let (rows, cols) = match format {
+            MemoryFormat::ChannelsLast => (c, plane),
+            MemoryFormat::Contiguous => (plane, c),
+        };
         let mut data = vec![0u8; self.data.len()];
-        let plane = h * w;
-        for b in 0..n {
-            let src = &self.data[b * c * plane..][..c * plane];
-            let dst = &mut data[b * c * plane..][..c * plane];
-            match format {
-                MemoryFormat::ChannelsLast => {
-                    for (ch, row) in src.chunks_exact(plane).enumerate() {
-                        for (p, &v) in row.iter().enumerate() {
-                            dst[p * c + ch] = v;
-                        }
-                    }
-                }
-                MemoryFormat::Contiguous => {
-                    for (p, pixel) in src.chunks_exact(c).enumerate() {
-                        for (ch, &v) in pixel.iter().enumerate() {
-                            dst[ch * plane + p] = v;
-                        }
-                    }
+        let image = c * plane;
+        for (src, dst) in self
+            .data
+            .chunks_exact(image)
+            .zip(data.chunks_exact_mut(image))
+            .take(n)
+        {
+            for (r, row) in src.chunks_exact(cols).enumerate() {
+                for (k, &v) in row.iter().enumerate() {
+                    dst[k * rows + r] = v;
                 }
             }
         }
@@ -217,24 +209,10 @@ impl QTensor {
     pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
         check_len(x.len(), shape, "QTensor::quantize")?;
         let inv = 1.0f32 / qparams.scale;
-        let zp = qparams.zero_point as f32;
-        // `quantize_val` into 0..=255 in f32 throughout (a NaN goes to 0 either way), so
-        // that the loop vectorizes; split across threads for large inputs.
-        let quantize = |src: &[f32], dst: &mut [u8]| {
-            for (q, &v) in dst.iter_mut().zip(src) {
-                *q = (round_half_even(v * inv) + zp).clamp(0.0, 255.0) as u8;
-            }
-        };
-        let mut data = vec![0u8; x.len()];
-        const CHUNK: usize = 1 << 15;
-        if x.len() <= CHUNK {
-            quantize(x, &mut data);
-        } else {
-            use rayon::prelude::*;
-            data.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
-                .for_each(|(dst, src)| quantize(src, dst));
-        }
+        let data = x
+            .iter()
+            .map(|&v| quantize_val(v, inv, qparams.zero_point, 0, 255) as u8)
+            .collect();
         Ok(QTensor {
             data,
             shape: shape.to_vec(),

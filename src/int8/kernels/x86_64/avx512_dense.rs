@@ -105,13 +105,16 @@ impl Layout<'_> {
 }
 
 /// The convolution of `input` (NHWC for [`DenseInput::Pixels`], NCHW for
-/// [`DenseInput::Windows`]) into the channels-last `out`.
+/// [`DenseInput::Windows`]; `kind` from [`input_kind`]) into the channels-last `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn conv_dense(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+pub(super) fn conv_dense(
+    op: &Int8Conv2d,
+    kind: DenseInput,
+    rq: &Requant,
+    input: &QTensor,
+    out: &mut [u8],
+) {
     let Some(a) = op.lane_weights_s8() else {
-        return;
-    };
-    let Some(kind) = input_kind(op, input.shape()) else {
         return;
     };
     let Some(call) = ConvCall::of(op, input) else {

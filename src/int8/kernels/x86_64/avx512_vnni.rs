@@ -124,9 +124,9 @@ impl Int8Kernels for Avx512Vnni {
             // SAFETY: `self` exists only on CPUs with AVX-512 VNNI.
             return unsafe { avx512_depthwise::conv_depthwise(op, rq, input, out) };
         }
-        if avx512_dense::input_kind(op, input.shape()).is_some() {
+        if let Some(kind) = avx512_dense::input_kind(op, input.shape()) {
             // SAFETY: as above.
-            return unsafe { avx512_dense::conv_dense(op, rq, input, out) };
+            return unsafe { avx512_dense::conv_dense(op, kind, rq, input, out) };
         }
         // SAFETY: `self` exists only on CPUs with AVX-512 VNNI (and AVX2).
         unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::ChannelsLast, Dpbusd) }
