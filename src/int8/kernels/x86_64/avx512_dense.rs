@@ -5,8 +5,9 @@
 //! it loads two weight vectors (four taps of 16 channels, prepacked once as `[k/4][16][4]`
 //! panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows) and broadcasts one dword of four
 //! input bytes per pixel, which `vpdpbusd` multiplies against both: sixteen independent
-//! accumulators. Each accumulator is one pixel's 16 output channels, requantized per lane
-//! ([`requant16`]) and stored as 16 contiguous bytes of the NHWC output — the layout the next
+//! accumulators, started at the channels' int32 bias. Each accumulator is one pixel's 16
+//! output channels; two pixels' four are requantized per lane together ([`requant64`]) and
+//! each pixel's 32 bytes are stored contiguously in the NHWC output — the layout the next
 //! layer reads. Where a pixel's dwords come from:
 //!
 //! * 1×1, stride 1, no padding, on NHWC: a pixel's channels are contiguous, so quad `q` is
@@ -25,7 +26,7 @@ use std::arch::x86_64::*;
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
 use super::super::{ConvCall, threads_for};
-use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant16};
+use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -250,23 +251,32 @@ unsafe fn tile_unit(
     }
     let w0 = a.panel(g0).as_ptr();
     let w1 = a.panel(g0 + valid_panels - 1).as_ptr();
+    let rq = [&lanes[g0], &lanes[g0 + valid_panels - 1]];
     // SAFETY: the dwords are inside x by the caller's contract; every panel holds `quads` quads.
-    let acc = unsafe { tile_acc(xp, [w0, w1], quads, quad_offset) };
-    for (i, acc) in acc.iter().enumerate().take(valid_pixels) {
-        for (j, &acc) in acc.iter().enumerate().take(valid_panels) {
-            let g = g0 + j;
-            let v = requant16(acc, &lanes[g], o);
-            // SAFETY: the mask stores only this panel's channels below m of pixel p0 + i,
+    let acc = unsafe { tile_acc(xp, [w0, w1], rq.map(LaneRq::acc_init), quads, quad_offset) };
+    // A pixel's bytes of this tile: its first panel's channels below m, then its second's.
+    let first = lane_mask(m - g0 * LANES) as u32;
+    let mask = if valid_panels == PANELS {
+        first | (lane_mask(m - (g0 + 1) * LANES) as u32) << LANES
+    } else {
+        first
+    };
+    for i in (0..valid_pixels).step_by(2) {
+        let v = requant64([acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1]], [rq[0], rq[1], rq[0], rq[1]], o);
+        let halves = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
+        for (k, half) in halves.into_iter().enumerate().take(valid_pixels - i) {
+            // SAFETY: the mask stores only this tile's channels below m of pixel p0 + i + k,
             // inside `out` by the caller's contract.
             unsafe {
-                let dst = out.at((p0 + i) * m + g * LANES);
-                _mm_mask_storeu_epi8(dst as *mut i8, lane_mask(m - g * LANES), v)
+                let dst = out.at((p0 + i + k) * m + g0 * LANES);
+                _mm256_mask_storeu_epi8(dst as *mut i8, mask, half)
             };
         }
     }
 }
 
-/// The raw `PIXELS × PANELS` accumulators: `acc[i][j][lane] = Σ_k x_i[k] · panel_j[k][lane]`.
+/// The `PIXELS × PANELS` accumulators from `init`: `acc[i][j][lane] = init[j][lane] +
+/// Σ_k x_i[k] · panel_j[k][lane]`.
 ///
 /// # Safety
 /// Each `x[i] + quad_offset(q)` (q < quads) starts 4 readable bytes; each `w[j]` points at
@@ -275,11 +285,12 @@ unsafe fn tile_unit(
 unsafe fn tile_acc(
     x: [*const u8; PIXELS],
     w: [*const i8; PANELS],
+    init: [__m512i; PANELS],
     quads: usize,
     quad_offset: &impl Fn(usize) -> usize,
 ) -> [[__m512i; PANELS]; PIXELS] {
     const { assert!(PANELS == 2, "the loop names its two weight vectors") };
-    let mut acc = [[_mm512_setzero_si512(); PANELS]; PIXELS];
+    let mut acc = [init; PIXELS];
     for kq in 0..quads {
         // SAFETY: kq < quads, inside every row and panel by the caller's contract.
         unsafe {

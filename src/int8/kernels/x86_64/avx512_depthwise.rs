@@ -3,27 +3,51 @@
 //! In NHWC the 16 channels of a pixel are 16 contiguous bytes, so the kernel reads its input
 //! and writes its output in place, with no per-channel planes to pad or transpose. It runs
 //! a row segment of output pixels one group of 16 channels at a time (the group's weights and
-//! requantization stay in registers); a pixel's nine taps are addresses — out-of-image taps
-//! point at a row of input zero-points, so padding costs nothing and `z_in · Σ w` comes off
-//! the bias ([`super::avx512_lanes`]). Taps are paired
-//! byte by byte (`(x[t], x[t + 1])` per lane, widened to i16) and one `vpdpwssd` multiplies a
-//! pair by the lane's weight pair; the ninth tap pairs with a zero weight. Sums are exact:
-//! `q ≤ 255` and `|w| ≤ 255`. The 16 results are requantized per lane ([`requant16`]) and
-//! stored as 16 bytes of the output pixel. A partial last group loads and stores under a mask.
+//! requantization stay in registers), [`BLOCK`] output pixels at a time. Out-of-image taps
+//! read a row of input zero-points, so padding costs nothing and `z_in · Σ w` comes off the
+//! bias ([`super::avx512_lanes`]).
+//!
+//! An input column of the window (three pixels, one per kernel row) is loaded once per block
+//! and serves every output pixel of the block whose window holds it (three at stride 1): its
+//! first two rows are paired byte by byte (`(x[0], x[1])` per lane, widened to i16) and one
+//! `vpdpwssd` multiplies them by the lane's weight pair of that kernel column; its third row,
+//! widened to i32, pairs with a zero weight. Sums are exact: `q ≤ 255` and `|w| ≤ 255`. Four
+//! pixels' results are requantized per lane together ([`requant64`]) and stored as 16 bytes
+//! per output pixel. A partial last group loads and stores under a mask.
 
 use std::arch::x86_64::*;
 
 use super::super::{ConvCall, for_each_block, threads_for};
-use super::avx512_lanes::{LANES, lane_groups, lane_mask, lane_out, requant16};
+use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
 
 /// Taps of the kernel.
 const TAPS: usize = 9;
-/// `vpdpwssd` weight pairs per group: four tap pairs and the ninth tap with a zero.
-const PAIRS: usize = TAPS.div_ceil(2);
+/// Output pixels per block (a multiple of 4, the pixels [`requant64`] takes).
+const BLOCK: usize = 8;
+/// Input columns a block reads at stride 2, the widest stride that shares columns.
+const COLUMNS: usize = (BLOCK - 1) * 2 + 3;
 
+/// A group's weights as `vpdpwssd` operands, per kernel column `kx`: lane `j` of
+/// `rows01[kx]` is the pair `(w[j][0][kx], w[j][1][kx])`, of `row2[kx]` `(w[j][2][kx], 0)`.
+#[derive(Clone, Copy)]
+struct GroupWeights {
+    rows01: [__m512i; 3],
+    row2: [__m512i; 3],
+}
+
+/// Where a block's taps lie: each kernel row's input row (the group's first channel, and the
+/// pixel step; the zero-point row with step 0 outside the image), the zero-point row, the
+/// image width and the channel mask.
+#[derive(Clone, Copy)]
+struct Window {
+    rows: [(*const u8, usize); 3],
+    zero: *const u8,
+    w: usize,
+    mask: u16,
+}
 /// Whether this kernel runs `op`: a 3×3 depthwise convolution (`groups = in = out`), any
 /// stride and padding.
 pub(super) fn takes(op: &Int8Conv2d) -> bool {
@@ -57,23 +81,28 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
         weights[ch * TAPS..][..TAPS].iter().map(|&v| v as i32).sum()
     });
     let o = lane_out(rq);
-    let pair_weights: Vec<[__m512i; PAIRS]> = (0..groups)
+    let group_weights: Vec<GroupWeights> = (0..groups)
         .map(|g| {
-            std::array::from_fn(|t| {
-                let tap = |ch: usize, k: usize| -> i16 {
-                    if ch < c && k < TAPS {
-                        weights[ch * TAPS + k]
-                    } else {
-                        0
-                    }
-                };
+            let lanes = |tap: &dyn Fn(usize) -> [usize; 2]| -> __m512i {
                 let v: [i32; LANES] = std::array::from_fn(|j| {
                     let ch = g * LANES + j;
-                    (tap(ch, 2 * t) as u16 as u32 | (tap(ch, 2 * t + 1) as u16 as u32) << 16) as i32
+                    let [lo, hi] = tap(ch).map(|k| {
+                        if ch < c && k < TAPS {
+                            weights[ch * TAPS + k] as u16 as u32
+                        } else {
+                            0
+                        }
+                    });
+                    (lo | hi << 16) as i32
                 });
                 // SAFETY: v is 16 i32.
                 unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
-            })
+            };
+            GroupWeights {
+                rows01: std::array::from_fn(|kx| lanes(&|_| [kx, 3 + kx])),
+                // Tap index TAPS reads as a zero weight.
+                row2: std::array::from_fn(|kx| lanes(&|_| [6 + kx, TAPS])),
+            }
         })
         .collect();
     // What out-of-image taps read: the zero-point in every channel of every group.
@@ -102,45 +131,129 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
                 }
             });
             let segment = &mut chunk[done * c..][..count * c];
-            for (g, (pw, lane_rq)) in pair_weights.iter().zip(&lanes).enumerate() {
-                let mask = lane_mask(c - g * LANES);
-                let zero = zero_row.as_ptr().wrapping_add(g * LANES);
-                let base = rows.map(|(row, step)| (row.wrapping_add(g * LANES), step));
-                for (i, pixel) in segment.chunks_exact_mut(c).enumerate() {
-                    let ix0 = ((ox0 + i) * stride).wrapping_sub(pad);
-                    // Inside the image, tap (ky, kx) is its row's pixel ix0 + kx; the edge
-                    // columns check each tap.
-                    let interior = ix0 < w && ix0 + 2 < w;
-                    let tap: [*const u8; TAPS] = std::array::from_fn(|t| {
-                        let (row, step) = base[t / 3];
-                        let ix = ix0.wrapping_add(t % 3);
-                        if interior || ix < w {
-                            row.wrapping_add(ix.wrapping_mul(step))
-                        } else {
-                            zero
-                        }
-                    });
-                    // SAFETY: a tap address starts the group's channels of a pixel inside
-                    // `image`, or of `zero_row` (`groups · 16` bytes); the mask reads only
-                    // channels < c.
-                    let load =
-                        |t: usize| unsafe { _mm_maskz_loadu_epi8(mask, tap[t] as *const i8) };
-                    let mut acc = _mm512_setzero_si512();
-                    for (t, &wv) in pw.iter().enumerate().take(PAIRS - 1) {
-                        let (a, b) = (load(2 * t), load(2 * t + 1));
-                        let ab = _mm256_set_m128i(_mm_unpackhi_epi8(a, b), _mm_unpacklo_epi8(a, b));
-                        acc = _mm512_dpwssd_epi32(acc, _mm512_cvtepu8_epi16(ab), wv);
-                    }
-                    let last = _mm512_cvtepu8_epi32(load(TAPS - 1));
-                    acc = _mm512_dpwssd_epi32(acc, last, pw[PAIRS - 1]);
-                    let v = requant16(acc, lane_rq, o);
-                    // SAFETY: the mask stores only channels < c of this output pixel.
+            for (g, (gw, lane_rq)) in group_weights.iter().zip(&lanes).enumerate() {
+                let window = Window {
+                    rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
+                    zero: zero_row.as_ptr().wrapping_add(g * LANES),
+                    w,
+                    mask: lane_mask(c - g * LANES),
+                };
+                for i0 in (0..count).step_by(BLOCK) {
+                    let ix0 = ((ox0 + i0) * stride).wrapping_sub(pad);
+                    let out = Outputs {
+                        first: segment[i0 * c + g * LANES..].as_mut_ptr(),
+                        step: c,
+                        valid: BLOCK.min(count - i0),
+                    };
+                    let rq = (lane_rq, o);
+                    // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
+                    // block's valid pixels lie inside `segment`.
                     unsafe {
-                        _mm_mask_storeu_epi8(pixel[g * LANES..].as_mut_ptr() as *mut i8, mask, v)
+                        match stride {
+                            1 => block::<1>(window, ix0, stride, gw, rq, out),
+                            2 => block::<2>(window, ix0, stride, gw, rq, out),
+                            _ => block::<0>(window, ix0, stride, gw, rq, out),
+                        }
                     };
                 }
             }
             done += count;
         }
     });
+}
+
+/// Where a block's outputs go: its first pixel's group, the pixel step, and how many of
+/// the [`BLOCK`] pixels are real.
+struct Outputs {
+    first: *mut u8,
+    step: usize,
+    valid: usize,
+}
+
+/// [`BLOCK`] output pixels of one group, the first of whose windows starts at input column
+/// `ix0` (wrapping: left padding), pixel `i` at `ix0 + i · stride`: accumulated from the
+/// bias, requantized and stored. With `S > 0` (`S = stride`), each input column is loaded
+/// once and feeds every pixel whose window holds it; `S = 0` takes any stride and loads each
+/// pixel's three columns itself.
+///
+/// # Safety
+/// Every in-image column of each of `window.rows` lies inside its image, `window.zero` holds
+/// 16 readable bytes under the mask, and each of the `out.valid` output pixels holds 16
+/// writable bytes under the mask.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block<const S: usize>(
+    window: Window,
+    ix0: usize,
+    stride: usize,
+    gw: &GroupWeights,
+    (rq, o): (&LaneRq, LaneOut),
+    out: Outputs,
+) {
+    // Rows 0 and 1 of input column `ix` as i16 pairs, and row 2 as i32.
+    let column = |ix: usize| -> [__m512i; 2] {
+        let inside = ix < window.w;
+        let r = window.rows.map(|(row, step)| {
+            let at = if inside { row.wrapping_add(ix * step) } else { window.zero };
+            // SAFETY: `at` is an in-image pixel's group or the zero row (caller's contract).
+            unsafe { _mm_maskz_loadu_epi8(window.mask, at as *const i8) }
+        });
+        let pairs = _mm256_set_m128i(_mm_unpackhi_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[0], r[1]));
+        [_mm512_cvtepu8_epi16(pairs), _mm512_cvtepu8_epi32(r[2])]
+    };
+    let (rows01, row2) = (gw.rows01, gw.row2);
+    let tap = |acc: __m512i, [pairs, third]: [__m512i; 2], kx: usize| {
+        dpwssd(dpwssd(acc, pairs, rows01[kx]), third, row2[kx])
+    };
+    let mut acc = [rq.acc_init(); BLOCK];
+    if S > 0 {
+        // The block's columns first, then each pixel's three.
+        let mut cols = [[_mm512_setzero_si512(); 2]; COLUMNS];
+        for (j, col) in cols.iter_mut().enumerate().take((BLOCK - 1) * S + 3) {
+            *col = column(ix0.wrapping_add(j));
+        }
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for kx in 0..3 {
+                *acc = tap(*acc, cols[i * S + kx], kx);
+            }
+        }
+    } else {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for kx in 0..3 {
+                *acc = tap(*acc, column(ix0.wrapping_add(i * stride + kx)), kx);
+            }
+        }
+    }
+    for (q, acc) in acc.chunks_exact(4).enumerate().take(out.valid.div_ceil(4)) {
+        let v = requant64([acc[0], acc[1], acc[2], acc[3]], [rq; 4], o);
+        let pixels: [__m128i; 4] = [
+            _mm512_extracti32x4_epi32::<0>(v),
+            _mm512_extracti32x4_epi32::<1>(v),
+            _mm512_extracti32x4_epi32::<2>(v),
+            _mm512_extracti32x4_epi32::<3>(v),
+        ];
+        for (k, px) in pixels.into_iter().enumerate().take(out.valid - 4 * q) {
+            let dst = out.first.wrapping_add((4 * q + k) * out.step);
+            // SAFETY: the mask stores only channels < c of a valid output pixel.
+            unsafe { _mm_mask_storeu_epi8(dst as *mut i8, window.mask, px) };
+        }
+    }
+}
+
+/// `vpdpwssd`, as written: LLVM's machine combiner otherwise splits chains of
+/// `_mm512_dpwssd_epi32` into `vpmaddwd` + `vpaddd` (two instructions for one).
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+fn dpwssd(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    let mut acc = acc;
+    // SAFETY: a register-only instruction of a feature this function requires.
+    unsafe {
+        std::arch::asm!(
+            "vpdpwssd {acc}, {a}, {b}",
+            acc = inout(zmm_reg) acc,
+            a = in(zmm_reg) a,
+            b = in(zmm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+    acc
 }

@@ -21,12 +21,19 @@ pub(super) struct LaneRq {
     multiplier: __m512,
 }
 
-/// The output stage shared by every lane, as i16 lanes.
+/// The output stage shared by every lane: the zero-point as i16 lanes, the clamp as u8 lanes.
 #[derive(Clone, Copy)]
 pub(super) struct LaneOut {
-    zero_point: __m256i,
-    lo: __m256i,
-    hi: __m256i,
+    zero_point: __m512i,
+    lo: __m512i,
+    hi: __m512i,
+}
+
+impl LaneRq {
+    /// The accumulator's starting value: the int32 bias, so that the sums need no add.
+    pub(super) fn acc_init(&self) -> __m512i {
+        self.bias_i32
+    }
 }
 
 /// The requantization of every group of 16 channels of a layer with `channels` outputs, for
@@ -60,27 +67,40 @@ pub(super) fn lane_groups(
         .collect()
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[target_feature(enable = "avx512f,avx512bw")]
 pub(super) fn lane_out(rq: &Requant) -> LaneOut {
     let (zp, lo, hi) = rq.output_range();
     LaneOut {
-        zero_point: _mm256_set1_epi16(zp as i16),
-        lo: _mm256_set1_epi16(lo as i16),
-        hi: _mm256_set1_epi16(hi as i16),
+        zero_point: _mm512_set1_epi16(zp as i16),
+        lo: _mm512_set1_epi8(lo as i8),
+        hi: _mm512_set1_epi8(hi as i8),
     }
 }
 
-/// [`Requant::apply`] on 16 raw accumulators: `vcvtps2dq` (ties to even, out of range to
-/// `i32::MIN` as the scalar `cvtps_epi32`), saturation to i16, the zero-point added with i16
-/// saturation, then the clamp to `[lo, hi]` (`0 ≤ lo`, `hi ≤ 255`, so this is also the u8
-/// saturation): the scalar `saturate_to_u8` step by step.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(super) fn requant16(acc: __m512i, r: &LaneRq, o: LaneOut) -> __m128i {
-    let f = _mm512_cvtepi32_ps(_mm512_add_epi32(acc, r.bias_i32));
-    let scaled = _mm512_mul_ps(_mm512_add_ps(f, r.bias_f32), r.multiplier);
-    let r16 = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(scaled));
-    let y = _mm256_adds_epi16(r16, o.zero_point);
-    _mm256_cvtepi16_epi8(_mm256_min_epi16(_mm256_max_epi16(y, o.lo), o.hi))
+/// The float stage of [`Requant::apply`] on 16 accumulators that started at
+/// [`LaneRq::acc_init`]: `vcvtps2dq` of `((float)acc + bias_f32) · m` (ties to even, out of
+/// range to `i32::MIN`, as the scalar `cvtps_epi32`).
+#[target_feature(enable = "avx512f")]
+fn round16(acc: __m512i, r: &LaneRq) -> __m512i {
+    let f = _mm512_add_ps(_mm512_cvtepi32_ps(acc), r.bias_f32);
+    _mm512_cvtps_epi32(_mm512_mul_ps(f, r.multiplier))
+}
+
+/// [`Requant::apply`] on four vectors of 16 accumulators (each started at its
+/// [`LaneRq::acc_init`]), as 64 bytes: `acc[0]`'s 16 outputs, then `acc[1]`'s, `acc[2]`'s,
+/// `acc[3]`'s. The output stage is the scalar `saturate_to_u8` step by step, four vectors at
+/// once: `packs_epi32` (to i16), `adds_epi16` of the zero-point, `packus_epi16` (to u8), the
+/// clamp to `[lo, hi]`; the packs interleave the vectors by 4-lane dwords, which one dword
+/// permutation puts back in order.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(super) fn requant64(acc: [__m512i; 4], r: [&LaneRq; 4], o: LaneOut) -> __m512i {
+    let rounded: [__m512i; 4] = std::array::from_fn(|i| round16(acc[i], r[i]));
+    let lo = _mm512_adds_epi16(_mm512_packs_epi32(rounded[0], rounded[1]), o.zero_point);
+    let hi = _mm512_adds_epi16(_mm512_packs_epi32(rounded[2], rounded[3]), o.zero_point);
+    let bytes = _mm512_min_epu8(_mm512_max_epu8(_mm512_packus_epi16(lo, hi), o.lo), o.hi);
+    // Dword 4·L + v of `bytes` holds lanes 4L..4L+3 of vector v; out dword 4·v + L takes it.
+    let order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    _mm512_permutexvar_epi32(order, bytes)
 }
 
 /// The byte mask of the first `count` of 16 lanes (`count` ≤ 16).
