@@ -9,7 +9,7 @@
 
 use super::engine::Engine;
 use super::kernels::packed::{LANE_ROWS, PackedWeights, PackedWeightsS8};
-use super::kernels::{DEFAULT, Int8Kernels};
+use super::kernels::{DEFAULT, Int8Kernels, KernelCache};
 use super::requant::{Requant, requant_for_input};
 use super::tensor::{QParamsPt, QTensor, QWeight};
 use crate::{Error, Result};
@@ -52,6 +52,8 @@ pub struct Int8Conv2d {
     seen_input: std::sync::OnceLock<(f32, Requant)>,
     output: QParamsPt,
     requant: Requant,
+    /// What the kernels derive from this layer on first use.
+    kernel_cache: KernelCache,
 }
 
 impl Int8Conv2d {
@@ -136,6 +138,7 @@ impl Int8Conv2d {
             output,
             requant,
             weight,
+            kernel_cache: KernelCache::default(),
         })
     }
 
@@ -212,6 +215,11 @@ impl Int8Conv2d {
     /// symmetric weights.
     pub fn gemm_weights_s8(&self) -> Option<&PackedWeightsS8> {
         self.gemm_s8.as_ref()
+    }
+
+    /// What the kernels derived from this layer on first use ([`KernelCache`]).
+    pub fn kernel_cache(&self) -> &KernelCache {
+        &self.kernel_cache
     }
 
     /// The weights as i8 quad panels of [`LANE_ROWS`] rows ([`lane_weights`]), for ungrouped

@@ -13,6 +13,7 @@
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
 //! slices have the lengths the op's shapes imply.
 
+pub mod cache;
 pub mod direct;
 pub mod gemm;
 pub mod packed;
@@ -20,6 +21,7 @@ pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
+pub use cache::KernelCache;
 pub use direct::Direct;
 pub use reference::Reference;
 #[cfg(target_arch = "x86_64")]

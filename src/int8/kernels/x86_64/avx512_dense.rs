@@ -125,7 +125,9 @@ pub(super) fn conv_dense(
     let (m, zp) = (a.rows(), input.qparams().zero_point);
     let pixels = call.n * call.oh * call.ow;
     assert_eq!(out.len(), pixels * m, "output is [pixels, m]");
-    let lanes = lane_groups(rq, m, zp, |o| a.row_sums()[o]);
+    let lanes = op
+        .kernel_cache()
+        .get_or_build(input.qparams(), || lane_groups(rq, m, zp, |o| a.row_sums()[o]));
     let o = lane_out(rq);
     let macs = pixels * m * call.c * call.kh * call.kw;
     match kind {

@@ -27,8 +27,11 @@ use crate::int8::tensor::QTensor;
 const TAPS: usize = 9;
 /// Output pixels per block (a multiple of 4, the pixels [`requant64`] takes).
 const BLOCK: usize = 8;
-/// Input columns a block reads at stride 2, the widest stride that shares columns.
-const COLUMNS: usize = (BLOCK - 1) * 2 + 3;
+
+/// The input columns a block reads at stride `s`.
+const fn columns(s: usize) -> usize {
+    (BLOCK - 1) * s + 3
+}
 
 /// A group's weights as `vpdpwssd` operands, per kernel column `kx`: lane `j` of
 /// `rows01[kx]` is the pair `(w[j][0][kx], w[j][1][kx])`, of `row2[kx]` `(w[j][2][kx], 0)`.
@@ -36,6 +39,39 @@ const COLUMNS: usize = (BLOCK - 1) * 2 + 3;
 struct GroupWeights {
     rows01: [__m512i; 3],
     row2: [__m512i; 3],
+}
+
+/// What the kernel derives from a layer once ([`crate::int8::KernelCache`]): each group's
+/// requantization and weights.
+#[derive(Clone)]
+struct Prepared {
+    lanes: Vec<LaneRq>,
+    weights: Vec<GroupWeights>,
+}
+
+/// Group `g`'s weights from the layer's `[c][9]` taps (lanes past channel `c` zero).
+fn group_weights(weights: &[i16], c: usize, g: usize) -> GroupWeights {
+    let lanes = |taps: [usize; 2]| -> __m512i {
+        let v: [i32; LANES] = std::array::from_fn(|j| {
+            let ch = g * LANES + j;
+            let [lo, hi] = taps.map(|k| {
+                if ch < c && k < TAPS {
+                    weights[ch * TAPS + k] as u16 as u32
+                } else {
+                    0
+                }
+            });
+            (lo | hi << 16) as i32
+        });
+        // SAFETY: v is 16 i32; an unaligned load needs only AVX-512 F, which the
+        // callers' CPUs have.
+        unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
+    };
+    GroupWeights {
+        rows01: std::array::from_fn(|kx| lanes([kx, 3 + kx])),
+        // Tap index TAPS reads as a zero weight.
+        row2: std::array::from_fn(|kx| lanes([6 + kx, TAPS])),
+    }
 }
 
 /// Where a block's taps lie: each kernel row's input row (the group's first channel, and the
@@ -77,34 +113,13 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     let weights = op.packed_weight();
     let groups = c.div_ceil(LANES);
     let zp = input.qparams().zero_point;
-    let lanes = lane_groups(rq, c, zp, |ch| {
-        weights[ch * TAPS..][..TAPS].iter().map(|&v| v as i32).sum()
+    let prepared = op.kernel_cache().get_or_build(input.qparams(), || Prepared {
+        lanes: lane_groups(rq, c, zp, |ch| {
+            weights[ch * TAPS..][..TAPS].iter().map(|&v| v as i32).sum()
+        }),
+        weights: (0..groups).map(|g| group_weights(weights, c, g)).collect(),
     });
     let o = lane_out(rq);
-    let group_weights: Vec<GroupWeights> = (0..groups)
-        .map(|g| {
-            let lanes = |tap: &dyn Fn(usize) -> [usize; 2]| -> __m512i {
-                let v: [i32; LANES] = std::array::from_fn(|j| {
-                    let ch = g * LANES + j;
-                    let [lo, hi] = tap(ch).map(|k| {
-                        if ch < c && k < TAPS {
-                            weights[ch * TAPS + k] as u16 as u32
-                        } else {
-                            0
-                        }
-                    });
-                    (lo | hi << 16) as i32
-                });
-                // SAFETY: v is 16 i32.
-                unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
-            };
-            GroupWeights {
-                rows01: std::array::from_fn(|kx| lanes(&|_| [kx, 3 + kx])),
-                // Tap index TAPS reads as a zero weight.
-                row2: std::array::from_fn(|kx| lanes(&|_| [6 + kx, TAPS])),
-            }
-        })
-        .collect();
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
     let x = input.data();
@@ -131,7 +146,7 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
                 }
             });
             let segment = &mut chunk[done * c..][..count * c];
-            for (g, (gw, lane_rq)) in group_weights.iter().zip(&lanes).enumerate() {
+            for (g, (gw, lane_rq)) in prepared.weights.iter().zip(&prepared.lanes).enumerate() {
                 let window = Window {
                     rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
                     zero: zero_row.as_ptr().wrapping_add(g * LANES),
@@ -150,9 +165,9 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
                     // block's valid pixels lie inside `segment`.
                     unsafe {
                         match stride {
-                            1 => block::<1>(window, ix0, stride, gw, rq, out),
-                            2 => block::<2>(window, ix0, stride, gw, rq, out),
-                            _ => block::<0>(window, ix0, stride, gw, rq, out),
+                            1 => block::<1, { columns(1) }>(window, ix0, stride, gw, rq, out),
+                            2 => block::<2, { columns(2) }>(window, ix0, stride, gw, rq, out),
+                            _ => block::<0, 0>(window, ix0, stride, gw, rq, out),
                         }
                     };
                 }
@@ -160,6 +175,33 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
             done += count;
         }
     });
+}
+
+impl Window {
+    /// Rows 0 and 1 of input column `ix` as i16 pairs, and row 2 as i32.
+    ///
+    /// # Safety
+    /// The in-image column `ix` of each row lies inside its image, and `zero` holds 16
+    /// readable bytes under the mask.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn column(&self, ix: usize) -> [__m512i; 2] {
+        let inside = ix < self.w;
+        let at = |(row, step): (*const u8, usize)| {
+            if inside { row.wrapping_add(ix * step) } else { self.zero }
+        };
+        let (a, b, c) = (at(self.rows[0]), at(self.rows[1]), at(self.rows[2]));
+        // SAFETY: each address is an in-image pixel's group or the zero row (contract above).
+        let (r0, r1, r2) = unsafe {
+            (
+                _mm_maskz_loadu_epi8(self.mask, a as *const i8),
+                _mm_maskz_loadu_epi8(self.mask, b as *const i8),
+                _mm_maskz_loadu_epi8(self.mask, c as *const i8),
+            )
+        };
+        let pairs = _mm256_set_m128i(_mm_unpackhi_epi8(r0, r1), _mm_unpacklo_epi8(r0, r1));
+        [_mm512_cvtepu8_epi16(pairs), _mm512_cvtepu8_epi32(r2)]
+    }
 }
 
 /// Where a block's outputs go: its first pixel's group, the pixel step, and how many of
@@ -172,16 +214,16 @@ struct Outputs {
 
 /// [`BLOCK`] output pixels of one group, the first of whose windows starts at input column
 /// `ix0` (wrapping: left padding), pixel `i` at `ix0 + i · stride`: accumulated from the
-/// bias, requantized and stored. With `S > 0` (`S = stride`), each input column is loaded
-/// once and feeds every pixel whose window holds it; `S = 0` takes any stride and loads each
-/// pixel's three columns itself.
+/// bias, requantized and stored. With `S > 0` (`S = stride`, `COLS = columns(S)`), each
+/// input column is loaded once and feeds every pixel whose window holds it; `S = 0` takes any
+/// stride and loads each pixel's three columns itself.
 ///
 /// # Safety
 /// Every in-image column of each of `window.rows` lies inside its image, `window.zero` holds
 /// 16 readable bytes under the mask, and each of the `out.valid` output pixels holds 16
 /// writable bytes under the mask.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block<const S: usize>(
+unsafe fn block<const S: usize, const COLS: usize>(
     window: Window,
     ix0: usize,
     stride: usize,
@@ -189,17 +231,8 @@ unsafe fn block<const S: usize>(
     (rq, o): (&LaneRq, LaneOut),
     out: Outputs,
 ) {
-    // Rows 0 and 1 of input column `ix` as i16 pairs, and row 2 as i32.
-    let column = |ix: usize| -> [__m512i; 2] {
-        let inside = ix < window.w;
-        let r = window.rows.map(|(row, step)| {
-            let at = if inside { row.wrapping_add(ix * step) } else { window.zero };
-            // SAFETY: `at` is an in-image pixel's group or the zero row (caller's contract).
-            unsafe { _mm_maskz_loadu_epi8(window.mask, at as *const i8) }
-        });
-        let pairs = _mm256_set_m128i(_mm_unpackhi_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[0], r[1]));
-        [_mm512_cvtepu8_epi16(pairs), _mm512_cvtepu8_epi32(r[2])]
-    };
+    // SAFETY (each column): the caller's contract on `window`.
+    let column = |ix: usize| unsafe { window.column(ix) };
     let (rows01, row2) = (gw.rows01, gw.row2);
     let tap = |acc: __m512i, [pairs, third]: [__m512i; 2], kx: usize| {
         dpwssd(dpwssd(acc, pairs, rows01[kx]), third, row2[kx])
@@ -207,10 +240,8 @@ unsafe fn block<const S: usize>(
     let mut acc = [rq.acc_init(); BLOCK];
     if S > 0 {
         // The block's columns first, then each pixel's three.
-        let mut cols = [[_mm512_setzero_si512(); 2]; COLUMNS];
-        for (j, col) in cols.iter_mut().enumerate().take((BLOCK - 1) * S + 3) {
-            *col = column(ix0.wrapping_add(j));
-        }
+        const { assert!(S == 0 || COLS == columns(S)) };
+        let cols: [[__m512i; 2]; COLS] = std::array::from_fn(|j| column(ix0.wrapping_add(j)));
         for (i, acc) in acc.iter_mut().enumerate() {
             for kx in 0..3 {
                 *acc = tap(*acc, cols[i * S + kx], kx);
