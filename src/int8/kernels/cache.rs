@@ -45,7 +45,11 @@ impl Clone for KernelCache {
 
 impl std::fmt::Debug for KernelCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = if self.0.get().is_some() { "built" } else { "empty" };
+        let state = if self.0.get().is_some() {
+            "built"
+        } else {
+            "empty"
+        };
         write!(f, "KernelCache({state})")
     }
 }
@@ -66,7 +70,10 @@ mod tests {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             vec![v]
         };
-        assert!(matches!(cache.get_or_build(qp(0.5, 3), || build(1)), Cow::Borrowed(_)));
+        assert!(matches!(
+            cache.get_or_build(qp(0.5, 3), || build(1)),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(*cache.get_or_build(qp(0.5, 3), || build(2)), vec![1]);
         assert_eq!(calls.load(std::sync::atomic::Ordering::Relaxed), 1);
         // Another scale, zero-point or type: fresh data, the cached one untouched.

@@ -125,9 +125,9 @@ pub(super) fn conv_dense(
     let (m, zp) = (a.rows(), input.qparams().zero_point);
     let pixels = call.n * call.oh * call.ow;
     assert_eq!(out.len(), pixels * m, "output is [pixels, m]");
-    let lanes = op
-        .kernel_cache()
-        .get_or_build(input.qparams(), || lane_groups(rq, m, zp, |o| a.row_sums()[o]));
+    let lanes = op.kernel_cache().get_or_build(input.qparams(), || {
+        lane_groups(rq, m, zp, |o| a.row_sums()[o])
+    });
     let o = lane_out(rq);
     let macs = pixels * m * call.c * call.kh * call.kw;
     match kind {
@@ -264,7 +264,11 @@ unsafe fn tile_unit(
         first
     };
     for i in (0..valid_pixels).step_by(2) {
-        let v = requant64([acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1]], [rq[0], rq[1], rq[0], rq[1]], o);
+        let v = requant64(
+            [acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1]],
+            [rq[0], rq[1], rq[0], rq[1]],
+            o,
+        );
         let halves = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
         for (k, half) in halves.into_iter().enumerate().take(valid_pixels - i) {
             // SAFETY: the mask stores only this tile's channels below m of pixel p0 + i + k,

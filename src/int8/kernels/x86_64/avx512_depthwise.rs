@@ -113,12 +113,14 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     let weights = op.packed_weight();
     let groups = c.div_ceil(LANES);
     let zp = input.qparams().zero_point;
-    let prepared = op.kernel_cache().get_or_build(input.qparams(), || Prepared {
-        lanes: lane_groups(rq, c, zp, |ch| {
-            weights[ch * TAPS..][..TAPS].iter().map(|&v| v as i32).sum()
-        }),
-        weights: (0..groups).map(|g| group_weights(weights, c, g)).collect(),
-    });
+    let prepared = op
+        .kernel_cache()
+        .get_or_build(input.qparams(), || Prepared {
+            lanes: lane_groups(rq, c, zp, |ch| {
+                weights[ch * TAPS..][..TAPS].iter().map(|&v| v as i32).sum()
+            }),
+            weights: (0..groups).map(|g| group_weights(weights, c, g)).collect(),
+        });
     let o = lane_out(rq);
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
@@ -188,7 +190,11 @@ impl Window {
     unsafe fn column(&self, ix: usize) -> [__m512i; 2] {
         let inside = ix < self.w;
         let at = |(row, step): (*const u8, usize)| {
-            if inside { row.wrapping_add(ix * step) } else { self.zero }
+            if inside {
+                row.wrapping_add(ix * step)
+            } else {
+                self.zero
+            }
         };
         let (a, b, c) = (at(self.rows[0]), at(self.rows[1]), at(self.rows[2]));
         // SAFETY: each address is an in-image pixel's group or the zero row (contract above).
