@@ -84,6 +84,7 @@ struct Window {
     w: usize,
     mask: u16,
 }
+
 /// Whether this kernel runs `op`: a 3×3 depthwise convolution (`groups = in = out`), any
 /// stride and padding.
 pub(super) fn takes(op: &Int8Conv2d) -> bool {
