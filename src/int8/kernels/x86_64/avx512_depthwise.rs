@@ -50,6 +50,7 @@ struct Prepared {
 }
 
 /// Group `g`'s weights from the layer's `[c][9]` taps (lanes past channel `c` zero).
+#[target_feature(enable = "avx512f")]
 fn group_weights(weights: &[i16], c: usize, g: usize) -> GroupWeights {
     let lanes = |taps: [usize; 2]| -> __m512i {
         let v: [i32; LANES] = std::array::from_fn(|j| {
@@ -63,8 +64,7 @@ fn group_weights(weights: &[i16], c: usize, g: usize) -> GroupWeights {
             });
             (lo | hi << 16) as i32
         });
-        // SAFETY: v is 16 i32; an unaligned load needs only AVX-512 F, which the
-        // callers' CPUs have.
+        // SAFETY: v is 16 i32.
         unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
     };
     GroupWeights {
