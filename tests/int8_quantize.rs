@@ -110,3 +110,27 @@ fn qtensor_quantize_matches_quantize_per_tensor() {
         assert_eq!(got, want, "zero_point {zp}");
     }
 }
+
+/// The dispatched quantize kernel (AVX2 on such CPUs) writes the portable path's bytes,
+/// full 32-value blocks and the scalar tail alike, from every offset.
+#[test]
+fn quantize_kernel_matches_its_reference() {
+    use burn_qat::int8::kernels::quantize::{quantize, reference};
+    let x: Vec<f32> = (0..1000)
+        .map(|i| match i % 97 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            _ => (i as f32 - 400.0) * 0.0625,
+        })
+        .collect();
+    for (inv, zp) in [(4.0f32, 0), (8.0, 128), (2.0, 255), (0.3, 7)] {
+        for start in [0, 1, 31, 33] {
+            let x = &x[start..];
+            let (mut got, mut want) = (vec![0u8; x.len()], vec![1u8; x.len()]);
+            quantize(x, inv, zp, &mut got);
+            reference(x, inv, zp, &mut want);
+            assert_eq!(got, want, "inv {inv}, zero_point {zp}, start {start}");
+        }
+    }
+}

@@ -209,10 +209,8 @@ impl QTensor {
     pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
         check_len(x.len(), shape, "QTensor::quantize")?;
         let inv = 1.0f32 / qparams.scale;
-        let data = x
-            .iter()
-            .map(|&v| quantize_val(v, inv, qparams.zero_point, 0, 255) as u8)
-            .collect();
+        let mut data = vec![0u8; x.len()];
+        super::kernels::quantize::quantize(x, inv, qparams.zero_point, &mut data);
         Ok(QTensor {
             data,
             shape: shape.to_vec(),

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod direct;
 pub mod gemm;
 pub mod packed;
+pub mod quantize;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

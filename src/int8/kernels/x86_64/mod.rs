@@ -3,6 +3,7 @@
 mod avx2;
 mod avx2_add;
 mod avx2_depthwise;
+pub(super) mod avx2_quantize;
 mod avx2_u8s8;
 mod avx512_dense;
 mod avx512_depthwise;
