@@ -93,8 +93,7 @@ pub fn run<P: Copy>(
     if threads == 1 {
         (0..tasks).for_each(task);
     } else {
-        use rayon::prelude::*;
-        (0..tasks).into_par_iter().for_each(task);
+        super::team::parallel_for(tasks, task);
     }
 }
 

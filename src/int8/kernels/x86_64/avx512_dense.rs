@@ -217,12 +217,7 @@ fn run_tiles(
             };
         }
     };
-    if threads == 1 {
-        run(0);
-    } else {
-        use rayon::prelude::*;
-        (0..threads).into_par_iter().for_each(run);
-    }
+    super::super::team::parallel_for(threads, run);
 }
 
 /// Pixel tile `tile` × panel pair `pair`, requantized and stored into the `[pixels, m]`
