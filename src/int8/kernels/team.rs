@@ -95,7 +95,7 @@ pub(crate) fn parallel_for(tasks: usize, f: impl Fn(usize) + Sync) {
         (0..tasks).for_each(f);
     } else if team.is_null() || tasks > MAX_TASKS {
         use rayon::prelude::*;
-        (0..tasks).into_par_iter().for_each(|i| f(i));
+        (0..tasks).into_par_iter().for_each(&f);
     } else {
         // SAFETY: `LEADING` points at the team of the `on_team` call running on this thread,
         // which outlives this call.
@@ -172,7 +172,7 @@ impl Team {
 
 fn pause(spins: &mut u32) {
     *spins += 1;
-    if *spins % SPINS_PER_YIELD == 0 {
+    if spins.is_multiple_of(SPINS_PER_YIELD) {
         std::thread::yield_now();
     } else {
         std::hint::spin_loop();
