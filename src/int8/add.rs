@@ -22,6 +22,7 @@
 //! on AVX-512 builds, 64 on AVX2) dequantizes without the fma, `(q − z)·s`; the reference uses the
 //! fma everywhere (see the int8_add tests for how rarely the two differ).
 
+use super::buffer::Buffer;
 use super::engine::Engine;
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::saturate_to_u8;
@@ -190,9 +191,9 @@ impl Int8Add {
         // Elementwise: any memory format will do, as long as both inputs share it (the output
         // keeps the first input's, as PyTorch's).
         let b = b.to_format(a.format());
-        let mut out = vec![0u8; a.data().len()];
+        let mut out = Buffer::new(a.data().len());
         kernels.add(&p, a.data(), b.data(), &mut out);
-        QTensor::from_raw_in(out, a.shape(), self.output, a.format())
+        QTensor::from_buffer(out, a.shape(), self.output, a.format())
     }
 
     /// Output scale and zero-point.

@@ -7,6 +7,7 @@
 //! with out-of-image taps contributing 0 (both engines pad with the input zero-point), then the
 //! engine's requantization ([`crate::int8::requant`]). Dilation is 1.
 
+use super::buffer::Buffer;
 use super::engine::Engine;
 use super::kernels::packed::{LANE_ROWS, PackedWeights, PackedWeightsS8};
 use super::kernels::{DEFAULT, Int8Kernels, KernelCache};
@@ -165,7 +166,7 @@ impl Int8Conv2d {
                 self.kernel, self.spec.padding
             ))
         })?;
-        let mut out = vec![0u8; s[0] * self.out_channels * oh * ow];
+        let mut out = Buffer::new(s[0] * self.out_channels * oh * ow);
         let rq = requant_for_input(
             &self.requant,
             self.input_scale,
@@ -185,7 +186,7 @@ impl Int8Conv2d {
         );
         let (in_format, out_format) = kernels.conv2d_formats(self, s);
         kernels.conv2d(self, &rq, &input.to_format(in_format), &mut out);
-        QTensor::from_raw_in(
+        QTensor::from_buffer(
             out,
             &[s[0], self.out_channels, oh, ow],
             self.output,

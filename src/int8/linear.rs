@@ -6,10 +6,11 @@
 //! ```
 //! then the engine's requantization ([`crate::int8::requant`]).
 
+use super::buffer::Buffer;
 use super::engine::Engine;
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{Requant, requant_for_input};
-use super::tensor::{QParamsPt, QTensor, QWeight};
+use super::tensor::{MemoryFormat, QParamsPt, QTensor, QWeight};
 use crate::{Error, Result};
 
 /// A prepared quantized linear layer.
@@ -101,7 +102,7 @@ impl Int8Linear {
                 self.in_features
             )));
         }
-        let mut out = vec![0u8; s[0] * self.out_features];
+        let mut out = Buffer::new(s[0] * self.out_features);
         let rq = requant_for_input(
             &self.requant,
             self.input_scale,
@@ -120,7 +121,12 @@ impl Int8Linear {
             },
         );
         kernels.linear(self, &rq, input, &mut out);
-        QTensor::from_raw(out, &[s[0], self.out_features], self.output)
+        QTensor::from_buffer(
+            out,
+            &[s[0], self.out_features],
+            self.output,
+            MemoryFormat::Contiguous,
+        )
     }
 
     /// The packed weights `q_w − z_w`, `[out, in]`.

@@ -35,6 +35,7 @@
 //! ```
 
 pub mod add;
+pub mod buffer;
 pub mod conv;
 pub mod engine;
 pub mod kernels;

@@ -24,10 +24,11 @@
 //! r = ((float)(1.0 / 1) / kH) / kW;   y = nearbyint((float)Σq · r)
 //! ```
 
+use super::buffer::Buffer;
 use super::engine::Engine;
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{cvtps_epi32, saturate_to_u8};
-use super::tensor::{QTensor, round_half_even};
+use super::tensor::{MemoryFormat, QTensor, round_half_even};
 use crate::{Error, Result};
 
 /// The memory format PyTorch's input would have, which selects the native kernel (the values
@@ -159,7 +160,7 @@ pub fn adaptive_avg_pool2d_1x1_with(
     }
     let q = input.qparams();
     let p = PoolParams::new(engine, layout, s[2], s[3], q.scale, q.zero_point);
-    let mut out = vec![0u8; s[0] * s[1]];
+    let mut out = Buffer::new(s[0] * s[1]);
     kernels.global_avg_pool(&p, &input.to_contiguous(), &mut out);
-    QTensor::from_raw(out, &[s[0], s[1], 1, 1], q)
+    QTensor::from_buffer(out, &[s[0], s[1], 1, 1], q, MemoryFormat::Contiguous)
 }

@@ -14,6 +14,7 @@
 //! # Dequantize
 //! `fbgemm::Dequantize`: `x = scale * (float)(q - zp)` in f32.
 
+use super::buffer::Buffer;
 use crate::quant::QuantDtype;
 pub use crate::quant::rounding::round_half_even;
 use crate::{Error, Result};
@@ -119,7 +120,7 @@ pub enum MemoryFormat {
 /// Equality compares values and shape, not the memory format.
 #[derive(Debug, Clone)]
 pub struct QTensor {
-    data: Vec<u8>,
+    data: Buffer,
     shape: Vec<usize>,
     qparams: QParamsPt,
     format: MemoryFormat,
@@ -142,6 +143,16 @@ impl QTensor {
     /// Wraps raw quint8 values stored in `format` (channels-last needs a rank-4 `shape`).
     pub fn from_raw_in(
         data: Vec<u8>,
+        shape: &[usize],
+        qparams: QParamsPt,
+        format: MemoryFormat,
+    ) -> Result<Self> {
+        Self::from_buffer(Buffer::from_vec(data), shape, qparams, format)
+    }
+
+    /// [`Self::from_raw_in`] on a (possibly recycled) [`Buffer`].
+    pub(crate) fn from_buffer(
+        data: Buffer,
         shape: &[usize],
         qparams: QParamsPt,
         format: MemoryFormat,
@@ -178,7 +189,7 @@ impl QTensor {
             MemoryFormat::ChannelsLast => (c, plane),
             MemoryFormat::Contiguous => (plane, c),
         };
-        let mut data = vec![0u8; self.data.len()];
+        let mut data = Buffer::new(self.data.len());
         let image = c * plane;
         for (src, dst) in self
             .data
@@ -209,7 +220,7 @@ impl QTensor {
     pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
         check_len(x.len(), shape, "QTensor::quantize")?;
         let inv = 1.0f32 / qparams.scale;
-        let mut data = vec![0u8; x.len()];
+        let mut data = Buffer::new(x.len());
         super::kernels::quantize::quantize(x, inv, qparams.zero_point, &mut data);
         Ok(QTensor {
             data,
@@ -232,12 +243,12 @@ impl QTensor {
 
     /// The raw quint8 values (`int_repr()`) in the tensor's [`MemoryFormat`].
     pub fn data(&self) -> &[u8] {
-        &self.data
+        &self.data[..]
     }
 
     /// Consumes the tensor, returning its raw values in its [`MemoryFormat`].
     pub fn into_data(self) -> Vec<u8> {
-        self.data
+        self.data.into_vec()
     }
 
     /// The shape.
