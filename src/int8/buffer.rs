@@ -1,8 +1,9 @@
 //! The byte storage of [`QTensor`](super::QTensor)s, recycled within an int8 forward pass.
 //!
 //! Every layer of a pass writes a fresh activation and drops its input. Allocating each one
-//! zeroed (`vec![0; n]`) costs a memset of every activation, 4–9% of a MobileNetV2 pass at
-//! batch 1, for bytes the kernels overwrite anyway (every kernel writes all of its output).
+//! zeroed (`vec![0; n]`) costs a memset of every activation (2–3% of a MobileNetV2 pass at
+//! batch 1 on one thread, more on two, where it runs on one thread while the other waits) for
+//! bytes the kernels overwrite anyway (every kernel writes all of its output).
 //! Inside [`scope`] (which [`on_thread_pool`](super::on_thread_pool) opens around a pass),
 //! a dropped [`Buffer`] goes to a free list of this thread and the next request of at most its
 //! size takes it back with its old bytes. The list dies with the scope, so a pass keeps no

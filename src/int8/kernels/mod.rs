@@ -137,8 +137,9 @@ pub(crate) fn threads_for(macs: usize) -> usize {
 }
 
 /// Runs a whole int8 forward pass `f` on rayon's pool with every pool thread as its team
-/// ([`team::on_team`]): each layer's split then costs a few hundred ns instead of a hand-over
+/// ([`team::on_team`]): each layer's split then costs an atomic claim instead of a hand-over
 /// to sleeping workers. A plain call on a one-thread pool.
+///
 /// Activations are recycled within the pass ([`crate::int8::buffer::scope`]).
 pub fn on_thread_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     team::on_team(|| crate::int8::buffer::scope(f))
