@@ -60,7 +60,7 @@ impl Buffer {
             FREE.with(|free| {
                 let mut free = free.borrow_mut();
                 let free = free.as_mut()?;
-                let fits = |b: &Vec<u8>| b.len() >= len && b.len() <= len * MAX_WASTE;
+                let fits = |b: &Vec<u8>| (len..=len.saturating_mul(MAX_WASTE)).contains(&b.len());
                 let best = (0..free.len())
                     .filter(|&i| fits(&free[i]))
                     .min_by_key(|&i| free[i].len())?;
@@ -131,13 +131,13 @@ impl std::fmt::Debug for Buffer {
 
 #[cfg(test)]
 mod tests {
-    use super::{Buffer, MIN_RECYCLED, scope};
+    use super::{Buffer, MAX_WASTE, MIN_RECYCLED, scope};
 
     /// Inside a scope a dropped buffer's allocation serves the next request that fits (not a
     /// much smaller one), and lists do not outlive their scope.
     #[test]
     fn recycles_inside_a_scope_only() {
-        let n = MIN_RECYCLED * 4;
+        let n = MIN_RECYCLED * MAX_WASTE * 2;
         scope(|| {
             let mut a = Buffer::new(n);
             a.fill(7);
@@ -147,7 +147,16 @@ mod tests {
             assert_eq!((b.as_ptr(), b.len()), (at, n / 2));
             assert!(b.iter().all(|&v| v == 7), "old bytes, not zeroed");
             drop(b);
-            assert_ne!(Buffer::new(n / 64).as_ptr(), at, "too small a request");
+            assert_ne!(
+                Buffer::new(n / MAX_WASTE / 2).as_ptr(),
+                at,
+                "a much smaller request"
+            );
+            assert_ne!(
+                Buffer::new(MIN_RECYCLED - 1).as_ptr(),
+                at,
+                "too small to recycle"
+            );
             assert_eq!(
                 Buffer::new(n).as_ptr(),
                 at,

@@ -111,9 +111,9 @@ impl Team {
         self.finished.store(0, Ordering::Relaxed);
         self.job
             .store(&f as *const &Task<'_> as *mut (), Ordering::Relaxed);
-        self.slot
-            .store(epoch << 32 | (tasks as u64) << 16, Ordering::Release);
-        self.work(epoch << 32 | (tasks as u64) << 16);
+        let word = epoch << 32 | (tasks as u64) << 16;
+        self.slot.store(word, Ordering::Release);
+        self.work(word);
         let mut spins = 0u32;
         while self.finished.load(Ordering::Acquire) < tasks {
             pause(&mut spins);

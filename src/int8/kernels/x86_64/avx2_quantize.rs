@@ -23,11 +23,7 @@ pub fn quantize(x: &[f32], inv_scale: f32, zero_point: i32, out: &mut [u8]) {
         _mm256_cvtps_epi32(clamped)
     };
     let blocks = n / 32;
-    for (src, dst) in x
-        .chunks_exact(32)
-        .zip(out.chunks_exact_mut(32))
-        .take(blocks)
-    {
+    for (src, dst) in x.chunks_exact(32).zip(out.chunks_exact_mut(32)) {
         let [a, b, c, d] = [0, 8, 16, 24].map(|i| lane(&src[i..][..8]));
         let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
         let bytes = _mm256_permutevar8x32_epi32(bytes, order);
