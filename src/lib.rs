@@ -19,7 +19,8 @@
 //! - [`export`]: ONNX export (int8 QDQ, float, QAT fake-quant as QDQ);
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`mod@bench`]: forward-pass latency of a checkpoint (the CLI's `bench`);
-//! - [`io`]: reading PyTorch checkpoints and `.npy` arrays.
+//! - [`io`]: reading PyTorch checkpoints and `.npy` arrays;
+//! - [`limits`]: size checks against the machine's memory before allocation.
 
 pub mod bench;
 pub mod convert;
@@ -32,6 +33,7 @@ pub mod fuse;
 pub mod infer;
 pub mod int8;
 pub mod io;
+pub mod limits;
 pub mod models;
 pub mod nn;
 pub mod ops;
