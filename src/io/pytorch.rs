@@ -1,11 +1,22 @@
 //! Loading float PyTorch state dicts (`.pth`, zip or legacy serialization) into Burn modules
 //! through `burn-store`'s PyTorch reader, with key renaming and a strict, readable report of
 //! missing, unexpected and mis-shaped keys (PyTorch's `load_state_dict(strict=True)`).
+//!
+//! Every tensor is converted to its parameter's dtype on the way in (float32 for the crate's
+//! models), as PyTorch's `param.copy_(value)` does: a float16, bfloat16 or float64 checkpoint,
+//! or one that mixes dtypes, loads into a float32 model.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use burn::module::Module;
-use burn_store::{ApplyError, KeyRemapper, ModuleSnapshot, PytorchStore, PytorchStoreError};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{DType, Tensor};
+use burn_store::burn_pack::{Error as PackError, Tensor as PackTensor};
+use burn_store::{
+    ApplyError, KeyRemapper, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore,
+    PyTorchToBurnAdapter, PytorchStore, PytorchStoreError, bridge,
+};
 
 use crate::{Error, Result};
 
@@ -102,6 +113,10 @@ fn regex_escape(s: &str) -> String {
 /// right shape and every file entry must have a place in the model (except ignored suffixes).
 /// On error the module is dropped and the error names the first offending PyTorch keys.
 ///
+/// Each tensor is converted to its parameter's dtype as it is loaded (PyTorch's
+/// `param.copy_(value)`): float16, bfloat16 and float64 checkpoints, mixed ones, and integer
+/// or bool tensors in float slots load into the float32 model as the values they hold.
+///
 /// The file is checked by the crate's own bounded reader first (see
 /// [`read_quantized_state_dict`](super::read_quantized_state_dict)): a directory, an empty,
 /// truncated or corrupt file, huge declared sizes, deep pickle nesting, calls other than
@@ -116,13 +131,24 @@ pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> 
         .remap(keys.remapper()?)
         .validate(false)
         .allow_partial(true);
-    let result = module.load_from(&mut store).map_err(|e| match e {
+    let store_error = |e: PytorchStoreError| match e {
         PytorchStoreError::Io(source) => Error::io(path, source),
         other => Error::Checkpoint {
             path: path.to_path_buf(),
             reason: first_line(&other.to_string()),
         },
-    })?;
+    };
+    // What `PytorchStore::apply_to` does, with one more adapter in front of PyTorch's layout
+    // conversion: burn-store loads a tensor in the dtype the file stores it in, and a float16
+    // parameter in a float32 model makes Burn's ops panic at the first forward.
+    let tensors: Vec<PackTensor> = store
+        .get_all_tensors()
+        .map_err(store_error)?
+        .values()
+        .cloned()
+        .collect();
+    let adapter = ToParamDType::of(&module).chain(PyTorchToBurnAdapter);
+    let result = module.apply(tensors, None, Some(Box::new(adapter)), SKIP_ENUM_VARIANTS);
 
     let mut problems: Vec<String> = result
         .errors
@@ -137,6 +163,19 @@ pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> 
                 keys.to_pytorch(path),
                 found.as_slice(),
                 expected.as_slice()
+            ),
+            ApplyError::DTypeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "'{}' is a {found:?} tensor in the checkpoint but the model expects {expected:?}",
+                keys.to_pytorch(path)
+            ),
+            ApplyError::LoadError { path, message } => format!(
+                "'{}' could not be read: {}",
+                keys.to_pytorch(path),
+                first_line(message)
             ),
             other => first_line(&other.to_string()),
         })
@@ -166,6 +205,86 @@ pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> 
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// PyTorch module paths never name enum variants (`PytorchStore`'s own setting).
+const SKIP_ENUM_VARIANTS: bool = true;
+
+/// An adapter converting each tensor to the dtype of the float parameter it is loaded into
+/// (PyTorch's `param.copy_(value)`): float16, bfloat16 and float64 tensors, and integer and
+/// bool ones as PyTorch converts those too. The conversion is composed onto the tensor's
+/// deferred read, so each tensor is still read once, when it is applied, and a failure is an
+/// error of that tensor rather than a panic.
+#[derive(Clone)]
+struct ToParamDType {
+    /// The dtype of each float parameter of the model, by module path.
+    targets: Arc<HashMap<String, DType>>,
+}
+
+impl ToParamDType {
+    fn of<M: Module>(module: &M) -> Self {
+        let mut visitor = FloatParams::default();
+        module.visit(&mut visitor);
+        ToParamDType {
+            targets: Arc::new(visitor.targets),
+        }
+    }
+}
+
+impl ModuleAdapter for ToParamDType {
+    fn adapt(&self, tensor: PackTensor, _ctx: ModuleContext<'_>) -> PackTensor {
+        let Some(&target) = self.targets.get(&tensor.name) else {
+            return tensor;
+        };
+        let source = tensor.dtype;
+        let convertible =
+            source.is_float() || source.is_int() || source.is_uint() || source.is_bool();
+        if source == target || !convertible {
+            return tensor;
+        }
+        let (name, shape, param_id) = (tensor.name.clone(), tensor.shape.clone(), tensor.param_id);
+        bridge::deferred(name, target, shape, param_id, move || {
+            bridge::to_data(&tensor)?.try_cast(target).map_err(|e| {
+                PackError::ValidationError(format!("cannot convert {source:?} to {target:?}: {e}"))
+            })
+        })
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
+
+/// Collects the module path and dtype of every float parameter, with the paths burn-store's
+/// applier gives them. A parameter not yet initialized is not materialized to ask: it will
+/// have the device's float dtype, as the applier itself assumes.
+#[derive(Default)]
+struct FloatParams {
+    path: Vec<String>,
+    targets: HashMap<String, DType>,
+}
+
+impl ModuleVisitor for FloatParams {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        if !(SKIP_ENUM_VARIANTS && container_type.starts_with("Enum:")) {
+            self.path.push(name.to_string());
+        }
+    }
+
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !(SKIP_ENUM_VARIANTS && container_type.starts_with("Enum:")) {
+            self.path.pop();
+        }
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let dtype = if param.is_initialized() {
+            param.val().dtype()
+        } else {
+            param.lazy_device().settings().float_dtype.into()
+        };
+        self.targets.insert(self.path.join("."), dtype);
+    }
 }
 
 fn first_line(s: &str) -> String {

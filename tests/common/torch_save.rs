@@ -111,3 +111,120 @@ pub fn zip_checkpoint(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
     }
     w.finish().unwrap().into_inner()
 }
+
+/// The storage types of `torch.save` that the float tests write, and how each holds a value
+/// (floats rounded to nearest, ties to even, as `tensor.to(dtype)` rounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// `torch.float32`.
+    Float,
+    /// `torch.float16`.
+    Half,
+    /// `torch.bfloat16`.
+    BFloat16,
+    /// `torch.float64`.
+    Double,
+    /// `torch.int64`.
+    Long,
+    /// `torch.int32`.
+    Int,
+    /// `torch.bool`.
+    Bool,
+}
+
+impl Storage {
+    /// The storage class `torch.save` names (`torch.HalfStorage`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Float => "FloatStorage",
+            Storage::Half => "HalfStorage",
+            Storage::BFloat16 => "BFloat16Storage",
+            Storage::Double => "DoubleStorage",
+            Storage::Long => "LongStorage",
+            Storage::Int => "IntStorage",
+            Storage::Bool => "BoolStorage",
+        }
+    }
+
+    /// Little-endian bytes of `values` in this type (integer types truncate, bool is `v != 0`).
+    pub fn bytes(self, values: &[f64]) -> Vec<u8> {
+        use burn::tensor::{bf16, f16};
+        values
+            .iter()
+            .flat_map(|&v| match self {
+                Storage::Float => (v as f32).to_le_bytes().to_vec(),
+                Storage::Half => f16::from_f64(v).to_le_bytes().to_vec(),
+                Storage::BFloat16 => bf16::from_f64(v).to_le_bytes().to_vec(),
+                Storage::Double => v.to_le_bytes().to_vec(),
+                Storage::Long => (v as i64).to_le_bytes().to_vec(),
+                Storage::Int => (v as i32).to_le_bytes().to_vec(),
+                Storage::Bool => vec![u8::from(v != 0.0)],
+            })
+            .collect()
+    }
+
+    /// `v` as this type holds it, widened to f32: what a float32 parameter loaded from it holds
+    /// (PyTorch's `param.copy_(value)`).
+    pub fn as_f32(self, v: f64) -> f32 {
+        use burn::tensor::{bf16, f16};
+        match self {
+            Storage::Float | Storage::Double => v as f32,
+            Storage::Half => f16::from_f64(v).to_f32(),
+            Storage::BFloat16 => bf16::from_f64(v).to_f32(),
+            Storage::Long => (v as i64) as f32,
+            Storage::Int => (v as i32) as f32,
+            Storage::Bool => f32::from(u8::from(v != 0.0)),
+        }
+    }
+}
+
+/// A zip checkpoint of `OrderedDict({key: tensor, ...})`, each tensor `(key, storage type,
+/// shape, values)` contiguous in its own storage.
+pub fn tensors_checkpoint(entries: &[(&str, Storage, &[usize], &[f64])]) -> Vec<u8> {
+    let keys: Vec<String> = (0..entries.len()).map(|i| i.to_string()).collect();
+    let pickled: Vec<(&str, Vec<u8>)> = entries
+        .iter()
+        .zip(&keys)
+        .map(|((name, storage, shape, values), key)| {
+            let shape: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let tensor = pk::tensor(storage.name(), key, values.len() as i64, &shape);
+            (*name, tensor)
+        })
+        .collect();
+    let data: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|(_, storage, _, values)| storage.bytes(values))
+        .collect();
+    let storages: Vec<(&str, &[u8])> = keys
+        .iter()
+        .zip(&data)
+        .map(|(k, d)| (k.as_str(), d.as_slice()))
+        .collect();
+    zip_checkpoint(&pk::ordered_state_dict(&pickled), &storages)
+}
+
+/// The entries of a zip file, in order: `(name, bytes)`.
+pub fn zip_entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    (0..z.len())
+        .map(|i| {
+            let mut f = z.by_index(i).unwrap();
+            let mut data = Vec::new();
+            f.read_to_end(&mut data).unwrap();
+            (f.name().unwrap().to_string(), data)
+        })
+        .collect()
+}
+
+/// A zip file (stored, no compression) of `(name, bytes)` entries, in order.
+pub fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in entries {
+        w.start_file(name.as_str(), opts).unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}

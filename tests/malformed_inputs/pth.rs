@@ -1,14 +1,16 @@
 //! PyTorch checkpoints: the float loader (`models::load_mobilenet_v2`, burn-store underneath)
 //! and the quantized state-dict reader (`io::read_quantized_state_dict`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use burn_qat::io::read_quantized_state_dict;
+use burn_qat::bench::{BenchOptions, bench_mobilenet_v2};
+use burn_qat::infer::{WeightsKind, infer_npy, load_weights, predict};
+use burn_qat::io::{StateValue, npy, read_quantized_state_dict};
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 
 use super::common::fixture_path;
-use super::torch_save::{pk, zip_checkpoint};
+use super::torch_save::{Storage, pk, tensors_checkpoint, zip_checkpoint};
 use super::{expect_err, expect_err_at, temp_file};
 
 fn config(width_mult: f64) -> MobileNetV2Config {
@@ -220,4 +222,189 @@ fn missing_checkpoint_is_an_io_error() {
     let path = Path::new("/nonexistent/dir/model.pth");
     let result = load_mobilenet_v2(path, &config(0.25), &Device::flex());
     expect_err_at(result.map(|_| ()), path, &["No such file"]);
+}
+
+// ------------------------------------------------------------------------------------------
+// Float checkpoints in other dtypes: float16, bfloat16, float64, mixed, and integer or bool
+// tensors in float slots. PyTorch's `load_state_dict` copies each into the float32 parameter
+// (`param.copy_(value)`, which converts), so every one must load, run, and give the logits of
+// the float32 checkpoint holding the same values as the parameters hold them.
+
+/// The float MobileNetV2 fixture (width 0.25, 10 classes): `(key, shape, values)` in file
+/// order, `num_batches_tracked` (int64) included.
+fn mobilenet_tensors() -> Vec<(String, Vec<usize>, Vec<f64>)> {
+    read_quantized_state_dict(&fixture_path("mobilenet_v2_w025.pth"))
+        .unwrap()
+        .into_iter()
+        .map(|(key, value)| match value {
+            StateValue::Float { shape, data } => {
+                (key, shape, data.into_iter().map(f64::from).collect())
+            }
+            StateValue::Int { shape, data } => {
+                (key, shape, data.into_iter().map(|x| x as f64).collect())
+            }
+            other => panic!("{key}: unexpected {}", other.kind()),
+        })
+        .collect()
+}
+
+/// Writes the MobileNetV2 fixture with tensor `i` (key `k`) stored as `pick(i, k)` (its values
+/// `nudge`d first), and the float32 checkpoint of the same values as they load; returns the
+/// two paths. `num_batches_tracked` stays int64, as PyTorch keeps it.
+fn dtype_pair(
+    dir: &Path,
+    name: &str,
+    pick: impl Fn(usize, &str) -> Storage,
+    nudge: impl Fn(Storage, f64) -> f64,
+) -> (PathBuf, PathBuf) {
+    let tensors = mobilenet_tensors();
+    let mut stored = Vec::new();
+    let mut reference = Vec::new();
+    for (i, (key, shape, values)) in tensors.iter().enumerate() {
+        if key.ends_with("num_batches_tracked") {
+            stored.push((key, Storage::Long, shape, values.clone()));
+            reference.push((key, Storage::Long, shape, values.clone()));
+            continue;
+        }
+        let storage = pick(i, key);
+        let values: Vec<f64> = values.iter().map(|&v| nudge(storage, v)).collect();
+        let widened = values
+            .iter()
+            .map(|&v| f64::from(storage.as_f32(v)))
+            .collect();
+        stored.push((key, storage, shape, values));
+        reference.push((key, Storage::Float, shape, widened));
+    }
+    let write = |file: &str, entries: &[(&String, Storage, &Vec<usize>, Vec<f64>)]| {
+        let entries: Vec<(&str, Storage, &[usize], &[f64])> = entries
+            .iter()
+            .map(|(k, s, shape, v)| (k.as_str(), *s, shape.as_slice(), v.as_slice()))
+            .collect();
+        let path = dir.join(file);
+        std::fs::write(&path, tensors_checkpoint(&entries)).unwrap();
+        path
+    };
+    (
+        write(&format!("{name}.pth"), &stored),
+        write(&format!("{name}.f32.pth"), &reference),
+    )
+}
+
+/// Logits of `weights` on a fixed batch of two 32×32 images through `burn-qat infer`'s library
+/// path (`infer_npy`: `.npy` in, `.npy` out).
+fn infer_logits(weights: &Path) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    let x = burn_qat::bench::bench_input(2, 32);
+    npy::write_f32(&input, &x, &[2, 3, 32, 32]).unwrap();
+    let shape = infer_npy(
+        weights,
+        &config(0.25),
+        WeightsKind::Float,
+        &input,
+        &output,
+        &Device::flex(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shape, [2, 10]);
+    npy::read_f32(&output).unwrap().data
+}
+
+/// Loads `weights` as `infer` and `bench` do and checks the logits against `reference`'s, both
+/// through `infer_npy` and through `load_weights` + `predict`; then runs `bench` on it.
+#[track_caller]
+fn assert_same_logits(weights: &Path, reference: &Path) {
+    let want = infer_logits(reference);
+    assert!(want.iter().all(|v| v.is_finite()));
+    let got = infer_logits(weights);
+    assert_eq!(got, want, "{}: logits differ", weights.display());
+
+    let device = Device::flex();
+    let model = load_weights(weights, &config(0.25), WeightsKind::Float, &device).unwrap();
+    let x = burn_qat::bench::bench_input(2, 32);
+    let logits = predict(&model, &x, &[2, 3, 32, 32], false, &device).unwrap();
+    assert_eq!(
+        logits,
+        want,
+        "{}: load_weights logits differ",
+        weights.display()
+    );
+
+    let options = BenchOptions {
+        batch: 1,
+        input_size: 32,
+        threads: None,
+        warmup: 0,
+        iters: 1,
+    };
+    bench_mobilenet_v2(weights, &config(0.25), WeightsKind::Float, options, &device)
+        .unwrap_or_else(|e| panic!("bench: {e}"));
+}
+
+#[test]
+fn float_pth_float16_loads_as_float32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, reference) = dtype_pair(dir.path(), "half", |_, _| Storage::Half, |_, v| v);
+    assert_same_logits(&path, &reference);
+}
+
+#[test]
+fn float_pth_bfloat16_loads_as_float32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, reference) = dtype_pair(dir.path(), "bf16", |_, _| Storage::BFloat16, |_, v| v);
+    assert_same_logits(&path, &reference);
+}
+
+#[test]
+fn float_pth_float64_loads_as_float32() {
+    // Values off the float32 grid (by 2^-40 relative), so that loading rounds them.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, reference) = dtype_pair(
+        dir.path(),
+        "double",
+        |_, _| Storage::Double,
+        |_, v| v * (1.0 + 2f64.powi(-40)) + 1e-30,
+    );
+    assert_same_logits(&path, &reference);
+}
+
+#[test]
+fn float_pth_mixed_dtypes_load_as_float32() {
+    // Every float dtype in every kind of layer (conv, batch norm, linear), tensor by tensor.
+    let dir = tempfile::tempdir().unwrap();
+    let order = [
+        Storage::Half,
+        Storage::Float,
+        Storage::BFloat16,
+        Storage::Double,
+    ];
+    let (path, reference) = dtype_pair(dir.path(), "mixed", |i, _| order[i % 4], |_, v| v);
+    assert_same_logits(&path, &reference);
+}
+
+#[test]
+fn float_pth_integer_and_bool_tensors_in_float_slots_load_as_float32() {
+    // PyTorch's `param.copy_(value)` converts integer and bool tensors too: batch-norm
+    // statistics stored as int64 / int32 (rounded values) and a bias stored as bool load as
+    // the float32 values they hold.
+    let dir = tempfile::tempdir().unwrap();
+    let pick = |_: usize, key: &str| {
+        if key.ends_with("running_mean") {
+            Storage::Long
+        } else if key.ends_with("running_var") {
+            Storage::Int
+        } else if key == "classifier.1.bias" {
+            Storage::Bool
+        } else {
+            Storage::Float
+        }
+    };
+    // Whole numbers for the integer slots (variances at least 1), the fixture's values elsewhere.
+    let nudge = |storage: Storage, v: f64| match storage {
+        Storage::Long => v.round(),
+        Storage::Int => v.round().max(1.0),
+        _ => v,
+    };
+    let (path, reference) = dtype_pair(dir.path(), "ints", pick, nudge);
+    assert_same_logits(&path, &reference);
 }
