@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
-use crate::int8::{Engine, StateDict, load_int8_state_dict};
+use crate::int8::{Engine, Int8Add, QParamsPt, StateDict, load_int8_state_dict};
 use crate::io::{KeyMap, StateValue, load_state_dict, read_quantized_state_dict};
 use crate::{Error, Result};
 
@@ -143,6 +143,10 @@ fn rename_quantized_state(state: StateDict, map: &KeyMap) -> Result<StateDict> {
 /// torchvision's per-tensor checkpoint). ReLU6 is replaced by ReLU, as torchvision's
 /// quantizable model does; the float parameters stay at their initial values. Missing,
 /// unexpected and mis-shaped entries are errors naming the torchvision key.
+///
+/// With [`Engine::Qnnpack`], every residual add is checked against qnnpack's limit on the
+/// ratio of input to output scale (see [`Int8Add::params`]): PyTorch refuses such an add when
+/// it first runs; this loader refuses it here, naming the file and the add's `.scale` key.
 pub fn load_quantized_mobilenet_v2(
     path: &Path,
     config: &MobileNetV2Config,
@@ -156,7 +160,40 @@ pub fn load_quantized_mobilenet_v2(
     let state = rename_quantized_state(state, &map).map_err(|e| e.at_path(path))?;
     load_int8_state_dict(&mut model, &state, engine)
         .map_err(|e| rename_back(e, &map).at_path(path))?;
+    check_adds(&model, engine, &map)
+        .map_err(|(key, reason)| Error::Quant(format!("{}: `{key}`: {reason}", path.display())))?;
     Ok(model)
+}
+
+/// Checks that every residual add of a loaded int8 model can run with `engine`'s arithmetic
+/// (qnnpack limits the input/output scale ratios). On failure: the torchvision key of the add's
+/// output scale and the reason, without the error's own prefix (the caller names the file).
+fn check_adds(
+    model: &MobileNetV2,
+    engine: Engine,
+    map: &KeyMap,
+) -> std::result::Result<(), (String, String)> {
+    let output = |conv: &crate::nn::ConvBnAct| conv.int8.as_ref().map(|c| c.output_qparams());
+    // Blocks take the stem's output first, then each block's (the add's, where it has one).
+    let mut input: Option<QParamsPt> = output(&model.stem);
+    for (i, block) in model.blocks.iter().enumerate() {
+        let projected = output(&block.project);
+        if !block.use_res_connect {
+            input = projected;
+            continue;
+        }
+        let (Some(a), Some(b), Some(add)) = (input, projected, block.skip_add.int8) else {
+            return Ok(()); // Not converted: the forward says so itself.
+        };
+        let key = map.to_pytorch(&format!("blocks.{i}.skip_add.scale"));
+        match Int8Add::new(add.qparams, false, engine).params(a, b) {
+            Ok(_) => {}
+            Err(Error::Quant(reason)) => return Err((key, reason)),
+            Err(other) => return Err((key, other.to_string())),
+        }
+        input = Some(add.qparams);
+    }
+    Ok(())
 }
 
 /// An error about this crate's paths, told with torchvision's keys.

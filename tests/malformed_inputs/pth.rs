@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use burn_qat::bench::{BenchOptions, bench_mobilenet_v2};
 use burn_qat::infer::{WeightsKind, infer_npy, load_weights, predict};
+use burn_qat::int8::Engine;
 use burn_qat::io::{StateValue, npy, read_quantized_state_dict};
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 
 use super::common::fixture_path;
-use super::torch_save::{Storage, pk, tensors_checkpoint, zip_checkpoint};
+use super::torch_save::{Storage, pk, tensors_checkpoint, zip_checkpoint, zip_entries, zip_of};
 use super::{expect_err, expect_err_at, temp_file};
 
 fn config(width_mult: f64) -> MobileNetV2Config {
@@ -407,4 +408,63 @@ fn float_pth_integer_and_bool_tensors_in_float_slots_load_as_float32() {
     };
     let (path, reference) = dtype_pair(dir.path(), "ints", pick, nudge);
     assert_same_logits(&path, &reference);
+}
+
+// ------------------------------------------------------------------------------------------
+// torchvision int8 checkpoints whose residual add qnnpack cannot run.
+
+#[test]
+fn quantized_pth_qnnpack_add_scale_ratio_names_file_and_key() {
+    // torchvision's qnnpack MobileNetV2 (width 0.25) with the output scale of the first
+    // residual add (`features.3`) made 1024 times smaller: its input/output scale ratios pass
+    // qnnpack's limit of 2^8.
+    let fixture = fixture_path("int8_models/mobilenet_v2_qnnpack_w025.pth");
+    let key = "features.3.skip_add.scale";
+    let scale = match &read_quantized_state_dict(&fixture).unwrap()[key] {
+        StateValue::Float { data, .. } if data.len() == 1 => data[0],
+        other => panic!("{key}: {other:?}"),
+    };
+    let mut entries = zip_entries(&std::fs::read(&fixture).unwrap());
+    let storages: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].0.contains("/data/") && entries[i].1 == scale.to_le_bytes())
+        .collect();
+    assert_eq!(storages.len(), 1, "the storage of {key} is not unique");
+    entries[storages[0]].1 = (scale / 1024.0).to_le_bytes().to_vec();
+    let (dir, path) = temp_file("bad_add.pth", &zip_of(&entries));
+    let (input, output) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    npy::write_f32(
+        &input,
+        &burn_qat::bench::bench_input(1, 32),
+        &[1, 3, 32, 32],
+    )
+    .unwrap();
+    let run = |engine| {
+        let kind = WeightsKind::Int8(engine);
+        infer_npy(&path, &config(0.25), kind, &input, &output, &Device::flex())
+    };
+
+    // `burn-qat infer --quantized --engine qnnpack`: one line, naming the file and the key.
+    let msg = expect_err(run(Engine::Qnnpack), &[key, "qnnpack add", "scale ratio"]);
+    assert!(msg.contains(&path.display().to_string()), "no file: {msg}");
+    assert_eq!(msg.matches("quantization error").count(), 1, "{msg}");
+    assert!(!output.exists(), "no output on error");
+    // `burn-qat bench` loads it the same way.
+    let options = BenchOptions {
+        batch: 1,
+        input_size: 32,
+        threads: None,
+        warmup: 0,
+        iters: 1,
+    };
+    let bench = bench_mobilenet_v2(
+        &path,
+        &config(0.25),
+        WeightsKind::Int8(Engine::Qnnpack),
+        options,
+        &Device::flex(),
+    );
+    expect_err(bench.map(|_| ()), &[key, "qnnpack add"]);
+
+    // x86's add has no such limit: the same file runs.
+    assert_eq!(run(Engine::X86).unwrap(), [1, 10]);
 }
