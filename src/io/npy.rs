@@ -1,12 +1,12 @@
 //! NumPy `.npy` arrays in and out (float32, C order), as the CLI's input and output format.
 
-use std::io::{BufWriter, Cursor, Write};
+use std::io::{BufWriter, Cursor, Read, Write};
 use std::path::Path;
 
 use npyz::WriterBuilder;
 
 use super::atomic::write_atomic;
-use crate::{Error, Result};
+use crate::{Error, Result, limits};
 
 /// A float32 array read from a `.npy` file: flat data in C order and its shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,16 +25,34 @@ const MAX_HEADER_NESTING: usize = 8;
 /// Reads a little-endian float32, C-ordered `.npy` file. Other dtypes, Fortran order, and
 /// files shorter than their header declares are errors naming the file.
 ///
-/// Hostile headers are refused before anything is allocated for them: a header longer than
-/// 64 KiB or than the file, brackets nested deeper than 8 levels (the header is a Python
-/// literal, parsed recursively), a shape whose data the file does not hold.
+/// Nothing is read or allocated past what the header declares: the preamble and header are read
+/// with a bound, then exactly the data bytes of the declared shape, so a FIFO, a pipe or a
+/// device (`/dev/stdin`, `/dev/zero`) is read no further than the array. Hostile headers are
+/// refused before anything is allocated for them: a header longer than 64 KiB or than the file,
+/// brackets nested deeper than 8 levels (the header is a Python literal, parsed recursively), a
+/// shape whose data a regular file does not hold, or that does not fit in memory
+/// ([`crate::limits::check_fits`]).
 pub fn read_f32(path: &Path) -> Result<NpyArray> {
     let err = |reason: String| Error::Npy {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes = super::read_file(path, u64::MAX)?;
-    check_header(&bytes).map_err(err)?;
+    let io_err = |e| Error::io(path, e);
+    let (file, file_len) = super::open_file(path)?;
+    // The length of a regular file bounds its data; a FIFO, pipe or device has no length.
+    let regular = file.metadata().map_err(io_err)?.is_file();
+    // Unbuffered: nothing past the array is read.
+    let mut input = file;
+    // The preamble: magic, version, header length (10 bytes in version 1, 12 in 2 and 3).
+    let mut bytes = Vec::new();
+    read_up_to(&mut input, &mut bytes, 12).map_err(io_err)?;
+    let (start, len) = preamble(&bytes).map_err(err)?;
+    // The header, at most MAX_HEADER_BYTES (checked by `preamble`).
+    read_up_to(&mut input, &mut bytes, start + len).map_err(io_err)?;
+    // A version-1 preamble read 12 bytes: those past a header shorter than 2 bytes are data.
+    let data_head = bytes.split_off(bytes.len().min(start + len));
+    let available = regular.then(|| file_len.saturating_sub((start + len) as u64));
+    check_header(&bytes, start, len, available).map_err(err)?;
     let npy = npyz::NpyFile::new(Cursor::new(&bytes[..])).map_err(|e| {
         // The header parser's messages draw the header on several lines.
         let e = e.to_string();
@@ -60,27 +78,54 @@ pub fn read_f32(path: &Path) -> Result<NpyArray> {
         .map(|&d| usize::try_from(d))
         .collect::<std::result::Result<Vec<usize>, _>>()
         .map_err(|_| err(format!("dimension too large in shape {:?}", npy.shape())))?;
-    // Refuse to allocate more than the file holds (a hostile header could declare any size).
-    let declared = npy
-        .shape()
-        .iter()
-        .try_fold(4u64, |acc, &d| acc.checked_mul(d));
-    let file_len = bytes.len() as u64;
-    if declared.is_none_or(|n| n > file_len) {
+    // Refuse to allocate more than the file holds or the machine has (a hostile header could
+    // declare any size).
+    let declared = limits::product(std::iter::once(4).chain(npy.shape().iter().copied()));
+    if let Some(available) = available
+        && declared.is_none_or(|n| n > available)
+    {
         return Err(err(format!(
             "header declares shape {shape:?}, more data than the file's {file_len} bytes"
         )));
     }
-    let data = npy
-        .into_vec::<f32>()
-        .map_err(|e| err(format!("truncated or unreadable data: {e}")))?;
+    limits::check_fits(declared)
+        .map_err(|reason| err(format!("header declares shape {shape:?}: {reason}")))?;
+    let declared = declared
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            err(format!(
+                "header declares shape {shape:?}, more data than this machine can address"
+            ))
+        })?;
+    // Exactly the declared data, not the rest of the stream.
+    let mut data = Vec::new();
+    data.try_reserve_exact(declared)
+        .map_err(|e| err(format!("header declares shape {shape:?}: {e}")))?;
+    data.extend_from_slice(&data_head[..data_head.len().min(declared)]);
+    read_up_to(&mut input, &mut data, declared).map_err(io_err)?;
+    if data.len() < declared {
+        return Err(err(format!(
+            "truncated data: the header declares shape {shape:?} ({declared} bytes of float32 \
+             data), the input ends after {} bytes",
+            data.len()
+        )));
+    }
+    let data = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok(NpyArray { data, shape })
 }
 
-/// Checks the preamble (magic, version, header length), the header's bracket nesting, and, when
-/// the header states them plainly, its dtype (`'<f4'`) and that the file holds its shape's data
-/// (npyz multiplies the dimensions unchecked).
-fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+/// Reads from `input` until `bytes` holds `total` bytes or the input ends.
+fn read_up_to(input: &mut impl Read, bytes: &mut Vec<u8>, total: usize) -> std::io::Result<()> {
+    let missing = total.saturating_sub(bytes.len()) as u64;
+    input.take(missing).read_to_end(bytes).map(|_| ())
+}
+
+/// Checks the preamble (magic, version, header length) at the start of `bytes`; returns where
+/// the header starts and its length, at most [`MAX_HEADER_BYTES`].
+fn preamble(bytes: &[u8]) -> std::result::Result<(usize, usize), String> {
     let magic = bytes
         .get(..6)
         .ok_or("not a valid .npy file: shorter than its magic number")?;
@@ -109,6 +154,19 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             "header of {len} bytes is longer than the {MAX_HEADER_BYTES} accepted"
         ));
     }
+    Ok((start, len))
+}
+
+/// Checks the header (`bytes[start..start + len]`, after the preamble): that it was read whole,
+/// its bracket nesting, and, when the header states them plainly, its dtype (`'<f4'`) and, for
+/// a regular file with `available` bytes after the header, that the file holds its shape's data
+/// (npyz multiplies the dimensions unchecked).
+fn check_header(
+    bytes: &[u8],
+    start: usize,
+    len: usize,
+    available: Option<u64>,
+) -> std::result::Result<(), String> {
     let header = bytes.get(start..start + len).ok_or_else(|| {
         format!(
             "header of {len} bytes is longer than the rest of the file ({} bytes)",
@@ -152,14 +210,23 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             .collect::<Option<Vec<u64>>>()
     });
     if let Some(dims) = dims {
-        let available = (bytes.len() - start - len) as u64;
         let declared = dims.iter().try_fold(4u64, |acc, &d| acc.checked_mul(d));
-        if declared.is_none_or(|n| n > available) {
-            let need = declared.map_or("more than 2^64".to_string(), |n| n.to_string());
-            return Err(format!(
-                "header declares shape {dims:?} ({need} bytes of float32 data), but the file \
-                 holds {available} bytes after the header (truncated or hostile)"
-            ));
+        let need = declared.map_or("more than 2^64".to_string(), |n| n.to_string());
+        match available {
+            Some(available) if declared.is_none_or(|n| n > available) => {
+                return Err(format!(
+                    "header declares shape {dims:?} ({need} bytes of float32 data), but the \
+                     file holds {available} bytes after the header (truncated or hostile)"
+                ));
+            }
+            // A stream's length is not known: an overflow is refused here, before npyz
+            // multiplies the dimensions; the size is checked against memory later.
+            None if declared.is_none() => {
+                return Err(format!(
+                    "header declares shape {dims:?} ({need} bytes of float32 data)"
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -167,3 +167,111 @@ fn npy_unsupported_version() {
     bytes[6] = 9;
     npy_err(&bytes, &["format version [9, 0] is not supported"]);
 }
+
+/// A FIFO at `dir/in.npy` (made with the `mkfifo` tool: std cannot).
+#[cfg(unix)]
+fn fifo(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("in.npy");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo: {status}");
+    path
+}
+
+/// Writes `bytes` into the FIFO `path` from a thread, then closes it.
+#[cfg(unix)]
+fn feed(path: &std::path::Path, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let mut pipe = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        // The reader may close the pipe before taking everything.
+        let _ = pipe.write_all(&bytes);
+    })
+}
+
+#[cfg(unix)]
+#[test]
+fn npy_dev_zero_is_an_error_not_an_endless_read() {
+    let path = std::path::Path::new("/dev/zero");
+    expect_err_at(read_f32(path), path, &["no \\x93NUMPY magic number"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn npy_fifo_reads_the_declared_array_and_no_further() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fifo(dir.path());
+    let array = npy(&header("<f4", false, "(2, 3)"), &f32s(6));
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut pipe = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            pipe.write_all(&array).unwrap();
+            // Then a tail without end, in effect: 256 MiB, far more than a pipe buffers. It
+            // stops early only if the reader closes the pipe.
+            let chunk = vec![0u8; 1 << 16];
+            let mut sent = 0usize;
+            while sent < 256 << 20 {
+                match pipe.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) => return (sent, Some(e.kind())),
+                }
+            }
+            (sent, None)
+        })
+    };
+    let a = read_f32(&path).unwrap();
+    assert_eq!(a.shape, [2, 3]);
+    assert_eq!(a.data, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    let (sent, end) = writer.join().unwrap();
+    assert_eq!(
+        end,
+        Some(std::io::ErrorKind::BrokenPipe),
+        "the reader took the whole tail ({sent} bytes) instead of closing after the array"
+    );
+    assert!(sent < 256 << 20, "{sent}");
+}
+
+#[cfg(unix)]
+#[test]
+fn npy_fifo_declaring_more_than_memory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fifo(dir.path());
+    // 4 PiB of float32 declared, a few bytes sent: a stream has no length to check against,
+    // so the machine's memory is the bound.
+    let writer = feed(
+        &path,
+        npy(&header("<f4", false, "(1125899906842624,)"), &f32s(4)),
+    );
+    expect_err_at(
+        read_f32(&path),
+        &path,
+        &[
+            "header declares shape [1125899906842624]",
+            "it needs 4.0 PiB of memory",
+        ],
+    );
+    writer.join().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn npy_fifo_ending_before_the_data_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fifo(dir.path());
+    let writer = feed(&path, npy(&header("<f4", false, "(4,)"), &f32s(3)));
+    expect_err_at(
+        read_f32(&path),
+        &path,
+        &[
+            "truncated data",
+            "(16 bytes of float32 data)",
+            "ends after 12 bytes",
+        ],
+    );
+    writer.join().unwrap();
+}
