@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
 
-/// Two seeded runs in one process end in the same int8 model: every int8 weight, bias, scale and
-/// zero-point equal. (Alone in its test binary: dropout draws from the backend's generator,
-/// which a test running beside it would draw from too. The files' bytes may differ:
-/// safetensors writes the metadata map in hash order.)
+/// Two seeded runs in one process end in the same int8 model files, byte for byte (the same
+/// SHA-256), and so in the same int8 weights, biases, scales and zero-points. (Alone in its
+/// test binary: dropout draws from the backend's generator, which a test running beside it
+/// would draw from too.)
 #[test]
 fn same_seed_same_int8_model() {
     let config = FinetuneConfig::new()
@@ -20,14 +20,28 @@ fn same_seed_same_int8_model() {
     let data = FinetuneData::embedded_mnist().unwrap();
     let weights =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk");
+    let files = [
+        "mobilenet_v2_qat.int8.safetensors",
+        "mobilenet_v2_ptq.int8.safetensors",
+    ];
     let runs: Vec<_> = (0..2)
         .map(|_| {
             let out = tempfile::tempdir().unwrap();
             let device = Device::flex().autodiff();
             run(&config, &data, Some(&weights), out.path(), false, &device).unwrap();
-            let path = out.path().join("mobilenet_v2_qat.int8.safetensors");
-            burn_qat::io::read_int8_file(&path).unwrap().0
+            let bytes: Vec<Vec<u8>> = files
+                .iter()
+                .map(|f| std::fs::read(out.path().join(f)).unwrap())
+                .collect();
+            let path = out.path().join(files[0]);
+            (bytes, burn_qat::io::read_int8_file(&path).unwrap().0)
         })
         .collect();
-    assert!(runs[0] == runs[1], "two runs with one seed differ");
+    assert!(runs[0].1 == runs[1].1, "two runs with one seed differ");
+    for (i, file) in files.iter().enumerate() {
+        assert!(
+            runs[0].0[i] == runs[1].0[i],
+            "two runs with one seed wrote different bytes to {file}"
+        );
+    }
 }

@@ -9,10 +9,11 @@
 //! metadata holds `format = burn-qat-int8`, `version = 1`, the `engine` the model was converted
 //! for, and whatever the caller adds (e.g. the model configuration).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::{Dtype, TensorInfo, TensorView};
 
 use super::atomic::write_atomic;
 use super::quantized_pth::{QScheme, StateValue};
@@ -125,6 +126,10 @@ fn encode(key: &str, value: &StateValue, out: &mut Vec<(String, Raw)>) -> Result
 
 /// Writes `state` to `path` atomically, with the format's metadata, `engine`, and `extra`
 /// metadata entries.
+///
+/// The file is deterministic: the same state and metadata give the same bytes (the header's
+/// JSON keys are sorted; the tensors are laid out as safetensors' own writer lays them out, by
+/// dtype alignment, largest first, then by name), so that seeded runs can be compared by hash.
 pub fn save_int8_file(
     path: &Path,
     state: &StateDict,
@@ -135,21 +140,71 @@ pub fn save_int8_file(
     for (key, value) in state {
         encode(key, value, &mut raws)?;
     }
-    let views = raws
-        .iter()
-        .map(|(k, r)| {
-            TensorView::new(r.dtype, r.shape.clone(), &r.bytes)
-                .map(|v| (k.clone(), v))
-                .map_err(|e| Error::Quant(format!("`{k}`: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut metadata: HashMap<String, String> = extra.clone().into_iter().collect();
+    let mut metadata = extra.clone();
     metadata.insert("format".into(), INT8_FORMAT.into());
     metadata.insert("version".into(), VERSION.into());
     metadata.insert("engine".into(), engine.into());
-    let bytes = safetensors::serialize(views, Some(metadata))
-        .map_err(|e| Error::Quant(format!("serializing the int8 model: {e}")))?;
-    write_atomic(path, |f| std::io::Write::write_all(f, &bytes))
+    let header = safetensors_header(&mut raws, &metadata)?;
+    write_atomic(path, |f| {
+        let mut out = std::io::BufWriter::new(f);
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(&header)?;
+        for (_, raw) in &raws {
+            out.write_all(&raw.bytes)?;
+        }
+        out.flush()
+    })
+}
+
+/// Largest safetensors header the readers accept (the safetensors crate's limit).
+const MAX_HEADER_BYTES: usize = 100_000_000;
+
+/// The safetensors header of `tensors` and `metadata`, written here rather than by
+/// `safetensors::serialize` (which takes the metadata as a `HashMap` and writes it in hash
+/// order): JSON with its keys sorted, padded with spaces to a multiple of 8 bytes. Sorts
+/// `tensors` into the order of their data, as `safetensors::serialize` does (by dtype
+/// alignment, largest first, then by name).
+fn safetensors_header(
+    tensors: &mut [(String, Raw)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    tensors.sort_by(|(a, ra), (b, rb)| rb.dtype.cmp(&ra.dtype).then(a.cmp(b)));
+    let json_err = |e: serde_json::Error| Error::Quant(format!("serializing the int8 model: {e}"));
+    let mut entries = BTreeMap::new();
+    entries.insert(
+        "__metadata__".to_string(),
+        serde_json::to_value(metadata).map_err(json_err)?,
+    );
+    let mut offset = 0;
+    for (key, raw) in tensors.iter() {
+        // Checks that the bytes hold the shape.
+        TensorView::new(raw.dtype, raw.shape.clone(), &raw.bytes)
+            .map_err(|e| Error::Quant(format!("`{key}`: {e}")))?;
+        let end = offset + raw.bytes.len();
+        let info = TensorInfo {
+            dtype: raw.dtype,
+            shape: raw.shape.clone(),
+            data_offsets: (offset, end),
+        };
+        offset = end;
+        let info = serde_json::to_value(&info).map_err(json_err)?;
+        if entries.insert(key.clone(), info).is_some() {
+            return Err(Error::Quant(format!(
+                "`{key}` appears twice in the int8 model (a name ending in `:scale`, \
+                 `:zero_point` or `:axis` collides with a quantized weight's)"
+            )));
+        }
+    }
+    let mut header = serde_json::to_vec(&entries).map_err(json_err)?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(Error::Quant(format!(
+            "the int8 model's header would be {} bytes, more than the {MAX_HEADER_BYTES} \
+             safetensors readers accept",
+            header.len()
+        )));
+    }
+    Ok(header)
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
@@ -324,4 +379,152 @@ pub fn looks_like_safetensors(path: &Path) -> bool {
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|_| head[8] == b'{')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A small state dict with every kind of entry the format stores.
+    fn state() -> StateDict {
+        let mut state = StateDict::new();
+        state.insert(
+            "features.0.weight".into(),
+            StateValue::QInt8 {
+                shape: vec![2, 1, 1, 3],
+                data: vec![-128, -1, 0, 1, 2, 127],
+                qscheme: QScheme::PerChannelAffine {
+                    scales: vec![0.5, 0.25],
+                    zero_points: vec![0, -3],
+                    axis: 0,
+                },
+            },
+        );
+        state.insert(
+            "classifier.weight".into(),
+            StateValue::QInt8 {
+                shape: vec![3],
+                data: vec![5, -6, 7],
+                qscheme: QScheme::PerTensorAffine {
+                    scale: 0.125,
+                    zero_point: 4,
+                },
+            },
+        );
+        state.insert(
+            "features.0.bias".into(),
+            StateValue::Float {
+                shape: vec![2],
+                data: vec![1.5, -2.0],
+            },
+        );
+        state.insert(
+            "quant.scale".into(),
+            StateValue::Float {
+                shape: vec![],
+                data: vec![0.02],
+            },
+        );
+        state.insert(
+            "quant.zero_point".into(),
+            StateValue::Int {
+                shape: vec![1],
+                data: vec![64],
+            },
+        );
+        state
+    }
+
+    /// Many metadata entries: a hash map of them iterates in a different order almost every
+    /// time it is built.
+    fn extra() -> BTreeMap<String, String> {
+        (0..16)
+            .map(|i| (format!("key{i:02}"), format!("value \"{i}\"\n")))
+            .collect()
+    }
+
+    #[test]
+    fn saving_the_same_model_twice_gives_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("m{i}.int8.safetensors"));
+                save_int8_file(&path, &state(), "x86", &extra()).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        for (i, bytes) in files.iter().enumerate().skip(1) {
+            assert!(
+                bytes == &files[0],
+                "save {i} differs from save 0:\n{}\n{}",
+                String::from_utf8_lossy(&bytes[..200.min(bytes.len())]),
+                String::from_utf8_lossy(&files[0][..200.min(files[0].len())])
+            );
+        }
+    }
+
+    #[test]
+    fn the_header_is_safetensors_with_its_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.int8.safetensors");
+        save_int8_file(&path, &state(), "qnnpack", &extra()).unwrap();
+        let ours = std::fs::read(&path).unwrap();
+        // Read back through this crate's reader.
+        let (loaded, metadata) = read_int8_file(&path).unwrap();
+        assert!(loaded == state());
+        assert_eq!(metadata["engine"], "qnnpack");
+        assert_eq!(metadata["format"], INT8_FORMAT);
+        assert_eq!(metadata["key07"], "value \"7\"\n");
+        // The header length is 8-aligned, the header is JSON with sorted keys.
+        let n = u64::from_le_bytes(ours[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&ours[8..8 + n]).unwrap();
+        assert!(header.starts_with("{\"__metadata__\":{"), "{header}");
+        // The same tensors and data layout as safetensors' own writer gives.
+        let mut raws = Vec::new();
+        for (k, v) in &state() {
+            encode(k, v, &mut raws).unwrap();
+        }
+        let views: Vec<_> = raws
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    TensorView::new(r.dtype, r.shape.clone(), &r.bytes).unwrap(),
+                )
+            })
+            .collect();
+        let mut meta: HashMap<String, String> = extra().into_iter().collect();
+        meta.insert("format".into(), INT8_FORMAT.into());
+        meta.insert("version".into(), VERSION.into());
+        meta.insert("engine".into(), "qnnpack".into());
+        let theirs = safetensors::serialize(views, Some(meta)).unwrap();
+        let m = u64::from_le_bytes(theirs[..8].try_into().unwrap()) as usize;
+        assert_eq!(ours[8 + n..], theirs[8 + m..], "the data sections differ");
+        let a = safetensors::SafeTensors::deserialize(&ours).unwrap();
+        let b = safetensors::SafeTensors::deserialize(&theirs).unwrap();
+        let (_, ha) = safetensors::SafeTensors::read_metadata(&ours).unwrap();
+        let (_, hb) = safetensors::SafeTensors::read_metadata(&theirs).unwrap();
+        assert_eq!(ha.metadata(), hb.metadata());
+        let mut names = a.names();
+        names.sort();
+        let mut their_names = b.names();
+        their_names.sort();
+        assert_eq!(names, their_names);
+        for name in names {
+            let (x, y) = (a.tensor(name).unwrap(), b.tensor(name).unwrap());
+            assert_eq!(
+                (x.dtype(), x.shape(), x.data()),
+                (y.dtype(), y.shape(), y.data()),
+                "{name}"
+            );
+            assert_eq!(
+                ha.info(name).unwrap().data_offsets,
+                hb.info(name).unwrap().data_offsets,
+                "{name}"
+            );
+        }
+    }
 }
