@@ -38,7 +38,9 @@ use crate::models::{MobileNetV2, MobileNetV2Config};
 use crate::quant::{QConfig, QuantBackend};
 use crate::quantize::{disable_observer, freeze_bn_stats, prepare, prepare_qat, replace_relu};
 use crate::{Error, Result};
-use checkpoint::{last_checkpoint, last_good, load_checkpoint, model_bytes, save_checkpoint};
+use checkpoint::{
+    last_checkpoint, last_good, load_checkpoint, lock_out, model_bytes, save_checkpoint,
+};
 
 /// The recipe of a QAT fine-tuning run.
 #[derive(Config, Debug)]
@@ -365,6 +367,9 @@ fn class_count(data: &ImageDataset) -> usize {
 /// A non-finite loss, or a model whose weights or fake-quant scales became non-finite by the end
 /// of an epoch, stops training with [`Error::Training`] naming the epoch (and batch) and the last
 /// good checkpoint, which is left as it was.
+///
+/// `out` is locked for the length of the run (`out/.burn-qat.lock`, holding the pid): a second
+/// run in the same directory fails at once with an error naming the directory and that pid.
 pub fn run(
     config: &FinetuneConfig,
     data: &FinetuneData,
@@ -380,6 +385,8 @@ pub fn run(
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // Held to the end of the run: a second run in `out` is refused.
+    let _lock = lock_out(out)?;
     let classes = class_count(&data.train);
     let cpu = Device::flex();
     // Dropout draws from the backend's generator (the flex one under autodiff): seeded, a run
@@ -424,7 +431,7 @@ pub fn run(
         .init();
     let mut first_epoch = 0;
     if resume {
-        // Half-written files of a run killed mid-write.
+        // Half-written files of a run killed mid-write (not those of a live process).
         remove_stale_temps(out)?;
         if let Some((epoch, path)) = last_checkpoint(out, config.epochs) {
             optim = load_checkpoint(&mut model, optim, out, epoch)?;

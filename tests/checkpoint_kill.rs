@@ -4,6 +4,9 @@
 //! - a run killed with SIGKILL in the middle of writing a checkpoint resumes (`resume`) from the
 //!   last complete checkpoint and ends with the int8 model an uninterrupted run gives, bit for
 //!   bit (each run in its own process: this test binary runs itself as the child);
+//! - a second run in the same output directory, while the first is in the middle of a
+//!   checkpoint write, is refused with the first run's pid, and leaves the first run's files
+//!   alone;
 //! - a loss or model that becomes non-finite stops training with an error naming the epoch and
 //!   the last good checkpoint, which stays intact.
 
@@ -41,7 +44,10 @@ fn child_training_run() {
     let resume = std::env::var_os(RESUME_ENV).is_some();
     let data = FinetuneData::embedded_mnist().unwrap();
     let device = Device::flex().autodiff();
-    run(&config(), &data, None, Path::new(&out), resume, &device).unwrap();
+    // The error's message (not its Debug form) goes to stderr, for the tests to read.
+    if let Err(e) = run(&config(), &data, None, Path::new(&out), resume, &device) {
+        panic!("{e}");
+    }
 }
 
 /// Starts this test binary as a child training into `out`.
@@ -88,6 +94,28 @@ fn temps(dir: &Path, name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Waits until `child` is halfway through writing `name` in `out` (the pause hook holds it
+/// there for a minute) and returns the half-written temporary file.
+fn half_written(out: &Path, name: &str, child: &mut Child) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        let half_written = temps(out, name)
+            .into_iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
+        if let Some(p) = half_written {
+            return p;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the child ended ({status}) before writing the checkpoint");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "no checkpoint write after 15 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn killed_mid_checkpoint_write_resumes_to_the_same_model() {
     // The reference: one uninterrupted run.
@@ -101,23 +129,7 @@ fn killed_mid_checkpoint_write_resumes_to_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path();
     let mut child = spawn(out, false, Some("qat_epoch1.bpk"));
-    let start = Instant::now();
-    let partial = loop {
-        let half_written = temps(out, "qat_epoch1.bpk")
-            .into_iter()
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0));
-        if let Some(p) = half_written {
-            break p;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the child ended ({status}) before writing the checkpoint");
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "no checkpoint write after 15 minutes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let partial = half_written(out, "qat_epoch1.bpk", &mut child);
     child.kill().unwrap(); // SIGKILL on Unix
     let status = child.wait().unwrap();
     assert!(!status.success(), "{status}");
@@ -146,6 +158,50 @@ fn killed_mid_checkpoint_write_resumes_to_the_same_model() {
         resumed == uninterrupted,
         "the resumed run's int8 model differs from the uninterrupted run's"
     );
+}
+
+#[test]
+fn a_second_run_in_the_same_output_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    // The first run, held for a minute halfway through writing its first checkpoint.
+    let mut first = spawn(out, false, Some("qat_epoch0.bpk"));
+    let partial = half_written(out, "qat_epoch0.bpk", &mut first);
+
+    // A second one in the same directory, resuming (which cleans up killed runs' temporary
+    // files): refused at once, naming the directory and the first run's pid.
+    let second = spawn(out, true, None).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "the second run was not refused:\n{}",
+        String::from_utf8_lossy(&second.stdout)
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("is using this output directory"))
+        .unwrap_or_else(|| panic!("no refusal in the second run's stderr:\n{stderr}"));
+    assert!(line.contains(&out.display().to_string()), "{line}");
+    assert!(line.contains(&format!("pid {}", first.id())), "{line}");
+    // It left the first run's half-written file alone.
+    assert!(
+        partial.is_file(),
+        "the second run removed {}",
+        partial.display()
+    );
+
+    // The first run finishes, its checkpoints and int8 model whole.
+    let log = finish(first, "the first run");
+    assert!(log.contains("epoch 2/2: loss"), "{log}");
+    for epoch in 0..2 {
+        assert!(out.join(format!("qat_epoch{epoch}.bpk")).is_file());
+        assert!(temps(out, &format!("qat_epoch{epoch}.bpk")).is_empty());
+    }
+    read_int8_file(&out.join("mobilenet_v2_qat.int8.safetensors")).unwrap();
+
+    // Its lock ended with it: a run resuming there now goes ahead.
+    let log = finish(spawn(out, true, None), "the run after the first");
+    assert!(log.contains("resuming after epoch 2/2"), "{log}");
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Epoch checkpoints of the QAT run: written atomically (model and optimizer state), refused
-//! when the model has gone non-finite, found and loaded again by `resume`.
+//! when the model has gone non-finite, found and loaded again by `resume`; and the lock that
+//! keeps a second run out of a run's output directory.
 
+use std::fs::{File, TryLockError};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use burn::optim::ModuleOptimizer;
@@ -144,4 +147,97 @@ pub(super) fn last_checkpoint(out: &Path, epochs: usize) -> Option<(usize, PathB
         .rev()
         .map(|e| (e, out.join(format!("qat_epoch{e}.bpk"))))
         .find(|(_, p)| p.is_file())
+}
+
+/// The lock file a run holds in its output directory (it stays there; only the lock on it is
+/// released).
+pub(super) const LOCK_FILE: &str = ".burn-qat.lock";
+
+/// An exclusive lock on a run's output directory, held until dropped. The operating system
+/// releases it when the process ends, however it ends (`kill -9` included), so it never goes
+/// stale.
+#[derive(Debug)]
+pub(super) struct OutLock {
+    _file: Option<File>,
+}
+
+/// Locks `out` for this run: [`LOCK_FILE`] in it, locked exclusively (`File::try_lock`) and
+/// holding this process's pid. A directory another run holds is refused with an error naming
+/// the directory and that run's pid: two runs in one directory would overwrite each other's
+/// checkpoints (and a resumed one would clean up the other's files in the middle of a write).
+/// On a file system without file locks, the run goes on unlocked, with a warning.
+pub(super) fn lock_out(out: &Path) -> Result<OutLock> {
+    let path = out.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false) // the pid in it is the holder's until the lock is ours
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = (&file).take(64).read_to_string(&mut holder);
+            let holder = match holder.trim().parse::<u32>() {
+                Ok(pid) => format!("another run (pid {pid})"),
+                Err(_) => "another run".to_string(),
+            };
+            return Err(Error::io(
+                out,
+                io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "{holder} is using this output directory (it holds the lock on \
+                         {LOCK_FILE}); wait for it to end, or choose another output directory"
+                    ),
+                ),
+            ));
+        }
+        Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
+            eprintln!(
+                "warning: {}: file locks are not supported here; another run in this \
+                 directory would not be detected",
+                path.display()
+            );
+            return Ok(OutLock { _file: None });
+        }
+        Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    (|| {
+        file.set_len(0)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        writeln!(file, "{}", std::process::id())?;
+        file.flush()
+    })()
+    .map_err(|e| Error::io(&path, e))?;
+    Ok(OutLock { _file: Some(file) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_locked_output_directory_is_refused_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_out(dir.path()).unwrap();
+        let pid = std::process::id();
+        let held = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
+        assert_eq!(held.trim(), pid.to_string());
+        // A second lock (another open file: refused as another process would be).
+        let err = lock_out(dir.path()).unwrap_err().to_string();
+        assert!(err.starts_with(&dir.path().display().to_string()), "{err}");
+        assert!(
+            err.contains(&format!(
+                "another run (pid {pid}) is using this output directory"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        // Released with the guard.
+        drop(lock);
+        let _again = lock_out(dir.path()).unwrap();
+    }
 }

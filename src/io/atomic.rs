@@ -8,7 +8,7 @@
 //!   (`.<name>.tmp-<pid>-<n>`), which is flushed to disk (`fsync`) and then renamed over the
 //!   target; the directory is synced after the rename, so that the rename itself survives a
 //!   power loss. A killed writer leaves only its temporary file behind, which
-//!   [`remove_stale_temps`] cleans up.
+//!   [`remove_stale_temps`] cleans up once the writer is gone.
 //! - **A character device, block device, FIFO or socket** (`/dev/null`, `/dev/stdout`, a named
 //!   pipe): opened for writing and written through, without a temporary file, as `cp` and
 //!   `numpy.save` do. The path stays what it was (a FIFO's reader gets the bytes); such a write
@@ -205,21 +205,53 @@ pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Removes the temporary files that writers killed mid-write left in `dir` (those of other
-/// processes: `.<name>.tmp-<pid>-<n>` with a pid that is not this one). Returns how many.
+/// Removes the temporary files that writers killed mid-write left in `dir`: those
+/// (`.<name>.tmp-<pid>-<n>`) of processes that are gone. A temporary file of a live process
+/// (this one, or another run writing beside this one) is left alone: on Linux a process is
+/// live while `/proc/<pid>` exists; elsewhere, where that cannot be told, every other
+/// process's temporary file counts as stale. Returns how many were removed.
 pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
-    let own = format!(".tmp-{}-", std::process::id());
     let mut removed = 0;
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let Ok(entry) = entry else { continue };
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = name.starts_with('.') && name.contains(".tmp-") && !name.contains(&own);
-        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+        let Some(owner) = temp_owner(&name) else {
+            continue;
+        };
+        let live = owner.is_some_and(|pid| pid == std::process::id() || process_alive(pid));
+        if !live && entry.file_type().is_ok_and(|t| t.is_file()) {
             std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Whether `name` is a temporary file of [`write_atomic`] (`.<name>.tmp-<pid>-<n>`), and the
+/// pid of the process that writes it (`None` if that does not parse).
+fn temp_owner(name: &str) -> Option<Option<u32>> {
+    if !name.starts_with('.') {
+        return None;
+    }
+    let (_, tail) = name.rsplit_once(".tmp-")?;
+    Some(
+        tail.split_once('-')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok()),
+    )
+}
+
+/// Whether the process `pid` runs (Linux: `/proc/<pid>` exists). Elsewhere `false`: the
+/// caller then treats the temporary files of other processes as stale, as before.
+fn process_alive(pid: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        Path::new("/proc").join(pid.to_string()).exists()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        false
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +280,29 @@ mod tests {
         std::fs::write(dir.path().join("keep.bpk"), b"whole").unwrap();
         assert_eq!(remove_stale_temps(dir.path()).unwrap(), 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A temporary file of a live process (pid 1, this test's parent, this process) is being
+    /// written: it stays. One of a process that is gone is removed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn temps_of_live_processes_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = std::os::unix::process::parent_id();
+        let live = [
+            ".a.bpk.tmp-1-0".to_string(),
+            format!(".b.bpk.tmp-{parent}-3"),
+            format!(".c.bpk.tmp-{}-7", std::process::id()),
+        ];
+        for name in &live {
+            std::fs::write(dir.path().join(name), b"being written").unwrap();
+        }
+        std::fs::write(dir.path().join(".d.bpk.tmp-999999999-0"), b"half").unwrap();
+        assert_eq!(remove_stale_temps(dir.path()).unwrap(), 1);
+        for name in &live {
+            assert!(dir.path().join(name).is_file(), "{name} was removed");
+        }
+        assert!(!dir.path().join(".d.bpk.tmp-999999999-0").exists());
     }
 }
 
