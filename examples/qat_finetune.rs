@@ -9,6 +9,7 @@
 //! (the binary batches), with `--weights` for float weights of the same width and classes.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use burn_qat::data::{load_cifar10, load_image_folder, train_test_split};
 use burn_qat::device::{check_device, parse_device};
@@ -33,13 +34,13 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// Peak learning rate (cosine decay).
-    #[arg(long, default_value_t = 0.001)]
+    #[arg(long, default_value_t = 0.001, allow_negative_numbers = true)]
     lr: f64,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// MobileNetV2 width multiplier (must match the weights).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     width_mult: f64,
     /// Engine to train for and convert to.
     #[arg(long, default_value = "x86", value_parser = ["qnnpack", "x86"])]
@@ -68,23 +69,19 @@ struct Args {
     max_batches: Option<usize>,
 }
 
-fn main() -> burn_qat::Result<()> {
-    let args = Args::parse();
-    let own_data = args.data.is_some() || args.cifar10.is_some();
-    let data = if let Some(dir) = &args.data {
-        let (train, test) = train_test_split(&load_image_folder(dir)?, 0.2, 2026);
-        FinetuneData::fitted(train, test, args.input_size)
-    } else if let Some(dir) = &args.cifar10 {
-        let (train, test) = (load_cifar10(dir, false)?, load_cifar10(dir, true)?);
-        FinetuneData::fitted(train, test, args.input_size)
-    } else {
-        FinetuneData::embedded_mnist()?
-    };
-    let weights = args.weights.clone().or_else(|| {
-        (!own_data).then(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk")
-        })
-    });
+fn main() -> ExitCode {
+    // One line per failure, as the `burn-qat` CLI prints them (not the Debug form that a
+    // `main` returning `Result` prints).
+    match run_job(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_job(args: Args) -> burn_qat::Result<()> {
     let backend = match args.backend.as_str() {
         "qnnpack" => QuantBackend::Qnnpack,
         _ => QuantBackend::X86,
@@ -98,6 +95,25 @@ fn main() -> burn_qat::Result<()> {
         .with_observer_off_epoch(args.observer_off_epoch)
         .with_bn_freeze_epoch(args.bn_freeze_epoch)
         .with_max_batches(args.max_batches);
+    // Every flag is checked before any data is read or any epoch is trained.
+    config.validate()?;
+    let device = parse_device(&args.device)?;
+    check_device(&device)?;
+    let own_data = args.data.is_some() || args.cifar10.is_some();
+    let data = if let Some(dir) = &args.data {
+        let (train, test) = train_test_split(&load_image_folder(dir)?, 0.2, 2026);
+        FinetuneData::fitted(train, test, args.input_size)?
+    } else if let Some(dir) = &args.cifar10 {
+        let (train, test) = (load_cifar10(dir, false)?, load_cifar10(dir, true)?);
+        FinetuneData::fitted(train, test, args.input_size)?
+    } else {
+        FinetuneData::embedded_mnist()?
+    };
+    let weights = args.weights.clone().or_else(|| {
+        (!own_data).then(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk")
+        })
+    });
     println!(
         "QAT fine-tuning: {} train / {} test images, {} epochs, {backend:?}, weights {}",
         data.train.len(),
@@ -107,8 +123,6 @@ fn main() -> burn_qat::Result<()> {
             .as_ref()
             .map_or("none (from scratch)".into(), |p| p.display().to_string())
     );
-    let device = parse_device(&args.device)?;
-    check_device(&device)?;
     let device = device.autodiff();
     let start = std::time::Instant::now();
     let rows = run(

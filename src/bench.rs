@@ -11,8 +11,10 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::device::is_host;
 use crate::infer::{WeightsKind, load_weights_with_engine};
 use crate::int8::Engine;
+use crate::limits::{check_fits, product};
 use crate::models::{MobileNetV2, MobileNetV2Config};
 use crate::{Error, Result};
 
@@ -54,6 +56,14 @@ impl BenchOptions {
         }
         if self.threads == Some(0) {
             return Err(Error::Config("--threads must be at least 1".into()));
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if let Some(n) = self.threads.filter(|&n| n > cpus) {
+            // The int8 pass runs on a spinning thread team: threads beyond the CPUs only wait
+            // for a CPU, and thousands of them take minutes to start.
+            return Err(Error::Config(format!(
+                "--threads {n} is more than the {cpus} logical CPUs of this machine"
+            )));
         }
         MobileNetV2::check_input_shape(&[self.batch, 3, self.input_size, self.input_size])
     }
@@ -198,9 +208,20 @@ pub fn bench_mobilenet_v2(
 ) -> Result<BenchReport> {
     options.validate()?;
     config.validate()?;
+    let (b, s) = (options.batch, options.input_size);
+    let flags = format!("--batch {b} --input-size {s}");
+    if is_host(device) {
+        config
+            .check_forward_size(b, s, s, false)
+            .map_err(|e| e.for_flags(&flags))?;
+    } else {
+        // The activations live in the GPU's memory, not the host's; the input is built here.
+        check_fits(product([b as u64, 3, s as u64, s as u64, 4])).map_err(|why| {
+            Error::Config(format!("{flags}: the input batch is too large: {why}"))
+        })?;
+    }
     let threads = set_threads(options.threads)?;
     let (model, engine) = load_weights_with_engine(weights, config, kind, device)?;
-    let (b, s) = (options.batch, options.input_size);
     let x = Tensor::<4>::from_data(TensorData::new(bench_input(b, s), [b, 3, s, s]), device);
     let pass = || -> Result<()> {
         let y = match engine {
@@ -307,5 +328,14 @@ mod tests {
             ..Default::default()
         };
         assert!(small.validate().unwrap_err().to_string().contains("32"));
+        let crowd = BenchOptions {
+            threads: Some(100_000),
+            ..Default::default()
+        };
+        let msg = crowd.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("--threads 100000") && msg.contains("logical CPUs"),
+            "{msg}"
+        );
     }
 }

@@ -89,6 +89,15 @@ impl Error {
         }
     }
 
+    /// Names the flags a configuration error came from (`--batch 8: <reason>`); other errors
+    /// are returned as they are.
+    pub fn for_flags(self, flags: impl std::fmt::Display) -> Self {
+        match self {
+            Error::Config(reason) => Error::Config(format!("{flags}: {reason}")),
+            other => other,
+        }
+    }
+
     /// Names `file` in a checkpoint error that does not name its file yet.
     pub fn at_path(self, file: &std::path::Path) -> Self {
         match self {

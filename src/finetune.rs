@@ -12,8 +12,10 @@
 //! Training on several devices at once goes through `Learner` instead: see [`data_parallel`].
 
 mod checkpoint;
+mod checks;
 pub mod data_parallel;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -120,7 +122,9 @@ impl FinetuneData {
 
     /// A user's images (e.g. an ImageFolder or CIFAR-10), each scaled to fit a `size`×`size`
     /// canvas and centred, ImageNet normalisation, no augmentation.
-    pub fn fitted(mut train: ImageDataset, mut test: ImageDataset, size: usize) -> Self {
+    /// `size` must be at least 32 and the canvases must fit in memory.
+    pub fn fitted(mut train: ImageDataset, mut test: ImageDataset, size: usize) -> Result<Self> {
+        checks::check_fitted_size(size, train.len().saturating_add(test.len()))?;
         let canvas = RandomAffine::identity([size, size]);
         for image in train.images.iter_mut().chain(test.images.iter_mut()) {
             let scale = size as f32 / image.height.max(image.width).max(1) as f32;
@@ -131,7 +135,7 @@ impl FinetuneData {
             };
             *image = canvas.warp(image, &params);
         }
-        FinetuneData {
+        Ok(FinetuneData {
             train,
             test,
             transform: Transform {
@@ -140,7 +144,7 @@ impl FinetuneData {
                 normalize: Normalize::IMAGENET,
             },
             augment: None,
-        }
+        })
     }
 }
 
@@ -185,7 +189,19 @@ fn batch_tensors(
     Ok((x, y))
 }
 
-/// Accuracy on `data`, with the float/fake-quant forward or (`int8`) the int8 one.
+/// The model as evaluation runs it: a copy with its observers off, so that test images never
+/// move a quantization range (which `convert` would then bake in). int8 models have none.
+fn eval_model(model: &MobileNetV2, int8: bool) -> Cow<'_, MobileNetV2> {
+    if int8 {
+        return Cow::Borrowed(model);
+    }
+    let mut model = model.valid();
+    disable_observer(&mut model);
+    Cow::Owned(model)
+}
+
+/// Accuracy on `data`, with the float/fake-quant forward or (`int8`) the int8 one. Evaluation
+/// never observes: the model's quantization ranges are the same after it.
 pub fn accuracy(
     model: &MobileNetV2,
     data: &ImageDataset,
@@ -194,6 +210,12 @@ pub fn accuracy(
     max_batches: Option<usize>,
     device: &Device,
 ) -> Result<f64> {
+    if max_batches == Some(0) {
+        return Err(Error::Config(
+            "--max-batches 0: nothing would be evaluated".into(),
+        ));
+    }
+    let model = &*eval_model(model, int8);
     let (mut correct, mut seen) = (0usize, 0usize);
     let chunk = 100;
     let n = data
@@ -227,6 +249,7 @@ fn latency_ms(
     images: usize,
     device: &Device,
 ) -> Result<f64> {
+    let model = &*eval_model(model, int8);
     let mut times = Vec::new();
     for i in 0..images.min(data.len()) {
         let (x, _) = batch_tensors(&[&data.images[i]], &data.labels[i..=i], transform, device)?;
@@ -378,11 +401,15 @@ pub fn run(
     resume: bool,
     device: &Device,
 ) -> Result<Vec<Row>> {
-    if config.batch_size == 0 || data.train.is_empty() || data.test.is_empty() {
-        return Err(Error::Config(
-            "fine-tuning needs a batch size of at least 1 and non-empty train and test splits"
-                .into(),
+    config.validate()?;
+    if data.train.is_empty() || data.test.is_empty() {
+        return Err(Error::Data(
+            "fine-tuning needs non-empty train and test splits".into(),
         ));
+    }
+    config.check_memory(data, device)?;
+    for warning in data.warnings() {
+        eprintln!("warning: {warning}");
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     // Held to the end of the run: a second run in `out` is refused.

@@ -81,6 +81,11 @@ pub fn infer_npy(
         },
         other => other,
     })?;
+    if let [n, _, h, w] = x.shape[..] {
+        config
+            .check_forward_size(n.min(CHUNK), h, w, false)
+            .map_err(|e| e.for_flags(format_args!("--input {}", input.display())))?;
+    }
     let model = load_weights(weights, config, kind, device)?;
     let logits = predict(
         &model,

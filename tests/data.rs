@@ -94,6 +94,19 @@ fn image_folder_reads_classes_in_sorted_order() {
     assert_eq!((data.images[0].height, data.images[0].width), (4, 5));
 }
 
+/// Images are decoded by their bytes, not their extension: a PNG named `.JPG` reads as a PNG.
+#[test]
+fn image_folder_decodes_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("cat");
+    std::fs::create_dir(&class).unwrap();
+    let png = class.join("0.png");
+    write_png(&png, [9, 99, 199]);
+    std::fs::rename(&png, class.join("0.JPG")).unwrap();
+    let data = load_image_folder(dir.path()).unwrap();
+    assert_eq!(&data.images[0].pixels[..3], &[9, 99, 199]);
+}
+
 #[test]
 fn image_folder_errors_name_the_path() {
     let dir = tempfile::tempdir().unwrap();

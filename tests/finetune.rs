@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
+use burn_qat::finetune::{FinetuneConfig, FinetuneData, accuracy, qat_model, run};
+use burn_qat::models::MobileNetV2;
+use burn_qat::quantize::for_each_fake_quant;
 
 fn data() -> FinetuneData {
     FinetuneData::embedded_mnist().unwrap()
@@ -74,4 +76,28 @@ fn missing_weights_are_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("no/such/weights.bpk"), "{err}");
+}
+
+/// Evaluation never observes: a QAT model's recorded ranges are the same after an accuracy run
+/// on test images (they were updated, and `convert` then baked the test images' ranges in).
+#[test]
+fn evaluation_never_observes() {
+    type Ranges = Vec<(Vec<f32>, Vec<f32>)>;
+    fn ranges(model: &mut MobileNetV2) -> Ranges {
+        let mut all = Vec::new();
+        for_each_fake_quant(model, |fq| all.push(fq.activation_post_process.min_max()));
+        all
+    }
+    let config = FinetuneConfig::new().with_width_mult(0.25);
+    let device = Device::flex();
+    let mut model = qat_model(&config, 10, None, &device).unwrap();
+    let data = data();
+    let test = data.test.select(&(0..4).collect::<Vec<_>>());
+    let before = ranges(&mut model);
+    accuracy(&model, &test, &data.transform, false, None, &device).unwrap();
+    assert!(ranges(&mut model) == before, "evaluation moved the ranges");
+    // The same images through a plain forward do move them: the check above can fail.
+    let images: Vec<_> = test.images.iter().collect();
+    let _ = model.forward(data.transform.batch(&images, &device).unwrap());
+    assert!(ranges(&mut model) != before);
 }

@@ -4,8 +4,9 @@
 //!
 //! One module per loader: float and quantized PyTorch checkpoints (`pth`), `.npy` arrays
 //! (`npy`), the crate's int8 safetensors format (`int8_file`) and the datasets (`datasets`:
-//! ImageFolder, CIFAR-10 binary, the MNIST CSV reader). Files are small and synthetic, written
-//! to temporary directories.
+//! ImageFolder, CIFAR-10 binary, the MNIST CSV reader); and absurd sizes given as flags to the
+//! CLI and the main job (`sizes`). Files are small and synthetic, written to temporary
+//! directories.
 
 mod common;
 #[path = "common/torch_save.rs"]
@@ -19,6 +20,8 @@ mod int8_file;
 mod npy;
 #[path = "malformed_inputs/pth.rs"]
 mod pth;
+#[path = "malformed_inputs/sizes.rs"]
+mod sizes;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};

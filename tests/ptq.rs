@@ -105,6 +105,7 @@ fn convert_before_calibration_is_an_error() {
     let x = Tensor::<4>::zeros([1, 3, 32, 32], &device);
     let err = model.forward_int8(x).unwrap_err().to_string();
     assert!(err.contains("has no int8 form"), "{err}");
+    assert_eq!(err.matches("quantization error").count(), 1, "{err}");
 }
 
 #[test]

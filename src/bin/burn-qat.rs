@@ -51,7 +51,14 @@ impl ModelArgs {
         let config = MobileNetV2Config::new()
             .with_width_mult(self.width_mult)
             .with_num_classes(self.num_classes);
-        config.validate()?;
+        let flags = format!(
+            "--width-mult {} --num-classes {}",
+            self.width_mult, self.num_classes
+        );
+        config
+            .validate()
+            .and_then(|()| config.check_model_size())
+            .map_err(|e| e.for_flags(flags))?;
         let kind = if self.quantized {
             WeightsKind::Int8(self.engine.parse()?)
         } else {

@@ -35,9 +35,10 @@ pub fn load_image_folder(root: &Path) -> Result<ImageDataset> {
             return Err(err(class_dir, "class directory holds no images"));
         }
         for file in files {
-            // The decoder's default limits (512 MiB) refuse huge declared dimensions before
+            // Decoded by content, not by extension (a PNG named `.JPG` is a PNG). The
+            // decoder's default limits (512 MiB) refuse huge declared dimensions before
             // allocating; its messages may span lines.
-            let img = image::open(&file)
+            let img = decode_by_content(&file)
                 .map_err(|e| {
                     let e = e
                         .to_string()
@@ -74,4 +75,12 @@ fn is_image_file(path: &Path) -> bool {
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase())
         .is_some_and(|e| ["png", "jpg", "jpeg", "bmp", "gif", "webp"].contains(&e.as_str()))
+}
+
+/// Opens an image and decodes it in the format its bytes show (magic numbers), whatever its
+/// extension says.
+fn decode_by_content(path: &Path) -> image::ImageResult<image::DynamicImage> {
+    image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .decode()
 }

@@ -34,7 +34,8 @@ pub fn make_divisible(value: f64, divisor: usize, min_value: Option<usize>) -> u
     let rounded = ((value + divisor_f / 2.0).trunc() as usize / divisor) * divisor;
     let mut new_value = min_value.max(rounded);
     if (new_value as f64) < 0.9 * value {
-        new_value += divisor;
+        // Saturating: an absurd width multiplier is refused by the size check, not here.
+        new_value = new_value.saturating_add(divisor);
     }
     new_value
 }
@@ -272,6 +273,7 @@ impl MobileNetV2Config {
     /// Builds the model with torchvision's initialisation.
     pub fn init(&self, device: &Device) -> Result<MobileNetV2> {
         self.validate()?;
+        self.check_model_size()?;
         let blocks = self
             .block_configs()
             .iter()

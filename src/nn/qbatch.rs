@@ -74,8 +74,16 @@ impl<const D: usize> QBatch<D> {
     }
 }
 
+/// The error a failed batch carries, once more (an `Error` cannot be cloned: its I/O source
+/// cannot): the same variant for those that hold only a message, so that the message is not
+/// prefixed a second time ("quantization error: quantization error: ...").
 fn shared_error(e: &Arc<Error>) -> Error {
-    Error::Quant(e.to_string())
+    match &**e {
+        Error::Quant(m) => Error::Quant(m.clone()),
+        Error::Shape(m) => Error::Shape(m.clone()),
+        Error::Config(m) => Error::Config(m.clone()),
+        other => Error::Quant(other.to_string()),
+    }
 }
 
 fn not_converted(what: &str) -> Error {
