@@ -14,6 +14,17 @@ use super::common::fixture_path;
 use super::torch_save::{Storage, pk, tensors_checkpoint, zip_checkpoint, zip_entries, zip_of};
 use super::{expect_err, expect_err_at, temp_file};
 
+/// One 32×32 pass and no warm-up: `bench` only has to run on the loaded model.
+fn one_small_pass() -> BenchOptions {
+    BenchOptions {
+        batch: 1,
+        input_size: 32,
+        threads: None,
+        warmup: 0,
+        iters: 1,
+    }
+}
+
 fn config(width_mult: f64) -> MobileNetV2Config {
     MobileNetV2Config::new()
         .with_width_mult(width_mult)
@@ -331,13 +342,7 @@ fn assert_same_logits(weights: &Path, reference: &Path) {
         weights.display()
     );
 
-    let options = BenchOptions {
-        batch: 1,
-        input_size: 32,
-        threads: None,
-        warmup: 0,
-        iters: 1,
-    };
+    let options = one_small_pass();
     bench_mobilenet_v2(weights, &config(0.25), WeightsKind::Float, options, &device)
         .unwrap_or_else(|e| panic!("bench: {e}"));
 }
@@ -449,13 +454,7 @@ fn quantized_pth_qnnpack_add_scale_ratio_names_file_and_key() {
     assert_eq!(msg.matches("quantization error").count(), 1, "{msg}");
     assert!(!output.exists(), "no output on error");
     // `burn-qat bench` loads it the same way.
-    let options = BenchOptions {
-        batch: 1,
-        input_size: 32,
-        threads: None,
-        warmup: 0,
-        iters: 1,
-    };
+    let options = one_small_pass();
     let bench = bench_mobilenet_v2(
         &path,
         &config(0.25),
