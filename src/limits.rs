@@ -76,7 +76,9 @@ pub fn check_fits(bytes: Option<u64>) -> Result<(), String> {
 
 /// The product of `factors` as a byte count, `None` on overflow (for [`check_fits`]).
 pub fn product(factors: impl IntoIterator<Item = u64>) -> Option<u64> {
-    factors.into_iter().try_fold(1u64, |acc, f| acc.checked_mul(f))
+    factors
+        .into_iter()
+        .try_fold(1u64, |acc, f| acc.checked_mul(f))
 }
 
 #[cfg(test)]

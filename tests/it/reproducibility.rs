@@ -5,12 +5,19 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
 
+/// Set in the child process that runs [`same_seed_same_int8_model`]'s two runs.
+const CHILD_ENV: &str = "BURN_QAT_TEST_REPRODUCIBILITY_CHILD";
+
 /// Two seeded runs in one process end in the same int8 model: every int8 weight, bias, scale and
-/// zero-point equal. (Alone in its test binary: dropout draws from the backend's generator,
-/// which a test running beside it would draw from too. The files' bytes may differ:
-/// safetensors writes the metadata map in hash order.)
+/// zero-point equal. (Alone in a process: dropout draws from the backend's generator, which a
+/// test running beside it would draw from too, so the test runs its body in a child process of
+/// the test binary that runs this test only. The files' bytes may differ: safetensors writes the
+/// metadata map in hash order.)
 #[test]
 fn same_seed_same_int8_model() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return crate::run_alone(module_path!(), "same_seed_same_int8_model", CHILD_ENV);
+    }
     let config = FinetuneConfig::new()
         .with_epochs(1)
         .with_batch_size(16)

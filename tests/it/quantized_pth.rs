@@ -4,22 +4,18 @@
 //! `tests/fixtures/int8_models/manifest.json`; and malformed files, which must give
 //! `Error::Checkpoint` and never panic.
 
-mod common;
-#[path = "common/torch_save.rs"]
-mod torch_save;
-
 use std::collections::BTreeMap;
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::torch_save::{pk, zip_checkpoint};
 use burn_qat::Error;
 use burn_qat::io::{QScheme, StateValue, read_quantized_state_dict};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use torch_save::{pk, zip_checkpoint};
 
 fn dir() -> PathBuf {
-    common::fixture_path("int8_models")
+    crate::common::fixture_path("int8_models")
 }
 
 fn manifest() -> Value {

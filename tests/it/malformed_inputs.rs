@@ -7,17 +7,9 @@
 //! ImageFolder, CIFAR-10 binary, the MNIST CSV reader). Files are small and synthetic, written
 //! to temporary directories.
 
-mod common;
-#[path = "common/torch_save.rs"]
-mod torch_save;
-
-#[path = "malformed_inputs/datasets.rs"]
 mod datasets;
-#[path = "malformed_inputs/int8_file.rs"]
 mod int8_file;
-#[path = "malformed_inputs/npy.rs"]
 mod npy;
-#[path = "malformed_inputs/pth.rs"]
 mod pth;
 
 use std::fmt::Debug;

@@ -7,9 +7,9 @@ use burn::tensor::Device;
 use burn_qat::io::read_quantized_state_dict;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 
-use super::common::fixture_path;
-use super::torch_save::{pk, zip_checkpoint};
 use super::{expect_err, expect_err_at, temp_file};
+use crate::common::fixture_path;
+use crate::torch_save::{pk, zip_checkpoint};
 
 fn config(width_mult: f64) -> MobileNetV2Config {
     MobileNetV2Config::new()
