@@ -285,10 +285,20 @@ fn read_bytes(
     burn_qat::Result<BTreeMap<String, StateValue>>,
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("bad.pth");
+    let (path, result) = read_bytes_in(&tmp, bytes);
+    (tmp, path, result)
+}
+
+/// Writes `bytes` to `bad.pth` in `dir` (replacing the previous one: loops over thousands of
+/// variants reuse one directory) and reads it.
+fn read_bytes_in(
+    dir: &tempfile::TempDir,
+    bytes: &[u8],
+) -> (PathBuf, burn_qat::Result<BTreeMap<String, StateValue>>) {
+    let path = dir.path().join("bad.pth");
     std::fs::write(&path, bytes).unwrap();
     let result = read_quantized_state_dict(&path);
-    (tmp, path, result)
+    (path, result)
 }
 
 /// Asserts a checkpoint error whose message contains `needle`, and returns the message.
@@ -397,8 +407,9 @@ fn truncated_files_are_errors() {
         ];
         // And every byte of the legacy headers and the start of the state pickle.
         cuts.extend(0..400);
+        let tmp = tempfile::tempdir().unwrap();
         for cut in cuts.into_iter().filter(|&c| c > 0 && c < n) {
-            let (_tmp, _, result) = read_bytes(&bytes[..cut]);
+            let (_, result) = read_bytes_in(&tmp, &bytes[..cut]);
             match result {
                 Err(Error::Checkpoint { .. }) => {}
                 other => panic!("{name} cut at {cut}: expected a checkpoint error, got {other:?}"),
@@ -429,11 +440,12 @@ fn corrupted_data_pkl_is_an_error_or_still_a_state_dict() {
     // only change a value; none may panic.
     let mut errors = 0;
     let mut tries = 0;
+    let tmp = tempfile::tempdir().unwrap();
     for at in 0..pkl.len() {
         for mask in [0xff, 0x01] {
             let mut bad = pkl.clone();
             bad[at] ^= mask;
-            let (_tmp, _, result) = read_bytes(&rebuild(&bad));
+            let (_, result) = read_bytes_in(&tmp, &rebuild(&bad));
             tries += 1;
             match result {
                 Err(Error::Checkpoint { .. }) => errors += 1,
