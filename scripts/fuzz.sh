@@ -8,7 +8,7 @@
 # stable toolchain RUSTC_BOOTSTRAP=1 lets it. FUZZ_SANITIZER picks the sanitizer (default
 # `address`; `none` builds faster and runs faster). The committed seeds are in fuzz/seeds/<target>;
 # what libFuzzer finds goes to fuzz/corpus/<target> and crashes to fuzz/artifacts/<target>
-# (both git-ignored; add a crash to tests/malformed_inputs.rs once fixed). Build output stays
+# (both git-ignored; add a crash to tests/it/malformed_inputs.rs once fixed). Build output stays
 # in fuzz/target.
 set -euo pipefail
 cd "$(dirname "$0")/.."

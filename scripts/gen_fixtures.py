@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch oracle fixtures for the MobileNetV2 tests (tests/mobilenet_v2.rs).
+"""PyTorch oracle fixtures for the MobileNetV2 tests (tests/it/mobilenet_v2.rs).
 
 Pins: torch 2.5.1, torchvision 0.20.1, numpy, safetensors. Build the venv outside the repo:
 

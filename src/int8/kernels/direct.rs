@@ -4,7 +4,7 @@
 //! (depthwise, the 3×3 stem) run directly over a zero-padded copy with the zero-point removed
 //! (so taps need no bounds checks), accumulating one output plane per output channel; inner
 //! loops are contiguous for stride 1. Integer accumulation is exact, so the results are the
-//! [`Reference`] kernels' bit for bit (`tests/int8_kernels.rs`); the
+//! [`Reference`] kernels' bit for bit (`tests/it/int8_kernels.rs`); the
 //! elementwise kernels are the reference ones.
 
 use super::{ConvCall, Int8Kernels, Reference, for_each_block, threads_for};

@@ -8,7 +8,7 @@
 //! convolutions: NHWC GEMMs on `vpdpbusd` and a direct NHWC depthwise kernel, choosing their
 //! memory formats through [`Int8Kernels::conv2d_formats`]) are picked at run time by [`Auto`].
 //! All are held to [`Reference`] bit for bit on inputs in either format
-//! (`tests/int8_kernels.rs`).
+//! (`tests/it/int8_kernels.rs`).
 //!
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
 //! slices have the lengths the op's shapes imply.

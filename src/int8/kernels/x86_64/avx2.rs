@@ -11,7 +11,7 @@
 //!
 //! Every output goes through [`requant8`], the vector form of [`Requant::apply`]: the same f32
 //! operations in the same order, `vcvtps2dq` rounding ties to even, so the results are the
-//! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/int8_kernels.rs`).
+//! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/it/int8_kernels.rs`).
 //! Other ops (grouped convolutions, pooling) run the portable [`Direct`] kernels.
 //!
 //! All `unsafe` here is either a call into the `#[target_feature(enable = "avx2")]` functions,

@@ -7,7 +7,7 @@
 //! models. An input block packed as `[k/4][NR pixels][4]` bytes is one 64-byte vector per tap
 //! quad; each of the tile's [`MR`] rows multiplies it by its four broadcast weights, one
 //! instruction per 64 multiply-adds. The requantization is [`Avx2`]'s, so the outputs stay the
-//! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/int8_kernels.rs`).
+//! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/it/int8_kernels.rs`).
 //!
 //! That microkernel now serves only dense convolutions the channels-last kernels do not take
 //! (kernels wider than 4, asymmetric weights), writing NHWC. Depthwise 3×3 and 1×1

@@ -2,12 +2,10 @@
 //! (`_calculate_qparams`) and fbgemm's `ChooseQuantizationParams` (via
 //! `torch.fused_moving_avg_obs_fake_quant`), per-channel and per-tensor, bit-exact.
 
-mod common;
-
+use crate::common::{Fixture, assert_bits};
 use burn_qat::quant::{
     ObserverQParamsSpec, QScheme, QuantDtype, calculate_qmin_qmax, fbgemm_qparams, observer_qparams,
 };
-use common::{Fixture, assert_bits};
 
 /// (name, dtype, symmetric, reduce_range, custom range), as `QP_CONFIGS` in the generator.
 type Case = (&'static str, QuantDtype, bool, bool, Option<(i64, i64)>);

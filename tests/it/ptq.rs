@@ -4,8 +4,7 @@
 //! the qparams it computes for convert (`scripts/gen_fixtures.py`, `ptq_mobilenet_v2`); then
 //! `convert` and the int8 model's logits against PyTorch's converted model.
 
-mod common;
-
+use crate::common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use burn_qat::convert::convert;
@@ -14,7 +13,6 @@ use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 use burn_qat::nn::{QuantLayer, Quantizable};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, replace_relu};
-use common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 
 fn run(backend: QuantBackend, tag: &str) {
     let fx = Fixture::load("ptq_mobilenet_v2.safetensors");

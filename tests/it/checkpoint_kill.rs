@@ -3,7 +3,8 @@
 //!
 //! - a run killed with SIGKILL in the middle of writing a checkpoint resumes (`resume`) from the
 //!   last complete checkpoint and ends with the int8 model an uninterrupted run gives, bit for
-//!   bit (each run in its own process: this test binary runs itself as the child);
+//!   bit (each run in its own process: this test binary runs itself as the child, with a filter
+//!   that selects `child_training_run` only);
 //! - a second run in the same output directory, while the first is in the middle of a
 //!   checkpoint write, is refused with the first run's pid, and leaves the first run's files
 //!   alone;
@@ -53,7 +54,8 @@ fn child_training_run() {
 /// Starts this test binary as a child training into `out`.
 fn spawn(out: &Path, resume: bool, pause: Option<&str>) -> Child {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child_training_run", "--exact", "--ignored", "--nocapture"])
+    let name = crate::test_name(module_path!(), "child_training_run");
+    cmd.args([name.as_str(), "--exact", "--ignored", "--nocapture"])
         .env(OUT_ENV, out)
         .env_remove(PAUSE_ENV)
         .env_remove(RESUME_ENV)
@@ -77,6 +79,11 @@ fn finish(child: Child, what: &str) -> String {
         "{what} failed: {}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+    // The filter selected the child test (a filter that selects nothing also exits with 0).
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "{what}: {stdout}"
     );
     stdout
 }

@@ -1,12 +1,10 @@
 //! `QTensor` / `QWeight` quantize and dequantize against `torch.quantize_per_tensor`,
 //! `torch.quantize_per_channel` and `dequantize()` (fixtures: `scripts/gen_int8_fixtures.py`).
 
-mod common;
-
+use crate::common::{Fixture, assert_bits};
 use burn_qat::Error;
 use burn_qat::int8::{QParamsPt, QTensor, QWeight, dequantize, quantize_per_tensor};
 use burn_qat::quant::QuantDtype;
-use common::{Fixture, assert_bits};
 
 #[test]
 fn quantize_per_tensor_matches_pytorch() {

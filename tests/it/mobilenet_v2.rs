@@ -1,15 +1,13 @@
 //! MobileNetV2 against torchvision: logits of loaded checkpoints, and clear errors for bad
 //! checkpoints and inputs. Expected values come from `scripts/gen_fixtures.py`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::{Fixture, assert_close, fixture_path, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::io::npy;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
-use common::{Fixture, assert_close, fixture_path, to_vec};
 
 fn config(width_mult: f64) -> MobileNetV2Config {
     MobileNetV2Config::new()
@@ -135,7 +133,7 @@ fn cli_infer_round_trip_and_errors() {
     assert_close(&out.data, &fixture.f32("logits"), 1e-4, 1e-4, "CLI logits");
 
     // The same on the GPU backend (`--device`), where the build and the machine have one.
-    if common::gpu_device().is_some() {
+    if crate::common::gpu_device().is_some() {
         let name = std::env::var("BURN_QAT_GPU_DEVICE").unwrap_or_else(|_| "wgpu".into());
         let mut gpu = args(x).to_vec();
         gpu.extend(["--device".to_string(), name]);

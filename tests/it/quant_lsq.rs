@@ -1,14 +1,12 @@
 //! LSQ (`_LearnableFakeQuantize`) against PyTorch: forward bit-identical, gradients of x, scale
 //! and zero-point within 1e-6 (relative for the summed scale/zero-point gradients).
 
-mod common;
-
+use crate::common::{Fixture, assert_bits, assert_close, to_vec};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::quant::{
     LearnableFakeQuantize, LearnableFakeQuantizeConfig, ObserverConfig, ObserverKind, QScheme,
     QuantDtype,
 };
-use common::{Fixture, assert_bits, assert_close, to_vec};
 
 /// (name, qscheme, ch_axis, qmin, qmax, grad scaling), as `gen_lsq()`.
 fn cases() -> Vec<(&'static str, QScheme, usize, i64, i64, bool)> {

@@ -2,11 +2,9 @@
 //! (ties, huge/tiny scales, overflow, ±inf, NaN, constant and zero tensors), straight-through
 //! gradient equal, on `Device::flex()` and `Device::flex().autodiff()`.
 
-mod common;
-
+use crate::common::{Fixture, assert_close, assert_matches, devices, to_vec};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::quant::{fake_quantize_per_channel, fake_quantize_per_tensor};
-use common::{Fixture, assert_close, assert_matches, devices, to_vec};
 
 fn tensor_dyn<const D: usize>(fx: &Fixture, key: &str, device: &Device) -> Tensor<D> {
     let shape = fx.shape(key);

@@ -8,19 +8,10 @@
 //! CLI and the main job (`sizes`). Files are small and synthetic, written to temporary
 //! directories.
 
-mod common;
-#[path = "common/torch_save.rs"]
-mod torch_save;
-
-#[path = "malformed_inputs/datasets.rs"]
 mod datasets;
-#[path = "malformed_inputs/int8_file.rs"]
 mod int8_file;
-#[path = "malformed_inputs/npy.rs"]
 mod npy;
-#[path = "malformed_inputs/pth.rs"]
 mod pth;
-#[path = "malformed_inputs/sizes.rs"]
 mod sizes;
 
 use std::fmt::Debug;

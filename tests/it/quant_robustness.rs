@@ -2,8 +2,7 @@
 //! (compared with the settings PyTorch's `get_default_qconfig` / `get_default_qat_qconfig`
 //! build, dumped by the fixture generator).
 
-mod common;
-
+use crate::common::{Fixture, devices};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::Error;
@@ -11,7 +10,6 @@ use burn_qat::quant::{
     ObserverConfig, ObserverKind, QConfig, QParamsCalculator, QScheme, QuantBackend, QuantDtype,
     Quantizer,
 };
-use common::{Fixture, devices};
 
 fn t1(v: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = v.len();

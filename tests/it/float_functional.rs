@@ -5,12 +5,10 @@
 //! straight-through gradients of both inputs, scale and zero-point after every batch — on every
 //! device of `common::devices()` (GPU included in a `--features wgpu` build).
 
-mod common;
-
+use crate::common::{Fixture, assert_close, assert_matches, devices, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::nn::{ActivationPostProcess, FloatFunctional};
 use burn_qat::quant::{QConfig, QuantBackend};
-use common::{Fixture, assert_close, assert_matches, devices, to_vec};
 
 fn prepared(backend: QuantBackend, device: &Device) -> FloatFunctional {
     let fq = QConfig::default_qat(backend)

@@ -1,15 +1,13 @@
 //! PyTorch-parity batch norm (training statistics, gradients) and BN folding, against
 //! `scripts/gen_fixtures.py` (torch.nn.BatchNorm2d, torch.nn.utils.fusion).
 
-mod common;
-
+use crate::common::{Fixture, assert_close, to_vec};
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 use burn_qat::fuse::{fold_bn_into_conv, fold_bn_into_linear};
 use burn_qat::nn::{BatchNorm2d, BatchNorm2dConfig};
-use common::{Fixture, assert_close, to_vec};
 
 fn bn_from(fx: &Fixture, prefix: &str, device: &Device) -> BatchNorm2d {
     let mut bn = BatchNorm2dConfig::new(fx.shape(&format!("{prefix}weight"))[0]).init(device);
@@ -26,7 +24,10 @@ fn bn_from(fx: &Fixture, prefix: &str, device: &Device) -> BatchNorm2d {
 fn training_steps_match_pytorch_outputs_gradients_and_running_stats() {
     // flex runs the fused batch-norm op (`burn_qat::ops::BatchNormTrainBackend`), a GPU backend
     // (where there is one) the composition of Burn tensor ops.
-    for device in common::devices().into_iter().filter(Device::is_autodiff) {
+    for device in crate::common::devices()
+        .into_iter()
+        .filter(Device::is_autodiff)
+    {
         training_steps_match_pytorch_on(&device);
     }
 }

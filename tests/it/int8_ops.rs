@@ -2,14 +2,12 @@
 //! `quantized::conv2d[_relu]`, `quantized::linear[_relu]`, `quantized::add[_relu]`,
 //! `adaptive_avg_pool2d` to 1×1. Fixtures: `scripts/gen_int8_fixtures.py`.
 
-mod common;
-
+use crate::common::Fixture;
 use burn_qat::Error;
 use burn_qat::int8::{
     Conv2dSpec, Engine, Int8Add, Int8Conv2d, Int8Linear, PoolInputLayout, QParamsPt, QTensor,
     QWeight, WeightQParams, adaptive_avg_pool2d_1x1,
 };
-use common::Fixture;
 
 fn engine(id: i64) -> Engine {
     if id == 0 {

@@ -5,12 +5,19 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
 
+/// Set in the child process that runs [`same_seed_same_int8_model`]'s two runs.
+const CHILD_ENV: &str = "BURN_QAT_TEST_REPRODUCIBILITY_CHILD";
+
 /// Two seeded runs in one process end in the same int8 model files, byte for byte (the same
-/// SHA-256), and so in the same int8 weights, biases, scales and zero-points. (Alone in its
-/// test binary: dropout draws from the backend's generator, which a test running beside it
-/// would draw from too.)
+/// SHA-256), and so in the same int8 weights, biases, scales and zero-points. (Alone in a
+/// process: dropout draws from the backend's generator, which a test running beside it would
+/// draw from too, so the test runs its body in a child process of the test binary that runs
+/// this test only.)
 #[test]
 fn same_seed_same_int8_model() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return crate::run_alone(module_path!(), "same_seed_same_int8_model", CHILD_ENV);
+    }
     let config = FinetuneConfig::new()
         .with_epochs(1)
         .with_batch_size(16)

@@ -1,14 +1,12 @@
 //! The eager-mode workflow on MobileNetV2: inference fusion keeps the logits, QAT preparation
 //! makes every parameter trainable, and misuse gives clear errors that leave the model intact.
 
-mod common;
-
+use crate::common::{Fixture, assert_close, fixture_path, to_vec};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, prepare_qat, replace_relu};
-use common::{Fixture, assert_close, fixture_path, to_vec};
 
 fn load(device: &Device) -> (MobileNetV2, Tensor<4>) {
     let fx = Fixture::load("mobilenet_v2_w050.safetensors");
@@ -160,7 +158,7 @@ fn max_abs(values: &[f32]) -> f32 {
 /// a rounding step, which is not a defect.
 #[test]
 fn gpu_qat_gradients_match_flex_with_1x1_maps() {
-    let Some(gpu) = common::gpu_device() else {
+    let Some(gpu) = crate::common::gpu_device() else {
         return;
     };
     let config = MobileNetV2Config::new()

@@ -1,5 +1,6 @@
-//! Hand-built `torch.save` files for the checkpoint reader tests (included by path where
-//! used: the onnx-check package shares `tests/common` but has no zip dependency).
+//! Hand-built `torch.save` files for the checkpoint reader tests (`quantized_pth`,
+//! `malformed_inputs`). Not in `common`: the onnx-check package shares that module (a symlink)
+//! but has no zip dependency.
 #![allow(dead_code)]
 
 use std::io::{Cursor, Write};

@@ -2,12 +2,10 @@
 //! from `scripts/gen_quant_fixtures.py depthwise_conv`), against Burn's generic path, and against
 //! finite differences, on every test device (flex, and the GPU backend where there is one).
 
-mod common;
-
+use crate::common::{Fixture, assert_close, devices, to_vec};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn_qat::ops::depthwise_conv2d;
-use common::{Fixture, assert_close, devices, to_vec};
 
 /// Geometry row of the fixture: `[N, C, H, W, KH, KW, sh, sw, top, left, bottom, right]`.
 fn options(geo: &[i64]) -> ConvOptions<2> {

@@ -3,13 +3,11 @@
 //! default-qconfig fake-quant modules (fused and not) with their outputs, gradients, scales and
 //! zero-points; on `Device::flex()` and `Device::flex().autodiff()`.
 
-mod common;
-
+use crate::common::{Fixture, assert_close, assert_matches, devices, to_vec};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::quant::{
     FakeQuantize, ObserverConfig, ObserverKind, QConfig, QScheme, QuantBackend, QuantDtype,
 };
-use common::{Fixture, assert_close, assert_matches, devices, to_vec};
 
 fn tensor_dyn<const D: usize>(fx: &Fixture, key: &str, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(fx.f32(key), fx.shape(key)), device)

@@ -2,8 +2,7 @@
 //! preprocessing against torchvision (`scripts/gen_fixtures.py`, `transforms`), the seeded
 //! augmentation, and the shipped float MNIST checkpoint.
 
-mod common;
-
+use crate::common::{Fixture, assert_close, to_vec};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_qat::data::{
     AffineParams, EmbeddedMnist, Image, Normalize, RandomAffine, SplitMix64, Transform,
@@ -11,7 +10,6 @@ use burn_qat::data::{
 };
 use burn_qat::models::MobileNetV2Config;
 use burn_store::{BurnpackStore, ModuleSnapshot};
-use common::{Fixture, assert_close, to_vec};
 
 #[test]
 fn embedded_mnist_has_5000_labelled_digits_and_splits_reproducibly() {

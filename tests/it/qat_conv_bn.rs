@@ -3,8 +3,7 @@
 //! PyTorch: three training steps with the default qnnpack and x86 QAT qconfigs
 //! (`scripts/gen_fixtures.py`, `qat_conv_bn`).
 
-mod common;
-
+use crate::common::{Fixture, assert_close, to_vec};
 use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor};
 use burn_qat::convert::{convert_conv, convert_linear};
@@ -15,7 +14,6 @@ use burn_qat::nn::{
 };
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare_qat;
-use common::{Fixture, assert_close, to_vec};
 
 fn run(backend: QuantBackend, tag: &str) -> ConvBnAct {
     run_on(&Device::flex().autodiff(), backend, tag)
@@ -101,7 +99,7 @@ fn run_on(device: &Device, backend: QuantBackend, tag: &str) -> ConvBnAct {
 /// The same three steps on the GPU backend (`common::gpu_device`), same tolerances.
 #[test]
 fn conv_bn_relu_matches_pytorch_on_the_gpu_backend() {
-    let Some(gpu) = common::gpu_device() else {
+    let Some(gpu) = crate::common::gpu_device() else {
         return;
     };
     run_on(&gpu.clone().autodiff(), QuantBackend::Qnnpack, "qnnpack");

@@ -4,22 +4,18 @@
 //! `tests/fixtures/int8_models/manifest.json`; and malformed files, which must give
 //! `Error::Checkpoint` and never panic.
 
-mod common;
-#[path = "common/torch_save.rs"]
-mod torch_save;
-
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{Cursor, Write};
+use std::path::PathBuf;
 
+use crate::torch_save::{pk, zip_checkpoint, zip_entries};
 use burn_qat::Error;
 use burn_qat::io::{QScheme, StateValue, read_quantized_state_dict};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use torch_save::{pk, zip_checkpoint};
 
 fn dir() -> PathBuf {
-    common::fixture_path("int8_models")
+    crate::common::fixture_path("int8_models")
 }
 
 fn manifest() -> Value {
@@ -289,10 +285,20 @@ fn read_bytes(
     burn_qat::Result<BTreeMap<String, StateValue>>,
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("bad.pth");
+    let (path, result) = read_bytes_in(&tmp, bytes);
+    (tmp, path, result)
+}
+
+/// Writes `bytes` to `bad.pth` in `dir` (replacing the previous one: loops over thousands of
+/// variants reuse one directory) and reads it.
+fn read_bytes_in(
+    dir: &tempfile::TempDir,
+    bytes: &[u8],
+) -> (PathBuf, burn_qat::Result<BTreeMap<String, StateValue>>) {
+    let path = dir.path().join("bad.pth");
     std::fs::write(&path, bytes).unwrap();
     let result = read_quantized_state_dict(&path);
-    (tmp, path, result)
+    (path, result)
 }
 
 /// Asserts a checkpoint error whose message contains `needle`, and returns the message.
@@ -313,19 +319,6 @@ fn expect_error(bytes: &[u8], needle: &str) -> String {
         Err(other) => panic!("expected Error::Checkpoint, got {other:?}"),
         Ok(sd) => panic!("expected an error, read {} keys", sd.len()),
     }
-}
-
-/// All entries of a zip checkpoint, in order.
-fn zip_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
-    (0..z.len())
-        .map(|i| {
-            let mut f = z.by_index(i).unwrap();
-            let mut data = Vec::new();
-            f.read_to_end(&mut data).unwrap();
-            (f.name().unwrap().to_string(), data)
-        })
-        .collect()
 }
 
 #[test]
@@ -401,8 +394,9 @@ fn truncated_files_are_errors() {
         ];
         // And every byte of the legacy headers and the start of the state pickle.
         cuts.extend(0..400);
+        let tmp = tempfile::tempdir().unwrap();
         for cut in cuts.into_iter().filter(|&c| c > 0 && c < n) {
-            let (_tmp, _, result) = read_bytes(&bytes[..cut]);
+            let (_, result) = read_bytes_in(&tmp, &bytes[..cut]);
             match result {
                 Err(Error::Checkpoint { .. }) => {}
                 other => panic!("{name} cut at {cut}: expected a checkpoint error, got {other:?}"),
@@ -413,7 +407,7 @@ fn truncated_files_are_errors() {
 
 #[test]
 fn corrupted_data_pkl_is_an_error_or_still_a_state_dict() {
-    let entries = zip_entries(&dir().join("misc_dtypes.pth"));
+    let entries = zip_entries(&std::fs::read(dir().join("misc_dtypes.pth")).unwrap());
     let (pkl_name, pkl) = entries
         .iter()
         .find(|(n, _)| n.ends_with("/data.pkl"))
@@ -433,11 +427,12 @@ fn corrupted_data_pkl_is_an_error_or_still_a_state_dict() {
     // only change a value; none may panic.
     let mut errors = 0;
     let mut tries = 0;
+    let tmp = tempfile::tempdir().unwrap();
     for at in 0..pkl.len() {
         for mask in [0xff, 0x01] {
             let mut bad = pkl.clone();
             bad[at] ^= mask;
-            let (_tmp, _, result) = read_bytes(&rebuild(&bad));
+            let (_, result) = read_bytes_in(&tmp, &rebuild(&bad));
             tries += 1;
             match result {
                 Err(Error::Checkpoint { .. }) => errors += 1,

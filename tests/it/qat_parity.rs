@@ -29,8 +29,7 @@
 //! statistics differ by up to 118% (relative, floor 1e-3). Step 0 and the frozen-BN run are
 //! compared strictly.
 
-mod common;
-
+use crate::common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -44,7 +43,6 @@ use burn_qat::quantize::{
     disable_fake_quant, disable_observer, for_each_batch_norm, for_each_fake_quant,
     freeze_bn_stats, prepare_qat, replace_relu,
 };
-use common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 
 /// Whether this step's loss comes after an SGD update with batch norm still training.
 fn bn_trains_after_update(scenario: &str, step: usize) -> bool {
@@ -188,7 +186,7 @@ fn x86_qat_with_observers_off_and_bn_frozen_matches_pytorch() {
 /// CI uses, each takes about a minute.
 #[test]
 fn qat_matches_pytorch_on_the_gpu_backend() {
-    let Some(gpu) = common::gpu_device() else {
+    let Some(gpu) = crate::common::gpu_device() else {
         return;
     };
     run_on(&gpu.autodiff(), QuantBackend::X86, "observe_frozen");

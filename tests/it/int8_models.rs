@@ -4,17 +4,15 @@
 //! model's output in PyTorch (`scripts/gen_int8_model_fixtures.py`). Also the crate's own int8
 //! format: save, reload, same outputs.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::common::to_vec;
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::int8::{Engine, int8_state_dict, load_int8_state_dict};
 use burn_qat::io::{read_int8_file, save_int8_file};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_quantized_mobilenet_v2};
 use burn_qat::quantize::replace_relu;
-use common::to_vec;
 use serde_json::Value;
 
 fn dir() -> PathBuf {

@@ -10,9 +10,9 @@ use burn_qat::int8::Engine;
 use burn_qat::io::{StateValue, npy, read_quantized_state_dict};
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
 
-use super::common::fixture_path;
-use super::torch_save::{Storage, pk, tensors_checkpoint, zip_checkpoint, zip_entries, zip_of};
 use super::{expect_err, expect_err_at, temp_file};
+use crate::common::fixture_path;
+use crate::torch_save::{Storage, pk, tensors_checkpoint, zip_checkpoint, zip_entries, zip_of};
 
 /// One 32×32 pass and no warm-up: `bench` only has to run on the loaded model.
 fn one_small_pass() -> BenchOptions {
