@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::device::is_host;
 use crate::infer::{WeightsKind, load_weights_with_engine};
 use crate::int8::Engine;
 use crate::limits::{check_fits, product};
 use crate::models::{MobileNetV2, MobileNetV2Config};
+use crate::ops::has_cpu_kernels;
 use crate::{Error, Result};
 
 /// What to time: the input batch, the thread count and how many passes.
@@ -210,7 +210,7 @@ pub fn bench_mobilenet_v2(
     config.validate()?;
     let (b, s) = (options.batch, options.input_size);
     let flags = format!("--batch {b} --input-size {s}");
-    if is_host(device) {
+    if has_cpu_kernels(device) {
         config
             .check_forward_size(b, s, s, false)
             .map_err(|e| e.for_flags(&flags))?;

@@ -127,9 +127,3 @@ pub fn check_device(device: &Device) -> Result<()> {
         }
     }
 }
-
-/// Whether `device` computes in host memory (flex, with or without autodiff), so that its
-/// allocations can be held against the machine's memory ([`crate::limits`]).
-pub fn is_host(device: &Device) -> bool {
-    device.clone().inner().inner() == Device::flex().inner()
-}

@@ -8,6 +8,7 @@
 //! - [`device`]: Burn devices by name (`flex`, `wgpu`, `cuda`) for `--device` flags;
 //! - [`data`]: the embedded MNIST digits, ImageFolder, CIFAR-10 and torchvision-style transforms;
 //! - [`models`]: MobileNetV2 (float) and, later, its quantizable form;
+//! - [`numerics`]: scalar numerics below the kernels and `quant` (round half to even);
 //! - [`quant`]: quantization schemes, qparams, observers, fake-quant and qconfigs;
 //! - [`ops`]: custom differentiable ops with fast CPU kernels (depthwise convolution);
 //! - [`nn`]: quantizable layers, `FloatFunctional`, stubs, the [`nn::Quantizable`] walk;
@@ -36,6 +37,7 @@ pub mod io;
 pub mod limits;
 pub mod models;
 pub mod nn;
+pub mod numerics;
 pub mod ops;
 pub mod quant;
 pub mod quantize;

@@ -7,8 +7,8 @@ use super::{FinetuneConfig, FinetuneData, class_count, model_config};
 use burn::tensor::Device;
 
 use crate::data::ImageDataset;
-use crate::device::is_host;
 use crate::limits::{check_fits, product};
+use crate::ops::has_cpu_kernels;
 use crate::{Error, Result};
 
 impl FinetuneConfig {
@@ -64,7 +64,11 @@ impl FinetuneConfig {
     pub fn check_memory(&self, data: &FinetuneData, device: &Device) -> Result<()> {
         let config = model_config(self, class_count(&data.train));
         let [h, w] = data.input_size();
-        let batch = if is_host(device) { self.batch_size } else { 1 };
+        let batch = if has_cpu_kernels(device) {
+            self.batch_size
+        } else {
+            1
+        };
         config
             .check_model_size()
             .and_then(|()| config.check_forward_size(batch, h, w, true))

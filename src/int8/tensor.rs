@@ -15,8 +15,8 @@
 //! `fbgemm::Dequantize`: `x = scale * (float)(q - zp)` in f32.
 
 use super::buffer::Buffer;
+pub use crate::numerics::round_half_even;
 use crate::quant::QuantDtype;
-pub use crate::quant::rounding::round_half_even;
 use crate::{Error, Result};
 
 /// Per-tensor quantization parameters of a quint8 activation (`q_scale()`, `q_zero_point()`).

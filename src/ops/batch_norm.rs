@@ -1,7 +1,7 @@
 //! Training-mode batch norm as one custom operation with its own backward pass (PyTorch:
 //! `torch.nn.functional.batch_norm(x, ..., training=True)`), on the `flex` CPU backend.
 //!
-//! [`crate::nn::BatchNorm2d`] takes it on flex autodiff devices; elsewhere (wgpu, CUDA) it keeps
+//! `nn::BatchNorm2d` takes it on flex autodiff devices; elsewhere (wgpu, CUDA) it keeps
 //! its composition of Burn tensor ops, so this extension lists only `Flex` and `Autodiff`.
 //! The running-statistics update stays in the layer: this op returns the batch mean and biased
 //! variance as untracked tensors. The input may come with a per-channel divisor, which QAT's

@@ -66,7 +66,7 @@ impl BatchNormGeometry {
     }
 }
 
-/// The per-channel `scale = γ / √(σ² + ε)`, in `f32` as [`crate::nn::BatchNorm2d::normalize`]
+/// The per-channel `scale = γ / √(σ² + ε)`, in `f32` as `nn::BatchNorm2d::normalize`
 /// computes it (reciprocal of the root, times γ).
 fn scale(var: f32, gamma: f32, eps: f32) -> f32 {
     (var + eps).sqrt().recip() * gamma

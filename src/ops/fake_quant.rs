@@ -2,7 +2,7 @@
 //! `torch.fake_quantize_per_{tensor,channel}_affine` and their `_cachemask_backward`), on the
 //! `flex` CPU backend: one pass forward, one pass backward, no temporaries.
 //!
-//! [`crate::quant::functional`] takes it on flex devices; elsewhere (wgpu, CUDA) it keeps its
+//! `quant::functional` takes it on flex devices; elsewhere (wgpu, CUDA) it keeps its
 //! composition of Burn tensor ops, so this extension lists only `Flex` and `Autodiff`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;

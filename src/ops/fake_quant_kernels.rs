@@ -1,6 +1,6 @@
 //! Fake quantization on contiguous `f32` slices, per tensor or per channel: the forward value and
 //! the straight-through gradient, element for element as PyTorch's CPU kernels compute them
-//! (see [`crate::quant::functional`] for the formulas and their sources):
+//! (see `quant::functional` for the formulas and their sources):
 //!
 //! ```text
 //! v    = nearbyint(x · (1/scale)) + zero_point     // f32, ties to even
@@ -20,8 +20,7 @@ use rayon::prelude::*;
 
 use super::simd::dispatch_avx2;
 use super::{TASK_VALUES, task_len};
-use crate::quant::functional::TWO_POW_63;
-use crate::quant::rounding::round_half_even;
+use crate::numerics::{TWO_POW_63, round_half_even};
 
 /// Quantization parameters of one fake-quant call: one `(scale, zero_point)` per channel of
 /// `axis` (a single pair for per-tensor).

@@ -3,7 +3,7 @@
 //! Burn ops reads the batch three times (a `0·x` sum that turns NaN/inf into a non-zero, then
 //! `min`, then `max`) and allocates a full-size temporary; this reads it once.
 //!
-//! [`crate::quant`]'s observers take it on flex devices; elsewhere (wgpu, CUDA) they keep the
+//! `quant`'s observers take it on flex devices; elsewhere (wgpu, CUDA) they keep the
 //! composition, so this extension lists only `Flex` and `Autodiff` (it carries no gradient).
 
 use burn::backend::autodiff::Autodiff;

@@ -5,7 +5,7 @@
 //! weights and three more autodiff nodes per layer, a fixed cost of every QAT step. See
 //! [`super::scaled_fake_quant_kernels`] for the formulas.
 //!
-//! [`crate::quant::FakeQuantize`] takes it on flex devices for per-channel (axis 0) min/max
+//! `quant::FakeQuantize` takes it on flex devices for per-channel (axis 0) min/max
 //! weight fake-quants; elsewhere the caller keeps the composition, so this extension lists only
 //! `Flex` and `Autodiff`.
 

@@ -24,12 +24,10 @@
 use burn::tensor::activation::relu;
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 
+use crate::numerics::TWO_POW_63;
 use crate::ops::{FakeQuantSpec, fake_quantize, has_cpu_kernels};
 
 use crate::{Error, Result};
-
-/// 2^63 as f32: the first value whose int64 conversion overflows.
-pub(crate) const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 
 /// Per-tensor fake quantization (`torch.fake_quantize_per_tensor_affine`), with a
 /// straight-through gradient when `x` is tracked by autodiff.

@@ -3,7 +3,6 @@
 //!
 //! Building blocks, in dependency order:
 //! - [`scheme`]: dtypes ([`QuantDtype`]), schemes ([`QScheme`]) and integer ranges;
-//! - [`rounding`]: round half to even as PyTorch's kernels round;
 //! - [`qparams`]: the two scale/zero-point formulas PyTorch uses ([`QParamsCalculator`]);
 //! - [`observer`]: min/max, moving-average and histogram observers ([`Observer`]);
 //! - [`functional`]: the fake-quant function with its straight-through gradient;
@@ -33,7 +32,6 @@ pub mod learnable_fake_quantize;
 pub mod observer;
 pub mod qconfig;
 pub mod qparams;
-pub mod rounding;
 pub mod scheme;
 
 pub use fake_quantize::{FakeQuantize, FakeQuantizeConfig};

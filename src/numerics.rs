@@ -1,5 +1,10 @@
-//! Round half to even, as C's `nearbyint` in the default rounding mode (PyTorch's quantizers
-//! and fake-quant), in a form that vectorises.
+//! Scalar numerics shared by the kernels (`ops`, `int8`) and the quantization modules
+//! (`quant`), below all of them so that none imports another for them: round half to even, as
+//! C's `nearbyint` in the default rounding mode (PyTorch's quantizers and fake-quant), in a form
+//! that vectorises, and the float bound of the int64 conversion.
+
+/// 2^63 as f32: the first value whose int64 conversion overflows.
+pub(crate) const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 
 /// `x.round_ties_even()` without the libm call it compiles to on baseline x86-64 (no SSE4.1
 /// `roundss`), so that loops around it vectorise: below 2^23 in magnitude, adding and
