@@ -42,7 +42,6 @@ pub mod kernels;
 pub mod linear;
 pub mod pool;
 pub mod requant;
-pub mod state_dict;
 pub mod tensor;
 
 pub use add::Int8Add;
@@ -52,7 +51,6 @@ pub use kernels::{Auto, Direct, Int8Kernels, Reference, on_thread_pool};
 pub use linear::Int8Linear;
 pub use pool::{PoolInputLayout, adaptive_avg_pool2d_1x1};
 pub use requant::Requant;
-pub use state_dict::{StateDict, int8_state_dict, load_int8_state_dict};
 pub use tensor::{
     MemoryFormat, QParamsPt, QTensor, QWeight, WeightQParams, dequantize, quantize_per_tensor,
 };

@@ -1,5 +1,5 @@
 //! The crate's own int8 model format: a [safetensors](https://huggingface.co/docs/safetensors)
-//! file holding a converted model's state dict ([`crate::int8::StateDict`]) with its int8
+//! file holding a converted model's state dict ([`crate::io::StateDict`]) with its int8
 //! weights stored as int8, so a width-1.0 MobileNetV2 takes about as much disk as torchvision's
 //! int8 checkpoint. Any safetensors reader can open it.
 //!
@@ -17,7 +17,7 @@ use safetensors::tensor::{Dtype, TensorInfo, TensorView};
 
 use super::atomic::write_atomic;
 use super::quantized_pth::{QScheme, StateValue};
-use crate::int8::StateDict;
+use crate::io::StateDict;
 use crate::{Error, Result};
 
 /// The `format` metadata value of the crate's int8 files.
@@ -351,7 +351,7 @@ pub fn save_int8_model<M: crate::nn::Quantizable>(
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
     let engine = engine_of(model)?;
-    let state = crate::int8::int8_state_dict(model)?;
+    let state = crate::io::int8_state_dict(model)?;
     save_int8_file(path, &state, engine.name(), extra)
 }
 
@@ -367,7 +367,7 @@ pub fn load_int8_model<M: crate::nn::Quantizable>(
         .ok_or_else(|| corrupt(path, "no `engine` metadata"))?
         .parse()
         .map_err(|e: Error| corrupt(path, e.to_string()))?;
-    crate::int8::load_int8_state_dict(model, &state, engine).map_err(|e| e.at_path(path))?;
+    crate::io::load_int8_state_dict(model, &state, engine).map_err(|e| e.at_path(path))?;
     Ok(engine)
 }
 

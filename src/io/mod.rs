@@ -2,6 +2,7 @@
 
 pub mod atomic;
 pub mod int8_file;
+pub mod int8_state_dict;
 pub mod npy;
 mod pickle;
 pub mod pytorch;
@@ -12,6 +13,7 @@ pub use int8_file::{
     INT8_FORMAT, load_int8_model, looks_like_safetensors, read_int8_file, save_int8_file,
     save_int8_model,
 };
+pub use int8_state_dict::{StateDict, int8_state_dict, load_int8_state_dict};
 pub use pytorch::{KeyMap, load_state_dict};
 pub use quantized_pth::{QScheme, StateValue, read_quantized_state_dict};
 

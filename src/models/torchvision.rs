@@ -8,8 +8,9 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
-use crate::int8::{Engine, Int8Add, QParamsPt, StateDict, load_int8_state_dict};
+use crate::int8::{Engine, Int8Add, QParamsPt};
 use crate::io::{KeyMap, StateValue, load_state_dict, read_quantized_state_dict};
+use crate::io::{StateDict, load_int8_state_dict};
 use crate::{Error, Result};
 
 /// The map from torchvision's MobileNetV2 state-dict keys to this crate's module paths.

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use crate::common::to_vec;
 use burn::tensor::{Device, Tensor, TensorData};
-use burn_qat::int8::{Engine, int8_state_dict, load_int8_state_dict};
+use burn_qat::int8::Engine;
+use burn_qat::io::{int8_state_dict, load_int8_state_dict};
 use burn_qat::io::{read_int8_file, save_int8_file};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_quantized_mobilenet_v2};
 use burn_qat::quantize::replace_relu;

@@ -53,7 +53,7 @@ fn int8_err(bytes: &[u8], needles: &[&str]) {
 
 /// A real file from `save_int8_file`: a per-channel weight, a float bias, an int buffer.
 fn saved() -> Vec<u8> {
-    let mut state = burn_qat::int8::StateDict::new();
+    let mut state = burn_qat::io::StateDict::new();
     state.insert(
         "conv.weight".into(),
         StateValue::QInt8 {

@@ -11,12 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::conv::Int8Conv2d;
-use super::engine::Engine;
-use super::linear::Int8Linear;
-use super::tensor::{QParamsPt, QWeight, WeightQParams};
+use super::{QScheme, StateValue};
 use crate::convert::{Int8Part, conv_spec, install_int8};
-use crate::io::{QScheme, StateValue};
+use crate::int8::{Engine, Int8Conv2d, Int8Linear, QParamsPt, QWeight, WeightQParams};
 use crate::nn::{Activation, QuantLayer, Quantizable, QuantizedOutput};
 use crate::{Error, Result};
 
