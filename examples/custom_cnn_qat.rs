@@ -4,7 +4,7 @@
 //! A small CNN with a residual add, written once: the same `forward` runs in float, after
 //! fusion, with fake quantization and — after `convert` — on the int8 kernels. The steps mirror
 //! PyTorch's eager mode: build from quantizable layers, fuse for QAT, `prepare_qat`, train,
-//! freeze observers and BN, `convert`, run int8, save the int8 model.
+//! freeze observers and BN, `convert`, run int8, save the int8 model and export it to ONNX.
 //! (The data is synthetic; see `qat_finetune` for real data.)
 
 use burn::module::Module;
@@ -12,16 +12,8 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor};
-use burn_qat::convert::convert;
-use burn_qat::fuse::fuse_modules_qat;
-use burn_qat::impl_quantizable;
-use burn_qat::int8::Engine;
-use burn_qat::nn::{
-    Activation, ActivationPostProcess, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub,
-    FloatFunctional, ImageBatch, LinearBnAct, LinearBnActConfig, QBatch, QuantStub,
-};
-use burn_qat::quant::{QConfig, QuantBackend};
-use burn_qat::quantize::{disable_observer, freeze_bn_stats, prepare_qat};
+use burn_qat::nn::ActivationPostProcess;
+use burn_qat::prelude::*;
 
 /// Two convolutions with a residual connection and a linear classifier.
 #[derive(Module, Debug)]
@@ -154,7 +146,18 @@ fn main() -> burn_qat::Result<()> {
     let real = agree(int8.forward_int8(x)?);
     println!("accuracy on a fresh batch of 32: QAT fake-quant {fake}/32, int8 {real}/32");
     let path = std::env::temp_dir().join("small_net.int8.safetensors");
-    burn_qat::io::save_int8_model(&mut int8, &path, &Default::default())?;
+    save_int8_model(&mut int8, &path, &Default::default())?;
     println!("saved the int8 model to {}", path.display());
+    // ONNX of the int8 model, laid out by its own forward run on symbolic batches.
+    let onnx = trace_onnx(
+        &int8,
+        ExportKind::Int8,
+        "small_net",
+        [1, 1, 16, 16],
+        |m, x| m.forward_as::<OnnxBatch<4>>(x),
+    )?;
+    let path = std::env::temp_dir().join("small_net.int8.onnx");
+    save_onnx(&onnx, &path)?;
+    println!("exported the int8 model to {}", path.display());
     Ok(())
 }

@@ -249,7 +249,7 @@ fn output_qparams(post: &ActivationPostProcess, is_stub: bool) -> Result<QParams
 /// statistics, weights quantized with their observer's qparams), every `QuantStub` and
 /// `FloatFunctional` its output scale and zero-point, all with the Python observer formula, as
 /// PyTorch does. The model's forward then runs on [`QBatch`](crate::nn::QBatch)es (e.g.
-/// [`MobileNetV2::forward_int8`](crate::models::MobileNetV2::forward_int8)); the float
+/// `MobileNetV2::forward_int8`); the float
 /// parameters stay, so the float forward still works.
 ///
 /// `engine` picks whose integer arithmetic the kernels reproduce: `qnnpack` or `x86`. Errors

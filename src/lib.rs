@@ -21,7 +21,8 @@
 //! - [`infer`]: batch inference from `.npy` files (the CLI's `infer`);
 //! - [`mod@bench`]: forward-pass latency of a checkpoint (the CLI's `bench`);
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays;
-//! - [`limits`]: size checks against the machine's memory before allocation.
+//! - [`limits`]: size checks against the machine's memory before allocation;
+//! - [`prelude`]: the workflow's names for one glob import.
 
 pub mod bench;
 pub mod convert;
@@ -39,6 +40,7 @@ pub mod models;
 pub mod nn;
 pub mod numerics;
 pub mod ops;
+pub mod prelude;
 pub mod quant;
 pub mod quantize;
 

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use burn_qat::export::ExportKind;
 use burn_qat::export::proto::{DataType, DimensionValue, ModelProto, TensorProto};
-use burn_qat::export::{ExportKind, export_mobilenet_v2_int8, to_onnx_bytes};
 use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_quantized_mobilenet_v2};
 use common::{Fixture, fixture_path, to_vec};
@@ -100,6 +100,11 @@ fn dump(name: &str, bytes: &[u8], x: &[f32], x_shape: &[usize], y: &[f32], y_sha
         npy(&dir.join(format!("{name}.input.npy")), x, x_shape).unwrap();
         npy(&dir.join(format!("{name}.expected.npy")), y, y_shape).unwrap();
     }
+}
+
+/// The serialized ONNX of `model` in `kind`'s form.
+fn to_onnx_bytes(model: &MobileNetV2, kind: ExportKind) -> burn_qat::Result<Vec<u8>> {
+    Ok(model.to_onnx(kind)?.encode_to_vec())
 }
 
 fn model_of(bytes: &[u8]) -> ModelProto {
@@ -330,7 +335,7 @@ fn exporting_an_unconverted_model_is_a_clear_error() {
     // Nothing is written.
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("model.onnx");
-    assert!(export_mobilenet_v2_int8(&model, &path).is_err());
+    assert!(model.export_onnx(ExportKind::Int8, &path).is_err());
     assert!(!path.exists());
     // A QDQ export needs a prepared (QAT) model.
     let err = to_onnx_bytes(&model, ExportKind::FakeQuant)
@@ -346,7 +351,7 @@ fn int8_export_writes_a_file() {
     let model = load_case(case, &device);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("model.onnx");
-    export_mobilenet_v2_int8(&model, &path).unwrap();
+    model.export_onnx(ExportKind::Int8, &path).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(bytes, to_onnx_bytes(&model, ExportKind::Int8).unwrap());
     assert_eq!(
@@ -438,6 +443,180 @@ fn qdq_export_of_a_qat_model_matches_its_fake_quant_forward() {
         assert!(
             within1 * 100 >= n * 99 && worst <= 2,
             "{theirs:?}\n{ours:?}"
+        );
+    }
+}
+
+/// A model written outside the crate, as a user writes one (quantizable layers, a residual
+/// `add_relu`, the one forward over the batch types), exports in every form through its own
+/// forward ([`trace_onnx`]) and runs in tract like the crate: float like its float forward,
+/// int8 (after PTQ calibration and convert) like its int8 forward.
+mod custom_model {
+    use super::*;
+    use burn::module::Module;
+    use burn_qat::export::{OnnxBatch, trace_onnx};
+    use burn_qat::nn::{
+        Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, ImageBatch,
+        LinearBnAct, LinearBnActConfig, QBatch, QuantStub,
+    };
+    use burn_qat::quant::{QConfig, QuantBackend};
+
+    #[derive(Module, Debug)]
+    struct UserNet {
+        quant: QuantStub,
+        conv1: ConvBnAct,
+        conv2: ConvBnAct,
+        skip_add: FloatFunctional,
+        fc: LinearBnAct,
+        dequant: DeQuantStub,
+    }
+
+    burn_qat::impl_quantizable!(UserNet {
+        quant,
+        conv1,
+        conv2,
+        skip_add,
+        fc,
+        dequant
+    });
+
+    impl UserNet {
+        fn new(device: &Device) -> Self {
+            UserNet {
+                quant: QuantStub::new(),
+                conv1: ConvBnActConfig::new(2, 8)
+                    .with_stride(2)
+                    .with_activation(Activation::Relu)
+                    .init(device),
+                conv2: ConvBnActConfig::new(8, 8)
+                    .with_activation(Activation::Identity)
+                    .init(device),
+                skip_add: FloatFunctional::new(),
+                fc: LinearBnActConfig::new(8, 3).init(device),
+                dequant: DeQuantStub::new(),
+            }
+        }
+
+        fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
+            let x: X = self.quant.forward(x);
+            let x = self.conv1.forward(x);
+            let x = self.skip_add.add_relu(x.clone(), self.conv2.forward(x));
+            self.dequant
+                .forward(self.fc.forward(x.global_avg_pool_flatten()))
+        }
+
+        fn onnx(&self, kind: ExportKind) -> Vec<u8> {
+            trace_onnx(self, kind, "user_net", [1, 2, 12, 12], |m, x| {
+                m.forward_as::<OnnxBatch<4>>(x)
+            })
+            .unwrap()
+            .encode_to_vec()
+        }
+    }
+
+    fn input(device: &Device) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
+        let shape = vec![3, 2, 12, 12];
+        let x: Vec<f32> = (0..3 * 2 * 12 * 12)
+            .map(|i| ((i * 7919) % 997) as f32 / 997.0 * 4.0 - 2.0)
+            .collect();
+        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape.clone()), device);
+        (t, x, shape)
+    }
+
+    #[test]
+    fn a_user_model_exports_through_its_own_forward() {
+        let device = Device::flex();
+        device.seed(11);
+        let mut model = UserNet::new(&device);
+        let (t, x, shape) = input(&device);
+
+        let float = model.onnx(ExportKind::Float);
+        let ours = to_vec(model.forward_as::<Tensor<4>>(t.clone()));
+        let theirs = tract_run(&float, &x, &shape);
+        assert!(
+            ours.iter().any(|&v| v != ours[0]),
+            "a degenerate output: {ours:?}"
+        );
+        let worst = theirs
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "float: {worst}");
+        let ops = op_counts(&model_of(&float));
+        assert_eq!(ops["Conv"], 2, "{ops:?}");
+        assert_eq!(ops["Add"], 1, "{ops:?}");
+        assert_eq!(ops["Relu"], 2, "{ops:?}");
+        assert_eq!(ops["Gemm"], 1, "{ops:?}");
+
+        // PTQ: fuse, prepare, calibrate, convert; the int8 graph runs in tract like the
+        // crate's int8 kernels.
+        burn_qat::fuse::fuse_modules(&mut model).unwrap();
+        burn_qat::quantize::prepare(
+            &mut model,
+            &QConfig::default_ptq(QuantBackend::X86),
+            &device,
+        )
+        .unwrap();
+        let _ = model.forward_as::<Tensor<4>>(t.clone());
+        burn_qat::convert::convert(&mut model, Engine::X86).unwrap();
+        let int8 = model.onnx(ExportKind::Int8);
+        let g = model_of(&int8);
+        let names: Vec<&str> = g
+            .graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .filter_map(|n| n.name.as_deref())
+            .collect();
+        assert!(
+            names.contains(&"skip_add"),
+            "nodes are named by module path: {names:?}"
+        );
+        let ours = to_vec(model.forward_as::<QBatch<4>>(t).unwrap());
+        let theirs = tract_run(&int8, &x, &shape);
+        assert!(
+            ours.iter().any(|&v| v != ours[0]),
+            "a degenerate output: {ours:?}"
+        );
+        let scale = model.fc.int8.as_ref().unwrap().output_qparams().scale as f64;
+        let (_, within1, worst) = quanta(&theirs, &ours, scale);
+        assert!(
+            within1 == ours.len() && worst <= 1,
+            "int8: tract {theirs:?}\n crate {ours:?}"
+        );
+    }
+
+    /// A layer the forward runs but the walk does not list is an error that says so.
+    #[test]
+    fn a_layer_missing_from_the_walk_is_a_clear_error() {
+        #[derive(Module, Debug)]
+        struct Unlisted {
+            quant: QuantStub,
+            conv: ConvBnAct,
+        }
+        burn_qat::impl_quantizable!(Unlisted { quant });
+        let device = Device::flex();
+        let model = Unlisted {
+            quant: QuantStub::new(),
+            conv: ConvBnActConfig::new(2, 4).init(&device),
+        };
+        let err = trace_onnx(
+            &model,
+            ExportKind::Float,
+            "unlisted",
+            [1, 2, 8, 8],
+            |m, x| {
+                let x: OnnxBatch<4> = m.quant.forward(x);
+                m.conv.forward(x)
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("ConvBnAct") && err.contains("impl_quantizable"),
+            "{err}"
         );
     }
 }

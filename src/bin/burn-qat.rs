@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use burn_qat::bench::{BenchOptions, bench_mobilenet_v2};
 use burn_qat::device::{check_device, parse_device};
-use burn_qat::export::{ExportKind, export_mobilenet_v2};
+use burn_qat::export::ExportKind;
 use burn_qat::infer::{WeightsKind, load_weights};
 use burn_qat::models::MobileNetV2Config;
 use clap::{Args, Parser, Subcommand};
@@ -175,7 +175,7 @@ fn run(cli: Cli) -> burn_qat::Result<()> {
                 WeightsKind::Float => ExportKind::Float,
             };
             let loaded = load_weights(&model.weights, &config, kind, &Device::flex())?;
-            export_mobilenet_v2(&loaded, export, &output)?;
+            loaded.export_onnx(export, &output)?;
             eprintln!("wrote {}", output.display());
             Ok(())
         }

@@ -1,4 +1,5 @@
-//! ONNX export of [`MobileNetV2`] (opset 13, IR version 7), in three forms ([`ExportKind`]):
+//! ONNX export (opset 13, IR version 7) of any model written against the batch types, traced
+//! through its own forward ([`super::trace_onnx`]), in three forms ([`ExportKind`]):
 //!
 //! - **int8** ([`ExportKind::Int8`]): a converted model as a standard QDQ graph. Activations are
 //!   uint8 with the converted layers' scales and zero-points; every `Conv` / `Gemm` reads
@@ -22,9 +23,10 @@
 //!   where a fake-quant's range is narrower than its type's (`reduce_range`). Every fake-quant
 //!   is exported, enabled or not: the graph is the model as it will be deployed.
 //!
-//! The graph's input is `input` (float32 `[batch, 3, height, width]`, all three symbolic) and
-//! its output `logits` (float32 `[batch, num_classes]`). Tensor and node names follow the
-//! model's module paths (`blocks.3.depthwise`).
+//! The graph's input is `input` (float32, e.g. `[batch, 3, height, width]` with the channel
+//! count fixed and the rest symbolic) and its output `logits` (float32, e.g. `[batch,
+//! num_classes]`). Tensor and node names follow the model's module paths
+//! (`blocks.3.depthwise`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -38,9 +40,9 @@ use super::proto::{
 };
 use crate::int8::tensor::quantize_val;
 use crate::int8::{Int8Conv2d, Int8Linear, QParamsPt, WeightQParams};
-use crate::models::{InvertedResidual, MobileNetV2};
 use crate::nn::{
-    Activation, ActivationPostProcess, BatchNorm2d, ConvBnAct, Fusion, LinearBnAct, QuantizedOutput,
+    Activation, ActivationPostProcess, BatchNorm2d, BinaryOp, ConvBnAct, FloatFunctional, Fusion,
+    LinearBnAct, QuantStub,
 };
 use crate::quant::observer::tensor_to_vec;
 use crate::quant::{FakeQuantize, QuantDtype};
@@ -77,69 +79,38 @@ impl ExportKind {
     }
 }
 
-/// Writes the converted (int8) `model` to `path` as an ONNX QDQ graph (atomic write). Errors if
-/// the model was not converted (or loaded from an int8 checkpoint).
-pub fn export_mobilenet_v2_int8(model: &MobileNetV2, path: &Path) -> Result<()> {
-    export_mobilenet_v2(model, ExportKind::Int8, path)
-}
-
-/// Writes `model` to `path` as ONNX in the given form (atomic write: the old file or the
-/// complete new one, never half of it).
-pub fn export_mobilenet_v2(model: &MobileNetV2, kind: ExportKind, path: &Path) -> Result<()> {
-    let bytes = to_onnx_bytes(model, kind)?;
+/// Writes `proto` to `path` (atomic write: the old file or the complete new one, never half of
+/// it).
+pub fn save_onnx(proto: &ModelProto, path: &Path) -> Result<()> {
+    let bytes = proto.encode_to_vec();
     crate::io::atomic::write_atomic(path, |f| std::io::Write::write_all(f, &bytes))
 }
 
-/// The serialized `ModelProto` of `model` in the given form.
-pub fn to_onnx_bytes(model: &MobileNetV2, kind: ExportKind) -> Result<Vec<u8>> {
-    Ok(to_onnx_model(model, kind)?.encode_to_vec())
-}
-
-/// The `ModelProto` of `model` in the given form.
-pub fn to_onnx_model(model: &MobileNetV2, kind: ExportKind) -> Result<ModelProto> {
+/// The `ModelProto` around a recorded graph: its input and output value infos (`input` dims,
+/// output name and dims) and the model's metadata (the export form, and `extra`).
+pub(super) fn model_proto(
+    graph: Builder,
+    name: &str,
+    (input_dims, output, output_dims): (Vec<DimensionValue>, &str, Vec<DimensionValue>),
+    extra: Option<(&str, &str)>,
+) -> ModelProto {
+    let kind = graph.kind;
     let mut metadata = vec![entry("burn_qat.kind", kind.name())];
-    if kind == ExportKind::Int8 {
-        crate::convert::check_converted(&mut model.clone()).map_err(|e| match e {
-            Error::Quant(reason) => {
-                Error::Quant(format!("cannot export the int8 model to ONNX: {reason}"))
-            }
-            other => other,
-        })?;
-        if let Some(out) = model.quant.int8 {
-            metadata.push(entry("burn_qat.engine", out.engine.name()));
-        }
-    }
-    let mut g = Builder::new(kind);
-    let logits = g.mobilenet_v2(model)?;
-    let dims = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| DimensionValue::DimParam(n.to_string()))
-            .collect::<Vec<_>>()
-    };
-    let mut input_dims = dims(&["batch"]);
-    input_dims.push(DimensionValue::DimValue(3));
-    input_dims.extend(dims(&["height", "width"]));
-    let mut output_dims = dims(&["batch"]);
-    output_dims.push(DimensionValue::DimValue(model.num_classes() as i64));
+    metadata.extend(extra.map(|(k, v)| entry(k, v)));
     let graph = GraphProto {
-        node: g.nodes,
-        name: Some(format!("mobilenet_v2_{}", kind.name())),
-        initializer: g.initializers,
+        node: graph.nodes,
+        name: Some(format!("{name}_{}", kind.name())),
+        initializer: graph.initializers,
         doc_string: None,
         input: vec![ValueInfoProto::tensor(
             INPUT_NAME,
             DataType::Float,
             input_dims,
         )],
-        output: vec![ValueInfoProto::tensor(
-            &logits,
-            DataType::Float,
-            output_dims,
-        )],
+        output: vec![ValueInfoProto::tensor(output, DataType::Float, output_dims)],
         value_info: vec![],
     };
-    Ok(ModelProto {
+    ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import: vec![onnx_opset(OPSET)],
         producer_name: Some("burn-qat".into()),
@@ -147,12 +118,12 @@ pub fn to_onnx_model(model: &MobileNetV2, kind: ExportKind) -> Result<ModelProto
         domain: None,
         model_version: Some(1),
         doc_string: Some(format!(
-            "MobileNetV2 ({} form) exported by burn-qat",
+            "{name} ({} form) exported by burn-qat",
             kind.name()
         )),
         graph: Some(graph),
         metadata_props: metadata,
-    })
+    }
 }
 
 fn entry(key: &str, value: &str) -> StringStringEntryProto {
@@ -165,7 +136,7 @@ fn entry(key: &str, value: &str) -> StringStringEntryProto {
 /// Quantization of an activation: the initializers holding its scale and zero-point and their
 /// values, and the range a fake-quant clamps to.
 #[derive(Debug, Clone)]
-struct ActQ {
+pub(super) struct ActQ {
     scale: String,
     zero_point: String,
     qparams: QParamsPt,
@@ -176,7 +147,7 @@ struct ActQ {
 
 /// A value flowing between layers: a float tensor, or a quantized one with its qparams.
 #[derive(Debug, Clone)]
-enum Act {
+pub(super) enum Act {
     Float(String),
     Quant(String, ActQ),
 }
@@ -217,7 +188,7 @@ struct ConvGeometry {
     groups: usize,
 }
 
-struct Builder {
+pub(super) struct Builder {
     kind: ExportKind,
     nodes: Vec<NodeProto>,
     initializers: Vec<TensorProto>,
@@ -228,7 +199,7 @@ fn raw<T: Copy, const N: usize>(data: &[T], bytes: impl Fn(T) -> [u8; N]) -> Vec
     data.iter().flat_map(|&v| bytes(v)).collect()
 }
 
-fn not_converted(path: &str) -> Error {
+pub(super) fn not_converted(path: &str) -> Error {
     Error::Quant(format!(
         "cannot export the int8 model to ONNX: `{path}` has no int8 form (convert the model or \
          load an int8 checkpoint first)"
@@ -236,7 +207,7 @@ fn not_converted(path: &str) -> Error {
 }
 
 impl Builder {
-    fn new(kind: ExportKind) -> Self {
+    pub(super) fn new(kind: ExportKind) -> Self {
         Builder {
             kind,
             nodes: Vec::new(),
@@ -462,39 +433,33 @@ impl Builder {
         }
     }
 
-    fn mobilenet_v2(&mut self, model: &MobileNetV2) -> Result<String> {
-        let mut x = match self.kind {
-            ExportKind::Float => Act::Float(INPUT_NAME.to_string()),
+    /// The `QuantStub` at `path` on the graph input: the input itself (float form), or its
+    /// `QuantizeLinear` with the stub's converted qparams (int8) or fake-quant (QDQ).
+    pub(super) fn quant_stub(&mut self, stub: &QuantStub, path: &str) -> Result<Act> {
+        let q = match self.kind {
+            ExportKind::Float => return Ok(Act::Float(INPUT_NAME.to_string())),
             ExportKind::Int8 => {
-                let out = model.quant.int8.ok_or_else(|| not_converted("quant"))?;
-                let q = self.int8_output("quant", out.qparams)?;
-                let name = self.quantize(INPUT_NAME, &q, "quant")?;
-                Act::Quant(name, q)
+                let out = stub.int8.ok_or_else(|| not_converted(path))?;
+                self.int8_output(path, out.qparams)?
             }
-            ExportKind::FakeQuant => {
-                let q = self
-                    .fake_quant_output("quant", &model.quant.activation_post_process)?
-                    .ok_or_else(|| {
-                        Error::Quant(
-                            "ONNX QDQ export: the model's QuantStub has no fake-quant (prepare_qat \
-                             the model first, or export it as float)"
-                                .into(),
-                        )
-                    })?;
-                let name = self.quantize(INPUT_NAME, &q, "quant")?;
-                Act::Quant(name, q)
-            }
+            ExportKind::FakeQuant => self
+                .fake_quant_output(path, &stub.activation_post_process)?
+                .ok_or_else(|| {
+                    Error::Quant(format!(
+                        "ONNX QDQ export: the model's QuantStub `{path}` has no fake-quant \
+                         (prepare_qat the model first, or export it as float)"
+                    ))
+                })?,
         };
-        x = self.conv(&model.stem, "stem", &x)?;
-        for (i, block) in model.blocks.iter().enumerate() {
-            x = self.block(block, &format!("blocks.{i}"), &x)?;
-        }
-        x = self.conv(&model.head, "head", &x)?;
-        let x = self.pool_flatten(&x)?;
-        let y = self.linear(&model.classifier, "classifier", &x)?;
+        let name = self.quantize(INPUT_NAME, &q, path)?;
+        Ok(Act::Quant(name, q))
+    }
+
+    /// The graph's output `logits`: the last value, dequantized if it is quantized.
+    pub(super) fn output(&mut self, y: Act) -> Result<String> {
         match y {
             Act::Float(name) => {
-                // A float network ends in the classifier's last node: name its output `logits`.
+                // A float network ends in its last node: name that node's output `logits`.
                 let node = self
                     .nodes
                     .last_mut()
@@ -512,38 +477,68 @@ impl Builder {
         }
     }
 
-    fn block(&mut self, block: &InvertedResidual, path: &str, x: &Act) -> Result<Act> {
-        let mut y = x.clone();
-        if let Some(expand) = &block.expand {
-            y = self.conv(expand, &format!("{path}.expand"), &y)?;
-        }
-        y = self.conv(&block.depthwise, &format!("{path}.depthwise"), &y)?;
-        y = self.conv(&block.project, &format!("{path}.project"), &y)?;
-        if !block.use_res_connect {
-            return Ok(y);
-        }
-        let add = format!("{path}.skip_add");
-        let a = self.float_input(x, &add)?;
-        let b = self.float_input(&y, &add)?;
-        let output = match self.kind {
-            ExportKind::Float => None,
+    /// The output quantization of the `FloatFunctional` at `path`, `None` in float form.
+    fn functional_output(&mut self, f: &FloatFunctional, path: &str) -> Result<Option<ActQ>> {
+        match self.kind {
+            ExportKind::Float => Ok(None),
             ExportKind::Int8 => {
-                let out: QuantizedOutput =
-                    block.skip_add.int8.ok_or_else(|| not_converted(&add))?;
-                Some(self.int8_output(&add, out.qparams)?)
+                let out = f.int8.ok_or_else(|| not_converted(path))?;
+                Ok(Some(self.int8_output(path, out.qparams)?))
             }
-            ExportKind::FakeQuant => {
-                self.fake_quant_output(&add, &block.skip_add.activation_post_process)?
-            }
+            ExportKind::FakeQuant => self.fake_quant_output(path, &f.activation_post_process),
+        }
+    }
+
+    /// A `FloatFunctional` binary op: `DQ(a), DQ(b) → Add | Mul | MatMul [→ Relu] → Q`.
+    pub(super) fn functional(
+        &mut self,
+        f: &FloatFunctional,
+        path: &str,
+        op: BinaryOp,
+        inputs: &[Act],
+    ) -> Result<Act> {
+        let a = self.float_input(&inputs[0], path)?;
+        let b = self.float_input(&inputs[1], path)?;
+        let output = self.functional_output(f, path)?;
+        let onnx_op = match op {
+            BinaryOp::Add | BinaryOp::AddRelu => "Add",
+            BinaryOp::Mul => "Mul",
+            BinaryOp::Matmul => "MatMul",
         };
-        let sum = self.node("Add", &[&a, &b], &format!("{add}.float"), vec![])?;
-        self.finish(sum, output, &add)
+        let mut y = self.node(onnx_op, &[&a, &b], &format!("{path}.float"), vec![])?;
+        if op == BinaryOp::AddRelu {
+            y = self.node("Relu", &[&y], &format!("{path}.relu"), vec![])?;
+        }
+        self.finish(y, output, path)
+    }
+
+    /// `FloatFunctional.cat`: `DQ(x₁) … DQ(xₙ) → Concat(axis) → Q`.
+    pub(super) fn concat(
+        &mut self,
+        f: &FloatFunctional,
+        path: &str,
+        axis: usize,
+        inputs: &[Act],
+    ) -> Result<Act> {
+        let floats = inputs
+            .iter()
+            .map(|x| self.float_input(x, path))
+            .collect::<Result<Vec<_>>>()?;
+        let output = self.functional_output(f, path)?;
+        let names: Vec<&str> = floats.iter().map(String::as_str).collect();
+        let y = self.node(
+            "Concat",
+            &names,
+            &format!("{path}.float"),
+            vec![AttributeProto::int("axis", axis as i64)],
+        )?;
+        self.finish(y, output, path)
     }
 
     /// `flatten(adaptive_avg_pool2d(x, 1), 1)`: on int8 activations
     /// `DQ → GlobalAveragePool → Q → DQ → Flatten → Q`, keeping the input's qparams.
-    fn pool_flatten(&mut self, x: &Act) -> Result<Act> {
-        let pool = "avgpool";
+    pub(super) fn pool_flatten(&mut self, x: &Act, suffix: &str) -> Result<Act> {
+        let pool = &format!("avgpool{suffix}");
         let xf = self.float_input(x, pool)?;
         let pooled = self.node(
             "GlobalAveragePool",
@@ -558,7 +553,7 @@ impl Builder {
             }
             _ => Act::Float(pooled),
         };
-        let flatten = "flatten";
+        let flatten = &format!("flatten{suffix}");
         let pf = self.float_input(&pooled, flatten)?;
         let flat = self.node(
             "Flatten",
@@ -575,7 +570,7 @@ impl Builder {
         }
     }
 
-    fn conv(&mut self, layer: &ConvBnAct, path: &str, x: &Act) -> Result<Act> {
+    pub(super) fn conv(&mut self, layer: &ConvBnAct, path: &str, x: &Act) -> Result<Act> {
         let spec = crate::convert::conv_spec(layer)?;
         let geometry = ConvGeometry {
             stride: spec.stride,
@@ -615,7 +610,7 @@ impl Builder {
         self.layer("Conv", path, x, parts, attrs)
     }
 
-    fn linear(&mut self, layer: &LinearBnAct, path: &str, x: &Act) -> Result<Act> {
+    pub(super) fn linear(&mut self, layer: &LinearBnAct, path: &str, x: &Act) -> Result<Act> {
         let parts = match self.kind {
             ExportKind::Int8 => {
                 let int8 = layer.int8.as_ref().ok_or_else(|| not_converted(path))?;

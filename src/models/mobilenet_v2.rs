@@ -10,6 +10,8 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::export::proto::ModelProto;
+use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, ImageBatch,
     LinearBnAct, LinearBnActConfig, QBatch, QuantStub,
@@ -322,6 +324,20 @@ impl MobileNetV2 {
         let pooled = self.features(x).global_avg_pool_flatten();
         let logits = self.classifier.forward(pooled.dropout(&self.dropout));
         self.dequant.forward(logits)
+    }
+
+    /// ONNX of this model in `kind`'s form, laid out by its own [`forward_as`](Self::forward_as)
+    /// (see [`crate::export::onnx`] for the three forms); the graph's input is
+    /// `[batch, 3, height, width]`, its output `logits` `[batch, num_classes]`.
+    pub fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
+        trace_onnx(self, kind, "mobilenet_v2", [1, 3, 32, 32], |model, x| {
+            model.forward_as::<OnnxBatch<4>>(x)
+        })
+    }
+
+    /// Writes [`to_onnx`](Self::to_onnx) to `path` (atomic write).
+    pub fn export_onnx(&self, kind: ExportKind, path: &std::path::Path) -> Result<()> {
+        save_onnx(&self.to_onnx(kind)?, path)
     }
 
     /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`,

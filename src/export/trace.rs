@@ -1,0 +1,362 @@
+//! Export by tracing: [`OnnxBatch`] is a batch type ([`Batch`], [`ImageBatch`],
+//! [`FeatureBatch`]) that computes nothing and writes each layer's ONNX nodes instead, so the
+//! model's own forward, written once over the batch types, lays the graph out
+//! ([`trace_onnx`]). The model needs no export code of its own.
+//!
+//! Node and tensor names are the layers' module paths (`blocks.3.depthwise`), found by the
+//! address of the layer the forward hands over in the model's [`Quantizable`] walk; a layer the
+//! walk does not list cannot be exported (an error names its kind).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use burn::nn::Dropout;
+use burn::tensor::{Device, Tensor};
+
+use super::onnx::{Act, Builder, ExportKind, INPUT_NAME, model_proto};
+use super::proto::{DimensionValue, ModelProto};
+use crate::nn::{
+    Batch, BinaryOp, ConvBnAct, FeatureBatch, FloatFunctional, ImageBatch, LinearBnAct,
+    PostProcess, QuantLayer, QuantStub, Quantizable,
+};
+use crate::{Error, Result};
+
+/// A symbolic batch of rank `D`: the graph value that holds it, and its channel (rank 4) or
+/// feature (rank 2) count where a layer fixed it. Only meaningful inside [`trace_onnx`].
+#[derive(Debug, Clone)]
+pub struct OnnxBatch<const D: usize> {
+    value: Option<Act>,
+    channels: Option<usize>,
+}
+
+/// A layer of the walk. Stubs and functionals are kept for the state their nodes need (the
+/// forward hands a `FloatFunctional<P>` of any post-process over); convolutions and linear
+/// layers are written from the reference the forward passes.
+enum Walked {
+    Conv,
+    Linear,
+    Quant(QuantStub),
+    Functional(FloatFunctional),
+}
+
+/// The graph being recorded on this thread.
+struct Trace {
+    graph: Builder,
+    /// Layer address → module path and the layer.
+    layers: HashMap<usize, (String, Walked)>,
+    /// The input's dims, set by the first `QuantStub`.
+    input: Option<Vec<DimensionValue>>,
+    /// The engine of a converted model's `QuantStub` (recorded in the model's metadata).
+    engine: Option<&'static str>,
+    pools: usize,
+    /// The first error: the forward cannot return one, so it is kept here.
+    error: Option<Error>,
+}
+
+thread_local! {
+    static TRACE: RefCell<Option<Trace>> = const { RefCell::new(None) };
+}
+
+fn address<T>(layer: &T) -> usize {
+    layer as *const T as usize
+}
+
+impl<const D: usize> OnnxBatch<D> {
+    fn failed() -> Self {
+        OnnxBatch {
+            value: None,
+            channels: None,
+        }
+    }
+
+    /// Runs `op` on the trace with this batch's value; an error (or an earlier one) leaves a
+    /// failed batch and the first error in the trace.
+    fn record<const E: usize>(
+        inputs: &[&Self],
+        op: impl FnOnce(&mut Trace, Vec<Act>) -> Result<(Act, Option<usize>)>,
+    ) -> OnnxBatch<E> {
+        TRACE.with_borrow_mut(|trace| {
+            let Some(trace) = trace.as_mut() else {
+                // Outside `trace_onnx` there is no graph to write to: nothing to record.
+                return OnnxBatch::failed();
+            };
+            let values: Option<Vec<Act>> = inputs.iter().map(|b| b.value.clone()).collect();
+            let (Some(values), None) = (values, &trace.error) else {
+                return OnnxBatch::failed();
+            };
+            match op(trace, values) {
+                Ok((value, channels)) => OnnxBatch {
+                    value: Some(value),
+                    channels,
+                },
+                Err(e) => {
+                    trace.error = Some(e);
+                    OnnxBatch::failed()
+                }
+            }
+        })
+    }
+}
+
+impl Trace {
+    fn layer(&self, addr: usize, kind: &str) -> Result<&(String, Walked)> {
+        self.layers.get(&addr).ok_or_else(|| {
+            Error::Quant(format!(
+                "ONNX export: the forward runs a {kind} that the model's Quantizable walk does \
+                 not list (add its field to impl_quantizable!)"
+            ))
+        })
+    }
+}
+
+impl<const D: usize> Batch<D> for OnnxBatch<D> {
+    type Float = OnnxBatch<D>;
+
+    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+        let dims = x.dims();
+        let start = OnnxBatch::<D> {
+            value: Some(Act::Float(INPUT_NAME.to_string())),
+            channels: dims.get(1).copied(),
+        };
+        OnnxBatch::record(&[&start], |t, _| {
+            if t.input.is_some() {
+                return Err(Error::Quant(
+                    "ONNX export: the forward quantizes a second input; one input is supported"
+                        .into(),
+                ));
+            }
+            t.input = Some(graph_dims(&dims, Some(dims.get(1).copied().unwrap_or(0))));
+            let (path, walked) = t.layer(address(stub), "QuantStub")?;
+            let (path, Walked::Quant(stub)) = (path.clone(), walked) else {
+                return Err(Error::Quant(format!(
+                    "ONNX export: `{path}` is not a QuantStub"
+                )));
+            };
+            let stub = stub.clone();
+            if let Some(out) = stub.int8 {
+                t.engine = Some(out.engine.name());
+            }
+            let value = t.graph.quant_stub(&stub, &path)?;
+            Ok((value, dims.get(1).copied()))
+        })
+    }
+
+    fn dequantize(self) -> OnnxBatch<D> {
+        self
+    }
+
+    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
+        let channels = x.channels;
+        OnnxBatch::record(&[&x, &y], |t, values| {
+            let (path, walked) = t.layer(address(f), "FloatFunctional")?;
+            let (path, Walked::Functional(f)) = (path.clone(), walked) else {
+                return Err(Error::Quant(format!(
+                    "ONNX export: `{path}` is not a FloatFunctional"
+                )));
+            };
+            let f = f.clone();
+            let value = t.graph.functional(&f, &path, op, &values)?;
+            Ok((value, channels))
+        })
+    }
+
+    fn cat<P: PostProcess>(f: &FloatFunctional<P>, xs: Vec<Self>, dim: usize) -> Self {
+        let channels = match dim {
+            1 => xs.iter().map(|x| x.channels).sum(),
+            _ => xs.first().and_then(|x| x.channels),
+        };
+        let inputs: Vec<&Self> = xs.iter().collect();
+        OnnxBatch::record(&inputs, |t, values| {
+            let (path, walked) = t.layer(address(f), "FloatFunctional")?;
+            let (path, Walked::Functional(f)) = (path.clone(), walked) else {
+                return Err(Error::Quant(format!(
+                    "ONNX export: `{path}` is not a FloatFunctional"
+                )));
+            };
+            let f = f.clone();
+            let value = t.graph.concat(&f, &path, dim, &values)?;
+            Ok((value, channels))
+        })
+    }
+
+    /// Identity at inference, as PyTorch exports it.
+    fn dropout(self, _: &Dropout) -> Self {
+        self
+    }
+}
+
+impl ImageBatch for OnnxBatch<4> {
+    type Flat = OnnxBatch<2>;
+
+    fn conv(layer: &ConvBnAct, x: Self) -> Self {
+        OnnxBatch::record(&[&x], |t, values| {
+            let (path, Walked::Conv) = t.layer(address(layer), "ConvBnAct")? else {
+                return Err(Error::Quant(
+                    "ONNX export: a ConvBnAct's address holds another layer".into(),
+                ));
+            };
+            let path = path.clone();
+            let value = t.graph.conv(layer, &path, &values[0])?;
+            Ok((value, Some(layer.out_channels())))
+        })
+    }
+
+    fn global_avg_pool_flatten(self) -> OnnxBatch<2> {
+        let channels = self.channels;
+        OnnxBatch::record(&[&self], |t, values| {
+            // The first pooling keeps the names of torchvision's modules (`avgpool`,
+            // `flatten`); later ones are numbered.
+            let suffix = match t.pools {
+                0 => String::new(),
+                n => format!("_{n}"),
+            };
+            t.pools += 1;
+            let value = t.graph.pool_flatten(&values[0], &suffix)?;
+            Ok((value, channels))
+        })
+    }
+}
+
+impl FeatureBatch for OnnxBatch<2> {
+    fn linear(layer: &LinearBnAct, x: Self) -> Self {
+        OnnxBatch::record(&[&x], |t, values| {
+            let (path, Walked::Linear) = t.layer(address(layer), "LinearBnAct")? else {
+                return Err(Error::Quant(
+                    "ONNX export: a LinearBnAct's address holds another layer".into(),
+                ));
+            };
+            let path = path.clone();
+            let value = t.graph.linear(layer, &path, &values[0])?;
+            Ok((value, Some(layer.linear.weight.dims()[1])))
+        })
+    }
+}
+
+/// The graph's dims for a batch of `example` dims: `batch` first, the channel (or feature)
+/// count as it is, the spatial dims symbolic (`height`, `width` for images).
+fn graph_dims(example: &[usize], channels: Option<usize>) -> Vec<DimensionValue> {
+    let symbolic = |name: &str| DimensionValue::DimParam(name.to_string());
+    (0..example.len())
+        .map(|i| match (i, example.len(), channels) {
+            (0, _, _) => symbolic("batch"),
+            (1, _, Some(c)) => DimensionValue::DimValue(c as i64),
+            (2, 4, _) => symbolic("height"),
+            (3, 4, _) => symbolic("width"),
+            _ => symbolic(&format!("dim{i}")),
+        })
+        .collect()
+}
+
+/// ONNX of `model` in `kind`'s form, laid out by running `forward` on [`OnnxBatch`]es: call
+/// the model's own forward there with the batch type, as in
+/// `trace_onnx(&model, kind, "my_net", [1, 3, 32, 32], |m, x| m.forward_as::<OnnxBatch<4>>(x))`.
+///
+/// `example_dims` gives the input's rank and channel count (the graph's batch and spatial dims
+/// are symbolic); `name` names the graph. The int8 form needs a converted model (an error
+/// names the first layer without an int8 form), the QDQ form a QAT-prepared one.
+pub fn trace_onnx<M, const D: usize, const E: usize>(
+    model: &M,
+    kind: ExportKind,
+    name: &str,
+    example_dims: [usize; D],
+    forward: impl FnOnce(&M, Tensor<D>) -> OnnxBatch<E>,
+) -> Result<ModelProto>
+where
+    M: Quantizable + Clone,
+{
+    // The walk takes `&mut`: walk and trace one clone, so that addresses match.
+    let mut traced = model.clone();
+    if kind == ExportKind::Int8 {
+        crate::convert::check_converted(&mut traced).map_err(|e| match e {
+            Error::Quant(reason) => {
+                Error::Quant(format!("cannot export the int8 model to ONNX: {reason}"))
+            }
+            other => other,
+        })?;
+    }
+    let mut layers = HashMap::new();
+    traced.visit_layers(&mut |path, layer| {
+        let entry = match layer {
+            QuantLayer::Conv(l) => (address(&*l), Walked::Conv),
+            QuantLayer::Linear(l) => (address(&*l), Walked::Linear),
+            QuantLayer::Quant(s) => (address(&*s), Walked::Quant(s.clone())),
+            QuantLayer::Functional(f) => (address(&*f), Walked::Functional(f.clone())),
+        };
+        layers.insert(entry.0, (path.to_string(), entry.1));
+        Ok(())
+    })?;
+    let trace = Trace {
+        graph: Builder::new(kind),
+        layers,
+        input: None,
+        engine: None,
+        pools: 0,
+        error: None,
+    };
+    let previous = TRACE.replace(Some(trace));
+    if previous.is_some() {
+        TRACE.set(previous);
+        return Err(Error::Quant(
+            "ONNX export: trace_onnx called from inside a traced forward".into(),
+        ));
+    }
+    let example = Tensor::<D>::zeros(example_dims, &Device::flex());
+    let output = forward(&traced, example);
+    let trace = TRACE.take().expect("the trace set above");
+    if let Some(e) = trace.error {
+        return Err(e);
+    }
+    let (Some(value), Some(input)) = (output.value, trace.input) else {
+        return Err(Error::Quant(
+            "ONNX export: the traced forward has no QuantStub input; call the model's forward \
+             with OnnxBatch as its batch type"
+                .into(),
+        ));
+    };
+    let mut graph = trace.graph;
+    let output_name = graph.output(value)?;
+    let output_dims = graph_dims(&[0; E], output.channels);
+    let metadata = trace.engine.map(|engine| ("burn_qat.engine", engine));
+    Ok(model_proto(
+        graph,
+        name,
+        (input, &output_name, output_dims),
+        metadata,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_dims_keep_the_channels_and_name_the_rest() {
+        let dims = graph_dims(&[1, 3, 8, 8], Some(3));
+        assert_eq!(
+            dims,
+            vec![
+                DimensionValue::DimParam("batch".into()),
+                DimensionValue::DimValue(3),
+                DimensionValue::DimParam("height".into()),
+                DimensionValue::DimParam("width".into()),
+            ]
+        );
+        assert_eq!(
+            graph_dims(&[0, 0], None),
+            vec![
+                DimensionValue::DimParam("batch".into()),
+                DimensionValue::DimParam("dim1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_batch_outside_a_trace_records_nothing() {
+        let x = OnnxBatch::<4> {
+            value: Some(Act::Float(INPUT_NAME.into())),
+            channels: Some(3),
+        };
+        let y: OnnxBatch<4> = OnnxBatch::record(&[&x], |_, v| Ok((v[0].clone(), None)));
+        assert!(y.value.is_none());
+    }
+}
