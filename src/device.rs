@@ -6,7 +6,7 @@
 //! | `wgpu` | [`Device::wgpu`] with the best adapter wgpu finds | feature `wgpu`, a Vulkan/Metal/DX12 driver |
 //! | `wgpu:cpu` | a software adapter (Mesa's lavapipe, as CI uses) | feature `wgpu`, `mesa-vulkan-drivers` |
 //! | `wgpu:N`, `wgpu:integrated:N` | the N-th discrete / integrated GPU | feature `wgpu` |
-//! | `cuda`, `cuda:N` | [`Device::cuda`] | feature `cuda`, an NVIDIA driver |
+//! | `cuda`, `cuda:N` | `Device::cuda` | feature `cuda`, an NVIDIA driver |
 //!
 //! GPU devices start lazily and Burn panics when none can be had; [`check_device`] turns that
 //! into an [`Error::Config`] that says what is missing, so a wrong `--device` never panics.

@@ -223,7 +223,7 @@ impl Int8Conv2d {
         &self.kernel_cache
     }
 
-    /// The weights as i8 quad panels of [`LANE_ROWS`] rows ([`lane_weights`]), for ungrouped
+    /// The weights as i8 quad panels of [`LANE_ROWS`] rows (`lane_weights`), for ungrouped
     /// convolutions with symmetric weights and kernels at most 4 wide.
     pub fn lane_weights_s8(&self) -> Option<&PackedWeightsS8> {
         self.lanes_s8.as_ref()

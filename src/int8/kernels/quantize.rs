@@ -1,6 +1,6 @@
 //! quint8 quantization of a float slice (`torch.quantize_per_tensor`'s inner loop), the one
 //! elementwise op that runs on every int8 forward's input (the `QuantStub`). The portable
-//! [`reference`] is [`quantize_val`] per value; an AVX2 variant is picked at run time and
+//! [`reference()`] is [`quantize_val`] per value; an AVX2 variant is picked at run time and
 //! gives the same bytes (`tests/it/int8_quantize.rs` holds [`QTensor::quantize`], which calls
 //! [`quantize`], to `quantize_per_tensor` on ties, saturations, infinities and NaN).
 //!

@@ -5,8 +5,8 @@
 //! between layers: a few µs per layer on a 2-core machine, several percent of the pass.
 //! [`on_team`] instead occupies every thread of rayon's pool for the whole pass
 //! (`rayon::broadcast`): the first runs the pass, the others spin on a shared job slot, and
-//! [`parallel_for`] publishes each layer's tasks there, as the thread pools of onnxruntime and
-//! OpenMP runtimes do. Outside a team (a kernel called on its own), [`parallel_for`] falls
+//! `parallel_for` publishes each layer's tasks there, as the thread pools of onnxruntime and
+//! OpenMP runtimes do. Outside a team (a kernel called on its own), `parallel_for` falls
 //! back to rayon.
 //!
 //! The slot is one atomic word, `epoch << 32 | tasks << 16 | next`: a helper claims task
