@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Tensor};
 
-use super::onnx::{Act, Builder, ExportKind, INPUT_NAME, model_proto};
+use super::graph::{Act, Builder};
+use super::onnx::{ExportKind, INPUT_NAME, model_proto};
 use super::proto::{DimensionValue, ModelProto};
 use crate::nn::{
     Batch, BinaryOp, ConvBnAct, FeatureBatch, FloatFunctional, ImageBatch, LinearBnAct,

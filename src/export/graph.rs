@@ -1,0 +1,307 @@
+//! The graph being written: tensor names, nodes and initializers, and the quantization
+//! primitives every layer's nodes are built from (`QuantizeLinear` with its `Clip`, one
+//! `DequantizeLinear` per consumer, output qparams of converted and fake-quantized layers).
+
+use std::collections::HashSet;
+
+use super::layer_parts::fq_qparams;
+use super::onnx::{ExportKind, OUTPUT_NAME};
+use super::proto::{AttributeProto, DataType, NodeProto, TensorProto};
+use crate::int8::QParamsPt;
+use crate::nn::ActivationPostProcess;
+use crate::quant::QuantDtype;
+use crate::{Error, Result};
+
+/// Quantization of an activation: the initializers holding its scale and zero-point and their
+/// values, and the range a fake-quant clamps to.
+#[derive(Debug, Clone)]
+pub(super) struct ActQ {
+    pub(super) scale: String,
+    pub(super) zero_point: String,
+    pub(super) qparams: QParamsPt,
+    pub(super) dtype: QuantDtype,
+    /// `(quant_min, quant_max)` when narrower than the dtype's bounds.
+    pub(super) clip: Option<(i64, i64)>,
+}
+
+/// A value flowing between layers: a float tensor, or a quantized one with its qparams.
+#[derive(Debug, Clone)]
+pub(super) enum Act {
+    Float(String),
+    Quant(String, ActQ),
+}
+
+/// The graph under construction.
+pub(super) struct Builder {
+    pub(super) kind: ExportKind,
+    pub(super) nodes: Vec<NodeProto>,
+    pub(super) initializers: Vec<TensorProto>,
+    names: HashSet<String>,
+}
+
+/// The little-endian bytes of `data`.
+pub(super) fn raw<T: Copy, const N: usize>(data: &[T], bytes: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    data.iter().flat_map(|&v| bytes(v)).collect()
+}
+
+pub(super) fn not_converted(path: &str) -> Error {
+    Error::Quant(format!(
+        "cannot export the int8 model to ONNX: `{path}` has no int8 form (convert the model or \
+         load an int8 checkpoint first)"
+    ))
+}
+
+impl Builder {
+    pub(super) fn new(kind: ExportKind) -> Self {
+        Builder {
+            kind,
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    /// Reserves a tensor name; names are the graph's identifiers and must be unique.
+    pub(super) fn fresh(&mut self, name: String) -> Result<String> {
+        if self.names.insert(name.clone()) {
+            Ok(name)
+        } else {
+            Err(Error::Quant(format!(
+                "ONNX export: the tensor name `{name}` is used twice"
+            )))
+        }
+    }
+
+    pub(super) fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attribute: Vec<AttributeProto>,
+    ) -> Result<String> {
+        // Node names must be unique too: a node is named after its (unique) output.
+        let output = self.fresh(output.to_string())?;
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.clone()],
+            name: Some(output.clone()),
+            op_type: Some(op.to_string()),
+            domain: None,
+            attribute,
+            doc_string: None,
+        });
+        Ok(output)
+    }
+
+    pub(super) fn initializer(
+        &mut self,
+        name: String,
+        dtype: DataType,
+        dims: &[usize],
+        raw_data: Vec<u8>,
+    ) -> Result<String> {
+        let name = self.fresh(name)?;
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: Some(dtype as i32),
+            name: Some(name.clone()),
+            raw_data: Some(raw_data),
+            ..Default::default()
+        });
+        Ok(name)
+    }
+
+    pub(super) fn init_f32(
+        &mut self,
+        name: String,
+        dims: &[usize],
+        data: &[f32],
+    ) -> Result<String> {
+        self.initializer(name, DataType::Float, dims, raw(data, f32::to_le_bytes))
+    }
+
+    /// A scalar (`dims = []`) or, for `per_channel`, a 1-D initializer of `values`.
+    pub(super) fn init_params_f32(
+        &mut self,
+        name: String,
+        values: &[f32],
+        per_channel: bool,
+    ) -> Result<String> {
+        let dims: &[usize] = if per_channel { &[values.len()] } else { &[] };
+        let values = if per_channel { values } else { &values[..1] };
+        self.init_f32(name, dims, values)
+    }
+
+    /// Zero-point initializer(s) of a quantized type.
+    pub(super) fn init_zero_points(
+        &mut self,
+        name: String,
+        dtype: DataType,
+        values: &[i32],
+        per_channel: bool,
+    ) -> Result<String> {
+        let dims: Vec<usize> = if per_channel {
+            vec![values.len()]
+        } else {
+            vec![]
+        };
+        let values = if per_channel { values } else { &values[..1] };
+        let bytes = match dtype {
+            DataType::Uint8 => values.iter().map(|&z| z as u8).collect(),
+            DataType::Int8 => values.iter().map(|&z| z as i8 as u8).collect(),
+            _ => raw(values, i32::to_le_bytes),
+        };
+        self.initializer(name, dtype, &dims, bytes)
+    }
+
+    /// The scale / zero-point initializers of a layer's output.
+    pub(super) fn act_q(
+        &mut self,
+        path: &str,
+        qparams: QParamsPt,
+        dtype: QuantDtype,
+        range: (i64, i64),
+    ) -> Result<ActQ> {
+        let zp_type = match dtype {
+            QuantDtype::QUInt8 => DataType::Uint8,
+            QuantDtype::QInt8 => DataType::Int8,
+            QuantDtype::QInt32 => {
+                return Err(Error::Quant(format!(
+                    "ONNX export: `{path}` quantizes activations to qint32, which QuantizeLinear \
+                     (opset 13) cannot"
+                )));
+            }
+        };
+        let scale = self.init_params_f32(format!("{path}.scale"), &[qparams.scale], false)?;
+        let zero_point = self.init_zero_points(
+            format!("{path}.zero_point"),
+            zp_type,
+            &[qparams.zero_point],
+            false,
+        )?;
+        let clip = (range != dtype.bounds()).then_some(range);
+        Ok(ActQ {
+            scale,
+            zero_point,
+            qparams,
+            dtype,
+            clip,
+        })
+    }
+
+    /// Output qparams of a converted layer (quint8, full range).
+    pub(super) fn int8_output(&mut self, path: &str, q: QParamsPt) -> Result<ActQ> {
+        self.act_q(path, q, QuantDtype::QUInt8, (0, 255))
+    }
+
+    /// Output quantization of a prepared layer's fake-quant, `None` in float mode (or for a
+    /// layer without one).
+    pub(super) fn fake_quant_output(
+        &mut self,
+        path: &str,
+        post: &ActivationPostProcess,
+    ) -> Result<Option<ActQ>> {
+        match post {
+            ActivationPostProcess::Identity(_) => Ok(None),
+            ActivationPostProcess::Observer(_) => Err(Error::Quant(format!(
+                "ONNX QDQ export: `{path}` has an observer, not a fake-quant (a PTQ-prepared \
+                 model: convert it and export the int8 form)"
+            ))),
+            ActivationPostProcess::FakeQuantize(fq) => {
+                let (q, per_channel) = fq_qparams(fq, path)?;
+                if per_channel {
+                    return Err(Error::Quant(format!(
+                        "ONNX QDQ export: `{path}` fake-quantizes its output per channel; only \
+                         per-tensor activations are supported"
+                    )));
+                }
+                let qparams = QParamsPt {
+                    scale: q.scale[0],
+                    zero_point: q.zero_point[0] as i32,
+                };
+                let obs = &fq.activation_post_process;
+                self.act_q(path, qparams, obs.dtype(), (fq.quant_min(), fq.quant_max()))
+                    .map(Some)
+            }
+        }
+    }
+
+    /// `QuantizeLinear` (and the `Clip` of a narrow range) of a float tensor.
+    pub(super) fn quantize(&mut self, x: &str, q: &ActQ, out: &str) -> Result<String> {
+        let qname = match q.clip {
+            None => out.to_string(),
+            Some(_) => format!("{out}.unclipped"),
+        };
+        let y = self.node(
+            "QuantizeLinear",
+            &[x, &q.scale, &q.zero_point],
+            &qname,
+            vec![],
+        )?;
+        match q.clip {
+            None => Ok(y),
+            Some((lo, hi)) => {
+                let dtype = match q.dtype {
+                    QuantDtype::QUInt8 => DataType::Uint8,
+                    _ => DataType::Int8,
+                };
+                let lo =
+                    self.init_zero_points(format!("{out}.clip_min"), dtype, &[lo as i32], false)?;
+                let hi =
+                    self.init_zero_points(format!("{out}.clip_max"), dtype, &[hi as i32], false)?;
+                self.node("Clip", &[&y, &lo, &hi], out, vec![])
+            }
+        }
+    }
+
+    /// The float form of `x` for the node `consumer`: `x` itself, or a `DequantizeLinear` of
+    /// its own (one per consumer, as QDQ graphs have them).
+    pub(super) fn float_input(&mut self, x: &Act, consumer: &str) -> Result<String> {
+        match x {
+            Act::Float(name) => Ok(name.clone()),
+            Act::Quant(name, q) => {
+                let out = format!("{consumer}.input_dq.{name}");
+                self.node(
+                    "DequantizeLinear",
+                    &[name, &q.scale, &q.zero_point],
+                    &out,
+                    vec![],
+                )
+            }
+        }
+    }
+
+    /// Quantizes the float result `y` of the layer at `path` when it has an output
+    /// quantization.
+    pub(super) fn finish(&mut self, y: String, output: Option<ActQ>, path: &str) -> Result<Act> {
+        match output {
+            None => Ok(Act::Float(y)),
+            Some(q) => {
+                let name = self.quantize(&y, &q, path)?;
+                Ok(Act::Quant(name, q))
+            }
+        }
+    }
+
+    /// The graph's output `logits`: the last value, dequantized if it is quantized.
+    pub(super) fn output(&mut self, y: Act) -> Result<String> {
+        match y {
+            Act::Float(name) => {
+                // A float network ends in its last node: name that node's output `logits`.
+                let node = self
+                    .nodes
+                    .last_mut()
+                    .filter(|n| n.output == [name.clone()])
+                    .ok_or_else(|| Error::Quant("ONNX export: the graph has no output".into()))?;
+                node.output = vec![OUTPUT_NAME.to_string()];
+                self.fresh(OUTPUT_NAME.to_string())
+            }
+            Act::Quant(name, q) => self.node(
+                "DequantizeLinear",
+                &[&name, &q.scale, &q.zero_point],
+                OUTPUT_NAME,
+                vec![],
+            ),
+        }
+    }
+}
