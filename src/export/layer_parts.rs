@@ -4,8 +4,10 @@
 //! quantization.
 
 use burn::module::Param;
+use burn::tensor::Tensor;
 
 use super::graph::ActQ;
+use crate::fuse::bn_folding::fold_with_scale;
 use crate::int8::tensor::quantize_val;
 use crate::int8::{Int8Conv2d, Int8Linear, WeightQParams};
 use crate::nn::{Activation, BatchNorm2d, ConvBnAct, Fusion, LinearBnAct};
@@ -180,72 +182,65 @@ pub(super) fn qat_conv_parts<'a>(
     path: &str,
     output: Option<ActQ>,
 ) -> Result<LayerParts<'a>> {
-    let wfq = layer
-        .weight_fake_quant
-        .as_ref()
-        .ok_or_else(|| missing_weight_fq(path))?;
-    let weight = layer.conv.weight.val();
-    let shape = weight.dims().to_vec();
-    let out = shape[0];
-    let bias = layer.conv.bias.as_ref().map(Param::val);
-    let (weight, bias, bn) = match (&layer.bn, layer.fusion) {
-        (Some(bn), Fusion::Qat) => {
-            let s = bn.scale_factor();
-            let w = weight * s.clone().reshape([-1, 1, 1, 1]);
-            let b = match bias {
-                Some(b) => b,
-                None => s.zeros_like(),
-            };
-            let b = (b - bn.running_mean()) * s + bn.bias.val();
-            (w, Some(b), None)
-        }
-        (bn, _) => (weight, bias, bn.as_ref()),
-    };
-    let w = fake_quant_weight(wfq, &tensor_to_vec(weight), out, path)?;
-    Ok(LayerParts {
-        weight: w,
-        shape,
-        bias: bias.map_or(Bias::None, |b| Bias::Float(tensor_to_vec(b))),
-        bn,
+    let qat = QatLayer {
+        weight_fake_quant: layer.weight_fake_quant.as_ref(),
+        weight: layer.conv.weight.val(),
+        bias: layer.conv.bias.as_ref().map(Param::val),
+        bn: layer.bn.as_ref(),
+        fusion: layer.fusion,
         activation: layer.activation,
-        output,
-    })
+    };
+    qat.parts(path, output)
 }
 
-/// A QAT linear layer (`LinearBn1d` folded as [`qat_conv_parts`]).
+/// A QAT linear layer (`LinearBn1d` folded as [`qat_conv_parts`]), its weight as `[out, in]`.
 pub(super) fn qat_linear_parts<'a>(
     layer: &'a LinearBnAct,
     path: &str,
     output: Option<ActQ>,
 ) -> Result<LayerParts<'a>> {
-    let wfq = layer
-        .weight_fake_quant
-        .as_ref()
-        .ok_or_else(|| missing_weight_fq(path))?;
-    let weight_t = layer.linear.weight.val().transpose();
-    let shape = weight_t.dims().to_vec();
-    let out = shape[0];
-    let bias = layer.linear.bias.as_ref().map(Param::val);
-    let (weight_t, bias, bn) = match (&layer.bn, layer.fusion) {
-        (Some(bn), Fusion::Qat) => {
-            let s = bn.scale_factor();
-            let w = weight_t * s.clone().unsqueeze_dim(1);
-            let b = match bias {
-                Some(b) => b,
-                None => s.zeros_like(),
-            };
-            let b = (b - bn.running_mean()) * s + bn.bias.val();
-            (w, Some(b), None)
-        }
-        (bn, _) => (weight_t, bias, bn.as_ref()),
-    };
-    let w = fake_quant_weight(wfq, &tensor_to_vec(weight_t), out, path)?;
-    Ok(LayerParts {
-        weight: w,
-        shape,
-        bias: bias.map_or(Bias::None, |b| Bias::Float(tensor_to_vec(b))),
-        bn,
+    let qat = QatLayer {
+        weight_fake_quant: layer.weight_fake_quant.as_ref(),
+        weight: layer.linear.weight.val().transpose(),
+        bias: layer.linear.bias.as_ref().map(Param::val),
+        bn: layer.bn.as_ref(),
+        fusion: layer.fusion,
         activation: layer.activation,
-        output,
-    })
+    };
+    qat.parts(path, output)
+}
+
+/// What a QAT conv or linear layer exports from, its weight with output channels first.
+struct QatLayer<'a, const D: usize> {
+    weight_fake_quant: Option<&'a FakeQuantize>,
+    weight: Tensor<D>,
+    bias: Option<Tensor<1>>,
+    bn: Option<&'a BatchNorm2d>,
+    fusion: Fusion,
+    activation: Activation,
+}
+
+impl<'a, const D: usize> QatLayer<'a, D> {
+    fn parts(self, path: &str, output: Option<ActQ>) -> Result<LayerParts<'a>> {
+        let wfq = self
+            .weight_fake_quant
+            .ok_or_else(|| missing_weight_fq(path))?;
+        let shape = self.weight.dims().to_vec();
+        let (weight, bias, bn) = match (self.bn, self.fusion) {
+            (Some(bn), Fusion::Qat) => {
+                let (w, b) = fold_with_scale(self.weight, self.bias, bn, bn.scale_factor(), 0);
+                (w, Some(b), None)
+            }
+            (bn, _) => (self.weight, self.bias, bn),
+        };
+        let weight = fake_quant_weight(wfq, &tensor_to_vec(weight), shape[0], path)?;
+        Ok(LayerParts {
+            weight,
+            shape,
+            bias: bias.map_or(Bias::None, |b| Bias::Float(tensor_to_vec(b))),
+            bn,
+            activation: self.activation,
+            output,
+        })
+    }
 }

@@ -18,8 +18,21 @@ fn fold<const D: usize>(
     bn: &BatchNorm2d,
     out_axis: usize,
 ) -> (Tensor<D>, Tensor<1>) {
+    fold_with_scale(weight, bias, bn, bn.running_scale(), out_axis)
+}
+
+/// `(W · s, (b − μ) · s + β)` for the per-channel factor `s = γ/√(σ² + ε)` as the caller
+/// computes it: PyTorch's fusion (`running_scale`) and its QAT ConvBn (`scale_factor`, which
+/// the QAT forward and its ONNX export use) round it differently.
+pub fn fold_with_scale<const D: usize>(
+    weight: Tensor<D>,
+    bias: Option<Tensor<1>>,
+    bn: &BatchNorm2d,
+    scale: Tensor<1>,
+    out_axis: usize,
+) -> (Tensor<D>, Tensor<1>) {
     let device = weight.device();
-    let scale = bn.running_scale().to_device(&device);
+    let scale = scale.to_device(&device);
     let out = scale.dims()[0];
     let mut shape = [1usize; D];
     shape[out_axis] = out;
