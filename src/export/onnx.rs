@@ -206,6 +206,11 @@ impl Builder {
         axis: usize,
         inputs: &[Act],
     ) -> Result<Act> {
+        if inputs.is_empty() {
+            return Err(Error::Quant(format!(
+                "ONNX export: `{path}` concatenates no tensors"
+            )));
+        }
         let floats = inputs
             .iter()
             .map(|x| self.float_input(x, path))

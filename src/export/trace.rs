@@ -253,7 +253,7 @@ fn graph_dims(example: &[usize], channels: Option<usize>) -> Vec<DimensionValue>
 /// `trace_onnx(&model, kind, "my_net", [1, 3, 32, 32], |m, x| m.forward_as::<OnnxBatch<4>>(x))`.
 ///
 /// `example_dims` gives the input's rank and channel count (the graph's batch and spatial dims
-/// are symbolic); `name` names the graph. The int8 form needs a converted model (an error
+/// are symbolic, and the forward sees an example of size 1 in them); `name` names the graph. The int8 form needs a converted model (an error
 /// names the first layer without an int8 form), the QDQ form a QAT-prepared one.
 pub fn trace_onnx<M, const D: usize, const E: usize>(
     model: &M,
@@ -301,7 +301,17 @@ where
             "ONNX export: trace_onnx called from inside a traced forward".into(),
         ));
     }
-    let example = Tensor::<D>::zeros(example_dims, &Device::flex());
+    // The forward only hands the example to its QuantStub, which reads its rank and channel
+    // count: every other dim is 1, so a large `example_dims` allocates nothing large.
+    let mut shape = [1usize; D];
+    if D > 1 {
+        shape[1] = example_dims[1];
+    }
+    crate::limits::check_fits(crate::limits::product(
+        shape.iter().map(|&d| d as u64).chain([4]),
+    ))
+    .map_err(|e| Error::Config(format!("ONNX export: input channels {shape:?}: {e}")))?;
+    let example = Tensor::<D>::zeros(shape, &Device::flex());
     let output = forward(&traced, example);
     let trace = TRACE.take().expect("the trace set above");
     if let Some(e) = trace.error {
@@ -349,6 +359,36 @@ mod tests {
                 DimensionValue::DimParam("dim1".into()),
             ]
         );
+    }
+
+    #[derive(burn::module::Module, Debug)]
+    struct Stub {
+        quant: QuantStub,
+    }
+    crate::impl_quantizable!(Stub { quant });
+
+    #[test]
+    fn an_absurd_channel_count_is_an_error_not_an_allocation() {
+        let model = Stub {
+            quant: QuantStub::new(),
+        };
+        let err = trace_onnx(
+            &model,
+            ExportKind::Float,
+            "stub",
+            [1, usize::MAX, 1, 1],
+            |m, x| m.quant.forward::<OnnxBatch<4>, 4>(x),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains("input channels")),
+            "{err}"
+        );
+        // A sane one traces: the float graph is the input itself.
+        let proto = trace_onnx(&model, ExportKind::Float, "stub", [1, 3, 8, 8], |m, x| {
+            m.quant.forward::<OnnxBatch<4>, 4>(x)
+        });
+        assert!(proto.is_err(), "a graph with no node has no output to name");
     }
 
     #[test]
