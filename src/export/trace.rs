@@ -100,6 +100,27 @@ impl<const D: usize> OnnxBatch<D> {
 }
 
 impl Trace {
+    /// The path and walked copy of the `FloatFunctional` at `addr` (the forward may hand over
+    /// one with any post-process type; its state is read from the walk's).
+    fn functional(&self, addr: usize) -> Result<(String, FloatFunctional)> {
+        match self.layer(addr, "FloatFunctional")? {
+            (path, Walked::Functional(f)) => Ok((path.clone(), f.clone())),
+            (path, _) => Err(Error::Quant(format!(
+                "ONNX export: `{path}` is not a FloatFunctional"
+            ))),
+        }
+    }
+
+    /// The path of the `kind` layer at `addr`, which `is_kind` recognises in the walk.
+    fn path(&self, addr: usize, kind: &str, is_kind: fn(&Walked) -> bool) -> Result<String> {
+        match self.layer(addr, kind)? {
+            (path, walked) if is_kind(walked) => Ok(path.clone()),
+            (path, _) => Err(Error::Quant(format!(
+                "ONNX export: `{path}` is not a {kind}"
+            ))),
+        }
+    }
+
     fn layer(&self, addr: usize, kind: &str) -> Result<&(String, Walked)> {
         self.layers.get(&addr).ok_or_else(|| {
             Error::Quant(format!(
@@ -149,13 +170,7 @@ impl<const D: usize> Batch<D> for OnnxBatch<D> {
     fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
         let channels = x.channels;
         OnnxBatch::record(&[&x, &y], |t, values| {
-            let (path, walked) = t.layer(address(f), "FloatFunctional")?;
-            let (path, Walked::Functional(f)) = (path.clone(), walked) else {
-                return Err(Error::Quant(format!(
-                    "ONNX export: `{path}` is not a FloatFunctional"
-                )));
-            };
-            let f = f.clone();
+            let (path, f) = t.functional(address(f))?;
             let value = t.graph.functional(&f, &path, op, &values)?;
             Ok((value, channels))
         })
@@ -168,13 +183,7 @@ impl<const D: usize> Batch<D> for OnnxBatch<D> {
         };
         let inputs: Vec<&Self> = xs.iter().collect();
         OnnxBatch::record(&inputs, |t, values| {
-            let (path, walked) = t.layer(address(f), "FloatFunctional")?;
-            let (path, Walked::Functional(f)) = (path.clone(), walked) else {
-                return Err(Error::Quant(format!(
-                    "ONNX export: `{path}` is not a FloatFunctional"
-                )));
-            };
-            let f = f.clone();
+            let (path, f) = t.functional(address(f))?;
             let value = t.graph.concat(&f, &path, dim, &values)?;
             Ok((value, channels))
         })
@@ -191,12 +200,7 @@ impl ImageBatch for OnnxBatch<4> {
 
     fn conv(layer: &ConvBnAct, x: Self) -> Self {
         OnnxBatch::record(&[&x], |t, values| {
-            let (path, Walked::Conv) = t.layer(address(layer), "ConvBnAct")? else {
-                return Err(Error::Quant(
-                    "ONNX export: a ConvBnAct's address holds another layer".into(),
-                ));
-            };
-            let path = path.clone();
+            let path = t.path(address(layer), "ConvBnAct", |w| matches!(w, Walked::Conv))?;
             let value = t.graph.conv(layer, &path, &values[0])?;
             Ok((value, Some(layer.out_channels())))
         })
@@ -221,12 +225,9 @@ impl ImageBatch for OnnxBatch<4> {
 impl FeatureBatch for OnnxBatch<2> {
     fn linear(layer: &LinearBnAct, x: Self) -> Self {
         OnnxBatch::record(&[&x], |t, values| {
-            let (path, Walked::Linear) = t.layer(address(layer), "LinearBnAct")? else {
-                return Err(Error::Quant(
-                    "ONNX export: a LinearBnAct's address holds another layer".into(),
-                ));
-            };
-            let path = path.clone();
+            let path = t.path(address(layer), "LinearBnAct", |w| {
+                matches!(w, Walked::Linear)
+            })?;
             let value = t.graph.linear(layer, &path, &values[0])?;
             Ok((value, Some(layer.linear.weight.dims()[1])))
         })
