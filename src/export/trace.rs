@@ -14,7 +14,7 @@ use burn::nn::Dropout;
 use burn::tensor::{Device, Tensor};
 
 use super::graph::{Act, Builder};
-use super::onnx::{ExportKind, INPUT_NAME, model_proto};
+use super::onnx::{ExportKind, model_proto};
 use super::proto::{DimensionValue, ModelProto};
 use crate::nn::{
     Batch, BinaryOp, ConvBnAct, FeatureBatch, FloatFunctional, ImageBatch, LinearBnAct,
@@ -100,6 +100,16 @@ impl<const D: usize> OnnxBatch<D> {
 }
 
 impl Trace {
+    /// The path and walked copy of the `QuantStub` at `addr`.
+    fn quant_stub(&self, addr: usize) -> Result<(String, QuantStub)> {
+        match self.layer(addr, "QuantStub")? {
+            (path, Walked::Quant(stub)) => Ok((path.clone(), stub.clone())),
+            (path, _) => Err(Error::Quant(format!(
+                "ONNX export: `{path}` is not a QuantStub"
+            ))),
+        }
+    }
+
     /// The path and walked copy of the `FloatFunctional` at `addr` (the forward may hand over
     /// one with any post-process type; its state is read from the walk's).
     fn functional(&self, addr: usize) -> Result<(String, FloatFunctional)> {
@@ -136,30 +146,21 @@ impl<const D: usize> Batch<D> for OnnxBatch<D> {
 
     fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
         let dims = x.dims();
-        let start = OnnxBatch::<D> {
-            value: Some(Act::Float(INPUT_NAME.to_string())),
-            channels: dims.get(1).copied(),
-        };
-        OnnxBatch::record(&[&start], |t, _| {
+        let channels = dims.get(1).copied();
+        OnnxBatch::<D>::record(&[], |t, _| {
             if t.input.is_some() {
                 return Err(Error::Quant(
                     "ONNX export: the forward quantizes a second input; one input is supported"
                         .into(),
                 ));
             }
-            t.input = Some(graph_dims(&dims, Some(dims.get(1).copied().unwrap_or(0))));
-            let (path, walked) = t.layer(address(stub), "QuantStub")?;
-            let (path, Walked::Quant(stub)) = (path.clone(), walked) else {
-                return Err(Error::Quant(format!(
-                    "ONNX export: `{path}` is not a QuantStub"
-                )));
-            };
-            let stub = stub.clone();
+            t.input = Some(graph_dims(&dims, channels));
+            let (path, stub) = t.quant_stub(address(stub))?;
             if let Some(out) = stub.int8 {
                 t.engine = Some(out.engine.name());
             }
             let value = t.graph.quant_stub(&stub, &path)?;
-            Ok((value, dims.get(1).copied()))
+            Ok((value, channels))
         })
     }
 
@@ -385,7 +386,7 @@ mod tests {
             matches!(&err, Error::Config(m) if m.contains("input channels")),
             "{err}"
         );
-        // A sane one traces: the float graph is the input itself.
+        // A float model that is only its stub has no node to name `logits`: an error, too.
         let proto = trace_onnx(&model, ExportKind::Float, "stub", [1, 3, 8, 8], |m, x| {
             m.quant.forward::<OnnxBatch<4>, 4>(x)
         });
@@ -395,7 +396,7 @@ mod tests {
     #[test]
     fn a_batch_outside_a_trace_records_nothing() {
         let x = OnnxBatch::<4> {
-            value: Some(Act::Float(INPUT_NAME.into())),
+            value: Some(Act::Float("input".into())),
             channels: Some(3),
         };
         let y: OnnxBatch<4> = OnnxBatch::record(&[&x], |_, v| Ok((v[0].clone(), None)));
