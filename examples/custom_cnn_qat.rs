@@ -146,7 +146,7 @@ fn main() -> burn_qat::Result<()> {
     let real = agree(int8.forward_int8(x)?);
     println!("accuracy on a fresh batch of 32: QAT fake-quant {fake}/32, int8 {real}/32");
     let path = std::env::temp_dir().join("small_net.int8.safetensors");
-    save_int8_model(&mut int8, &path, &Default::default())?;
+    save_int8_model(&int8, &path, &Default::default())?;
     println!("saved the int8 model to {}", path.display());
     // ONNX of the int8 model, laid out by its own forward run on symbolic batches.
     let onnx = trace_onnx(

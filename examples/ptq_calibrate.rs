@@ -39,7 +39,7 @@ fn main() -> burn_qat::Result<()> {
     let data = FinetuneData::embedded_mnist()?;
     let weights =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk");
-    let mut model = post_training_quantize(&config, &data, Some(&weights))?;
+    let model = post_training_quantize(&config, &data, Some(&weights))?;
     let cpu = Device::flex();
     let int8 = accuracy(&model, &data.test, &data.transform, true, None, &cpu)?;
     println!(
@@ -48,7 +48,7 @@ fn main() -> burn_qat::Result<()> {
         int8 * 100.0,
         data.test.len()
     );
-    burn_qat::io::save_int8_model(&mut model, &args.out, &Default::default())?;
+    burn_qat::io::save_int8_model(&model, &args.out, &Default::default())?;
     println!("saved {}", args.out.display());
     Ok(())
 }

@@ -66,6 +66,63 @@ pub enum Error {
     /// A quantization step was used out of order or on bad data.
     #[error("quantization error: {0}")]
     Quant(String),
+    /// A workflow stage (fuse, prepare, convert, save, export) met a layer in the wrong state
+    /// for it, or one it cannot take: the layer's module path and what is wrong.
+    #[error("quantization error: {}{problem}", layer_prefix(.path))]
+    Stage {
+        /// The layer's module path (`blocks.3.depthwise`).
+        path: String,
+        /// What is wrong.
+        problem: StageProblem,
+    },
+}
+
+/// What is wrong with a layer at a stage of the workflow ([`Error::Stage`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StageProblem {
+    /// Fused a second time.
+    #[error("this {kind} is already fused")]
+    AlreadyFused {
+        /// The layer's kind.
+        kind: &'static str,
+    },
+    /// Needs fusing (conv/linear + batch norm) before this stage.
+    #[error("a {kind} followed by batch norm must be fused with {how} before preparing")]
+    NotFused {
+        /// The layer's kind.
+        kind: &'static str,
+        /// Which fusion, named as the user calls it.
+        how: &'static str,
+    },
+    /// Prepared a second time.
+    #[error("the model is already prepared (a layer already has an observer or fake-quant)")]
+    AlreadyPrepared,
+    /// Converted (or exported) before `prepare` / `prepare_qat`.
+    #[error("convert before prepare: {what}")]
+    NotPrepared {
+        /// What is missing.
+        what: String,
+    },
+    /// Converted before the observers saw data.
+    #[error("convert before calibration: {what}")]
+    NotCalibrated {
+        /// Which observer saw nothing.
+        what: String,
+    },
+    /// Used as int8 before `convert` (or loading an int8 checkpoint).
+    #[error("has no int8 form: convert the model (or load an int8 checkpoint) first")]
+    NotConverted,
+    /// A layer or configuration the stage cannot take.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// `` `path`: `` before a stage problem, nothing for a problem not placed yet.
+fn layer_prefix(path: &str) -> String {
+    match path {
+        "" => String::new(),
+        path => format!("`{path}`: "),
+    }
 }
 
 /// The crate's result type.
@@ -94,6 +151,29 @@ impl Error {
     pub fn for_flags(self, flags: impl std::fmt::Display) -> Self {
         match self {
             Error::Config(reason) => Error::Config(format!("{flags}: {reason}")),
+            other => other,
+        }
+    }
+
+    /// A stage problem at a layer whose path the driver fills in ([`Error::at_layer`]).
+    pub fn stage(problem: StageProblem) -> Self {
+        Error::Stage {
+            path: String::new(),
+            problem,
+        }
+    }
+
+    /// Names the layer at `path` in an error a layer's stage method returned: a stage problem
+    /// gets the path, other errors a `` `path`: `` prefix once.
+    pub fn at_layer(self, path: &str) -> Self {
+        match self {
+            Error::Stage { path: p, problem } if p.is_empty() => Error::Stage {
+                path: path.to_string(),
+                problem,
+            },
+            Error::Quant(m) => Error::Quant(format!("`{path}`: {m}")),
+            Error::Shape(m) => Error::Shape(format!("`{path}`: {m}")),
+            Error::Config(m) => Error::Config(format!("`{path}`: {m}")),
             other => other,
         }
     }

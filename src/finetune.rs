@@ -440,9 +440,9 @@ pub fn run(
     println!("float: {:.2}%", rows[0].accuracy * 100.0);
 
     // 2. PTQ baseline: calibrate on training batches, convert.
-    let mut ptq = post_training_quantize(config, data, float_weights)?;
+    let ptq = post_training_quantize(config, data, float_weights)?;
     let ptq_path = out.join("mobilenet_v2_ptq.int8.safetensors");
-    save_int8_model(&mut ptq, &ptq_path, &BTreeMap::new())?;
+    save_int8_model(&ptq, &ptq_path, &BTreeMap::new())?;
     rows.push(evaluate(
         format!("PTQ int8 ({engine})"),
         &ptq,
@@ -555,7 +555,7 @@ pub fn run(
     )?);
     convert(&mut qat, engine)?;
     let int8_path = out.join("mobilenet_v2_qat.int8.safetensors");
-    save_int8_model(&mut qat, &int8_path, &BTreeMap::new())?;
+    save_int8_model(&qat, &int8_path, &BTreeMap::new())?;
     rows.push(evaluate(
         format!("QAT int8 ({engine})"),
         &qat,

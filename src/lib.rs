@@ -39,9 +39,11 @@ pub mod limits;
 pub mod models;
 pub mod nn;
 pub mod numerics;
+pub mod onnx;
 pub mod ops;
 pub mod prelude;
 pub mod quant;
 pub mod quantize;
+pub mod state;
 
 pub use error::{Error, Result};

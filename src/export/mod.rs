@@ -1,14 +1,10 @@
-//! Exporting models to formats other runtimes load: ONNX ([`onnx`]: the three forms and the
-//! layers' nodes), laid out by tracing the model's own forward ([`trace`]), built on the graph
-//! under construction (`graph`) and each layer's weights and output quantization by form
-//! (`layer_parts`), and written through a small hand-written subset of `onnx.proto`
-//! ([`proto`]).
+//! Exporting models to formats other runtimes load: ONNX ([`onnx`]: the three forms, the
+//! model proto and its file), laid out by tracing the model's own forward ([`trace`]): every
+//! layer writes its own nodes with [`crate::onnx`]'s graph builder.
 
-mod graph;
-mod layer_parts;
 pub mod onnx;
-pub mod proto;
 pub mod trace;
 
+pub use crate::onnx::proto;
 pub use onnx::{ExportKind, save_onnx};
 pub use trace::{OnnxBatch, trace_onnx};

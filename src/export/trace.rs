@@ -3,9 +3,10 @@
 //! model's own forward, written once over the batch types, lays the graph out
 //! ([`trace_onnx`]). The model needs no export code of its own.
 //!
-//! Node and tensor names are the layers' module paths (`blocks.3.depthwise`), found by the
-//! address of the layer the forward hands over in the model's [`Quantizable`] walk; a layer the
-//! walk does not list cannot be exported (an error names its kind).
+//! Every layer writes its own nodes ([`QuantOp::onnx`]). Node and tensor names are the layers'
+//! module paths (`blocks.3.depthwise`), found by the address of the layer the forward hands
+//! over in the model's read-only [`Quantizable`] walk; a layer the walk does not list cannot be
+//! exported (an error names its kind).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -13,13 +14,11 @@ use std::collections::HashMap;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Tensor};
 
-use super::graph::{Act, Builder};
 use super::onnx::{ExportKind, model_proto};
-use super::proto::{DimensionValue, ModelProto};
-use crate::nn::{
-    Batch, BinaryOp, ConvBnAct, FeatureBatch, FloatFunctional, ImageBatch, LinearBnAct,
-    PostProcess, QuantLayer, QuantStub, Quantizable,
-};
+use crate::nn::layer::address_of;
+use crate::nn::{Batch, FeatureBatch, ImageBatch, QuantOp, QuantStub, Quantizable};
+use crate::onnx::proto::{DimensionValue, ModelProto};
+use crate::onnx::{Act, Builder};
 use crate::{Error, Result};
 
 /// A symbolic batch of rank `D`: the graph value that holds it, and its channel (rank 4) or
@@ -30,21 +29,11 @@ pub struct OnnxBatch<const D: usize> {
     channels: Option<usize>,
 }
 
-/// A layer of the walk. Stubs and functionals are kept for the state their nodes need (the
-/// forward hands a `FloatFunctional<P>` of any post-process over); convolutions and linear
-/// layers are written from the reference the forward passes.
-enum Walked {
-    Conv,
-    Linear,
-    Quant(QuantStub),
-    Functional(FloatFunctional),
-}
-
 /// The graph being recorded on this thread.
 struct Trace {
     graph: Builder,
-    /// Layer address → module path and the layer.
-    layers: HashMap<usize, (String, Walked)>,
+    /// Layer address → module path.
+    layers: HashMap<usize, String>,
     /// The input's dims, set by the first `QuantStub`.
     input: Option<Vec<DimensionValue>>,
     /// The engine of a converted model's `QuantStub` (recorded in the model's metadata).
@@ -56,10 +45,6 @@ struct Trace {
 
 thread_local! {
     static TRACE: RefCell<Option<Trace>> = const { RefCell::new(None) };
-}
-
-fn address<T>(layer: &T) -> usize {
-    layer as *const T as usize
 }
 
 impl<const D: usize> OnnxBatch<D> {
@@ -100,39 +85,9 @@ impl<const D: usize> OnnxBatch<D> {
 }
 
 impl Trace {
-    /// The path and walked copy of the `QuantStub` at `addr`.
-    fn quant_stub(&self, addr: usize) -> Result<(String, QuantStub)> {
-        match self.layer(addr, "QuantStub")? {
-            (path, Walked::Quant(stub)) => Ok((path.clone(), stub.clone())),
-            (path, _) => Err(Error::Quant(format!(
-                "ONNX export: `{path}` is not a QuantStub"
-            ))),
-        }
-    }
-
-    /// The path and walked copy of the `FloatFunctional` at `addr` (the forward may hand over
-    /// one with any post-process type; its state is read from the walk's).
-    fn functional(&self, addr: usize) -> Result<(String, FloatFunctional)> {
-        match self.layer(addr, "FloatFunctional")? {
-            (path, Walked::Functional(f)) => Ok((path.clone(), f.clone())),
-            (path, _) => Err(Error::Quant(format!(
-                "ONNX export: `{path}` is not a FloatFunctional"
-            ))),
-        }
-    }
-
-    /// The path of the `kind` layer at `addr`, which `is_kind` recognises in the walk.
-    fn path(&self, addr: usize, kind: &str, is_kind: fn(&Walked) -> bool) -> Result<String> {
-        match self.layer(addr, kind)? {
-            (path, walked) if is_kind(walked) => Ok(path.clone()),
-            (path, _) => Err(Error::Quant(format!(
-                "ONNX export: `{path}` is not a {kind}"
-            ))),
-        }
-    }
-
-    fn layer(&self, addr: usize, kind: &str) -> Result<&(String, Walked)> {
-        self.layers.get(&addr).ok_or_else(|| {
+    /// The module path of the `kind` layer at `addr`.
+    fn path(&self, addr: usize, kind: &str) -> Result<String> {
+        self.layers.get(&addr).cloned().ok_or_else(|| {
             Error::Quant(format!(
                 "ONNX export: the forward runs a {kind} that the model's Quantizable walk does \
                  not list (add its field to impl_quantizable!)"
@@ -155,11 +110,11 @@ impl<const D: usize> Batch<D> for OnnxBatch<D> {
                 ));
             }
             t.input = Some(graph_dims(&dims, channels));
-            let (path, stub) = t.quant_stub(address(stub))?;
+            let path = t.path(address_of(stub), "QuantStub")?;
             if let Some(out) = stub.int8 {
                 t.engine = Some(out.engine.name());
             }
-            let value = t.graph.quant_stub(&stub, &path)?;
+            let value = stub.onnx(&mut t.graph, &path)?;
             Ok((value, channels))
         })
     }
@@ -168,25 +123,13 @@ impl<const D: usize> Batch<D> for OnnxBatch<D> {
         self
     }
 
-    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
-        let channels = x.channels;
-        OnnxBatch::record(&[&x, &y], |t, values| {
-            let (path, f) = t.functional(address(f))?;
-            let value = t.graph.functional(&f, &path, op, &values)?;
-            Ok((value, channels))
-        })
-    }
-
-    fn cat<P: PostProcess>(f: &FloatFunctional<P>, xs: Vec<Self>, dim: usize) -> Self {
-        let channels = match dim {
-            1 => xs.iter().map(|x| x.channels).sum(),
-            _ => xs.first().and_then(|x| x.channels),
-        };
-        let inputs: Vec<&Self> = xs.iter().collect();
+    fn apply<L: QuantOp<D>>(layer: &L, inputs: Vec<Self>) -> Self {
+        let channels: Vec<Option<usize>> = inputs.iter().map(|x| x.channels).collect();
+        let inputs: Vec<&Self> = inputs.iter().collect();
         OnnxBatch::record(&inputs, |t, values| {
-            let (path, f) = t.functional(address(f))?;
-            let value = t.graph.concat(&f, &path, dim, &values)?;
-            Ok((value, channels))
+            let path = t.path(layer.layer_address(), layer.op_kind())?;
+            let value = layer.onnx(&mut t.graph, &path, &values)?;
+            Ok((value, layer.output_channels(&channels)))
         })
     }
 
@@ -198,14 +141,6 @@ impl<const D: usize> Batch<D> for OnnxBatch<D> {
 
 impl ImageBatch for OnnxBatch<4> {
     type Flat = OnnxBatch<2>;
-
-    fn conv(layer: &ConvBnAct, x: Self) -> Self {
-        OnnxBatch::record(&[&x], |t, values| {
-            let path = t.path(address(layer), "ConvBnAct", |w| matches!(w, Walked::Conv))?;
-            let value = t.graph.conv(layer, &path, &values[0])?;
-            Ok((value, Some(layer.out_channels())))
-        })
-    }
 
     fn global_avg_pool_flatten(self) -> OnnxBatch<2> {
         let channels = self.channels;
@@ -223,17 +158,7 @@ impl ImageBatch for OnnxBatch<4> {
     }
 }
 
-impl FeatureBatch for OnnxBatch<2> {
-    fn linear(layer: &LinearBnAct, x: Self) -> Self {
-        OnnxBatch::record(&[&x], |t, values| {
-            let path = t.path(address(layer), "LinearBnAct", |w| {
-                matches!(w, Walked::Linear)
-            })?;
-            let value = t.graph.linear(layer, &path, &values[0])?;
-            Ok((value, Some(layer.linear.weight.dims()[1])))
-        })
-    }
-}
+impl FeatureBatch for OnnxBatch<2> {}
 
 /// The graph's dims for a batch of `example` dims: `batch` first, the channel (or feature)
 /// count as it is, the spatial dims symbolic (`height`, `width` for images).
@@ -265,27 +190,19 @@ pub fn trace_onnx<M, const D: usize, const E: usize>(
     forward: impl FnOnce(&M, Tensor<D>) -> OnnxBatch<E>,
 ) -> Result<ModelProto>
 where
-    M: Quantizable + Clone,
+    M: Quantizable,
 {
-    // The walk takes `&mut`: walk and trace one clone, so that addresses match.
-    let mut traced = model.clone();
     if kind == ExportKind::Int8 {
-        crate::convert::check_converted(&mut traced).map_err(|e| match e {
-            Error::Quant(reason) => {
-                Error::Quant(format!("cannot export the int8 model to ONNX: {reason}"))
-            }
+        crate::convert::check_converted(model).map_err(|e| match e {
+            Error::Stage { path, problem } => Error::Quant(format!(
+                "cannot export the int8 model to ONNX: `{path}` {problem}"
+            )),
             other => other,
         })?;
     }
     let mut layers = HashMap::new();
-    traced.visit_layers(&mut |path, layer| {
-        let entry = match layer {
-            QuantLayer::Conv(l) => (address(&*l), Walked::Conv),
-            QuantLayer::Linear(l) => (address(&*l), Walked::Linear),
-            QuantLayer::Quant(s) => (address(&*s), Walked::Quant(s.clone())),
-            QuantLayer::Functional(f) => (address(&*f), Walked::Functional(f.clone())),
-        };
-        layers.insert(entry.0, (path.to_string(), entry.1));
+    model.visit_layers_ref(&mut |path, layer| {
+        layers.insert(address_of(layer), path.to_string());
         Ok(())
     })?;
     let trace = Trace {
@@ -314,7 +231,7 @@ where
     ))
     .map_err(|e| Error::Config(format!("ONNX export: input channels {shape:?}: {e}")))?;
     let example = Tensor::<D>::zeros(shape, &Device::flex());
-    let output = forward(&traced, example);
+    let output = forward(model, example);
     let trace = TRACE.take().expect("the trace set above");
     if let Some(e) = trace.error {
         return Err(e);

@@ -332,32 +332,20 @@ pub fn read_int8_file(path: &Path) -> Result<(StateDict, BTreeMap<String, String
     Ok((state, metadata))
 }
 
-/// The engine a converted model runs with (its quant stub's), or an error if not converted.
-fn engine_of<M: crate::nn::Quantizable>(model: &mut M) -> Result<crate::int8::Engine> {
-    let mut engine = None;
-    model.visit_layers(&mut |_, layer| {
-        if let (None, crate::nn::QuantLayer::Quant(stub)) = (engine, layer) {
-            engine = stub.int8.map(|q| q.engine);
-        }
-        Ok(())
-    })?;
-    engine.ok_or_else(|| Error::Quant("the model is not converted: nothing to save".into()))
-}
-
 /// Saves a converted model in the crate's int8 format (atomically), with `extra` metadata.
 pub fn save_int8_model<M: crate::nn::Quantizable>(
-    model: &mut M,
+    model: &M,
     path: &Path,
     extra: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let engine = engine_of(model)?;
+    let engine = crate::convert::converted_engine(model)?;
     let state = crate::io::int8_state_dict(model)?;
     save_int8_file(path, &state, engine.name(), extra)
 }
 
 /// Loads an int8 model file into `model` (same architecture, ReLU6 replaced) and returns the
 /// engine it was converted for. Errors name the file and the offending entry.
-pub fn load_int8_model<M: crate::nn::Quantizable>(
+pub fn load_int8_model<M: crate::nn::Quantizable + Clone>(
     model: &mut M,
     path: &Path,
 ) -> Result<crate::int8::Engine> {

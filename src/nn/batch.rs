@@ -39,16 +39,14 @@
 
 use burn::nn::Dropout;
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use burn::tensor::module::adaptive_avg_pool2d;
 
-use super::conv_bn_act::ConvBnAct;
-use super::float_functional::FloatFunctional;
-use super::linear_bn_act::LinearBnAct;
+use super::layer::QuantOp;
 use super::post_process::PostProcess;
 use super::stubs::QuantStub;
 
-/// The binary operations of [`FloatFunctional`] (`torch.ao.nn.quantized.FloatFunctional`).
+/// The binary operations of [`FloatFunctional`](super::FloatFunctional)
+/// (`torch.ao.nn.quantized.FloatFunctional`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinaryOp {
     /// `x + y`.
@@ -73,33 +71,26 @@ pub trait Batch<const D: usize>: Clone + Sized {
     /// `DeQuantStub`: back to float.
     fn dequantize(self) -> Self::Float;
 
-    /// A [`FloatFunctional`] binary operation and its output post-process.
-    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self;
-
-    /// `FloatFunctional.cat`.
-    fn cat<P: PostProcess>(f: &FloatFunctional<P>, xs: Vec<Self>, dim: usize) -> Self;
+    /// A layer on `inputs`, in the form this batch type runs: the layer's float forward of its
+    /// current stage, its int8 forward, or its ONNX nodes. Every layer's `forward` is this
+    /// call, so a layer of yours runs on every batch type by implementing [`QuantOp`].
+    fn apply<L: QuantOp<D>>(layer: &L, inputs: Vec<Self>) -> Self;
 
     /// Dropout (identity at inference, and always on int8 batches).
     fn dropout(self, dropout: &Dropout) -> Self;
 }
 
-/// A batch of images `[N, C, H, W]`: what convolutions take.
+/// A batch of images `[N, C, H, W]`.
 pub trait ImageBatch: Batch<4> {
     /// The batch of feature vectors of the same kind.
     type Flat: FeatureBatch;
-
-    /// A [`ConvBnAct`] layer in the current stage.
-    fn conv(layer: &ConvBnAct, x: Self) -> Self;
 
     /// `flatten(adaptive_avg_pool2d(x, 1), 1)`: `[N, C, H, W]` → `[N, C]`.
     fn global_avg_pool_flatten(self) -> Self::Flat;
 }
 
-/// A batch of feature vectors `[N, F]`: what linear layers take.
-pub trait FeatureBatch: Batch<2> {
-    /// A [`LinearBnAct`] layer in the current stage.
-    fn linear(layer: &LinearBnAct, x: Self) -> Self;
-}
+/// A batch of feature vectors `[N, F]`.
+pub trait FeatureBatch: Batch<2> {}
 
 impl<const D: usize> Batch<D> for Tensor<D> {
     type Float = Tensor<D>;
@@ -112,18 +103,8 @@ impl<const D: usize> Batch<D> for Tensor<D> {
         self
     }
 
-    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
-        let z = match op {
-            BinaryOp::Add => x + y,
-            BinaryOp::AddRelu => relu(x + y),
-            BinaryOp::Mul => x * y,
-            BinaryOp::Matmul => x.matmul(y),
-        };
-        f.activation_post_process.post_process(z)
-    }
-
-    fn cat<P: PostProcess>(f: &FloatFunctional<P>, xs: Vec<Self>, dim: usize) -> Self {
-        f.activation_post_process.post_process(Tensor::cat(xs, dim))
+    fn apply<L: QuantOp<D>>(layer: &L, inputs: Vec<Self>) -> Self {
+        layer.forward_float(inputs)
     }
 
     fn dropout(self, dropout: &Dropout) -> Self {
@@ -134,17 +115,9 @@ impl<const D: usize> Batch<D> for Tensor<D> {
 impl ImageBatch for Tensor<4> {
     type Flat = Tensor<2>;
 
-    fn conv(layer: &ConvBnAct, x: Self) -> Self {
-        layer.forward_float(x)
-    }
-
     fn global_avg_pool_flatten(self) -> Tensor<2> {
         adaptive_avg_pool2d(self, [1, 1]).flatten(1, 3)
     }
 }
 
-impl FeatureBatch for Tensor<2> {
-    fn linear(layer: &LinearBnAct, x: Self) -> Self {
-        layer.forward_float(x)
-    }
-}
+impl FeatureBatch for Tensor<2> {}

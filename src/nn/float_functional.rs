@@ -3,10 +3,19 @@
 
 use burn::module::Module;
 use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
 
 use super::batch::{Batch, BinaryOp};
+use super::layer::{QuantOp, address_of};
+use super::output_layer::impl_output_layer;
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::qbatch::QuantizedOutput;
+use crate::error::StageProblem;
+use crate::int8::{Int8Add, QParamsPt, QTensor};
+use crate::onnx::graph::not_converted;
+use crate::onnx::proto::AttributeProto;
+use crate::onnx::{Act, ActQ, Builder, ExportKind};
+use crate::{Error, Result};
 
 /// Residual adds, products and concatenations through a module, so that `prepare` can observe
 /// and `prepare_qat` can fake-quantize their outputs, and `convert` can give them their own
@@ -56,19 +65,29 @@ impl<P: PostProcess> FloatFunctional<P> {
         }
     }
 
+    fn binary<X: Batch<D>, const D: usize>(&self, op: BinaryOp, x: X, y: X) -> X {
+        X::apply(
+            &Functional {
+                f: self,
+                op: FunctionalOp::Binary(op),
+            },
+            vec![x, y],
+        )
+    }
+
     /// `x + y`.
     pub fn add<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
-        X::binary(self, BinaryOp::Add, x, y)
+        self.binary(BinaryOp::Add, x, y)
     }
 
     /// `relu(x + y)` (one quantized op after convert).
     pub fn add_relu<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
-        X::binary(self, BinaryOp::AddRelu, x, y)
+        self.binary(BinaryOp::AddRelu, x, y)
     }
 
     /// `x * y`.
     pub fn mul<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
-        X::binary(self, BinaryOp::Mul, x, y)
+        self.binary(BinaryOp::Mul, x, y)
     }
 
     /// `x + c`. PyTorch does not observe this one: adding a scalar keeps the scale and shifts
@@ -84,11 +103,141 @@ impl<P: PostProcess> FloatFunctional<P> {
 
     /// Concatenation along `dim`.
     pub fn cat<X: Batch<D>, const D: usize>(&self, xs: Vec<X>, dim: usize) -> X {
-        X::cat(self, xs, dim)
+        X::apply(
+            &Functional {
+                f: self,
+                op: FunctionalOp::Cat(dim),
+            },
+            xs,
+        )
     }
 
     /// Matrix product (batched over leading dimensions).
     pub fn matmul<X: Batch<D>, const D: usize>(&self, x: X, y: X) -> X {
-        X::binary(self, BinaryOp::Matmul, x, y)
+        self.binary(BinaryOp::Matmul, x, y)
     }
 }
+
+/// Which operation a [`FloatFunctional`] call runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FunctionalOp {
+    Binary(BinaryOp),
+    /// Concatenation along a dimension.
+    Cat(usize),
+}
+
+/// One call of a `FloatFunctional`: the module (whose address the walk lists) and its op.
+struct Functional<'a, P: PostProcess> {
+    f: &'a FloatFunctional<P>,
+    op: FunctionalOp,
+}
+
+impl<P: PostProcess> Functional<'_, P> {
+    /// The output quantization of the call in `graph`'s form, `None` in float form.
+    fn onnx_output(&self, graph: &mut Builder, path: &str) -> Result<Option<ActQ>> {
+        match graph.kind {
+            ExportKind::Float => Ok(None),
+            ExportKind::Int8 => {
+                let out = self.f.int8.ok_or_else(|| not_converted(path))?;
+                Ok(Some(graph.int8_output(path, out.qparams)?))
+            }
+            ExportKind::FakeQuant => self.f.activation_post_process.onnx_output(graph, path),
+        }
+    }
+}
+
+impl<P: PostProcess, const D: usize> QuantOp<D> for Functional<'_, P> {
+    fn layer_address(&self) -> usize {
+        address_of(self.f)
+    }
+
+    fn op_kind(&self) -> &'static str {
+        "FloatFunctional"
+    }
+
+    fn forward_float(&self, inputs: Vec<Tensor<D>>) -> Tensor<D> {
+        let z = match self.op {
+            FunctionalOp::Cat(dim) => Tensor::cat(inputs, dim),
+            FunctionalOp::Binary(op) => {
+                let [x, y]: [Tensor<D>; 2] = inputs.try_into().expect("binary ops take two inputs");
+                match op {
+                    BinaryOp::Add => x + y,
+                    BinaryOp::AddRelu => relu(x + y),
+                    BinaryOp::Mul => x * y,
+                    BinaryOp::Matmul => x.matmul(y),
+                }
+            }
+        };
+        self.f.activation_post_process.post_process(z)
+    }
+
+    fn forward_int8(&self, inputs: &[&QTensor]) -> Result<QTensor> {
+        let out = self
+            .f
+            .int8
+            .ok_or(Error::stage(StageProblem::NotConverted))?;
+        let relu = match self.op {
+            FunctionalOp::Binary(BinaryOp::Add) => false,
+            FunctionalOp::Binary(BinaryOp::AddRelu) => true,
+            other => {
+                return Err(Error::Quant(format!(
+                    "the int8 path has no {other:?} yet (quantized add and add_relu only)"
+                )));
+            }
+        };
+        Int8Add::new(out.qparams, relu, out.engine).forward(inputs[0], inputs[1])
+    }
+
+    /// `DQ(a), DQ(b) → Add | Mul | MatMul [→ Relu] → Q`, or
+    /// `DQ(x₁) … DQ(xₙ) → Concat(axis) → Q`.
+    fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act> {
+        if inputs.is_empty() {
+            return Err(Error::Quant(format!(
+                "ONNX export: `{path}` concatenates no tensors"
+            )));
+        }
+        let floats = inputs
+            .iter()
+            .map(|x| graph.float_input(x, path))
+            .collect::<Result<Vec<_>>>()?;
+        let output = self.onnx_output(graph, path)?;
+        let names: Vec<&str> = floats.iter().map(String::as_str).collect();
+        let float_out = format!("{path}.float");
+        let y = match self.op {
+            FunctionalOp::Cat(axis) => graph.node(
+                "Concat",
+                &names,
+                &float_out,
+                vec![AttributeProto::int("axis", axis as i64)],
+            )?,
+            FunctionalOp::Binary(op) => {
+                let onnx_op = match op {
+                    BinaryOp::Add | BinaryOp::AddRelu => "Add",
+                    BinaryOp::Mul => "Mul",
+                    BinaryOp::Matmul => "MatMul",
+                };
+                let y = graph.node(onnx_op, &names, &float_out, vec![])?;
+                match op {
+                    BinaryOp::AddRelu => {
+                        graph.node("Relu", &[&y], &format!("{path}.relu"), vec![])?
+                    }
+                    _ => y,
+                }
+            }
+        };
+        graph.finish(y, output, path)
+    }
+
+    fn output_channels(&self, inputs: &[Option<usize>]) -> Option<usize> {
+        match self.op {
+            FunctionalOp::Cat(1) => inputs.iter().copied().sum(),
+            _ => inputs.first().copied().flatten(),
+        }
+    }
+}
+
+// `QFunctional.from_float`. An op that never ran (torchvision's `skip_add` in blocks without a
+// residual connection) gets PyTorch's defaults for an empty observer, scale 1 and zero-point 0.
+impl_output_layer!(FloatFunctional, "FloatFunctional", |_| QParamsPt::new(
+    1.0, 0
+));

@@ -7,7 +7,12 @@ use burn::nn::Identity;
 use burn::tensor::Tensor;
 
 use super::activation::Activation;
-use crate::quant::{FakeQuantize, Observer};
+use super::layer::PrepareMode;
+use crate::error::StageProblem;
+use crate::int8::QParamsPt;
+use crate::onnx::{ActQ, Builder, ExportKind};
+use crate::quant::{FakeQuantize, Observer, QConfig, QParams};
+use crate::{Error, Result};
 
 /// Something applied to a layer's output. Implement it on your own [`Module`] to plug a custom
 /// post-process into [`FloatFunctional`](super::FloatFunctional) or the stubs — PyTorch's
@@ -36,6 +41,13 @@ use crate::quant::{FakeQuantize, Observer};
 pub trait PostProcess: Module + Clone {
     /// Applies the post-process to `x`.
     fn post_process<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>;
+
+    /// The output quantization the post-process stands for in `graph`'s export form, written as
+    /// the layer at `path`'s; `None` (the default) writes no node for it.
+    fn onnx_output(&self, graph: &mut Builder, path: &str) -> Result<Option<ActQ>> {
+        let _ = (graph, path);
+        Ok(None)
+    }
 }
 
 /// The standard post-processes, switched by `prepare` / `prepare_qat` / `convert`.
@@ -56,6 +68,44 @@ impl Default for ActivationPostProcess {
 }
 
 impl ActivationPostProcess {
+    /// What `prepare` (an observer) or `prepare_qat` (a fake-quant) attaches to an output with
+    /// `qconfig`'s activation quantizer.
+    pub fn prepared(
+        qconfig: &QConfig,
+        mode: PrepareMode,
+        device: &burn::tensor::Device,
+    ) -> Result<Self> {
+        Ok(match mode {
+            PrepareMode::Ptq => Self::Observer(qconfig.activation.observer().init(1, device)?),
+            PrepareMode::Qat => {
+                Self::FakeQuantize(qconfig.activation.fake_quantize().init(1, device)?)
+            }
+        })
+    }
+
+    /// An error unless nothing is attached yet (preparing twice).
+    pub fn ensure_unprepared(&self) -> Result<()> {
+        match self {
+            Self::Identity(_) => Ok(()),
+            _ => Err(Error::stage(StageProblem::AlreadyPrepared)),
+        }
+    }
+
+    /// The calibrated observer, or a stage error naming `what` had none or saw no data.
+    pub fn calibrated_observer(&self, what: &str) -> Result<&Observer> {
+        let observer = self.observer().ok_or_else(|| {
+            Error::stage(StageProblem::NotPrepared {
+                what: format!("the {what} has no observer"),
+            })
+        })?;
+        if observer.min_max().0.iter().any(|v| v.is_infinite()) {
+            return Err(Error::stage(StageProblem::NotCalibrated {
+                what: format!("the {what}'s observer saw no data"),
+            }));
+        }
+        Ok(observer)
+    }
+
     /// The observer or fake-quant, if any (what `convert` reads the output qparams from).
     pub fn fake_quantize(&self) -> Option<&FakeQuantize> {
         match self {
@@ -103,5 +153,30 @@ impl PostProcess for ActivationPostProcess {
             Self::Observer(obs) => obs.forward(x),
             Self::FakeQuantize(fq) => fq.forward(x),
         }
+    }
+
+    /// The fake-quant's Q/DQ in the QDQ form; nothing in the float one. The int8 form reads
+    /// the converted layer's qparams instead, and a PTQ observer has no graph form.
+    fn onnx_output(&self, graph: &mut Builder, path: &str) -> Result<Option<ActQ>> {
+        match (self, graph.kind) {
+            (_, ExportKind::Float | ExportKind::Int8) | (Self::Identity(_), _) => Ok(None),
+            (Self::Observer(_), ExportKind::FakeQuant) => Err(Error::Quant(format!(
+                "ONNX QDQ export: `{path}` has an observer, not a fake-quant (a PTQ-prepared \
+                 model: convert it and export the int8 form)"
+            ))),
+            (Self::FakeQuantize(fq), ExportKind::FakeQuant) => {
+                graph.fake_quant_output(path, fq).map(Some)
+            }
+        }
+    }
+}
+
+/// The one per-tensor scale and zero-point of an output observer's qparams.
+pub(crate) fn single_qparams(qp: QParams) -> Result<QParamsPt> {
+    match (qp.scale.as_slice(), qp.zero_point.as_slice()) {
+        ([s], [z]) => QParamsPt::new(*s, *z as i32),
+        _ => Err(Error::stage(StageProblem::Unsupported(
+            "outputs need per-tensor qparams".into(),
+        ))),
     }
 }

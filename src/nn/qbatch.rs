@@ -6,13 +6,11 @@ use std::sync::Arc;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::batch::{Batch, BinaryOp, FeatureBatch, ImageBatch};
-use super::conv_bn_act::ConvBnAct;
-use super::float_functional::FloatFunctional;
-use super::linear_bn_act::LinearBnAct;
-use super::post_process::PostProcess;
+use super::batch::{Batch, FeatureBatch, ImageBatch};
+use super::layer::QuantOp;
 use super::stubs::QuantStub;
-use crate::int8::{Engine, Int8Add, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
+use crate::error::StageProblem;
+use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
 use crate::quant::observer::tensor_to_vec;
 use crate::{Error, Result};
 
@@ -82,19 +80,16 @@ fn shared_error(e: &Arc<Error>) -> Error {
         Error::Quant(m) => Error::Quant(m.clone()),
         Error::Shape(m) => Error::Shape(m.clone()),
         Error::Config(m) => Error::Config(m.clone()),
+        Error::Stage { path, problem } => Error::Stage {
+            path: path.clone(),
+            problem: problem.clone(),
+        },
         other => Error::Quant(other.to_string()),
     }
 }
 
-fn not_converted(what: &str) -> Error {
-    Error::Quant(format!(
-        "{what} has no int8 form: convert the model (burn_qat::convert::convert) before running \
-         it on int8 batches"
-    ))
-}
-
-fn output_of(q: Option<&QuantizedOutput>, what: &str) -> Result<QuantizedOutput> {
-    q.copied().ok_or_else(|| not_converted(what))
+fn output_of(q: Option<&QuantizedOutput>) -> Result<QuantizedOutput> {
+    q.copied().ok_or(Error::stage(StageProblem::NotConverted))
 }
 
 impl<const D: usize> Batch<D> for QBatch<D> {
@@ -103,7 +98,7 @@ impl<const D: usize> Batch<D> for QBatch<D> {
     /// `torch.quantize_per_tensor(x, scale, zero_point, quint8)` with the stub's qparams.
     fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
         let run = || -> Result<Self> {
-            let out = output_of(stub.int8.as_ref(), "a QuantStub")?;
+            let out = output_of(stub.int8.as_ref())?;
             let device = x.device();
             let shape = x.dims();
             let q = QTensor::quantize(&tensor_to_vec(x), &shape, out.qparams)?;
@@ -129,32 +124,28 @@ impl<const D: usize> Batch<D> for QBatch<D> {
         Ok(Tensor::from_data(data, &state.device))
     }
 
-    fn binary<P: PostProcess>(f: &FloatFunctional<P>, op: BinaryOp, x: Self, y: Self) -> Self {
-        let y = match y.0 {
-            Ok(y) => y,
-            Err(e) => return QBatch(Err(e)),
+    fn apply<L: QuantOp<D>>(layer: &L, inputs: Vec<Self>) -> Self {
+        let mut states = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            match input.0 {
+                Ok(state) => states.push(state),
+                Err(e) => return QBatch(Err(e)),
+            }
+        }
+        let Some(first) = states.first() else {
+            return QBatch::fail(Error::Quant(format!("a {} got no input", layer.op_kind())));
         };
-        x.then(|x| {
-            let out = output_of(f.int8.as_ref(), "a FloatFunctional")?;
-            let relu = match op {
-                BinaryOp::Add => false,
-                BinaryOp::AddRelu => true,
-                BinaryOp::Mul | BinaryOp::Matmul => {
-                    return Err(Error::Quant(format!(
-                        "the int8 path has no {op:?} yet (quantized add and add_relu only)"
-                    )));
-                }
-            };
-            let z = Int8Add::new(out.qparams, relu, out.engine).forward(&x.tensor, &y.tensor)?;
-            // PyTorch's quantized add keeps the first input's memory format.
-            Ok(QBatch::ok(z, out.engine, x.layout, x.device.clone()))
-        })
-    }
-
-    fn cat<P: PostProcess>(_: &FloatFunctional<P>, _: Vec<Self>, _: usize) -> Self {
-        QBatch::fail(Error::Quant(
-            "the int8 path has no cat yet (quantized add and add_relu only)".into(),
-        ))
+        let tensors: Vec<&QTensor> = states.iter().map(|s| &s.tensor).collect();
+        match layer.forward_int8(&tensors) {
+            Ok(y) => QBatch::ok(
+                y,
+                first.engine,
+                layer.int8_layout(first.layout),
+                first.device.clone(),
+            ),
+            // The batch does not know the layer's path: name its kind.
+            Err(e) => QBatch::fail(e.at_layer(layer.op_kind())),
+        }
     }
 
     /// `nn.Dropout` is the identity at inference, and PyTorch's convert keeps it as such.
@@ -165,22 +156,6 @@ impl<const D: usize> Batch<D> for QBatch<D> {
 
 impl ImageBatch for QBatch<4> {
     type Flat = QBatch<2>;
-
-    fn conv(layer: &ConvBnAct, x: Self) -> Self {
-        x.then(|x| {
-            let conv = layer
-                .int8
-                .as_ref()
-                .ok_or_else(|| not_converted("a convolution"))?;
-            let y = conv.forward(&x.tensor)?;
-            Ok(QBatch::ok(
-                y,
-                x.engine,
-                PoolInputLayout::ChannelsLast,
-                x.device.clone(),
-            ))
-        })
-    }
 
     fn global_avg_pool_flatten(self) -> QBatch<2> {
         self.then(|x| {
@@ -193,15 +168,4 @@ impl ImageBatch for QBatch<4> {
     }
 }
 
-impl FeatureBatch for QBatch<2> {
-    fn linear(layer: &LinearBnAct, x: Self) -> Self {
-        x.then(|x| {
-            let linear = layer
-                .int8
-                .as_ref()
-                .ok_or_else(|| not_converted("a linear layer"))?;
-            let y = linear.forward(&x.tensor)?;
-            Ok(QBatch::ok(y, x.engine, x.layout, x.device.clone()))
-        })
-    }
-}
+impl FeatureBatch for QBatch<2> {}

@@ -1,36 +1,10 @@
-//! The walk over a model's quantizable layers that `fuse_modules`, `prepare`, `prepare_qat` and
-//! the QAT schedule use — Rust's stand-in for PyTorch iterating `model.named_modules()`.
+//! The walk over a model's quantizable layers that every stage driver (`fuse_modules`,
+//! `prepare`, `convert`, the QAT switches, save/load, export) runs — Rust's stand-in for
+//! PyTorch iterating `model.named_modules()`.
 
-use super::conv_bn_act::ConvBnAct;
-use super::float_functional::FloatFunctional;
-use super::linear_bn_act::LinearBnAct;
-use super::post_process::ActivationPostProcess;
-use super::stubs::{DeQuantStub, QuantStub};
+use super::layer::QuantLayer;
+use super::stubs::DeQuantStub;
 use crate::Result;
-
-/// A mutable view of one quantizable layer.
-pub enum QuantLayer<'a> {
-    /// A convolution (+ BN) (+ activation).
-    Conv(&'a mut ConvBnAct),
-    /// A linear layer (+ BN) (+ activation).
-    Linear(&'a mut LinearBnAct),
-    /// The quant stub at a model's input.
-    Quant(&'a mut QuantStub),
-    /// A functional op (residual add, …) with its own output post-process.
-    Functional(&'a mut FloatFunctional),
-}
-
-impl QuantLayer<'_> {
-    /// The output post-process of a layer that has nothing else to prepare (`QuantStub`,
-    /// `FloatFunctional`); `None` for convolutions and linear layers.
-    pub fn output_only(&mut self) -> Option<&mut ActivationPostProcess> {
-        match self {
-            QuantLayer::Quant(stub) => Some(&mut stub.activation_post_process),
-            QuantLayer::Functional(f) => Some(&mut f.activation_post_process),
-            QuantLayer::Conv(_) | QuantLayer::Linear(_) => None,
-        }
-    }
-}
 
 /// `prefix.name`, or whichever of the two is not empty.
 #[doc(hidden)]
@@ -73,8 +47,16 @@ pub fn join_path(prefix: &str, name: &str) -> String {
 pub trait Quantizable {
     /// Calls `f` on every quantizable layer, in forward order, with the layer's module path
     /// (`blocks.3.depthwise`, as Burn records name it); stops at the first error.
-    fn visit_layers(&mut self, f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>)
-    -> Result<()>;
+    fn visit_layers(
+        &mut self,
+        f: &mut dyn FnMut(&str, &mut dyn QuantLayer) -> Result<()>,
+    ) -> Result<()>;
+
+    /// The read-only walk (saving, exporting): the same layers in the same order.
+    fn visit_layers_ref(
+        &self,
+        f: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
+    ) -> Result<()>;
 }
 
 /// Implements [`Quantizable`] for a struct by visiting the listed fields in order.
@@ -84,10 +66,22 @@ macro_rules! impl_quantizable {
         impl $crate::nn::Quantizable for $ty {
             fn visit_layers(
                 &mut self,
-                f: &mut dyn FnMut(&str, $crate::nn::QuantLayer<'_>) -> $crate::Result<()>,
+                f: &mut dyn FnMut(&str, &mut dyn $crate::nn::QuantLayer) -> $crate::Result<()>,
             ) -> $crate::Result<()> {
                 $(
                     $crate::nn::Quantizable::visit_layers(&mut self.$field, &mut |name, layer| {
+                        f(&$crate::nn::quantizable::join_path(stringify!($field), name), layer)
+                    })?;
+                )*
+                Ok(())
+            }
+
+            fn visit_layers_ref(
+                &self,
+                f: &mut dyn FnMut(&str, &dyn $crate::nn::QuantLayer) -> $crate::Result<()>,
+            ) -> $crate::Result<()> {
+                $(
+                    $crate::nn::Quantizable::visit_layers_ref(&self.$field, &mut |name, layer| {
                         f(&$crate::nn::quantizable::join_path(stringify!($field), name), layer)
                     })?;
                 )*
@@ -97,46 +91,35 @@ macro_rules! impl_quantizable {
     };
 }
 
-impl Quantizable for ConvBnAct {
+/// A layer is a model of one layer, at the empty path.
+impl<L: QuantLayer> Quantizable for L {
     fn visit_layers(
         &mut self,
-        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+        f: &mut dyn FnMut(&str, &mut dyn QuantLayer) -> Result<()>,
     ) -> Result<()> {
-        f("", QuantLayer::Conv(self))
+        f("", self)
+    }
+
+    fn visit_layers_ref(
+        &self,
+        f: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
+    ) -> Result<()> {
+        f("", self)
     }
 }
 
-impl Quantizable for LinearBnAct {
-    fn visit_layers(
-        &mut self,
-        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
-    ) -> Result<()> {
-        f("", QuantLayer::Linear(self))
-    }
-}
-
-impl Quantizable for QuantStub {
-    fn visit_layers(
-        &mut self,
-        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
-    ) -> Result<()> {
-        f("", QuantLayer::Quant(self))
-    }
-}
-
-impl Quantizable for FloatFunctional {
-    fn visit_layers(
-        &mut self,
-        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
-    ) -> Result<()> {
-        f("", QuantLayer::Functional(self))
-    }
-}
-
+/// Nothing to quantize: the model leaves the quantized domain here.
 impl Quantizable for DeQuantStub {
     fn visit_layers(
         &mut self,
-        _: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+        _: &mut dyn FnMut(&str, &mut dyn QuantLayer) -> Result<()>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn visit_layers_ref(
+        &self,
+        _: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
     ) -> Result<()> {
         Ok(())
     }
@@ -145,10 +128,19 @@ impl Quantizable for DeQuantStub {
 impl<T: Quantizable> Quantizable for Vec<T> {
     fn visit_layers(
         &mut self,
-        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+        f: &mut dyn FnMut(&str, &mut dyn QuantLayer) -> Result<()>,
     ) -> Result<()> {
         self.iter_mut().enumerate().try_for_each(|(i, layer)| {
             layer.visit_layers(&mut |name, l| f(&join_path(&i.to_string(), name), l))
+        })
+    }
+
+    fn visit_layers_ref(
+        &self,
+        f: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
+    ) -> Result<()> {
+        self.iter().enumerate().try_for_each(|(i, layer)| {
+            layer.visit_layers_ref(&mut |name, l| f(&join_path(&i.to_string(), name), l))
         })
     }
 }
@@ -156,11 +148,16 @@ impl<T: Quantizable> Quantizable for Vec<T> {
 impl<T: Quantizable> Quantizable for Option<T> {
     fn visit_layers(
         &mut self,
-        f: &mut dyn FnMut(&str, QuantLayer<'_>) -> Result<()>,
+        f: &mut dyn FnMut(&str, &mut dyn QuantLayer) -> Result<()>,
     ) -> Result<()> {
-        match self {
-            Some(layer) => layer.visit_layers(f),
-            None => Ok(()),
-        }
+        self.as_mut().map_or(Ok(()), |layer| layer.visit_layers(f))
+    }
+
+    fn visit_layers_ref(
+        &self,
+        f: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
+    ) -> Result<()> {
+        self.as_ref()
+            .map_or(Ok(()), |layer| layer.visit_layers_ref(f))
     }
 }

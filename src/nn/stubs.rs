@@ -5,8 +5,12 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use super::batch::Batch;
-use super::post_process::ActivationPostProcess;
+use super::output_layer::impl_output_layer;
+use super::post_process::{ActivationPostProcess, PostProcess};
 use super::qbatch::QuantizedOutput;
+use crate::onnx::graph::not_converted;
+use crate::onnx::{Act, Builder, ExportKind, INPUT_NAME};
+use crate::{Error, Result};
 
 /// Marks a float input to be quantized. Identity in float mode; observes after `prepare`,
 /// fake-quantizes after `prepare_qat`; quantizes to int8 after `convert`.
@@ -30,7 +34,34 @@ impl QuantStub {
     pub fn forward<X: Batch<D>, const D: usize>(&self, x: Tensor<D>) -> X {
         X::quantize(self, x)
     }
+
+    /// The stub on the graph input: the input itself (float form), or its `QuantizeLinear`
+    /// with the converted qparams (int8) or the fake-quant's (QDQ).
+    pub fn onnx(&self, graph: &mut Builder, path: &str) -> Result<Act> {
+        let q = match graph.kind {
+            ExportKind::Float => return Ok(Act::Float(INPUT_NAME.to_string())),
+            ExportKind::Int8 => {
+                let out = self.int8.ok_or_else(|| not_converted(path))?;
+                graph.int8_output(path, out.qparams)?
+            }
+            ExportKind::FakeQuant => self
+                .activation_post_process
+                .onnx_output(graph, path)?
+                .ok_or_else(|| {
+                    Error::Quant(format!(
+                        "ONNX QDQ export: the model's QuantStub `{path}` has no fake-quant \
+                         (prepare_qat the model first, or export it as float)"
+                    ))
+                })?,
+        };
+        let name = graph.quantize(INPUT_NAME, &q, path)?;
+        Ok(Act::Quant(name, q))
+    }
 }
+
+// `Quantize.from_float`: the stub's observer gives the input's scale and zero-point; one that
+// saw no data means the model was not calibrated.
+impl_output_layer!(QuantStub, "QuantStub", Err);
 
 /// Marks where the model returns to float. Identity until `convert`, where it dequantizes.
 #[derive(Module, Debug, Default)]

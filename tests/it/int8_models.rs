@@ -102,7 +102,7 @@ fn int8_model_file_round_trips() {
         .find(|c| c["file"] == "mobilenet_v2_x86_w025.pth")
         .unwrap();
     let config = config(&case);
-    let mut model = load_quantized_mobilenet_v2(
+    let model = load_quantized_mobilenet_v2(
         &dir().join("mobilenet_v2_x86_w025.pth"),
         &config,
         Engine::X86,
@@ -110,7 +110,7 @@ fn int8_model_file_round_trips() {
     )
     .unwrap();
     let before = run_q(&model, &case, &device);
-    let state = int8_state_dict(&mut model).unwrap();
+    let state = int8_state_dict(&model).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("model.int8.safetensors");
     save_int8_file(&path, &state, "x86", &BTreeMap::new()).unwrap();
@@ -142,8 +142,8 @@ fn int8_checkpoint_errors_name_the_key() {
     let config = MobileNetV2Config::new()
         .with_width_mult(0.25)
         .with_num_classes(10);
-    let mut model = load_quantized_mobilenet_v2(&path, &config, Engine::Qnnpack, &device).unwrap();
-    let mut state = int8_state_dict(&mut model).unwrap();
+    let model = load_quantized_mobilenet_v2(&path, &config, Engine::Qnnpack, &device).unwrap();
+    let mut state = int8_state_dict(&model).unwrap();
     state.remove("blocks.3.skip_add.scale");
     let mut fresh = config.init(&device).unwrap();
     replace_relu(&mut fresh).unwrap();
@@ -183,7 +183,7 @@ fn width_1_int8_model_file_is_small() {
         ));
         convert(&mut model, Engine::from_backend(backend).unwrap()).unwrap();
         let path = tmp.path().join("w1.int8.safetensors");
-        save_int8_model(&mut model, &path, &BTreeMap::new()).unwrap();
+        save_int8_model(&model, &path, &BTreeMap::new()).unwrap();
         let size = std::fs::metadata(&path).unwrap().len();
         println!("{backend:?}: width-1.0 int8 model file {size} bytes");
         let limit = match backend {
@@ -211,14 +211,14 @@ fn cli_infer_quantized() {
     let tmp = tempfile::tempdir().unwrap();
     let own = tmp.path().join("w050.int8.safetensors");
     let device = Device::flex();
-    let mut model = load_quantized_mobilenet_v2(
+    let model = load_quantized_mobilenet_v2(
         &dir().join("mobilenet_v2_qnnpack_w050.pth"),
         &config(&case),
         Engine::Qnnpack,
         &device,
     )
     .unwrap();
-    burn_qat::io::save_int8_model(&mut model, &own, &BTreeMap::new()).unwrap();
+    burn_qat::io::save_int8_model(&model, &own, &BTreeMap::new()).unwrap();
     let output = tmp.path().join("y.npy");
     let infer = |weights: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_burn-qat"))

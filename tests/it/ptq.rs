@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use burn_qat::convert::convert;
 use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
-use burn_qat::nn::{QuantLayer, Quantizable};
+use burn_qat::nn::Quantizable;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, replace_relu};
 
@@ -37,13 +37,9 @@ fn run(backend: QuantBackend, tag: &str) {
     let mut index = 0;
     model
         .visit_layers(&mut |_, layer| {
-            let post = match layer {
-                QuantLayer::Conv(c) => &c.activation_post_process,
-                QuantLayer::Linear(l) => &l.activation_post_process,
-                QuantLayer::Quant(stub) => &stub.activation_post_process,
-                QuantLayer::Functional(f) => &f.activation_post_process,
-            };
-            let obs = post.observer().expect("prepared layers have an observer");
+            let obs = layer
+                .output_observer()
+                .expect("prepared layers have an observer");
             let key = format!("{tag}.obs{index}");
             let (min, max) = obs.min_max();
             assert_close(&min, &fx.f32(&format!("{key}.min_val")), 1e-5, 1e-5, &key);

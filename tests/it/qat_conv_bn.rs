@@ -6,7 +6,6 @@
 use crate::common::{Fixture, assert_close, to_vec};
 use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor};
-use burn_qat::convert::{convert_conv, convert_linear};
 use burn_qat::fuse::fuse_modules_qat;
 use burn_qat::int8::{Engine, QParamsPt, QTensor};
 use burn_qat::nn::{
@@ -130,7 +129,7 @@ fn convert_after_qat(backend: QuantBackend, tag: &str) {
 
     let engine = Engine::from_backend(backend).unwrap();
     let input = QParamsPt::new(0.05, 64).unwrap();
-    let int8 = convert_conv(&layer, input, engine).unwrap();
+    let int8 = layer.to_int8(input, engine).unwrap();
     let weight = ints(int8.weight().data());
     assert_eq!(
         weight,
@@ -190,7 +189,8 @@ fn convert_before_prepare_or_calibration_names_what_is_missing() {
     let mut layer = ConvBnActConfig::new(4, 6)
         .with_activation(Activation::Relu)
         .init(&device);
-    let err = convert_conv(&layer, input, Engine::Qnnpack)
+    let err = layer
+        .to_int8(input, Engine::Qnnpack)
         .unwrap_err()
         .to_string();
     assert!(err.contains("weight fake-quant"), "{err}");
@@ -201,7 +201,8 @@ fn convert_before_prepare_or_calibration_names_what_is_missing() {
         &device,
     )
     .unwrap();
-    let err = convert_conv(&layer, input, Engine::Qnnpack)
+    let err = layer
+        .to_int8(input, Engine::Qnnpack)
         .unwrap_err()
         .to_string();
     assert!(err.contains("before calibration"), "{err}");
@@ -221,7 +222,9 @@ fn convert_linear_case(backend: QuantBackend, tag: &str) {
     let _ = layer.forward(fx.tensor(&key("x"), &device));
 
     let input = QParamsPt::new(0.05, 64).unwrap();
-    let int8 = convert_linear(&layer, input, Engine::from_backend(backend).unwrap()).unwrap();
+    let int8 = layer
+        .to_int8(input, Engine::from_backend(backend).unwrap())
+        .unwrap();
     let weight = ints(int8.weight().data());
     assert_eq!(weight, fx.i64(&key("weight_int8")), "{tag} int8 weight");
     let x = fx.f32(&key("x"));

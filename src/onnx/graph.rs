@@ -4,47 +4,46 @@
 
 use std::collections::HashSet;
 
-use super::layer_parts::fq_qparams;
-use super::onnx::{ExportKind, OUTPUT_NAME};
+use super::parts::fq_qparams;
 use super::proto::{AttributeProto, DataType, NodeProto, TensorProto};
+use super::{ExportKind, OUTPUT_NAME};
 use crate::int8::QParamsPt;
-use crate::nn::ActivationPostProcess;
-use crate::quant::QuantDtype;
+use crate::quant::{FakeQuantize, QuantDtype};
 use crate::{Error, Result};
 
 /// Quantization of an activation: the initializers holding its scale and zero-point and their
 /// values, and the range a fake-quant clamps to.
 #[derive(Debug, Clone)]
-pub(super) struct ActQ {
-    pub(super) scale: String,
-    pub(super) zero_point: String,
-    pub(super) qparams: QParamsPt,
-    pub(super) dtype: QuantDtype,
+pub struct ActQ {
+    pub scale: String,
+    pub zero_point: String,
+    pub qparams: QParamsPt,
+    pub dtype: QuantDtype,
     /// `(quant_min, quant_max)` when narrower than the dtype's bounds.
-    pub(super) clip: Option<(i64, i64)>,
+    pub clip: Option<(i64, i64)>,
 }
 
 /// A value flowing between layers: a float tensor, or a quantized one with its qparams.
 #[derive(Debug, Clone)]
-pub(super) enum Act {
+pub enum Act {
     Float(String),
     Quant(String, ActQ),
 }
 
 /// The graph under construction.
-pub(super) struct Builder {
-    pub(super) kind: ExportKind,
-    pub(super) nodes: Vec<NodeProto>,
-    pub(super) initializers: Vec<TensorProto>,
+pub struct Builder {
+    pub kind: ExportKind,
+    pub nodes: Vec<NodeProto>,
+    pub initializers: Vec<TensorProto>,
     names: HashSet<String>,
 }
 
 /// The little-endian bytes of `data`.
-pub(super) fn raw<T: Copy, const N: usize>(data: &[T], bytes: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+pub fn raw<T: Copy, const N: usize>(data: &[T], bytes: impl Fn(T) -> [u8; N]) -> Vec<u8> {
     data.iter().flat_map(|&v| bytes(v)).collect()
 }
 
-pub(super) fn not_converted(path: &str) -> Error {
+pub fn not_converted(path: &str) -> Error {
     Error::Quant(format!(
         "cannot export the int8 model to ONNX: `{path}` has no int8 form (convert the model or \
          load an int8 checkpoint first)"
@@ -52,7 +51,7 @@ pub(super) fn not_converted(path: &str) -> Error {
 }
 
 impl Builder {
-    pub(super) fn new(kind: ExportKind) -> Self {
+    pub fn new(kind: ExportKind) -> Self {
         Builder {
             kind,
             nodes: Vec::new(),
@@ -62,7 +61,7 @@ impl Builder {
     }
 
     /// Reserves a tensor name; names are the graph's identifiers and must be unique.
-    pub(super) fn fresh(&mut self, name: String) -> Result<String> {
+    pub fn fresh(&mut self, name: String) -> Result<String> {
         if self.names.insert(name.clone()) {
             Ok(name)
         } else {
@@ -72,7 +71,7 @@ impl Builder {
         }
     }
 
-    pub(super) fn node(
+    pub fn node(
         &mut self,
         op: &str,
         inputs: &[&str],
@@ -93,7 +92,7 @@ impl Builder {
         Ok(output)
     }
 
-    pub(super) fn initializer(
+    pub fn initializer(
         &mut self,
         name: String,
         dtype: DataType,
@@ -111,17 +110,12 @@ impl Builder {
         Ok(name)
     }
 
-    pub(super) fn init_f32(
-        &mut self,
-        name: String,
-        dims: &[usize],
-        data: &[f32],
-    ) -> Result<String> {
+    pub fn init_f32(&mut self, name: String, dims: &[usize], data: &[f32]) -> Result<String> {
         self.initializer(name, DataType::Float, dims, raw(data, f32::to_le_bytes))
     }
 
     /// A scalar (`dims = []`) or, for `per_channel`, a 1-D initializer of `values`.
-    pub(super) fn init_params_f32(
+    pub fn init_params_f32(
         &mut self,
         name: String,
         values: &[f32],
@@ -133,7 +127,7 @@ impl Builder {
     }
 
     /// Zero-point initializer(s) of a quantized type.
-    pub(super) fn init_zero_points(
+    pub fn init_zero_points(
         &mut self,
         name: String,
         dtype: DataType,
@@ -155,7 +149,7 @@ impl Builder {
     }
 
     /// The scale / zero-point initializers of a layer's output.
-    pub(super) fn act_q(
+    pub fn act_q(
         &mut self,
         path: &str,
         qparams: QParamsPt,
@@ -190,44 +184,29 @@ impl Builder {
     }
 
     /// Output qparams of a converted layer (quint8, full range).
-    pub(super) fn int8_output(&mut self, path: &str, q: QParamsPt) -> Result<ActQ> {
+    pub fn int8_output(&mut self, path: &str, q: QParamsPt) -> Result<ActQ> {
         self.act_q(path, q, QuantDtype::QUInt8, (0, 255))
     }
 
-    /// Output quantization of a prepared layer's fake-quant, `None` in float mode (or for a
-    /// layer without one).
-    pub(super) fn fake_quant_output(
-        &mut self,
-        path: &str,
-        post: &ActivationPostProcess,
-    ) -> Result<Option<ActQ>> {
-        match post {
-            ActivationPostProcess::Identity(_) => Ok(None),
-            ActivationPostProcess::Observer(_) => Err(Error::Quant(format!(
-                "ONNX QDQ export: `{path}` has an observer, not a fake-quant (a PTQ-prepared \
-                 model: convert it and export the int8 form)"
-            ))),
-            ActivationPostProcess::FakeQuantize(fq) => {
-                let (q, per_channel) = fq_qparams(fq, path)?;
-                if per_channel {
-                    return Err(Error::Quant(format!(
-                        "ONNX QDQ export: `{path}` fake-quantizes its output per channel; only \
-                         per-tensor activations are supported"
-                    )));
-                }
-                let qparams = QParamsPt {
-                    scale: q.scale[0],
-                    zero_point: q.zero_point[0] as i32,
-                };
-                let obs = &fq.activation_post_process;
-                self.act_q(path, qparams, obs.dtype(), (fq.quant_min(), fq.quant_max()))
-                    .map(Some)
-            }
+    /// The output quantization a fake-quant applies now (a QAT layer's output in the QDQ form).
+    pub fn fake_quant_output(&mut self, path: &str, fq: &FakeQuantize) -> Result<ActQ> {
+        let (q, per_channel) = fq_qparams(fq, path)?;
+        if per_channel {
+            return Err(Error::Quant(format!(
+                "ONNX QDQ export: `{path}` fake-quantizes its output per channel; only \
+                 per-tensor activations are supported"
+            )));
         }
+        let qparams = QParamsPt {
+            scale: q.scale[0],
+            zero_point: q.zero_point[0] as i32,
+        };
+        let obs = &fq.activation_post_process;
+        self.act_q(path, qparams, obs.dtype(), (fq.quant_min(), fq.quant_max()))
     }
 
     /// `QuantizeLinear` (and the `Clip` of a narrow range) of a float tensor.
-    pub(super) fn quantize(&mut self, x: &str, q: &ActQ, out: &str) -> Result<String> {
+    pub fn quantize(&mut self, x: &str, q: &ActQ, out: &str) -> Result<String> {
         let qname = match q.clip {
             None => out.to_string(),
             Some(_) => format!("{out}.unclipped"),
@@ -256,7 +235,7 @@ impl Builder {
 
     /// The float form of `x` for the node `consumer`: `x` itself, or a `DequantizeLinear` of
     /// its own (one per consumer, as QDQ graphs have them).
-    pub(super) fn float_input(&mut self, x: &Act, consumer: &str) -> Result<String> {
+    pub fn float_input(&mut self, x: &Act, consumer: &str) -> Result<String> {
         match x {
             Act::Float(name) => Ok(name.clone()),
             Act::Quant(name, q) => {
@@ -273,7 +252,7 @@ impl Builder {
 
     /// Quantizes the float result `y` of the layer at `path` when it has an output
     /// quantization.
-    pub(super) fn finish(&mut self, y: String, output: Option<ActQ>, path: &str) -> Result<Act> {
+    pub fn finish(&mut self, y: String, output: Option<ActQ>, path: &str) -> Result<Act> {
         match output {
             None => Ok(Act::Float(y)),
             Some(q) => {
@@ -284,7 +263,7 @@ impl Builder {
     }
 
     /// The graph's output `logits`: the last value, dequantized if it is quantized.
-    pub(super) fn output(&mut self, y: Act) -> Result<String> {
+    pub fn output(&mut self, y: Act) -> Result<String> {
         match y {
             Act::Float(name) => {
                 // A float network ends in its last node: name that node's output `logits`.
@@ -302,6 +281,41 @@ impl Builder {
                 OUTPUT_NAME,
                 vec![],
             ),
+        }
+    }
+
+    /// `flatten(adaptive_avg_pool2d(x, 1), 1)`: on int8 activations
+    /// `DQ → GlobalAveragePool → Q → DQ → Flatten → Q`, keeping the input's qparams.
+    pub fn pool_flatten(&mut self, x: &Act, suffix: &str) -> Result<Act> {
+        let pool = &format!("avgpool{suffix}");
+        let xf = self.float_input(x, pool)?;
+        let pooled = self.node(
+            "GlobalAveragePool",
+            &[&xf],
+            &format!("{pool}.float"),
+            vec![],
+        )?;
+        let pooled = match (x, self.kind) {
+            (Act::Quant(_, q), ExportKind::Int8) => {
+                let name = self.quantize(&pooled, q, pool)?;
+                Act::Quant(name, q.clone())
+            }
+            _ => Act::Float(pooled),
+        };
+        let flatten = &format!("flatten{suffix}");
+        let pf = self.float_input(&pooled, flatten)?;
+        let flat = self.node(
+            "Flatten",
+            &[&pf],
+            &format!("{flatten}.float"),
+            vec![AttributeProto::int("axis", 1)],
+        )?;
+        match pooled {
+            Act::Quant(_, q) => {
+                let name = self.quantize(&flat, &q, flatten)?;
+                Ok(Act::Quant(name, q))
+            }
+            Act::Float(_) => Ok(Act::Float(flat)),
         }
     }
 }

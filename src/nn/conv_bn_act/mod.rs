@@ -12,8 +12,10 @@ use burn::tensor::{Device, Tensor};
 
 use std::sync::Arc;
 
+mod stages;
+
 use super::activation::Activation;
-use super::batch::ImageBatch;
+use super::batch::Batch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig, per_channel};
 use super::post_process::ActivationPostProcess;
 use super::stage::Fusion;
@@ -210,9 +212,9 @@ impl ConvBnAct {
     }
 
     /// The forward pass of the current stage: [`Self::forward_float`] on float batches, the int8
-    /// convolution on the int8 batches of a converted model.
-    pub fn forward<X: ImageBatch>(&self, x: X) -> X {
-        X::conv(self, x)
+    /// convolution on the int8 batches of a converted model, its nodes on traced ones.
+    pub fn forward<X: Batch<4>>(&self, x: X) -> X {
+        X::apply(self, vec![x])
     }
 
     /// The float forward pass of the current stage (see the type's docs).

@@ -10,8 +10,10 @@ use burn::tensor::{Device, Tensor};
 
 use std::sync::Arc;
 
+mod stages;
+
 use super::activation::Activation;
-use super::batch::FeatureBatch;
+use super::batch::Batch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 use super::post_process::ActivationPostProcess;
 use super::stage::Fusion;
@@ -105,8 +107,8 @@ impl LinearBnAct {
 
     /// The forward pass of the current stage: [`Self::forward_float`] on float batches, the int8
     /// layer on the int8 batches of a converted model.
-    pub fn forward<X: FeatureBatch>(&self, x: X) -> X {
-        X::linear(self, x)
+    pub fn forward<X: Batch<2>>(&self, x: X) -> X {
+        X::apply(self, vec![x])
     }
 
     /// The float forward pass of the current stage on `[N, in]`.

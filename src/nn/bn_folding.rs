@@ -9,7 +9,7 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-use crate::nn::BatchNorm2d;
+use super::batch_norm::BatchNorm2d;
 
 /// `(W', b')` for a weight whose output channels lie on axis `out_axis`.
 fn fold<const D: usize>(

@@ -1,0 +1,134 @@
+//! What a quantizable layer owns: its change at every stage of the workflow, as each PyTorch
+//! module class owns its `from_float`. [`QuantLayer`] is the stage side (fuse, prepare, the QAT
+//! switches, convert, the int8 state dict); [`QuantOp`] the forward side (float, int8 and
+//! traced-for-ONNX). The stage drivers (`fuse`, `prepare`, `convert`, save/load, export) are
+//! walks over a model's layers ([`Quantizable`](super::Quantizable)) that call these and know
+//! no layer kind, so a new layer kind is one file, in this crate or in yours.
+//!
+//! A layer written outside the crate (a scaled residual `y = a + α·b`, say) implements both
+//! traits and lists itself in its model's `impl_quantizable!`; its forward is
+//! `X::apply(self, vec![a, b])` for any batch type `X`. `tests/it/custom_layer.rs` is one,
+//! taken through prepare, QAT, convert, the int8 forward, save/load and ONNX.
+
+use burn::tensor::{Device, Tensor};
+
+use super::batch_norm::BatchNorm2d;
+use super::qbatch::QuantizedOutput;
+use super::stage::Fusion;
+use crate::Result;
+use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor};
+use crate::onnx::{Act, Builder};
+use crate::quant::{FakeQuantize, Observer, QConfig};
+use crate::state::{Entries, StateDict};
+
+/// Which `prepare` runs: observers for calibration, or fake-quants for training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrepareMode {
+    /// `torch.ao.quantization.prepare`: observers (post-training quantization).
+    Ptq,
+    /// `torch.ao.quantization.prepare_qat`: fake-quants (quantization-aware training).
+    Qat,
+}
+
+impl PrepareMode {
+    /// The fusion a conv/linear + batch norm needs before this preparation.
+    pub fn fusion(self) -> Fusion {
+        match self {
+            PrepareMode::Ptq => Fusion::Eval,
+            PrepareMode::Qat => Fusion::Qat,
+        }
+    }
+}
+
+/// A layer's change at each stage. Errors are [`Error::Stage`](crate::Error::Stage) problems
+/// (or others) without the layer's path: the driver adds it. A driver runs a stage on a copy
+/// of the model and keeps it only if every layer succeeded, so a method may leave its layer
+/// half-changed on error.
+pub trait QuantLayer {
+    /// The layer's kind as users name it (`"ConvBnAct"`), for messages and per-kind qconfigs.
+    fn kind(&self) -> &'static str;
+
+    /// `fuse_modules` (`Fusion::Eval`: fold batch norm for inference) or `fuse_modules_qat`
+    /// (`Fusion::Qat`). Layers with nothing to fuse keep the default.
+    fn fuse(&mut self, fusion: Fusion) -> Result<()> {
+        let _ = fusion;
+        Ok(())
+    }
+
+    /// torchvision's `_replace_relu`: ReLU6 becomes ReLU.
+    fn replace_relu(&mut self) {}
+
+    /// `prepare` / `prepare_qat` with this layer's qconfig: attach observers or fake-quants.
+    fn prepare(&mut self, qconfig: &QConfig, mode: PrepareMode, device: &Device) -> Result<()>;
+
+    /// Calls `f` on every fake-quant of the layer (the QAT switches).
+    fn for_each_fake_quant(&mut self, f: &mut dyn FnMut(&mut FakeQuantize)) {
+        let _ = f;
+    }
+
+    /// Calls `f` on every batch norm of the layer (`freeze_bn_stats`).
+    fn for_each_batch_norm(&mut self, f: &mut dyn FnMut(&mut BatchNorm2d)) {
+        let _ = f;
+    }
+
+    /// The observer of the layer's output once prepared (a fake-quant's own one in QAT).
+    fn output_observer(&self) -> Option<&Observer>;
+
+    /// `convert`: the int8 form from the observers, `input` being the qparams of the layer's
+    /// input as the walk saw them (a hint; an int8 op reads the real ones at run time).
+    fn convert(&mut self, input: QParamsPt, engine: Engine) -> Result<()>;
+
+    /// The output qparams and engine of the int8 form, `None` before convert.
+    fn int8_output(&self) -> Option<QuantizedOutput>;
+
+    /// The entry names (after the layer's path) of its int8 state dict.
+    fn int8_state_keys(&self) -> &'static [&'static str];
+
+    /// Writes the int8 form's entries under `path` (a converted layer).
+    fn int8_state(&self, path: &str, state: &mut StateDict);
+
+    /// Builds the int8 form from the entries under `path`, running `engine`'s arithmetic.
+    fn load_int8_state(
+        &mut self,
+        path: &str,
+        entries: &Entries<'_>,
+        input: QParamsPt,
+        engine: Engine,
+    ) -> Result<()>;
+}
+
+/// What a layer computes from `N` batches of rank `D` on each batch type: the float forward
+/// of its current stage, its int8 forward once converted, and its ONNX nodes. Batch types call
+/// these through [`Batch::apply`](super::Batch::apply).
+pub trait QuantOp<const D: usize> {
+    /// The layer the model's walk lists, by address (how a trace finds its module path).
+    fn layer_address(&self) -> usize;
+
+    /// The layer's kind, for errors.
+    fn op_kind(&self) -> &'static str;
+
+    /// The float forward of the current stage (float, observed or fake-quantized).
+    fn forward_float(&self, inputs: Vec<Tensor<D>>) -> Tensor<D>;
+
+    /// The int8 forward of a converted layer.
+    fn forward_int8(&self, inputs: &[&QTensor]) -> Result<QTensor>;
+
+    /// The memory format PyTorch gives the int8 output (quantized convolutions return
+    /// channels-last tensors, which average pooling's rounding depends on).
+    fn int8_layout(&self, input: PoolInputLayout) -> PoolInputLayout {
+        input
+    }
+
+    /// Writes the layer's nodes for `inputs` in the builder's export form.
+    fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act>;
+
+    /// The channel (rank 4) or feature (rank 2) count of the output, given the inputs'.
+    fn output_channels(&self, inputs: &[Option<usize>]) -> Option<usize> {
+        inputs.first().copied().flatten()
+    }
+}
+
+/// The address `QuantOp::layer_address` and the walk agree on.
+pub fn address_of<T: ?Sized>(layer: &T) -> usize {
+    layer as *const T as *const () as usize
+}
