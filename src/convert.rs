@@ -45,9 +45,9 @@ pub fn convert<M: Quantizable + Clone>(model: &mut M, engine: Engine) -> Result<
 /// Whether every quantizable layer of `model` has its int8 form (the model was converted or
 /// loaded from an int8 checkpoint), or the path of the first one that has not.
 pub fn check_converted<M: Quantizable>(model: &M) -> Result<()> {
-    model.visit_layers_ref(&mut |path, layer| match layer.int8_output() {
-        Some(_) => Ok(()),
-        None => Err(Error::stage(StageProblem::NotConverted).at_layer(path)),
+    model.visit_layers_ref(&mut |path, layer| match layer.is_converted() {
+        true => Ok(()),
+        false => Err(Error::stage(StageProblem::NotConverted).at_layer(path)),
     })
 }
 

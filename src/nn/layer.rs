@@ -78,8 +78,15 @@ pub trait QuantLayer {
     /// input as the walk saw them (a hint; an int8 op reads the real ones at run time).
     fn convert(&mut self, input: QParamsPt, engine: Engine) -> Result<()>;
 
-    /// The output qparams and engine of the int8 form, `None` before convert.
+    /// The output qparams and engine of the int8 form, `None` before convert (and for a layer
+    /// that keeps its input's qparams, as max pooling).
     fn int8_output(&self) -> Option<QuantizedOutput>;
+
+    /// Whether the layer has its int8 form. A layer without quantization parameters of its own
+    /// (max pooling) overrides this to `true`.
+    fn is_converted(&self) -> bool {
+        self.int8_output().is_some()
+    }
 
     /// The entry names (after the layer's path) of its int8 state dict.
     fn int8_state_keys(&self) -> &'static [&'static str];
