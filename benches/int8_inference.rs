@@ -29,7 +29,7 @@ fn float_model(device: &Device) -> MobileNetV2 {
 fn int8_model(backend: QuantBackend, device: &Device) -> MobileNetV2 {
     let mut model = float_model(device);
     model.fuse_model(Some(false)).expect("fuse");
-    prepare(&mut model, &QConfig::default_ptq(backend), device).expect("prepare");
+    prepare(&mut model, QConfig::default_ptq(backend), device).expect("prepare");
     for _ in 0..2 {
         let x = Tensor::<4>::random([2, 3, 224, 224], Distribution::Normal(0.0, 1.0), device);
         let _ = model.forward(x);

@@ -23,7 +23,7 @@ fn model(qat: Option<QuantBackend>, device: &Device) -> MobileNetV2 {
     replace_relu(&mut model).expect("replace_relu");
     if let Some(backend) = qat {
         model.fuse_model(Some(true)).expect("fuse");
-        prepare_qat(&mut model, &QConfig::default_qat(backend), device).expect("prepare_qat");
+        prepare_qat(&mut model, QConfig::default_qat(backend), device).expect("prepare_qat");
     }
     model
 }

@@ -54,7 +54,7 @@ fn model(qat: Option<QuantBackend>, device: &Device) -> burn_qat::Result<MobileN
     replace_relu(&mut model)?;
     if let Some(backend) = qat {
         model.fuse_model(Some(true))?;
-        prepare_qat(&mut model, &QConfig::default_qat(backend), device)?;
+        prepare_qat(&mut model, QConfig::default_qat(backend), device)?;
     }
     Ok(model)
 }

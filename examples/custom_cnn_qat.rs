@@ -113,11 +113,7 @@ fn main() -> burn_qat::Result<()> {
 
     // Fuse conv + BN + ReLU for QAT (BN keeps learning), then attach fake-quants.
     fuse_modules_qat(&mut model)?;
-    prepare_qat(
-        &mut model,
-        &QConfig::default_qat(QuantBackend::X86),
-        &device,
-    )?;
+    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device)?;
     println!("QAT");
     let mut model = train(model, 20, &device);
     // The usual schedule: freeze ranges and BN statistics for the last steps.

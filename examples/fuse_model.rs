@@ -31,7 +31,7 @@ fn main() -> burn_qat::Result<()> {
     );
     prepare_qat(
         &mut model,
-        &QConfig::default_qat(QuantBackend::Qnnpack),
+        QConfig::default_qat(QuantBackend::Qnnpack),
         &device,
     )?;
     println!("=== prepare_qat(qnnpack) ===\n{}", model.blocks[1]);

@@ -100,7 +100,7 @@ fn main() -> burn_qat::Result<()> {
         model.fuse_model(Some(true))?;
         prepare_qat(
             &mut model,
-            &QConfig::default_qat(QuantBackend::Qnnpack),
+            QConfig::default_qat(QuantBackend::Qnnpack),
             &device,
         )?;
         if args.no_fake_quant {

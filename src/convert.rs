@@ -5,6 +5,7 @@
 
 use crate::error::StageProblem;
 use crate::int8::{Engine, QParamsPt};
+use crate::nn::layer::Boundary;
 use crate::nn::{QuantLayer, Quantizable};
 use crate::quantize::on_copy;
 use crate::{Error, Result};
@@ -35,20 +36,81 @@ pub(crate) fn build_int8<M: Quantizable + Clone>(
 /// PyTorch does. The model's forward then runs on [`QBatch`](crate::nn::QBatch)es (e.g.
 /// `MobileNetV2::forward_int8`); the float parameters stay, so the float forward still works.
 ///
+/// Layers the qconfig left in float (not prepared) stay float and run their float forward
+/// inside the int8 model, between a `DeQuantStub` and a `QuantStub`, as in PyTorch's eager
+/// mode. In walk order (the forward's order), a quantized layer must come after a `QuantStub`
+/// and a float one after a `DeQuantStub`: a model that would feed int8 into a float layer (or
+/// float into an int8 one) is refused, naming the layer.
+///
 /// `engine` picks whose integer arithmetic the kernels reproduce: `qnnpack` or `x86`. Errors
 /// (convert before prepare or calibration, an unsupported layer) name the layer's path and
 /// leave the model unchanged.
 pub fn convert<M: Quantizable + Clone>(model: &mut M, engine: Engine) -> Result<()> {
-    build_int8(model, |_, layer, input| layer.convert(input, engine))
+    let mut prepared = false;
+    model.visit_layers_ref(&mut |_, layer| {
+        prepared |= layer.output_observer().is_some();
+        Ok(())
+    })?;
+    if !prepared {
+        return Err(Error::stage(StageProblem::NotPrepared {
+            what: "no layer has an observer or fake-quant (prepare or prepare_qat the model \
+                   first)"
+                .into(),
+        }));
+    }
+    let mut int8_domain = false;
+    build_int8(model, |_, layer, input| {
+        let prepared = layer.output_observer().is_some();
+        let misplaced = |what: &str| Err(Error::stage(StageProblem::Unsupported(what.into())));
+        match (layer.boundary(), prepared) {
+            (Some(Boundary::Dequantize), _) => int8_domain = false,
+            (Some(Boundary::Quantize), true) => int8_domain = true,
+            // A stub left in float quantizes nothing: what follows must be float too.
+            (Some(Boundary::Quantize), false) => {}
+            (None, true) if !int8_domain => {
+                return misplaced(
+                    "is quantized, but its input is float here: put a QuantStub before it",
+                );
+            }
+            // Layers without qparams of their own (max pooling) run in either domain.
+            (None, false) if layer.is_converted() => {}
+            (None, false) if int8_domain => {
+                return misplaced(
+                    "is left in float (its qconfig is None), but its input is int8 here: put a \
+                     DeQuantStub before it",
+                );
+            }
+            (None, _) => {}
+        }
+        match prepared {
+            true => layer.convert(input, engine),
+            false => Ok(()),
+        }
+    })
 }
 
-/// Whether every quantizable layer of `model` has its int8 form (the model was converted or
-/// loaded from an int8 checkpoint), or the path of the first one that has not.
+/// Whether `model` is converted (or loaded from an int8 checkpoint): every layer that was
+/// prepared has its int8 form, and at least one layer has one; otherwise the path of the first
+/// layer without.
 pub fn check_converted<M: Quantizable>(model: &M) -> Result<()> {
-    model.visit_layers_ref(&mut |path, layer| match layer.is_converted() {
-        true => Ok(()),
-        false => Err(Error::stage(StageProblem::NotConverted).at_layer(path)),
-    })
+    let mut first_float = None;
+    let mut any = false;
+    model.visit_layers_ref(&mut |path, layer| {
+        any |= layer.int8_output().is_some();
+        if !layer.is_converted() {
+            if layer.output_observer().is_some() {
+                // Prepared, so meant to be int8.
+                return Err(Error::stage(StageProblem::NotConverted).at_layer(path));
+            }
+            first_float.get_or_insert_with(|| path.to_string());
+        }
+        Ok(())
+    })?;
+    match (any, first_float) {
+        (true, _) => Ok(()),
+        (false, Some(path)) => Err(Error::stage(StageProblem::NotConverted).at_layer(&path)),
+        (false, None) => Err(Error::Quant("the model has no quantizable layer".into())),
+    }
 }
 
 /// The engine of a converted model (its first layer's), or an error naming the first layer

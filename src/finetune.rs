@@ -327,7 +327,7 @@ pub fn qat_model(
     let mut model = float_model(config, classes, weights, device)?;
     replace_relu(&mut model)?;
     model.fuse_model(Some(true))?;
-    prepare_qat(&mut model, &QConfig::default_qat(config.backend), device)?;
+    prepare_qat(&mut model, QConfig::default_qat(config.backend), device)?;
     Ok(model)
 }
 
@@ -355,7 +355,7 @@ pub fn post_training_quantize(
     let mut ptq = float_model(config, classes, float_weights, &cpu)?.valid();
     replace_relu(&mut ptq)?;
     ptq.fuse_model(Some(false))?;
-    prepare(&mut ptq, &QConfig::default_ptq(config.backend), &cpu)?;
+    prepare(&mut ptq, QConfig::default_ptq(config.backend), &cpu)?;
     let calib = shuffled_indices(data.train.len(), config.seed);
     for chunk in calib
         .chunks(config.batch_size.max(1))

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 
 use crate::Result;
 use crate::nn::{BatchNorm2d, PrepareMode, QuantLayer, Quantizable};
-use crate::quant::{FakeQuantize, QConfig};
+use crate::quant::{FakeQuantize, QConfigMapping};
 
 /// Runs a stage on a copy of `model` and keeps it only if the stage succeeds: on error the
 /// model is unchanged, whichever layer failed.
@@ -32,46 +32,52 @@ pub fn replace_relu<M: Quantizable>(model: &mut M) -> Result<()> {
 
 fn prepare_all<M: Quantizable + Clone>(
     model: &mut M,
-    qconfig: &QConfig,
+    qconfig: QConfigMapping,
     mode: PrepareMode,
     device: &Device,
 ) -> Result<()> {
     // A bad qconfig is an error before any layer is looked at.
-    qconfig.activation.fake_quantize().validate()?;
-    qconfig.weight.fake_quantize().validate()?;
+    for q in qconfig.qconfigs() {
+        q.activation.fake_quantize().validate()?;
+        q.weight.fake_quantize().validate()?;
+    }
     on_copy(model, |m| {
         m.visit_layers(&mut |path, layer: &mut dyn QuantLayer| {
-            layer
-                .prepare(qconfig, mode, device)
-                .map_err(|e| e.at_layer(path))
+            match qconfig.qconfig_for(path, layer.kind()) {
+                Some(q) => layer.prepare(q, mode, device).map_err(|e| e.at_layer(path)),
+                // `qconfig = None`: the layer stays float.
+                None => Ok(()),
+            }
         })
     })
 }
 
 /// Attaches observers (PTQ calibration, `torch.ao.quantization.prepare`): every layer output,
-/// `QuantStub` and `FloatFunctional` gets `qconfig.activation`'s observer, every conv/linear
-/// weight `qconfig.weight`'s (observing only; its qparams quantize the weight at convert).
+/// `QuantStub` and `FloatFunctional` gets its qconfig's activation observer, every conv/linear
+/// weight its weight observer (observing only; its qparams quantize the weight at convert).
+/// `qconfig` is one [`QConfig`](crate::quant::QConfig) for every layer, or a
+/// [`QConfigMapping`] (per kind, per module path, `None` to leave a layer in float).
 /// Convolutions followed by batch norm must be fused first ([`crate::fuse::fuse_modules`]),
 /// because batch norm has no int8 form on its own. On error the model is unchanged.
 pub fn prepare<M: Quantizable + Clone>(
     model: &mut M,
-    qconfig: &QConfig,
+    qconfig: impl Into<QConfigMapping>,
     device: &Device,
 ) -> Result<()> {
-    prepare_all(model, qconfig, PrepareMode::Ptq, device)
+    prepare_all(model, qconfig.into(), PrepareMode::Ptq, device)
 }
 
 /// Attaches fake-quants for quantization-aware training (`torch.ao.quantization.prepare_qat`):
-/// `qconfig.weight` on every conv/linear weight (per output channel where the scheme says so),
-/// `qconfig.activation` on every layer output, `QuantStub` and `FloatFunctional`. Conv + BN
-/// must be fused for QAT first ([`crate::fuse::fuse_modules_qat`]). On error the model is
-/// unchanged.
+/// the qconfig's weight fake-quant on every conv/linear weight (per output channel where the
+/// scheme says so), its activation fake-quant on every layer output, `QuantStub` and
+/// `FloatFunctional`; `qconfig` as for [`prepare`]. Conv + BN must be fused for QAT first
+/// ([`crate::fuse::fuse_modules_qat`]). On error the model is unchanged.
 pub fn prepare_qat<M: Quantizable + Clone>(
     model: &mut M,
-    qconfig: &QConfig,
+    qconfig: impl Into<QConfigMapping>,
     device: &Device,
 ) -> Result<()> {
-    prepare_all(model, qconfig, PrepareMode::Qat, device)
+    prepare_all(model, qconfig.into(), PrepareMode::Qat, device)
 }
 
 /// Calls `f` on every fake-quant of the model (weights and outputs).

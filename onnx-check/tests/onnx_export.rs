@@ -411,7 +411,7 @@ fn qdq_export_of_a_qat_model_matches_its_fake_quant_forward() {
         let (mut model, x, shape) = float_model(&device);
         replace_relu(&mut model).unwrap();
         model.fuse_model(Some(true)).unwrap();
-        prepare_qat(&mut model, &QConfig::default_qat(backend), &device).unwrap();
+        prepare_qat(&mut model, QConfig::default_qat(backend), &device).unwrap();
         let input = Tensor::<4>::from_data(TensorData::new(x.clone(), shape.clone()), &device);
         for _ in 0..2 {
             let _ = model.forward(input.clone());
@@ -554,12 +554,8 @@ mod custom_model {
         // PTQ: fuse, prepare, calibrate, convert; the int8 graph runs in tract like the
         // crate's int8 kernels.
         burn_qat::fuse::fuse_modules(&mut model).unwrap();
-        burn_qat::quantize::prepare(
-            &mut model,
-            &QConfig::default_ptq(QuantBackend::X86),
-            &device,
-        )
-        .unwrap();
+        burn_qat::quantize::prepare(&mut model, QConfig::default_ptq(QuantBackend::X86), &device)
+            .unwrap();
         let _ = model.forward_as::<Tensor<4>>(t.clone());
         burn_qat::convert::convert(&mut model, Engine::X86).unwrap();
         let int8 = model.onnx(ExportKind::Int8);

@@ -16,9 +16,9 @@ use burn::tensor::{Device, Tensor};
 
 use super::onnx::{ExportKind, model_proto};
 use crate::nn::layer::address_of;
-use crate::nn::{Batch, FeatureBatch, ImageBatch, QuantOp, QuantStub, Quantizable};
+use crate::nn::{Batch, DeQuantStub, FeatureBatch, ImageBatch, QuantOp, QuantStub, Quantizable};
 use crate::onnx::proto::{DimensionValue, ModelProto};
-use crate::onnx::{Act, Builder};
+use crate::onnx::{Act, Builder, INPUT_NAME};
 use crate::{Error, Result};
 
 /// A symbolic batch of rank `D`: the graph value that holds it, and its channel (rank 4) or
@@ -99,23 +99,37 @@ impl Trace {
 impl<const D: usize> Batch<D> for OnnxBatch<D> {
     type Float = OnnxBatch<D>;
 
-    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+    /// The graph's input (one per model), float.
+    fn from_float(x: Tensor<D>) -> Self {
         let dims = x.dims();
         let channels = dims.get(1).copied();
         OnnxBatch::<D>::record(&[], |t, _| {
             if t.input.is_some() {
                 return Err(Error::Quant(
-                    "ONNX export: the forward quantizes a second input; one input is supported"
-                        .into(),
+                    "ONNX export: the forward takes a second input; one input is supported".into(),
                 ));
             }
             t.input = Some(graph_dims(&dims, channels));
+            Ok((Act::Float(INPUT_NAME.to_string()), channels))
+        })
+    }
+
+    fn quantize_batch(stub: &QuantStub, x: Self) -> Self {
+        let channels = x.channels;
+        OnnxBatch::record(&[&x], |t, values| {
             let path = t.path(address_of(stub), "QuantStub")?;
             if let Some(out) = stub.int8 {
-                t.engine = Some(out.engine.name());
+                t.engine.get_or_insert(out.engine.name());
             }
-            let value = stub.onnx(&mut t.graph, &path)?;
-            Ok((value, channels))
+            Ok((stub.onnx(&mut t.graph, &path, &values[0])?, channels))
+        })
+    }
+
+    fn dequantize_batch(stub: &DeQuantStub, x: Self) -> Self {
+        let channels = x.channels;
+        OnnxBatch::record(&[&x], |t, values| {
+            let path = t.path(address_of(stub), "DeQuantStub")?;
+            Ok((stub.onnx(&mut t.graph, &path, &values[0])?, channels))
         })
     }
 
@@ -200,6 +214,20 @@ where
             other => other,
         })?;
     }
+    if kind == ExportKind::FakeQuant {
+        let mut prepared = false;
+        model.visit_layers_ref(&mut |_, layer| {
+            prepared |= layer.output_observer().is_some();
+            Ok(())
+        })?;
+        if !prepared {
+            return Err(Error::Quant(
+                "ONNX QDQ export: no layer has a fake-quant (prepare_qat the model first, or \
+                 export it as float)"
+                    .into(),
+            ));
+        }
+    }
     let mut layers = HashMap::new();
     model.visit_layers_ref(&mut |path, layer| {
         layers.insert(address_of(layer), path.to_string());
@@ -238,8 +266,8 @@ where
     }
     let (Some(value), Some(input)) = (output.value, trace.input) else {
         return Err(Error::Quant(
-            "ONNX export: the traced forward has no QuantStub input; call the model's forward \
-             with OnnxBatch as its batch type"
+            "ONNX export: the traced forward has no input; call the model's forward with \
+             OnnxBatch as its batch type"
                 .into(),
         ));
     };

@@ -43,7 +43,7 @@ use burn::tensor::module::adaptive_avg_pool2d;
 
 use super::layer::QuantOp;
 use super::post_process::PostProcess;
-use super::stubs::QuantStub;
+use super::stubs::{DeQuantStub, QuantStub};
 
 /// The binary operations of [`FloatFunctional`](super::FloatFunctional)
 /// (`torch.ao.nn.quantized.FloatFunctional`).
@@ -65,10 +65,23 @@ pub trait Batch<const D: usize>: Clone + Sized {
     /// `Result<Tensor<D>>` for int8 ones (an int8 op can refuse its inputs).
     type Float;
 
-    /// `QuantStub`: a float input becomes a batch of this kind.
-    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self;
+    /// A float tensor entering the model as a float batch of this kind (for layers kept in
+    /// float before the model's `QuantStub`).
+    fn from_float(x: Tensor<D>) -> Self;
 
-    /// `DeQuantStub`: back to float.
+    /// `QuantStub` inside the model: a float batch becomes quantized (observed or
+    /// fake-quantized on float batches, as the stub's stage says).
+    fn quantize_batch(stub: &QuantStub, x: Self) -> Self;
+
+    /// `DeQuantStub` inside the model: the batch goes on in float.
+    fn dequantize_batch(stub: &DeQuantStub, x: Self) -> Self;
+
+    /// `QuantStub` on the model's input: a float input becomes a batch of this kind.
+    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+        Self::quantize_batch(stub, Self::from_float(x))
+    }
+
+    /// `DeQuantStub` at the model's output: back to float.
     fn dequantize(self) -> Self::Float;
 
     /// A layer on `inputs`, in the form this batch type runs: the layer's float forward of its
@@ -95,8 +108,16 @@ pub trait FeatureBatch: Batch<2> {}
 impl<const D: usize> Batch<D> for Tensor<D> {
     type Float = Tensor<D>;
 
-    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+    fn from_float(x: Tensor<D>) -> Self {
+        x
+    }
+
+    fn quantize_batch(stub: &QuantStub, x: Self) -> Self {
         stub.activation_post_process.post_process(x)
+    }
+
+    fn dequantize_batch(_: &DeQuantStub, x: Self) -> Self {
+        x
     }
 
     fn dequantize(self) -> Tensor<D> {

@@ -135,7 +135,8 @@ struct Functional<'a, P: PostProcess> {
 impl<P: PostProcess> Functional<'_, P> {
     /// The output quantization of the call in `graph`'s form, `None` in float form.
     fn onnx_output(&self, graph: &mut Builder, path: &str) -> Result<Option<ActQ>> {
-        match graph.kind {
+        let prepared = self.f.activation_post_process.onnx_prepared();
+        match graph.layer_form(path, prepared, self.f.int8.is_some())? {
             ExportKind::Float => Ok(None),
             ExportKind::Int8 => {
                 let out = self.f.int8.ok_or_else(|| not_converted(path))?;
@@ -238,6 +239,9 @@ impl<P: PostProcess, const D: usize> QuantOp<D> for Functional<'_, P> {
 
 // `QFunctional.from_float`. An op that never ran (torchvision's `skip_add` in blocks without a
 // residual connection) gets PyTorch's defaults for an empty observer, scale 1 and zero-point 0.
-impl_output_layer!(FloatFunctional, "FloatFunctional", |_| QParamsPt::new(
-    1.0, 0
-));
+impl_output_layer!(
+    FloatFunctional,
+    "FloatFunctional",
+    |_| QParamsPt::new(1.0, 0),
+    None
+);

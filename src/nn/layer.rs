@@ -40,6 +40,15 @@ impl PrepareMode {
     }
 }
 
+/// Where a stub moves activations between float and int8 in a converted model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// `QuantStub`: float in, int8 out.
+    Quantize,
+    /// `DeQuantStub`: int8 in, float out.
+    Dequantize,
+}
+
 /// A layer's change at each stage. Errors are [`Error::Stage`](crate::Error::Stage) problems
 /// (or others) without the layer's path: the driver adds it. A driver runs a stage on a copy
 /// of the model and keeps it only if every layer succeeded, so a method may leave its layer
@@ -86,6 +95,12 @@ pub trait QuantLayer {
     /// (max pooling) overrides this to `true`.
     fn is_converted(&self) -> bool {
         self.int8_output().is_some()
+    }
+
+    /// Whether the layer is a stub between float and int8 (`convert` checks, in walk order,
+    /// that int8 layers get int8 inputs and float-kept layers float ones).
+    fn boundary(&self) -> Option<Boundary> {
+        None
     }
 
     /// The entry names (after the layer's path) of its int8 state dict.

@@ -4,12 +4,17 @@
 
 /// Implements [`QuantLayer`](super::QuantLayer) for `$ty`, a struct with the fields
 /// `activation_post_process: ActivationPostProcess` and `int8: Option<QuantizedOutput>`.
-/// `$unobserved` maps the error of an observer that saw no data to what convert does then.
+/// `$unobserved` maps the error of an observer that saw no data to what convert does then;
+/// `$boundary` is the layer's [`Boundary`](super::layer::Boundary), if any.
 macro_rules! impl_output_layer {
-    ($ty:ty, $kind:literal, $unobserved:expr) => {
+    ($ty:ty, $kind:literal, $unobserved:expr, $boundary:expr) => {
         impl $crate::nn::QuantLayer for $ty {
             fn kind(&self) -> &'static str {
                 $kind
+            }
+
+            fn boundary(&self) -> Option<$crate::nn::layer::Boundary> {
+                $boundary
             }
 
             fn prepare(

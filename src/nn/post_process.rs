@@ -48,6 +48,12 @@ pub trait PostProcess: Module + Clone {
         let _ = (graph, path);
         Ok(None)
     }
+
+    /// Whether `prepare` attached something (an observer or fake-quant): a layer without is
+    /// left in float. The default, for custom post-processes, is `true`.
+    fn onnx_prepared(&self) -> bool {
+        true
+    }
 }
 
 /// The standard post-processes, switched by `prepare` / `prepare_qat` / `convert`.
@@ -153,6 +159,10 @@ impl PostProcess for ActivationPostProcess {
             Self::Observer(obs) => obs.forward(x),
             Self::FakeQuantize(fq) => fq.forward(x),
         }
+    }
+
+    fn onnx_prepared(&self) -> bool {
+        self.observer().is_some()
     }
 
     /// The fake-quant's Q/DQ in the QDQ form; nothing in the float one. The int8 form reads

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::batch::{Batch, FeatureBatch, ImageBatch};
 use super::layer::QuantOp;
-use super::stubs::QuantStub;
+use super::stubs::{DeQuantStub, QuantStub};
 use crate::error::StageProblem;
 use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
 use crate::quant::observer::tensor_to_vec;
@@ -37,13 +37,22 @@ struct QState {
 
 /// A batch of int8 activations of rank `D`, or the error of the op that could not make it (an
 /// int8 forward hands its first error back at the `DeQuantStub`, so a model's forward needs no
-/// `?`). Cloning is cheap (shared).
+/// `?`). Between a `DeQuantStub` and a `QuantStub` inside the model, through layers kept in
+/// float, it holds a float tensor. Cloning is cheap (shared).
 #[derive(Debug, Clone)]
-pub struct QBatch<const D: usize>(std::result::Result<Arc<QState>, Arc<Error>>);
+pub struct QBatch<const D: usize>(Flow<D>);
+
+#[derive(Debug, Clone)]
+enum Flow<const D: usize> {
+    Int8(Arc<QState>),
+    /// Boxed: a tensor handle is several times the size of the other variants.
+    Float(Box<Tensor<D>>),
+    Failed(Arc<Error>),
+}
 
 impl<const D: usize> QBatch<D> {
     fn ok(tensor: QTensor, engine: Engine, layout: PoolInputLayout, device: Device) -> Self {
-        QBatch(Ok(Arc::new(QState {
+        QBatch(Flow::Int8(Arc::new(QState {
             tensor,
             engine,
             layout,
@@ -52,22 +61,31 @@ impl<const D: usize> QBatch<D> {
     }
 
     fn fail(error: Error) -> Self {
-        QBatch(Err(Arc::new(error)))
+        QBatch(Flow::Failed(Arc::new(error)))
     }
 
-    /// The quint8 tensor, or the error that stopped the forward.
+    /// The quint8 tensor, or the error that stopped the forward (or says the batch is float
+    /// here).
     pub fn tensor(&self) -> Result<&QTensor> {
         match &self.0 {
-            Ok(state) => Ok(&state.tensor),
-            Err(e) => Err(shared_error(e)),
+            Flow::Int8(state) => Ok(&state.tensor),
+            Flow::Float(_) => Err(Error::Quant(
+                "the batch is float here (after a DeQuantStub): no int8 tensor".into(),
+            )),
+            Flow::Failed(e) => Err(shared_error(e)),
         }
     }
 
-    /// Runs `op` on the state, or passes an earlier error on.
-    fn then<const E: usize>(self, op: impl FnOnce(&QState) -> Result<QBatch<E>>) -> QBatch<E> {
+    /// Runs `op` on the int8 state, or `float` on a float batch, or passes an earlier error on.
+    fn then<const E: usize>(
+        self,
+        op: impl FnOnce(&QState) -> Result<QBatch<E>>,
+        float: impl FnOnce(Tensor<D>) -> Tensor<E>,
+    ) -> QBatch<E> {
         match self.0 {
-            Ok(state) => op(&state).unwrap_or_else(QBatch::fail),
-            Err(e) => QBatch(Err(e)),
+            Flow::Int8(state) => op(&state).unwrap_or_else(QBatch::fail),
+            Flow::Float(x) => QBatch(Flow::Float(Box::new(float(*x)))),
+            Flow::Failed(e) => QBatch(Flow::Failed(e)),
         }
     }
 }
@@ -95,8 +113,21 @@ fn output_of(q: Option<&QuantizedOutput>) -> Result<QuantizedOutput> {
 impl<const D: usize> Batch<D> for QBatch<D> {
     type Float = Result<Tensor<D>>;
 
+    fn from_float(x: Tensor<D>) -> Self {
+        QBatch(Flow::Float(Box::new(x)))
+    }
+
     /// `torch.quantize_per_tensor(x, scale, zero_point, quint8)` with the stub's qparams.
-    fn quantize(stub: &QuantStub, x: Tensor<D>) -> Self {
+    fn quantize_batch(stub: &QuantStub, x: Self) -> Self {
+        let x = match x.0 {
+            Flow::Float(x) => *x,
+            Flow::Int8(_) => {
+                return QBatch::fail(Error::Quant(
+                    "a QuantStub got an int8 batch: the batch is quantized already".into(),
+                ));
+            }
+            failed => return QBatch(failed),
+        };
         let run = || -> Result<Self> {
             let out = output_of(stub.int8.as_ref())?;
             let device = x.device();
@@ -109,11 +140,22 @@ impl<const D: usize> Batch<D> for QBatch<D> {
                 device,
             ))
         };
-        run().unwrap_or_else(QBatch::fail)
+        run().unwrap_or_else(|e| QBatch::fail(e.at_layer("QuantStub")))
+    }
+
+    fn dequantize_batch(_: &DeQuantStub, x: Self) -> Self {
+        match x.dequantize() {
+            Ok(x) => QBatch(Flow::Float(Box::new(x))),
+            Err(e) => QBatch::fail(e),
+        }
     }
 
     fn dequantize(self) -> Result<Tensor<D>> {
-        let state = self.0.map_err(|e| shared_error(&e))?;
+        let state = match self.0 {
+            Flow::Int8(state) => state,
+            Flow::Float(x) => return Ok(*x),
+            Flow::Failed(e) => return Err(shared_error(&e)),
+        };
         let shape: [usize; D] = state.tensor.shape().try_into().map_err(|_| {
             Error::Shape(format!(
                 "dequantize: a rank-{D} batch holds a tensor of shape {:?}",
@@ -124,13 +166,27 @@ impl<const D: usize> Batch<D> for QBatch<D> {
         Ok(Tensor::from_data(data, &state.device))
     }
 
+    /// The layer's int8 forward on int8 batches, its float forward on float ones (a layer
+    /// kept in float, between a `DeQuantStub` and a `QuantStub`).
     fn apply<L: QuantOp<D>>(layer: &L, inputs: Vec<Self>) -> Self {
         let mut states = Vec::with_capacity(inputs.len());
+        let mut floats = Vec::new();
         for input in inputs {
             match input.0 {
-                Ok(state) => states.push(state),
-                Err(e) => return QBatch(Err(e)),
+                Flow::Int8(state) => states.push(state),
+                Flow::Float(x) => floats.push(*x),
+                failed @ Flow::Failed(_) => return QBatch(failed),
             }
+        }
+        match (states.is_empty(), floats.is_empty()) {
+            (true, false) => return QBatch(Flow::Float(Box::new(layer.forward_float(floats)))),
+            (false, false) => {
+                return QBatch::fail(Error::Quant(format!(
+                    "a {} got int8 and float inputs: put a QuantStub on the float one",
+                    layer.op_kind()
+                )));
+            }
+            _ => {}
         }
         let Some(first) = states.first() else {
             return QBatch::fail(Error::Quant(format!("a {} got no input", layer.op_kind())));
@@ -158,13 +214,16 @@ impl ImageBatch for QBatch<4> {
     type Flat = QBatch<2>;
 
     fn global_avg_pool_flatten(self) -> QBatch<2> {
-        self.then(|x| {
-            let pooled = adaptive_avg_pool2d_1x1(&x.tensor, x.engine, x.layout)?;
-            let shape = [pooled.shape()[0], pooled.shape()[1]];
-            let qparams = pooled.qparams();
-            let flat = QTensor::from_raw(pooled.into_data(), &shape, qparams)?;
-            Ok(QBatch::ok(flat, x.engine, x.layout, x.device.clone()))
-        })
+        self.then(
+            |x| {
+                let pooled = adaptive_avg_pool2d_1x1(&x.tensor, x.engine, x.layout)?;
+                let shape = [pooled.shape()[0], pooled.shape()[1]];
+                let qparams = pooled.qparams();
+                let flat = QTensor::from_raw(pooled.into_data(), &shape, qparams)?;
+                Ok(QBatch::ok(flat, x.engine, x.layout, x.device.clone()))
+            },
+            |x| x.global_avg_pool_flatten(),
+        )
     }
 }
 

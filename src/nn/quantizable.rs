@@ -3,7 +3,6 @@
 //! PyTorch iterating `model.named_modules()`.
 
 use super::layer::QuantLayer;
-use super::stubs::DeQuantStub;
 use crate::Result;
 
 /// `prefix.name`, or whichever of the two is not empty.
@@ -105,23 +104,6 @@ impl<L: QuantLayer> Quantizable for L {
         f: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
     ) -> Result<()> {
         f("", self)
-    }
-}
-
-/// Nothing to quantize: the model leaves the quantized domain here.
-impl Quantizable for DeQuantStub {
-    fn visit_layers(
-        &mut self,
-        _: &mut dyn FnMut(&str, &mut dyn QuantLayer) -> Result<()>,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn visit_layers_ref(
-        &self,
-        _: &mut dyn FnMut(&str, &dyn QuantLayer) -> Result<()>,
-    ) -> Result<()> {
-        Ok(())
     }
 }
 

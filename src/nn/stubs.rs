@@ -2,14 +2,18 @@
 //! (`torch.ao.quantization.QuantStub` / `DeQuantStub`).
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use super::batch::Batch;
+use super::layer::{Boundary, PrepareMode, QuantLayer};
 use super::output_layer::impl_output_layer;
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::qbatch::QuantizedOutput;
+use crate::int8::{Engine, QParamsPt};
 use crate::onnx::graph::not_converted;
-use crate::onnx::{Act, Builder, ExportKind, INPUT_NAME};
+use crate::onnx::{Act, Builder, ExportKind};
+use crate::quant::{Observer, QConfig};
+use crate::state::{Entries, StateDict};
 use crate::{Error, Result};
 
 /// Marks a float input to be quantized. Identity in float mode; observes after `prepare`,
@@ -29,17 +33,26 @@ impl QuantStub {
         Self::default()
     }
 
-    /// Identity, observer or fake-quant of `x` (float batches, by stage), or `x` quantized
-    /// with the converted scale and zero-point (int8 batches).
+    /// The model's float input `x` entering as a batch: identity, observer or fake-quant (float
+    /// batches, by stage), or `x` quantized with the converted scale and zero-point (int8
+    /// batches).
     pub fn forward<X: Batch<D>, const D: usize>(&self, x: Tensor<D>) -> X {
         X::quantize(self, x)
     }
 
-    /// The stub on the graph input: the input itself (float form), or its `QuantizeLinear`
-    /// with the converted qparams (int8) or the fake-quant's (QDQ).
-    pub fn onnx(&self, graph: &mut Builder, path: &str) -> Result<Act> {
-        let q = match graph.kind {
-            ExportKind::Float => return Ok(Act::Float(INPUT_NAME.to_string())),
+    /// The stub inside a model, after layers kept in float (`qconfig = None`): the float batch
+    /// `x` becomes quantized, as [`forward`](Self::forward) does with the model's input.
+    pub fn forward_batch<X: Batch<D>, const D: usize>(&self, x: X) -> X {
+        X::quantize_batch(self, x)
+    }
+
+    /// The stub's nodes on the float value `x`: `x` itself (float form, or a stub left in
+    /// float), or its `QuantizeLinear` with the converted qparams (int8) or the fake-quant's
+    /// (QDQ).
+    pub fn onnx(&self, graph: &mut Builder, path: &str, x: &Act) -> Result<Act> {
+        let prepared = self.activation_post_process.observer().is_some();
+        let q = match graph.layer_form(path, prepared, self.int8.is_some())? {
+            ExportKind::Float => return Ok(x.clone()),
             ExportKind::Int8 => {
                 let out = self.int8.ok_or_else(|| not_converted(path))?;
                 graph.int8_output(path, out.qparams)?
@@ -49,19 +62,20 @@ impl QuantStub {
                 .onnx_output(graph, path)?
                 .ok_or_else(|| {
                     Error::Quant(format!(
-                        "ONNX QDQ export: the model's QuantStub `{path}` has no fake-quant \
-                         (prepare_qat the model first, or export it as float)"
+                        "ONNX QDQ export: the QuantStub `{path}` has no fake-quant (prepare_qat \
+                         the model first, or export it as float)"
                     ))
                 })?,
         };
-        let name = graph.quantize(INPUT_NAME, &q, path)?;
+        let x = graph.float_input(x, path)?;
+        let name = graph.quantize(&x, &q, path)?;
         Ok(Act::Quant(name, q))
     }
 }
 
 // `Quantize.from_float`: the stub's observer gives the input's scale and zero-point; one that
 // saw no data means the model was not calibrated.
-impl_output_layer!(QuantStub, "QuantStub", Err);
+impl_output_layer!(QuantStub, "QuantStub", Err, Some(Boundary::Quantize));
 
 /// Marks where the model returns to float. Identity until `convert`, where it dequantizes.
 #[derive(Module, Debug, Default)]
@@ -73,9 +87,61 @@ impl DeQuantStub {
         Self
     }
 
-    /// Identity on float batches; dequantizes int8 batches (`Result`, which carries the
-    /// first error of the int8 forward).
+    /// The model's output: identity on float batches; dequantizes int8 batches (`Result`,
+    /// which carries the first error of the int8 forward).
     pub fn forward<X: Batch<D>, const D: usize>(&self, x: X) -> X::Float {
         x.dequantize()
+    }
+
+    /// The stub inside a model, before layers kept in float (`qconfig = None`): the batch
+    /// goes on in float (dequantized, on int8 batches).
+    pub fn forward_batch<X: Batch<D>, const D: usize>(&self, x: X) -> X {
+        X::dequantize_batch(self, x)
+    }
+
+    /// `DequantizeLinear` of a quantized value, for the float layers after the stub.
+    pub fn onnx(&self, graph: &mut Builder, path: &str, x: &Act) -> Result<Act> {
+        Ok(Act::Float(graph.float_input(x, path)?))
+    }
+}
+
+/// A boundary with nothing to prepare, convert or save.
+impl QuantLayer for DeQuantStub {
+    fn kind(&self) -> &'static str {
+        "DeQuantStub"
+    }
+
+    fn prepare(&mut self, _: &QConfig, _: PrepareMode, _: &Device) -> Result<()> {
+        Ok(())
+    }
+
+    fn output_observer(&self) -> Option<&Observer> {
+        None
+    }
+
+    fn convert(&mut self, _: QParamsPt, _: Engine) -> Result<()> {
+        Ok(())
+    }
+
+    fn int8_output(&self) -> Option<QuantizedOutput> {
+        None
+    }
+
+    fn is_converted(&self) -> bool {
+        true
+    }
+
+    fn boundary(&self) -> Option<Boundary> {
+        Some(Boundary::Dequantize)
+    }
+
+    fn int8_state_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn int8_state(&self, _: &str, _: &mut StateDict) {}
+
+    fn load_int8_state(&mut self, _: &str, _: &Entries<'_>, _: QParamsPt, _: Engine) -> Result<()> {
+        Ok(())
     }
 }

@@ -60,6 +60,18 @@ impl Builder {
         }
     }
 
+    /// The form the layer at `path` is written in: the export's, except that a layer left in
+    /// float (`qconfig = None`: not prepared, not converted) is written in float in the int8
+    /// and QDQ forms too. A prepared layer without its int8 form cannot be written in int8.
+    pub fn layer_form(&self, path: &str, prepared: bool, converted: bool) -> Result<ExportKind> {
+        match (self.kind, prepared, converted) {
+            (ExportKind::Int8, _, true) => Ok(ExportKind::Int8),
+            (ExportKind::Int8, true, false) => Err(not_converted(path)),
+            (ExportKind::Float, ..) | (_, false, false) => Ok(ExportKind::Float),
+            (ExportKind::FakeQuant, ..) => Ok(ExportKind::FakeQuant),
+        }
+    }
+
     /// Reserves a tensor name; names are the graph's identifiers and must be unique.
     pub fn fresh(&mut self, name: String) -> Result<String> {
         if self.names.insert(name.clone()) {

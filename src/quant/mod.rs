@@ -31,6 +31,7 @@ pub mod functional;
 pub mod learnable_fake_quantize;
 pub mod observer;
 pub mod qconfig;
+pub mod qconfig_mapping;
 pub mod qparams;
 pub mod scheme;
 
@@ -39,6 +40,7 @@ pub use functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
 pub use learnable_fake_quantize::{LearnableFakeQuantize, LearnableFakeQuantizeConfig};
 pub use observer::{Observer, ObserverConfig, ObserverKind, ObserverStats};
 pub use qconfig::{QConfig, QuantBackend, Quantizer};
+pub use qconfig_mapping::QConfigMapping;
 pub use qparams::{
     ObserverQParamsSpec, QParams, QParamsCalculator, fbgemm_choose_qparams, fbgemm_qparams,
     observer_qparams,

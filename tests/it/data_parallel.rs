@@ -29,7 +29,7 @@ fn qat_model(device: &Device) -> MobileNetV2 {
         .unwrap();
     replace_relu(&mut model).unwrap();
     model.fuse_model(Some(true)).unwrap();
-    prepare_qat(&mut model, &QConfig::default_qat(QuantBackend::X86), device).unwrap();
+    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device).unwrap();
     model
 }
 

@@ -175,7 +175,7 @@ fn width_1_int8_model_file_is_small() {
         let mut model = MobileNetV2Config::new().init(&device).unwrap().valid();
         replace_relu(&mut model).unwrap();
         model.fuse_model(Some(false)).unwrap();
-        prepare(&mut model, &QConfig::default_ptq(backend), &device).unwrap();
+        prepare(&mut model, QConfig::default_ptq(backend), &device).unwrap();
         let _ = model.forward(Tensor::<4>::random(
             [1, 3, 32, 32],
             burn::tensor::Distribution::Normal(0.0, 1.0),

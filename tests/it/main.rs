@@ -27,6 +27,7 @@ mod ptq;
 mod qat_conv_bn;
 mod qat_kernels;
 mod qat_parity;
+mod qconfig_mapping;
 mod quant_fake_quant;
 mod quant_lsq;
 mod quant_observers;

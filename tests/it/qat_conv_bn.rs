@@ -197,7 +197,7 @@ fn convert_before_prepare_or_calibration_names_what_is_missing() {
     fuse_modules_qat(&mut layer).unwrap();
     prepare_qat(
         &mut layer,
-        &QConfig::default_qat(QuantBackend::Qnnpack),
+        QConfig::default_qat(QuantBackend::Qnnpack),
         &device,
     )
     .unwrap();
@@ -218,7 +218,7 @@ fn convert_linear_case(backend: QuantBackend, tag: &str) {
     let w: Tensor<2> = fx.tensor(&key("weight"), &device);
     layer.linear.weight = Param::from_tensor(w.transpose());
     layer.linear.bias = Some(Param::from_tensor(fx.tensor(&key("bias"), &device)));
-    prepare_qat(&mut layer, &QConfig::default_qat(backend), &device).unwrap();
+    prepare_qat(&mut layer, QConfig::default_qat(backend), &device).unwrap();
     let _ = layer.forward(fx.tensor(&key("x"), &device));
 
     let input = QParamsPt::new(0.05, 64).unwrap();

@@ -77,7 +77,7 @@ fn run_on(device: &Device, backend: QuantBackend, scenario: &str) {
     .unwrap();
     replace_relu(&mut model).unwrap();
     model.fuse_model(Some(true)).unwrap();
-    prepare_qat(&mut model, &QConfig::default_qat(backend), &device).unwrap();
+    prepare_qat(&mut model, QConfig::default_qat(backend), &device).unwrap();
     disable_fake_quant(&mut model);
 
     let mut optim = SgdConfig::new()

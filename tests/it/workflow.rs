@@ -77,7 +77,7 @@ fn preparing_an_unfused_or_prepared_model_is_a_clear_error() {
     assert!(err.contains("must be fused"), "{err}");
     let err = prepare(
         &mut model,
-        &QConfig::default_ptq(QuantBackend::Qnnpack),
+        QConfig::default_ptq(QuantBackend::Qnnpack),
         &device,
     )
     .unwrap_err()
@@ -133,7 +133,7 @@ fn gradients_reach_every_trainable_parameter_after_prepare_qat() {
         let (mut model, x) = load(&device);
         replace_relu(&mut model).unwrap();
         model.fuse_model(Some(true)).unwrap();
-        prepare_qat(&mut model, &QConfig::default_qat(backend), &device).unwrap();
+        prepare_qat(&mut model, QConfig::default_qat(backend), &device).unwrap();
         let grads = model.forward(x).square().sum().backward();
         let check = GradCheck::of(&model, &grads);
         // conv weights (52) + BN γ, β (52 each) + classifier weight and bias.
@@ -179,7 +179,7 @@ fn gpu_qat_gradients_match_flex_with_1x1_maps() {
         model.fuse_model(Some(true)).unwrap();
         prepare_qat(
             &mut model,
-            &QConfig::default_qat(QuantBackend::Qnnpack),
+            QConfig::default_qat(QuantBackend::Qnnpack),
             &device,
         )
         .unwrap();

@@ -196,7 +196,8 @@ impl QuantOp<4> for ConvBnAct {
 
     fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act> {
         let spec = self.int8_spec()?;
-        let parts = match graph.kind {
+        let prepared = self.activation_post_process.observer().is_some();
+        let parts = match graph.layer_form(path, prepared, self.int8.is_some())? {
             ExportKind::Int8 => {
                 let int8 = self
                     .int8

@@ -136,7 +136,8 @@ impl QuantOp<2> for LinearBnAct {
     fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act> {
         // Burn stores [in, out]; Gemm with transB reads [out, in].
         let weight_t = || self.linear.weight.val().transpose();
-        let parts = match graph.kind {
+        let prepared = self.activation_post_process.observer().is_some();
+        let parts = match graph.layer_form(path, prepared, self.int8.is_some())? {
             ExportKind::Int8 => {
                 let int8 = self
                     .int8
