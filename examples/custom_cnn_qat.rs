@@ -3,8 +3,9 @@
 //!
 //! A small CNN with a residual add, written once: the same `forward` runs in float, after
 //! fusion, with fake quantization and — after `convert` — on the int8 kernels. The steps mirror
-//! PyTorch's eager mode: build from quantizable layers, fuse for QAT, `prepare_qat`, train,
-//! freeze observers and BN, `convert`, run int8, save the int8 model and export it to ONNX.
+//! PyTorch's eager mode: build from quantizable layers, fuse for QAT, `prepare_qat` with a
+//! `QConfigMapping` that keeps the classifier in float (`qconfig = None`), train, freeze
+//! observers and BN, `convert`, run int8, save and reload the int8 model and export it to ONNX.
 //! (The data is synthetic; see `qat_finetune` for real data.)
 
 use burn::module::Module;
@@ -15,25 +16,26 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use burn_qat::nn::ActivationPostProcess;
 use burn_qat::prelude::*;
 
-/// Two convolutions with a residual connection and a linear classifier.
+/// Two convolutions with a residual connection and a linear classifier, which stays float.
 #[derive(Module, Debug)]
 struct SmallNet {
     quant: QuantStub,
     conv1: ConvBnAct,
     conv2: ConvBnAct,
     skip_add: FloatFunctional,
-    fc: LinearBnAct,
     dequant: DeQuantStub,
+    fc: LinearBnAct,
 }
 
-// The layers `prepare_qat` and friends visit, in forward order.
+// The layers `prepare_qat` and friends visit, in forward order (stubs included: `convert`
+// checks that the float classifier comes after the DeQuantStub).
 impl_quantizable!(SmallNet {
     quant,
     conv1,
     conv2,
     skip_add,
-    fc,
-    dequant
+    dequant,
+    fc
 });
 
 impl SmallNet {
@@ -48,19 +50,20 @@ impl SmallNet {
                 .with_activation(Activation::Relu)
                 .init(device),
             skip_add: FloatFunctional::new(),
-            fc: LinearBnActConfig::new(16, 2).init(device),
             dequant: DeQuantStub::new(),
+            fc: LinearBnActConfig::new(16, 2).init(device),
         }
     }
 
     /// One forward for every stage, generic over what flows between the layers: float tensors
-    /// (float, fused, fake-quantized) or int8 batches (converted).
+    /// (float, fused, fake-quantized) or int8 batches (converted), back to float before the
+    /// classifier.
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
         let x: X = self.quant.forward(x);
         let x = self.conv1.forward(x);
         let x = self.skip_add.add(x.clone(), self.conv2.forward(x));
-        let pooled = x.global_avg_pool_flatten();
-        self.dequant.forward(self.fc.forward(pooled))
+        let x = self.dequant.forward_batch(x);
+        self.fc.forward(x.global_avg_pool_flatten()).dequantize()
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<2> {
@@ -111,9 +114,12 @@ fn main() -> burn_qat::Result<()> {
     println!("float training");
     let mut model = train(SmallNet::new(&device), 30, &device);
 
-    // Fuse conv + BN + ReLU for QAT (BN keeps learning), then attach fake-quants.
+    // Fuse conv + BN + ReLU for QAT (BN keeps learning), then attach fake-quants everywhere
+    // but on the classifier, which stays float (PyTorch: `model.fc.qconfig = None`).
     fuse_modules_qat(&mut model)?;
-    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device)?;
+    let qconfig =
+        QConfigMapping::from(QConfig::default_qat(QuantBackend::X86)).with_path("fc", None);
+    prepare_qat(&mut model, &qconfig, &device)?;
     println!("QAT");
     let mut model = train(model, 20, &device);
     // The usual schedule: freeze ranges and BN statistics for the last steps.
@@ -144,6 +150,19 @@ fn main() -> burn_qat::Result<()> {
     let path = std::env::temp_dir().join("small_net.int8.safetensors");
     save_int8_model(&int8, &path, &Default::default())?;
     println!("saved the int8 model to {}", path.display());
+    // Loading it into a fresh model: int8 layers get their int8 form, the float classifier its
+    // float weights.
+    let mut loaded = SmallNet::new(&Device::flex());
+    load_int8_model(&mut loaded, &path)?;
+    let (x, _) = batch(&Device::flex());
+    let same = int8
+        .forward_int8(x.clone())?
+        .equal(loaded.forward_int8(x)?)
+        .all();
+    println!(
+        "the reloaded model gives the same logits: {}",
+        same.into_scalar::<bool>()
+    );
     // ONNX of the int8 model, laid out by its own forward run on symbolic batches.
     let onnx = trace_onnx(
         &int8,

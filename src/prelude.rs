@@ -16,7 +16,7 @@ pub use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FeatureBatch, FloatFunctional,
     ImageBatch, LinearBnAct, LinearBnActConfig, QBatch, QuantStub, Quantizable,
 };
-pub use crate::quant::{QConfig, QuantBackend};
+pub use crate::quant::{QConfig, QConfigMapping, QuantBackend};
 pub use crate::quantize::{
     disable_fake_quant, disable_observer, enable_fake_quant, enable_observer, freeze_bn_stats,
     prepare, prepare_qat, replace_relu, update_bn_stats,

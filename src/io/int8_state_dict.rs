@@ -22,8 +22,9 @@ pub fn int8_state_dict<M: Quantizable>(model: &M) -> Result<StateDict> {
     check_converted(model)?;
     let mut state = StateDict::new();
     model.visit_layers_ref(&mut |path, layer| {
-        layer.int8_state(path, &mut state);
-        Ok(())
+        layer
+            .int8_state(path, &mut state)
+            .map_err(|e| e.at_layer(path))
     })?;
     Ok(state)
 }

@@ -106,8 +106,9 @@ pub trait QuantLayer {
     /// The entry names (after the layer's path) of its int8 state dict.
     fn int8_state_keys(&self) -> &'static [&'static str];
 
-    /// Writes the int8 form's entries under `path` (a converted layer).
-    fn int8_state(&self, path: &str, state: &mut StateDict);
+    /// Writes the layer's entries under `path`: its int8 form's (converted), or the float
+    /// weights of a layer kept in float, as PyTorch's converted model keeps them.
+    fn int8_state(&self, path: &str, state: &mut StateDict) -> Result<()>;
 
     /// Builds the int8 form from the entries under `path`, running `engine`'s arithmetic.
     fn load_int8_state(

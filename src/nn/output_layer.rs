@@ -71,10 +71,15 @@ macro_rules! impl_output_layer {
                 &["scale", "zero_point"]
             }
 
-            fn int8_state(&self, path: &str, state: &mut $crate::state::StateDict) {
+            fn int8_state(
+                &self,
+                path: &str,
+                state: &mut $crate::state::StateDict,
+            ) -> $crate::Result<()> {
                 if let Some(out) = self.int8 {
                     $crate::state::put_output(state, path, out.qparams);
                 }
+                Ok(())
             }
 
             fn load_int8_state(

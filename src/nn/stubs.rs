@@ -139,7 +139,9 @@ impl QuantLayer for DeQuantStub {
         &[]
     }
 
-    fn int8_state(&self, _: &str, _: &mut StateDict) {}
+    fn int8_state(&self, _: &str, _: &mut StateDict) -> Result<()> {
+        Ok(())
+    }
 
     fn load_int8_state(&mut self, _: &str, _: &Entries<'_>, _: QParamsPt, _: Engine) -> Result<()> {
         Ok(())

@@ -19,7 +19,7 @@ use crate::onnx::parts::{fake_quant_weight, missing_weight_fq};
 use crate::onnx::{ActQ, Bias, BnParams, LayerParts, OnnxActivation};
 use crate::quant::observer::tensor_to_vec;
 use crate::quant::{FakeQuantize, Observer, QConfig};
-use crate::state::{Entries, StateDict, put_output, put_weight_and_bias};
+use crate::state::{Entries, StateDict, put_float, put_output, put_weight_and_bias};
 use crate::{Error, Result};
 
 /// A layer with a weight, maybe a batch norm, an activation and an output post-process. What
@@ -46,6 +46,13 @@ pub trait WeightedLayer {
 
     /// The shape of the int8 weight, output channels first (`[out, in/groups, kh, kw]`).
     fn int8_weight_shape(&self) -> Vec<usize>;
+
+    /// The float weight (output channels first, PyTorch's layout) and bias of a layer kept in
+    /// float, for its state-dict entries; an error if it still has a batch norm (fuse first).
+    fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)>;
+
+    /// Takes a float-kept layer's saved weight and bias (batch norm folded into them).
+    fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()>;
 
     /// Builds and keeps the int8 form from a loaded weight, bias and output qparams.
     fn install_int8(
@@ -109,11 +116,23 @@ impl<L: WeightedLayer> QuantLayer for L {
         &["weight", "bias", "scale", "zero_point"]
     }
 
-    fn int8_state(&self, path: &str, state: &mut StateDict) {
+    fn int8_state(&self, path: &str, state: &mut StateDict) -> Result<()> {
         if let Some((weight, bias, output)) = self.int8_weights() {
             put_weight_and_bias(state, path, weight, bias);
             put_output(state, path, output.qparams);
+        } else if self.output_post_process().observer().is_none() {
+            let (weight, bias) = self.float_weights()?;
+            put_float(
+                state,
+                &format!("{path}.weight"),
+                &self.int8_weight_shape(),
+                weight,
+            );
+            if let Some(bias) = bias {
+                put_float(state, &format!("{path}.bias"), &[bias.len()], bias);
+            }
         }
+        Ok(())
     }
 
     fn load_int8_state(
@@ -123,7 +142,13 @@ impl<L: WeightedLayer> QuantLayer for L {
         input: QParamsPt,
         engine: Engine,
     ) -> Result<()> {
-        let weight = entries.weight(path, &self.int8_weight_shape())?;
+        let shape = self.int8_weight_shape();
+        if let Some(weight) = entries.float(&format!("{path}.weight"), &shape)? {
+            // A layer the saved model kept in float.
+            let bias = entries.bias(path, shape[0])?;
+            return self.install_float(weight, bias);
+        }
+        let weight = entries.weight(path, &shape)?;
         let bias = entries.bias(path, weight.out_channels())?;
         let output = entries.output(path)?;
         self.install_int8(weight, bias, input, output, engine)

@@ -48,6 +48,12 @@ fn weight_value(w: &QWeight) -> StateValue {
     }
 }
 
+/// Writes a float tensor entry.
+pub fn put_float(state: &mut StateDict, key: &str, shape: &[usize], data: Vec<f32>) {
+    let shape = shape.to_vec();
+    state.insert(key.to_string(), StateValue::Float { shape, data });
+}
+
 /// Writes a layer's output qparams: `name.scale` (float) and `name.zero_point` (int).
 pub fn put_output(state: &mut StateDict, name: &str, qp: QParamsPt) {
     state.insert(format!("{name}.scale"), scalar_f32(qp.scale));
@@ -154,6 +160,19 @@ impl<'a> Entries<'a> {
         };
         QWeight::from_raw(data.clone(), shape, qparams)
             .map_err(|e| Error::mismatch(format!("`{key}`: {e}")))
+    }
+
+    /// The float tensor `key` of shape `expected`, `None` if the entry is absent or not float.
+    pub fn float(&self, key: &str, expected: &[usize]) -> Result<Option<Vec<f32>>> {
+        match self.get(key) {
+            Some(StateValue::Float { shape, data }) if shape.as_slice() == expected => {
+                Ok(Some(data.clone()))
+            }
+            Some(StateValue::Float { shape, .. }) => Err(Error::mismatch(format!(
+                "`{key}` has shape {shape:?} in the checkpoint but the model expects {expected:?}"
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// The float bias `name.bias` of `out` elements, if present.

@@ -5,5 +5,5 @@
 pub mod entries;
 pub mod value;
 
-pub use entries::{Entries, StateDict, put_output, put_weight_and_bias};
+pub use entries::{Entries, StateDict, put_float, put_output, put_weight_and_bias};
 pub use value::{QScheme, StateValue};

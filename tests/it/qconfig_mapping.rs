@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use burn_qat::convert::convert;
 use burn_qat::export::{ExportKind, OnnxBatch, trace_onnx};
 use burn_qat::int8::Engine;
+use burn_qat::io::{StateValue, load_int8_model, read_int8_file, save_int8_model};
 use burn_qat::models::{InvertedResidual, MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
 use burn_qat::nn::{
     Batch, ConvBnAct, DeQuantStub, ImageBatch, LinearBnAct, QBatch, QuantLayer, QuantStub,
@@ -136,6 +137,32 @@ fn mobilenet_v2_with_float_stem_and_classifier_matches_pytorch() {
         0.05 * head[0]
     };
     assert!(worst <= bound, "{logits:?}\n{expected:?}");
+
+    // Saved and loaded into a fresh model: int8 layers get their int8 form back, the float
+    // ones their float weights (the stem's batch norm folded, as it was saved).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("float_ends.int8.safetensors");
+    save_int8_model(&model, &path, &Default::default()).unwrap();
+    let (state, _) = read_int8_file(&path).unwrap();
+    assert!(matches!(state["stem.weight"], StateValue::Float { .. }));
+    assert!(matches!(
+        state["classifier.weight"],
+        StateValue::Float { .. }
+    ));
+    assert!(matches!(state["head.weight"], StateValue::QInt8 { .. }));
+    let config = MobileNetV2Config::new()
+        .with_width_mult(0.25)
+        .with_num_classes(10);
+    let mut fresh = config.init(&device).unwrap();
+    replace_relu(&mut fresh).unwrap();
+    let mut loaded = FloatEnds::from(fresh);
+    load_int8_model(&mut loaded, &path).unwrap();
+    let again = to_vec(
+        loaded
+            .forward_as::<QBatch<4>>(fx.tensor("x", &device))
+            .unwrap(),
+    );
+    assert_eq!(again, logits, "the reloaded model runs as the saved one");
 
     // The int8 ONNX writes the float-kept layers in float.
     let proto = trace_onnx(

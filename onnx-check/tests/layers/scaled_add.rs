@@ -90,7 +90,7 @@ impl QuantLayer for ScaledAdd {
         &["scale", "zero_point", "alpha"]
     }
 
-    fn int8_state(&self, path: &str, state: &mut StateDict) {
+    fn int8_state(&self, path: &str, state: &mut StateDict) -> burn_qat::Result<()> {
         if let Some(out) = self.int8 {
             put_output(state, path, out.qparams);
             let alpha = StateValue::Float {
@@ -99,6 +99,7 @@ impl QuantLayer for ScaledAdd {
             };
             state.insert(format!("{path}.alpha"), alpha);
         }
+        Ok(())
     }
 
     fn load_int8_state(

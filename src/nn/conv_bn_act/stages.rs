@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use super::ConvBnAct;
 use crate::error::StageProblem;
@@ -151,6 +151,30 @@ impl WeightedLayer for ConvBnAct {
 
     fn int8_weight_shape(&self) -> Vec<usize> {
         self.conv.weight.dims().to_vec()
+    }
+
+    fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        if self.bn.is_some() {
+            return Err(Error::stage(StageProblem::Unsupported(
+                "is kept in float with its batch norm unfused: fuse the model before saving".into(),
+            )));
+        }
+        let bias = self.conv.bias.as_ref().map(|b| tensor_to_vec(b.val()));
+        Ok((tensor_to_vec(self.conv.weight.val()), bias))
+    }
+
+    fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {
+        let device = self.conv.weight.device();
+        let shape = self.conv.weight.dims();
+        let weight = Tensor::from_data(TensorData::new(weight, shape), &device);
+        self.conv.weight = Param::from_tensor(weight);
+        self.conv.bias = bias.map(|b| {
+            let n = b.len();
+            Param::from_tensor(Tensor::from_data(TensorData::new(b, [n]), &device))
+        });
+        self.bn = None;
+        self.fusion = Fusion::Eval;
+        Ok(())
     }
 
     fn install_int8(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use burn::module::Param;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use super::LinearBnAct;
 use crate::error::StageProblem;
@@ -16,6 +16,7 @@ use crate::nn::bn_folding::fold_bn_into_linear;
 use crate::nn::layer::{QuantOp, address_of};
 use crate::nn::post_process::{ActivationPostProcess, PostProcess, single_qparams};
 use crate::nn::qbatch::QuantizedOutput;
+use crate::nn::stage::Fusion;
 use crate::nn::weighted::{
     QatWeights, Weighted, WeightedLayer, bn_params, fused_relu, onnx_activation, prepared_parts,
     quantize_weight,
@@ -95,6 +96,36 @@ impl WeightedLayer for LinearBnAct {
     fn int8_weight_shape(&self) -> Vec<usize> {
         let [inputs, outputs] = self.linear.weight.dims();
         vec![outputs, inputs]
+    }
+
+    fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        if self.bn.is_some() {
+            return Err(Error::stage(StageProblem::Unsupported(
+                "is kept in float with its batch norm unfused: fuse the model before saving".into(),
+            )));
+        }
+        let bias = self.linear.bias.as_ref().map(|b| tensor_to_vec(b.val()));
+        Ok((tensor_to_vec(self.linear.weight.val().transpose()), bias))
+    }
+
+    /// `weight` in PyTorch's `[out, in]`.
+    fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {
+        let device = self.linear.weight.device();
+        let [inputs, outputs] = self.linear.weight.dims();
+        // Burn's `[in, out]`, laid out contiguously as a trained weight is (a transposed view
+        // would change the matrix product's summation order, and its last bits).
+        let weight: Vec<f32> = (0..inputs * outputs)
+            .map(|i| weight[(i % outputs) * inputs + i / outputs])
+            .collect();
+        let weight = Tensor::<2>::from_data(TensorData::new(weight, [inputs, outputs]), &device);
+        self.linear.weight = Param::from_tensor(weight);
+        self.linear.bias = bias.map(|b| {
+            let n = b.len();
+            Param::from_tensor(Tensor::from_data(TensorData::new(b, [n]), &device))
+        });
+        self.bn = None;
+        self.fusion = Fusion::Eval;
+        Ok(())
     }
 
     fn install_int8(
