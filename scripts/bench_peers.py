@@ -16,8 +16,9 @@ the float peers run; the int8 models are calibrated on the same seeded random ba
 runtime gets the same input (the crate's `bench_input`, recomputed here bit for bit), the same
 thread count, warm-up and number of timed passes, in rounds that alternate the runtimes (this
 machine's speed drifts by up to 2× for seconds at a time), and is reported by the median of its
-rounds' medians and the minimum of all its timed passes. The crate runs as a subprocess (`--crate-bin`, default
-target/release/burn-qat, built with `cargo build --release --bin burn-qat` when missing).
+rounds' medians and the minimum of all its timed passes. The crate runs as a subprocess
+(`--crate-bin`, default target/release/burn-qat, built with
+`cargo build --release --features cli --bin burn-qat` when missing).
 
 Before timing, the crate's float and int8 logits (`burn-qat infer`) and onnxruntime's float
 logits on the benchmark input are compared with PyTorch's, so the table compares the same
@@ -181,8 +182,12 @@ def ort_session(path, threads):
 def crate_bin(path):
     if os.path.exists(path):
         return path
-    print(f"{path} missing: cargo build --release --bin burn-qat", file=sys.stderr)
-    subprocess.run(["cargo", "build", "--release", "--bin", "burn-qat"], cwd=ROOT, check=True)
+    print(f"{path} missing: cargo build --release --features cli --bin burn-qat", file=sys.stderr)
+    subprocess.run(
+        ["cargo", "build", "--release", "--features", "cli", "--bin", "burn-qat"],
+        cwd=ROOT,
+        check=True,
+    )
     if not os.path.exists(path):
         sys.exit(f"error: {path} still missing after the build (pass --crate-bin)")
     return path

@@ -3,7 +3,7 @@
 //! | name | device | needs |
 //! |---|---|---|
 //! | `flex`, `cpu` | [`Device::flex`], Burn's pure-Rust CPU backend | — |
-//! | `wgpu` | [`Device::wgpu`] with the best adapter wgpu finds | feature `wgpu`, a Vulkan/Metal/DX12 driver |
+//! | `wgpu` | `Device::wgpu` with the best adapter wgpu finds | feature `wgpu`, a Vulkan/Metal/DX12 driver |
 //! | `wgpu:cpu` | a software adapter (Mesa's lavapipe, as CI uses) | feature `wgpu`, `mesa-vulkan-drivers` |
 //! | `wgpu:N`, `wgpu:integrated:N` | the N-th discrete / integrated GPU | feature `wgpu` |
 //! | `cuda`, `cuda:N` | `Device::cuda` | feature `cuda`, an NVIDIA driver |

@@ -6,14 +6,16 @@
 //! model between epochs (observers off after epoch N, batch-norm statistics frozen after epoch
 //! M — torchvision's `train_quantization.py` recipe), which `Learner` has no hook for, and the
 //! result must be converted and evaluated on the int8 path. It keeps what `Learner` would give:
-//! a progress bar, per-epoch metrics, atomic per-epoch checkpoints (model and optimizer state)
-//! and `resume`, and it stops on a non-finite loss or model rather than save one.
+//! a progress bar (the `progress` feature), per-epoch metrics, atomic per-epoch checkpoints
+//! (model and optimizer state) and `resume`, and it stops on a non-finite loss or model rather
+//! than save one.
 //!
 //! Training on several devices at once goes through `Learner` instead: see [`data_parallel`].
 
 mod checkpoint;
 mod checks;
 pub mod data_parallel;
+mod progress;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -27,7 +29,6 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_store::{BurnpackStore, ModuleSnapshot};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::convert::convert;
 use crate::data::{
@@ -43,6 +44,7 @@ use crate::{Error, Result};
 use checkpoint::{
     last_checkpoint, last_good, load_checkpoint, lock_out, model_bytes, save_checkpoint,
 };
+use progress::EpochBar;
 
 /// The recipe of a QAT fine-tuning run.
 #[derive(Config, Debug)]
@@ -98,13 +100,16 @@ pub struct FinetuneData {
 
 /// The training split and augmentation of the shipped float model
 /// (`examples/train_float_mnist.rs`): 28×28 digits centred on 32×32.
+#[cfg(feature = "mnist")]
 const MNIST_SPLIT_SEED: u64 = 2026;
 
 impl FinetuneData {
     /// The embedded MNIST digits as the shipped float model saw them
     /// (`examples/train_float_mnist.rs`): the same seeded 4,000 / 1,000 split, digits resized
     /// to 32×32, training digits also rotated (±10°), scaled (±10%) and shifted (±3 px) in the
-    /// same resampling ([`RandomAffine::MNIST_32`]).
+    /// same resampling ([`RandomAffine::MNIST_32`]). Needs the `mnist` feature.
+    #[cfg(feature = "mnist")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "mnist")))]
     pub fn embedded_mnist() -> Result<Self> {
         let all = crate::data::EmbeddedMnist::load()?;
         let (train, test) = crate::data::train_test_split(&all, 0.2, MNIST_SPLIT_SEED);
@@ -481,11 +486,7 @@ pub fn run(
     for epoch in first_epoch..config.epochs {
         apply_schedule(&mut model, config, epoch);
         let start = Instant::now();
-        let bar = ProgressBar::new(steps as u64).with_style(
-            ProgressStyle::with_template("epoch {msg} {bar:30} {pos}/{len} [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(format!("{}/{}", epoch + 1, config.epochs));
+        let bar = EpochBar::new(steps, epoch + 1, config.epochs);
         let seed = config.seed.wrapping_add(1000 + epoch as u64);
         // Dropout's generator is reseeded per epoch, so that a run resumed after epoch N
         // draws what the uninterrupted run drew (bit-identical results).
@@ -522,7 +523,7 @@ pub fn run(
             let lr = config.lr * 0.5 * (1.0 + (std::f64::consts::PI * step / total).cos());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
-            bar.inc(1);
+            bar.inc();
         }
         bar.finish_and_clear();
         let acc = accuracy(

@@ -23,6 +23,19 @@
 //! - [`io`]: reading PyTorch checkpoints and `.npy` arrays;
 //! - [`limits`]: size checks against the machine's memory before allocation;
 //! - [`prelude`]: the workflow's names for one glob import.
+//!
+//! ## Features
+//!
+//! None is on by default: the library alone builds none of the tools' dependencies.
+//! - `mnist`: `data::mnist`, the embedded MNIST digits (and `FinetuneData::embedded_mnist`);
+//! - `image-folder`: `data::image_folder`, ImageFolder directories (image decoding);
+//! - `download`: `models::pretrained`, torchvision's weights downloaded into a cache;
+//! - `progress`: a progress bar per epoch in [`finetune::run`];
+//! - `cli`: the `burn-qat` binary;
+//! - `wgpu`, `cuda`: Burn's GPU backends for [`device`].
+
+// docs.rs (see `[package.metadata.docs.rs]`) marks the items that need a feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod bench;
 pub mod convert;

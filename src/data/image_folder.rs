@@ -1,5 +1,6 @@
 //! `torchvision.datasets.ImageFolder`: one sub-directory per class (sorted by name), images in
-//! any format the `image` crate reads (PNG, JPEG, BMP, GIF, WebP).
+//! any format the `image` crate reads (PNG, JPEG, BMP, GIF, WebP). Needs the `image-folder`
+//! feature.
 
 use std::path::Path;
 

@@ -1,5 +1,6 @@
 //! The embedded MNIST digits (`assets/mnist_5k.csv.gz`, 5,000 images; attribution in
-//! `assets/README.md`).
+//! `assets/README.md`). Needs the `mnist` feature (gzip decoding; it also keeps the 1.1 MB of
+//! digits out of a build that does not use them).
 
 use std::io::{BufRead, BufReader, Read};
 

@@ -2,17 +2,26 @@
 //! ImageFolder directories and the CIFAR-10 binary format, all as [`ImageDataset`]s of 8-bit
 //! images, turned into normalised NCHW float batches by [`transforms`]; seeded augmentation
 //! ([`affine`]) for training.
+//!
+//! The loaders with dependencies of their own are features: `mnist` (the embedded digits,
+//! gzip-compressed) and `image-folder` (image decoding). CIFAR-10 needs none.
 
 pub mod affine;
 pub mod cifar10;
+#[cfg(feature = "image-folder")]
+#[cfg_attr(docsrs, doc(cfg(feature = "image-folder")))]
 pub mod image_folder;
+#[cfg(feature = "mnist")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mnist")))]
 pub mod mnist;
 pub mod split;
 pub mod transforms;
 
 pub use affine::{AffineParams, RandomAffine};
 pub use cifar10::load_cifar10;
+#[cfg(feature = "image-folder")]
 pub use image_folder::load_image_folder;
+#[cfg(feature = "mnist")]
 pub use mnist::EmbeddedMnist;
 pub use split::{SplitMix64, shuffled_indices, train_test_split};
 pub use transforms::{Normalize, Transform};

@@ -1,8 +1,11 @@
 //! Models: MobileNetV2 as torchvision builds it (float and quantizable in one type), its
-//! torchvision checkpoints and pretrained weights.
+//! torchvision checkpoints and, with the `download` feature, pretrained weights downloaded on
+//! first use (without it, load a downloaded `.pth` with [`load_mobilenet_v2`]).
 
 pub mod footprint;
 pub mod mobilenet_v2;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub mod pretrained;
 pub mod torchvision;
 
@@ -12,6 +15,7 @@ pub use mobilenet_v2::{
     InvertedResidualSetting, MobileNetV2, MobileNetV2Config, QuantizableInvertedResidual,
     QuantizableMobileNetV2, make_divisible,
 };
+#[cfg(feature = "download")]
 pub use pretrained::{MobileNetV2Weights, mobilenet_v2, quantized_mobilenet_v2};
 pub use torchvision::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, mobilenet_v2_key_map,

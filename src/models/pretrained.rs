@@ -1,5 +1,6 @@
 //! Pretrained torchvision weights: download once into a cache directory (with a progress bar),
-//! verify the SHA-256 prefix in the file name as `torch.hub` does, and load.
+//! verify the SHA-256 prefix in the file name as `torch.hub` does, and load. Needs the
+//! `download` feature (an HTTP client, SHA-256 and a progress bar).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
