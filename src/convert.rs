@@ -46,12 +46,7 @@ pub(crate) fn build_int8<M: Quantizable + Clone>(
 /// (convert before prepare or calibration, an unsupported layer) name the layer's path and
 /// leave the model unchanged.
 pub fn convert<M: Quantizable + Clone>(model: &mut M, engine: Engine) -> Result<()> {
-    let mut prepared = false;
-    model.visit_layers_ref(&mut |_, layer| {
-        prepared |= layer.output_observer().is_some();
-        Ok(())
-    })?;
-    if !prepared {
+    if !crate::quantize::is_prepared(model) {
         return Err(Error::stage(StageProblem::NotPrepared {
             what: "no layer has an observer or fake-quant (prepare or prepare_qat the model \
                    first)"

@@ -21,6 +21,16 @@ pub(crate) fn on_copy<M: Clone>(
     Ok(())
 }
 
+/// Whether any layer of `model` is prepared (has an observer or a fake-quant).
+pub fn is_prepared<M: Quantizable>(model: &M) -> bool {
+    let mut prepared = false;
+    let _ = model.visit_layers_ref(&mut |_, layer| {
+        prepared |= layer.output_observer().is_some();
+        Ok(())
+    });
+    prepared
+}
+
 /// Replaces every ReLU6 by ReLU (torchvision's `_replace_relu`): int8 fusion patterns and
 /// kernels know ReLU only, and after QAT the activation range is learned anyway.
 pub fn replace_relu<M: Quantizable>(model: &mut M) -> Result<()> {

@@ -214,19 +214,12 @@ where
             other => other,
         })?;
     }
-    if kind == ExportKind::FakeQuant {
-        let mut prepared = false;
-        model.visit_layers_ref(&mut |_, layer| {
-            prepared |= layer.output_observer().is_some();
-            Ok(())
-        })?;
-        if !prepared {
-            return Err(Error::Quant(
-                "ONNX QDQ export: no layer has a fake-quant (prepare_qat the model first, or \
-                 export it as float)"
-                    .into(),
-            ));
-        }
+    if kind == ExportKind::FakeQuant && !crate::quantize::is_prepared(model) {
+        return Err(Error::Quant(
+            "ONNX QDQ export: no layer has a fake-quant (prepare_qat the model first, or export \
+             it as float)"
+                .into(),
+        ));
     }
     let mut layers = HashMap::new();
     model.visit_layers_ref(&mut |path, layer| {
