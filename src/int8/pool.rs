@@ -7,8 +7,8 @@
 //! pooling of the dequantized input, save one case. Positions in the padding are not read (not
 //! read as the zero-point): the native kernel skips them; qnnpack, which runs whenever
 //! `ceil_mode` is off, reads the nearest input position instead (its indirection buffer clamps
-//! them), which is the same maximum unless the dilation is above 1. The output keeps the input's
-//! memory format on both engines.
+//! them), which is the same maximum unless the dilation is above 1 (it also refuses a 1×1
+//! window, which runs here). The output keeps the input's memory format on both engines.
 //!
 //! # Adaptive average pooling (`F.adaptive_avg_pool2d(x, (1, 1))`,
 //! `aten/src/ATen/native/quantized/cpu/AdaptiveAveragePooling.cpp`). With `K = H·W`:
