@@ -44,6 +44,7 @@ import os
 
 import numpy as np
 import torch
+from gen_int8_fixtures import f32, fl, i64, rep  # this folder: the same helpers and pins
 from safetensors.numpy import save_file
 
 assert torch.__version__.startswith("2.5.1"), torch.__version__
@@ -51,22 +52,6 @@ torch.set_num_threads(1)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 ENGINES = ["qnnpack", "x86"]
-
-
-def f32(x):
-    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-
-
-def i64(x):
-    return np.ascontiguousarray(np.asarray(x, dtype=np.int64))
-
-
-def rep(q):
-    return np.ascontiguousarray(q.int_repr().contiguous().numpy())
-
-
-def fl(x):
-    return float(np.float32(x))
 
 
 def qu8(q, scale, zp):

@@ -148,6 +148,16 @@ impl PoolParams {
     }
 }
 
+/// The shape of a pooling's input, which must be `[n, c, h, w]` with `h, w > 0`.
+fn nchw_shape<'a>(input: &'a QTensor, op: &str) -> Result<&'a [usize]> {
+    match input.shape() {
+        s @ [_, _, h, w] if *h > 0 && *w > 0 => Ok(s),
+        s => Err(Error::Shape(format!(
+            "{op} expects a non-empty NCHW input, got {s:?}"
+        ))),
+    }
+}
+
 /// `F.adaptive_avg_pool2d(x, (1, 1))` on a quint8 `[n, c, h, w]` tensor, with the default kernels.
 pub fn adaptive_avg_pool2d_1x1(
     input: &QTensor,
@@ -164,12 +174,7 @@ pub fn adaptive_avg_pool2d_1x1_with(
     engine: Engine,
     layout: PoolInputLayout,
 ) -> Result<QTensor> {
-    let s = input.shape();
-    if s.len() != 4 || s[2] == 0 || s[3] == 0 {
-        return Err(Error::Shape(format!(
-            "adaptive_avg_pool2d expects a non-empty NCHW input, got {s:?}"
-        )));
-    }
+    let s = nchw_shape(input, "adaptive_avg_pool2d")?;
     let q = input.qparams();
     let p = PoolParams::new(engine, layout, s[2], s[3], q.scale, q.zero_point);
     let mut out = Buffer::new(s[0] * s[1]);
@@ -244,10 +249,7 @@ impl MaxPool2dSpec {
                 self.output_size(0, shape[2])?,
                 self.output_size(1, shape[3])?,
             ],
-            kernel: self.kernel_size,
-            stride: self.stride,
-            padding: self.padding,
-            dilation: self.dilation,
+            window: *self,
             clamp: engine == Engine::Qnnpack && !self.ceil_mode,
         })
     }
@@ -265,12 +267,7 @@ pub fn max_pool2d_with(
     spec: &MaxPool2dSpec,
     engine: Engine,
 ) -> Result<QTensor> {
-    let s = input.shape();
-    if s.len() != 4 || s[2] == 0 || s[3] == 0 {
-        return Err(Error::Shape(format!(
-            "max_pool2d expects a non-empty NCHW input, got {s:?}"
-        )));
-    }
+    let s = nchw_shape(input, "max_pool2d")?;
     let call = spec.call(s, engine)?;
     let [oh, ow] = call.out_hw;
     let mut out = Buffer::new(call.planes * oh * ow);

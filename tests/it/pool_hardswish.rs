@@ -4,7 +4,8 @@
 //! a tiny model `QuantStub → Conv → Hardswish → MaxPool → DeQuantStub` through prepare,
 //! calibration, convert, the int8 forward and the int8 state dict.
 
-use burn::module::Param;
+mod tiny;
+
 use burn::tensor::{Device, Tensor};
 use burn_qat::convert::convert;
 use burn_qat::data::SplitMix64;
@@ -13,14 +14,12 @@ use burn_qat::int8::kernels::bytewise::{ByteKernels, MaxPoolCall};
 use burn_qat::int8::pool::{MaxPool2dSpec, max_pool2d_with};
 use burn_qat::int8::{Engine, MemoryFormat, PoolInputLayout, QParamsPt, QTensor};
 use burn_qat::io::{int8_state_dict, load_int8_state_dict};
-use burn_qat::nn::{
-    Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, Hardswish, MaxPool2d,
-    MaxPool2dConfig, QBatch, QuantLayer, QuantStub, Quantizable,
-};
+use burn_qat::nn::{Hardswish, MaxPool2dConfig, QBatch, QuantLayer, Quantizable};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare;
 
 use crate::common::{Fixture, assert_close, to_vec};
+use tiny::Tiny;
 
 const ENGINES: [Engine; 2] = [Engine::Qnnpack, Engine::X86];
 
@@ -237,10 +236,7 @@ fn avx2_byte_kernels_match_the_reference() {
                 planes: 3,
                 hw: [h, w],
                 out_hw: [oh, ow],
-                kernel: k,
-                stride,
-                padding,
-                dilation,
+                window: spec,
                 clamp,
             };
             let input = bytes(3 * h * w);
@@ -298,53 +294,6 @@ fn bad_max_pool_configs_are_errors() {
         )
         .is_err()
     );
-}
-
-/// PyTorch's tiny model, with this crate's layers.
-#[derive(burn::module::Module, Debug)]
-struct Tiny {
-    quant: QuantStub,
-    conv: ConvBnAct,
-    hs: Hardswish,
-    pool: MaxPool2d,
-    dequant: DeQuantStub,
-}
-
-burn_qat::impl_quantizable!(Tiny {
-    quant,
-    conv,
-    hs,
-    pool,
-    dequant
-});
-
-impl Tiny {
-    fn new(fx: &Fixture, device: &Device) -> Self {
-        let mut conv = ConvBnActConfig::new(3, 8)
-            .with_batch_norm(false)
-            .with_bias(true)
-            .with_activation(Activation::Identity)
-            .init(device);
-        conv.conv.weight = Param::from_tensor(fx.tensor("model.weight", device));
-        conv.conv.bias = Some(Param::from_tensor(fx.tensor("model.bias", device)));
-        Tiny {
-            quant: QuantStub::new(),
-            conv,
-            hs: Hardswish::new(),
-            pool: MaxPool2dConfig::new([3, 3])
-                .with_stride([2, 2])
-                .with_padding([1, 1])
-                .init()
-                .unwrap(),
-            dequant: DeQuantStub::new(),
-        }
-    }
-
-    fn forward_as<X: Batch<4>>(&self, x: Tensor<4>) -> X::Float {
-        let x: X = self.quant.forward(x);
-        self.dequant
-            .forward(self.pool.forward(self.hs.forward(self.conv.forward(x))))
-    }
 }
 
 /// The int8 output's `int_repr()` from its dequantized values.

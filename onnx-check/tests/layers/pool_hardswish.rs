@@ -4,81 +4,37 @@
 //! convert), each run in tract against the crate's own forward of that stage.
 
 use super::*;
-use burn::module::{Module, Param};
 use burn_qat::export::{OnnxBatch, trace_onnx};
-use burn_qat::nn::{
-    Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, Hardswish, MaxPool2d,
-    MaxPool2dConfig, QBatch, QuantStub,
-};
+use burn_qat::nn::{MaxPool2dConfig, QBatch};
 use burn_qat::quant::{QConfig, QuantBackend};
 
-#[derive(Module, Debug)]
-struct Tiny {
-    quant: QuantStub,
-    conv: ConvBnAct,
-    hs: Hardswish,
-    pool: MaxPool2d,
-    dequant: DeQuantStub,
+#[path = "../../../tests/it/pool_hardswish/tiny.rs"]
+mod tiny;
+use tiny::Tiny;
+
+fn onnx(model: &Tiny, kind: ExportKind) -> Vec<u8> {
+    trace_onnx(model, kind, "tiny", [1, 3, 9, 9], |m, x| {
+        m.forward_as::<OnnxBatch<4>>(x)
+    })
+    .unwrap()
+    .encode_to_vec()
 }
 
-burn_qat::impl_quantizable!(Tiny {
-    quant,
-    conv,
-    hs,
-    pool,
-    dequant
-});
-
-impl Tiny {
-    fn new(fx: &Fixture, pool: MaxPool2dConfig, device: &Device) -> Self {
-        let mut conv = ConvBnActConfig::new(3, 8)
-            .with_batch_norm(false)
-            .with_bias(true)
-            .with_activation(Activation::Identity)
-            .init(device);
-        conv.conv.weight = Param::from_tensor(fx.tensor("model.weight", device));
-        conv.conv.bias = Some(Param::from_tensor(fx.tensor("model.bias", device)));
-        Tiny {
-            quant: QuantStub::new(),
-            conv,
-            hs: Hardswish::new(),
-            pool: pool.init().unwrap(),
-            dequant: DeQuantStub::new(),
-        }
-    }
-
-    fn forward_as<X: Batch<4>>(&self, x: Tensor<4>) -> X::Float {
-        let x: X = self.quant.forward(x);
-        self.dequant
-            .forward(self.pool.forward(self.hs.forward(self.conv.forward(x))))
-    }
-
-    fn onnx(&self, kind: ExportKind) -> Vec<u8> {
-        trace_onnx(self, kind, "tiny", [1, 3, 9, 9], |m, x| {
-            m.forward_as::<OnnxBatch<4>>(x)
-        })
-        .unwrap()
-        .encode_to_vec()
-    }
-}
-
-fn resnet_pool() -> MaxPool2dConfig {
-    MaxPool2dConfig::new([3, 3])
-        .with_stride([2, 2])
-        .with_padding([1, 1])
+/// The fixture's test input: as a tensor, its values and its shape.
+fn input(fx: &Fixture, device: &Device) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
+    let x = fx.tensor("model.x", device);
+    (x, fx.f32("model.x"), fx.shape("model.x"))
 }
 
 #[test]
 fn max_pool_and_hardswish_export_and_run_in_tract() {
-    let fx = Fixture::load("pool_hardswish.safetensors");
-    let device = Device::flex();
-    let x: Tensor<4> = fx.tensor("model.x", &device);
-    let (x_host, shape) = (fx.f32("model.x"), fx.shape("model.x"));
+    let (fx, device) = (Fixture::load("pool_hardswish.safetensors"), Device::flex());
+    let (x, x_host, shape) = input(&fx, &device);
 
     // Float: HardSigmoid · x for hardswish rounds a little differently.
-    let model = Tiny::new(&fx, resnet_pool(), &device);
+    let model = Tiny::new(&fx, &device);
     let float = to_vec(model.forward_as::<Tensor<4>>(x.clone()));
-    let bytes = model.onnx(ExportKind::Float);
+    let bytes = onnx(&model, ExportKind::Float);
     let ops = op_counts(&model_of(&bytes));
     assert_eq!(
         (ops["MaxPool"], ops["HardSigmoid"], ops["Mul"]),
@@ -93,7 +49,7 @@ fn max_pool_and_hardswish_export_and_run_in_tract() {
     );
 
     // QDQ: the fake-quants of a QAT-prepared model, after one pass that sets their ranges.
-    let mut qat = Tiny::new(&fx, resnet_pool(), &device);
+    let mut qat = Tiny::new(&fx, &device);
     let qconfig = QConfig::default_qat(QuantBackend::Qnnpack);
     burn_qat::quantize::prepare_qat(&mut qat, &qconfig, &device).unwrap();
     let _ = qat.forward_as::<Tensor<4>>(fx.tensor("model.cal", &device));
@@ -101,7 +57,7 @@ fn max_pool_and_hardswish_export_and_run_in_tract() {
     let fake_quant = to_vec(qat.forward_as::<Tensor<4>>(x.clone()));
     let fq = qat.hs.activation_post_process.fake_quantize().unwrap();
     let scale = fq.current_qparams().scale[0] as f64;
-    let theirs = tract_run(&qat.onnx(ExportKind::FakeQuant), &x_host, &shape);
+    let theirs = tract_run(&onnx(&qat, ExportKind::FakeQuant), &x_host, &shape);
     let (_, within1, _) = quanta(&theirs, &fake_quant, scale);
     assert_eq!(
         within1,
@@ -114,13 +70,13 @@ fn max_pool_and_hardswish_export_and_run_in_tract() {
         (QuantBackend::Qnnpack, Engine::Qnnpack),
         (QuantBackend::X86, Engine::X86),
     ] {
-        let mut model = Tiny::new(&fx, resnet_pool(), &device);
+        let mut model = Tiny::new(&fx, &device);
         burn_qat::quantize::prepare(&mut model, &QConfig::default_ptq(backend), &device).unwrap();
         let _ = model.forward_as::<Tensor<4>>(fx.tensor("model.cal", &device));
         burn_qat::convert::convert(&mut model, engine).unwrap();
         let int8 = to_vec(model.forward_as::<QBatch<4>>(x.clone()).unwrap());
         let scale = model.hs.int8.unwrap().qparams.scale as f64;
-        let bytes = model.onnx(ExportKind::Int8);
+        let bytes = onnx(&model, ExportKind::Int8);
         dump(
             &format!("tiny_{engine}"),
             &bytes,
@@ -146,10 +102,8 @@ fn max_pool_and_hardswish_export_and_run_in_tract() {
 /// is dropped by PyTorch (9 rows, kernel 2, stride 2, padding 1: 5 rows, not 6).
 #[test]
 fn max_pool_ceil_mode_runs_in_tract_like_pytorch() {
-    let fx = Fixture::load("pool_hardswish.safetensors");
-    let device = Device::flex();
-    let x: Tensor<4> = fx.tensor("model.x", &device);
-    let (x_host, shape) = (fx.f32("model.x"), fx.shape("model.x"));
+    let (fx, device) = (Fixture::load("pool_hardswish.safetensors"), Device::flex());
+    let (x, x_host, shape) = input(&fx, &device);
     for pool in [
         MaxPool2dConfig::new([2, 2]).with_ceil_mode(true),
         MaxPool2dConfig::new([3, 3])
@@ -160,9 +114,9 @@ fn max_pool_ceil_mode_runs_in_tract_like_pytorch() {
             .with_padding([1, 1])
             .with_ceil_mode(true),
     ] {
-        let model = Tiny::new(&fx, pool.clone(), &device);
+        let model = Tiny::with_pool(&fx, pool.clone(), &device);
         let float = to_vec(model.forward_as::<Tensor<4>>(x.clone()));
-        let theirs = tract_run(&model.onnx(ExportKind::Float), &x_host, &shape);
+        let theirs = tract_run(&onnx(&model, ExportKind::Float), &x_host, &shape);
         assert_eq!(theirs.len(), float.len(), "{pool:?}");
         let worst = theirs.iter().zip(&float).map(|(a, b)| (a - b).abs());
         assert!(worst.fold(0.0, f32::max) < 1e-5, "{pool:?}");

@@ -5,6 +5,7 @@
 //! time where the CPU has AVX2. Both give the same bytes (`tests/it/pool_hardswish.rs`).
 
 use super::{for_each_block, threads_for};
+use crate::int8::pool::MaxPool2dSpec;
 
 /// One max pooling call over `planes` row-major `h × w` planes into `oh × ow` ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,14 +16,9 @@ pub struct MaxPoolCall {
     pub hw: [usize; 2],
     /// Output height and width.
     pub out_hw: [usize; 2],
-    /// Window size (rows, columns).
-    pub kernel: [usize; 2],
-    /// Stride.
-    pub stride: [usize; 2],
-    /// Padding before each axis (the end padding is whatever the output size implies).
-    pub padding: [usize; 2],
-    /// Dilation.
-    pub dilation: [usize; 2],
+    /// Window size, stride, padding before each axis and dilation (`ceil_mode` is in
+    /// `out_hw` already).
+    pub window: MaxPool2dSpec,
     /// Window positions outside the input read the nearest edge instead of being skipped
     /// (QNNPACK's indirection buffer; the same maximum unless the dilation is above 1).
     pub clamp: bool,
@@ -32,8 +28,8 @@ impl MaxPoolCall {
     /// The input row (`axis` 0) or column (1) that window tap `k` of output `o` reads, if any.
     #[inline]
     pub fn position(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
-        let i = (o * self.stride[axis] + k * self.dilation[axis]) as isize
-            - self.padding[axis] as isize;
+        let w = &self.window;
+        let i = (o * w.stride[axis] + k * w.dilation[axis]) as isize - w.padding[axis] as isize;
         let size = self.hw[axis] as isize;
         match self.clamp {
             true => Some(i.clamp(0, size - 1) as usize),
@@ -75,7 +71,7 @@ impl ByteKernels {
         if plane_out == 0 {
             return;
         }
-        let taps = call.kernel[0] * call.kernel[1];
+        let taps = call.window.kernel_size[0] * call.window.kernel_size[1];
         let block = call
             .planes
             .div_ceil(threads_for(call.planes * plane_out * taps))
@@ -111,7 +107,7 @@ impl ByteKernels {
 }
 
 fn reference_max_pool(call: &MaxPoolCall, input: &[u8], out: &mut [u8]) {
-    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.kernel);
+    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.window.kernel_size);
     for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
         for oy in 0..oh {
             for ox in 0..ow {

@@ -35,8 +35,12 @@ fn store(d: &mut [u8], i: usize, v: __m256i) {
 /// Max pooling of the planes of `input` into `out`.
 #[target_feature(enable = "avx2")]
 pub fn max_pool(call: &MaxPoolCall, input: &[u8], out: &mut [u8]) {
-    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.kernel);
-    let (sx, dx, left) = (call.stride[1], call.dilation[1], call.padding[1]);
+    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.window.kernel_size);
+    let (sx, dx, left) = (
+        call.window.stride[1],
+        call.window.dilation[1],
+        call.window.padding[1],
+    );
     // The folded row, padded: column `ox·sx + kx·dx` of it is tap `kx` of output `ox`. The
     // slack lets the stride-2 path read a vector pair past the last used column.
     let used = (ow - 1) * sx + (kw - 1) * dx + 1;
