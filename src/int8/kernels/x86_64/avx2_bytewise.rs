@@ -6,11 +6,11 @@
 //! the edge values where they are clamped), and the window's columns are folded along it,
 //! 32 outputs at a time for strides 1 and 2.
 //!
-//! The lookup splits the table into 16 rows of 16 (`vpshufb` looks up 16 bytes) and sums their
-//! differences: row `k` holds `T_k ⊕ T_{k−1}`, looked up at `x − 16k`, which has its top bit
-//! set (so `vpshufb` gives 0) once `k` passes the row of `x`; the XOR of what remains
-//! telescopes to `T_{x/16}[x mod 16]`. Bytes from 128 run the same on `x − 128` against the
-//! upper half.
+//! The lookup splits each half of the table into 8 rows of 16 (`vpshufb` looks up 16 bytes)
+//! and XORs their differences: row `k` holds `T_k ⊕ T_{k−1}`, looked up at `x − 16k`, which has
+//! its top bit set (so `vpshufb` gives 0) once `k` passes the row of `x`; the XOR of what
+//! remains telescopes to `T_{x/16}[x mod 16]`. Bytes from 128 run the same on `x − 128`
+//! against the upper half, and each byte's top bit picks its half.
 
 use std::arch::x86_64::*;
 
