@@ -7,6 +7,8 @@
 //! structure. (`scripts/check_onnx.py` runs `onnx.checker` and onnxruntime on the same files.)
 
 mod common;
+#[path = "layers/pool_hardswish.rs"]
+mod pool_hardswish;
 #[path = "layers/scaled_add.rs"]
 mod scaled_add;
 

@@ -38,6 +38,7 @@ pub mod add;
 pub mod buffer;
 pub mod conv;
 pub mod engine;
+pub mod hardswish;
 pub mod kernels;
 pub mod linear;
 pub mod pool;

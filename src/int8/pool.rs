@@ -1,6 +1,17 @@
-//! Quantized adaptive average pooling to 1×1 (`F.adaptive_avg_pool2d(x, (1, 1))` on a quint8
-//! tensor, `aten/src/ATen/native/quantized/cpu/AdaptiveAveragePooling.cpp`). The output keeps the
-//! input's scale and zero-point. With `K = H·W`:
+//! Quantized pooling: max pooling ([`max_pool2d`]) and adaptive average pooling to 1×1. Both
+//! outputs keep the input's scale and zero-point.
+//!
+//! # Max pooling (`F.max_pool2d` on a quint8 tensor, `quantized_max_pool2d` in
+//! `aten/src/ATen/native/quantized/cpu/Pooling.cpp`)
+//! The maximum of the quint8 values each window covers, so both engines agree with float max
+//! pooling of the dequantized input, save one case. Positions in the padding are not read (not
+//! read as the zero-point): the native kernel skips them; qnnpack, which runs whenever
+//! `ceil_mode` is off, reads the nearest input position instead (its indirection buffer clamps
+//! them), which is the same maximum unless the dilation is above 1 (it also refuses a 1×1
+//! window, which runs here). The output keeps the input's memory format on both engines.
+//!
+//! # Adaptive average pooling (`F.adaptive_avg_pool2d(x, (1, 1))`,
+//! `aten/src/ATen/native/quantized/cpu/AdaptiveAveragePooling.cpp`). With `K = H·W`:
 //!
 //! # qnnpack (`qnnpack_adaptive_avg_pool2d` → `qnnpack_avg_pool2d`, taken whenever the input is
 //! not already 1×1)
@@ -26,6 +37,7 @@
 
 use super::buffer::Buffer;
 use super::engine::Engine;
+use super::kernels::bytewise::{ByteKernels, MaxPoolCall};
 use super::kernels::{DEFAULT, Int8Kernels};
 use super::requant::{cvtps_epi32, saturate_to_u8};
 use super::tensor::{MemoryFormat, QTensor, round_half_even};
@@ -136,6 +148,16 @@ impl PoolParams {
     }
 }
 
+/// The shape of a pooling's input, which must be `[n, c, h, w]` with `h, w > 0`.
+fn nchw_shape<'a>(input: &'a QTensor, op: &str) -> Result<&'a [usize]> {
+    match input.shape() {
+        s @ [_, _, h, w] if *h > 0 && *w > 0 => Ok(s),
+        s => Err(Error::Shape(format!(
+            "{op} expects a non-empty NCHW input, got {s:?}"
+        ))),
+    }
+}
+
 /// `F.adaptive_avg_pool2d(x, (1, 1))` on a quint8 `[n, c, h, w]` tensor, with the default kernels.
 pub fn adaptive_avg_pool2d_1x1(
     input: &QTensor,
@@ -152,15 +174,108 @@ pub fn adaptive_avg_pool2d_1x1_with(
     engine: Engine,
     layout: PoolInputLayout,
 ) -> Result<QTensor> {
-    let s = input.shape();
-    if s.len() != 4 || s[2] == 0 || s[3] == 0 {
-        return Err(Error::Shape(format!(
-            "adaptive_avg_pool2d expects a non-empty NCHW input, got {s:?}"
-        )));
-    }
+    let s = nchw_shape(input, "adaptive_avg_pool2d")?;
     let q = input.qparams();
     let p = PoolParams::new(engine, layout, s[2], s[3], q.scale, q.zero_point);
     let mut out = Buffer::new(s[0] * s[1]);
     kernels.global_avg_pool(&p, &input.to_contiguous(), &mut out);
     QTensor::from_buffer(out, &[s[0], s[1], 1, 1], q, MemoryFormat::Contiguous)
+}
+
+/// The arguments of `F.max_pool2d` (`nn.MaxPool2d`), per axis (height, width).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPool2dSpec {
+    /// Window size.
+    pub kernel_size: [usize; 2],
+    /// Stride.
+    pub stride: [usize; 2],
+    /// Implicit padding on both sides.
+    pub padding: [usize; 2],
+    /// Spacing of the window's taps.
+    pub dilation: [usize; 2],
+    /// Output sizes rounded up, with PyTorch's rule that the last window starts inside the
+    /// input or its left padding.
+    pub ceil_mode: bool,
+}
+
+impl MaxPool2dSpec {
+    /// PyTorch's checks: positive kernel, stride and dilation; padding at most half the kernel.
+    pub fn check(&self) -> Result<()> {
+        let positive = |v: [usize; 2]| v.iter().all(|&x| x > 0);
+        if !(positive(self.kernel_size) && positive(self.stride) && positive(self.dilation)) {
+            return Err(Error::Config(format!(
+                "max pooling needs a positive kernel size, stride and dilation, got {self:?}"
+            )));
+        }
+        if (0..2).any(|a| self.padding[a] > self.kernel_size[a] / 2) {
+            return Err(Error::Config(format!(
+                "max pooling: pad should be at most half of kernel size, got padding {:?} for \
+                 kernel {:?}",
+                self.padding, self.kernel_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The output size along `axis` (0: height, 1: width) for an input of `size`
+    /// (`pooling_output_shape`); an error where it is below 1.
+    pub fn output_size(&self, axis: usize, size: usize) -> Result<usize> {
+        let (k, s, p, d) = (
+            self.kernel_size[axis] as i64,
+            self.stride[axis] as i64,
+            self.padding[axis] as i64,
+            self.dilation[axis] as i64,
+        );
+        let span = size as i64 + 2 * p - d * (k - 1) - 1 + if self.ceil_mode { s - 1 } else { 0 };
+        let mut out = span.div_euclid(s) + 1;
+        if self.ceil_mode && (out - 1) * s >= size as i64 + p {
+            out -= 1;
+        }
+        if out < 1 {
+            return Err(Error::Shape(format!(
+                "max pooling {self:?} of an input of size {size}: output size is too small"
+            )));
+        }
+        Ok(out as usize)
+    }
+
+    /// The kernel call on `[n, c, h, w]` for `engine`.
+    fn call(&self, shape: &[usize], engine: Engine) -> Result<MaxPoolCall> {
+        self.check()?;
+        Ok(MaxPoolCall {
+            planes: shape[0] * shape[1],
+            hw: [shape[2], shape[3]],
+            out_hw: [
+                self.output_size(0, shape[2])?,
+                self.output_size(1, shape[3])?,
+            ],
+            window: *self,
+            clamp: engine == Engine::Qnnpack && !self.ceil_mode,
+        })
+    }
+}
+
+/// `F.max_pool2d` on a quint8 `[n, c, h, w]` tensor, on the fastest byte kernels.
+pub fn max_pool2d(input: &QTensor, spec: &MaxPool2dSpec, engine: Engine) -> Result<QTensor> {
+    max_pool2d_with(ByteKernels::detect(), input, spec, engine)
+}
+
+/// [`max_pool2d`] with the given kernels.
+pub fn max_pool2d_with(
+    kernels: ByteKernels,
+    input: &QTensor,
+    spec: &MaxPool2dSpec,
+    engine: Engine,
+) -> Result<QTensor> {
+    let s = nchw_shape(input, "max_pool2d")?;
+    let call = spec.call(s, engine)?;
+    let [oh, ow] = call.out_hw;
+    let mut out = Buffer::new(call.planes * oh * ow);
+    kernels.max_pool2d(&call, input.to_contiguous().data(), &mut out);
+    QTensor::from_buffer(
+        out,
+        &[s[0], s[1], oh, ow],
+        input.qparams(),
+        MemoryFormat::Contiguous,
+    )
 }

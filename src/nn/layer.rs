@@ -136,6 +136,20 @@ pub trait QuantOp<const D: usize> {
     /// The int8 forward of a converted layer.
     fn forward_int8(&self, inputs: &[&QTensor]) -> Result<QTensor>;
 
+    /// The int8 forward, told the converted model's engine and the memory format PyTorch would
+    /// hold the first input in: a layer without an engine of its own (max pooling) or whose
+    /// bits depend on PyTorch's memory order (x86 hardswish) overrides this;
+    /// [`Self::forward_int8`] otherwise.
+    fn forward_int8_in(
+        &self,
+        inputs: &[&QTensor],
+        engine: Engine,
+        layout: PoolInputLayout,
+    ) -> Result<QTensor> {
+        let _ = (engine, layout);
+        self.forward_int8(inputs)
+    }
+
     /// The memory format PyTorch gives the int8 output (quantized convolutions return
     /// channels-last tensors, which average pooling's rounding depends on).
     fn int8_layout(&self, input: PoolInputLayout) -> PoolInputLayout {

@@ -192,7 +192,7 @@ impl<const D: usize> Batch<D> for QBatch<D> {
             return QBatch::fail(Error::Quant(format!("a {} got no input", layer.op_kind())));
         };
         let tensors: Vec<&QTensor> = states.iter().map(|s| &s.tensor).collect();
-        match layer.forward_int8(&tensors) {
+        match layer.forward_int8_in(&tensors, first.engine, first.layout) {
             Ok(y) => QBatch::ok(
                 y,
                 first.engine,

@@ -23,6 +23,7 @@ mod int8_ops;
 mod int8_quantize;
 mod malformed_inputs;
 mod mobilenet_v2;
+mod pool_hardswish;
 mod ptq;
 mod qat_conv_bn;
 mod qat_kernels;

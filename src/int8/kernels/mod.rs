@@ -13,6 +13,7 @@
 //! Preconditions (checked by the ops, so kernels need not re-check): the input and output
 //! slices have the lengths the op's shapes imply.
 
+pub mod bytewise;
 pub mod cache;
 pub mod direct;
 pub mod gemm;

@@ -1,0 +1,131 @@
+//! Kernels whose output bytes are input bytes, or a function of one input byte: quantized max
+//! pooling (a max of quint8 values needs no requantization) and a 256-entry table lookup
+//! (quantized hardswish, whose output depends on one input byte and per-call qparams). The
+//! portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx2`] is picked at run
+//! time where the CPU has AVX2. Both give the same bytes (`tests/it/pool_hardswish.rs`).
+
+use super::{for_each_block, threads_for};
+use crate::int8::pool::MaxPool2dSpec;
+
+/// One max pooling call over `planes` row-major `h × w` planes into `oh × ow` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxPoolCall {
+    /// Planes (`n · c`).
+    pub planes: usize,
+    /// Input height and width.
+    pub hw: [usize; 2],
+    /// Output height and width.
+    pub out_hw: [usize; 2],
+    /// Window size, stride, padding before each axis and dilation (`ceil_mode` is in
+    /// `out_hw` already).
+    pub window: MaxPool2dSpec,
+    /// Window positions outside the input read the nearest edge instead of being skipped
+    /// (QNNPACK's indirection buffer; the same maximum unless the dilation is above 1).
+    pub clamp: bool,
+}
+
+impl MaxPoolCall {
+    /// The input row (`axis` 0) or column (1) that window tap `k` of output `o` reads, if any.
+    #[inline]
+    pub fn position(&self, axis: usize, o: usize, k: usize) -> Option<usize> {
+        let w = &self.window;
+        let i = (o * w.stride[axis] + k * w.dilation[axis]) as isize - w.padding[axis] as isize;
+        let size = self.hw[axis] as isize;
+        match self.clamp {
+            true => Some(i.clamp(0, size - 1) as usize),
+            false => (0..size).contains(&i).then_some(i as usize),
+        }
+    }
+}
+
+/// A set of byte kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteKernels {
+    /// Portable loops.
+    Reference,
+    /// AVX2 (x86-64): vector maxima and a 16-way `vpshufb` table lookup.
+    Avx2,
+}
+
+impl ByteKernels {
+    /// The fastest set this CPU runs.
+    pub fn detect() -> Self {
+        Self::avx2().unwrap_or(ByteKernels::Reference)
+    }
+
+    /// [`ByteKernels::Avx2`] where the CPU has AVX2.
+    pub fn avx2() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            return Some(ByteKernels::Avx2);
+        }
+        None
+    }
+
+    /// Max pooling of `input` (`call.planes` planes) into `out` (every byte written). A window
+    /// with no position inside the input gives 0, as PyTorch's native kernel (which starts
+    /// from the type's lowest value) does.
+    pub fn max_pool2d(self, call: &MaxPoolCall, input: &[u8], out: &mut [u8]) {
+        let [h, w] = call.hw;
+        let plane_out = call.out_hw[0] * call.out_hw[1];
+        if plane_out == 0 {
+            return;
+        }
+        let taps = call.window.kernel_size[0] * call.window.kernel_size[1];
+        let block = call
+            .planes
+            .div_ceil(threads_for(call.planes * plane_out * taps))
+            .max(1);
+        for_each_block(out, block * plane_out, |index, chunk| {
+            let first = index * block;
+            let planes = chunk.len() / plane_out;
+            let input = &input[first * h * w..][..planes * h * w];
+            match self {
+                ByteKernels::Reference => reference_max_pool(call, input, chunk),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Avx2` is only made where the CPU has AVX2 (`Self::avx2`).
+                ByteKernels::Avx2 => unsafe {
+                    super::x86_64::avx2_bytewise::max_pool(call, input, chunk)
+                },
+                #[cfg(not(target_arch = "x86_64"))]
+                ByteKernels::Avx2 => reference_max_pool(call, input, chunk),
+            }
+        });
+    }
+
+    /// `out[i] = table[input[i]]` (equally long slices).
+    pub fn lookup(self, table: &[u8; 256], input: &[u8], out: &mut [u8]) {
+        match self {
+            ByteKernels::Reference => reference_lookup(table, input, out),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx2` is only made where the CPU has AVX2 (`Self::avx2`).
+            ByteKernels::Avx2 => unsafe { super::x86_64::avx2_bytewise::lookup(table, input, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            ByteKernels::Avx2 => reference_lookup(table, input, out),
+        }
+    }
+}
+
+fn reference_max_pool(call: &MaxPoolCall, input: &[u8], out: &mut [u8]) {
+    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.window.kernel_size);
+    for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut m = 0u8;
+                for iy in (0..kh).filter_map(|k| call.position(0, oy, k)) {
+                    for ix in (0..kw).filter_map(|k| call.position(1, ox, k)) {
+                        m = m.max(plane[iy * w + ix]);
+                    }
+                }
+                dst[oy * ow + ox] = m;
+            }
+        }
+    }
+}
+
+/// The portable lookup.
+pub fn reference_lookup(table: &[u8; 256], input: &[u8], out: &mut [u8]) {
+    for (o, &q) in out.iter_mut().zip(input) {
+        *o = table[q as usize];
+    }
+}
