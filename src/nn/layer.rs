@@ -49,7 +49,8 @@ pub enum Boundary {
     Dequantize,
 }
 
-/// A layer's change at each stage. Errors are [`Error::Stage`](crate::Error::Stage) problems
+/// A layer's change at each stage; the defaults are those of a layer without quantization
+/// parameters or state of its own (a `DeQuantStub`, max pooling). Errors are [`Error::Stage`](crate::Error::Stage) problems
 /// (or others) without the layer's path: the driver adds it. A driver runs a stage on a copy
 /// of the model and keeps it only if every layer succeeded, so a method may leave its layer
 /// half-changed on error.
@@ -68,7 +69,11 @@ pub trait QuantLayer {
     fn replace_relu(&mut self) {}
 
     /// `prepare` / `prepare_qat` with this layer's qconfig: attach observers or fake-quants.
-    fn prepare(&mut self, qconfig: &QConfig, mode: PrepareMode, device: &Device) -> Result<()>;
+    /// The default, for a layer without quantization parameters of its own, attaches nothing.
+    fn prepare(&mut self, qconfig: &QConfig, mode: PrepareMode, device: &Device) -> Result<()> {
+        let _ = (qconfig, mode, device);
+        Ok(())
+    }
 
     /// Calls `f` on every fake-quant of the layer (the QAT switches).
     fn for_each_fake_quant(&mut self, f: &mut dyn FnMut(&mut FakeQuantize)) {
@@ -81,15 +86,22 @@ pub trait QuantLayer {
     }
 
     /// The observer of the layer's output once prepared (a fake-quant's own one in QAT).
-    fn output_observer(&self) -> Option<&Observer>;
+    fn output_observer(&self) -> Option<&Observer> {
+        None
+    }
 
     /// `convert`: the int8 form from the observers, `input` being the qparams of the layer's
     /// input as the walk saw them (a hint; an int8 op reads the real ones at run time).
-    fn convert(&mut self, input: QParamsPt, engine: Engine) -> Result<()>;
+    fn convert(&mut self, input: QParamsPt, engine: Engine) -> Result<()> {
+        let _ = (input, engine);
+        Ok(())
+    }
 
     /// The output qparams and engine of the int8 form, `None` before convert (and for a layer
     /// that keeps its input's qparams, as max pooling).
-    fn int8_output(&self) -> Option<QuantizedOutput>;
+    fn int8_output(&self) -> Option<QuantizedOutput> {
+        None
+    }
 
     /// Whether the layer has its int8 form. A layer without quantization parameters of its own
     /// (max pooling) overrides this to `true`.
@@ -104,11 +116,16 @@ pub trait QuantLayer {
     }
 
     /// The entry names (after the layer's path) of its int8 state dict.
-    fn int8_state_keys(&self) -> &'static [&'static str];
+    fn int8_state_keys(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// Writes the layer's entries under `path`: its int8 form's (converted), or the float
     /// weights of a layer kept in float, as PyTorch's converted model keeps them.
-    fn int8_state(&self, path: &str, state: &mut StateDict) -> Result<()>;
+    fn int8_state(&self, path: &str, state: &mut StateDict) -> Result<()> {
+        let _ = (path, state);
+        Ok(())
+    }
 
     /// Builds the int8 form from the entries under `path`, running `engine`'s arithmetic.
     fn load_int8_state(
@@ -117,7 +134,10 @@ pub trait QuantLayer {
         entries: &Entries<'_>,
         input: QParamsPt,
         engine: Engine,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        let _ = (path, entries, input, engine);
+        Ok(())
+    }
 }
 
 /// What a layer computes from `N` batches of rank `D` on each batch type: the float forward

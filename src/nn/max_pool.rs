@@ -3,20 +3,17 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::tensor::Tensor;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{Device, Tensor};
 
 use super::batch::Batch;
-use super::layer::{PrepareMode, QuantLayer, QuantOp, address_of};
-use super::qbatch::QuantizedOutput;
+use super::layer::{QuantLayer, QuantOp, address_of};
 use crate::Result;
 use crate::int8::pool::{MaxPool2dSpec, max_pool2d as int8_max_pool2d};
-use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor};
+use crate::int8::{Engine, PoolInputLayout, QTensor};
 use crate::onnx::proto::AttributeProto;
 use crate::onnx::{Act, Builder, ExportKind};
-use crate::quant::{Observer, QConfig};
-use crate::state::{Entries, StateDict};
 
 /// The configuration of a [`MaxPool2d`], `nn.MaxPool2d(kernel_size, stride, padding, dilation,
 /// ceil_mode)` with each size given per axis (height, width).
@@ -91,41 +88,15 @@ impl MaxPool2d {
     }
 }
 
+/// No quantization parameters of its own: nothing to prepare, convert or save, and ready for
+/// int8 as it is.
 impl QuantLayer for MaxPool2d {
     fn kind(&self) -> &'static str {
         "MaxPool2d"
     }
 
-    fn prepare(&mut self, _: &QConfig, _: PrepareMode, _: &Device) -> Result<()> {
-        Ok(())
-    }
-
-    fn output_observer(&self) -> Option<&Observer> {
-        None
-    }
-
-    fn convert(&mut self, _: QParamsPt, _: Engine) -> Result<()> {
-        Ok(())
-    }
-
-    fn int8_output(&self) -> Option<QuantizedOutput> {
-        None
-    }
-
     fn is_converted(&self) -> bool {
         true
-    }
-
-    fn int8_state_keys(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn int8_state(&self, _: &str, _: &mut StateDict) -> Result<()> {
-        Ok(())
-    }
-
-    fn load_int8_state(&mut self, _: &str, _: &Entries<'_>, _: QParamsPt, _: Engine) -> Result<()> {
-        Ok(())
     }
 }
 

@@ -2,18 +2,15 @@
 //! (`torch.ao.quantization.QuantStub` / `DeQuantStub`).
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 
 use super::batch::Batch;
-use super::layer::{Boundary, PrepareMode, QuantLayer};
+use super::layer::{Boundary, QuantLayer};
 use super::output_layer::impl_output_layer;
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::qbatch::QuantizedOutput;
-use crate::int8::{Engine, QParamsPt};
 use crate::onnx::graph::not_converted;
 use crate::onnx::{Act, Builder, ExportKind};
-use crate::quant::{Observer, QConfig};
-use crate::state::{Entries, StateDict};
 use crate::{Error, Result};
 
 /// Marks a float input to be quantized. Identity in float mode; observes after `prepare`,
@@ -111,39 +108,11 @@ impl QuantLayer for DeQuantStub {
         "DeQuantStub"
     }
 
-    fn prepare(&mut self, _: &QConfig, _: PrepareMode, _: &Device) -> Result<()> {
-        Ok(())
-    }
-
-    fn output_observer(&self) -> Option<&Observer> {
-        None
-    }
-
-    fn convert(&mut self, _: QParamsPt, _: Engine) -> Result<()> {
-        Ok(())
-    }
-
-    fn int8_output(&self) -> Option<QuantizedOutput> {
-        None
-    }
-
     fn is_converted(&self) -> bool {
         true
     }
 
     fn boundary(&self) -> Option<Boundary> {
         Some(Boundary::Dequantize)
-    }
-
-    fn int8_state_keys(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn int8_state(&self, _: &str, _: &mut StateDict) -> Result<()> {
-        Ok(())
-    }
-
-    fn load_int8_state(&mut self, _: &str, _: &Entries<'_>, _: QParamsPt, _: Engine) -> Result<()> {
-        Ok(())
     }
 }
