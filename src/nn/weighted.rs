@@ -233,6 +233,10 @@ impl Weighted<'_> {
         }
         *self.weight_fake_quant = Some(weight);
         *self.post = ActivationPostProcess::prepared(qconfig, mode, &self.device)?;
+        // A QAT batch norm's freeze is saved from now on, as the fake-quants' switches are.
+        if let Some(bn) = self.bn.as_mut() {
+            bn.track_freeze(&self.device);
+        }
         Ok(())
     }
 
