@@ -37,11 +37,11 @@ pub struct BatchNorm2dConfig {
 /// Parameter names are PyTorch's (`weight`, `bias`, `running_mean`, `running_var`).
 ///
 /// # Frozen statistics
-/// [`Self::freeze_stats`] (`freeze_bn_stats`) puts the layer in eval mode for good. Once QAT
-/// preparation gave it a `freeze_bn` switch ([`Self::track_freeze`]: `prepare_qat` does, for the
-/// batch norm of a fused QAT layer), the freeze is saved with the record (PyTorch's
-/// `ConvBn2d.freeze_bn` attribute, which PyTorch does not save) and a loaded model stays frozen;
-/// a float model has no such entry, so its records are PyTorch's and torchvision's.
+/// [`Self::freeze_stats`] (`freeze_bn_stats`) puts the layer in eval mode for good. Once it has
+/// a `freeze_bn` switch ([`Self::track_freeze`]: QAT fusion, `fuse_modules_qat`, gives one to
+/// every batch norm it keeps), the freeze is saved with the record (PyTorch's
+/// `ConvBn2d.freeze_bn` attribute, which PyTorch does not save) and a loaded model stays frozen.
+/// A float model has no such entry, so its records stay PyTorch's and torchvision's.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
     /// γ.
@@ -217,9 +217,9 @@ impl BatchNorm2d {
         self.training.is_enabled() && !self.freeze_bn.as_ref().is_some_and(switch::is_on)
     }
 
-    /// Gives the layer a saved `freeze_bn` switch holding its current freeze (what
-    /// `prepare_qat` does to a fused QAT layer's batch norm), so that [`Self::freeze_stats`]
-    /// survives a save and load. Does nothing if it has one.
+    /// Gives the layer a saved `freeze_bn` switch holding its current freeze (what QAT fusion
+    /// does to the batch norms it keeps), so that [`Self::freeze_stats`] survives a save and
+    /// load. Does nothing if it has one.
     pub fn track_freeze(&mut self, device: &Device) {
         if self.freeze_bn.is_none() {
             // The flag as `train()` restores it: frozen, not merely in an eval-mode copy.

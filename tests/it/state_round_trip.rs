@@ -180,6 +180,14 @@ fn a_reloaded_qat_model_takes_the_in_memory_models_next_step() {
     assert!(saved.fake_quants.iter().all(|&(obs, fq)| !obs && fq));
     assert!(saved.bn_training.iter().all(|&t| !t));
 
+    // The record names them as PyTorch's state dict does (and `freeze_bn` on every batch norm).
+    let names = tensors(&model);
+    let count = |suffix: &str| names.keys().filter(|n| n.ends_with(suffix)).count();
+    assert_eq!(count(".observer_enabled"), saved.fake_quants.len());
+    assert_eq!(count(".fake_quant_enabled"), saved.fake_quants.len());
+    assert_eq!(count(".freeze_bn"), saved.bn_training.len());
+    assert!(names.contains_key("stem.weight_fake_quant.observer_enabled"));
+
     let model_bytes = save(&model);
     let optim_bytes = optim.into_bytes().unwrap();
     // The user's workflow: the model built as before (same prepare_qat), then loaded.
