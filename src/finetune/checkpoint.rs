@@ -124,9 +124,8 @@ pub(super) fn load_checkpoint(
     // Checkpoints written before the QAT switches were saved lack them: the fresh model's
     // (observers and fake-quant on, batch norm training) stay, and the epoch schedule sets them
     // at the next epoch, as the run that wrote them did.
-    let missing = (applied.missing.iter())
-        .filter(|(path, _)| !is_switch_entry(path))
-        .count();
+    let missing = applied.missing.iter();
+    let missing = missing.filter(|(path, _)| !is_switch_entry(path)).count();
     if !(missing == 0 && applied.unused.is_empty() && applied.errors.is_empty()) {
         return Err(bad(
             &model_path,
