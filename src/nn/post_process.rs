@@ -112,6 +112,18 @@ impl ActivationPostProcess {
         Ok(observer)
     }
 
+    /// The output qparams `convert` bakes in (`activation_post_process.calculate_qparams()`):
+    /// the observer's, or an LSQ fake-quant's learned ones; an error if nothing is attached.
+    pub fn calculate_qparams(&self) -> Result<QParams> {
+        match self {
+            Self::Identity(_) => Err(Error::stage(StageProblem::NotPrepared {
+                what: "the output has no observer".into(),
+            })),
+            Self::Observer(obs) => obs.calculate_qparams(),
+            Self::FakeQuantize(fq) => fq.calculate_qparams(),
+        }
+    }
+
     /// The observer or fake-quant, if any (what `convert` reads the output qparams from).
     pub fn fake_quantize(&self) -> Option<&FakeQuantize> {
         match self {

@@ -17,6 +17,9 @@
 //!
 //! In both cases [`FakeQuantize::calculate_qparams`] returns the observer's (Python) formula, which
 //! is what PyTorch's `convert` uses.
+//!
+//! With [`FakeQuantizeConfig::learnable`] set, the module is PyTorch's LSQ
+//! `_LearnableFakeQuantize` instead: trainable scale and zero-point (see [`super::learnable`]).
 
 use burn::config::Config;
 use burn::module::{Module, RunningState};
@@ -24,6 +27,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor_spec};
+use super::learnable::{LearnableQParams, LearnableQParamsConfig};
 use super::observer::{
     Observer, ObserverConfig, ObserverKind, ObserverStats, non_finite_batch, read_state,
     write_state,
@@ -41,6 +45,10 @@ pub struct FakeQuantizeConfig {
     /// [`QParamsCalculator::Fbgemm`] for `FusedMovingAvgObsFakeQuantize`.
     #[config(default = "QParamsCalculator::Observer")]
     pub calculator: QParamsCalculator,
+    /// LSQ (`_LearnableFakeQuantize`): trainable scale and zero-point; `None` (the default) for
+    /// the plain fake-quant. Needs the [`QParamsCalculator::Observer`] formula.
+    #[config(default = "None")]
+    pub learnable: Option<LearnableQParamsConfig>,
 }
 
 impl FakeQuantizeConfig {
@@ -58,6 +66,23 @@ impl FakeQuantizeConfig {
                 return Err(Error::Config(
                     "per-channel fused fake-quant is only supported on axis 0".into(),
                 ));
+            }
+        }
+        if let Some(l) = &self.learnable {
+            if self.calculator != QParamsCalculator::Observer {
+                return Err(Error::Config(
+                    "a learnable (LSQ) fake-quant takes its static estimates from the observer \
+                     formula, not the fused one"
+                        .into(),
+                ));
+            }
+            let (lo, hi) = self.observer.dtype.bounds();
+            if !(lo <= l.quant_min && l.quant_min < l.quant_max && l.quant_max <= hi) {
+                return Err(Error::Config(format!(
+                    "LSQ quant range [{}, {}] must be increasing and within the {:?} range \
+                     [{lo}, {hi}]",
+                    l.quant_min, l.quant_max, self.observer.dtype
+                )));
             }
         }
         Ok(())
@@ -79,13 +104,20 @@ impl FakeQuantizeConfig {
                 device,
             ))
         };
+        // An LSQ fake-quant's states start at its initial parameters: they are what the
+        // parameters hold until a static estimate replaces them.
+        let (scale, zero_point) = self
+            .learnable
+            .as_ref()
+            .map_or((1.0, 0.0), |l| (l.scale as f32, l.zero_point as f32));
         Ok(FakeQuantize {
             activation_post_process: observer,
-            scale: state(1.0),
-            zero_point: state(0.0),
+            scale: state(scale),
+            zero_point: state(zero_point),
             observer_enabled: true,
             fake_quant_enabled: true,
             calculator: self.calculator,
+            learnable: self.learnable.as_ref().map(|l| l.init(n, device)),
         })
     }
 }
@@ -107,6 +139,8 @@ pub struct FakeQuantize {
     fake_quant_enabled: bool,
     #[module(skip)]
     calculator: QParamsCalculator,
+    /// LSQ's trainable scale and zero-point (`None`: the plain fake-quant).
+    pub learnable: Option<LearnableQParams>,
 }
 
 impl FakeQuantize {
@@ -117,6 +151,9 @@ impl FakeQuantize {
 
     /// Turns statistics collection off (`disable_observer`): the qparams are frozen.
     pub fn disable_observer(&mut self) {
+        if self.observer_enabled {
+            self.sync_learnable();
+        }
         self.observer_enabled = false;
     }
 
@@ -157,6 +194,9 @@ impl FakeQuantize {
 
     /// The scale and zero-point currently held in the buffers (what the forward pass uses).
     pub fn current_qparams(&self) -> QParams {
+        if let Some(l) = &self.learnable {
+            return self.learnable_qparams(l);
+        }
         QParams {
             scale: read_state(&self.scale),
             zero_point: read_state(&self.zero_point)
@@ -169,6 +209,9 @@ impl FakeQuantize {
     /// The observer's qparams (Python formula), as PyTorch's `calculate_qparams` — the values
     /// `convert` uses.
     pub fn calculate_qparams(&self) -> Result<QParams> {
+        if let Some(l) = &self.learnable {
+            return Ok(self.learnable_qparams(l));
+        }
         self.activation_post_process.calculate_qparams()
     }
 
@@ -208,7 +251,7 @@ impl FakeQuantize {
         }
     }
 
-    fn store(&self, qp: &QParams) {
+    pub(super) fn store(&self, qp: &QParams) {
         write_state(&self.scale, qp.scale.clone());
         write_state(
             &self.zero_point,
@@ -233,6 +276,15 @@ impl FakeQuantize {
     /// observer is enabled, no observed range for a fused fake-quant, or a channel mismatch.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
         self.run_on(Input::Plain(x), true)
+    }
+
+    /// [`Self::observe`] of `x` itself.
+    pub(super) fn observe_plain<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        strict: bool,
+    ) -> Result<Option<ObserverStats>> {
+        self.observe(&Input::Plain(x.clone()), strict)
     }
 
     /// Observes the input; the statistics written, or `None` when nothing was (skipped or
@@ -289,6 +341,7 @@ impl FakeQuantize {
     /// Fake quantization on, a min/max observer, and an `f32` tensor on the CPU backend.
     fn fuses_on<const D: usize>(&self, x: &Tensor<D>) -> bool {
         self.fake_quant_enabled
+            && self.learnable.is_none()
             && self.activation_post_process.config().kind != ObserverKind::Histogram
             && has_cpu_kernels(&x.device())
             && x.dtype() == DType::F32
@@ -343,6 +396,9 @@ impl FakeQuantize {
         let per_channel = obs.qscheme().is_per_channel();
         if input.is_empty() {
             return Ok(input.unchanged());
+        }
+        if let Some(l) = &self.learnable {
+            return self.run_learnable(l, input.unchanged(), strict);
         }
         let mut qparams = None;
         match self.calculator {

@@ -27,6 +27,7 @@ mod pool_hardswish;
 mod ptq;
 mod qat_conv_bn;
 mod qat_kernels;
+mod qat_lsq;
 mod qat_parity;
 mod qconfig_mapping;
 mod quant_fake_quant;

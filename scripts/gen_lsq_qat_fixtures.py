@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""PyTorch oracle for LSQ in a qconfig (tests/it/qat_lsq.rs): a fused QAT ConvBnReLU2d
+(`torch.ao.nn.intrinsic.qat.ConvBnReLU2d`) whose weight and output fake-quants are both
+`torch.ao.quantization._learnable_fake_quantize._LearnableFakeQuantize`, trained for three SGD
+steps (momentum 0.9, dampening 0), then converted to int8 (`nniq.ConvReLU2d.from_float`).
+
+Pins: torch 2.5.1, torchvision 0.20.1, numpy, safetensors (the venv of gen_quant_fixtures.py):
+
+    python3 -m venv /opt/torch-oracle
+    /opt/torch-oracle/bin/pip install torch==2.5.1 torchvision==0.20.1 numpy safetensors
+
+From the repository root:
+
+    /opt/torch-oracle/bin/python scripts/gen_lsq_qat_fixtures.py   # tests/fixtures/qat_lsq.safetensors
+
+Schedule of each case (what `QConfig::lsq_qat` + `quantize::enable_*` reproduce): step 0 with
+static estimates (`enable_static_estimate`: the observers set scale and zero-point, nothing is
+learned), then `enable_param_learning` and steps 1 and 2 learn scale and zero-point with the
+weights. Every step records the parameters before it, the input, target, loss, output, the
+gradients, the BN running statistics and the fake-quants' scale / zero-point (the values the
+step's forward used, and the stored values after the optimizer step). Deterministic: fixed
+seeds, one intra-op thread.
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+from torch.ao.nn.intrinsic.qat import ConvBnReLU2d
+from torch.ao.quantization import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
+from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_fixtures import weight_qparams  # noqa: E402  (this folder: same pins)
+from gen_quant_fixtures import f32, i64, save  # noqa: E402
+
+LR = 0.005
+
+# (tag, backend, weight bits)
+CASES = [
+    ("x86_w4", "x86", 4),
+    ("qnnpack_w4", "qnnpack", 4),
+    ("x86_w8", "x86", 8),
+]
+
+
+def lsq_qconfig(backend, bits, out_channels):
+    """What `QConfig::lsq_qat(backend, bits)` builds: quint8 per-tensor affine activations
+    (x86: reduce_range, i.e. [0, 127]); qint8 symmetric weights in [-2^(b-1), 2^(b-1) - 1], per
+    channel (x86) or per tensor (qnnpack); moving-average min/max observers; grad scaling on."""
+    qmax_act = 127 if backend == "x86" else 255
+    act = _LearnableFakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=qmax_act,
+        dtype=torch.quint8, qscheme=torch.per_tensor_affine, use_grad_scaling=True)
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if backend == "x86":
+        weight = _LearnableFakeQuantize.with_args(
+            observer=MovingAveragePerChannelMinMaxObserver, quant_min=lo, quant_max=hi,
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
+            channel_len=out_channels, use_grad_scaling=True)
+    else:
+        weight = _LearnableFakeQuantize.with_args(
+            observer=MovingAverageMinMaxObserver, quant_min=lo, quant_max=hi,
+            dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, use_grad_scaling=True)
+    return torch.ao.quantization.QConfig(activation=act, weight=weight)
+
+
+def lsq_state(prefix, fq, out):
+    out[prefix + "scale"] = f32(fq.scale)
+    out[prefix + "zero_point"] = f32(fq.zero_point)
+
+
+def run_case(tag, backend, bits, out):
+    torch.manual_seed(4100 + bits)
+    qconfig = lsq_qconfig(backend, bits, 6)
+    m = ConvBnReLU2d(4, 6, 3, stride=1, padding=1, bias=False, qconfig=qconfig)
+    act = qconfig.activation()  # what prepare_qat attaches as the output hook
+    with torch.no_grad():
+        m.bn.weight.uniform_(0.5, 1.5)
+        m.bn.bias.normal_(0.0, 0.1)
+        m.bn.running_mean.normal_(0.0, 0.1)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    out[f"{tag}.init.weight"] = f32(m.weight)
+    out[f"{tag}.init.bn.weight"] = f32(m.bn.weight)
+    out[f"{tag}.init.bn.bias"] = f32(m.bn.bias)
+    out[f"{tag}.init.bn.running_mean"] = f32(m.bn.running_mean)
+    out[f"{tag}.init.bn.running_var"] = f32(m.bn.running_var)
+    m.train()
+    act.train()
+    for fq in (m.weight_fake_quant, act):
+        fq.enable_static_estimate()
+    params = list(m.parameters()) + list(act.parameters())
+    opt = torch.optim.SGD(params, lr=LR, momentum=0.9, dampening=0.0)
+    for step in range(3):
+        if step == 1:
+            for fq in (m.weight_fake_quant, act):
+                fq.enable_param_learning()
+        p = f"{tag}.step{step}."
+        x = torch.randn(2, 4, 7, 6)
+        target = torch.rand(2, 6, 7, 6)
+        opt.zero_grad()
+        y = act(m(x))
+        loss = ((y - target) ** 2).mean()
+        loss.backward()
+        out[p + "x"] = f32(x)
+        out[p + "target"] = f32(target)
+        out[p + "y"] = f32(y)
+        out[p + "loss"] = f32(loss.reshape(1))
+        out[p + "weight_grad"] = f32(m.weight.grad)
+        out[p + "bn.weight_grad"] = f32(m.bn.weight.grad)
+        out[p + "bn.bias_grad"] = f32(m.bn.bias.grad)
+        out[p + "bn.running_mean"] = f32(m.bn.running_mean)
+        out[p + "bn.running_var"] = f32(m.bn.running_var)
+        # The qparams this forward used (symmetric zero-points were zeroed by it).
+        lsq_state(p + "wfq.used.", m.weight_fake_quant, out)
+        lsq_state(p + "act.used.", act, out)
+        if step > 0:
+            for name, fq in (("wfq", m.weight_fake_quant), ("act", act)):
+                out[p + name + ".scale_grad"] = f32(fq.scale.grad)
+                out[p + name + ".zero_point_grad"] = f32(fq.zero_point.grad)
+        opt.step()
+        out[p + "after.weight"] = f32(m.weight)
+        out[p + "after.bn.weight"] = f32(m.bn.weight)
+        out[p + "after.bn.bias"] = f32(m.bn.bias)
+        lsq_state(p + "after.wfq.", m.weight_fake_quant, out)
+        lsq_state(p + "after.act.", act, out)
+
+    # Convert: eval-mode BN folded into the weight, the weight fake-quant sees it once more, the
+    # learned qparams quantize it (clamped to the 4-bit range) and give the output qparams.
+    engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "qnnpack" if backend == "qnnpack" else "fbgemm"
+    m.activation_post_process = act
+    m.eval()
+    qm = torch.ao.nn.intrinsic.quantized.ConvReLU2d.from_float(m)
+    w = qm.weight()
+    c = f"{tag}.convert."
+    out[c + "weight_int8"] = i64(w.int_repr().numpy())
+    scales, zps = weight_qparams(w)
+    out[c + "weight_scale"] = f32(scales.float())
+    out[c + "weight_zero_point"] = i64(zps.numpy())
+    out[c + "bias"] = f32(qm.bias())
+    out[c + "out_qparams"] = np.array([qm.scale, qm.zero_point], dtype=np.float64)
+    x = torch.randn(2, 4, 7, 6)
+    xq = torch.quantize_per_tensor(x, 0.05, 64, torch.quint8)
+    out[c + "x"] = f32(x)
+    out[c + "y_int"] = i64(qm(xq).int_repr().numpy())
+    torch.backends.quantized.engine = engine
+    wq = w.int_repr()
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    assert int(wq.min()) >= lo and int(wq.max()) <= hi, (tag, int(wq.min()), int(wq.max()))
+
+
+def main():
+    out = {}
+    for tag, backend, bits in CASES:
+        run_case(tag, backend, bits, out)
+    save("qat_lsq.safetensors", out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+//! LSQ in the qconfig (`QConfig::lsq_qat`) against PyTorch's `_LearnableFakeQuantize` on a fused
+//! QAT `ConvBnReLU2d` (`scripts/gen_lsq_qat_fixtures.py`): three SGD steps (momentum 0.9,
+//! dampening 0) with Burn's optimizer on the whole layer — step 0 on static estimates, steps 1
+//! and 2 learning scale and zero-point — then `convert` and the int8 kernels, with 4-bit weights
+//! (`[-8, 7]` held in int8) per channel (x86) and per tensor (qnnpack), and 8-bit ones.
+//!
+//! Tolerances: the forward values (output, loss) to 1e-5 — fake quantization makes them
+//! multiples of a scale, so only f32 rounding of the float parts differs; gradients to 1e-4
+//! (abs and rel, as `qat_conv_bn`: sums over the batch in other orders, through BN's backward);
+//! the learned scales / zero-points and the parameters after each step to 1e-6 abs + 1e-5 rel
+//! (an SGD update of those gradients); BN running statistics as `qat_conv_bn`. The training
+//! runs end to end on our own values (nothing is reset from the fixture between steps). The
+//! conversion starts from PyTorch's final values and is compared exactly: int8 weights, their
+//! qparams, the output qparams and the int8 output.
+
+use crate::common::{Fixture, assert_close, to_vec};
+use burn::module::{Param, RunningState};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::{Device, Tensor};
+use burn_qat::fuse::fuse_modules_qat;
+use burn_qat::int8::{Engine, QParamsPt, QTensor};
+use burn_qat::nn::{Activation, ActivationPostProcess, ConvBnAct, ConvBnActConfig};
+use burn_qat::quant::{FakeQuantize, QConfig, QuantBackend};
+use burn_qat::quantize::{enable_param_learning, enable_static_estimate, prepare_qat};
+
+/// The generator's learning rate.
+const LR: f64 = 0.005;
+
+/// (tag, backend, weight bits), as `CASES` in the generator.
+const CASES: [(&str, QuantBackend, u32); 3] = [
+    ("x86_w4", QuantBackend::X86, 4),
+    ("qnnpack_w4", QuantBackend::Qnnpack, 4),
+    ("x86_w8", QuantBackend::X86, 8),
+];
+
+fn act_fq(layer: &ConvBnAct) -> &FakeQuantize {
+    layer
+        .activation_post_process
+        .fake_quantize()
+        .expect("output fake-quant")
+}
+
+fn wfq(layer: &ConvBnAct) -> &FakeQuantize {
+    layer.weight_fake_quant.as_ref().expect("weight fake-quant")
+}
+
+/// The scale and zero-point PyTorch's tensors hold now: the static estimate while the observer
+/// is on (PyTorch copies it into the parameters), else the learned parameters.
+fn stored(fq: &FakeQuantize) -> (Vec<f32>, Vec<f32>) {
+    let l = fq.learnable().expect("an LSQ fake-quant");
+    if fq.observer_enabled() {
+        let qp = fq.current_qparams();
+        (qp.scale, qp.zero_point.iter().map(|&z| z as f32).collect())
+    } else {
+        l.values()
+    }
+}
+
+/// The prepared layer with the generator's initial weights, static estimates on.
+fn prepared(fx: &Fixture, tag: &str, backend: QuantBackend, bits: u32) -> ConvBnAct {
+    let device = Device::flex().autodiff();
+    let key = |k: &str| format!("{tag}.init.{k}");
+    let mut layer = ConvBnActConfig::new(4, 6)
+        .with_activation(Activation::Relu)
+        .init(&device);
+    layer.conv.weight = Param::from_tensor(fx.tensor(&key("weight"), &device));
+    let bn = layer.bn.as_mut().unwrap();
+    bn.weight = Param::from_tensor(fx.tensor(&key("bn.weight"), &device));
+    bn.bias = Param::from_tensor(fx.tensor(&key("bn.bias"), &device));
+    bn.running_mean = RunningState::new(fx.tensor(&key("bn.running_mean"), &device));
+    bn.running_var = RunningState::new(fx.tensor(&key("bn.running_var"), &device));
+    fuse_modules_qat(&mut layer).unwrap();
+    prepare_qat(
+        &mut layer,
+        QConfig::lsq_qat(backend, bits).unwrap(),
+        &device,
+    )
+    .unwrap();
+    enable_static_estimate(&mut layer);
+    layer
+}
+
+/// Three SGD steps, each checked against PyTorch; returns the trained layer.
+fn train(fx: &Fixture, tag: &str, backend: QuantBackend, bits: u32) -> ConvBnAct {
+    let device = Device::flex().autodiff();
+    let mut layer = prepared(fx, tag, backend, bits);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    for step in 0..3 {
+        let key = |k: &str| format!("{tag}.step{step}.{k}");
+        if step == 1 {
+            enable_param_learning(&mut layer);
+        }
+        let x: Tensor<4> = fx.tensor(&key("x"), &device);
+        let target: Tensor<4> = fx.tensor(&key("target"), &device);
+        let y = layer.forward(x);
+        let loss = (y.clone() - target).square().mean();
+        assert_close(&to_vec(y), &fx.f32(&key("y")), 1e-5, 1e-5, &key("y"));
+        assert_close(
+            &to_vec(loss.clone()),
+            &fx.f32(&key("loss")),
+            1e-5,
+            1e-5,
+            &key("loss"),
+        );
+        let grads = loss.backward();
+        let bn = layer.bn.as_ref().unwrap();
+        let mut checks = vec![
+            ("weight_grad", layer.conv.weight.val().grad(&grads)),
+            ("bn.weight_grad", bn.weight.val().grad(&grads)),
+            ("bn.bias_grad", bn.bias.val().grad(&grads)),
+        ];
+        let (w, a) = (wfq(&layer), act_fq(&layer));
+        let (wl, al) = (w.learnable().unwrap(), a.learnable().unwrap());
+        if step > 0 {
+            checks.push(("wfq.scale_grad", wl.scale.val().grad(&grads)));
+            checks.push(("act.scale_grad", al.scale.val().grad(&grads)));
+            checks.push(("act.zero_point_grad", al.zero_point.val().grad(&grads)));
+            // A symmetric zero-point gets no gradient here (`quant::learnable` docs); PyTorch's
+            // moves a value no forward uses.
+            assert!(wl.zero_point.val().grad(&grads).is_none(), "{tag} wfq zp grad");
+        } else {
+            assert!(wl.scale.val().grad(&grads).is_none(), "static: no scale grad");
+            assert!(al.scale.val().grad(&grads).is_none(), "static: no scale grad");
+        }
+        for (name, grad) in checks {
+            let grad = to_vec(grad.unwrap_or_else(|| panic!("{}: no gradient", key(name))));
+            assert_close(&grad, &fx.f32(&key(name)), 1e-4, 1e-4, &key(name));
+        }
+        assert_close(
+            &to_vec(bn.running_mean()),
+            &fx.f32(&key("bn.running_mean")),
+            1e-6,
+            1e-5,
+            &key("rm"),
+        );
+        assert_close(
+            &to_vec(bn.running_var()),
+            &fx.f32(&key("bn.running_var")),
+            1e-6,
+            1e-5,
+            &key("rv"),
+        );
+        // The qparams the forward used (symmetric zero-points zeroed, as PyTorch's forward does).
+        for (name, fq) in [("wfq", w), ("act", a)] {
+            let qp = fq.current_qparams();
+            let used = |k: &str| fx.f32(&key(&format!("{name}.used.{k}")));
+            assert_close(&qp.scale, &used("scale"), 1e-6, 1e-5, &key(name));
+            let zp: Vec<f32> = qp.zero_point.iter().map(|&z| z as f32).collect();
+            assert_eq!(zp, used("zero_point"), "{}", key(name));
+        }
+
+        let grads = GradientsParams::from_grads(grads, &layer);
+        layer = optim.step(LR, layer, grads);
+        let after = |k: &str| fx.f32(&key(&format!("after.{k}")));
+        let bn = layer.bn.as_ref().unwrap();
+        let params = [
+            ("weight", to_vec(layer.conv.weight.val())),
+            ("bn.weight", to_vec(bn.weight.val())),
+            ("bn.bias", to_vec(bn.bias.val())),
+        ];
+        for (name, got) in params {
+            assert_close(&got, &after(name), 1e-6, 1e-5, &key(name));
+        }
+        let (scale, zp) = stored(wfq(&layer));
+        assert_close(&scale, &after("wfq.scale"), 1e-6, 1e-5, &key("wfq.scale"));
+        assert!(zp.iter().all(|&z| z == 0.0), "{}: {zp:?}", key("wfq.zp"));
+        let (scale, zp) = stored(act_fq(&layer));
+        assert_close(&scale, &after("act.scale"), 1e-6, 1e-5, &key("act.scale"));
+        assert_close(&zp, &after("act.zero_point"), 1e-6, 1e-5, &key("act.zp"));
+    }
+    layer
+}
+
+/// PyTorch's values after the last step, written into the trained layer (the conversion is
+/// compared bit for bit, from the same float state).
+fn install_final(fx: &Fixture, tag: &str, layer: &mut ConvBnAct) {
+    let device = Device::flex().autodiff();
+    let key = |k: &str| format!("{tag}.step2.{k}");
+    layer.conv.weight = Param::from_tensor(fx.tensor(&key("after.weight"), &device));
+    let bn = layer.bn.as_mut().unwrap();
+    bn.weight = Param::from_tensor(fx.tensor(&key("after.bn.weight"), &device));
+    bn.bias = Param::from_tensor(fx.tensor(&key("after.bn.bias"), &device));
+    bn.running_mean = RunningState::new(fx.tensor(&key("bn.running_mean"), &device));
+    bn.running_var = RunningState::new(fx.tensor(&key("bn.running_var"), &device));
+    bn.freeze_stats(); // PyTorch's m.eval()
+    let wl = layer.weight_fake_quant.as_mut().unwrap().learnable.as_mut();
+    let wl = wl.unwrap();
+    let zeros = vec![0.0; fx.f32(&key("after.wfq.scale")).len()];
+    wl.set_values(fx.f32(&key("after.wfq.scale")), zeros);
+    let ActivationPostProcess::FakeQuantize(a) = &mut layer.activation_post_process else {
+        panic!("output fake-quant");
+    };
+    a.learnable.as_mut().unwrap().set_values(
+        fx.f32(&key("after.act.scale")),
+        fx.f32(&key("after.act.zero_point")),
+    );
+}
+
+fn convert_case(fx: &Fixture, tag: &str, backend: QuantBackend, bits: u32) {
+    let mut layer = train(fx, tag, backend, bits);
+    install_final(fx, tag, &mut layer);
+    let key = |k: &str| format!("{tag}.convert.{k}");
+    let input = QParamsPt::new(0.05, 64).unwrap();
+    let int8 = layer
+        .to_int8(input, Engine::from_backend(backend).unwrap())
+        .unwrap();
+    let weight: Vec<i64> = int8.weight().data().iter().map(|&v| v.into()).collect();
+    assert_eq!(weight, fx.i64(&key("weight_int8")), "{tag} int8 weight");
+    let half = 1i64 << (bits - 1);
+    assert!(
+        weight.iter().all(|w| (-half..half).contains(w)),
+        "{tag}: weights outside the {bits}-bit range"
+    );
+    let n = fx.shape(&key("weight_scale"))[0];
+    let (scales, zps): (Vec<f32>, Vec<i64>) = (0..n)
+        .map(|c| int8.weight().qparams().channel(c))
+        .map(|(s, z)| (s, z as i64))
+        .unzip();
+    assert_eq!(scales, fx.f32(&key("weight_scale")), "{tag} weight scales");
+    assert_eq!(zps, fx.i64(&key("weight_zero_point")), "{tag} weight zps");
+    assert_close(
+        int8.bias().unwrap(),
+        &fx.f32(&key("bias")),
+        1e-6,
+        1e-5,
+        &key("bias"),
+    );
+    let out_qp = fx.f32(&key("out_qparams"));
+    let qp = int8.output_qparams();
+    assert_eq!(qp.scale, out_qp[0], "{tag} out scale");
+    assert_eq!(qp.zero_point as f32, out_qp[1], "{tag} out zp");
+    let x = fx.f32(&key("x"));
+    let xq = QTensor::quantize(&x, &fx.shape(&key("x")), input).unwrap();
+    let y: Vec<i64> = int8
+        .forward(&xq)
+        .unwrap()
+        .to_contiguous()
+        .data()
+        .iter()
+        .map(|&v| v.into())
+        .collect();
+    assert_eq!(y, fx.i64(&key("y_int")), "{tag} int8 output");
+}
+
+#[test]
+fn lsq_conv_bn_relu_x86_4bit_trains_and_converts_as_pytorch() {
+    let (tag, backend, bits) = CASES[0];
+    convert_case(&Fixture::load("qat_lsq.safetensors"), tag, backend, bits);
+}
+
+#[test]
+fn lsq_conv_bn_relu_qnnpack_4bit_trains_and_converts_as_pytorch() {
+    let (tag, backend, bits) = CASES[1];
+    convert_case(&Fixture::load("qat_lsq.safetensors"), tag, backend, bits);
+}
+
+#[test]
+fn lsq_conv_bn_relu_x86_8bit_trains_and_converts_as_pytorch() {
+    let (tag, backend, bits) = CASES[2];
+    convert_case(&Fixture::load("qat_lsq.safetensors"), tag, backend, bits);
+}
