@@ -128,7 +128,10 @@ impl LearnableQParams {
 
     /// `toggle_qparam_learning`: the flag and whether both parameters require gradients.
     pub fn toggle_learning(&mut self, enabled: bool) {
-        set_param(&mut self.learning_enabled, vec![f32::from(u8::from(enabled))]);
+        set_param(
+            &mut self.learning_enabled,
+            vec![f32::from(u8::from(enabled))],
+        );
         self.scale = self.scale.clone().set_require_grad(enabled);
         self.zero_point = self.zero_point.clone().set_require_grad(enabled);
     }

@@ -69,18 +69,16 @@ impl Quantizer {
         let range = Some((quant_min, quant_max));
         match self {
             Quantizer::Observer(o) => Quantizer::Observer(o.with_quant_range(range)),
-            Quantizer::FakeQuantize(f) => {
-                let observer = f.observer.clone().with_quant_range(range);
-                Quantizer::FakeQuantize(f.with_observer(observer))
-            }
-            Quantizer::Learnable(l) => {
-                let observer = l.observer.clone().with_quant_range(range);
-                Quantizer::Learnable(
-                    l.with_observer(observer)
-                        .with_quant_min(quant_min)
-                        .with_quant_max(quant_max),
-                )
-            }
+            Quantizer::FakeQuantize(f) => Quantizer::FakeQuantize(FakeQuantizeConfig {
+                observer: f.observer.clone().with_quant_range(range),
+                ..f
+            }),
+            Quantizer::Learnable(l) => Quantizer::Learnable(LearnableFakeQuantizeConfig {
+                observer: l.observer.clone().with_quant_range(range),
+                quant_min,
+                quant_max,
+                ..l
+            }),
         }
     }
 }
