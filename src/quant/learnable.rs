@@ -33,6 +33,9 @@
 //!   with `learning_enabled = 0`) are overwritten by the static estimate when the observer is
 //!   switched off; PyTorch keeps that estimate minus the last optimizer step. Use
 //!   [`FakeQuantize::enable_static_estimate`] (no gradients) for the static phase to avoid it.
+//!   The copy is skipped while `learning_enabled` is 1 (saved with the model), so a model
+//!   loaded to resume learning keeps its learned values; learning switched on by hand
+//!   ([`FakeQuantize::toggle_qparam_learning`]) before the observer goes off skips it too.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
@@ -198,9 +201,10 @@ impl FakeQuantize {
     /// estimate), fake-quant on, observer off. Nothing for a non-learnable fake-quant.
     pub fn enable_param_learning(&mut self) {
         if self.learnable.is_some() {
+            // Observer off first: the static estimate is copied while learning is still off.
+            self.disable_observer();
             self.toggle_qparam_learning(true);
             self.enable_fake_quant();
-            self.disable_observer();
         }
     }
 
@@ -232,11 +236,14 @@ impl FakeQuantize {
     }
 
     /// Copies the last static estimate (the `scale` / `zero_point` states) into the learnable
-    /// parameters: what PyTorch's static forward wrote into them in place. Called when the
-    /// observer goes off.
+    /// parameters — what PyTorch's static forward wrote into them in place — when the observer
+    /// goes off. Not while learning is enabled: the parameters then hold learned values (a
+    /// model loaded to resume training, `learning_enabled` saved as 1), which PyTorch keeps.
     pub(super) fn sync_learnable(&mut self) {
         let (scale, zp) = (read_state(&self.scale), read_state(&self.zero_point));
-        if let Some(l) = self.learnable.as_mut() {
+        if let Some(l) = self.learnable.as_mut()
+            && !l.learning_enabled()
+        {
             l.set_values(scale, zp);
         }
     }

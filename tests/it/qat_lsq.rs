@@ -25,6 +25,7 @@ use burn_qat::quant::{FakeQuantize, QConfig, QuantBackend};
 use burn_qat::quantize::{
     enable_param_learning, enable_static_estimate, freeze_bn_stats, prepare_qat,
 };
+use burn_store::{BurnpackStore, ModuleSnapshot};
 
 /// The generator's learning rate.
 const LR: f64 = 0.005;
@@ -285,4 +286,51 @@ fn lsq_conv_bn_relu_qnnpack_4bit_trains_and_converts_as_pytorch() {
 #[test]
 fn lsq_conv_bn_relu_x86_8bit_trains_and_converts_as_pytorch() {
     convert_case(CASES[2]);
+}
+
+/// A trained LSQ layer saved as the QAT checkpoints are (burnpack) and loaded into a freshly
+/// prepared one gives back its learned scales and zero-points and `learning_enabled`: the
+/// parameters hold the values PyTorch's would (checked against the fixture), resuming with
+/// `enable_param_learning` keeps them, and the output is the same. The flags are the module's
+/// own: a clone switched back to static estimates leaves the original learning.
+#[test]
+fn trained_lsq_saves_loads_and_resumes() {
+    let fx = Fixture::load("qat_lsq.safetensors");
+    let case = CASES[0];
+    let layer = train(&fx, case);
+    let mut store = BurnpackStore::from_bytes(None);
+    layer.save_into(&mut store).unwrap();
+    let bytes = store.get_bytes().unwrap();
+
+    let mut fresh = prepared(&fx, case);
+    let applied = fresh
+        .load_from(&mut BurnpackStore::from_bytes(Some(bytes)))
+        .unwrap();
+    assert!(
+        applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty(),
+        "{applied:?}"
+    );
+    enable_param_learning(&mut fresh); // resuming: the loaded values stay
+    let after = |k: &str| fx.f32(&format!("{}.step2.after.{k}", case.0));
+    for (name, (a, b)) in [
+        ("wfq", (wfq(&layer), wfq(&fresh))),
+        ("act", (act_fq(&layer), act_fq(&fresh))),
+    ] {
+        let (la, lb) = (a.learnable().unwrap(), b.learnable().unwrap());
+        assert!(lb.learning_enabled(), "{name}: learning_enabled loaded");
+        assert_eq!(la.values(), lb.values(), "{name}: learned values loaded");
+        let scale = lb.values().0;
+        assert_close(&scale, &after(&format!("{name}.scale")), 1e-6, 1e-5, name);
+    }
+    let x: Tensor<4> = fx.tensor(&format!("{}.convert.x", case.0), &Device::flex().autodiff());
+    assert_eq!(
+        to_vec(layer.forward(x.clone())),
+        to_vec(fresh.forward(x)),
+        "output after loading"
+    );
+
+    let mut copy = fresh.clone();
+    enable_static_estimate(&mut copy);
+    assert!(!wfq(&copy).learnable().unwrap().learning_enabled());
+    assert!(wfq(&fresh).learnable().unwrap().learning_enabled());
 }
