@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch oracle for LSQ in a qconfig (tests/it/qat_lsq.rs): a fused QAT ConvBnReLU2d
+"""PyTorch oracle for LSQ and low-bit weights in a qconfig (tests/it/qat_lsq.rs): a fused QAT ConvBnReLU2d
 (`torch.ao.nn.intrinsic.qat.ConvBnReLU2d`) whose weight and output fake-quants are both
 `torch.ao.quantization._learnable_fake_quantize._LearnableFakeQuantize`, trained for three SGD
-steps (momentum 0.9, dampening 0), then converted to int8 (`nniq.ConvReLU2d.from_float`).
+steps (momentum 0.9, dampening 0), then converted to int8 (`nniq.ConvReLU2d.from_float`); and
+4-bit weights with the plain presets (`with_weight_bits(4)`): the x86 QAT qconfig (one step,
+then convert) and the x86 PTQ qconfig (calibrate, convert).
 
 Pins: torch 2.5.1, torchvision 0.20.1, numpy, safetensors (the venv of gen_quant_fixtures.py):
 
@@ -157,13 +159,79 @@ def run_case(tag, backend, bits, bn_training, out):
 
     # Convert: eval-mode BN folded into the weight, the weight fake-quant sees it once more, the
     # learned qparams quantize it (clamped to the 4-bit range) and give the output qparams.
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    convert_and_run(m, act, backend, lo, hi, f"{tag}.convert.", out)
+
+
+def qat_plain_w4(out):
+    """`QConfig::default_qat(X86).with_weight_bits(4)`: PyTorch's x86 QAT qconfig with the weight
+    fake-quant's range [-8, 7]. One training forward / backward of a QAT ConvBnReLU2d (BN
+    statistics frozen at exact square roots, see the module docs), then convert and run int8."""
+    from torch.ao.quantization import FusedMovingAvgObsFakeQuantize
+    torch.manual_seed(4200)
+    default = torch.ao.quantization.get_default_qat_qconfig("x86")
+    weight = FusedMovingAvgObsFakeQuantize.with_args(
+        observer=MovingAveragePerChannelMinMaxObserver, quant_min=-8, quant_max=7,
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    qconfig = torch.ao.quantization.QConfig(activation=default.activation, weight=weight)
+    m = ConvBnReLU2d(4, 6, 3, stride=1, padding=1, bias=False, qconfig=qconfig)
+    act = qconfig.activation()
+    with torch.no_grad():
+        m.bn.weight.uniform_(0.5, 1.5)
+        m.bn.bias.normal_(0.0, 0.1)
+        m.bn.running_mean.normal_(0.0, 0.1)
+        m.bn.running_var.copy_(exact_running_var(6))
+    p = "qat_w4_plain."
+    for k, v in (("weight", m.weight), ("bn.weight", m.bn.weight), ("bn.bias", m.bn.bias),
+                 ("bn.running_mean", m.bn.running_mean), ("bn.running_var", m.bn.running_var)):
+        out[p + "init." + k] = f32(v)
+    m.train()
+    act.train()
+    m.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+    x = torch.randn(2, 4, 7, 6)
+    y = act(m(x))
+    y.sum().backward()
+    out[p + "x"] = f32(x)
+    out[p + "y"] = f32(y)
+    out[p + "weight_grad"] = f32(m.weight.grad)
+    out[p + "wfq.scale"] = f32(m.weight_fake_quant.scale)
+    out[p + "wfq.zero_point"] = i64(m.weight_fake_quant.zero_point.numpy())
+    convert_and_run(m, act, "x86", -8, 7, p + "convert.", out)
+
+
+def ptq_w4(out):
+    """`QConfig::default_ptq(X86).with_weight_bits(4)`: PyTorch's x86 PTQ qconfig
+    (HistogramObserver with reduce_range; PerChannelMinMaxObserver weights) with the weight
+    range [-8, 7], on a ConvReLU2d with bias: calibrate one batch, convert, run int8."""
+    from torch.ao.quantization import HistogramObserver, PerChannelMinMaxObserver
+    torch.manual_seed(4300)
+    qconfig = torch.ao.quantization.QConfig(
+        activation=HistogramObserver.with_args(reduce_range=True),
+        weight=PerChannelMinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-8, quant_max=7))
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, bias=True)
+    m = torch.ao.nn.intrinsic.ConvReLU2d(conv, torch.nn.ReLU()).eval()
+    m.qconfig = conv.qconfig = qconfig
+    p = "ptq_w4."
+    out[p + "weight"] = f32(conv.weight)
+    out[p + "bias"] = f32(conv.bias)
+    m.activation_post_process = qconfig.activation()
+    x = torch.randn(2, 4, 7, 6)
+    with torch.no_grad():
+        m.activation_post_process(m(x))
+    out[p + "calib.x"] = f32(x)
+    convert_and_run(m, None, "x86", -8, 7, p + "convert.", out)
+
+
+def convert_and_run(m, act, backend, lo, hi, c, out):
+    """`from_float` (fbgemm for x86), then the int8 weights, qparams and output on a fixed input."""
     engine = torch.backends.quantized.engine
     torch.backends.quantized.engine = "qnnpack" if backend == "qnnpack" else "fbgemm"
-    m.activation_post_process = act
+    if act is not None:
+        m.activation_post_process = act
     m.eval()
     qm = torch.ao.nn.intrinsic.quantized.ConvReLU2d.from_float(m)
     w = qm.weight()
-    c = f"{tag}.convert."
     out[c + "weight_int8"] = i64(w.int_repr().numpy())
     scales, zps = weight_qparams(w)
     out[c + "weight_scale"] = f32(scales.float())
@@ -176,14 +244,15 @@ def run_case(tag, backend, bits, bn_training, out):
     out[c + "y_int"] = i64(qm(xq).int_repr().numpy())
     torch.backends.quantized.engine = engine
     wq = w.int_repr()
-    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    assert int(wq.min()) >= lo and int(wq.max()) <= hi, (tag, int(wq.min()), int(wq.max()))
+    assert int(wq.min()) >= lo and int(wq.max()) <= hi, (c, int(wq.min()), int(wq.max()))
 
 
 def main():
     out = {}
     for tag, backend, bits, bn_training in CASES:
         run_case(tag, backend, bits, bn_training, out)
+    qat_plain_w4(out)
+    ptq_w4(out)
     save("qat_lsq.safetensors", out)
 
 
