@@ -14,13 +14,19 @@
 //! qparams, the output qparams and the int8 output.
 
 use crate::common::{Fixture, assert_close, to_vec};
-use burn::module::{Param, RunningState};
+use burn::module::{Module, Param, RunningState};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Tensor};
+use burn_qat::convert::convert;
 use burn_qat::fuse::fuse_modules_qat;
 use burn_qat::int8::{Engine, QParamsPt, QTensor};
-use burn_qat::nn::{Activation, ActivationPostProcess, ConvBnAct, ConvBnActConfig};
+use burn_qat::io::{load_int8_model, save_int8_model};
+use burn_qat::nn::weighted::WeightedLayer;
+use burn_qat::nn::{
+    Activation, ActivationPostProcess, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, QBatch,
+    QuantStub,
+};
 use burn_qat::quant::{FakeQuantize, QConfig, QuantBackend};
 use burn_qat::quantize::{
     enable_param_learning, enable_static_estimate, freeze_bn_stats, prepare, prepare_qat,
@@ -449,4 +455,75 @@ fn trained_lsq_saves_loads_and_resumes() {
     enable_static_estimate(&mut copy);
     assert!(!wfq(&copy).learnable().unwrap().learning_enabled());
     assert!(wfq(&fresh).learnable().unwrap().learning_enabled());
+}
+
+/// `QuantStub → ConvReLU → DeQuantStub`, for whole-model convert and int8 save / load.
+#[derive(Module, Debug)]
+struct QConv {
+    quant: QuantStub,
+    conv: ConvBnAct,
+    dequant: DeQuantStub,
+}
+
+burn_qat::impl_quantizable!(QConv {
+    quant,
+    conv,
+    dequant
+});
+
+impl QConv {
+    fn new(fx: &Fixture, device: &Device) -> Self {
+        let mut conv = ConvBnActConfig::new(4, 6)
+            .with_batch_norm(false)
+            .with_bias(true)
+            .with_activation(Activation::Relu)
+            .init(device);
+        conv.conv.weight = Param::from_tensor(fx.tensor("ptq_w4.weight", device));
+        conv.conv.bias = Some(Param::from_tensor(fx.tensor("ptq_w4.bias", device)));
+        QConv {
+            quant: QuantStub::new(),
+            conv,
+            dequant: DeQuantStub::new(),
+        }
+    }
+
+    fn forward_as<X: Batch<4>>(&self, x: Tensor<4>) -> X::Float {
+        let x: X = self.quant.forward(x);
+        self.dequant.forward(self.conv.forward(x))
+    }
+}
+
+/// 4-bit weights through whole-model `convert`, the int8 file (`save_int8_model`) and back
+/// (`load_int8_model`): the loaded weights are the converted ones, still in `[-8, 7]`, and the
+/// int8 output is the same.
+#[test]
+fn four_bit_int8_model_saves_and_loads() {
+    let fx = Fixture::load("qat_lsq.safetensors");
+    let device = Device::flex();
+    let mut model = QConv::new(&fx, &device);
+    let qconfig = QConfig::default_ptq(QuantBackend::X86)
+        .with_weight_bits(4)
+        .unwrap();
+    prepare(&mut model, qconfig, &device).unwrap();
+    let _ = model.forward_as::<Tensor<4>>(fx.tensor("ptq_w4.calib.x", &device));
+    convert(&mut model, Engine::X86).unwrap();
+    let x: Tensor<4> = fx.tensor("ptq_w4.convert.x", &device);
+    let y = to_vec(model.forward_as::<QBatch<4>>(x.clone()).unwrap());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("w4.int8.safetensors");
+    save_int8_model(&model, &path, &Default::default()).unwrap();
+    let mut loaded = QConv::new(&fx, &device);
+    assert_eq!(load_int8_model(&mut loaded, &path).unwrap(), Engine::X86);
+    let weights = |m: &QConv| m.conv.int8_weights().unwrap().0.data().to_vec();
+    assert_eq!(weights(&loaded), weights(&model));
+    assert_eq!(
+        weights(&loaded),
+        fx.i64("ptq_w4.convert.weight_int8")
+            .iter()
+            .map(|&w| w as i8)
+            .collect::<Vec<_>>(),
+        "PyTorch's 4-bit weights"
+    );
+    assert_eq!(to_vec(loaded.forward_as::<QBatch<4>>(x).unwrap()), y);
 }
