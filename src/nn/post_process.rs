@@ -57,6 +57,9 @@ pub trait PostProcess: Module + Clone {
 }
 
 /// The standard post-processes, switched by `prepare` / `prepare_qat` / `convert`.
+// One per layer, moved only when a stage swaps it: a fake-quant with LSQ's parameters inline is
+// larger than the other variants, and Burn's `Module` derive has no boxed field to move it to.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ActivationPostProcess {
     /// Float mode: the output passes unchanged.

@@ -69,21 +69,7 @@ impl FakeQuantizeConfig {
             }
         }
         if let Some(l) = &self.learnable {
-            if self.calculator != QParamsCalculator::Observer {
-                return Err(Error::Config(
-                    "a learnable (LSQ) fake-quant takes its static estimates from the observer \
-                     formula, not the fused one"
-                        .into(),
-                ));
-            }
-            let (lo, hi) = self.observer.dtype.bounds();
-            if !(lo <= l.quant_min && l.quant_min < l.quant_max && l.quant_max <= hi) {
-                return Err(Error::Config(format!(
-                    "LSQ quant range [{}, {}] must be increasing and within the {:?} range \
-                     [{lo}, {hi}]",
-                    l.quant_min, l.quant_max, self.observer.dtype
-                )));
-            }
+            l.validate(self.calculator, self.observer.dtype)?;
         }
         Ok(())
     }

@@ -3,10 +3,11 @@
 //! (torch 2.5.1) — and the LSQ fake-quant function both it and the stand-alone
 //! [`LearnableFakeQuantize`](super::LearnableFakeQuantize) run.
 //!
-//! A `FakeQuantize` built from a config with [`FakeQuantizeConfig::learnable`] set maps
-//! PyTorch's buffers onto its own switches: `static_enabled` is the observer switch
-//! ([`FakeQuantize::disable_observer`] is `toggle_observer_update(False)`), `fake_quant_enabled`
-//! the fake-quant switch; `learning_enabled` and the parameters are [`LearnableQParams`]'.
+//! A `FakeQuantize` built from a config with
+//! [`learnable`](super::FakeQuantizeConfig::learnable) set maps PyTorch's buffers onto its own
+//! switches: `static_enabled` is the observer switch ([`FakeQuantize::disable_observer`] is
+//! `toggle_observer_update(False)`), `fake_quant_enabled` the fake-quant switch;
+//! `learning_enabled` and the parameters are [`LearnableQParams`]'.
 //! PyTorch's forward:
 //!
 //! ```text
@@ -44,8 +45,9 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use super::fake_quantize::FakeQuantize;
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
 use super::observer::{read_state, tensor_to_vec};
-use super::qparams::QParams;
-use crate::Result;
+use super::qparams::{QParams, QParamsCalculator};
+use super::scheme::QuantDtype;
+use crate::{Error, Result};
 
 /// Configuration of the learnable part of a [`FakeQuantize`] (the LSQ-specific arguments of
 /// `_LearnableFakeQuantize`); see [`FakeQuantizeConfig::learnable`](super::FakeQuantizeConfig).
@@ -88,6 +90,27 @@ pub struct LearnableQParams {
 const EPS: f32 = f32::EPSILON;
 
 impl LearnableQParamsConfig {
+    /// Checks the range lies in `dtype`'s and the static estimates use the observer formula
+    /// (PyTorch's LSQ calls the observer's `calculate_qparams`).
+    pub fn validate(&self, calculator: QParamsCalculator, dtype: QuantDtype) -> Result<()> {
+        if calculator != QParamsCalculator::Observer {
+            return Err(Error::Config(
+                "a learnable (LSQ) fake-quant takes its static estimates from the observer \
+                 formula, not the fused one"
+                    .into(),
+            ));
+        }
+        let (lo, hi) = dtype.bounds();
+        if !(lo <= self.quant_min && self.quant_min < self.quant_max && self.quant_max <= hi) {
+            return Err(Error::Config(format!(
+                "LSQ quant range [{}, {}] must be increasing and within the {dtype:?} range \
+                 [{lo}, {hi}]",
+                self.quant_min, self.quant_max
+            )));
+        }
+        Ok(())
+    }
+
     /// `n` scales and zero-points (1 per tensor, or the channel count) on `device`.
     pub fn init(&self, n: usize, device: &Device) -> LearnableQParams {
         let param = |v: f32| Param::from_tensor(filled(v, n, device));
