@@ -137,9 +137,7 @@ impl FakeQuantize {
 
     /// Turns statistics collection off (`disable_observer`): the qparams are frozen.
     pub fn disable_observer(&mut self) {
-        if self.observer_enabled {
-            self.sync_learnable();
-        }
+        self.sync_learnable();
         self.observer_enabled = false;
     }
 

@@ -34,17 +34,16 @@
 //!   with `learning_enabled = 0`) are overwritten by the static estimate when the observer is
 //!   switched off; PyTorch keeps that estimate minus the last optimizer step. Use
 //!   [`FakeQuantize::enable_static_estimate`] (no gradients) for the static phase to avoid it.
-//!   The copy is skipped while `learning_enabled` is 1 (saved with the model), so a model
-//!   loaded to resume learning keeps its learned values; learning switched on by hand
-//!   ([`FakeQuantize::toggle_qparam_learning`]) before the observer goes off skips it too.
+//!   Only a static forward since the last copy makes a copy (`static_estimate_pending`, saved
+//!   with the model), so a model loaded to resume learning keeps its learned values.
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::fake_quantize::FakeQuantize;
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
-use super::observer::{read_state, tensor_to_vec};
+use super::observer::{read_state, tensor_to_vec, write_state};
 use super::qparams::{QParams, QParamsCalculator};
 use super::scheme::QuantDtype;
 use crate::{Error, Result};
@@ -71,8 +70,9 @@ pub struct LearnableQParamsConfig {
 /// Trainable scale and zero-point of a [`FakeQuantize`] (see the [module docs](self)).
 ///
 /// `scale`, `zero_point` (float) and `learning_enabled` (1 or 0, never trained) are saved with
-/// the model under PyTorch's names; `quant_min`, `quant_max` and `use_grad_scaling` come from the
-/// qconfig.
+/// the model under PyTorch's names, and `static_estimate_pending` (see
+/// [`FakeQuantize::disable_observer`]); `quant_min`, `quant_max` and `use_grad_scaling` come
+/// from the qconfig.
 #[derive(Module, Debug)]
 pub struct LearnableQParams {
     /// Trainable scale(s), one per tensor or per channel.
@@ -81,6 +81,9 @@ pub struct LearnableQParams {
     pub zero_point: Param<Tensor<1>>,
     /// PyTorch's `learning_enabled` buffer: 1 once [`FakeQuantize::enable_param_learning`] ran.
     pub learning_enabled: Param<Tensor<1>>,
+    /// 1 when a static forward ran since the parameters last took the static estimate: PyTorch
+    /// would have copied that estimate into them, so switching the observer off copies it.
+    pub static_estimate_pending: RunningState<Tensor<1>>,
     quant_min: i64,
     quant_max: i64,
     use_grad_scaling: bool,
@@ -118,6 +121,7 @@ impl LearnableQParamsConfig {
             scale: param(self.scale as f32),
             zero_point: param(self.zero_point as f32),
             learning_enabled: Param::from_tensor(filled(0.0, 1, device)).set_require_grad(false),
+            static_estimate_pending: RunningState::new(filled(0.0, 1, device)),
             quant_min: self.quant_min,
             quant_max: self.quant_max,
             use_grad_scaling: self.use_grad_scaling,
@@ -139,6 +143,16 @@ pub(crate) fn set_param(p: &mut Param<Tensor<1>>, values: Vec<f32>) {
         let req = t.is_require_grad();
         Tensor::from_data(TensorData::new(values, [n]), &device).set_require_grad(req)
     });
+}
+
+/// Writes `static_estimate_pending` and commits it at once: a `RunningState` update waits in a
+/// per-thread slot until the next `value_sync`, and saving reads the committed value.
+fn set_pending(l: &LearnableQParams, pending: bool) {
+    write_state(
+        &l.static_estimate_pending,
+        vec![f32::from(u8::from(pending))],
+    );
+    let _ = l.static_estimate_pending.value_sync();
 }
 
 /// `max(v, eps)` as PyTorch's `clamp_(min=eps)` (NaN stays NaN).
@@ -224,10 +238,9 @@ impl FakeQuantize {
     /// estimate), fake-quant on, observer off. Nothing for a non-learnable fake-quant.
     pub fn enable_param_learning(&mut self) {
         if self.learnable.is_some() {
-            // Observer off first: the static estimate is copied while learning is still off.
-            self.disable_observer();
             self.toggle_qparam_learning(true);
             self.enable_fake_quant();
+            self.disable_observer();
         }
     }
 
@@ -259,15 +272,16 @@ impl FakeQuantize {
     }
 
     /// Copies the last static estimate (the `scale` / `zero_point` states) into the learnable
-    /// parameters — what PyTorch's static forward wrote into them in place — when the observer
-    /// goes off. Not while learning is enabled: the parameters then hold learned values (a
-    /// model loaded to resume training, `learning_enabled` saved as 1), which PyTorch keeps.
+    /// parameters — what PyTorch's static forwards wrote into them in place — when the observer
+    /// goes off, if a static forward ran since the last copy (`static_estimate_pending`, saved:
+    /// a model loaded to resume learning keeps its learned values, as PyTorch's does).
     pub(super) fn sync_learnable(&mut self) {
         let (scale, zp) = (read_state(&self.scale), read_state(&self.zero_point));
         if let Some(l) = self.learnable.as_mut()
-            && !l.learning_enabled()
+            && read_state(&l.static_estimate_pending)[0] != 0.0
         {
             l.set_values(scale, zp);
+            set_pending(l, false);
         }
     }
 
@@ -299,6 +313,7 @@ impl FakeQuantize {
             };
             let qp = obs.qparams_of(&stats)?;
             self.store(&qp);
+            set_pending(l, true);
             let zp = qp.zero_point.iter().map(|&z| z as f32).collect();
             (qp.scale, zp)
         } else {

@@ -425,6 +425,13 @@ fn trained_lsq_saves_loads_and_resumes() {
     let bytes = store.get_bytes().unwrap();
 
     let mut fresh = prepared(&fx, case);
+    let x: Tensor<4> = fx.tensor(&format!("{}.convert.x", case.0), &Device::flex().autodiff());
+    // A static forward before loading leaves an estimate pending; the loaded state says none is.
+    let _ = fresh.forward(x.clone());
+    for fq in [wfq(&fresh), act_fq(&fresh)] {
+        let pending = &fq.learnable().unwrap().static_estimate_pending;
+        assert_eq!(to_vec(pending.value_sync()), [1.0]);
+    }
     let applied = fresh
         .load_from(&mut BurnpackStore::from_bytes(Some(bytes)))
         .unwrap();
@@ -444,7 +451,6 @@ fn trained_lsq_saves_loads_and_resumes() {
         let scale = lb.values().0;
         assert_close(&scale, &after(&format!("{name}.scale")), 1e-6, 1e-5, name);
     }
-    let x: Tensor<4> = fx.tensor(&format!("{}.convert.x", case.0), &Device::flex().autodiff());
     assert_eq!(
         to_vec(layer.forward(x.clone())),
         to_vec(fresh.forward(x)),
