@@ -135,7 +135,8 @@ impl FakeQuantize {
         self.observer_enabled = true;
     }
 
-    /// Turns statistics collection off (`disable_observer`): the qparams are frozen.
+    /// Turns statistics collection off (`disable_observer`): the qparams are frozen (LSQ:
+    /// `toggle_observer_update(False)`, the parameters take the last static estimate).
     pub fn disable_observer(&mut self) {
         self.sync_learnable();
         self.observer_enabled = false;
@@ -176,7 +177,8 @@ impl FakeQuantize {
         self.activation_post_process.quant_max()
     }
 
-    /// The scale and zero-point currently held in the buffers (what the forward pass uses).
+    /// The scale and zero-point currently held in the buffers (what the forward pass uses; for
+    /// LSQ, the static estimate or the learned values, see [`super::learnable`]).
     pub fn current_qparams(&self) -> QParams {
         if let Some(l) = &self.learnable {
             return self.learnable_qparams(l);
@@ -191,7 +193,7 @@ impl FakeQuantize {
     }
 
     /// The observer's qparams (Python formula), as PyTorch's `calculate_qparams` — the values
-    /// `convert` uses.
+    /// `convert` uses; for LSQ, its own `calculate_qparams` (the learned values).
     pub fn calculate_qparams(&self) -> Result<QParams> {
         if let Some(l) = &self.learnable {
             return Ok(self.learnable_qparams(l));

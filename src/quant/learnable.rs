@@ -23,8 +23,11 @@
 //! copied into the parameters when the observer is switched off, e.g. by
 //! [`FakeQuantize::enable_param_learning`]), `max(scale, eps)` in learning mode with the gradient
 //! going to the parameter itself, and zero-point 0 for symmetric schemes. Forward values and
-//! gradients are PyTorch's. What is stored differs from PyTorch's tensors in three corner cases,
-//! none of which changes a forward, a gradient or `convert`:
+//! gradients are PyTorch's. While the observer is on, the parameters keep their values and the
+//! static estimate PyTorch would hold in them is in the `scale` / `zero_point` states (saved
+//! too, and what [`FakeQuantize::current_qparams`] reports); from the switch on the parameters
+//! hold PyTorch's values. Beyond that, what is stored differs from PyTorch's tensors in three
+//! corner cases, none of which changes a forward, a gradient or `convert`:
 //! - a learned scale below `eps` (1.19e-7) stays stored as is (PyTorch stores `eps` and steps
 //!   from there; here the next steps start from the stored value);
 //! - a symmetric scheme's zero-point gets no gradient and stays 0 (PyTorch zeroes it before
