@@ -37,6 +37,7 @@ mod quant_qparams;
 mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
+mod weight_bits;
 mod workflow;
 
 use std::process::Command;
