@@ -2,6 +2,8 @@
 //! on any Burn device, and prints one JSON line per configuration. Used for the GPU table
 //! (`cargo run --release --features cuda --example bench_qat_step -- --device cuda`); the CPU
 //! numbers come from the criterion bench `qat_step`. PyTorch's side: `scripts/bench_qat_step.py`.
+//! `qat_x86_lsq4` is QAT with LSQ and 4-bit weights (`QConfig::lsq_qat`), learning scale and
+//! zero-point from the first warm-up step on.
 
 use std::time::Instant;
 
@@ -12,7 +14,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use burn_qat::device::{check_device, parse_device};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config};
 use burn_qat::quant::{QConfig, QuantBackend};
-use burn_qat::quantize::{prepare_qat, replace_relu};
+use burn_qat::quantize::{enable_param_learning, prepare_qat, replace_relu};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -31,7 +33,7 @@ struct Args {
     iters: usize,
     /// Only this configuration; all three by default. One per process gives each its own
     /// peak-RSS figure.
-    #[arg(long, value_parser = ["float", "qat_qnnpack", "qat_x86"])]
+    #[arg(long, value_parser = ["float", "qat_qnnpack", "qat_x86", "qat_x86_lsq4"])]
     config: Option<String>,
 }
 
@@ -49,12 +51,12 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn model(qat: Option<QuantBackend>, device: &Device) -> burn_qat::Result<MobileNetV2> {
+fn model(qat: Option<QConfig>, device: &Device) -> burn_qat::Result<MobileNetV2> {
     let mut model = MobileNetV2Config::new().with_num_classes(10).init(device)?;
     replace_relu(&mut model)?;
-    if let Some(backend) = qat {
+    if let Some(qconfig) = qat {
         model.fuse_model(Some(true))?;
-        prepare_qat(&mut model, QConfig::default_qat(backend), device)?;
+        prepare_qat(&mut model, qconfig, device)?;
     }
     Ok(model)
 }
@@ -71,8 +73,15 @@ fn main() -> burn_qat::Result<()> {
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     for (name, qat) in [
         ("float", None),
-        ("qat_qnnpack", Some(QuantBackend::Qnnpack)),
-        ("qat_x86", Some(QuantBackend::X86)),
+        (
+            "qat_qnnpack",
+            Some(QConfig::default_qat(QuantBackend::Qnnpack)),
+        ),
+        ("qat_x86", Some(QConfig::default_qat(QuantBackend::X86))),
+        (
+            "qat_x86_lsq4",
+            Some(QConfig::lsq_qat(QuantBackend::X86, 4)?),
+        ),
     ] {
         if args.config.as_deref().is_some_and(|c| c != name) {
             continue;
@@ -87,6 +96,10 @@ fn main() -> burn_qat::Result<()> {
             let loss = loss_fn.forward(net.forward(x.clone()), y.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &net);
             net = optim.step(0.01, net, grads);
+            if i == 0 {
+                // LSQ: static estimates for the first step, learned from then on.
+                enable_param_learning(&mut net);
+            }
             // Wait for the device: read one updated weight back (streams run in order).
             let _ = net
                 .classifier

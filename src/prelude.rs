@@ -19,6 +19,7 @@ pub use crate::nn::{
 };
 pub use crate::quant::{QConfig, QConfigMapping, QuantBackend};
 pub use crate::quantize::{
-    disable_fake_quant, disable_observer, enable_fake_quant, enable_observer, freeze_bn_stats,
+    disable_fake_quant, disable_observer, enable_fake_quant, enable_observer,
+    enable_param_learning, enable_static_estimate, enable_static_observation, freeze_bn_stats,
     prepare, prepare_qat, replace_relu, update_bn_stats,
 };

@@ -138,6 +138,25 @@ pub fn enable_fake_quant<M: Quantizable>(model: &mut M) {
     for_each_fake_quant(model, FakeQuantize::enable_fake_quant);
 }
 
+/// LSQ fake-quants learn their scale and zero-point from now on, starting from the observers'
+/// last estimates (`model.apply(lambda m: m.enable_param_learning() if isinstance(m,
+/// _LearnableFakeQuantize) else None)`); plain fake-quants are left as they are.
+pub fn enable_param_learning<M: Quantizable>(model: &mut M) {
+    for_each_fake_quant(model, FakeQuantize::enable_param_learning);
+}
+
+/// LSQ fake-quants take scale and zero-point from their observers, learning nothing
+/// (`enable_static_estimate`); plain fake-quants are left as they are.
+pub fn enable_static_estimate<M: Quantizable>(model: &mut M) {
+    for_each_fake_quant(model, FakeQuantize::enable_static_estimate);
+}
+
+/// LSQ fake-quants only observe; their forward is the identity (`enable_static_observation`);
+/// plain fake-quants are left as they are.
+pub fn enable_static_observation<M: Quantizable>(model: &mut M) {
+    for_each_fake_quant(model, FakeQuantize::enable_static_observation);
+}
+
 /// Freezes every batch norm's statistics (`torch.ao.nn.intrinsic.qat.freeze_bn_stats`): the
 /// running mean and variance are used and no longer updated.
 pub fn freeze_bn_stats<M: Quantizable>(model: &mut M) {

@@ -12,8 +12,8 @@ use burn_store::{BurnpackStore, ModuleSnapshot};
 
 use crate::io::atomic::write_atomic_bytes;
 use crate::models::MobileNetV2;
-use crate::nn::switch::is_switch_entry;
 use crate::quantize::commit_running_state;
+use crate::state::switch::is_switch_entry;
 use crate::{Error, Result};
 
 /// `model` as burnpack bytes (the checkpoint format), pending running-state updates included.

@@ -351,6 +351,18 @@ impl QWeight {
         })
     }
 
+    /// The values clamped to `[quant_min, quant_max]` (PyTorch's `_clamp_weights` after
+    /// `_quantize_weight`, for a weight observer narrower than qint8, e.g. 4-bit `[-8, 7]`);
+    /// unchanged for the full range.
+    pub fn clamped(mut self, quant_min: i64, quant_max: i64) -> Self {
+        let lo = quant_min.clamp(-128, 127) as i8;
+        let hi = quant_max.clamp(-128, 127) as i8;
+        for v in &mut self.data {
+            *v = (*v).max(lo).min(hi);
+        }
+        self
+    }
+
     /// `torch.quantize_per_tensor(w, scale, zero_point, torch.qint8)`.
     pub fn quantize_per_tensor(
         w: &[f32],

@@ -9,8 +9,8 @@ use burn::module::Flag;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor};
 
-use super::switch::{self, Switch};
 use crate::ops::{batch_norm_train, has_cpu_kernels};
+use crate::state::switch::{self, Switch};
 
 /// Configuration of a [`BatchNorm2d`].
 #[derive(Config, Debug)]

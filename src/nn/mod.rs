@@ -19,7 +19,6 @@ pub mod qbatch;
 pub mod quantizable;
 pub mod stage;
 pub mod stubs;
-pub mod switch;
 pub mod weighted;
 
 pub use activation::Activation;
@@ -36,4 +35,3 @@ pub use qbatch::{QBatch, QuantizedOutput};
 pub use quantizable::Quantizable;
 pub use stage::Fusion;
 pub use stubs::{DeQuantStub, QuantStub};
-pub use switch::Switch;

@@ -48,9 +48,9 @@ macro_rules! impl_output_layer {
                 let unobserved: fn($crate::Error) -> $crate::Result<$crate::int8::QParamsPt> =
                     $unobserved;
                 let qparams = match self.activation_post_process.calibrated_observer($kind) {
-                    Ok(observer) => {
-                        $crate::nn::post_process::single_qparams(observer.calculate_qparams()?)?
-                    }
+                    Ok(_) => $crate::nn::post_process::single_qparams(
+                        self.activation_post_process.calculate_qparams()?,
+                    )?,
                     Err(
                         e @ $crate::Error::Stage {
                             problem: $crate::error::StageProblem::NotCalibrated { .. },

@@ -57,8 +57,9 @@ pub trait PostProcess: Module + Clone {
 }
 
 /// The standard post-processes, switched by `prepare` / `prepare_qat` / `convert`.
-// One per layer, built once and never moved in a hot path: boxing the fake-quant (the larger
-// variant, with its saved switches) would only add an indirection to every forward.
+// One per layer, moved only when a stage swaps it: a fake-quant (its saved switches, LSQ's
+// parameters inline) is larger than the other variants, and Burn's `Module` derive has no boxed
+// field to move it to.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ActivationPostProcess {
@@ -113,6 +114,18 @@ impl ActivationPostProcess {
             }));
         }
         Ok(observer)
+    }
+
+    /// The output qparams `convert` bakes in (`activation_post_process.calculate_qparams()`):
+    /// the observer's, or an LSQ fake-quant's learned ones; an error if nothing is attached.
+    pub fn calculate_qparams(&self) -> Result<QParams> {
+        match self {
+            Self::Identity(_) => Err(Error::stage(StageProblem::NotPrepared {
+                what: "the output has no observer".into(),
+            })),
+            Self::Observer(obs) => obs.calculate_qparams(),
+            Self::FakeQuantize(fq) => fq.calculate_qparams(),
+        }
     }
 
     /// The observer or fake-quant, if any (what `convert` reads the output qparams from).

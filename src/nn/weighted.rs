@@ -277,8 +277,9 @@ pub fn prepared_parts<'a>(
 }
 
 /// PyTorch's `weight_post_process(mod.weight)` then `_quantize_weight`: the weight fake-quant
-/// observes the (folded) weight once more, and its Python-formula qparams quantize it to qint8.
-/// `weight` has the output channels first.
+/// observes the (folded) weight once more, and its qparams (Python formula, or LSQ's learned
+/// ones) quantize it to qint8, clamped to the fake-quant's range when that is narrower
+/// (`_clamp_weights`: 4-bit weights stay in `[-8, 7]`). `weight` has the output channels first.
 pub fn quantize_weight<const D: usize>(wfq: &FakeQuantize, weight: Tensor<D>) -> Result<QWeight> {
     let weight = weight.detach();
     let _ = wfq.forward(weight.clone());
@@ -286,11 +287,12 @@ pub fn quantize_weight<const D: usize>(wfq: &FakeQuantize, weight: Tensor<D>) ->
     let shape = weight.dims();
     let w_host = tensor_to_vec(weight);
     let zero_points: Vec<i32> = wqp.zero_point.iter().map(|&z| z as i32).collect();
-    if wqp.scale.len() == 1 {
+    let qweight = if wqp.scale.len() == 1 {
         QWeight::quantize_per_tensor(&w_host, &shape, wqp.scale[0], zero_points[0])
     } else {
         QWeight::quantize_per_channel(&w_host, &shape, &wqp.scale, &zero_points)
-    }
+    }?;
+    Ok(qweight.clamped(wfq.quant_min(), wfq.quant_max()))
 }
 
 /// The ReLU a converted layer fuses, or an error for ReLU6 (which int8 layers do not have).

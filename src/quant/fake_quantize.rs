@@ -17,6 +17,9 @@
 //!
 //! In both cases [`FakeQuantize::calculate_qparams`] returns the observer's (Python) formula, which
 //! is what PyTorch's `convert` uses.
+//!
+//! With [`FakeQuantizeConfig::learnable`] set, the module is PyTorch's LSQ
+//! `_LearnableFakeQuantize` instead: trainable scale and zero-point (see [`super::learnable`]).
 
 use burn::config::Config;
 use burn::module::{Module, RunningState};
@@ -24,13 +27,14 @@ use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor_spec};
+use super::learnable::{LearnableQParams, LearnableQParamsConfig};
 use super::observer::{
     Observer, ObserverConfig, ObserverKind, ObserverStats, non_finite_batch, read_state,
     write_state,
 };
 use super::qparams::{QParams, QParamsCalculator, fbgemm_qparams};
-use crate::nn::switch::{self, Switch};
 use crate::ops::{FakeQuantSpec, has_cpu_kernels, scaled_fake_quantize, scaled_min_max_rows};
+use crate::state::switch::{self, Switch};
 use crate::{Error, Result};
 
 /// Configuration of a [`FakeQuantize`] module (PyTorch's `FakeQuantize.with_args(...)`).
@@ -42,6 +46,10 @@ pub struct FakeQuantizeConfig {
     /// [`QParamsCalculator::Fbgemm`] for `FusedMovingAvgObsFakeQuantize`.
     #[config(default = "QParamsCalculator::Observer")]
     pub calculator: QParamsCalculator,
+    /// LSQ (`_LearnableFakeQuantize`): trainable scale and zero-point; `None` (the default) for
+    /// the plain fake-quant. Needs the [`QParamsCalculator::Observer`] formula.
+    #[config(default = "None")]
+    pub learnable: Option<LearnableQParamsConfig>,
 }
 
 impl FakeQuantizeConfig {
@@ -60,6 +68,9 @@ impl FakeQuantizeConfig {
                     "per-channel fused fake-quant is only supported on axis 0".into(),
                 ));
             }
+        }
+        if let Some(l) = &self.learnable {
+            l.validate(self.calculator, self.observer.dtype)?;
         }
         Ok(())
     }
@@ -80,13 +91,20 @@ impl FakeQuantizeConfig {
                 device,
             ))
         };
+        // An LSQ fake-quant's states start at its initial parameters: they are what the
+        // parameters hold until a static estimate replaces them.
+        let (scale, zero_point) = self
+            .learnable
+            .as_ref()
+            .map_or((1.0, 0.0), |l| (l.scale as f32, l.zero_point as f32));
         Ok(FakeQuantize {
             activation_post_process: observer,
-            scale: state(1.0),
-            zero_point: state(0.0),
+            scale: state(scale),
+            zero_point: state(zero_point),
             observer_enabled: switch::switch(true, device),
             fake_quant_enabled: switch::switch(true, device),
             calculator: self.calculator,
+            learnable: self.learnable.as_ref().map(|l| l.init(n, device)),
         })
     }
 }
@@ -119,6 +137,8 @@ pub struct FakeQuantize {
     fake_quant_enabled: Switch,
     #[module(skip)]
     calculator: QParamsCalculator,
+    /// LSQ's trainable scale and zero-point (`None`: the plain fake-quant).
+    pub learnable: Option<LearnableQParams>,
 }
 
 impl FakeQuantize {
@@ -127,8 +147,10 @@ impl FakeQuantize {
         switch::set(&mut self.observer_enabled, true);
     }
 
-    /// Turns statistics collection off (`disable_observer`): the qparams are frozen.
+    /// Turns statistics collection off (`disable_observer`): the qparams are frozen (LSQ:
+    /// `toggle_observer_update(False)`, the parameters take the last static estimate).
     pub fn disable_observer(&mut self) {
+        self.sync_learnable();
         switch::set(&mut self.observer_enabled, false);
     }
 
@@ -167,8 +189,12 @@ impl FakeQuantize {
         self.activation_post_process.quant_max()
     }
 
-    /// The scale and zero-point currently held in the buffers (what the forward pass uses).
+    /// The scale and zero-point currently held in the buffers (what the forward pass uses; for
+    /// LSQ, the static estimate or the learned values, see [`super::learnable`]).
     pub fn current_qparams(&self) -> QParams {
+        if let Some(l) = &self.learnable {
+            return self.learnable_qparams(l);
+        }
         QParams {
             scale: read_state(&self.scale),
             zero_point: read_state(&self.zero_point)
@@ -179,8 +205,11 @@ impl FakeQuantize {
     }
 
     /// The observer's qparams (Python formula), as PyTorch's `calculate_qparams` — the values
-    /// `convert` uses.
+    /// `convert` uses; for LSQ, its own `calculate_qparams` (the learned values).
     pub fn calculate_qparams(&self) -> Result<QParams> {
+        if let Some(l) = &self.learnable {
+            return Ok(self.learnable_qparams(l));
+        }
         self.activation_post_process.calculate_qparams()
     }
 
@@ -220,7 +249,7 @@ impl FakeQuantize {
         }
     }
 
-    fn store(&self, qp: &QParams) {
+    pub(super) fn store(&self, qp: &QParams) {
         write_state(&self.scale, qp.scale.clone());
         write_state(
             &self.zero_point,
@@ -245,6 +274,15 @@ impl FakeQuantize {
     /// observer is enabled, no observed range for a fused fake-quant, or a channel mismatch.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> Result<Tensor<D>> {
         self.run_on(Input::Plain(x), true)
+    }
+
+    /// [`Self::observe`] of `x` itself.
+    pub(super) fn observe_plain<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        strict: bool,
+    ) -> Result<Option<ObserverStats>> {
+        self.observe(&Input::Plain(x.clone()), strict)
     }
 
     /// Observes the input; the statistics written, or `None` when nothing was (skipped or
@@ -301,6 +339,7 @@ impl FakeQuantize {
     /// Fake quantization on, a min/max observer, and an `f32` tensor on the CPU backend.
     fn fuses_on<const D: usize>(&self, x: &Tensor<D>) -> bool {
         self.fake_quant_enabled()
+            && self.learnable.is_none()
             && self.activation_post_process.config().kind != ObserverKind::Histogram
             && has_cpu_kernels(&x.device())
             && x.dtype() == DType::F32
@@ -355,6 +394,9 @@ impl FakeQuantize {
         let per_channel = obs.qscheme().is_per_channel();
         if input.is_empty() {
             return Ok(input.unchanged());
+        }
+        if let Some(l) = &self.learnable {
+            return self.run_learnable(l, input.unchanged(), strict);
         }
         let (observing, quantizing) = (self.observer_enabled(), self.fake_quant_enabled());
         let mut qparams = None;

@@ -19,12 +19,17 @@
 //! elements (per-tensor) or over all but the channel axis (per-channel). They are composed from
 //! differentiable ops (`value + (p·c − (p·c).detach())`), so Burn's autodiff reproduces them and
 //! the forward value stays exact.
+//!
+//! This stand-alone module takes `&mut self` and writes the parameters in place as PyTorch does;
+//! the fake-quant that `QConfig::lsq_qat` attaches to layers is a [`super::FakeQuantize`] with a
+//! learnable part ([`super::learnable`]), running the same function.
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
-use super::functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
+use super::fake_quantize::FakeQuantizeConfig;
+use super::learnable::{LearnableQParamsConfig, LsqArgs, grad_factor, lsq_fake_quant, set_param};
 use super::observer::{Observer, ObserverConfig, tensor_to_vec};
 use crate::{Error, Result};
 
@@ -52,6 +57,21 @@ pub struct LearnableFakeQuantizeConfig {
 }
 
 impl LearnableFakeQuantizeConfig {
+    /// The layer form: a [`FakeQuantizeConfig`] with this LSQ as its learnable part (what
+    /// [`Quantizer::Learnable`](super::Quantizer::Learnable) attaches). The observer gets
+    /// `quant_min`/`quant_max`, as PyTorch passes them on.
+    pub fn fake_quantize(&self) -> FakeQuantizeConfig {
+        let observer = self
+            .observer
+            .clone()
+            .with_quant_range(Some((self.quant_min, self.quant_max)));
+        let learnable = LearnableQParamsConfig::new(self.quant_min, self.quant_max)
+            .with_scale(self.scale)
+            .with_zero_point(self.zero_point)
+            .with_use_grad_scaling(self.use_grad_scaling);
+        FakeQuantizeConfig::new(observer).with_learnable(Some(learnable))
+    }
+
     /// Creates the module. `channels` is `channel_len` for per-channel schemes (ignored for
     /// per-tensor ones).
     pub fn init(&self, channels: usize, device: &Device) -> Result<LearnableFakeQuantize> {
@@ -105,17 +125,6 @@ pub struct LearnableFakeQuantize {
     static_enabled: bool,
     fake_quant_enabled: bool,
     eps: f32,
-}
-
-/// Replaces a parameter's value, keeping its id and gradient setting.
-fn set_param(p: &mut Param<Tensor<1>>, values: Vec<f32>) {
-    let n = values.len();
-    let old = p.clone();
-    *p = old.map(|t| {
-        let device = t.device();
-        let req = t.is_require_grad();
-        Tensor::from_data(TensorData::new(values, [n]), &device).set_require_grad(req)
-    });
 }
 
 impl LearnableFakeQuantize {
@@ -199,108 +208,25 @@ impl LearnableFakeQuantize {
             let n = tensor_to_vec(self.zero_point.val()).len();
             set_param(&mut self.zero_point, vec![0.0; n]);
         }
-        let grad_factor = if self.use_grad_scaling {
-            (1.0 / ((x.shape().num_elements() as f64) * self.quant_max as f64).sqrt()) as f32
-        } else {
-            1.0
+        let args = LsqArgs {
+            scale: &tensor_to_vec(self.scale.val()),
+            zero_point: &tensor_to_vec(self.zero_point.val()),
+            axis: qscheme
+                .is_per_channel()
+                .then_some(self.activation_post_process.ch_axis()),
+            quant_min: self.quant_min,
+            quant_max: self.quant_max,
+            grad_factor: grad_factor(
+                self.use_grad_scaling,
+                x.shape().num_elements(),
+                self.quant_max,
+            ),
         };
-        let axis = qscheme
-            .is_per_channel()
-            .then_some(self.activation_post_process.ch_axis());
-        self.learnable_fake_quant(x, axis, grad_factor)
+        lsq_fake_quant(
+            x,
+            &args,
+            Some(self.scale.val()),
+            Some(self.zero_point.val()),
+        )
     }
-
-    fn learnable_fake_quant<const D: usize>(
-        &self,
-        x: Tensor<D>,
-        axis: Option<usize>,
-        grad_factor: f32,
-    ) -> Result<Tensor<D>> {
-        let (qmin, qmax) = (self.quant_min, self.quant_max);
-        let scale = tensor_to_vec(self.scale.val());
-        let zp = tensor_to_vec(self.zero_point.val());
-        let round_clamp = |z: f32| z.round_ties_even().clamp(qmin as f32, qmax as f32);
-        let xd = x.clone().detach();
-        // Forward value and the backward zero-point `z`.
-        let (fq, zb) = match axis {
-            None => {
-                let zf = round_clamp(zp[0]) as i64;
-                let fq = fake_quantize_per_tensor(xd.clone(), scale[0], zf, qmin, qmax);
-                let zb = ((zp[0] + 0.5f32).max(qmin as f32).min(qmax as f32)) as i64 as f32;
-                (fq, vec![zb])
-            }
-            Some(axis) => {
-                let zr: Vec<f32> = zp.iter().map(|&z| round_clamp(z)).collect();
-                let zi: Vec<i64> = zr.iter().map(|&z| z as i64).collect();
-                let fq = fake_quantize_per_channel(xd.clone(), &scale, &zi, axis, qmin, qmax)?;
-                (fq, zr)
-            }
-        };
-        if !x.is_tracked() && !self.scale.val().is_tracked() && !self.zero_point.val().is_tracked()
-        {
-            return Ok(fq);
-        }
-        // Per-element backward coefficients, computed on the host exactly as the CPU kernels
-        // (`fake_quantize_learnable_{tensor,channel}_grad_kernel_cpu`) do. GCC contracts
-        // `zero_point + x * inv_scale` and `xfq - x` into fused multiply-adds there, so
-        // `mul_add` is used for both.
-        let device = x.device();
-        let dims = x.dims();
-        let xs = tensor_to_vec(xd);
-        let inner: usize = match axis {
-            Some(a) => dims[a + 1..].iter().product(),
-            None => 1,
-        };
-        let nch = scale.len();
-        let mut in_range = Vec::with_capacity(xs.len());
-        let mut cs = Vec::with_capacity(xs.len());
-        let mut cz = Vec::with_capacity(xs.len());
-        for (i, &xv) in xs.iter().enumerate() {
-            let c = if axis.is_some() { (i / inner) % nch } else { 0 };
-            let (s, z) = (scale[c], zb[c]);
-            let inv = 1.0f32 / s;
-            let r = xv.mul_add(inv, z).round_ties_even();
-            // static_cast<int64_t>: out-of-range and NaN give INT64_MIN.
-            let xq = if r < 9_223_372_036_854_775_808.0f32 {
-                r
-            } else {
-                f32::NEG_INFINITY
-            };
-            if xq < qmin as f32 {
-                in_range.push(false);
-                cs.push((qmin as f32 - z) * grad_factor);
-                cz.push(-s * grad_factor);
-            } else if xq > qmax as f32 {
-                in_range.push(false);
-                cs.push((qmax as f32 - z) * grad_factor);
-                cz.push(-s * grad_factor);
-            } else {
-                in_range.push(true);
-                cs.push((xq - z).mul_add(s, -xv) * inv * grad_factor);
-                cz.push(0.0);
-            }
-        }
-        let mask = Tensor::<D, Bool>::from_data(TensorData::new(in_range, dims), &device);
-        let cs = Tensor::<D>::from_data(TensorData::new(cs, dims), &device);
-        let cz = Tensor::<D>::from_data(TensorData::new(cz, dims), &device);
-
-        let scale_p: Tensor<D> = self.scale.val().reshape(param_shape::<D>(axis, dims));
-        let zp_p: Tensor<D> = self.zero_point.val().reshape(param_shape::<D>(axis, dims));
-        let xm = x.mask_fill(mask.bool_not(), 0.0);
-        let ts = scale_p.mul(cs);
-        let tz = zp_p.mul(cz);
-        Ok(fq
-            + (xm.clone() - xm.detach())
-            + (ts.clone() - ts.detach())
-            + (tz.clone() - tz.detach()))
-    }
-}
-
-/// Broadcast shape of a per-tensor (`[1, …]`) or per-channel parameter.
-fn param_shape<const D: usize>(axis: Option<usize>, dims: [usize; D]) -> [usize; D] {
-    let mut s = [1usize; D];
-    if let Some(axis) = axis {
-        s[axis] = dims[axis];
-    }
-    s
 }

@@ -8,6 +8,7 @@
 //! - [`functional`]: the fake-quant function with its straight-through gradient;
 //! - [`fake_quantize`]: the [`FakeQuantize`] module (observer + fake-quant);
 //! - [`learnable_fake_quantize`]: LSQ ([`LearnableFakeQuantize`]);
+//! - [`learnable`]: LSQ inside a [`FakeQuantize`], as [`QConfig::lsq_qat`] attaches it;
 //! - [`qconfig`]: [`QConfig`] and PyTorch's default presets.
 //!
 //! ```no_run
@@ -28,6 +29,7 @@
 
 pub mod fake_quantize;
 pub mod functional;
+pub mod learnable;
 pub mod learnable_fake_quantize;
 pub mod observer;
 pub mod qconfig;
@@ -37,6 +39,7 @@ pub mod scheme;
 
 pub use fake_quantize::{FakeQuantize, FakeQuantizeConfig};
 pub use functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
+pub use learnable::{LearnableQParams, LearnableQParamsConfig};
 pub use learnable_fake_quantize::{LearnableFakeQuantize, LearnableFakeQuantizeConfig};
 pub use observer::{Observer, ObserverConfig, ObserverKind, ObserverStats};
 pub use qconfig::{QConfig, QuantBackend, Quantizer};

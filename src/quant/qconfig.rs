@@ -11,10 +11,15 @@
 //!
 //! `onednn` is as `x86` without `reduce_range` on activations. Custom qconfigs are built from
 //! [`ObserverConfig`] and [`FakeQuantizeConfig`] directly.
+//!
+//! Beyond PyTorch's presets: [`QConfig::with_weight_bits`] narrows any preset's weights to
+//! `b`-bit values held in qint8, and [`QConfig::lsq_qat`] is QAT with LSQ
+//! (`_LearnableFakeQuantize`) on weights and activations.
 
 use burn::config::Config;
 
 use super::fake_quantize::FakeQuantizeConfig;
+use super::learnable_fake_quantize::LearnableFakeQuantizeConfig;
 use super::observer::{ObserverConfig, ObserverKind};
 use super::qparams::QParamsCalculator;
 use super::scheme::{QScheme, QuantDtype};
@@ -28,6 +33,10 @@ pub enum Quantizer {
     Observer(ObserverConfig),
     /// Observer + fake quantization (QAT).
     FakeQuantize(FakeQuantizeConfig),
+    /// LSQ: fake quantization with trainable scale and zero-point (QAT,
+    /// `_LearnableFakeQuantize`), attached as a [`FakeQuantize`](super::FakeQuantize) with a
+    /// learnable part ([`LearnableFakeQuantizeConfig::fake_quantize`]).
+    Learnable(LearnableFakeQuantizeConfig),
 }
 
 impl Quantizer {
@@ -36,12 +45,13 @@ impl Quantizer {
         match self {
             Quantizer::Observer(o) => o,
             Quantizer::FakeQuantize(f) => &f.observer,
+            Quantizer::Learnable(l) => &l.observer,
         }
     }
 
     /// Whether this quantizer fake-quantizes (QAT) rather than only observing.
     pub fn is_fake_quantize(&self) -> bool {
-        matches!(self, Quantizer::FakeQuantize(_))
+        matches!(self, Quantizer::FakeQuantize(_) | Quantizer::Learnable(_))
     }
 
     /// The fake-quant configuration; a plain observer is wrapped in a non-fused `FakeQuantize`.
@@ -49,6 +59,26 @@ impl Quantizer {
         match self {
             Quantizer::FakeQuantize(f) => f.clone(),
             Quantizer::Observer(o) => FakeQuantizeConfig::new(o.clone()),
+            Quantizer::Learnable(l) => l.fake_quantize(),
+        }
+    }
+
+    /// The same quantizer with the integer range `[quant_min, quant_max]` (the observer's custom
+    /// range, and LSQ's own).
+    pub fn with_quant_range(self, quant_min: i64, quant_max: i64) -> Self {
+        let range = Some((quant_min, quant_max));
+        match self {
+            Quantizer::Observer(o) => Quantizer::Observer(o.with_quant_range(range)),
+            Quantizer::FakeQuantize(f) => Quantizer::FakeQuantize(FakeQuantizeConfig {
+                observer: f.observer.clone().with_quant_range(range),
+                ..f
+            }),
+            Quantizer::Learnable(l) => Quantizer::Learnable(LearnableFakeQuantizeConfig {
+                observer: l.observer.clone().with_quant_range(range),
+                quant_min,
+                quant_max,
+                ..l
+            }),
         }
     }
 }
@@ -185,4 +215,70 @@ impl QConfig {
             QuantBackend::Onednn => QConfig::new(histogram(false), per_channel_weight),
         }
     }
+
+    /// `bits`-bit signed weights held in qint8: the weight quantizer's range becomes
+    /// `[-2^(bits-1), 2^(bits-1) - 1]` (`[-8, 7]` for 4 bits), as PyTorch's
+    /// `quant_min`/`quant_max` arguments do; `convert` clamps the int8 weights to it
+    /// (`_clamp_weights`). `bits` is 2 to 8.
+    pub fn with_weight_bits(mut self, bits: u32) -> Result<Self> {
+        let (quant_min, quant_max) = signed_range(bits)?;
+        self.weight = self.weight.with_quant_range(quant_min, quant_max);
+        Ok(self)
+    }
+
+    /// QAT with LSQ (Esser et al., "Learned Step Size Quantization", ICLR 2020): PyTorch's
+    /// `_LearnableFakeQuantize` on weights and activations, scale and zero-point trained with the
+    /// model once [`crate::quantize::enable_param_learning`] is called (until then they are the
+    /// observers' static estimates, as after `enable_static_estimate`).
+    ///
+    /// - activations: quint8 per-tensor affine, moving-average min/max, `[0, 127]` for x86 /
+    ///   fbgemm (their `reduce_range`) and `[0, 255]` for qnnpack / onednn;
+    /// - weights: qint8 symmetric in `[-2^(b-1), 2^(b-1) - 1]` (`weight_bits` = b, 2 to 8),
+    ///   moving-average min/max, per channel (axis 0) except for qnnpack (per tensor);
+    /// - `use_grad_scaling` on: the paper scales the step-size gradient by
+    ///   `1/√(N·Q_P)` and reports that training is unstable without it at low bit widths
+    ///   (PyTorch's default is off; here `N` is the tensor's element count, as PyTorch does).
+    pub fn lsq_qat(backend: QuantBackend, weight_bits: u32) -> Result<Self> {
+        let (wmin, wmax) = signed_range(weight_bits)?;
+        let act_max = match backend {
+            QuantBackend::X86 | QuantBackend::Fbgemm => 127,
+            QuantBackend::Qnnpack | QuantBackend::Onednn => 255,
+        };
+        let lsq = |observer: ObserverConfig, quant_min: i64, quant_max: i64| {
+            Quantizer::Learnable(
+                LearnableFakeQuantizeConfig::new(
+                    observer.with_quant_range(Some((quant_min, quant_max))),
+                )
+                .with_quant_min(quant_min)
+                .with_quant_max(quant_max)
+                .with_use_grad_scaling(true),
+            )
+        };
+        let activation = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+            .with_dtype(QuantDtype::QUInt8)
+            .with_qscheme(QScheme::PerTensorAffine);
+        let weight_scheme = match backend {
+            QuantBackend::Qnnpack => QScheme::PerTensorSymmetric,
+            _ => QScheme::PerChannelSymmetric,
+        };
+        let weight = ObserverConfig::new(ObserverKind::MovingAverageMinMax)
+            .with_dtype(QuantDtype::QInt8)
+            .with_qscheme(weight_scheme)
+            .with_ch_axis(0);
+        Ok(QConfig::new(
+            lsq(activation, 0, act_max),
+            lsq(weight, wmin, wmax),
+        ))
+    }
+}
+
+/// `[-2^(bits-1), 2^(bits-1) - 1]`, for 2 to 8 bits.
+fn signed_range(bits: u32) -> Result<(i64, i64)> {
+    if !(2..=8).contains(&bits) {
+        return Err(Error::Config(format!(
+            "weight bits must be 2 to 8 (values held in qint8), got {bits}"
+        )));
+    }
+    let half = 1i64 << (bits - 1);
+    Ok((-half, half - 1))
 }

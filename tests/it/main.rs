@@ -27,6 +27,7 @@ mod pool_hardswish;
 mod ptq;
 mod qat_conv_bn;
 mod qat_kernels;
+mod qat_lsq;
 mod qat_parity;
 mod qconfig_mapping;
 mod quant_fake_quant;
@@ -37,6 +38,7 @@ mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
 mod state_round_trip;
+mod weight_bits;
 mod workflow;
 
 use std::process::Command;

@@ -191,7 +191,7 @@ fn describe(q: &Quantizer) -> Vec<i64> {
     let (qmin, qmax) = o.qmin_qmax().unwrap();
     let fused = match q {
         Quantizer::FakeQuantize(f) => f.calculator == QParamsCalculator::Fbgemm,
-        Quantizer::Observer(_) => false,
+        Quantizer::Observer(_) | Quantizer::Learnable(_) => false,
     };
     let kind = match o.kind {
         ObserverKind::MinMax => 0,

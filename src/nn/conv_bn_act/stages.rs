@@ -69,7 +69,7 @@ impl ConvBnAct {
     /// Errors name what is missing: no observer (not prepared), no weight fake-quant, an
     /// unobserved output.
     pub fn to_int8(&self, input: QParamsPt, engine: Engine) -> Result<Int8Conv2d> {
-        let (wfq, observer) = prepared_parts(
+        let (wfq, _) = prepared_parts(
             &self.weight_fake_quant,
             &self.activation_post_process,
             "convolution",
@@ -95,7 +95,7 @@ impl ConvBnAct {
             (None, _) => (weight, bias),
         };
         let qweight = quantize_weight(wfq, weight)?;
-        let output = single_qparams(observer.calculate_qparams()?)?;
+        let output = single_qparams(self.activation_post_process.calculate_qparams()?)?;
         let spec = self.int8_spec()?;
         Int8Conv2d::new(
             qweight,

@@ -32,7 +32,7 @@ impl LinearBnAct {
     /// (`nnq.Linear.from_float` / `nniq.LinearReLU.from_float`), reading `input` qparams from
     /// the layer before it.
     pub fn to_int8(&self, input: QParamsPt, engine: Engine) -> Result<Int8Linear> {
-        let (wfq, observer) = prepared_parts(
+        let (wfq, _) = prepared_parts(
             &self.weight_fake_quant,
             &self.activation_post_process,
             "linear layer",
@@ -44,7 +44,7 @@ impl LinearBnAct {
         }
         // Burn stores [in, out]; PyTorch's (and the int8 kernels') layout is [out, in].
         let qweight = quantize_weight(wfq, self.linear.weight.val().transpose())?;
-        let output = single_qparams(observer.calculate_qparams()?)?;
+        let output = single_qparams(self.activation_post_process.calculate_qparams()?)?;
         let bias = self.linear.bias.as_ref().map(|b| tensor_to_vec(b.val()));
         let relu = self.activation == Activation::Relu;
         Int8Linear::new(qweight, bias, relu, input, output, engine)
