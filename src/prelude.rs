@@ -6,7 +6,7 @@
 //!
 //! `Result` and `Error` are left out on purpose: a glob import would shadow `std`'s `Result`.
 
-pub use crate::convert::convert;
+pub use crate::convert::{convert, strip_float};
 pub use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 pub use crate::fuse::{fuse_modules, fuse_modules_qat};
 pub use crate::impl_quantizable;

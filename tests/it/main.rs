@@ -36,6 +36,7 @@ mod quant_qparams;
 mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
+mod strip_float;
 mod workflow;
 
 use std::process::Command;
