@@ -2,7 +2,7 @@
 //! wants at the end — float, PTQ int8, QAT fake-quant and QAT int8: accuracy, size and latency.
 //! [`run`] trains MobileNetV2 (`examples/qat_finetune.rs` parses flags and calls it; a test runs
 //! it on a few batches); [`run_with`] any quantizable image classifier
-//! ([`ImageClassifier`](crate::nn::ImageClassifier)), with the same checkpoints and `resume`.
+//! ([`ImageClassifier`]), with the same checkpoints and `resume`.
 //!
 //! The loop is hand-written rather than burn-train's `Learner`: the QAT schedule changes the
 //! model between epochs (observers off after epoch N, batch-norm statistics frozen after epoch
