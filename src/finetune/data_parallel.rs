@@ -132,6 +132,7 @@ impl<M: ImageClassifier> Trainee<M> {
         ClassificationOutput::new(loss, output, batch.targets)
     }
 
+    /// The model after [`commit_replica_statistics`].
     fn committed(mut self) -> Self {
         commit_replica_statistics(&mut self.model);
         self
@@ -189,10 +190,11 @@ pub fn commit_replica_statistics<M: Module + Quantizable>(model: &mut M) {
     let _ = model.valid();
 }
 
-/// Trains `model` (any [`ImageClassifier`] prepared for QAT) on `devices` in parallel with burn-train's `Learner` and
-/// returns it in training mode on the first device. Every device gets `batch_size` images per
-/// step; the test split is evaluated on the first device after each epoch (burn-train's
-/// validation pass). Training files (burn-train's event log) go to `dir`.
+/// Trains `model` (any [`ImageClassifier`] prepared for QAT) on `devices` in parallel with
+/// burn-train's `Learner` and returns it in training mode on the first device. Every device
+/// gets `batch_size` images per step; the test split is evaluated on the first device after
+/// each epoch (burn-train's validation pass). Training files (burn-train's event log) go to
+/// `dir`.
 ///
 /// Errors: no device, an empty split, a zero batch size, images of different sizes, or a
 /// replica that failed (its panic message is returned).

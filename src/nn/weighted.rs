@@ -2,7 +2,8 @@
 //! [`LinearBnAct`](super::LinearBnAct), or a weighted layer of yours), written once: a
 //! [`WeightedLayer`] is a [`QuantLayer`]. Fusion checks, the weight fake-quant and output
 //! post-process `prepare` attaches, the weight quantization of `convert` (`_quantize_weight`),
-//! the int8 state-dict entries, and the QAT form of their ONNX weights.
+//! the int8 state-dict entries, the QAT form of their ONNX weights, and `strip_float` (the
+//! float weights freed, the float forward on the dequantized int8 ones).
 
 use burn::tensor::{Device, Tensor, TensorData};
 
