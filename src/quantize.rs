@@ -3,6 +3,7 @@
 //! schedule switches ([`disable_observer`], [`freeze_bn_stats`], ...). Each is a walk that asks
 //! every layer to change itself ([`QuantLayer`]); fusion is in [`crate::fuse`].
 
+use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::Result;
@@ -19,6 +20,17 @@ pub(crate) fn on_copy<M: Clone>(
     stage(&mut copy)?;
     *model = copy;
     Ok(())
+}
+
+/// Folds every pending running-state update of `model` into its value (batch-norm running
+/// statistics, observer ranges, fake-quant qparams), so that a record taken now holds them.
+///
+/// Burn's `RunningState` keeps a thread's latest update aside until the next synchronising
+/// read, and a record (`save_into`, `collect`) reads the value without it: a model saved right
+/// after a training step would be saved one batch-norm update behind. Call this before saving a
+/// model in training; the crate's checkpoints do. (`valid()` synchronises, as here.)
+pub fn commit_running_state<M: Module>(model: &M) {
+    let _ = model.valid();
 }
 
 /// Whether any layer of `model` is prepared (has an observer or a fake-quant).

@@ -56,6 +56,17 @@ fn load_case(case: &Value, device: &Device) -> MobileNetV2 {
     load_quantized_mobilenet_v2(&file, &config, engine, device).unwrap()
 }
 
+/// A deterministic `[n, 2, 12, 12]` input in [-2, 2] for the user-model tests: the tensor, its
+/// values and its shape.
+fn user_input(n: usize, device: &Device) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
+    let shape = vec![n, 2, 12, 12];
+    let x: Vec<f32> = (0..n * 2 * 12 * 12)
+        .map(|i| ((i * 7919) % 997) as f32 / 997.0 * 4.0 - 2.0)
+        .collect();
+    let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape.clone()), device);
+    (t, x, shape)
+}
+
 /// Runs an ONNX model with tract on one float32 input.
 fn tract_run(bytes: &[u8], data: &[f32], shape: &[usize]) -> Vec<f32> {
     let model = tract_onnx::onnx()
@@ -519,12 +530,7 @@ mod custom_model {
     }
 
     fn input(device: &Device) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
-        let shape = vec![3, 2, 12, 12];
-        let x: Vec<f32> = (0..3 * 2 * 12 * 12)
-            .map(|i| ((i * 7919) % 997) as f32 / 997.0 * 4.0 - 2.0)
-            .collect();
-        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape.clone()), device);
-        (t, x, shape)
+        super::user_input(3, device)
     }
 
     #[test]

@@ -12,10 +12,13 @@ use burn::tensor::{Bytes, DType};
 use burn_store::{BurnpackStore, ModuleSnapshot};
 
 use crate::io::atomic::write_atomic_bytes;
+use crate::nn::switch::is_switch_entry;
+use crate::quantize::commit_running_state;
 use crate::{Error, Result};
 
-/// `model` as burnpack bytes (the checkpoint format).
+/// `model` as burnpack bytes (the checkpoint format), pending running-state updates included.
 pub(super) fn model_bytes<M: Module>(model: &M, path: &Path) -> Result<Vec<u8>> {
+    commit_running_state(model);
     let mut store = BurnpackStore::from_bytes(None);
     let bytes = model
         .save_into(&mut store)
@@ -109,20 +112,27 @@ pub(super) fn load_checkpoint<M: Module>(
         reason,
     };
     let bytes = crate::io::read_file(&model_path, u64::MAX)?;
-    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+    // Missing entries are counted below (burn-store would list them all in one error).
+    let mut store =
+        BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes))).allow_partial(true);
     let applied = model.load_from(&mut store).map_err(|e| {
         bad(
             &model_path,
             format!("cannot resume from this QAT checkpoint: {e}"),
         )
     })?;
-    if !(applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty()) {
+    // Checkpoints written before the QAT switches were saved lack them: the fresh model's
+    // (observers and fake-quant on, batch norm training) stay, and the epoch schedule sets them
+    // at the next epoch, as the run that wrote them did.
+    let missing = applied.missing.iter();
+    let missing = missing.filter(|(path, _)| !is_switch_entry(path)).count();
+    if !(missing == 0 && applied.unused.is_empty() && applied.errors.is_empty()) {
         return Err(bad(
             &model_path,
             format!(
                 "the QAT checkpoint does not fit this model ({} missing, {} unused, {} \
                  mis-shaped tensors): another model, width, class count or backend?",
-                applied.missing.len(),
+                missing,
                 applied.unused.len(),
                 applied.errors.len()
             ),
@@ -218,6 +228,77 @@ pub(super) fn lock_out(out: &Path) -> Result<OutLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::MobileNetV2Config;
+    use crate::quant::{QConfig, QuantBackend};
+    use crate::quantize::{
+        disable_observer, for_each_batch_norm, for_each_fake_quant, freeze_bn_stats, prepare_qat,
+        replace_relu,
+    };
+    use burn::optim::SgdConfig;
+    use burn::tensor::Device;
+    use burn_store::PathFilter;
+
+    fn qat_model(device: &Device) -> MobileNetV2 {
+        let config = MobileNetV2Config::new()
+            .with_width_mult(0.25)
+            .with_num_classes(4);
+        let mut model = config.init(device).unwrap();
+        replace_relu(&mut model).unwrap();
+        model.fuse_model(Some(true)).unwrap();
+        prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device).unwrap();
+        model
+    }
+
+    /// Observers on, fake-quant on, batch norm training: per fake-quant and batch norm.
+    fn switches(model: &mut MobileNetV2) -> Vec<bool> {
+        let mut all = vec![];
+        for_each_fake_quant(model, |fq| {
+            all.extend([fq.observer_enabled(), fq.fake_quant_enabled()])
+        });
+        for_each_batch_norm(model, |bn| all.push(bn.training()));
+        all
+    }
+
+    /// A checkpoint of an older version (no switch entries) still resumes: its tensors load and
+    /// the fresh model's switches stay (the epoch schedule sets them, as it did then); one that
+    /// lacks any other entry is refused.
+    #[test]
+    fn a_checkpoint_without_switches_resumes_and_a_partial_one_is_refused() {
+        let device = Device::flex().autodiff();
+        let dir = tempfile::tempdir().unwrap();
+        let mut trained = qat_model(&device);
+        disable_observer(&mut trained);
+        freeze_bn_stats(&mut trained);
+        let write = |filter: fn(&str, &str) -> bool| {
+            let path = checkpoint_paths(dir.path(), 0).0;
+            let mut store = BurnpackStore::from_file(&path)
+                .with_filter(PathFilter::new().with_predicate(filter))
+                .overwrite(true);
+            trained.save_into(&mut store).unwrap();
+        };
+        write(|path, _| !is_switch_entry(path));
+        let mut model = qat_model(&device);
+        let fresh = switches(&mut model);
+        load_checkpoint(&mut model, SgdConfig::new().init(), dir.path(), 0).unwrap();
+        assert_eq!(switches(&mut model), fresh);
+        assert!(fresh.iter().all(|&on| on));
+        let weight = |m: &MobileNetV2| m.stem.conv.weight.val().into_data();
+        assert_eq!(weight(&model), weight(&trained));
+
+        // Today's checkpoint: the switches come back.
+        write(|_, _| true);
+        let mut model = qat_model(&device);
+        load_checkpoint(&mut model, SgdConfig::new().init(), dir.path(), 0).unwrap();
+        assert_eq!(switches(&mut model), switches(&mut trained.clone()));
+
+        write(|path, _| !path.ends_with("stem.bn.running_var"));
+        let mut model = qat_model(&device);
+        let Err(err) = load_checkpoint(&mut model, SgdConfig::new().init(), dir.path(), 0) else {
+            panic!("a checkpoint without a running variance was loaded");
+        };
+        let err = err.to_string();
+        assert!(err.contains("(1 missing, 0 unused, 0 mis-shaped"), "{err}");
+    }
 
     #[test]
     fn a_locked_output_directory_is_refused_until_released() {

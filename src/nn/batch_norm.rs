@@ -9,6 +9,7 @@ use burn::module::Flag;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor};
 
+use super::switch::{self, Switch};
 use crate::ops::{batch_norm_train, has_cpu_kernels};
 
 /// Configuration of a [`BatchNorm2d`].
@@ -34,6 +35,13 @@ pub struct BatchNorm2dConfig {
 /// - otherwise: the same with the running statistics.
 ///
 /// Parameter names are PyTorch's (`weight`, `bias`, `running_mean`, `running_var`).
+///
+/// # Frozen statistics
+/// [`Self::freeze_stats`] (`freeze_bn_stats`) puts the layer in eval mode for good. Once it has
+/// a `freeze_bn` switch ([`Self::track_freeze`]: QAT fusion, `fuse_modules_qat`, gives one to
+/// every batch norm it keeps), the freeze is saved with the record (PyTorch's
+/// `ConvBn2d.freeze_bn` attribute, which PyTorch does not save) and a loaded model stays frozen.
+/// A float model has no such entry, so its records stay PyTorch's and torchvision's.
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
     /// γ.
@@ -44,8 +52,12 @@ pub struct BatchNorm2d {
     pub running_mean: RunningState<Tensor<1>>,
     /// Running (unbiased) variance.
     pub running_var: RunningState<Tensor<1>>,
-    /// Training mode flag (`Module::train` / `Module::valid`, PyTorch's `train()`/`eval()`).
+    /// Training mode flag (`Module::train` / `Module::valid`, PyTorch's `train()`/`eval()`;
+    /// not saved).
     pub training: Param<Flag>,
+    /// Whether the statistics are frozen, saved ([`Self::track_freeze`]); `None` in float
+    /// models.
+    pub freeze_bn: Option<Switch>,
     /// ε.
     pub eps: f64,
     /// Momentum `m`.
@@ -62,6 +74,7 @@ impl BatchNorm2dConfig {
             running_mean: RunningState::new(Tensor::zeros([c], device)),
             running_var: RunningState::new(Tensor::ones([c], device)),
             training: Param::from_bool(true),
+            freeze_bn: None,
             eps: self.eps,
             momentum: self.momentum,
         }
@@ -114,7 +127,7 @@ impl BatchNorm2d {
     }
 
     fn forward_input<const D: usize>(&self, x: Tensor<D>, divisor: Option<Tensor<1>>) -> Tensor<D> {
-        let training = Self::is_training(&x.device(), self.training.is_enabled());
+        let training = Self::is_training(&x.device(), self.training());
         if training && has_cpu_kernels(&x.device()) && x.dtype() == DType::F32 {
             // One fused op with its own backward pass on the CPU (same formulas).
             let c = x.dims()[1];
@@ -198,20 +211,39 @@ impl BatchNorm2d {
             .mul(self.weight.val())
     }
 
-    /// Whether the layer is in training mode (its own flag; the device must also be autodiff).
+    /// Whether the layer is in training mode: its own flag on and its statistics not frozen
+    /// (the device must also be autodiff).
     pub fn training(&self) -> bool {
-        self.training.is_enabled()
+        self.training.is_enabled() && !self.freeze_bn.as_ref().is_some_and(switch::is_on)
+    }
+
+    /// Gives the layer a saved `freeze_bn` switch holding its current freeze (what QAT fusion
+    /// does to the batch norms it keeps), so that [`Self::freeze_stats`] survives a save and
+    /// load. Does nothing if it has one.
+    pub fn track_freeze(&mut self, device: &Device) {
+        if self.freeze_bn.is_none() {
+            // The flag as `train()` restores it: frozen, not merely in an eval-mode copy.
+            let frozen = !self.training.clone().train().is_enabled();
+            self.freeze_bn = Some(switch::switch(frozen, device));
+        }
     }
 
     /// Puts the layer in eval mode: running statistics are used and no longer updated, even
     /// while the rest of the model trains (`torch.ao.nn.intrinsic.qat.freeze_bn_stats`, which
     /// sets `bn.training = False`).
     pub fn freeze_stats(&mut self) {
-        self.training = Param::from_bool(false);
+        self.set_frozen(true);
     }
 
     /// Back to training mode (`torch.ao.nn.intrinsic.qat.update_bn_stats`).
     pub fn update_stats(&mut self) {
-        self.training = Param::from_bool(true);
+        self.set_frozen(false);
+    }
+
+    fn set_frozen(&mut self, frozen: bool) {
+        self.training = Param::from_bool(!frozen);
+        if let Some(s) = self.freeze_bn.as_mut() {
+            switch::set(s, frozen);
+        }
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! A layer written outside the crate (a scaled residual `y = a + α·b`, say) implements both
 //! traits and lists itself in its model's `impl_quantizable!`; its forward is
-//! `X::apply(self, vec![a, b])` for any batch type `X`. `tests/it/custom_layer.rs` is one,
+//! `X::apply(self, vec![a, b])` for any batch type `X`. `onnx-check/tests/layers/scaled_add.rs` is one,
 //! taken through prepare, QAT, convert, the int8 forward, save/load and ONNX.
 
 use burn::tensor::{Device, Tensor};

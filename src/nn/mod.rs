@@ -20,6 +20,7 @@ pub mod qbatch;
 pub mod quantizable;
 pub mod stage;
 pub mod stubs;
+pub mod switch;
 pub mod weighted;
 
 pub use activation::Activation;
@@ -37,3 +38,4 @@ pub use qbatch::{QBatch, QuantizedOutput};
 pub use quantizable::Quantizable;
 pub use stage::Fusion;
 pub use stubs::{DeQuantStub, QuantStub};
+pub use switch::Switch;

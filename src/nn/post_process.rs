@@ -57,6 +57,9 @@ pub trait PostProcess: Module + Clone {
 }
 
 /// The standard post-processes, switched by `prepare` / `prepare_qat` / `convert`.
+// One per layer, built once and never moved in a hot path: boxing the fake-quant (the larger
+// variant, with its saved switches) would only add an indirection to every forward.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum ActivationPostProcess {
     /// Float mode: the output passes unchanged.

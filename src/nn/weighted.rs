@@ -90,6 +90,13 @@ impl<L: WeightedLayer> QuantLayer for L {
         *weighted.fusion = fusion;
         let folded = match fusion {
             Fusion::Eval => weighted.bn.take(),
+            // The batch norm trains with the layer: its freeze is saved from now on.
+            Fusion::Qat => {
+                if let Some(bn) = weighted.bn.as_mut() {
+                    bn.track_freeze(&weighted.device);
+                }
+                None
+            }
             _ => None,
         };
         if let Some(bn) = folded {

@@ -29,6 +29,7 @@ use super::observer::{
     write_state,
 };
 use super::qparams::{QParams, QParamsCalculator, fbgemm_qparams};
+use crate::nn::switch::{self, Switch};
 use crate::ops::{FakeQuantSpec, has_cpu_kernels, scaled_fake_quantize, scaled_min_max_rows};
 use crate::{Error, Result};
 
@@ -83,8 +84,8 @@ impl FakeQuantizeConfig {
             activation_post_process: observer,
             scale: state(1.0),
             zero_point: state(0.0),
-            observer_enabled: true,
-            fake_quant_enabled: true,
+            observer_enabled: switch::switch(true, device),
+            fake_quant_enabled: switch::switch(true, device),
             calculator: self.calculator,
         })
     }
@@ -92,9 +93,18 @@ impl FakeQuantizeConfig {
 
 /// Observer + fake-quant module; see the [module docs](self).
 ///
-/// The scale and zero-point buffers (`scale`, `zero_point`, the latter stored as exact integers
-/// in f32) and the observer's state are saved with the record; the enable flags are runtime
-/// settings (not saved), both on after construction.
+/// # Saved state
+/// The record holds what PyTorch's state dict holds, under PyTorch's names: `scale`,
+/// `zero_point` (exact integers in f32), the two switches `observer_enabled` and
+/// `fake_quant_enabled` (both on after construction; [`Switch`]es: a clone's are its own), and
+/// the observer's `min_val`, `max_val` (and `histogram`). A model saved during QAT and loaded
+/// continues exactly where it stopped — observers off stay off, and the next training step is
+/// the one the saved model would have taken.
+///
+/// The configuration is not in the record ([`Self::calculator`], the observer's kind and integer
+/// range): as in PyTorch, a model is loaded into one built the same way (the same
+/// `prepare_qat` qconfig), which supplies it. Runtime-only: the observer's count of skipped
+/// non-finite batches ([`Observer::skipped_batches`], diagnostics only).
 #[derive(Module, Debug)]
 pub struct FakeQuantize {
     /// The observer (PyTorch's attribute name).
@@ -103,8 +113,10 @@ pub struct FakeQuantize {
     pub scale: RunningState<Tensor<1>>,
     /// Current zero-points (integers stored as f32).
     pub zero_point: RunningState<Tensor<1>>,
-    observer_enabled: bool,
-    fake_quant_enabled: bool,
+    /// Whether the observer records statistics (PyTorch's uint8 buffer of that name).
+    observer_enabled: Switch,
+    /// Whether the forward pass fake-quantizes (PyTorch's uint8 buffer of that name).
+    fake_quant_enabled: Switch,
     #[module(skip)]
     calculator: QParamsCalculator,
 }
@@ -112,32 +124,32 @@ pub struct FakeQuantize {
 impl FakeQuantize {
     /// Turns statistics collection on (`enable_observer`).
     pub fn enable_observer(&mut self) {
-        self.observer_enabled = true;
+        switch::set(&mut self.observer_enabled, true);
     }
 
     /// Turns statistics collection off (`disable_observer`): the qparams are frozen.
     pub fn disable_observer(&mut self) {
-        self.observer_enabled = false;
+        switch::set(&mut self.observer_enabled, false);
     }
 
     /// Turns fake quantization on (`enable_fake_quant`).
     pub fn enable_fake_quant(&mut self) {
-        self.fake_quant_enabled = true;
+        switch::set(&mut self.fake_quant_enabled, true);
     }
 
     /// Turns fake quantization off (`disable_fake_quant`): the forward pass is the identity.
     pub fn disable_fake_quant(&mut self) {
-        self.fake_quant_enabled = false;
+        switch::set(&mut self.fake_quant_enabled, false);
     }
 
     /// Whether the observer is enabled.
     pub fn observer_enabled(&self) -> bool {
-        self.observer_enabled
+        switch::is_on(&self.observer_enabled)
     }
 
     /// Whether fake quantization is enabled.
     pub fn fake_quant_enabled(&self) -> bool {
-        self.fake_quant_enabled
+        switch::is_on(&self.fake_quant_enabled)
     }
 
     /// The forward-pass qparams formula.
@@ -177,7 +189,7 @@ impl FakeQuantize {
     /// ([`crate::finetune::data_parallel`]). Does nothing while the observer is off, before any
     /// range was recorded, or (fused fake-quant) while fake quantization is off.
     pub(crate) fn refresh_qparams(&mut self) {
-        if !self.observer_enabled {
+        if !self.observer_enabled() {
             return;
         }
         let obs = &self.activation_post_process;
@@ -185,7 +197,7 @@ impl FakeQuantize {
         if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
             return;
         }
-        if self.calculator == QParamsCalculator::Fbgemm && !self.fake_quant_enabled {
+        if self.calculator == QParamsCalculator::Fbgemm && !self.fake_quant_enabled() {
             return;
         }
         if let Ok(qp) = self.qparams_from(&stats) {
@@ -288,7 +300,7 @@ impl FakeQuantize {
 
     /// Fake quantization on, a min/max observer, and an `f32` tensor on the CPU backend.
     fn fuses_on<const D: usize>(&self, x: &Tensor<D>) -> bool {
-        self.fake_quant_enabled
+        self.fake_quant_enabled()
             && self.activation_post_process.config().kind != ObserverKind::Histogram
             && has_cpu_kernels(&x.device())
             && x.dtype() == DType::F32
@@ -344,10 +356,11 @@ impl FakeQuantize {
         if input.is_empty() {
             return Ok(input.unchanged());
         }
+        let (observing, quantizing) = (self.observer_enabled(), self.fake_quant_enabled());
         let mut qparams = None;
         match self.calculator {
             QParamsCalculator::Observer => {
-                if self.observer_enabled {
+                if observing {
                     let stats = match self.observe(&input, strict)? {
                         Some(stats) => stats,
                         None => obs.stats(),
@@ -358,12 +371,12 @@ impl FakeQuantize {
                 }
             }
             QParamsCalculator::Fbgemm => {
-                let observed = if self.observer_enabled {
+                let observed = if observing {
                     self.observe(&input, strict)?
                 } else {
                     None
                 };
-                if self.fake_quant_enabled {
+                if quantizing {
                     let stats = observed.unwrap_or_else(|| obs.stats());
                     if stats.min.iter().chain(&stats.max).any(|v| v.is_infinite()) {
                         if !strict {
@@ -381,7 +394,7 @@ impl FakeQuantize {
                 }
             }
         }
-        if !self.fake_quant_enabled {
+        if !quantizing {
             return Ok(input.unchanged());
         }
         let qp = qparams.unwrap_or_else(|| self.current_qparams());
@@ -482,6 +495,22 @@ mod tests {
     fn bits(t: Tensor<1>) -> Vec<u32> {
         let v = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         v.iter().map(|f| f.to_bits()).collect()
+    }
+
+    /// The switches are the module's own: toggling a clone's leaves the original's, the
+    /// stage drivers and evaluation working on copies.
+    #[test]
+    fn switching_a_clone_leaves_the_original() {
+        let device = Device::flex().autodiff();
+        let config = FakeQuantizeConfig::new(ObserverConfig::new(ObserverKind::MinMax));
+        let original = config.init(1, &device).unwrap();
+        let mut copy = original.clone();
+        copy.disable_observer();
+        copy.disable_fake_quant();
+        assert!(original.observer_enabled() && original.fake_quant_enabled());
+        assert!(!copy.observer_enabled() && !copy.fake_quant_enabled());
+        copy.enable_observer();
+        assert!(copy.observer_enabled() && !copy.fake_quant_enabled());
     }
 
     /// The one-pass ReLU + fake-quant gives what ReLU and then `forward` give, bit for bit: the

@@ -36,6 +36,7 @@ mod quant_qparams;
 mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
+mod state_round_trip;
 mod strip_float;
 mod workflow;
 

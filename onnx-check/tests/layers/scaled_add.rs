@@ -219,15 +219,6 @@ impl Net {
     }
 }
 
-fn input(device: &Device) -> (Tensor<4>, Vec<f32>, Vec<usize>) {
-    let shape = vec![4, 2, 12, 12];
-    let x: Vec<f32> = (0..4 * 2 * 12 * 12)
-        .map(|i| ((i * 7919) % 997) as f32 / 997.0 * 4.0 - 2.0)
-        .collect();
-    let t = Tensor::<4>::from_data(TensorData::new(x.clone(), shape.clone()), device);
-    (t, x, shape)
-}
-
 fn worst_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
@@ -240,7 +231,7 @@ fn a_layer_kind_of_the_users_goes_through_every_stage() {
     let device = Device::flex();
     let train = device.clone().autodiff();
     train.seed(5);
-    let (x, x_host, shape) = input(&device);
+    let (x, x_host, shape) = user_input(4, &device);
     let mut model = Net::new(&train);
 
     // Float: the eval forward and its ONNX.

@@ -11,7 +11,9 @@
 //!
 //! Per-tensor or per-channel follows from the [`QScheme`]. The state (`min_val`, `max_val` and,
 //! for the histogram, `histogram`) lives in [`RunningState`] buffers, so it is saved and restored
-//! with the module record. Per-channel state has one entry per channel from construction on
+//! with the module record (commit pending updates first:
+//! [`commit_running_state`](crate::quantize::commit_running_state)); a range not observed yet is
+//! saved as `(+inf, -inf)` and loads as one. Per-channel state has one entry per channel from construction on
 //! (PyTorch grows it on the first batch); that is why [`ObserverConfig::init`] takes the channel
 //! count.
 //!
