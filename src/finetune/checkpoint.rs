@@ -228,7 +228,7 @@ pub(super) fn lock_out(out: &Path) -> Result<OutLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::MobileNetV2Config;
+    use crate::models::{MobileNetV2, MobileNetV2Config};
     use crate::quant::{QConfig, QuantBackend};
     use crate::quantize::{
         disable_observer, for_each_batch_norm, for_each_fake_quant, freeze_bn_stats, prepare_qat,
