@@ -54,24 +54,21 @@ impl SmallNet {
             fc: LinearBnActConfig::new(16, 2).init(device),
         }
     }
+}
 
-    /// One forward for every stage, generic over what flows between the layers: float tensors
-    /// (float, fused, fake-quantized) or int8 batches (converted), back to float before the
-    /// classifier.
+/// An image classifier with one forward for every stage, generic over what flows between the
+/// layers: float tensors (float, fused, fake-quantized) or int8 batches (converted), back to
+/// float before the classifier. `forward` and `forward_int8` come with the trait, and so does
+/// the rest of the crate's tooling: `finetune::run_with` (the fine-tuning loop with its
+/// checkpoints and resume) and `finetune::data_parallel::fit_data_parallel`
+/// take any `ImageClassifier`.
+impl ImageClassifier for SmallNet {
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
         let x: X = self.quant.forward(x);
         let x = self.conv1.forward(x);
         let x = self.skip_add.add(x.clone(), self.conv2.forward(x));
         let x = self.dequant.forward_batch(x);
         self.fc.forward(x.global_avg_pool_flatten()).dequantize()
-    }
-
-    fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_as::<Tensor<4>>(x)
-    }
-
-    fn forward_int8(&self, x: Tensor<4>) -> burn_qat::Result<Tensor<2>> {
-        self.forward_as::<QBatch<4>>(x)
     }
 }
 

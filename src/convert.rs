@@ -2,6 +2,7 @@
 //! form, as `torch.ao.quantization.convert` does with each module's `from_float` (torch
 //! 2.5.1). The layers convert themselves ([`QuantLayer::convert`]); this is the walk. Qparams
 //! come from the observers with the Python formula (`calculate_qparams`), as in PyTorch.
+//! [`strip_float`] then frees the float weights the int8 layers no longer need.
 
 use crate::error::StageProblem;
 use crate::int8::{Engine, QParamsPt};
@@ -34,7 +35,8 @@ pub(crate) fn build_int8<M: Quantizable + Clone>(
 /// statistics, weights quantized with their observer's qparams), every `QuantStub` and
 /// `FloatFunctional` its output scale and zero-point, all with the Python observer formula, as
 /// PyTorch does. The model's forward then runs on [`QBatch`](crate::nn::QBatch)es (e.g.
-/// `MobileNetV2::forward_int8`); the float parameters stay, so the float forward still works.
+/// `MobileNetV2::forward_int8`); the float parameters stay, so the float forward still works,
+/// until [`strip_float`] frees them.
 ///
 /// Layers the qconfig left in float (not prepared) stay float and run their float forward
 /// inside the int8 model, between a `DeQuantStub` and a `QuantStub`, as in PyTorch's eager
@@ -118,4 +120,26 @@ pub fn converted_engine<M: Quantizable>(model: &M) -> Result<Engine> {
         Ok(())
     })?;
     engine.ok_or_else(|| Error::Quant("the model has no quantizable layer".into()))
+}
+
+/// Frees the float weights of a converted model's int8 layers: each one's float weight and
+/// bias, batch norm and weight fake-quant ([`QuantLayer::strip_float`]). PyTorch's converted
+/// model holds no float weights; this one keeps them until stripped, so that its float and QDQ
+/// forms stay usable after `convert` (ONNX export, comparing with the fake-quant forward).
+/// Layers kept in float (`qconfig = None`) keep theirs; observers stay (the output qparams are
+/// the int8 form's already).
+///
+/// A stripped model still runs its int8 forward (bit for bit as before), saves and loads its
+/// int8 state dict and exports int8 ONNX. The float and QDQ ONNX forms, `convert` again and
+/// `convert` again return [`StageProblem::FloatStripped`] naming the layer, and its
+/// float forward runs each stripped layer as PyTorch's reference quantized module
+/// (`torch.ao.nn.quantized.reference`: the dequantized int8 weight in a float convolution or
+/// matrix product); the model no longer trains. Errors if the model is not converted (nothing
+/// is freed then).
+pub fn strip_float<M: Quantizable>(model: &mut M) -> Result<()> {
+    check_converted(model)?;
+    model.visit_layers(&mut |_, layer| {
+        layer.strip_float();
+        Ok(())
+    })
 }

@@ -112,6 +112,13 @@ pub enum StageProblem {
     /// Used as int8 before `convert` (or loading an int8 checkpoint).
     #[error("has no int8 form: convert the model (or load an int8 checkpoint) first")]
     NotConverted,
+    /// A float stage (convert again, float or QDQ export) of a layer whose float weights
+    /// `strip_float` freed.
+    #[error(
+        "its float weights were freed by strip_float: only its int8 forward, int8 state dict and \
+         int8 ONNX remain"
+    )]
+    FloatStripped,
     /// A layer or configuration the stage cannot take.
     #[error("{0}")]
     Unsupported(String),

@@ -1,6 +1,8 @@
-//! The main job: quantization-aware fine-tuning of a float MobileNetV2 and the comparison a user
+//! The main job: quantization-aware fine-tuning of a float model and the comparison a user
 //! wants at the end — float, PTQ int8, QAT fake-quant and QAT int8: accuracy, size and latency.
-//! `examples/qat_finetune.rs` parses flags and calls [`run`]; a test runs it on a few batches.
+//! [`run`] trains MobileNetV2 (`examples/qat_finetune.rs` parses flags and calls it; a test runs
+//! it on a few batches); [`run_with`] any quantizable image classifier
+//! ([`ImageClassifier`]), with the same checkpoints and `resume`.
 //!
 //! The loop is hand-written rather than burn-train's `Learner`: the QAT schedule changes the
 //! model between epochs (observers off after epoch N, batch-norm statistics frozen after epoch
@@ -15,20 +17,19 @@
 mod checkpoint;
 mod checks;
 pub mod data_parallel;
+mod evaluate;
+mod model;
 mod progress;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use burn::config::Config;
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_store::{BurnpackStore, ModuleSnapshot};
+use burn::tensor::Device;
 
 use crate::convert::convert;
 use crate::data::{
@@ -37,19 +38,25 @@ use crate::data::{
 use crate::int8::Engine;
 use crate::io::atomic::{remove_stale_temps, write_atomic_bytes};
 use crate::io::save_int8_model;
-use crate::models::{MobileNetV2, MobileNetV2Config};
-use crate::quant::{QConfig, QuantBackend};
-use crate::quantize::{disable_observer, freeze_bn_stats, prepare, prepare_qat, replace_relu};
+use crate::nn::{ImageClassifier, Quantizable};
+use crate::quant::QuantBackend;
+use crate::quantize::{disable_observer, freeze_bn_stats};
 use crate::{Error, Result};
 use checkpoint::{
     last_checkpoint, last_good, load_checkpoint, lock_out, model_bytes, save_checkpoint,
 };
+pub use evaluate::accuracy;
+use evaluate::{batch_tensors, latency_ms, on_cpu};
+pub use model::{
+    FloatModel, calibrate_and_convert, post_training_quantize, prepare_model_qat, qat_model,
+};
+use model::{float_model, model_config};
 use progress::EpochBar;
 
 /// The recipe of a QAT fine-tuning run.
 #[derive(Config, Debug)]
 pub struct FinetuneConfig {
-    /// MobileNetV2 width multiplier (must match the float weights).
+    /// MobileNetV2 width multiplier (must match the float weights; [`run`] only).
     #[config(default = 0.5)]
     pub width_mult: f64,
     /// QAT epochs.
@@ -182,197 +189,18 @@ pub fn format_table(rows: &[Row]) -> String {
     out
 }
 
-fn batch_tensors(
-    images: &[&Image],
-    labels: &[usize],
-    transform: &Transform,
-    device: &Device,
-) -> Result<(Tensor<4>, Tensor<1, Int>)> {
-    let x = transform.batch(images, device)?;
-    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
-    let y = Tensor::from_data(TensorData::new(labels, [images.len()]), device);
-    Ok((x, y))
-}
-
-/// The model as evaluation runs it: a copy with its observers off, so that test images never
-/// move a quantization range (which `convert` would then bake in). int8 models have none.
-fn eval_model(model: &MobileNetV2, int8: bool) -> Cow<'_, MobileNetV2> {
-    if int8 {
-        return Cow::Borrowed(model);
-    }
-    let mut model = model.valid();
-    disable_observer(&mut model);
-    Cow::Owned(model)
-}
-
-/// Accuracy on `data`, with the float/fake-quant forward or (`int8`) the int8 one. Evaluation
-/// never observes: the model's quantization ranges are the same after it.
-pub fn accuracy(
-    model: &MobileNetV2,
-    data: &ImageDataset,
-    transform: &Transform,
-    int8: bool,
-    max_batches: Option<usize>,
-    device: &Device,
-) -> Result<f64> {
-    if max_batches == Some(0) {
-        return Err(Error::Config(
-            "--max-batches 0: nothing would be evaluated".into(),
-        ));
-    }
-    let model = &*eval_model(model, int8);
-    let (mut correct, mut seen) = (0usize, 0usize);
-    let chunk = 100;
-    let n = data
-        .len()
-        .min(max_batches.map_or(usize::MAX, |b| b * chunk));
-    for start in (0..n).step_by(chunk) {
-        let end = (start + chunk).min(n);
-        let images: Vec<&Image> = data.images[start..end].iter().collect();
-        let (x, y) = batch_tensors(&images, &data.labels[start..end], transform, device)?;
-        let logits = if int8 {
-            model.forward_int8(x)?
-        } else {
-            model.forward(x)
-        };
-        let pred = logits.argmax(1).flatten::<1>(0, 1);
-        correct += pred.equal(y).int().sum().into_scalar::<i64>() as usize;
-        seen += end - start;
-    }
-    if seen == 0 {
-        return Err(Error::Data("the test split is empty".into()));
-    }
-    Ok(correct as f64 / seen as f64)
-}
-
-/// Median single-image latency over the first `images` test images.
-fn latency_ms(
-    model: &MobileNetV2,
-    data: &ImageDataset,
-    transform: &Transform,
-    int8: bool,
-    images: usize,
-    device: &Device,
-) -> Result<f64> {
-    let model = &*eval_model(model, int8);
-    let mut times = Vec::new();
-    for i in 0..images.min(data.len()) {
-        let (x, _) = batch_tensors(&[&data.images[i]], &data.labels[i..=i], transform, device)?;
-        let start = Instant::now();
-        let y = if int8 {
-            model.forward_int8(x)?
-        } else {
-            model.forward(x)
-        };
-        let _ = y.into_data();
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
-}
-
-/// The trained model for evaluation and convert, which run on the CPU whatever the training
-/// device. `valid()` first: it gives the copy running statistics of its own, so moving it does
-/// not move the training model's (module clones share them).
-fn on_cpu(model: &MobileNetV2, cpu: &Device) -> MobileNetV2 {
-    model.valid().to_device(cpu)
-}
-
-fn model_config(config: &FinetuneConfig, classes: usize) -> MobileNetV2Config {
-    MobileNetV2Config::new()
-        .with_num_classes(classes)
-        .with_width_mult(config.width_mult)
-}
-
-/// A fresh float model with the float weights (a new model each time: module clones share
-/// their running statistics).
-fn float_model(
-    config: &FinetuneConfig,
-    classes: usize,
-    weights: Option<&Path>,
-    device: &Device,
-) -> Result<MobileNetV2> {
-    let mut model = model_config(config, classes).init(device)?;
-    if let Some(path) = weights {
-        let mut store = BurnpackStore::from_file(path);
-        let applied = model.load_from(&mut store).map_err(|e| Error::ModelFile {
-            path: path.to_path_buf(),
-            reason: format!("cannot load float MobileNetV2 weights: {e}"),
-        })?;
-        // A partial match (another width or class count) must not train from half-random
-        // weights.
-        if !(applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty()) {
-            return Err(Error::mismatch(format!(
-                "the float MobileNetV2 weights do not fit width {} with {classes} classes \
-                 ({} missing, {} unused, {} mis-shaped tensors)",
-                config.width_mult,
-                applied.missing.len(),
-                applied.unused.len(),
-                applied.errors.len()
-            ))
-            .at_path(path));
-        }
-    }
-    Ok(model)
-}
-
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// The QAT model of the main job: a MobileNetV2 of `config`'s width with `classes` outputs and
-/// the float `weights` (burnpack), ReLU6 → ReLU, fused for QAT, the backend's default QAT
-/// qconfig attached (`prepare_qat`).
-pub fn qat_model(
-    config: &FinetuneConfig,
-    classes: usize,
-    weights: Option<&Path>,
-    device: &Device,
-) -> Result<MobileNetV2> {
-    let mut model = float_model(config, classes, weights, device)?;
-    replace_relu(&mut model)?;
-    model.fuse_model(Some(true))?;
-    prepare_qat(&mut model, QConfig::default_qat(config.backend), device)?;
-    Ok(model)
-}
-
 /// Applies the schedule for `epoch` (observers off, BN frozen).
-fn apply_schedule(model: &mut MobileNetV2, config: &FinetuneConfig, epoch: usize) {
+fn apply_schedule<M: Quantizable>(model: &mut M, config: &FinetuneConfig, epoch: usize) {
     if epoch >= config.observer_off_epoch {
         disable_observer(model);
     }
     if epoch >= config.bn_freeze_epoch {
         freeze_bn_stats(model);
     }
-}
-
-/// Post-training quantization of the float model (`torch.ao.quantization` eager PTQ):
-/// ReLU6 → ReLU, `fuse_model(false)`, `prepare` with the backend's PTQ qconfig (histogram
-/// observers), `calibration_batches` shuffled training batches through the model, `convert`.
-/// The int8 model runs on the CPU.
-pub fn post_training_quantize(
-    config: &FinetuneConfig,
-    data: &FinetuneData,
-    float_weights: Option<&Path>,
-) -> Result<MobileNetV2> {
-    let cpu = Device::flex();
-    let classes = class_count(&data.train);
-    let mut ptq = float_model(config, classes, float_weights, &cpu)?.valid();
-    replace_relu(&mut ptq)?;
-    ptq.fuse_model(Some(false))?;
-    prepare(&mut ptq, QConfig::default_ptq(config.backend), &cpu)?;
-    let calib = shuffled_indices(data.train.len(), config.seed);
-    for chunk in calib
-        .chunks(config.batch_size.max(1))
-        .take(config.calibration_batches.max(1))
-    {
-        let images: Vec<&Image> = chunk.iter().map(|&i| &data.train.images[i]).collect();
-        let labels: Vec<usize> = chunk.iter().map(|&i| data.train.labels[i]).collect();
-        let (x, _) = batch_tensors(&images, &labels, &data.transform, &cpu)?;
-        let _ = ptq.forward(x);
-    }
-    convert(&mut ptq, Engine::from_backend(config.backend)?)?;
-    Ok(ptq)
 }
 
 /// The number of classes of a dataset: its class names, or one more than its largest label.
@@ -382,8 +210,44 @@ fn class_count(data: &ImageDataset) -> usize {
         .max(1 + data.labels.iter().max().copied().unwrap_or(0))
 }
 
-/// Runs the whole job and returns the table's rows: float, PTQ int8, QAT fake-quant, QAT int8.
-/// The QAT int8 model is saved to `out/mobilenet_v2_qat.int8.safetensors`.
+/// Runs the whole job on MobileNetV2 of `config`'s width (the float `float_weights`, burnpack,
+/// or random weights) and returns the table's rows: float, PTQ int8, QAT fake-quant, QAT int8.
+/// [`run_with`] with the recipe and memory checked for that model first; the int8 models go
+/// to `out/mobilenet_v2_ptq.int8.safetensors` and `out/mobilenet_v2_qat.int8.safetensors`.
+pub fn run(
+    config: &FinetuneConfig,
+    data: &FinetuneData,
+    float_weights: Option<&Path>,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+) -> Result<Vec<Row>> {
+    config.validate()?;
+    check_splits(data)?;
+    config.check_memory(data, device)?;
+    let classes = class_count(&data.train);
+    let build = |device: &Device| float_model(config, classes, float_weights, device);
+    let model = FloatModel {
+        name: "mobilenet_v2",
+        build: &build,
+    };
+    run_with(config, data, &model, out, resume, device)
+}
+
+fn check_splits(data: &FinetuneData) -> Result<()> {
+    if data.train.is_empty() || data.test.is_empty() {
+        return Err(Error::Data(
+            "fine-tuning needs non-empty train and test splits".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs the whole job on any quantizable image classifier and returns the table's rows: the
+/// float model (`out/float.bpk`), PTQ int8 ([`calibrate_and_convert`],
+/// `out/{name}_ptq.int8.safetensors`), QAT fake-quant and QAT int8
+/// (`out/{name}_qat.int8.safetensors`). QAT starts from a new float model prepared by
+/// [`prepare_model_qat`] and follows the recipe's schedule (observers off, batch norm frozen).
 ///
 /// After every epoch a checkpoint is written atomically (temporary file, fsync, rename, fsync
 /// of the directory): the optimizer state `out/qat_epoch{N}.optim.bpk`, then the model
@@ -398,28 +262,23 @@ fn class_count(data: &ImageDataset) -> usize {
 ///
 /// `out` is locked for the length of the run (`out/.burn-qat.lock`, holding the pid): a second
 /// run in the same directory fails at once with an error naming the directory and that pid.
-pub fn run(
+pub fn run_with<M: ImageClassifier>(
     config: &FinetuneConfig,
     data: &FinetuneData,
-    float_weights: Option<&Path>,
+    model: &FloatModel<'_, M>,
     out: &Path,
     resume: bool,
     device: &Device,
 ) -> Result<Vec<Row>> {
-    config.validate()?;
-    if data.train.is_empty() || data.test.is_empty() {
-        return Err(Error::Data(
-            "fine-tuning needs non-empty train and test splits".into(),
-        ));
-    }
-    config.check_memory(data, device)?;
+    config.validate_recipe()?;
+    check_splits(data)?;
     for warning in data.warnings() {
         eprintln!("warning: {warning}");
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     // Held to the end of the run: a second run in `out` is refused.
     let _lock = lock_out(out)?;
-    let classes = class_count(&data.train);
+    let FloatModel { name, build } = *model;
     let cpu = Device::flex();
     // Dropout draws from the backend's generator (the flex one under autodiff): seeded, a run
     // is reproducible, also when several run in one process.
@@ -428,9 +287,9 @@ pub fn run(
     let norm = &data.transform;
     let engine = Engine::from_backend(config.backend)?;
     let mut rows = Vec::new();
-    let evaluate = |name: String, model: &MobileNetV2, int8: bool, file: &Path| -> Result<Row> {
+    let evaluate = |label: String, model: &M, int8: bool, file: &Path| -> Result<Row> {
         Ok(Row {
-            name,
+            name: label,
             accuracy: accuracy(model, &data.test, norm, int8, config.max_batches, &cpu)?,
             size_bytes: file_size(file),
             latency_ms: latency_ms(model, &data.test, norm, int8, config.latency_images, &cpu)?,
@@ -438,15 +297,15 @@ pub fn run(
     };
 
     // 1. Float.
-    let float = float_model(config, classes, float_weights, &cpu)?.valid();
+    let float = build(&cpu)?.valid();
     let float_path = out.join("float.bpk");
     write_atomic_bytes(&float_path, &model_bytes(&float, &float_path)?)?;
     rows.push(evaluate("float".to_string(), &float, false, &float_path)?);
     println!("float: {:.2}%", rows[0].accuracy * 100.0);
 
     // 2. PTQ baseline: calibrate on training batches, convert.
-    let ptq = post_training_quantize(config, data, float_weights)?;
-    let ptq_path = out.join("mobilenet_v2_ptq.int8.safetensors");
+    let ptq = calibrate_and_convert(config, data, build(&cpu)?)?;
+    let ptq_path = out.join(format!("{name}_ptq.int8.safetensors"));
     save_int8_model(&ptq, &ptq_path, &BTreeMap::new())?;
     rows.push(evaluate(
         format!("PTQ int8 ({engine})"),
@@ -457,7 +316,8 @@ pub fn run(
     println!("PTQ int8: {:.2}%", rows[1].accuracy * 100.0);
 
     // 3. QAT.
-    let mut model = qat_model(config, classes, float_weights, device)?;
+    let mut model = build(device)?;
+    prepare_model_qat(&mut model, config, device)?;
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
         .init();
@@ -555,7 +415,7 @@ pub fn run(
         &qat_path,
     )?);
     convert(&mut qat, engine)?;
-    let int8_path = out.join("mobilenet_v2_qat.int8.safetensors");
+    let int8_path = out.join(format!("{name}_qat.int8.safetensors"));
     save_int8_model(&qat, &int8_path, &BTreeMap::new())?;
     rows.push(evaluate(
         format!("QAT int8 ({engine})"),

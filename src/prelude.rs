@@ -6,7 +6,7 @@
 //!
 //! `Result` and `Error` are left out on purpose: a glob import would shadow `std`'s `Result`.
 
-pub use crate::convert::convert;
+pub use crate::convert::{convert, strip_float};
 pub use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 pub use crate::fuse::{fuse_modules, fuse_modules_qat};
 pub use crate::impl_quantizable;
@@ -14,8 +14,8 @@ pub use crate::int8::Engine;
 pub use crate::io::{load_int8_model, save_int8_model};
 pub use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FeatureBatch, FloatFunctional,
-    Hardswish, ImageBatch, LinearBnAct, LinearBnActConfig, MaxPool2d, MaxPool2dConfig, QBatch,
-    QuantLayer, QuantOp, QuantStub, Quantizable,
+    Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig, MaxPool2d,
+    MaxPool2dConfig, QBatch, QuantLayer, QuantOp, QuantStub, Quantizable,
 };
 pub use crate::quant::{QConfig, QConfigMapping, QuantBackend};
 pub use crate::quantize::{

@@ -1,23 +1,23 @@
-//! Epoch checkpoints of the QAT run: written atomically (model and optimizer state), refused
-//! when the model has gone non-finite, found and loaded again by `resume`; and the lock that
-//! keeps a second run out of a run's output directory.
+//! Epoch checkpoints of the QAT run, of any model: written atomically (model and optimizer
+//! state), refused when the model has gone non-finite, found and loaded again by `resume`; and
+//! the lock that keeps a second run out of a run's output directory.
 
 use std::fs::{File, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, DType};
 use burn_store::{BurnpackStore, ModuleSnapshot};
 
 use crate::io::atomic::write_atomic_bytes;
-use crate::models::MobileNetV2;
 use crate::quantize::commit_running_state;
 use crate::state::switch::is_switch_entry;
 use crate::{Error, Result};
 
 /// `model` as burnpack bytes (the checkpoint format), pending running-state updates included.
-pub(super) fn model_bytes(model: &MobileNetV2, path: &Path) -> Result<Vec<u8>> {
+pub(super) fn model_bytes<M: Module>(model: &M, path: &Path) -> Result<Vec<u8>> {
     commit_running_state(model);
     let mut store = BurnpackStore::from_bytes(None);
     let bytes = model
@@ -31,7 +31,7 @@ pub(super) fn model_bytes(model: &MobileNetV2, path: &Path) -> Result<Vec<u8>> {
 /// The first float tensor of `model` (weights, batch-norm statistics, fake-quant scales and
 /// zero points) that holds a NaN or an infinity, by name. Observer ranges are not checked: an
 /// observer that has seen nothing yet holds (+inf, -inf), as PyTorch's do.
-fn first_non_finite(model: &MobileNetV2) -> Option<String> {
+fn first_non_finite<M: Module>(model: &M) -> Option<String> {
     model.collect(None, None, false).into_iter().find_map(|t| {
         let observer = [".min_val", ".max_val", ".histogram"]
             .iter()
@@ -72,8 +72,8 @@ pub(super) fn last_good(out: &Path, epochs: usize) -> String {
 /// Saves the checkpoint after `epoch`: optimizer state, then the model, each atomically. A
 /// model with a non-finite tensor is not saved: training stops with an error instead, and the
 /// previous checkpoint stays the last one.
-pub(super) fn save_checkpoint(
-    model: &MobileNetV2,
+pub(super) fn save_checkpoint<M: Module>(
+    model: &M,
     optim: &ModuleOptimizer,
     out: &Path,
     epoch: usize,
@@ -100,8 +100,8 @@ pub(super) fn save_checkpoint(
 
 /// Loads the checkpoint after `epoch` into `model` and `optim` (the optimizer state, when its
 /// file is there: checkpoints of older versions have none, and momentum then restarts).
-pub(super) fn load_checkpoint(
-    model: &mut MobileNetV2,
+pub(super) fn load_checkpoint<M: Module>(
+    model: &mut M,
     optim: ModuleOptimizer,
     out: &Path,
     epoch: usize,
@@ -131,7 +131,7 @@ pub(super) fn load_checkpoint(
             &model_path,
             format!(
                 "the QAT checkpoint does not fit this model ({} missing, {} unused, {} \
-                 mis-shaped tensors): another width, class count or backend?",
+                 mis-shaped tensors): another model, width, class count or backend?",
                 missing,
                 applied.unused.len(),
                 applied.errors.len()
@@ -228,7 +228,7 @@ pub(super) fn lock_out(out: &Path) -> Result<OutLock> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::MobileNetV2Config;
+    use crate::models::{MobileNetV2, MobileNetV2Config};
     use crate::quant::{QConfig, QuantBackend};
     use crate::quantize::{
         disable_observer, for_each_batch_norm, for_each_fake_quant, freeze_bn_stats, prepare_qat,

@@ -12,11 +12,20 @@ use crate::ops::has_cpu_kernels;
 use crate::{Error, Result};
 
 impl FinetuneConfig {
-    /// Refuses a recipe that cannot run or would train to nothing: no epoch, a non-positive or
-    /// non-finite learning rate, an empty batch, observers off before they saw a batch (the
-    /// ranges `convert` needs would never be recorded), `max_batches` of 0, or a width
-    /// multiplier MobileNetV2 refuses.
+    /// Refuses a recipe that cannot run or would train to nothing ([`Self::validate_recipe`]),
+    /// or a width multiplier MobileNetV2 refuses.
     pub fn validate(&self) -> Result<()> {
+        self.validate_recipe()?;
+        model_config(self, 1)
+            .validate()
+            .map_err(|e| e.for_flags(format_args!("--width-mult {}", self.width_mult)))
+    }
+
+    /// Refuses a recipe that cannot run or would train to nothing, whatever the model: no
+    /// epoch, a non-positive or non-finite learning rate, an empty batch, observers off before
+    /// they saw a batch (the ranges `convert` needs would never be recorded), `max_batches` of
+    /// 0, no calibration batch.
+    pub fn validate_recipe(&self) -> Result<()> {
         let refuse = |flag: String, why: &str| Err(Error::Config(format!("{flag}: {why}")));
         if self.epochs == 0 {
             return refuse(
@@ -53,9 +62,7 @@ impl FinetuneConfig {
                 "the PTQ baseline needs at least one calibration batch",
             );
         }
-        model_config(self, 1)
-            .validate()
-            .map_err(|e| e.for_flags(format_args!("--width-mult {}", self.width_mult)))
+        Ok(())
     }
 
     /// Checks that the model for `data` fits in memory and, training on the CPU, one training

@@ -50,8 +50,7 @@ use burn_train::{
 };
 
 use crate::data::{ImageDataset, Transform};
-use crate::models::MobileNetV2;
-use crate::nn::Quantizable;
+use crate::nn::{ImageClassifier, Quantizable};
 use crate::quantize::for_each_fake_quant;
 use crate::{Error, Result};
 
@@ -115,21 +114,39 @@ impl Batcher<Item, ImageBatch> for ImageBatcher {
     }
 }
 
-impl TrainStep for MobileNetV2 {
+/// The model as burn-train's `Learner` trains it: a classifier with cross-entropy loss that
+/// commits the replicas' statistics at each optimizer step. A wrapper, as burn-train's traits
+/// cannot be implemented for every `M` of another crate's choosing (orphan rule).
+#[derive(Module, Debug)]
+struct Trainee<M: ImageClassifier> {
+    model: M,
+}
+
+impl<M: ImageClassifier> Trainee<M> {
+    /// Logits, the cross-entropy loss and the targets of a batch.
+    fn classify(&self, batch: ImageBatch) -> ClassificationOutput {
+        let output = self.model.forward(batch.images);
+        let loss = CrossEntropyLossConfig::new()
+            .init(&output.device())
+            .forward(output.clone(), batch.targets.clone());
+        ClassificationOutput::new(loss, output, batch.targets)
+    }
+
+    /// The model after [`commit_replica_statistics`].
+    fn committed(mut self) -> Self {
+        commit_replica_statistics(&mut self.model);
+        self
+    }
+}
+
+impl<M: ImageClassifier> TrainStep for Trainee<M> {
     type Input = ImageBatch;
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
-        let output = self.forward(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&output.device())
-            .forward(output.clone(), batch.targets.clone());
-        let grads = loss.backward();
-        TrainOutput::new(
-            self,
-            grads,
-            ClassificationOutput::new(loss, output, batch.targets),
-        )
+        let output = self.classify(batch);
+        let grads = output.loss.backward();
+        TrainOutput::new(self, grads, output)
     }
 
     fn optimize(
@@ -138,9 +155,7 @@ impl TrainStep for MobileNetV2 {
         lr: ModuleLearningRate,
         grads: GradientsParams,
     ) -> Self {
-        let mut model = optim.step(lr, self, grads);
-        commit_replica_statistics(&mut model);
-        model
+        optim.step(lr, self, grads).committed()
     }
 
     fn optimize_multi(
@@ -149,22 +164,16 @@ impl TrainStep for MobileNetV2 {
         lr: ModuleLearningRate,
         grads: MultiGradientsParams,
     ) -> Self {
-        let mut model = optim.step_multi(lr, self, grads);
-        commit_replica_statistics(&mut model);
-        model
+        optim.step_multi(lr, self, grads).committed()
     }
 }
 
-impl InferenceStep for MobileNetV2 {
+impl<M: ImageClassifier> InferenceStep for Trainee<M> {
     type Input = ImageBatch;
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        let output = self.forward(batch.images);
-        let loss = CrossEntropyLossConfig::new()
-            .init(&output.device())
-            .forward(output.clone(), batch.targets.clone());
-        ClassificationOutput::new(loss, output, batch.targets)
+        self.classify(batch)
     }
 }
 
@@ -181,22 +190,23 @@ pub fn commit_replica_statistics<M: Module + Quantizable>(model: &mut M) {
     let _ = model.valid();
 }
 
-/// Trains `model` (prepared for QAT) on `devices` in parallel with burn-train's `Learner` and
-/// returns it in training mode on the first device. Every device gets `batch_size` images per
-/// step; the test split is evaluated on the first device after each epoch (burn-train's
-/// validation pass). Training files (burn-train's event log) go to `dir`.
+/// Trains `model` (any [`ImageClassifier`] prepared for QAT) on `devices` in parallel with
+/// burn-train's `Learner` and returns it in training mode on the first device. Every device
+/// gets `batch_size` images per step; the test split is evaluated on the first device after
+/// each epoch (burn-train's validation pass). Training files (burn-train's event log) go to
+/// `dir`.
 ///
 /// Errors: no device, an empty split, a zero batch size, images of different sizes, or a
 /// replica that failed (its panic message is returned).
-pub fn fit_data_parallel(
-    model: MobileNetV2,
+pub fn fit_data_parallel<M: ImageClassifier>(
+    model: M,
     train: &ImageDataset,
     valid: &ImageDataset,
     transform: &Transform,
     devices: &[Device],
     config: &DataParallelConfig,
     dir: &Path,
-) -> Result<MobileNetV2> {
+) -> Result<M> {
     if devices.is_empty() {
         return Err(Error::Config(
             "data-parallel training needs at least one device".into(),
@@ -242,9 +252,10 @@ pub fn fit_data_parallel(
     let lr = config.lr / devices.len() as f64;
     // A copy of its own (`valid()` folds in pending statistics updates and gives new buffers,
     // so the caller's model is not trained through shared state), trainable on the first device.
-    let mut model = model.valid().train().fork(&devices[0]);
-    commit_replica_statistics(&mut model);
-    let learner = Learner::new(model, optim, ConstantLr::new(lr));
+    let model = Trainee {
+        model: model.valid().train().fork(&devices[0]),
+    };
+    let learner = Learner::new(model.committed(), optim, ConstantLr::new(lr));
     let training =
         SupervisedTraining::new(dir, loader(train_items, true), loader(valid_items, false))
             .num_epochs(config.epochs)
@@ -261,7 +272,7 @@ pub fn fit_data_parallel(
             "data-parallel training failed: {error}"
         )));
     }
-    Ok(result.model.train().fork(&devices[0]))
+    Ok(result.model.model.train().fork(&devices[0]))
 }
 
 /// The dataset's images through `transform`, with their common CHW shape.

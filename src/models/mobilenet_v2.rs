@@ -14,7 +14,7 @@ use crate::export::proto::ModelProto;
 use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, ImageBatch,
-    LinearBnAct, LinearBnActConfig, QBatch, QuantStub,
+    ImageClassifier, LinearBnAct, LinearBnActConfig, QuantStub,
 };
 use crate::{Error, Result};
 
@@ -205,6 +205,18 @@ crate::impl_quantizable!(MobileNetV2 {
     dequant
 });
 
+/// The fine-tuning loop, its checkpoints and data-parallel training take any
+/// [`ImageClassifier`]; MobileNetV2's inherent `forward` / `forward_int8` are the same.
+impl ImageClassifier for MobileNetV2 {
+    fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
+        MobileNetV2::forward_as::<X>(self, x)
+    }
+
+    fn check_input_shape(&self, shape: &[usize]) -> Result<()> {
+        MobileNetV2::check_input_shape(shape)
+    }
+}
+
 impl MobileNetV2Config {
     /// Checks the configuration; every builder calls it.
     pub fn validate(&self) -> Result<()> {
@@ -312,8 +324,7 @@ impl MobileNetV2 {
     /// (`torchvision.models.quantization.mobilenet_v2(quantize=True)`). Errors if the model
     /// was not converted or the batch is not `[N, 3, H ≥ 32, W ≥ 32]`.
     pub fn forward_int8(&self, x: Tensor<4>) -> Result<Tensor<2>> {
-        Self::check_input_shape(&x.dims())?;
-        crate::int8::on_thread_pool(|| self.forward_as::<QBatch<4>>(x))
+        ImageClassifier::forward_int8(self, x)
     }
 
     /// The one forward of every stage, generic over what flows between the layers (float

@@ -97,6 +97,12 @@ pub trait QuantLayer {
         Ok(())
     }
 
+    /// `strip_float`, after `convert`: frees what only the float stages use (the float weight
+    /// and bias, batch norm, the weight fake-quant) once the layer has its int8 form, as
+    /// PyTorch's converted modules hold no float weights. A layer kept in float keeps them.
+    /// The default, for a layer without float weights, frees nothing.
+    fn strip_float(&mut self) {}
+
     /// The output qparams and engine of the int8 form, `None` before convert (and for a layer
     /// that keeps its input's qparams, as max pooling).
     fn int8_output(&self) -> Option<QuantizedOutput> {

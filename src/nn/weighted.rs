@@ -2,9 +2,10 @@
 //! [`LinearBnAct`](super::LinearBnAct), or a weighted layer of yours), written once: a
 //! [`WeightedLayer`] is a [`QuantLayer`]. Fusion checks, the weight fake-quant and output
 //! post-process `prepare` attaches, the weight quantization of `convert` (`_quantize_weight`),
-//! the int8 state-dict entries, and the QAT form of their ONNX weights.
+//! the int8 state-dict entries, the QAT form of their ONNX weights, and `strip_float` (the
+//! float weights freed, the float forward on the dequantized int8 ones).
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::activation::Activation;
 use super::batch_norm::BatchNorm2d;
@@ -16,7 +17,7 @@ use super::stage::Fusion;
 use crate::error::StageProblem;
 use crate::int8::{Engine, QParamsPt, QWeight};
 use crate::onnx::parts::{fake_quant_weight, missing_weight_fq};
-use crate::onnx::{ActQ, Bias, BnParams, LayerParts, OnnxActivation};
+use crate::onnx::{ActQ, Bias, BnParams, Builder, ExportKind, LayerParts, OnnxActivation};
 use crate::quant::observer::tensor_to_vec;
 use crate::quant::{FakeQuantize, Observer, QConfig};
 use crate::state::{Entries, StateDict, put_float, put_output, put_weight_and_bias};
@@ -53,6 +54,19 @@ pub trait WeightedLayer {
 
     /// Takes a float-kept layer's saved weight and bias (batch norm folded into them).
     fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()>;
+
+    /// Whether [`Self::free_float_weights`] freed the float weight. The default: never.
+    fn is_stripped(&self) -> bool {
+        false
+    }
+
+    /// `strip_float` on a converted layer: frees the float weight and bias and says whether it
+    /// did (its float forward then runs the int8 form's weights dequantized; `strip_float`
+    /// then drops the batch norm and weight fake-quant too). The default keeps them, and
+    /// `strip_float` leaves the layer whole.
+    fn free_float_weights(&mut self) -> bool {
+        false
+    }
 
     /// Builds and keeps the int8 form from a loaded weight, bias and output qparams.
     fn install_int8(
@@ -112,7 +126,20 @@ impl<L: WeightedLayer> QuantLayer for L {
     }
 
     fn convert(&mut self, input: QParamsPt, engine: Engine) -> Result<()> {
+        if self.is_stripped() {
+            return Err(Error::stage(StageProblem::FloatStripped));
+        }
         self.convert_weights(input, engine)
+    }
+
+    fn strip_float(&mut self) {
+        // A layer kept in float (or not converted yet) keeps its float weights.
+        if self.int8_weights().is_none() || !self.free_float_weights() {
+            return;
+        }
+        let weighted = self.weighted();
+        *weighted.bn = None;
+        *weighted.weight_fake_quant = None;
     }
 
     fn int8_output(&self) -> Option<QuantizedOutput> {
@@ -368,4 +395,34 @@ impl<const D: usize> QatWeights<'_, D> {
             output,
         })
     }
+}
+
+/// The form a weighted layer is exported in ([`Builder::layer_form`]); a float or QDQ form of
+/// a layer whose float weights `strip_float` freed is an error naming it.
+pub fn export_form(
+    graph: &Builder,
+    path: &str,
+    prepared: bool,
+    converted: bool,
+    stripped: bool,
+) -> Result<ExportKind> {
+    match graph.layer_form(path, prepared, converted)? {
+        ExportKind::Int8 => Ok(ExportKind::Int8),
+        _ if stripped => Err(Error::stage(StageProblem::FloatStripped).at_layer(path)),
+        form => Ok(form),
+    }
+}
+
+/// The float forward's weight and bias of a stripped layer: the int8 ones dequantized
+/// (`w = (q − zero_point) · scale`, per channel or per tensor), as PyTorch's reference
+/// quantized modules (`torch.ao.nn.quantized.reference`) compute, on `device`. The weight has
+/// the int8 weight's shape (output channels first).
+pub fn dequantized_weights<const D: usize>(
+    weight: &QWeight,
+    bias: Option<&[f32]>,
+    device: &Device,
+) -> (Tensor<D>, Option<Tensor<1>>) {
+    let w = Tensor::from_data(TensorData::new(weight.dequantize(), weight.shape()), device);
+    let b = bias.map(|b| Tensor::from_data(TensorData::new(b.to_vec(), [b.len()]), device));
+    (w, b)
 }

@@ -76,7 +76,7 @@ fn statistics(model: &mut MobileNetV2) -> Vec<Vec<f32>> {
 }
 
 /// Every float value the model holds (parameters and buffers), in visiting order.
-fn params(model: &MobileNetV2) -> Vec<f32> {
+fn params<M: Module>(model: &M) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -261,5 +261,64 @@ fn bad_settings_are_errors() {
     ] {
         let err = result.expect_err(what).to_string();
         assert!(err.contains("data-parallel"), "{what}: {err}");
+    }
+}
+
+/// `fit_data_parallel` takes any quantizable image classifier: a tiny CNN on one device, one
+/// batch, takes the step plain SGD takes on that batch (observers and batch norm frozen, so
+/// that the step is a function of the weights alone).
+#[test]
+fn a_model_of_your_own_trains_data_parallel() {
+    use crate::common::classifier::TinyClassifier;
+    use burn_qat::finetune::{FinetuneConfig, prepare_model_qat};
+    use burn_qat::nn::ImageClassifier;
+
+    let device = Device::flex().autodiff();
+    let data = FinetuneData::embedded_mnist().unwrap();
+    let train = subset(&data.train, 0..BATCH);
+    let valid = subset(&data.test, 0..2);
+    let mut model = TinyClassifier::new(&device);
+    prepare_model_qat(&mut model, &FinetuneConfig::new(), &device).unwrap();
+    let _ = ImageClassifier::forward(&model, batch(&data, &train, &device).0);
+    disable_observer(&mut model);
+    freeze_bn_stats(&mut model);
+    let lr = 0.05;
+
+    let mut single = model.valid().train().fork(&device);
+    let (x, y) = batch(&data, &train, &device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(ImageClassifier::forward(&single, x), y);
+    let grads = GradientsParams::from_grads(loss.backward(), &single);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    single = optim.step(lr, single, grads);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = DataParallelConfig::new()
+        .with_lr(lr)
+        .with_batch_size(BATCH)
+        .with_shuffle(false);
+    let trained = fit_data_parallel(
+        model.valid().train().fork(&device),
+        &train,
+        &valid,
+        &data.transform,
+        &[Device::flex()],
+        &config,
+        dir.path(),
+    )
+    .unwrap();
+
+    let (before, want, got) = (params(&model), params(&single), params(&trained));
+    assert_eq!(want.len(), got.len());
+    let changed = before.iter().zip(&want).filter(|(b, w)| b != w).count();
+    assert!(changed > 50, "the step changed only {changed} values");
+    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+        assert!(
+            w == g || (w - g).abs() <= 1e-5 + 1e-4 * w.abs(),
+            "parameter value {i}: fit_data_parallel gives {g}, one SGD step {w}"
+        );
     }
 }

@@ -101,3 +101,83 @@ fn evaluation_never_observes() {
     let _ = model.forward(data.transform.batch(&images, &device).unwrap());
     assert!(ranges(&mut model) != before);
 }
+
+/// The loop, its checkpoints and `resume` take any quantizable image classifier: a tiny CNN
+/// goes through `run_with` (PTQ baseline, QAT, convert), and a run resumed after epoch 0 loads
+/// that checkpoint (its file is not rewritten) and ends with the uninterrupted run's int8
+/// model, byte for byte.
+#[test]
+fn a_model_of_your_own_trains_checkpoints_and_resumes() {
+    use crate::common::classifier::TinyClassifier;
+    use burn_qat::finetune::{FloatModel, run_with};
+    use std::os::unix::fs::MetadataExt;
+
+    let out = tempfile::tempdir().unwrap();
+    let config = FinetuneConfig::new()
+        .with_epochs(2)
+        .with_lr(0.05)
+        .with_batch_size(8)
+        .with_max_batches(Some(2))
+        .with_calibration_batches(1)
+        .with_observer_off_epoch(1)
+        .with_bn_freeze_epoch(1)
+        .with_latency_images(1);
+    let data = data();
+    let device = Device::flex().autodiff();
+    let build = |device: &Device| Ok(TinyClassifier::new(device));
+    let model = FloatModel {
+        name: "tiny",
+        build: &build,
+    };
+    let rows = run_with(&config, &data, &model, out.path(), false, &device).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "float",
+            "PTQ int8 (x86)",
+            "QAT fake-quant",
+            "QAT int8 (x86)"
+        ]
+    );
+    for file in [
+        "tiny_ptq.int8.safetensors",
+        "qat_epoch0.bpk",
+        "qat_epoch1.bpk",
+    ] {
+        assert!(out.path().join(file).is_file(), "{file}");
+    }
+    let int8 = out.path().join("tiny_qat.int8.safetensors");
+    let uninterrupted = std::fs::read(&int8).unwrap();
+    let epoch0 = out.path().join("qat_epoch0.bpk");
+    let epoch0_inode = std::fs::metadata(&epoch0).unwrap().ino();
+
+    // Interrupted after epoch 0.
+    std::fs::remove_file(out.path().join("qat_epoch1.bpk")).unwrap();
+    std::fs::remove_file(&int8).unwrap();
+    let resumed = run_with(&config, &data, &model, out.path(), true, &device).unwrap();
+    assert_eq!(resumed.len(), 4);
+    // Epoch 0 was loaded, not trained again (an atomic rewrite would be a new file).
+    assert_eq!(std::fs::metadata(&epoch0).unwrap().ino(), epoch0_inode);
+    assert!(out.path().join("qat_epoch1.bpk").is_file());
+    assert!(
+        std::fs::read(&int8).unwrap() == uninterrupted,
+        "the resumed run's int8 model differs from the uninterrupted run's"
+    );
+
+    // A checkpoint of another model is refused, naming the file.
+    std::fs::remove_file(out.path().join("qat_epoch1.bpk")).unwrap();
+    let other = |device: &Device| {
+        let mut m = TinyClassifier::new(device);
+        m.fc = burn_qat::nn::LinearBnActConfig::new(8, 3).init(device);
+        Ok(m)
+    };
+    let other = FloatModel {
+        name: "tiny",
+        build: &other,
+    };
+    let err = run_with(&config, &data, &other, out.path(), true, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("qat_epoch0.bpk"), "{err}");
+}

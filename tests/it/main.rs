@@ -38,6 +38,7 @@ mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
 mod state_round_trip;
+mod strip_float;
 mod weight_bits;
 mod workflow;
 

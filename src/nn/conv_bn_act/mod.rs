@@ -19,6 +19,7 @@ use super::batch::Batch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig, per_channel};
 use super::post_process::ActivationPostProcess;
 use super::stage::Fusion;
+use super::weighted::dequantized_weights;
 use crate::int8::Int8Conv2d;
 use crate::ops::depthwise_conv2d;
 use crate::quant::FakeQuantize;
@@ -208,7 +209,25 @@ fn with_bias(y: Tensor<4>, bias: Option<Tensor<1>>) -> Tensor<4> {
 impl ConvBnAct {
     /// Output channels.
     pub fn out_channels(&self) -> usize {
-        self.conv.weight.dims()[0]
+        self.weight_shape()[0]
+    }
+
+    /// The convolution weight's shape `[out, in/groups, kh, kw]`, also once
+    /// [`strip_float`](crate::convert::strip_float) freed the float weight.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        match &self.int8 {
+            Some(int8) if self.is_stripped() => {
+                let s = int8.weight().shape();
+                [s[0], s[1], s[2], s[3]]
+            }
+            _ => self.conv.weight.dims(),
+        }
+    }
+
+    /// Whether [`strip_float`](crate::convert::strip_float) freed the float weight (an empty
+    /// tensor holds its place).
+    pub fn is_stripped(&self) -> bool {
+        self.conv.weight.dims().contains(&0)
     }
 
     /// The forward pass of the current stage: [`Self::forward_float`] on float batches, the int8
@@ -217,8 +236,18 @@ impl ConvBnAct {
         X::apply(self, vec![x])
     }
 
-    /// The float forward pass of the current stage (see the type's docs).
+    /// The float forward pass of the current stage (see the type's docs). Once
+    /// [`strip_float`](crate::convert::strip_float) freed the float weights, PyTorch's
+    /// reference quantized convolution: `app(act(conv(x, dequantize(W_q)) + b))` with the int8
+    /// form's weight and bias (batch norm folded in).
     pub fn forward_float(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(int8) = self.int8.as_ref().filter(|_| self.is_stripped()) {
+            let (weight, bias) = dequantized_weights(int8.weight(), int8.bias(), &x.device());
+            let y = conv_with_weight(&self.conv, x, weight, bias);
+            return self
+                .activation_post_process
+                .post_process_activation(self.activation, y);
+        }
         let weight = self.conv.weight.val();
         let bias = self.conv.bias.as_ref().map(Param::val);
         let y = match (&self.bn, &self.weight_fake_quant) {

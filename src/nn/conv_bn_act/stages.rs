@@ -19,8 +19,8 @@ use crate::nn::post_process::{ActivationPostProcess, PostProcess, single_qparams
 use crate::nn::qbatch::QuantizedOutput;
 use crate::nn::stage::Fusion;
 use crate::nn::weighted::{
-    QatWeights, Weighted, WeightedLayer, bn_params, fused_relu, onnx_activation, prepared_parts,
-    quantize_weight,
+    QatWeights, Weighted, WeightedLayer, bn_params, export_form, fused_relu, onnx_activation,
+    prepared_parts, quantize_weight,
 };
 use crate::onnx::parts::{float_parts, int8_parts};
 use crate::onnx::proto::AttributeProto;
@@ -150,7 +150,7 @@ impl WeightedLayer for ConvBnAct {
     }
 
     fn int8_weight_shape(&self) -> Vec<usize> {
-        self.conv.weight.dims().to_vec()
+        self.weight_shape().to_vec()
     }
 
     fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
@@ -165,7 +165,7 @@ impl WeightedLayer for ConvBnAct {
 
     fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {
         let device = self.conv.weight.device();
-        let shape = self.conv.weight.dims();
+        let shape = self.weight_shape();
         let weight = Tensor::from_data(TensorData::new(weight, shape), &device);
         self.conv.weight = Param::from_tensor(weight);
         self.conv.bias = bias.map(|b| {
@@ -174,7 +174,20 @@ impl WeightedLayer for ConvBnAct {
         });
         self.bn = None;
         self.fusion = Fusion::Eval;
+        // Kept in float: no int8 form (one converted before would still run).
+        self.int8 = None;
         Ok(())
+    }
+
+    fn is_stripped(&self) -> bool {
+        ConvBnAct::is_stripped(self)
+    }
+
+    fn free_float_weights(&mut self) -> bool {
+        let device = self.conv.weight.device();
+        self.conv.weight = Param::from_tensor(Tensor::empty([0, 0, 0, 0], &device));
+        self.conv.bias = None;
+        true
     }
 
     fn install_int8(
@@ -221,7 +234,8 @@ impl QuantOp<4> for ConvBnAct {
     fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act> {
         let spec = self.int8_spec()?;
         let prepared = self.activation_post_process.observer().is_some();
-        let parts = match graph.layer_form(path, prepared, self.int8.is_some())? {
+        let converted = self.int8.is_some();
+        let parts = match export_form(graph, path, prepared, converted, self.is_stripped())? {
             ExportKind::Int8 => {
                 let int8 = self
                     .int8

@@ -17,6 +17,7 @@ use super::batch::Batch;
 use super::batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 use super::post_process::ActivationPostProcess;
 use super::stage::Fusion;
+use super::weighted::dequantized_weights;
 use crate::int8::Int8Linear;
 use crate::quant::FakeQuantize;
 
@@ -94,7 +95,25 @@ impl LinearBnActConfig {
 impl LinearBnAct {
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.linear.weight.dims()[1]
+        self.weight_shape()[0]
+    }
+
+    /// The weight's shape in PyTorch's `[out, in]` layout (Burn stores `[in, out]`), also
+    /// once [`strip_float`](crate::convert::strip_float) freed the float weight.
+    pub fn weight_shape(&self) -> [usize; 2] {
+        match &self.int8 {
+            Some(int8) if self.is_stripped() => [int8.out_features(), int8.in_features()],
+            _ => {
+                let [inputs, outputs] = self.linear.weight.dims();
+                [outputs, inputs]
+            }
+        }
+    }
+
+    /// Whether [`strip_float`](crate::convert::strip_float) freed the float weight (an empty
+    /// tensor holds its place).
+    pub fn is_stripped(&self) -> bool {
+        self.linear.weight.dims().contains(&0)
     }
 
     /// The weight in PyTorch's `[out, in]` layout, fake-quantized if prepared.
@@ -111,8 +130,22 @@ impl LinearBnAct {
         X::apply(self, vec![x])
     }
 
-    /// The float forward pass of the current stage on `[N, in]`.
+    /// The float forward pass of the current stage on `[N, in]`. Once
+    /// [`strip_float`](crate::convert::strip_float) freed the float weights, PyTorch's
+    /// reference quantized linear layer: `app(act(x · dequantize(W_q)ᵀ + b))` with the int8
+    /// form's weight and bias.
     pub fn forward_float(&self, x: Tensor<2>) -> Tensor<2> {
+        if let Some(int8) = self.int8.as_ref().filter(|_| self.is_stripped()) {
+            let (weight, bias) = dequantized_weights::<2>(int8.weight(), int8.bias(), &x.device());
+            let y = x.matmul(weight.transpose());
+            let y = match bias {
+                Some(b) => y + b.unsqueeze_dim(0),
+                None => y,
+            };
+            return self
+                .activation_post_process
+                .post_process_activation(self.activation, y);
+        }
         let weight_t = self.linear.weight.val().transpose();
         let bias = self.linear.bias.as_ref().map(Param::val);
         let add_bias = |y: Tensor<2>| match &bias {

@@ -18,8 +18,8 @@ use crate::nn::post_process::{ActivationPostProcess, PostProcess, single_qparams
 use crate::nn::qbatch::QuantizedOutput;
 use crate::nn::stage::Fusion;
 use crate::nn::weighted::{
-    QatWeights, Weighted, WeightedLayer, bn_params, fused_relu, onnx_activation, prepared_parts,
-    quantize_weight,
+    QatWeights, Weighted, WeightedLayer, bn_params, export_form, fused_relu, onnx_activation,
+    prepared_parts, quantize_weight,
 };
 use crate::onnx::parts::{float_parts, int8_parts};
 use crate::onnx::proto::AttributeProto;
@@ -94,8 +94,7 @@ impl WeightedLayer for LinearBnAct {
 
     /// PyTorch's `[out, in]` (Burn stores `[in, out]`).
     fn int8_weight_shape(&self) -> Vec<usize> {
-        let [inputs, outputs] = self.linear.weight.dims();
-        vec![outputs, inputs]
+        self.weight_shape().to_vec()
     }
 
     fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
@@ -111,7 +110,7 @@ impl WeightedLayer for LinearBnAct {
     /// `weight` in PyTorch's `[out, in]`.
     fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {
         let device = self.linear.weight.device();
-        let [inputs, outputs] = self.linear.weight.dims();
+        let [outputs, inputs] = self.weight_shape();
         // Burn's `[in, out]`, laid out contiguously as a trained weight is (a transposed view
         // would change the matrix product's summation order, and its last bits).
         let weight: Vec<f32> = (0..inputs * outputs)
@@ -125,7 +124,20 @@ impl WeightedLayer for LinearBnAct {
         });
         self.bn = None;
         self.fusion = Fusion::Eval;
+        // Kept in float: no int8 form (one converted before would still run).
+        self.int8 = None;
         Ok(())
+    }
+
+    fn is_stripped(&self) -> bool {
+        LinearBnAct::is_stripped(self)
+    }
+
+    fn free_float_weights(&mut self) -> bool {
+        let device = self.linear.weight.device();
+        self.linear.weight = Param::from_tensor(Tensor::empty([0, 0], &device));
+        self.linear.bias = None;
+        true
     }
 
     fn install_int8(
@@ -168,7 +180,8 @@ impl QuantOp<2> for LinearBnAct {
         // Burn stores [in, out]; Gemm with transB reads [out, in].
         let weight_t = || self.linear.weight.val().transpose();
         let prepared = self.activation_post_process.observer().is_some();
-        let parts = match graph.layer_form(path, prepared, self.int8.is_some())? {
+        let converted = self.int8.is_some();
+        let parts = match export_form(graph, path, prepared, converted, self.is_stripped())? {
             ExportKind::Int8 => {
                 let int8 = self
                     .int8

@@ -2,6 +2,8 @@
 //! written by `scripts/gen_fixtures.py`) and tolerance checks.
 #![allow(dead_code)]
 
+pub mod classifier;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
