@@ -7,6 +7,8 @@
 //! then converts it to int8 and prints float / PTQ int8 / QAT fake-quant / QAT int8 accuracy,
 //! size and latency. Your own data: `--data DIR` (one sub-folder per class) or `--cifar10 DIR`
 //! (the binary batches), with `--weights` for float weights of the same width and classes.
+//! Low-bit weights: `--weight-bits 4` quantizes PTQ's and QAT's weights to [-8, 7]; `--lsq`
+//! trains QAT's scales and zero-points too (LSQ).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +69,16 @@ struct Args {
     /// At most this many batches per epoch and evaluation (a quick look).
     #[arg(long)]
     max_batches: Option<usize>,
+    /// Weight bits, 2 to 8 (4: weights in [-8, 7], held in int8), for PTQ and QAT.
+    #[arg(long, default_value_t = 8)]
+    weight_bits: u32,
+    /// QAT with LSQ: scale and zero-point learned with the weights (PyTorch's
+    /// `_LearnableFakeQuantize`), from --lsq-learn-epoch on.
+    #[arg(long)]
+    lsq: bool,
+    /// With --lsq: the epoch from which scales are learned (before it: the observers' estimates).
+    #[arg(long, default_value_t = 1)]
+    lsq_learn_epoch: usize,
 }
 
 fn main() -> ExitCode {
@@ -94,7 +106,10 @@ fn run_job(args: Args) -> burn_qat::Result<()> {
         .with_backend(backend)
         .with_observer_off_epoch(args.observer_off_epoch)
         .with_bn_freeze_epoch(args.bn_freeze_epoch)
-        .with_max_batches(args.max_batches);
+        .with_max_batches(args.max_batches)
+        .with_weight_bits(args.weight_bits)
+        .with_lsq(args.lsq)
+        .with_lsq_learn_epoch(args.lsq_learn_epoch);
     // Every flag is checked before any data is read or any epoch is trained.
     config.validate()?;
     let device = parse_device(&args.device)?;
@@ -115,10 +130,13 @@ fn run_job(args: Args) -> burn_qat::Result<()> {
         })
     });
     println!(
-        "QAT fine-tuning: {} train / {} test images, {} epochs, {backend:?}, weights {}",
+        "QAT fine-tuning: {} train / {} test images, {} epochs, {backend:?}, {}-bit weights{}, \
+         weights {}",
         data.train.len(),
         data.test.len(),
         args.epochs,
+        args.weight_bits,
+        if args.lsq { ", LSQ" } else { "" },
         weights
             .as_ref()
             .map_or("none (from scratch)".into(), |p| p.display().to_string())

@@ -40,7 +40,7 @@ use crate::io::atomic::{remove_stale_temps, write_atomic_bytes};
 use crate::io::save_int8_model;
 use crate::nn::{ImageClassifier, Quantizable};
 use crate::quant::QuantBackend;
-use crate::quantize::{disable_observer, freeze_bn_stats};
+use crate::quantize::{disable_observer, enable_param_learning, freeze_bn_stats};
 use crate::{Error, Result};
 use checkpoint::{
     last_checkpoint, last_good, load_checkpoint, lock_out, model_bytes, save_checkpoint,
@@ -91,6 +91,18 @@ pub struct FinetuneConfig {
     /// Seed of the shuffling and augmentation.
     #[config(default = 2026)]
     pub seed: u64,
+    /// Weight bits, 2 to 8: below 8 the weights of PTQ and QAT are quantized to
+    /// `[-2^(b-1), 2^(b-1) - 1]` (`[-8, 7]` for 4), held in int8 ([`QConfig::with_weight_bits`](crate::quant::QConfig::with_weight_bits)).
+    #[config(default = 8)]
+    pub weight_bits: u32,
+    /// QAT with LSQ ([`QConfig::lsq_qat`](crate::quant::QConfig::lsq_qat): PyTorch's
+    /// `_LearnableFakeQuantize` on weights and activations) instead of the default fake-quants.
+    #[config(default = false)]
+    pub lsq: bool,
+    /// With `lsq`: scale and zero-point are the observers' static estimates before this epoch
+    /// (`enable_static_estimate`) and learned from it on (`enable_param_learning`).
+    #[config(default = 1)]
+    pub lsq_learn_epoch: usize,
 }
 
 /// Images at the model's input size, with their labels, and how to normalise them.
@@ -193,8 +205,11 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// Applies the schedule for `epoch` (observers off, BN frozen).
+/// Applies the schedule for `epoch` (LSQ learning, observers off, BN frozen).
 fn apply_schedule<M: Quantizable>(model: &mut M, config: &FinetuneConfig, epoch: usize) {
+    if config.lsq && epoch >= config.lsq_learn_epoch {
+        enable_param_learning(model);
+    }
     if epoch >= config.observer_off_epoch {
         disable_observer(model);
     }
@@ -308,7 +323,7 @@ pub fn run_with<M: ImageClassifier>(
     let ptq_path = out.join(format!("{name}_ptq.int8.safetensors"));
     save_int8_model(&ptq, &ptq_path, &BTreeMap::new())?;
     rows.push(evaluate(
-        format!("PTQ int8 ({engine})"),
+        format!("PTQ int8 ({engine}{})", config.weight_label()),
         &ptq,
         true,
         &ptq_path,
@@ -409,7 +424,11 @@ pub fn run_with<M: ImageClassifier>(
     let mut qat = on_cpu(&model, &cpu);
     let qat_path = out.join(format!("qat_epoch{}.bpk", config.epochs.saturating_sub(1)));
     rows.push(evaluate(
-        "QAT fake-quant".to_string(),
+        format!(
+            "QAT{} fake-quant{}",
+            config.lsq_label(),
+            config.bits_label()
+        ),
         &qat,
         false,
         &qat_path,
@@ -418,7 +437,11 @@ pub fn run_with<M: ImageClassifier>(
     let int8_path = out.join(format!("{name}_qat.int8.safetensors"));
     save_int8_model(&qat, &int8_path, &BTreeMap::new())?;
     rows.push(evaluate(
-        format!("QAT int8 ({engine})"),
+        format!(
+            "QAT{} int8 ({engine}{})",
+            config.lsq_label(),
+            config.weight_label()
+        ),
         &qat,
         true,
         &int8_path,

@@ -56,6 +56,12 @@ impl FinetuneConfig {
                 "at least one batch per epoch and evaluation is needed",
             );
         }
+        if !(2..=8).contains(&self.weight_bits) {
+            return refuse(
+                format!("--weight-bits {}", self.weight_bits),
+                "weights take 2 to 8 bits (held in int8)",
+            );
+        }
         if self.calibration_batches == 0 {
             return refuse(
                 "calibration_batches 0".into(),

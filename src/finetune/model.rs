@@ -17,7 +17,7 @@ use crate::int8::Engine;
 use crate::models::{MobileNetV2, MobileNetV2Config};
 use crate::nn::{ImageClassifier, PrepareMode};
 use crate::quant::QConfig;
-use crate::quantize::{prepare, prepare_qat, replace_relu};
+use crate::quantize::{enable_static_estimate, prepare, prepare_qat, replace_relu};
 use crate::{Error, Result};
 
 /// The float model a fine-tuning run ([`run_with`](super::run_with)) starts from.
@@ -32,14 +32,43 @@ pub struct FloatModel<'a, M> {
 }
 
 impl FinetuneConfig {
-    /// The qconfig every layer of the run gets: the backend's default QAT qconfig
-    /// (`get_default_qat_qconfig`) for [`PrepareMode::Qat`], its default PTQ qconfig
-    /// (`get_default_qconfig`, histogram observers) for [`PrepareMode::Ptq`].
-    pub fn qconfig(&self, mode: PrepareMode) -> QConfig {
+    /// The qconfig every layer of the run gets: for [`PrepareMode::Qat`] the backend's default
+    /// QAT qconfig (`get_default_qat_qconfig`), or LSQ's ([`QConfig::lsq_qat`]) with `lsq`; for
+    /// [`PrepareMode::Ptq`] its default PTQ qconfig (`get_default_qconfig`, histogram
+    /// observers). Weights get `weight_bits` bits. Errors: `weight_bits` outside 2..=8.
+    pub fn qconfig(&self, mode: PrepareMode) -> Result<QConfig> {
         match mode {
-            PrepareMode::Qat => QConfig::default_qat(self.backend),
-            PrepareMode::Ptq => QConfig::default_ptq(self.backend),
+            PrepareMode::Qat if self.lsq => QConfig::lsq_qat(self.backend, self.weight_bits),
+            PrepareMode::Qat => {
+                QConfig::default_qat(self.backend).with_weight_bits(self.weight_bits)
+            }
+            PrepareMode::Ptq => {
+                QConfig::default_ptq(self.backend).with_weight_bits(self.weight_bits)
+            }
         }
+    }
+
+    /// `", 4-bit weights"` in the table's labels when the weights have fewer than 8 bits.
+    pub(super) fn bits_label(&self) -> String {
+        if self.weight_bits < 8 {
+            format!(" ({}-bit weights)", self.weight_bits)
+        } else {
+            String::new()
+        }
+    }
+
+    /// The bits after the engine's name in an int8 row's label (`x86, 4-bit weights`).
+    pub(super) fn weight_label(&self) -> String {
+        if self.weight_bits < 8 {
+            format!(", {}-bit weights", self.weight_bits)
+        } else {
+            String::new()
+        }
+    }
+
+    /// `" LSQ"` in the QAT rows' labels of an LSQ run.
+    pub(super) fn lsq_label(&self) -> &'static str {
+        if self.lsq { " LSQ" } else { "" }
     }
 }
 
@@ -52,7 +81,13 @@ pub fn prepare_model_qat<M: ImageClassifier>(
 ) -> Result<()> {
     replace_relu(model)?;
     fuse_modules_qat(model)?;
-    prepare_qat(model, config.qconfig(PrepareMode::Qat), device)
+    prepare_qat(model, config.qconfig(PrepareMode::Qat)?, device)?;
+    if config.lsq {
+        // PyTorch's LSQ starts with gradients reaching scale and zero-point while the observers
+        // estimate them; the recipe estimates without learning until `lsq_learn_epoch`.
+        enable_static_estimate(model);
+    }
+    Ok(())
 }
 
 /// Post-training quantization of a float model on the CPU (`torch.ao.quantization` eager
@@ -68,7 +103,7 @@ pub fn calibrate_and_convert<M: ImageClassifier>(
     let mut ptq = model.valid();
     replace_relu(&mut ptq)?;
     fuse_modules(&mut ptq)?;
-    prepare(&mut ptq, config.qconfig(PrepareMode::Ptq), &cpu)?;
+    prepare(&mut ptq, config.qconfig(PrepareMode::Ptq)?, &cpu)?;
     let calib = shuffled_indices(data.train.len(), config.seed);
     for chunk in calib
         .chunks(config.batch_size.max(1))

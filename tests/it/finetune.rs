@@ -181,3 +181,79 @@ fn a_model_of_your_own_trains_checkpoints_and_resumes() {
         .to_string();
     assert!(err.contains("qat_epoch0.bpk"), "{err}");
 }
+
+/// `--weight-bits 4 --lsq`: the rows say so, LSQ learns from `lsq_learn_epoch` on (the epoch-0
+/// checkpoint estimates, the epoch-1 one learns), and both int8 models hold 4-bit weights.
+#[test]
+fn low_bit_lsq_run_learns_on_schedule_and_writes_4_bit_weights() {
+    use crate::common::classifier::TinyClassifier;
+    use burn::module::Module;
+    use burn_qat::finetune::{FloatModel, prepare_model_qat, run_with};
+    use burn_qat::io::read_int8_file;
+    use burn_qat::state::StateValue;
+    use burn_store::{BurnpackStore, ModuleSnapshot};
+
+    let out = tempfile::tempdir().unwrap();
+    let config = FinetuneConfig::new()
+        .with_epochs(2)
+        .with_lr(0.05)
+        .with_batch_size(8)
+        .with_max_batches(Some(2))
+        .with_calibration_batches(1)
+        .with_observer_off_epoch(1)
+        .with_bn_freeze_epoch(1)
+        .with_latency_images(1)
+        .with_weight_bits(4)
+        .with_lsq(true)
+        .with_lsq_learn_epoch(1);
+    let data = data();
+    let device = Device::flex().autodiff();
+    let build = |device: &Device| Ok(TinyClassifier::new(device));
+    let model = FloatModel {
+        name: "tiny",
+        build: &build,
+    };
+    let rows = run_with(&config, &data, &model, out.path(), false, &device).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "float",
+            "PTQ int8 (x86, 4-bit weights)",
+            "QAT LSQ fake-quant (4-bit weights)",
+            "QAT LSQ int8 (x86, 4-bit weights)"
+        ]
+    );
+
+    let learning = |epoch: usize| -> Vec<bool> {
+        let mut m = TinyClassifier::new(&device);
+        prepare_model_qat(&mut m, &config, &device).unwrap();
+        let path = out.path().join(format!("qat_epoch{epoch}.bpk"));
+        m.load_from(&mut BurnpackStore::from_file(&path)).unwrap();
+        let mut on = Vec::new();
+        burn_qat::quantize::for_each_fake_quant(&mut m, |fq| {
+            on.push(fq.learnable.as_ref().unwrap().learning_enabled());
+        });
+        let _ = m.valid();
+        on
+    };
+    let (before, after) = (learning(0), learning(1));
+    assert!(
+        !before.is_empty() && before.iter().all(|&l| !l),
+        "{before:?}"
+    );
+    assert!(after.iter().all(|&l| l), "{after:?}");
+
+    for file in ["tiny_ptq.int8.safetensors", "tiny_qat.int8.safetensors"] {
+        let (state, _) = read_int8_file(&out.path().join(file)).unwrap();
+        let mut weights = 0;
+        for (name, value) in &state {
+            if let StateValue::QInt8 { data, .. } = value {
+                weights += 1;
+                let (lo, hi) = (data.iter().min().unwrap(), data.iter().max().unwrap());
+                assert!(*lo >= -8 && *hi <= 7, "{file}: {name} spans [{lo}, {hi}]");
+            }
+        }
+        assert!(weights >= 2, "{file}: {weights} int8 weights");
+    }
+}

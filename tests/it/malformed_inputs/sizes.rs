@@ -232,6 +232,12 @@ fn library_checks_name_the_value() {
         .unwrap()
         .to_string();
     assert!(err.contains("--input-size 0"), "{err}");
+    let err = FinetuneConfig::new()
+        .with_weight_bits(9)
+        .validate_recipe()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--weight-bits 9"), "{err}");
     let fitted = FinetuneData::fitted(data.clone(), data, 32).unwrap();
     let warnings = fitted.warnings();
     assert!(
