@@ -129,12 +129,7 @@ fn export(args: Args) -> Result<()> {
 }
 
 /// The float model's tensors under torchvision's names, as a safetensors file.
-fn write_weights(
-    path: &Path,
-    config: &FinetuneConfig,
-    classes: usize,
-    out: &Path,
-) -> Result<()> {
+fn write_weights(path: &Path, config: &FinetuneConfig, classes: usize, out: &Path) -> Result<()> {
     let model_config = MobileNetV2Config::new()
         .with_num_classes(classes)
         .with_width_mult(config.width_mult);
