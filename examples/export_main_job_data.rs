@@ -44,9 +44,9 @@ use safetensors::tensor::{Dtype, TensorView};
 struct Args {
     /// Output directory (created).
     out: PathBuf,
-    /// Epochs of training order to write (the main job trains 3).
-    #[arg(long, default_value_t = 3)]
-    epochs: usize,
+    /// Epochs of training order to write (the main job trains 3; about 50 MB each).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+    epochs: u16,
     /// Float weights (burnpack); default: the shipped MNIST model.
     #[arg(long, value_name = "FILE.bpk")]
     weights: Option<PathBuf>,
@@ -88,7 +88,7 @@ fn export(args: Args) -> Result<()> {
         .collect();
     write_images(&out.join("calib_x.npy"), &calib, norm)?;
 
-    for epoch in 0..args.epochs {
+    for epoch in 0..usize::from(args.epochs) {
         // `finetune::run`'s epoch: its shuffle, then one augmentation draw per image in order.
         let seed = config.seed.wrapping_add(1000 + epoch as u64);
         let order = shuffled_indices(data.train.len(), seed);

@@ -399,6 +399,12 @@ def main():
     data = Data(args.data)
     args.epochs = args.epochs or data.meta["epochs"]
     args.lr = args.lr if args.lr is not None else data.meta["lr"]
+    exported = data.meta.get("exported_epochs", data.meta["epochs"])
+    if args.epochs > exported:
+        raise SystemExit(
+            f"error: --epochs {args.epochs}: {args.data} holds {exported} epochs of training "
+            "data; export more (export_main_job_data --epochs N)"
+        )
     bits = args.weight_bits
     print(
         f"PyTorch {torch.__version__}, {args.threads} threads; {data.meta['train']} train / "
