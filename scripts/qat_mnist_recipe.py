@@ -77,12 +77,14 @@ as `convert` makes it and, as a PyTorch user would work around it, converted wit
 kernel's own scale and zero-point buffers (`int8_copy(kernel_qparams=True)`). LSQ has no such
 split: its scale parameter is what both training and `convert` use.
 
-Measured (2-core AMD EPYC with AVX-512 VNNI, 2 threads, shared machine): float 98.20%, PTQ int8
-98.20%, QAT fake-quant 98.20%, QAT int8 98.20%; PTQ 4-bit-weight int8 95.40%, QAT 4-bit LSQ
-fake-quant 98.30%, QAT 4-bit LSQ int8 98.30%; control: QAT 4-bit plain fake-quant 98.20%, int8
-95.60% as `convert` makes it, 98.30% with the kernel's qparams. Runs repeat bit for bit (the
-same `trained state sha256` twice for LSQ and for the control; the same losses and accuracies
-in three runs of the 8-bit QAT).
+Measured (2-core AMD EPYC with AVX-512 VNNI, 2 threads): float 98.20%, PTQ int8 98.20%, QAT
+fake-quant 98.20%, QAT int8 98.20%; PTQ 4-bit-weight int8 95.40%, QAT 4-bit LSQ fake-quant
+98.30%, QAT 4-bit LSQ int8 98.30%; `--weight-bits 4 --lsq` takes 60 s (about 9 s a QAT epoch).
+Control: QAT 4-bit plain fake-quant 98.20%, int8 95.60% as `convert` makes it, 98.30% with
+the kernel's qparams. Lower (`--weight-bits 3 / 2 --lsq --plain-low-bit --no-qat8`): PTQ 82.0% /
+9.5%, LSQ int8 97.4% / 93.1%, plain int8 53.8% / 13.2% (97.1% / 76.6% with the kernel's
+qparams). Runs repeat bit for bit (the same `trained state sha256` in every repeat: three for
+LSQ, two for the 8-bit QAT and the control).
 """
 
 import argparse
