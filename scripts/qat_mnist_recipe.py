@@ -294,6 +294,18 @@ def int8_copy(model, kernel_qparams=False):
     return model
 
 
+def check_weight_range(model, bits):
+    """Every int8 weight of a converted model lies in the B-bit range (what `convert` is asked
+    for; the x86 kernels then run those int8 values as they are)."""
+    lo, hi = weight_range(bits)
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if callable(weight):  # quantized modules hold a packed weight behind weight()
+            w = weight().int_repr()
+            assert lo <= w.min().item() and w.max().item() <= hi, (name, w.min(), w.max())
+    return model
+
+
 def post_training_quantize(data, bits):
     model = float_model(data)
     _replace_relu(model)
@@ -306,7 +318,7 @@ def post_training_quantize(data, bits):
         for b in range(batches):
             model(data.calib_x[b * bs:(b + 1) * bs])
     convert(model, inplace=True)
-    return model
+    return check_weight_range(model, bits)
 
 
 def qat(data, args, mode, bits):
@@ -430,7 +442,7 @@ def main():
         model = qat(data, args, mode, b)
         print(f"  trained state sha256 {digest(model)}", flush=True)
         rows.append(row(f"{name} fake-quant", eval_copy(model), data))
-        rows.append(row(f"{name} int8 ({ENGINE})", int8_copy(model), data))
+        rows.append(row(f"{name} int8 ({ENGINE})", check_weight_range(int8_copy(model), b), data))
         if mode == "plain":
             rows.append(row(f"{name} int8, kernel qparams ({ENGINE})", int8_copy(model, True), data))
     table = format_table(rows)
