@@ -20,16 +20,14 @@
 //! - `meta.json`: the recipe (`FinetuneConfig`'s defaults) and the number of epochs written.
 //!
 //! Labels are float32 class indices (the crate's `.npy` writer is float32). The epoch order
-//! and augmentation are `finetune::run`'s, rebuilt here from the public API (`shuffled_indices`,
-//! `SplitMix64`, `RandomAffine::apply`): the per-epoch seed `seed + 1000 + epoch` and the
-//! augmentation stream `SplitMix64(seed_e ^ 0xA0761D6478BD642F)` must stay as `run` has them.
+//! and augmentation are `finetune::run`'s: the same `FinetuneData::epoch` stream.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::module::Module;
 use burn::tensor::{DType, Device};
-use burn_qat::data::{Image, SplitMix64, shuffled_indices};
+use burn_qat::data::{Image, shuffled_indices};
 use burn_qat::finetune::{FinetuneConfig, FinetuneData};
 use burn_qat::io::atomic::write_atomic_bytes;
 use burn_qat::io::npy::write_f32;
@@ -90,16 +88,9 @@ fn export(args: Args) -> Result<()> {
 
     for epoch in 0..usize::from(args.epochs) {
         // `finetune::run`'s epoch: its shuffle, then one augmentation draw per image in order.
-        let seed = config.seed.wrapping_add(1000 + epoch as u64);
-        let order = shuffled_indices(data.train.len(), seed);
-        let mut rng = SplitMix64::new(seed ^ 0xA076_1D64_78BD_642F);
-        let images: Vec<Image> = order
-            .iter()
-            .map(|&j| match &data.augment {
-                Some(a) => a.apply(&data.train.images[j], &mut rng),
-                None => data.train.images[j].clone(),
-            })
-            .collect();
+        let mut stream = data.epoch(config.seed, epoch);
+        let order = stream.order.clone();
+        let images = stream.augmented(&order);
         let labels: Vec<usize> = order.iter().map(|&j| data.train.labels[j]).collect();
         let refs: Vec<&Image> = images.iter().collect();
         write_images(&out.join(format!("train_x_epoch{epoch}.npy")), &refs, norm)?;

@@ -172,6 +172,46 @@ impl FinetuneData {
     }
 }
 
+/// One epoch of training images as [`run_with`] draws them: the epoch's seed (`seed + 1000 +
+/// epoch`, also dropout's), its shuffled order, and the seeded augmentation, drawn once per
+/// image in order. Public so that another framework can be fed the same stream
+/// (`examples/export_main_job_data.rs`).
+pub struct TrainingEpoch<'a> {
+    data: &'a FinetuneData,
+    /// The epoch's seed.
+    pub seed: u64,
+    /// Training-image indices in the epoch's order.
+    pub order: Vec<usize>,
+    rng: SplitMix64,
+}
+
+impl TrainingEpoch<'_> {
+    /// The next images of the epoch, `indices` (the next ones of [`Self::order`]), augmented.
+    pub fn augmented(&mut self, indices: &[usize]) -> Vec<Image> {
+        let train = &self.data.train;
+        indices
+            .iter()
+            .map(|&j| match &self.data.augment {
+                Some(a) => a.apply(&train.images[j], &mut self.rng),
+                None => train.images[j].clone(),
+            })
+            .collect()
+    }
+}
+
+impl FinetuneData {
+    /// Epoch `epoch`'s training stream of a run seeded `seed` ([`TrainingEpoch`]).
+    pub fn epoch(&self, seed: u64, epoch: usize) -> TrainingEpoch<'_> {
+        let seed = seed.wrapping_add(1000 + epoch as u64);
+        TrainingEpoch {
+            data: self,
+            seed,
+            order: shuffled_indices(self.train.len(), seed),
+            rng: SplitMix64::new(seed ^ 0xA076_1D64_78BD_642F),
+        }
+    }
+}
+
 /// One line of the final table.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -362,22 +402,15 @@ pub fn run_with<M: ImageClassifier>(
         apply_schedule(&mut model, config, epoch);
         let start = Instant::now();
         let bar = EpochBar::new(steps, epoch + 1, config.epochs);
-        let seed = config.seed.wrapping_add(1000 + epoch as u64);
+        let mut stream = data.epoch(config.seed, epoch);
         // Dropout's generator is reseeded per epoch, so that a run resumed after epoch N
         // draws what the uninterrupted run drew (bit-identical results).
-        device.seed(seed);
-        cpu.seed(seed);
-        let order = shuffled_indices(data.train.len(), seed);
-        let mut rng = SplitMix64::new(seed ^ 0xA076_1D64_78BD_642F);
+        device.seed(stream.seed);
+        cpu.seed(stream.seed);
+        let order = stream.order.clone();
         let mut loss_sum = 0.0;
         for (i, chunk) in order.chunks(config.batch_size).take(steps).enumerate() {
-            let images: Vec<Image> = chunk
-                .iter()
-                .map(|&j| match &data.augment {
-                    Some(a) => a.apply(&data.train.images[j], &mut rng),
-                    None => data.train.images[j].clone(),
-                })
-                .collect();
+            let images = stream.augmented(chunk);
             let refs: Vec<&Image> = images.iter().collect();
             let labels: Vec<usize> = chunk.iter().map(|&j| data.train.labels[j]).collect();
             let (x, y) = batch_tensors(&refs, &labels, norm, device)?;
