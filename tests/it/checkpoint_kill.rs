@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::recipes::short_recipe;
 use burn::tensor::Device;
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, run};
 use burn_qat::io::atomic::PAUSE_ENV;
@@ -24,15 +25,7 @@ const OUT_ENV: &str = "BURN_QAT_TEST_CHILD_OUT";
 const RESUME_ENV: &str = "BURN_QAT_TEST_CHILD_RESUME";
 
 fn config() -> FinetuneConfig {
-    FinetuneConfig::new()
-        .with_width_mult(0.25)
-        .with_epochs(2)
-        .with_batch_size(8)
-        .with_max_batches(Some(2))
-        .with_calibration_batches(1)
-        .with_observer_off_epoch(1)
-        .with_bn_freeze_epoch(1)
-        .with_latency_images(1)
+    short_recipe().with_width_mult(0.25)
 }
 
 /// The training run of a child process (run by the tests below, not on its own).

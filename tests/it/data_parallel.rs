@@ -2,6 +2,7 @@
 //! (`burn_qat::finetune::data_parallel`): the documented rule for running statistics, and
 //! gradients equal to single-device training on the union of the replicas' batches.
 
+use crate::common::recipes::small_qat_mobilenet_v2;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -10,28 +11,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_qat::data::{Image, ImageDataset};
 use burn_qat::finetune::FinetuneData;
 use burn_qat::finetune::data_parallel::{DataParallelConfig, fit_data_parallel};
-use burn_qat::models::{MobileNetV2, MobileNetV2Config};
-use burn_qat::quant::{QConfig, QParamsCalculator, QuantBackend, fbgemm_qparams};
+use burn_qat::models::MobileNetV2;
+use burn_qat::quant::{QParamsCalculator, fbgemm_qparams};
 use burn_qat::quantize::{
-    disable_observer, for_each_batch_norm, for_each_fake_quant, freeze_bn_stats, prepare_qat,
-    replace_relu,
+    disable_observer, for_each_batch_norm, for_each_fake_quant, freeze_bn_stats,
 };
 
 const BATCH: usize = 6;
-
-/// A small QAT MobileNetV2 (no dropout, so that a forward is a function of its input).
-fn qat_model(device: &Device) -> MobileNetV2 {
-    let mut model = MobileNetV2Config::new()
-        .with_num_classes(10)
-        .with_width_mult(0.25)
-        .with_dropout(0.0)
-        .init(device)
-        .unwrap();
-    replace_relu(&mut model).unwrap();
-    model.fuse_model(Some(true)).unwrap();
-    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device).unwrap();
-    model
-}
 
 /// An independent trainable copy (module clones share their running statistics; `valid()`
 /// gives new ones).
@@ -130,7 +116,7 @@ fn replicas_commit_the_mean_of_their_statistics_updates() {
     );
     let train = subset(&data.train, 0..2 * BATCH);
     let valid = subset(&data.test, 0..4);
-    let model = qat_model(&device);
+    let model = small_qat_mobilenet_v2(&device);
 
     // Each replica's update, computed on its own from the same starting state.
     let mut expected = Vec::new();
@@ -197,7 +183,7 @@ fn two_devices_train_as_one_device_on_the_union_batch() {
     let data = FinetuneData::embedded_mnist().unwrap();
     let train = subset(&data.train, 0..2 * BATCH);
     let valid = subset(&data.test, 0..4);
-    let mut model = qat_model(&device);
+    let mut model = small_qat_mobilenet_v2(&device);
     // Calibrate, then fix every per-batch statistic: frozen batch norm and observers make each
     // sample's loss independent of the rest of its batch, so the mean of the two replicas'
     // gradients is the gradient of the union batch.
@@ -242,7 +228,7 @@ fn bad_settings_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let fit = |devices: &[Device], batch_size: usize, valid: &ImageDataset| {
         fit_data_parallel(
-            qat_model(&device),
+            small_qat_mobilenet_v2(&device),
             &train,
             valid,
             &data.transform,

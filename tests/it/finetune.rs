@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use crate::common::recipes::short_recipe;
 use burn::tensor::Device;
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, accuracy, qat_model, run};
 use burn_qat::models::MobileNetV2;
@@ -113,15 +114,7 @@ fn a_model_of_your_own_trains_checkpoints_and_resumes() {
     use std::os::unix::fs::MetadataExt;
 
     let out = tempfile::tempdir().unwrap();
-    let config = FinetuneConfig::new()
-        .with_epochs(2)
-        .with_lr(0.05)
-        .with_batch_size(8)
-        .with_max_batches(Some(2))
-        .with_calibration_batches(1)
-        .with_observer_off_epoch(1)
-        .with_bn_freeze_epoch(1)
-        .with_latency_images(1);
+    let config = short_recipe().with_lr(0.05);
     let data = data();
     let device = Device::flex().autodiff();
     let build = |device: &Device| Ok(TinyClassifier::new(device));
@@ -194,15 +187,8 @@ fn low_bit_lsq_run_learns_on_schedule_and_writes_4_bit_weights() {
     use burn_store::{BurnpackStore, ModuleSnapshot};
 
     let out = tempfile::tempdir().unwrap();
-    let config = FinetuneConfig::new()
-        .with_epochs(2)
+    let config = short_recipe()
         .with_lr(0.05)
-        .with_batch_size(8)
-        .with_max_batches(Some(2))
-        .with_calibration_batches(1)
-        .with_observer_off_epoch(1)
-        .with_bn_freeze_epoch(1)
-        .with_latency_images(1)
         .with_weight_bits(4)
         .with_lsq(true)
         .with_lsq_learn_epoch(1);

@@ -3,7 +3,7 @@
 //! PyTorch: three training steps with the default qnnpack and x86 QAT qconfigs
 //! (`scripts/gen_fixtures.py`, `qat_conv_bn`).
 
-use crate::common::{Fixture, assert_close, to_vec};
+use crate::common::{Fixture, assert_bn_stats, assert_close, to_vec};
 use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Tensor};
 use burn_qat::fuse::fuse_modules_qat;
@@ -63,19 +63,13 @@ fn run_on(device: &Device, backend: QuantBackend, tag: &str) -> ConvBnAct {
             let grad = grad.unwrap_or_else(|| panic!("{name}: no gradient"));
             assert_close(&grad, &fx.f32(&key(name)), 1e-4, 1e-4, &key(name));
         }
-        assert_close(
-            &to_vec(bn.running_mean()),
+        assert_bn_stats(
+            bn,
             &fx.f32(&key("bn.running_mean")),
-            1e-6,
-            1e-5,
-            &key("rm"),
-        );
-        assert_close(
-            &to_vec(bn.running_var()),
             &fx.f32(&key("bn.running_var")),
             1e-6,
             1e-5,
-            &key("rv"),
+            &key("bn"),
         );
         let qp = layer.weight_fake_quant.as_ref().unwrap().current_qparams();
         assert_close(

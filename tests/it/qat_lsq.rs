@@ -13,7 +13,7 @@
 //! conversion starts from PyTorch's final values and is compared exactly: int8 weights, their
 //! qparams, the output qparams and the int8 output.
 
-use crate::common::{Fixture, assert_close, to_vec};
+use crate::common::{Fixture, assert_bn_stats, assert_close, to_vec};
 use burn::module::{Param, RunningState};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
@@ -164,19 +164,13 @@ fn train(fx: &Fixture, case: Case) -> ConvBnAct {
             let grad = grad.unwrap_or_else(|| panic!("{}: no gradient", key(name)));
             assert_close(&grad, &fx.f32(&key(name)), 1e-4, 1e-4, &key(name));
         }
-        assert_close(
-            &to_vec(bn.running_mean()),
+        assert_bn_stats(
+            bn,
             &fx.f32(&key("bn.running_mean")),
-            1e-6,
-            1e-5,
-            &key("rm"),
-        );
-        assert_close(
-            &to_vec(bn.running_var()),
             &fx.f32(&key("bn.running_var")),
             1e-6,
             1e-5,
-            &key("rv"),
+            &key("bn"),
         );
         let grads = GradientsParams::from_grads(grads, &layer);
         layer = optim.step(LR, layer, grads);

@@ -29,7 +29,7 @@
 //! statistics differ by up to 118% (relative, floor 1e-3). Step 0 and the frozen-BN run are
 //! compared strictly.
 
-use crate::common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
+use crate::common::{Fixture, assert_bn_stats, assert_close, fixture_path, quanta_stats, to_vec};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -142,20 +142,7 @@ fn run_on(device: &Device, backend: QuantBackend, scenario: &str) {
         let key = format!("{tag}.bn{bn_index}");
         let rm = fx.f32(&format!("{key}.running_mean"));
         let rv = fx.f32(&format!("{key}.running_var"));
-        assert_close(
-            &to_vec(bn.running_mean()),
-            &rm,
-            1e-5,
-            1e-5,
-            &format!("{key} mean"),
-        );
-        assert_close(
-            &to_vec(bn.running_var()),
-            &rv,
-            1e-5,
-            1e-5,
-            &format!("{key} var"),
-        );
+        assert_bn_stats(bn, &rm, &rv, 1e-5, 1e-5, &key);
         bn_index += 1;
     });
     assert_eq!(bn_index, 52);

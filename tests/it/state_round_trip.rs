@@ -5,33 +5,19 @@
 
 use std::collections::BTreeMap;
 
+use crate::common::recipes::small_qat_mobilenet_v2;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
-use burn_qat::models::{MobileNetV2, MobileNetV2Config};
-use burn_qat::quant::{QConfig, QParams, QuantBackend};
+use burn_qat::models::MobileNetV2;
+use burn_qat::quant::QParams;
 use burn_qat::quantize::{
     commit_running_state, disable_observer, for_each_batch_norm, for_each_fake_quant,
-    freeze_bn_stats, prepare_qat, replace_relu,
+    freeze_bn_stats,
 };
 use burn_store::{BurnpackStore, ModuleSnapshot};
-
-/// MobileNetV2 at width 0.25 (10 classes, no dropout), fused and prepared for QAT with the x86
-/// qconfig: the model a QAT run trains, and the one its checkpoint is loaded into.
-fn qat_model(device: &Device) -> MobileNetV2 {
-    let mut model = MobileNetV2Config::new()
-        .with_width_mult(0.25)
-        .with_num_classes(10)
-        .with_dropout(0.0)
-        .init(device)
-        .unwrap();
-    replace_relu(&mut model).unwrap();
-    model.fuse_model(Some(true)).unwrap();
-    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device).unwrap();
-    model
-}
 
 /// Batch `i`: 4 images of 3×32×32 with values in [-2, 2), and their labels.
 fn batch(i: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
@@ -169,7 +155,7 @@ fn assert_same_tensors(actual: &MobileNetV2, expected: &MobileNetV2, what: &str)
 #[test]
 fn a_reloaded_qat_model_takes_the_in_memory_models_next_step() {
     let device = Device::flex().autodiff();
-    let mut model = qat_model(&device);
+    let mut model = small_qat_mobilenet_v2(&device);
     let mut optim = sgd();
     for i in 0..2 {
         (model, _) = step(model, &mut optim, i);
@@ -191,7 +177,7 @@ fn a_reloaded_qat_model_takes_the_in_memory_models_next_step() {
     let model_bytes = save(&model);
     let optim_bytes = optim.into_bytes().unwrap();
     // The user's workflow: the model built as before (same prepare_qat), then loaded.
-    let mut reloaded = qat_model(&device);
+    let mut reloaded = small_qat_mobilenet_v2(&device);
     load(&mut reloaded, model_bytes);
     let mut reloaded_optim = sgd().from_bytes(optim_bytes).unwrap();
     assert_same_switches(&switches(&reloaded), &saved, "the loaded model");
@@ -211,7 +197,7 @@ fn a_reloaded_qat_model_takes_the_in_memory_models_next_step() {
 #[test]
 fn switching_a_copy_leaves_the_original() {
     let device = Device::flex().autodiff();
-    let model = qat_model(&device);
+    let model = small_qat_mobilenet_v2(&device);
     let before = switches(&model);
     let mut copy = model.clone();
     disable_observer(&mut copy);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod classifier;
+pub mod recipes;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -265,4 +266,30 @@ pub fn quanta_stats(actual: &[f32], expected: &[f32], scale: f32) -> QuantaStats
         within_one: quanta.iter().filter(|&&q| q < 1.0 + 1e-3).count() as f64 / n,
         worst: quanta.iter().cloned().fold(0.0f32, f32::max),
     }
+}
+
+/// Asserts `bn`'s running mean and variance against the expected ones (PyTorch's), each within
+/// `atol + rtol·|expected|`; `what` names the batch norm in a failure.
+pub fn assert_bn_stats(
+    bn: &burn_qat::nn::BatchNorm2d,
+    mean: &[f32],
+    var: &[f32],
+    atol: f32,
+    rtol: f32,
+    what: &str,
+) {
+    assert_close(
+        &to_vec(bn.running_mean()),
+        mean,
+        atol,
+        rtol,
+        &format!("{what} running_mean"),
+    );
+    assert_close(
+        &to_vec(bn.running_var()),
+        var,
+        atol,
+        rtol,
+        &format!("{what} running_var"),
+    );
 }
