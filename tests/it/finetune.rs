@@ -14,6 +14,10 @@ fn data() -> FinetuneData {
     FinetuneData::embedded_mnist().unwrap()
 }
 
+fn row_names(rows: &[burn_qat::finetune::Row]) -> Vec<&str> {
+    rows.iter().map(|r| r.name.as_str()).collect()
+}
+
 fn weights() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk")
 }
@@ -32,9 +36,8 @@ fn shortened_qat_finetune_runs_end_to_end_and_resumes() {
     let data = data();
     let device = Device::flex().autodiff();
     let rows = run(&config, &data, Some(&weights()), out.path(), false, &device).unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
-        names,
+        row_names(&rows),
         [
             "float",
             "PTQ int8 (x86)",
@@ -123,9 +126,8 @@ fn a_model_of_your_own_trains_checkpoints_and_resumes() {
         build: &build,
     };
     let rows = run_with(&config, &data, &model, out.path(), false, &device).unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
-        names,
+        row_names(&rows),
         [
             "float",
             "PTQ int8 (x86)",
@@ -200,9 +202,8 @@ fn low_bit_lsq_run_learns_on_schedule_and_writes_4_bit_weights() {
         build: &build,
     };
     let rows = run_with(&config, &data, &model, out.path(), false, &device).unwrap();
-    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(
-        names,
+        row_names(&rows),
         [
             "float",
             "PTQ int8 (x86, 4-bit weights)",
