@@ -101,7 +101,7 @@ impl ResNetConfig {
         let (w, exp) = (self.width as u64, self.block.expansion() as u64);
         let (groups, per_group) = (self.groups as u64, self.width_per_group as u64);
         let conv_bn = |i: u64, o: u64, k: u64, g: u64| {
-            Some(product([i / g, o, k * k])?.checked_add(product([4, o])?)?)
+            product([i / g, o, k * k])?.checked_add(product([4, o])?)
         };
         let mut total = conv_bn(3, w, 7, 1)?;
         let mut in_ch = w;
