@@ -1,7 +1,8 @@
 //! ResNet / ResNeXt against torchvision's `QuantizableResNet` (`scripts/gen_resnet_fixtures.py`,
 //! torch 2.5.1 / torchvision 0.20.1): float logits of a loaded float state dict, logits after
-//! `fuse_model` (BN folded), and int8 logits of PyTorch's converted models' state dicts on both
-//! engines. The fixture models are torchvision's classes at width 8 (one block per stage, 32
+//! `fuse_model` (BN folded), int8 logits of PyTorch's converted models' state dicts on both
+//! engines, and QAT steps followed by `convert`. Full-width models run the crate's own PTQ, int8
+//! file and ONNX export. The fixture models are torchvision's classes at width 8 (one block per stage, 32
 //! classes): `resnet_basic` (basic blocks) and `resnext_bottleneck` (bottlenecks, 4 groups of
 //! 16 per 64 planes: grouped 3×3 convolutions of 2 to 16 channels per group).
 
