@@ -5,10 +5,13 @@
 //! export matches the float forward, the QDQ export of a QAT model its fake-quant forward. The
 //! exported bytes are also read back with the crate's protobuf types to check the graph's
 //! structure. (`scripts/check_onnx.py` runs `onnx.checker` and onnxruntime on the same files.)
+//! ResNet / ResNeXt: `models/resnet.rs`.
 
 mod common;
 #[path = "layers/pool_hardswish.rs"]
 mod pool_hardswish;
+#[path = "models/resnet.rs"]
+mod resnet;
 #[path = "layers/scaled_add.rs"]
 mod scaled_add;
 

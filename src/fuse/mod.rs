@@ -31,3 +31,14 @@ pub fn fuse_modules<M: Quantizable + Clone>(model: &mut M) -> Result<()> {
 pub fn fuse_modules_qat<M: Quantizable + Clone>(model: &mut M) -> Result<()> {
     fuse_all(model, Fusion::Qat)
 }
+
+/// The quantizable models' `fuse_model(is_qat)` (torchvision's `_fuse_modules(..., is_qat)`):
+/// fuses every conv + BN (+ ReLU) for QAT (`is_qat`: BN kept and trained, [`fuse_modules_qat`])
+/// or for inference (BN folded, [`fuse_modules`]; the model must be in eval mode).
+pub fn fuse_model<M: Quantizable + Clone>(model: &mut M, is_qat: bool) -> Result<()> {
+    if is_qat {
+        fuse_modules_qat(model)
+    } else {
+        fuse_modules(model)
+    }
+}

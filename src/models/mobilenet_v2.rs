@@ -386,17 +386,12 @@ impl MobileNetV2 {
     /// [`replace_relu`](crate::quantize::replace_relu) first: ReLU6 does not fuse.
     pub fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
         let is_qat = is_qat.unwrap_or_else(|| self.is_training());
-        if is_qat {
-            crate::fuse::fuse_modules_qat(self)
-        } else {
-            crate::fuse::fuse_modules(self)
-        }
+        crate::fuse::fuse_model(self, is_qat)
     }
 
     /// Whether the model trains (PyTorch's `model.training`): on an autodiff device with its
     /// batch norms in training mode.
     pub fn is_training(&self) -> bool {
-        let bn = self.stem.bn.as_ref();
-        self.stem.conv.weight.device().is_autodiff() && bn.is_some_and(|bn| bn.training())
+        self.stem.bn.is_some() && self.stem.is_training()
     }
 }

@@ -1,13 +1,14 @@
-//! torchvision checkpoints for [`MobileNetV2`]: the state-dict key layouts of
-//! `torchvision.models.mobilenet_v2()` (float) and of
-//! `torchvision.models.quantization.mobilenet_v2(quantize=True)` (int8, after `convert`), and
-//! loading either `.pth` file into the Burn model.
+//! torchvision checkpoints for [`MobileNetV2`] and [`ResNet`]: the state-dict key layouts of
+//! `torchvision.models.mobilenet_v2()` / `resnet*()` / `resnext*()` (float) and of their
+//! `torchvision.models.quantization` counterparts with `quantize=True` (int8, after `convert`),
+//! and loading either `.pth` file into the Burn model.
 
 use std::path::Path;
 
 use burn::tensor::Device;
 
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
+use super::resnet::{ResNet, ResNetConfig};
 use crate::int8::{Engine, Int8Add, QParamsPt};
 use crate::io::{KeyMap, StateValue, load_state_dict, read_quantized_state_dict};
 use crate::io::{StateDict, load_int8_state_dict};
@@ -154,16 +155,116 @@ pub fn load_quantized_mobilenet_v2(
     engine: Engine,
     device: &Device,
 ) -> Result<MobileNetV2> {
-    let state = read_quantized_state_dict(path)?;
     let map = quantized_mobilenet_v2_key_map(config);
-    let mut model = config.init(device)?;
-    crate::quantize::replace_relu(&mut model)?;
-    let state = rename_quantized_state(state, &map).map_err(|e| e.at_path(path))?;
-    load_int8_state_dict(&mut model, &state, engine)
-        .map_err(|e| rename_back(e, &map).at_path(path))?;
+    let model = load_quantized(path, config.init(device)?, &map, engine)?;
     check_adds(&model, engine, &map)
         .map_err(|(key, reason)| Error::Quant(format!("{}: `{key}`: {reason}", path.display())))?;
     Ok(model)
+}
+
+/// Reads torchvision's int8 state dict at `path` into `model`'s int8 layers (ReLU6 replaced by
+/// ReLU first, as torchvision's quantizable models do), errors naming the torchvision key.
+fn load_quantized<M: crate::nn::Quantizable + Clone>(
+    path: &Path,
+    mut model: M,
+    map: &KeyMap,
+    engine: Engine,
+) -> Result<M> {
+    let state = read_quantized_state_dict(path)?;
+    crate::quantize::replace_relu(&mut model)?;
+    let state = rename_quantized_state(state, map).map_err(|e| e.at_path(path))?;
+    load_int8_state_dict(&mut model, &state, engine)
+        .map_err(|e| rename_back(e, map).at_path(path))?;
+    Ok(model)
+}
+
+/// The map from torchvision's ResNet / ResNeXt state-dict keys (float) to this crate's module
+/// paths: `conv1` / `bn1` are the stem, each block's `convK` / `bnK` one [`ConvBnAct`]
+/// (`layerS.I.convK.conv.` / `.bn.`), `downsample.0` / `.1` its conv and BN, `fc` the linear.
+///
+/// [`ConvBnAct`]: crate::nn::ConvBnAct
+pub fn resnet_key_map(config: &ResNetConfig) -> KeyMap {
+    let mut map = KeyMap::new()
+        .prefix("conv1.", "stem.conv.")
+        .prefix("bn1.", "stem.bn.")
+        .prefix("fc.", "fc.linear.")
+        .ignore_suffix("num_batches_tracked");
+    for block in resnet_block_prefixes(config) {
+        for k in 1..=3 {
+            map = map
+                .prefix(format!("{block}conv{k}."), format!("{block}conv{k}.conv."))
+                .prefix(format!("{block}bn{k}."), format!("{block}conv{k}.bn."));
+        }
+        map = map
+            .prefix(
+                format!("{block}downsample.0."),
+                format!("{block}downsample.conv."),
+            )
+            .prefix(
+                format!("{block}downsample.1."),
+                format!("{block}downsample.bn."),
+            );
+    }
+    map
+}
+
+/// `layerS.I.` of every block, in order (the same in torchvision and here).
+fn resnet_block_prefixes(config: &ResNetConfig) -> Vec<String> {
+    (1..=4)
+        .flat_map(|s| (0..config.layers[s - 1]).map(move |i| format!("layer{s}.{i}.")))
+        .collect()
+}
+
+/// Builds a [`ResNet`] from `config` and loads the torchvision float state dict at `path`
+/// (`torch.save(torchvision.models.resnet18(...).state_dict(), path)`, or the quantizable
+/// model's before `fuse_model`). Missing, unexpected and mis-shaped keys are errors naming the
+/// key.
+pub fn load_resnet(path: &Path, config: &ResNetConfig, device: &Device) -> Result<ResNet> {
+    let model = config.init(device)?;
+    load_state_dict(model, path, &resnet_key_map(config))
+}
+
+/// The map from torchvision's converted (int8) ResNet keys to this crate's module paths: after
+/// `fuse_model` and `convert` each conv + BN (+ ReLU) is one quantized conv named after its
+/// conv (`conv1`, `layerS.I.convK`, `layerS.I.downsample.0`), and the bottleneck's
+/// `skip_add_relu` is this crate's `add_relu`.
+pub fn quantized_resnet_key_map(config: &ResNetConfig) -> KeyMap {
+    let mut map = KeyMap::new()
+        .prefix("quant.", "quant.")
+        .prefix("conv1.", "stem.")
+        .prefix("fc.", "fc.");
+    for block in resnet_block_prefixes(config) {
+        map = map
+            .prefix(
+                format!("{block}downsample.0."),
+                format!("{block}downsample."),
+            )
+            .prefix(
+                format!("{block}skip_add_relu."),
+                format!("{block}add_relu."),
+            );
+    }
+    map
+}
+
+/// Builds a [`ResNet`] from `config` and loads torchvision's int8 checkpoint at `path` (the
+/// state dict of `torchvision.models.quantization.resnet18(quantize=True)` and the others,
+/// e.g. the official `resnet18_fbgemm_16fa66dd.pth`) into its int8 layers, to run with
+/// [`ResNet::forward_int8`] and `engine`'s arithmetic (`x86`/`fbgemm` for torchvision's
+/// per-channel checkpoints). The float parameters stay at their initial values. Missing,
+/// unexpected and mis-shaped entries are errors naming the torchvision key.
+pub fn load_quantized_resnet(
+    path: &Path,
+    config: &ResNetConfig,
+    engine: Engine,
+    device: &Device,
+) -> Result<ResNet> {
+    load_quantized(
+        path,
+        config.init(device)?,
+        &quantized_resnet_key_map(config),
+        engine,
+    )
 }
 
 /// Checks that every residual add of a loaded int8 model can run with `engine`'s arithmetic

@@ -209,6 +209,41 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 1,
             groups: 1,
         },
+        // ResNet's stem: 7×7 stride 2 padding 3, 3 channels → 64
+        Case {
+            n: 1,
+            c: 3,
+            h: 37,
+            w: 30,
+            oc: 64,
+            k: 7,
+            stride: 2,
+            padding: 3,
+            groups: 1,
+        },
+        // ResNeXt's grouped 3×3: 32 groups of 4 channels, stride 2; 4 groups of 8, stride 1
+        Case {
+            n: 1,
+            c: 128,
+            h: 15,
+            w: 14,
+            oc: 128,
+            k: 3,
+            stride: 2,
+            padding: 1,
+            groups: 32,
+        },
+        Case {
+            n: 2,
+            c: 32,
+            h: 9,
+            w: 11,
+            oc: 32,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            groups: 4,
+        },
         // depthwise 5×5 stride 2 padding 2, and depthwise stride 3 (the portable fallback)
         Case {
             n: 2,

@@ -37,6 +37,7 @@ mod quant_qparams;
 mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
+mod resnet;
 mod state_round_trip;
 mod strip_float;
 mod weight_bits;

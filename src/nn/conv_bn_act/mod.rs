@@ -224,6 +224,12 @@ impl ConvBnAct {
         }
     }
 
+    /// Whether the layer trains (PyTorch's `module.training`): its weight on an autodiff device
+    /// and its batch norm, if any is left, in training mode.
+    pub fn is_training(&self) -> bool {
+        self.conv.weight.device().is_autodiff() && self.bn.as_ref().is_none_or(|bn| bn.training())
+    }
+
     /// Whether [`strip_float`](crate::convert::strip_float) freed the float weight (an empty
     /// tensor holds its place).
     pub fn is_stripped(&self) -> bool {

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Generates tests/fixtures/resnet/: torchvision's quantizable ResNet / ResNeXt
+(`torchvision.models.quantization.resnet`) in float, fused and int8, for tests/it/resnet.rs.
+
+Environment (the pins the fixtures were generated with):
+
+    python3 -m venv /opt/torch-oracle
+    /opt/torch-oracle/bin/pip install torch==2.5.1 torchvision==0.20.1 numpy safetensors
+
+Run from the repository root (no network: weights are random, never downloaded):
+
+    /opt/torch-oracle/bin/python scripts/gen_resnet_fixtures.py
+
+Small models of torchvision's own classes. `QuantizableResNet` hard-codes its widths (stem 64,
+stages 64·[1, 2, 4, 8] planes), which makes even one block per stage ~20 MB of weights; here
+`SmallResNet` is `QuantizableResNet` with only the width 64 replaced by `--width` (8): the stem
+has `width` channels and stage k `width·2^(k−1)` planes. Blocks (`QuantizableBasicBlock`,
+`QuantizableBottleneck`), `_make_layer` (downsampling), `forward` and `fuse_model` are
+torchvision's, unchanged; the Rust model's `width` field (default 64) is the same knob.
+
+Models (one block per stage, 32 classes, `_replace_relu` applied as torchvision's builder does):
+  resnet_basic      QuantizableBasicBlock, layers [1, 1, 1, 1]
+  resnext_bottleneck QuantizableBottleneck, layers [1, 1, 1, 1], groups 4, width_per_group 16
+                    (grouped 3×3 convolutions with 2·width/… channels per group, as ResNeXt)
+
+Weights: seeded random convolution / linear weights, random BN affine parameters and running
+statistics (so BN folding matters). For each model it writes:
+
+  <name>.pth                 the float state_dict() (torchvision's float key names), torch.save
+  <name>.safetensors         input [2, 3, 64, 48] uniform in [-2, 2]; logits (float, eval);
+                             fused_logits (eval, fuse_model(), BN folded); for each engine E in
+                             fbgemm and qnnpack: q_E (uint8 int_repr of the quantized logits
+                             before DeQuantStub, as int64), q_E_scale, q_E_zero_point
+  <name>_<E>.pth             the converted model's state_dict() (E's default PTQ qconfig:
+                             per-channel weights with reduce_range for fbgemm, per-tensor for
+                             qnnpack), calibrated on 3 seeded batches of 4 × 3 × 64 × 64 in [-2, 2]
+
+QAT (both models, in qat.safetensors): three seeded batches (batch{i}.x [8, 3, 32, 32] in [-2, 2],
+batch{i}.y labels); each model from <name>.pth, train(), fuse_model(is_qat=True), prepare_qat
+with the default x86 QAT qconfig, fake quantization disabled (observers and the fused ConvBn
+training forward on), three SGD steps (lr 0.01, momentum 0.9) with cross-entropy; after the first
+step observers are disabled and BN statistics frozen. <name>.loss{i}: each step's loss. Then
+eval() and convert under the fbgemm engine (the x86 engine's arithmetic without oneDNN);
+<name>.q: the uint8 logits on <name>.safetensors's input, <name>.q_scale / q_zero_point.
+
+Deterministic: fixed seeds, one intra-op thread.
+"""
+import argparse
+import os
+
+import numpy as np
+import torch
+import torchvision
+from safetensors.numpy import save_file
+from torchvision.models.quantization.resnet import (
+    QuantizableBasicBlock,
+    QuantizableBottleneck,
+    QuantizableResNet,
+)
+from torchvision.models.quantization.utils import _replace_relu
+
+assert torch.__version__.startswith("2.5.1"), torch.__version__
+assert torchvision.__version__.startswith("0.20.1"), torchvision.__version__
+torch.set_num_threads(1)
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "resnet")
+NUM_CLASSES = 32
+
+
+class SmallResNet(QuantizableResNet):
+    """`QuantizableResNet` with its width 64 replaced by `width` (see the module docstring)."""
+
+    def __init__(self, block, layers, width, **kwargs):
+        self._width = width
+        super().__init__(block, layers, **kwargs)
+        # ResNet.__init__ built the stem and fc at width 64: rebuild them at `width`.
+        self.conv1 = torch.nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(width)
+        self.fc = torch.nn.Linear(8 * width * block.expansion, kwargs.get("num_classes", 1000))
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        if planes == 64:  # layer1: ResNet.__init__ set inplanes to 64 just before.
+            self.inplanes = self._width
+        return super()._make_layer(block, planes * self._width // 64, blocks, stride, dilate)
+
+
+MODELS = {
+    "resnet_basic": dict(block=QuantizableBasicBlock, layers=[1, 1, 1, 1]),
+    "resnext_bottleneck": dict(block=QuantizableBottleneck, layers=[1, 1, 1, 1], groups=4, width_per_group=16),
+}
+
+
+def build_float(name, width, seed):
+    torch.manual_seed(seed)
+    model = SmallResNet(width=width, num_classes=NUM_CLASSES, **MODELS[name])
+    _replace_relu(model)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(100)
+            elif isinstance(m, torch.nn.Linear):
+                m.weight.normal_(0.0, 0.05)
+                m.bias.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def quantize(name, width, seed, engine, calib_batches):
+    torch.backends.quantized.engine = engine
+    model = build_float(name, width, seed)
+    model.fuse_model(is_qat=False)
+    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+    torch.ao.quantization.prepare(model, inplace=True)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for _ in range(calib_batches):
+            model(torch.rand(4, 3, 64, 64, generator=g) * 4.0 - 2.0)
+    torch.ao.quantization.convert(model, inplace=True)
+    return model
+
+
+def gen(name, width, seed, x, calib_batches):
+    model = build_float(name, width, seed)
+    out = {"input": x.numpy()}
+    torch.save(model.state_dict(), os.path.join(OUT, f"{name}.pth"))
+    with torch.no_grad():
+        out["logits"] = model(x).numpy()
+        model.fuse_model(is_qat=False)
+        out["fused_logits"] = model(x).numpy()
+    for engine in ["fbgemm", "qnnpack"]:
+        q = quantize(name, width, seed, engine, calib_batches)
+        with torch.no_grad():
+            y = q._forward_impl(q.quant(x))
+            assert y.is_quantized and torch.equal(y.dequantize(), q(x))
+        torch.save(q.state_dict(), os.path.join(OUT, f"{name}_{engine}.pth"))
+        out[f"q_{engine}"] = y.int_repr().numpy().astype(np.int64)
+        out[f"q_{engine}_scale"] = np.array([y.q_scale()], dtype=np.float64)
+        out[f"q_{engine}_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+        diff = np.abs(out[f"q_{engine}"] - np.round(out["logits"] / y.q_scale()) - y.q_zero_point())
+        print(f"{name} {engine}: int8 vs float logits, worst {diff.max():.0f} quanta")
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, os.path.join(OUT, f"{name}.safetensors"),
+              metadata={"torch": torch.__version__, "torchvision": torchvision.__version__})
+    for f in sorted(os.listdir(OUT)):
+        if f.startswith(name):
+            print(f"  {f}: {os.path.getsize(os.path.join(OUT, f))} bytes")
+
+
+def gen_qat(width, seed, x):
+    g = torch.Generator().manual_seed(seed + 100)
+    batches = [(torch.rand(8, 3, 32, 32, generator=g) * 4.0 - 2.0,
+                torch.randint(0, NUM_CLASSES, (8,), generator=g)) for _ in range(3)]
+    out = {}
+    for i, (bx, by) in enumerate(batches):
+        out[f"batch{i}.x"] = bx.numpy()
+        out[f"batch{i}.y"] = by.numpy().astype(np.int64)
+    for i, name in enumerate(MODELS):
+        torch.backends.quantized.engine = "x86"
+        model = build_float(name, width, seed + 10 * i + 1)  # the weights of <name>.pth
+        model.train()
+        model.fuse_model(is_qat=True)
+        model.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
+        torch.ao.quantization.prepare_qat(model, inplace=True)
+        model.apply(torch.ao.quantization.disable_fake_quant)
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        for step, (bx, by) in enumerate(batches):
+            if step == 1:
+                model.apply(torch.ao.quantization.disable_observer)
+                model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(bx), by)
+            loss.backward()
+            opt.step()
+            out[f"{name}.loss{step}"] = np.array([loss.item()], dtype=np.float32)
+        model.eval()
+        torch.backends.quantized.engine = "fbgemm"
+        q = torch.ao.quantization.convert(model, inplace=False)
+        with torch.no_grad():
+            y = q._forward_impl(q.quant(x))
+        out[f"{name}.q"] = y.int_repr().numpy().astype(np.int64)
+        out[f"{name}.q_scale"] = np.array([y.q_scale()], dtype=np.float64)
+        out[f"{name}.q_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+        print(f"{name} QAT losses", [float(out[f"{name}.loss{s}"][0]) for s in range(3)])
+    path = os.path.join(OUT, "qat.safetensors")
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, path,
+              metadata={"torch": torch.__version__, "torchvision": torchvision.__version__})
+    print(f"  qat.safetensors: {os.path.getsize(path)} bytes")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calib-batches", type=int, default=3)
+    args = ap.parse_args()
+    os.makedirs(OUT, exist_ok=True)
+    g = torch.Generator().manual_seed(args.seed)
+    x = torch.rand(2, 3, 64, 48, generator=g) * 4.0 - 2.0
+    for i, name in enumerate(MODELS):
+        gen(name, args.width, args.seed + 10 * i + 1, x, args.calib_batches)
+    gen_qat(args.width, args.seed, x)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+//! ResNet / ResNeXt against torchvision's `QuantizableResNet` (`scripts/gen_resnet_fixtures.py`,
+//! torch 2.5.1 / torchvision 0.20.1): float logits of a loaded float state dict, logits after
+//! `fuse_model` (BN folded), int8 logits of PyTorch's converted models' state dicts on both
+//! engines, and QAT steps followed by `convert`. Full-width models run the crate's own PTQ, int8
+//! file and ONNX export. The fixture models are torchvision's classes at width 8 (one block per stage, 32
+//! classes): `resnet_basic` (basic blocks) and `resnext_bottleneck` (bottlenecks, 4 groups of
+//! 16 per 64 planes: grouped 3×3 convolutions of 2 to 16 channels per group).
+
+use crate::common::{Fixture, assert_close, fixture_path, to_vec};
+use burn::tensor::{Device, Tensor};
+use burn_qat::int8::Engine;
+use burn_qat::models::{BlockKind, ResNetConfig, load_quantized_resnet, load_resnet};
+use burn_qat::onnx::ExportKind;
+
+const MODELS: [&str; 2] = ["resnet_basic", "resnext_bottleneck"];
+
+fn config(name: &str) -> ResNetConfig {
+    let config = match name {
+        "resnet_basic" => ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1]),
+        "resnext_bottleneck" => ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1, 1])
+            .with_groups(4)
+            .with_width_per_group(16),
+        other => panic!("no fixture model {other}"),
+    };
+    config.with_width(8).with_num_classes(32)
+}
+
+fn path(file: &str) -> std::path::PathBuf {
+    fixture_path(&format!("resnet/{file}"))
+}
+
+fn fixture(name: &str) -> Fixture {
+    Fixture::load(&format!("resnet/{name}.safetensors"))
+}
+
+#[test]
+fn float_logits_match_torchvision() {
+    let device = Device::flex();
+    for name in MODELS {
+        let fx = fixture(name);
+        let model = load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
+        let logits = to_vec(model.forward(fx.tensor("input", &device)));
+        assert_close(&logits, &fx.f32("logits"), 1e-4, 1e-4, name);
+    }
+}
+
+#[test]
+fn fused_logits_match_torchvision() {
+    let device = Device::flex();
+    for name in MODELS {
+        let fx = fixture(name);
+        let mut model = load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
+        model.fuse_model(Some(false)).unwrap();
+        assert!(model.stem.bn.is_none(), "{name}: stem BN folded");
+        let logits = to_vec(model.forward(fx.tensor("input", &device)));
+        assert_close(&logits, &fx.f32("fused_logits"), 1e-4, 1e-4, name);
+    }
+}
+
+#[test]
+fn int8_state_dicts_match_pytorch_on_both_engines() {
+    let device = Device::flex();
+    for name in MODELS {
+        let fx = fixture(name);
+        for engine in ["fbgemm", "qnnpack"] {
+            let what = format!("{name}_{engine}");
+            let model = load_quantized_resnet(
+                &path(&format!("{what}.pth")),
+                &config(name),
+                engine.parse::<Engine>().unwrap(),
+                &device,
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let y = to_vec(model.forward_int8(fx.tensor("input", &device)).unwrap());
+            let scale = fx.f32(&format!("q_{engine}_scale"))[0] as f64;
+            let zp = fx.i64(&format!("q_{engine}_zero_point"))[0];
+            let ours: Vec<i64> = y
+                .iter()
+                .map(|&v| (v as f64 / scale).round() as i64 + zp)
+                .collect();
+            let expected = fx.i64(&format!("q_{engine}"));
+            assert_eq!(ours.len(), expected.len(), "{what}");
+            let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
+            let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
+            println!("{what}: {equal}/{} logits bit-identical", ours.len());
+            assert!(
+                equal * 100 >= ours.len() * 99 && worst <= Some(1),
+                "{what}: {equal}/{} equal, worst {worst:?} quanta\nours     {ours:?}\nexpected {expected:?}",
+                ours.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_of_another_block_type_names_the_key() {
+    let device = Device::flex();
+    let err = load_resnet(
+        &path("resnet_basic.pth"),
+        &config("resnext_bottleneck"),
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("resnet_basic.pth"), "{err}");
+    assert!(err.contains("layer1.0."), "{err}");
+    let err = load_quantized_resnet(
+        &path("resnext_bottleneck_fbgemm.pth"),
+        &config("resnet_basic"),
+        Engine::X86,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("resnext_bottleneck_fbgemm.pth"), "{err}");
+}
+
+/// Parameters and buffers of torchvision's builders (without `num_batches_tracked`), as
+/// `sum(v.numel() for v in model.state_dict().values())` gives them in torchvision 0.20.1.
+#[test]
+fn builders_have_torchvisions_sizes() {
+    for (config, expected) in [
+        (ResNetConfig::resnet18(), 11_699_112),
+        (ResNetConfig::resnet50(), 25_610_152),
+        (ResNetConfig::resnext101_32x8d(), 88_994_216),
+        (ResNetConfig::resnext101_64x4d(), 83_658_152),
+    ] {
+        assert_eq!(config.parameter_count(), Some(expected), "{config:?}");
+        config.validate().unwrap();
+    }
+    let device = Device::flex();
+    let small = config("resnext_bottleneck");
+    let model = small.init(&device).unwrap();
+    // Burn counts BN's running mean and variance too, as the count above does.
+    let built = burn::module::Module::num_params(&model) as u64;
+    assert_eq!(Some(built), small.parameter_count());
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    let device = Device::flex();
+    let basic_groups = ResNetConfig::resnet18().with_groups(2);
+    assert!(basic_groups.init(&device).is_err());
+    let empty_stage = ResNetConfig::new(BlockKind::Basic, [1, 0, 1, 1]);
+    assert!(empty_stage.init(&device).is_err());
+    let huge = ResNetConfig::resnet50().with_width(usize::MAX / 2);
+    let err = huge.init(&device).unwrap_err().to_string();
+    assert!(err.contains("too large"), "{err}");
+    let model = config("resnet_basic").init(&device).unwrap();
+    let small = Tensor::<4>::zeros([1, 3, 16, 16], &device);
+    assert!(model.forward_int8(small).is_err());
+}
+
+#[test]
+fn onnx_export_runs_float_and_int8() {
+    let device = Device::flex();
+    let name = "resnext_bottleneck";
+    let model = load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
+    let proto = model.to_onnx(ExportKind::Float).unwrap();
+    assert!(!proto.graph.unwrap().node.is_empty());
+    let model = load_quantized_resnet(
+        &path(&format!("{name}_fbgemm.pth")),
+        &config(name),
+        Engine::X86,
+        &device,
+    )
+    .unwrap();
+    let graph = model.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
+    let names: Vec<String> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.clone())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("layer1.0.conv2.weight_q")),
+        "{names:?}"
+    );
+}
+
+/// QAT as PyTorch runs it (`gen_qat` in the script): `fuse_model(is_qat=True)`, the x86 QAT
+/// qconfig, fake quantization off, three SGD steps with momentum (observers off and BN frozen
+/// after the first), then `convert`: losses within 1e-4 and int8 logits within one quantum.
+#[test]
+fn qat_steps_and_convert_match_pytorch() {
+    use burn::module::Module;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::tensor::{Int, TensorData};
+    use burn_qat::convert::convert;
+    use burn_qat::quant::{QConfig, QuantBackend};
+    use burn_qat::quantize::{disable_fake_quant, disable_observer, freeze_bn_stats, prepare_qat};
+
+    let fx = Fixture::load("resnet/qat.safetensors");
+    let device = Device::flex().autodiff();
+    for name in MODELS {
+        let mut model = load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
+        model.fuse_model(Some(true)).unwrap();
+        prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device).unwrap();
+        disable_fake_quant(&mut model);
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+            ))
+            .init();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        for step in 0..3 {
+            if step == 1 {
+                disable_observer(&mut model);
+                freeze_bn_stats(&mut model);
+            }
+            let x: Tensor<4> = fx.tensor(&format!("batch{step}.x"), &device);
+            let labels = fx.i64(&format!("batch{step}.y"));
+            let n = labels.len();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
+            let loss = loss_fn.forward(model.forward(x), y);
+            let what = format!("{name} loss {step}");
+            let expected = fx.scalar(&format!("{name}.loss{step}"));
+            assert_close(&[to_vec(loss.clone())[0]], &[expected], 0.0, 1e-4, &what);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.01, model, grads);
+        }
+        let mut converted = model.valid().to_device(&Device::flex());
+        convert(&mut converted, Engine::X86).unwrap();
+        let input = fixture(name).tensor("input", &Device::flex());
+        let y = to_vec(converted.forward_int8(input).unwrap());
+        let scale = fx.f32(&format!("{name}.q_scale"))[0] as f64;
+        let zp = fx.i64(&format!("{name}.q_zero_point"))[0];
+        let expected = fx.i64(&format!("{name}.q"));
+        let worst = y
+            .iter()
+            .zip(&expected)
+            .map(|(&v, &e)| ((v as f64 / scale).round() as i64 + zp - e).abs())
+            .max();
+        println!("{name} QAT converted: worst {worst:?} quanta");
+        assert!(worst <= Some(1), "{name}: worst {worst:?} quanta");
+    }
+}
+
+/// Full-width models through the crate's own pipeline, with no ResNet-specific code in it:
+/// `fuse_model`, PTQ (`prepare`, calibration, `convert`) on ResNet-18 and on a ResNeXt of one
+/// bottleneck per stage (32 groups of 4 per 64 planes); the int8 model saved in the crate's int8
+/// format and loaded into a fresh model gives the same int8 logits bit for bit, and its int8
+/// ONNX export runs.
+#[test]
+fn full_width_ptq_save_load_and_export() {
+    use burn_qat::convert::convert;
+    use burn_qat::io::{load_int8_model, save_int8_model};
+    use burn_qat::quant::{QConfig, QuantBackend};
+    use burn_qat::quantize::prepare;
+
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let resnext = ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1, 1])
+        .with_groups(32)
+        .with_width_per_group(4);
+    for (name, config) in [("resnet18", ResNetConfig::resnet18()), ("resnext", resnext)] {
+        let config = config.with_num_classes(10);
+        let mut model = config.init(&device).unwrap();
+        model.fuse_model(Some(false)).unwrap();
+        prepare(&mut model, QConfig::default_ptq(QuantBackend::X86), &device).unwrap();
+        let random = |shape: [usize; 4]| {
+            let uniform = burn::tensor::Distribution::Uniform(-2.0, 2.0);
+            Tensor::<4>::random(shape, uniform, &device)
+        };
+        for _ in 0..2 {
+            model.forward(random([2, 3, 64, 64])); // calibration
+        }
+        convert(&mut model, Engine::X86).unwrap();
+        let x = random([1, 3, 64, 48]);
+        let before = to_vec(model.forward_int8(x.clone()).unwrap());
+        assert_eq!(before.len(), 10, "{name}");
+        let path = tmp.path().join(format!("{name}.int8.safetensors"));
+        save_int8_model(&model, &path, &Default::default()).unwrap();
+        let mut fresh = config.init(&device).unwrap();
+        assert_eq!(load_int8_model(&mut fresh, &path).unwrap(), Engine::X86);
+        let after = to_vec(fresh.forward_int8(x).unwrap());
+        assert_eq!(
+            after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{name}: reloaded int8 model"
+        );
+        let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
+        assert!(!graph.node.is_empty(), "{name}");
+    }
+}
