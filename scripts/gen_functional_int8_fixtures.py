@@ -34,6 +34,16 @@ Arrays (`<case>.<field>`; `cases` lists the case names in order):
   shuffle       torchvision's `channel_shuffle` on a quint8 x [2, 12, 5, 7] (qp, zp): y_g<g> for
                 g in 1, 2, 3, 4, 6 (qparams kept, asserted here); on floats: xf, yf_g<g>.
   float_hsig    `F.hardsigmoid` on floats: x, y.
+  model         the float data of the tiny model below: <conv>.weight, <conv>.bias for a, b, se;
+                cal (the calibration batch), x (the test input), y_float (the float model on x).
+  model_<engine> `Tiny` in eager mode, `get_default_qconfig(engine)`, prepare, calibrate on cal,
+                convert, run on x: qp / zp (the QuantStub's, cat's and mul's output qparams),
+                y (the int8 output's int_repr, NCHW).
+
+The tiny model: QuantStub -> a = Conv2d(3, 13, 1), b = Conv2d(3, 8, 3, padding=1) -> cat([a, b])
+(both channels-last: the NHWC fast path) -> se = Conv2d(21, 21, 5, stride=5, padding=2) on the
+5x5 input ([N, 21, 1, 1]) -> Hardsigmoid -> mul(gate, cat) (the SE block's broadcast) ->
+channel_shuffle(3) -> DeQuantStub.
 """
 
 import os
@@ -272,12 +282,72 @@ def gen_shuffle(a, cases):
     cases.append("float_hsig")
 
 
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.quant = torch.ao.quantization.QuantStub()
+        self.a = torch.nn.Conv2d(3, 13, 1)
+        self.b = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.cat = torch.ao.nn.quantized.FloatFunctional()
+        self.se = torch.nn.Conv2d(21, 21, 5, stride=5, padding=2)
+        self.gate = torch.nn.Hardsigmoid()
+        self.mul = torch.ao.nn.quantized.FloatFunctional()
+        self.dequant = torch.ao.quantization.DeQuantStub()
+
+    def body(self, x):
+        x = self.quant(x)
+        c = self.cat.cat([self.a(x), self.b(x)], dim=1)
+        y = self.mul.mul(self.gate(self.se(c)), c)
+        return channel_shuffle(y, 3)
+
+    def forward(self, x):
+        return self.dequant(self.body(x))
+
+
+def gen_model(a, cases):
+    from torch.ao.quantization import convert, get_default_qconfig, prepare
+
+    for engine in ENGINES:
+        g = torch.Generator().manual_seed(30)
+        torch.manual_seed(30)
+        torch.backends.quantized.engine = engine
+        model = Tiny().eval()
+        cal = torch.randn(4, 3, 5, 5, generator=g)
+        x = torch.randn(2, 3, 5, 5, generator=g)
+        y_float = model(x)
+        shared = {"cal": cal, "x": x, "y_float": y_float}
+        for conv in ["a", "b", "se"]:
+            shared[f"{conv}.weight"] = getattr(model, conv).weight
+            shared[f"{conv}.bias"] = getattr(model, conv).bias
+        for k, v in shared.items():
+            v = f32(v.detach())
+            assert f"model.{k}" not in a or np.array_equal(a[f"model.{k}"], v)
+            a[f"model.{k}"] = v
+        model.qconfig = get_default_qconfig(engine)
+        prepare(model, inplace=True)
+        with torch.no_grad():
+            model(cal)
+        convert(model, inplace=True)
+        qp = [model.quant.scale, model.cat.scale, model.mul.scale]
+        zp = [model.quant.zero_point, model.cat.zero_point, model.mul.zero_point]
+        a[f"model_{engine}.qp"] = f32([float(v) for v in qp])
+        a[f"model_{engine}.zp"] = i64([int(v) for v in zp])
+        with torch.no_grad():
+            y = model.body(x)
+        assert (y.q_scale(), y.q_zero_point()) == (float(qp[2]), int(zp[2]))
+        a[f"model_{engine}.y"] = u8(y)
+        print(f"model_{engine}: qparams {[float(v) for v in qp]} {[int(v) for v in zp]}")
+        cases.append(f"model_{engine}")
+    cases.append("model")
+
+
 def main():
     a, cases = {}, []
     gen_mul(a, cases)
     gen_cat(a, cases)
     gen_hardsigmoid(a, cases)
     gen_shuffle(a, cases)
+    gen_model(a, cases)
     a["cases"] = np.frombuffer(",".join(cases).encode(), dtype=np.uint8).copy()
     path = os.path.join(OUT, "functional_int8.safetensors")
     save_file(a, path)

@@ -24,7 +24,7 @@ pub fn channel_shuffle(x: &QTensor, groups: usize) -> Result<QTensor> {
             x.shape()
         )));
     };
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(Error::Shape(format!(
             "channel shuffle: {c} channels do not split into {groups} groups"
         )));

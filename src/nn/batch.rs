@@ -151,7 +151,7 @@ impl ImageBatch for Tensor<4> {
     fn channel_shuffle(self, groups: usize) -> Tensor<4> {
         let [n, c, h, w] = self.dims();
         assert!(
-            groups > 0 && c % groups == 0,
+            groups > 0 && c.is_multiple_of(groups),
             "channel_shuffle: {c} channels do not split into {groups} groups"
         );
         self.reshape([n, groups, c / groups, h, w])

@@ -341,7 +341,7 @@ impl Builder {
         groups: usize,
         name: &str,
     ) -> Result<Act> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             return Err(Error::Quant(format!(
                 "ONNX export: `{name}`: {channels} channels do not split into {groups} groups"
             )));

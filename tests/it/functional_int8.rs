@@ -7,6 +7,7 @@
 //! types; malformed shapes are typed errors.
 
 mod layers;
+mod tiny;
 
 use burn_qat::Error;
 use burn_qat::data::SplitMix64;
