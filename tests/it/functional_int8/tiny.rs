@@ -10,8 +10,8 @@ use burn::tensor::{Device, Tensor};
 use burn_qat::convert::convert;
 use burn_qat::int8::Engine;
 use burn_qat::nn::{
-    Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, Hardsigmoid,
-    ImageBatch, QBatch, QuantStub,
+    Activation, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, Hardsigmoid, ImageBatch,
+    QBatch, QuantStub,
 };
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare;
