@@ -219,6 +219,28 @@ impl<P: PostProcess, const D: usize> QuantOp<D> for Functional<'_, P> {
         }
     }
 
+    /// PyTorch's output memory format: cat's is channels-last where every input is (both of its
+    /// paths); a binary op's is its first input's `suggest_memory_format()`, which is NCHW for
+    /// an `[N, C, 1, 1]` input (the SE block's `mul(scale, x)`).
+    fn int8_output_layout(
+        &self,
+        inputs: &[&QTensor],
+        layouts: &[PoolInputLayout],
+    ) -> PoolInputLayout {
+        let all_cl = layouts.iter().all(|&l| l == PoolInputLayout::ChannelsLast);
+        match (self.op, inputs.first(), layouts.first()) {
+            (FunctionalOp::Cat(_), ..) if all_cl && !layouts.is_empty() => {
+                PoolInputLayout::ChannelsLast
+            }
+            (FunctionalOp::Binary(_), Some(x), Some(&layout))
+                if !matches!(x.shape(), [_, _, 1, 1]) =>
+            {
+                layout
+            }
+            _ => PoolInputLayout::Contiguous,
+        }
+    }
+
     /// `DQ(a), DQ(b) → Add | Mul | MatMul [→ Relu] → Q`, or
     /// `DQ(x₁) … DQ(xₙ) → Concat(axis) → Q`.
     fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act> {

@@ -193,9 +193,10 @@ impl<const D: usize> Batch<D> for QBatch<D> {
             return QBatch::fail(Error::Quant(format!("a {} got no input", layer.op_kind())));
         };
         let tensors: Vec<&QTensor> = states.iter().map(|s| &s.tensor).collect();
+        let layouts: Vec<PoolInputLayout> = states.iter().map(|s| s.layout).collect();
         // The inputs' common memory format (quantized cat's fast path needs every input
         // channels-last); NCHW where they differ.
-        let layout = match states.iter().all(|s| s.layout == first.layout) {
+        let layout = match layouts.iter().all(|&l| l == first.layout) {
             true => first.layout,
             false => PoolInputLayout::Contiguous,
         };
@@ -203,7 +204,7 @@ impl<const D: usize> Batch<D> for QBatch<D> {
             Ok(y) => QBatch::ok(
                 y,
                 first.engine,
-                layer.int8_layout(layout),
+                layer.int8_output_layout(&tensors, &layouts),
                 first.device.clone(),
             ),
             // The batch does not know the layer's path: name its kind.
