@@ -14,6 +14,8 @@
 //! scale 30 000 times below the inputs' product) the result saturates to 0 or 255; PyTorch's
 //! vector body gives 0 for such a positive value (its `vcvtps2dq` overflows), its tail 255.
 
+use std::borrow::Cow;
+
 use super::buffer::Buffer;
 use super::kernels::bytewise::ByteKernels;
 use super::tensor::{MemoryFormat, QParamsPt, QTensor};
@@ -95,7 +97,7 @@ impl Int8Mul {
 
     /// `a * b` with the given kernels. The shapes must have the same rank and, per dimension,
     /// be equal or 1 on one side (the output takes the larger). Equal shapes keep `a`'s memory
-    /// format; a broadcast is computed and returned NCHW.
+    /// format; a broadcast takes the format of the operand with the output's shape.
     pub fn forward_with(&self, kernels: ByteKernels, a: &QTensor, b: &QTensor) -> Result<QTensor> {
         let p = self.params(a.qparams(), b.qparams())?;
         if a.shape() == b.shape() {
@@ -105,10 +107,17 @@ impl Int8Mul {
             return QTensor::from_buffer(out, a.shape(), self.output, a.format());
         }
         let shape = broadcast_shape(a.shape(), b.shape())?;
-        let (a, b) = (expand(a, &shape), expand(b, &shape));
+        // Computed in the memory format of the operand that has the output's shape (the SE
+        // block's activation, channels-last after a convolution), so that only the broadcast
+        // one is rearranged.
+        let format = [a, b]
+            .iter()
+            .find(|x| x.shape() == shape.as_slice())
+            .map_or(MemoryFormat::Contiguous, |x| x.format());
+        let (a, b) = (expand(a, &shape, format), expand(b, &shape, format));
         let mut out = Buffer::new(a.len());
         kernels.mul(&p, &a, &b, &mut out);
-        QTensor::from_buffer(out, &shape, self.output, MemoryFormat::Contiguous)
+        QTensor::from_buffer(out, &shape, self.output, format)
     }
 }
 
@@ -139,44 +148,54 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     Ok(shape)
 }
 
-/// The NCHW bytes of `x` repeated along its size-1 dimensions up to `shape` (same rank, each
-/// dimension of `x` 1 or `shape`'s).
-fn expand(x: &QTensor, shape: &[usize]) -> Vec<u8> {
-    let x = x.to_contiguous();
-    let data = x.data();
-    if x.shape() == shape {
-        return data.to_vec();
+/// The bytes of `x` repeated along its size-1 dimensions up to `shape` (same rank, each
+/// dimension of `x` 1 or `shape`'s), laid out in `format`; `x`'s own bytes where nothing moves.
+fn expand<'a>(x: &'a QTensor, shape: &[usize], format: MemoryFormat) -> Cow<'a, [u8]> {
+    if x.shape() == shape && x.format() == format {
+        return Cow::Borrowed(x.data());
     }
-    let total: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(total);
-    // Row-major strides of `x`, 0 along broadcast dimensions.
-    let mut strides = vec![0usize; shape.len()];
+    let rank = shape.len();
+    // Where each logical dimension steps in `x`'s storage, 0 along broadcast dimensions.
+    let mut strides = vec![0usize; rank];
     let mut stride = 1;
-    for d in (0..shape.len()).rev() {
+    for &d in storage_order(x.format(), rank).iter().rev() {
         if x.shape()[d] != 1 || shape[d] == 1 {
             strides[d] = stride;
         }
         stride *= x.shape()[d];
     }
-    let Some((&last, outer)) = shape.split_last() else {
-        return data.to_vec();
+    let order = storage_order(format, rank);
+    let total: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(total);
+    let Some((&inner, outer)) = order.split_last() else {
+        return Cow::Owned(x.data().to_vec());
     };
-    let rows: usize = outer.iter().product();
+    let (len, step, data) = (shape[inner], strides[inner], x.data());
+    let rows: usize = outer.iter().map(|&d| shape[d]).product();
     let mut index = vec![0usize; outer.len()];
     for _ in 0..rows {
-        let start: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
-        match strides[shape.len() - 1] {
-            0 => out.extend(std::iter::repeat_n(data[start], last)),
-            _ => out.extend_from_slice(&data[start..][..last]),
+        let start: usize = index.iter().zip(outer).map(|(i, &d)| i * strides[d]).sum();
+        match step {
+            0 => out.extend(std::iter::repeat_n(data[start], len)),
+            1 => out.extend_from_slice(&data[start..][..len]),
+            _ => out.extend((0..len).map(|i| data[start + i * step])),
         }
-        // Next row: an odometer over the outer dimensions.
-        for d in (0..outer.len()).rev() {
-            index[d] += 1;
-            if index[d] < outer[d] {
+        // Next row: an odometer over the outer dimensions, in storage order.
+        for (i, &d) in index.iter_mut().zip(outer).rev() {
+            *i += 1;
+            if *i < shape[d] {
                 break;
             }
-            index[d] = 0;
+            *i = 0;
         }
     }
-    out
+    Cow::Owned(out)
+}
+
+/// The logical dimensions from outermost to innermost in `format`'s storage.
+fn storage_order(format: MemoryFormat, rank: usize) -> Vec<usize> {
+    match format {
+        MemoryFormat::ChannelsLast if rank == 4 => vec![0, 2, 3, 1],
+        _ => (0..rank).collect(),
+    }
 }

@@ -300,3 +300,65 @@ fn malformed_shapes_are_typed_errors() {
         "no channels: nothing to move"
     );
 }
+
+/// Broadcasting in every memory format pairing and along any size-1 dimensions gives the
+/// elementwise products of the NCHW index rule (`MulParams::apply` at the broadcast indices).
+#[test]
+fn int8_mul_broadcasts_any_dimensions_in_any_memory_format() {
+    let mut rng = SplitMix64::new(261);
+    let full = [2, 3, 4, 5];
+    let qa = QParamsPt::new(0.05, 120).unwrap();
+    let qb = QParamsPt::new(0.02, 7).unwrap();
+    let op = Int8Mul::new(QParamsPt::new(0.04, 90).unwrap(), false);
+    let mut compared = 0;
+    for small in [
+        [2, 1, 4, 1],
+        [1, 3, 1, 5],
+        [2, 3, 1, 1],
+        [1, 1, 4, 5],
+        [1, 1, 1, 1],
+    ] {
+        let mut tensor = |shape: &[usize], q| {
+            let n: usize = shape.iter().product();
+            let data = (0..n).map(|_| (rng.next_u64() % 256) as u8).collect();
+            QTensor::from_raw(data, shape, q).unwrap()
+        };
+        let (a, b) = (tensor(&full, qa), tensor(&small, qb));
+        for (a_cl, b_cl, swap) in (0..8).map(|i| (i & 1 == 1, i & 2 == 2, i & 4 == 4)) {
+            let fmt = |cl| match cl {
+                true => MemoryFormat::ChannelsLast,
+                false => MemoryFormat::Contiguous,
+            };
+            let (x, y) = (a.to_format(fmt(a_cl)), b.to_format(fmt(b_cl)));
+            let (out, p) = match swap {
+                true => (
+                    op.forward_with(ByteKernels::detect(), &y, &x),
+                    op.params(qb, qa),
+                ),
+                false => (
+                    op.forward_with(ByteKernels::detect(), &x, &y),
+                    op.params(qa, qb),
+                ),
+            };
+            let (out, p) = (out.unwrap(), p.unwrap());
+            assert_eq!(out.shape(), full);
+            let got = nchw(&out);
+            for (i, &g) in got.iter().enumerate() {
+                let idx = [i / 60, i / 20 % 3, i / 5 % 4, i % 5];
+                let j = (0..4).fold(0, |acc, d| acc * small[d] + idx[d].min(small[d] - 1));
+                let (va, vb) = (a.data()[i], b.data()[j]);
+                let want = if swap {
+                    p.apply(vb, va)
+                } else {
+                    p.apply(va, vb)
+                };
+                assert_eq!(
+                    g, want,
+                    "{small:?} a_cl {a_cl} b_cl {b_cl} swap {swap} at {idx:?}"
+                );
+            }
+            compared += got.len();
+        }
+    }
+    eprintln!("broadcast mul: {compared}/{compared} equal to the index rule");
+}
