@@ -14,7 +14,7 @@ pub use crate::int8::Engine;
 pub use crate::io::{load_int8_model, save_int8_model};
 pub use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FeatureBatch, FloatFunctional,
-    Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig, MaxPool2d,
+    Hardsigmoid, Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig, MaxPool2d,
     MaxPool2dConfig, QBatch, QuantLayer, QuantOp, QuantStub, Quantizable,
 };
 pub use crate::quant::{QConfig, QConfigMapping, QuantBackend};

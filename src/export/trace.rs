@@ -39,6 +39,8 @@ struct Trace {
     /// The engine of a converted model's `QuantStub` (recorded in the model's metadata).
     engine: Option<&'static str>,
     pools: usize,
+    /// Channel shuffles so far (each names its nodes `channel_shuffle`, `channel_shuffle_1`, …).
+    shuffles: usize,
     /// The first error: the forward cannot return one, so it is kept here.
     error: Option<Error>,
 }
@@ -170,6 +172,24 @@ impl ImageBatch for OnnxBatch<4> {
             Ok((value, channels))
         })
     }
+
+    fn channel_shuffle(self, groups: usize) -> OnnxBatch<4> {
+        let channels = self.channels;
+        OnnxBatch::record(&[&self], |t, values| {
+            let name = match t.shuffles {
+                0 => "channel_shuffle".to_string(),
+                n => format!("channel_shuffle_{n}"),
+            };
+            t.shuffles += 1;
+            let c = channels.ok_or_else(|| {
+                Error::Quant(format!(
+                    "ONNX export: `{name}` needs its input's channel count, which no layer fixed"
+                ))
+            })?;
+            let value = t.graph.channel_shuffle(&values[0], c, groups, &name)?;
+            Ok((value, channels))
+        })
+    }
 }
 
 impl FeatureBatch for OnnxBatch<2> {}
@@ -232,6 +252,7 @@ where
         input: None,
         engine: None,
         pools: 0,
+        shuffles: 0,
         error: None,
     };
     let previous = TRACE.replace(Some(trace));

@@ -39,18 +39,28 @@ pub fn hardswish_f32(x: f32) -> f32 {
     x * (x + 3.0).clamp(0.0, 6.0) / 6.0
 }
 
-/// The output byte for each input byte of one call: the body's, and for x86 the scalar tail's.
+/// The output byte for each input byte of one call of an elementwise activation `f` (hardswish,
+/// hardsigmoid): the body's, and for x86 the scalar tail's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HardswishTables {
+pub struct ActivationTables {
     /// For every element (qnnpack) or the vectorized body (x86).
     pub body: [u8; 256],
     /// For x86's scalar tail (the body's table on qnnpack).
     pub tail: [u8; 256],
 }
 
-impl HardswishTables {
-    /// The tables of `engine` from `input` to `output` qparams.
+/// Hardswish's tables (the name they had before hardsigmoid shared them).
+pub type HardswishTables = ActivationTables;
+
+impl ActivationTables {
+    /// Hardswish's tables of `engine` from `input` to `output` qparams.
     pub fn new(input: QParamsPt, output: QParamsPt, engine: Engine) -> Self {
+        Self::of(hardswish_f32, input, output, engine)
+    }
+
+    /// The tables of `f` (in f32), with `engine`'s dequantize and quantize, from `input` to
+    /// `output` qparams.
+    pub fn of(f: fn(f32) -> f32, input: QParamsPt, output: QParamsPt, engine: Engine) -> Self {
         let (s, z) = (input.scale, input.zero_point);
         let (so, zo) = (output.scale, output.zero_point);
         let table = |f: &dyn Fn(i32) -> u8| std::array::from_fn(|i| f(i as i32));
@@ -58,23 +68,23 @@ impl HardswishTables {
             Engine::Qnnpack => {
                 let inv = 1.0f32 / so;
                 let body = table(&|q| {
-                    let y = inv * hardswish_f32(s * (q - z) as f32) + zo as f32;
+                    let y = inv * f(s * (q - z) as f32) + zo as f32;
                     y.clamp(0.0, 255.0).round_ties_even() as u8
                 });
-                HardswishTables { tail: body, body }
+                ActivationTables { tail: body, body }
             }
             Engine::X86 => {
                 let premul = s * -(z as f32);
                 let inv_body = (1.0f64 / so as f64) as f32;
                 let inv_tail = 1.0f32 / so;
-                HardswishTables {
+                ActivationTables {
                     body: table(&|q| {
                         let x = s.mul_add(q as f32, premul);
-                        quantize_val(hardswish_f32(x), inv_body, zo, 0, 255) as u8
+                        quantize_val(f(x), inv_body, zo, 0, 255) as u8
                     }),
                     tail: table(&|q| {
                         let x = s * (q - z) as f32;
-                        quantize_val(hardswish_f32(x), inv_tail, zo, 0, 255) as u8
+                        quantize_val(f(x), inv_tail, zo, 0, 255) as u8
                     }),
                 }
             }
@@ -118,18 +128,32 @@ impl Int8Hardswish {
         layout: PoolInputLayout,
     ) -> Result<QTensor> {
         let tables = self.tables(input.qparams());
-        let data = input.data();
-        let mut out = Buffer::new(data.len());
-        kernels.lookup(&tables.body, data, &mut out);
-        if self.engine == Engine::X86 && tables.tail != tables.body {
-            let n = data.len();
-            for j in n - n % X86_BLOCK..n {
-                let i = stored_index(j, input.shape(), layout, input.format());
-                out[i] = tables.tail[data[i] as usize];
-            }
-        }
-        QTensor::from_buffer(out, input.shape(), self.output, input.format())
+        lookup_forward(&tables, kernels, input, layout, self.engine, self.output)
     }
+}
+
+/// Looks every byte of `input` up in `tables` (x86's tail table on the last `numel mod 64`
+/// elements in PyTorch's memory order `layout`), giving `output` qparams and the input's
+/// memory format.
+pub(crate) fn lookup_forward(
+    tables: &ActivationTables,
+    kernels: ByteKernels,
+    input: &QTensor,
+    layout: PoolInputLayout,
+    engine: Engine,
+    output: QParamsPt,
+) -> Result<QTensor> {
+    let data = input.data();
+    let mut out = Buffer::new(data.len());
+    kernels.lookup(&tables.body, data, &mut out);
+    if engine == Engine::X86 && tables.tail != tables.body {
+        let n = data.len();
+        for j in n - n % X86_BLOCK..n {
+            let i = stored_index(j, input.shape(), layout, input.format());
+            out[i] = tables.tail[data[i] as usize];
+        }
+    }
+    QTensor::from_buffer(out, input.shape(), output, input.format())
 }
 
 /// Where the element at `j` in PyTorch's memory order (`layout`) lies in data stored in

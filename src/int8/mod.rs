@@ -36,20 +36,26 @@
 
 pub mod add;
 pub mod buffer;
+pub mod cat;
 pub mod conv;
 pub mod engine;
+pub mod hardsigmoid;
 pub mod hardswish;
 pub mod kernels;
 pub mod linear;
+pub mod mul;
 pub mod pool;
 pub mod requant;
+pub mod shuffle;
 pub mod tensor;
 
 pub use add::Int8Add;
+pub use cat::Int8Cat;
 pub use conv::{Conv2dSpec, Int8Conv2d};
 pub use engine::Engine;
 pub use kernels::{Auto, Direct, Int8Kernels, Reference, on_thread_pool};
 pub use linear::Int8Linear;
+pub use mul::Int8Mul;
 pub use pool::{PoolInputLayout, adaptive_avg_pool2d_1x1};
 pub use requant::Requant;
 pub use tensor::{

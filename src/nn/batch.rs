@@ -100,6 +100,14 @@ pub trait ImageBatch: Batch<4> {
 
     /// `flatten(adaptive_avg_pool2d(x, 1), 1)`: `[N, C, H, W]` → `[N, C]`.
     fn global_avg_pool_flatten(self) -> Self::Flat;
+
+    /// ShuffleNetV2's `channel_shuffle(x, groups)` (torchvision): `[N, C, H, W]` viewed as
+    /// `[N, g, C/g, H, W]`, its two channel axes swapped, and viewed back, so output channel
+    /// `j·g + i` is input channel `i·(C/g) + j`. Pure data movement: int8 batches keep their
+    /// qparams (see [`crate::int8::shuffle`]), and ONNX gets `Reshape → Transpose → Reshape`.
+    /// `C` must be a multiple of `groups` (a model fixes both when it is built); an int8 or
+    /// traced batch reports it as an error, a float one panics, as PyTorch's `view` raises.
+    fn channel_shuffle(self, groups: usize) -> Self;
 }
 
 /// A batch of feature vectors `[N, F]`.
@@ -138,6 +146,17 @@ impl ImageBatch for Tensor<4> {
 
     fn global_avg_pool_flatten(self) -> Tensor<2> {
         adaptive_avg_pool2d(self, [1, 1]).flatten(1, 3)
+    }
+
+    fn channel_shuffle(self, groups: usize) -> Tensor<4> {
+        let [n, c, h, w] = self.dims();
+        assert!(
+            groups > 0 && c.is_multiple_of(groups),
+            "channel_shuffle: {c} channels do not split into {groups} groups"
+        );
+        self.reshape([n, groups, c / groups, h, w])
+            .swap_dims(1, 2)
+            .reshape([n, c, h, w])
     }
 }
 

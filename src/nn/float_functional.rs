@@ -11,7 +11,7 @@ use super::output_layer::impl_output_layer;
 use super::post_process::{ActivationPostProcess, PostProcess};
 use super::qbatch::QuantizedOutput;
 use crate::error::StageProblem;
-use crate::int8::{Int8Add, QParamsPt, QTensor};
+use crate::int8::{Engine, Int8Add, Int8Cat, Int8Mul, PoolInputLayout, QParamsPt, QTensor};
 use crate::onnx::graph::not_converted;
 use crate::onnx::proto::AttributeProto;
 use crate::onnx::{Act, ActQ, Builder, ExportKind};
@@ -172,21 +172,73 @@ impl<P: PostProcess, const D: usize> QuantOp<D> for Functional<'_, P> {
         self.f.activation_post_process.post_process(z)
     }
 
+    /// As PyTorch on NCHW-contiguous inputs; a model's batches run [`Self::forward_int8_in`]
+    /// with the memory format PyTorch would hold the inputs in.
     fn forward_int8(&self, inputs: &[&QTensor]) -> Result<QTensor> {
+        QuantOp::<D>::forward_int8_in(self, inputs, Engine::X86, PoolInputLayout::Contiguous)
+    }
+
+    /// `quantized::add`, `add_relu`, `mul` (broadcasting) or `cat` with the call's output
+    /// qparams (see [`crate::int8::add`], [`crate::int8::mul`], [`crate::int8::cat`]); cat
+    /// takes PyTorch's NHWC fast path when `layout` (every input's) is channels-last.
+    fn forward_int8_in(
+        &self,
+        inputs: &[&QTensor],
+        _: Engine,
+        layout: PoolInputLayout,
+    ) -> Result<QTensor> {
         let out = self
             .f
             .int8
             .ok_or(Error::stage(StageProblem::NotConverted))?;
-        let relu = match self.op {
-            FunctionalOp::Binary(BinaryOp::Add) => false,
-            FunctionalOp::Binary(BinaryOp::AddRelu) => true,
-            other => {
-                return Err(Error::Quant(format!(
-                    "the int8 path has no {other:?} yet (quantized add and add_relu only)"
-                )));
-            }
+        let pair = || -> Result<[&QTensor; 2]> {
+            inputs.try_into().map_err(|_| {
+                Error::Shape(format!(
+                    "a binary FloatFunctional op got {} inputs",
+                    inputs.len()
+                ))
+            })
         };
-        Int8Add::new(out.qparams, relu, out.engine).forward(inputs[0], inputs[1])
+        match self.op {
+            FunctionalOp::Binary(op @ (BinaryOp::Add | BinaryOp::AddRelu)) => {
+                let [a, b] = pair()?;
+                Int8Add::new(out.qparams, op == BinaryOp::AddRelu, out.engine).forward(a, b)
+            }
+            FunctionalOp::Binary(BinaryOp::Mul) => {
+                let [a, b] = pair()?;
+                Int8Mul::new(out.qparams, false).forward(a, b)
+            }
+            FunctionalOp::Cat(dim) => Int8Cat::new(out.qparams).forward(
+                inputs,
+                dim,
+                layout == PoolInputLayout::ChannelsLast,
+            ),
+            FunctionalOp::Binary(BinaryOp::Matmul) => Err(Error::Quant(
+                "the int8 path has no quantized matmul (add, add_relu, mul and cat only)".into(),
+            )),
+        }
+    }
+
+    /// PyTorch's output memory format: cat's is channels-last where every input is (both of its
+    /// paths); a binary op's is its first input's `suggest_memory_format()`, which is NCHW for
+    /// an `[N, C, 1, 1]` input (the SE block's `mul(scale, x)`).
+    fn int8_output_layout(
+        &self,
+        inputs: &[&QTensor],
+        layouts: &[PoolInputLayout],
+    ) -> PoolInputLayout {
+        let all_cl = layouts.iter().all(|&l| l == PoolInputLayout::ChannelsLast);
+        match (self.op, inputs.first(), layouts.first()) {
+            (FunctionalOp::Cat(_), ..) if all_cl && !layouts.is_empty() => {
+                PoolInputLayout::ChannelsLast
+            }
+            (FunctionalOp::Binary(_), Some(x), Some(&layout))
+                if !matches!(x.shape(), [_, _, 1, 1]) =>
+            {
+                layout
+            }
+            _ => PoolInputLayout::Contiguous,
+        }
     }
 
     /// `DQ(a), DQ(b) → Add | Mul | MatMul [→ Relu] → Q`, or

@@ -182,6 +182,24 @@ pub trait QuantOp<const D: usize> {
         input
     }
 
+    /// [`Self::int8_layout`] told every input and the memory format PyTorch would hold each
+    /// in (`layouts`, one per input): for ops whose output format depends on more than the
+    /// first input's (quantized cat, a mul whose first input is broadcast). The first input's
+    /// [`Self::int8_layout`] unless overridden.
+    fn int8_output_layout(
+        &self,
+        inputs: &[&QTensor],
+        layouts: &[PoolInputLayout],
+    ) -> PoolInputLayout {
+        let _ = inputs;
+        self.int8_layout(
+            layouts
+                .first()
+                .copied()
+                .unwrap_or(PoolInputLayout::Contiguous),
+        )
+    }
+
     /// Writes the layer's nodes for `inputs` in the builder's export form.
     fn onnx(&self, graph: &mut Builder, path: &str, inputs: &[Act]) -> Result<Act>;
 

@@ -10,6 +10,7 @@ use super::batch::{Batch, FeatureBatch, ImageBatch};
 use super::layer::QuantOp;
 use super::stubs::{DeQuantStub, QuantStub};
 use crate::error::StageProblem;
+use crate::int8::shuffle::channel_shuffle;
 use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
 use crate::quant::observer::tensor_to_vec;
 use crate::{Error, Result};
@@ -192,11 +193,18 @@ impl<const D: usize> Batch<D> for QBatch<D> {
             return QBatch::fail(Error::Quant(format!("a {} got no input", layer.op_kind())));
         };
         let tensors: Vec<&QTensor> = states.iter().map(|s| &s.tensor).collect();
-        match layer.forward_int8_in(&tensors, first.engine, first.layout) {
+        let layouts: Vec<PoolInputLayout> = states.iter().map(|s| s.layout).collect();
+        // The inputs' common memory format (quantized cat's fast path needs every input
+        // channels-last); NCHW where they differ.
+        let layout = match layouts.iter().all(|&l| l == first.layout) {
+            true => first.layout,
+            false => PoolInputLayout::Contiguous,
+        };
+        match layer.forward_int8_in(&tensors, first.engine, layout) {
             Ok(y) => QBatch::ok(
                 y,
                 first.engine,
-                layer.int8_layout(first.layout),
+                layer.int8_output_layout(&tensors, &layouts),
                 first.device.clone(),
             ),
             // The batch does not know the layer's path: name its kind.
@@ -223,6 +231,22 @@ impl ImageBatch for QBatch<4> {
                 Ok(QBatch::ok(flat, x.engine, x.layout, x.device.clone()))
             },
             |x| x.global_avg_pool_flatten(),
+        )
+    }
+
+    /// NCHW-contiguous output, as `.contiguous()` leaves it in PyTorch.
+    fn channel_shuffle(self, groups: usize) -> QBatch<4> {
+        self.then(
+            |x| {
+                let y = channel_shuffle(&x.tensor, groups)?;
+                Ok(QBatch::ok(
+                    y,
+                    x.engine,
+                    PoolInputLayout::Contiguous,
+                    x.device.clone(),
+                ))
+            },
+            |x| x.channel_shuffle(groups),
         )
     }
 }

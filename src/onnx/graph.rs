@@ -330,4 +330,56 @@ impl Builder {
             Act::Float(_) => Ok(Act::Float(flat)),
         }
     }
+
+    /// ShuffleNetV2's `channel_shuffle(x, groups)` of an `[N, channels, H, W]` value:
+    /// `Reshape([0, g, C/g, −1]) → Transpose(0, 2, 1, 3) → Reshape(Shape(x))`, as PyTorch's
+    /// `view`/`transpose`/`view`; on int8 activations `DQ → … → Q` with the input's qparams.
+    pub fn channel_shuffle(
+        &mut self,
+        x: &Act,
+        channels: usize,
+        groups: usize,
+        name: &str,
+    ) -> Result<Act> {
+        if groups == 0 || !channels.is_multiple_of(groups) {
+            return Err(Error::Quant(format!(
+                "ONNX export: `{name}`: {channels} channels do not split into {groups} groups"
+            )));
+        }
+        let xf = self.float_input(x, name)?;
+        let split = [0, groups as i64, (channels / groups) as i64, -1];
+        let split = self.initializer(
+            format!("{name}.split_shape"),
+            DataType::Int64,
+            &[4],
+            raw(&split, i64::to_le_bytes),
+        )?;
+        let shape = self.node("Shape", &[&xf], &format!("{name}.shape"), vec![])?;
+        let grouped = self.node(
+            "Reshape",
+            &[&xf, &split],
+            &format!("{name}.grouped"),
+            vec![],
+        )?;
+        let perm = AttributeProto::ints("perm", &[0, 2, 1, 3]);
+        let swapped = self.node(
+            "Transpose",
+            &[&grouped],
+            &format!("{name}.swapped"),
+            vec![perm],
+        )?;
+        let y = self.node(
+            "Reshape",
+            &[&swapped, &shape],
+            &format!("{name}.float"),
+            vec![],
+        )?;
+        match (x, self.kind) {
+            (Act::Quant(_, q), ExportKind::Int8) => {
+                let out = self.quantize(&y, q, name)?;
+                Ok(Act::Quant(out, q.clone()))
+            }
+            _ => Ok(Act::Float(y)),
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod data;
 mod data_parallel;
 mod finetune;
 mod float_functional;
+mod functional_int8;
 mod int8_kernels;
 mod int8_models;
 mod int8_ops;

@@ -1,10 +1,13 @@
 //! Kernels whose output bytes are input bytes, or a function of one input byte: quantized max
 //! pooling (a max of quint8 values needs no requantization) and a 256-entry table lookup
-//! (quantized hardswish, whose output depends on one input byte and per-call qparams). The
-//! portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx2`] is picked at run
-//! time where the CPU has AVX2. Both give the same bytes (`tests/it/pool_hardswish.rs`).
+//! (quantized hardswish and hardsigmoid, and cat's requantization, whose output depends on one
+//! input byte and per-call qparams), and the quantized multiply (one output byte from two input
+//! bytes). The portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx2`] is
+//! picked at run time where the CPU has AVX2. Both give the same bytes
+//! (`tests/it/pool_hardswish.rs`, `tests/it/functional_int8.rs`).
 
 use super::{for_each_block, threads_for};
+use crate::int8::mul::MulParams;
 use crate::int8::pool::MaxPool2dSpec;
 
 /// One max pooling call over `planes` row-major `h × w` planes into `oh × ow` ones.
@@ -103,6 +106,32 @@ impl ByteKernels {
             #[cfg(not(target_arch = "x86_64"))]
             ByteKernels::Avx2 => reference_lookup(table, input, out),
         }
+    }
+}
+
+impl ByteKernels {
+    /// `out[i] = p.apply(a[i], b[i])` (equally long slices), split over threads when long.
+    pub fn mul(self, p: &MulParams, a: &[u8], b: &[u8], out: &mut [u8]) {
+        let block = out.len().div_ceil(threads_for(out.len())).max(1);
+        for_each_block(out, block, |index, chunk| {
+            let start = index * block;
+            let (a, b) = (&a[start..][..chunk.len()], &b[start..][..chunk.len()]);
+            match self {
+                ByteKernels::Reference => reference_mul(p, a, b, chunk),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Avx2` is only made where the CPU has AVX2 (`Self::avx2`).
+                ByteKernels::Avx2 => unsafe { super::x86_64::avx2_mul::mul(p, a, b, chunk) },
+                #[cfg(not(target_arch = "x86_64"))]
+                ByteKernels::Avx2 => reference_mul(p, a, b, chunk),
+            }
+        });
+    }
+}
+
+/// The portable multiply.
+pub fn reference_mul(p: &MulParams, a: &[u8], b: &[u8], out: &mut [u8]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = p.apply(x, y);
     }
 }
 

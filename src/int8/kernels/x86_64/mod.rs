@@ -4,6 +4,7 @@ mod avx2;
 mod avx2_add;
 pub(super) mod avx2_bytewise;
 mod avx2_depthwise;
+pub(super) mod avx2_mul;
 pub(super) mod avx2_quantize;
 mod avx2_u8s8;
 mod avx512_dense;
