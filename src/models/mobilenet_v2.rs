@@ -362,16 +362,7 @@ impl MobileNetV2 {
     /// Checks that `shape` is a batch this model takes (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`)
     /// so that callers can turn bad user input into an error before running the model.
     pub fn check_input_shape(shape: &[usize]) -> Result<()> {
-        match shape {
-            [n, 3, h, w] if *n >= 1 && *h >= 32 && *w >= 32 => Ok(()),
-            [_, 3, _, _] => Err(Error::Shape(format!(
-                "MobileNetV2 needs a non-empty batch of images of at least 32×32, got {shape:?}"
-            ))),
-            _ => Err(Error::Shape(format!(
-                "MobileNetV2 takes a float32 NCHW batch [N, 3, H, W], got shape {shape:?} (rank {})",
-                shape.len()
-            ))),
-        }
+        super::check_image_batch("MobileNetV2", shape)
     }
 
     /// Number of classes the classifier predicts.

@@ -28,3 +28,20 @@ pub use torchvision::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, load_quantized_resnet, load_resnet,
     mobilenet_v2_key_map, quantized_mobilenet_v2_key_map, quantized_resnet_key_map, resnet_key_map,
 };
+
+/// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes
+/// (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`), so that callers can turn bad user input into an
+/// error before running the model.
+pub(crate) fn check_image_batch(model: &str, shape: &[usize]) -> crate::Result<()> {
+    use crate::Error;
+    match shape {
+        [n, 3, h, w] if *n >= 1 && *h >= 32 && *w >= 32 => Ok(()),
+        [_, 3, _, _] => Err(Error::Shape(format!(
+            "{model} needs a non-empty batch of images of at least 32×32, got {shape:?}"
+        ))),
+        _ => Err(Error::Shape(format!(
+            "{model} takes a float32 NCHW batch [N, 3, H, W], got shape {shape:?} (rank {})",
+            shape.len()
+        ))),
+    }
+}

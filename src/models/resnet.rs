@@ -289,16 +289,7 @@ impl ResNet {
 
     /// Checks that `shape` is a batch this model takes (`[N ≥ 1, 3, H ≥ 32, W ≥ 32]`).
     pub fn check_input_shape(shape: &[usize]) -> Result<()> {
-        match shape {
-            [n, 3, h, w] if *n >= 1 && *h >= 32 && *w >= 32 => Ok(()),
-            [_, 3, _, _] => Err(Error::Shape(format!(
-                "ResNet needs a non-empty batch of images of at least 32×32, got {shape:?}"
-            ))),
-            _ => Err(Error::Shape(format!(
-                "ResNet takes a float32 NCHW batch [N, 3, H, W], got shape {shape:?} (rank {})",
-                shape.len()
-            ))),
-        }
+        super::check_image_batch("ResNet", shape)
     }
 
     /// Number of classes the classifier predicts.

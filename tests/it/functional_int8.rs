@@ -18,26 +18,12 @@ use burn_qat::int8::mul::{Int8Mul, MulParams};
 use burn_qat::int8::shuffle::channel_shuffle;
 use burn_qat::int8::{Engine, MemoryFormat, PoolInputLayout, QParamsPt, QTensor};
 
-use crate::common::Fixture;
+use crate::common::{Fixture, byte_kernel_sets, u8s};
 
 const ENGINES: [(Engine, &str); 2] = [(Engine::Qnnpack, "qnnpack"), (Engine::X86, "x86")];
 
 fn fixture() -> Fixture {
     Fixture::load("functional_int8.safetensors")
-}
-
-/// The reference, and AVX2 where the CPU has it.
-fn kernel_sets() -> Vec<ByteKernels> {
-    let mut sets = vec![ByteKernels::Reference];
-    match ByteKernels::avx2() {
-        Some(k) => sets.push(k),
-        None => eprintln!("this CPU has no AVX2: the AVX2 byte kernels are not tested here"),
-    }
-    sets
-}
-
-fn u8s(fx: &Fixture, key: &str) -> Vec<u8> {
-    fx.i64(key).iter().map(|&v| v as u8).collect()
 }
 
 fn qparams(fx: &Fixture, case: &str) -> Vec<QParamsPt> {
@@ -89,7 +75,7 @@ fn int8_mul_is_bit_exact_per_engine_and_kernel_set() {
         let a = qtensor(&fx, &format!("{c}.a"), q[0], flags[0] == 1);
         let b = qtensor(&fx, &format!("{c}.b"), q[1], flags[1] == 1);
         let op = Int8Mul::new(q[2], flags[3] == 1);
-        for kernels in kernel_sets() {
+        for kernels in byte_kernel_sets() {
             let y = match flags[2] {
                 1 => op.forward_with(kernels, &b, &a),
                 _ => op.forward_with(kernels, &a, &b),
@@ -153,7 +139,7 @@ fn int8_cat_is_bit_exact_per_engine_and_kernel_set() {
             .map(|i| qtensor(&fx, &format!("{c}.x{i}"), q[i], channels_last))
             .collect();
         let refs: Vec<&QTensor> = xs.iter().collect();
-        for kernels in kernel_sets() {
+        for kernels in byte_kernel_sets() {
             let y = Int8Cat::new(q[n])
                 .forward_with(kernels, &refs, dim, channels_last)
                 .unwrap();
@@ -223,7 +209,7 @@ fn int8_hardsigmoid_is_bit_exact_per_engine_and_kernel_set() {
             let expected = u8s(&fx, &format!("{c}.{key}"));
             for stored_cl in [false, true] {
                 let x = qtensor(&fx, &format!("{c}.x"), q, stored_cl);
-                for kernels in kernel_sets() {
+                for kernels in byte_kernel_sets() {
                     let y = hardsigmoid_with(kernels, &x, engine, layout).unwrap();
                     assert_eq!(y.qparams(), HARDSIGMOID_OUTPUT);
                     assert_eq!(y.format(), x.format(), "the input's memory format");

@@ -2,7 +2,7 @@
 //! `quantized::conv2d[_relu]`, `quantized::linear[_relu]`, `quantized::add[_relu]`,
 //! `adaptive_avg_pool2d` to 1×1. Fixtures: `scripts/gen_int8_fixtures.py`.
 
-use crate::common::Fixture;
+use crate::common::{Fixture, u8s};
 use burn_qat::Error;
 use burn_qat::int8::{
     Conv2dSpec, Engine, Int8Add, Int8Conv2d, Int8Linear, PoolInputLayout, QParamsPt, QTensor,
@@ -15,13 +15,6 @@ fn engine(id: i64) -> Engine {
     } else {
         Engine::X86
     }
-}
-
-fn u8s(fx: &Fixture, key: &str) -> Vec<u8> {
-    fx.i64(key)
-        .iter()
-        .map(|&v| u8::try_from(v).unwrap())
-        .collect()
 }
 
 fn qtensor(fx: &Fixture, c: &str, name: &str) -> QTensor {

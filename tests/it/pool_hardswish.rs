@@ -18,27 +18,13 @@ use burn_qat::nn::{Hardswish, MaxPool2dConfig, QBatch, QuantLayer, Quantizable};
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare;
 
-use crate::common::{Fixture, assert_close, to_vec};
+use crate::common::{Fixture, assert_close, byte_kernel_sets, to_vec, u8s};
 use tiny::Tiny;
 
 const ENGINES: [Engine; 2] = [Engine::Qnnpack, Engine::X86];
 
 fn fixture() -> Fixture {
     Fixture::load("pool_hardswish.safetensors")
-}
-
-/// The reference, and AVX2 where the CPU has it.
-fn kernel_sets() -> Vec<ByteKernels> {
-    let mut sets = vec![ByteKernels::Reference];
-    match ByteKernels::avx2() {
-        Some(k) => sets.push(k),
-        None => eprintln!("this CPU has no AVX2: the AVX2 byte kernels are not tested here"),
-    }
-    sets
-}
-
-fn u8s(fx: &Fixture, key: &str) -> Vec<u8> {
-    fx.i64(key).iter().map(|&v| v as u8).collect()
 }
 
 /// The NCHW fixture tensor `key`, stored in `format`.
@@ -87,7 +73,7 @@ fn int8_max_pool_is_bit_exact_per_engine_and_kernel_set() {
             let expected = u8s(&fx, &key);
             for format in [MemoryFormat::Contiguous, MemoryFormat::ChannelsLast] {
                 let x = qtensor(&fx, &format!("{input}.x"), qparams, format);
-                for kernels in kernel_sets() {
+                for kernels in byte_kernel_sets() {
                     let y = max_pool2d_with(kernels, &x, &spec, engine).unwrap();
                     assert_eq!(y.qparams(), qparams, "{c}: output keeps the input qparams");
                     assert_eq!(y.shape()[..2], x.shape()[..2]);
@@ -168,7 +154,7 @@ fn int8_hardswish_is_bit_exact_per_engine_layout_and_kernel_set() {
                 // Whatever the storage, the tail follows PyTorch's memory order.
                 for format in [MemoryFormat::Contiguous, MemoryFormat::ChannelsLast] {
                     let x = qtensor(&fx, &format!("{c}.x"), input, format);
-                    for kernels in kernel_sets() {
+                    for kernels in byte_kernel_sets() {
                         let y = op.forward_with(kernels, &x, layout).unwrap();
                         assert_eq!(y.qparams(), output);
                         assert_eq!(y.format(), format, "elementwise: the storage is kept");

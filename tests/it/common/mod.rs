@@ -293,3 +293,23 @@ pub fn assert_bn_stats(
         &format!("{what} running_var"),
     );
 }
+
+/// A fixture's integer tensor as the `u8` values of a quint8 tensor (panics on a value outside
+/// 0..=255: the fixture would be wrong).
+pub fn u8s(fx: &Fixture, key: &str) -> Vec<u8> {
+    fx.i64(key)
+        .iter()
+        .map(|&v| u8::try_from(v).unwrap())
+        .collect()
+}
+
+/// The byte-wise int8 kernel sets this CPU runs: the reference, and AVX2 where the CPU has it.
+pub fn byte_kernel_sets() -> Vec<burn_qat::int8::kernels::bytewise::ByteKernels> {
+    use burn_qat::int8::kernels::bytewise::ByteKernels;
+    let mut sets = vec![ByteKernels::Reference];
+    match ByteKernels::avx2() {
+        Some(k) => sets.push(k),
+        None => eprintln!("this CPU has no AVX2: the AVX2 byte kernels are not tested here"),
+    }
+    sets
+}
