@@ -51,7 +51,7 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gen_int8_fixtures import f32, fl, i64, rep  # this folder: the same helpers and pins
+from gen_int8_fixtures import f32, fl, i64, nhwc, qu8, rep  # this folder: the same helpers and pins
 from safetensors.numpy import save_file
 from torchvision.models.shufflenetv2 import channel_shuffle
 
@@ -60,14 +60,6 @@ torch.set_num_threads(1)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 ENGINES = ["qnnpack", "x86"]
-
-
-def qu8(q, scale, zp):
-    return torch._make_per_tensor_quantized_tensor(q.to(torch.uint8), scale, zp)
-
-
-def cl(q):
-    return q.contiguous(memory_format=torch.channels_last)
 
 
 def rand_scale(g, lo=-6.0, hi=0.0):
@@ -117,7 +109,7 @@ def gen_mul(a, cases):
         s = [rand_scale(g) for _ in range(3)]
         z = [rand_zp(g) for _ in range(3)]
         qa, qb = qu8(rand_q(g, sa_shape), s[0], z[0]), qu8(rand_q(g, sb_shape), s[1], z[1])
-        xa, xb = (cl(qa) if acl else qa), (cl(qb) if bcl else qb)
+        xa, xb = (nhwc(qa) if acl else qa), (nhwc(qb) if bcl else qb)
         op = torch.ops.quantized.mul_relu if relu else torch.ops.quantized.mul
 
         def run():
@@ -195,9 +187,9 @@ def gen_cat(a, cases):
             q = qu8(vals.reshape(shape) if i == 0 else rand_q(g, shape), s[i], z[i])
             xs.append(q)
         if chl == 1:
-            run_xs = [cl(x) for x in xs]
+            run_xs = [nhwc(x) for x in xs]
         elif chl == -1:
-            run_xs = [cl(xs[0])] + xs[1:]
+            run_xs = [nhwc(xs[0])] + xs[1:]
         else:
             run_xs = xs
 
@@ -256,7 +248,7 @@ def gen_hardsigmoid(a, cases):
         a[f"{c}.y_qnnpack"] = u8(F.hardsigmoid(x))
         torch.backends.quantized.engine = "x86"
         a[f"{c}.y_x86_nchw"] = u8(F.hardsigmoid(x))
-        a[f"{c}.y_x86_nhwc"] = u8(F.hardsigmoid(cl(x)))
+        a[f"{c}.y_x86_nhwc"] = u8(F.hardsigmoid(nhwc(x)))
         cases.append(c)
 
 
@@ -270,7 +262,7 @@ def gen_shuffle(a, cases):
     a["shuffle.x"], a["shuffle.qp"], a["shuffle.zp"] = u8(x), f32([s]), i64([z])
     a["shuffle.xf"] = f32(xf)
     for groups in [1, 2, 3, 4, 6]:
-        for src in [x, cl(x)]:
+        for src in [x, nhwc(x)]:
             y = channel_shuffle(src, groups)
             assert (y.q_scale(), y.q_zero_point()) == (s, z)
             assert (u8(y) == u8(channel_shuffle(x, groups))).all()

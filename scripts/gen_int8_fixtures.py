@@ -54,6 +54,16 @@ def rep(q):
     return np.ascontiguousarray(q.int_repr().contiguous().numpy())
 
 
+def qu8(q, scale, zp):
+    """A quint8 tensor from raw integers."""
+    return torch._make_per_tensor_quantized_tensor(q.to(torch.uint8), scale, zp)
+
+
+def nhwc(q):
+    """`q` in channels-last memory format."""
+    return q.contiguous(memory_format=torch.channels_last)
+
+
 def fl(x):
     """A float32-representable Python float."""
     return float(np.float32(x))

@@ -206,9 +206,17 @@ def build_float(width_mult, seed):
     """Quantizable MobileNetV2 with random weights and random BN affine/statistics."""
     torch.manual_seed(seed)
     model = mobilenet_v2(weights=None, quantize=False, num_classes=10, width_mult=width_mult)
+    return randomize(model).eval()
+
+
+def randomize(model, conv_init=None):
+    """Random BN affine and statistics and random linear layers, drawn from torch's generator
+    module by module; `conv_init(conv)`, if given, initialises each Conv2d in the same walk."""
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
+            if conv_init is not None and isinstance(m, torch.nn.Conv2d):
+                conv_init(m)
+            elif isinstance(m, torch.nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0.0, 0.1)
                 m.running_mean.normal_(0.0, 0.1)
@@ -217,7 +225,7 @@ def build_float(width_mult, seed):
             elif isinstance(m, torch.nn.Linear):
                 m.weight.normal_(0.0, 0.05)
                 m.bias.normal_(0.0, 0.1)
-    return model.eval()
+    return model
 
 
 def quantize_model(engine, width_mult, seed, calib_batches):

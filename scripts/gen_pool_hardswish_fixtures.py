@@ -44,7 +44,7 @@ import os
 
 import numpy as np
 import torch
-from gen_int8_fixtures import f32, fl, i64, rep  # this folder: the same helpers and pins
+from gen_int8_fixtures import f32, fl, i64, nhwc, qu8, rep  # this folder: the same helpers and pins
 from safetensors.numpy import save_file
 
 assert torch.__version__.startswith("2.5.1"), torch.__version__
@@ -52,14 +52,6 @@ torch.set_num_threads(1)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 ENGINES = ["qnnpack", "x86"]
-
-
-def qu8(q, scale, zp):
-    return torch._make_per_tensor_quantized_tensor(q.to(torch.uint8), scale, zp)
-
-
-def nhwc(q):
-    return q.contiguous(memory_format=torch.channels_last)
 
 
 # ---------------------------------------------------------------- max pooling

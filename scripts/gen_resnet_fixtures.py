@@ -51,6 +51,7 @@ import os
 import numpy as np
 import torch
 import torchvision
+from gen_int8_model_fixtures import randomize  # this folder: the same random weights
 from safetensors.numpy import save_file
 from torchvision.models.quantization.resnet import (
     QuantizableBasicBlock,
@@ -94,20 +95,8 @@ def build_float(name, width, seed):
     torch.manual_seed(seed)
     model = SmallResNet(width=width, num_classes=NUM_CLASSES, **MODELS[name])
     _replace_relu(model)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.1)
-                m.running_mean.normal_(0.0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.num_batches_tracked.fill_(100)
-            elif isinstance(m, torch.nn.Linear):
-                m.weight.normal_(0.0, 0.05)
-                m.bias.normal_(0.0, 0.1)
-    return model.eval()
+    conv_init = lambda c: torch.nn.init.kaiming_normal_(c.weight, mode="fan_out", nonlinearity="relu")  # noqa: E731
+    return randomize(model, conv_init).eval()
 
 
 def quantize(name, width, seed, engine, calib_batches):
