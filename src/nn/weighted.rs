@@ -48,9 +48,12 @@ pub trait WeightedLayer {
     /// The shape of the int8 weight, output channels first (`[out, in/groups, kh, kw]`).
     fn int8_weight_shape(&self) -> Vec<usize>;
 
+    /// Whether the layer still has its batch norm (not folded by fusion).
+    fn has_batch_norm(&self) -> bool;
+
     /// The float weight (output channels first, PyTorch's layout) and bias of a layer kept in
-    /// float, for its state-dict entries; an error if it still has a batch norm (fuse first).
-    fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)>;
+    /// float, for its state-dict entries (after fusion: the caller refuses an unfused one).
+    fn float_weights(&self) -> (Vec<f32>, Option<Vec<f32>>);
 
     /// Takes a float-kept layer's saved weight and bias (batch norm folded into them).
     fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()>;
@@ -155,7 +158,13 @@ impl<L: WeightedLayer> QuantLayer for L {
             put_weight_and_bias(state, path, weight, bias);
             put_output(state, path, output.qparams);
         } else if self.output_post_process().observer().is_none() {
-            let (weight, bias) = self.float_weights()?;
+            if self.has_batch_norm() {
+                return Err(Error::stage(StageProblem::Unsupported(
+                    "is kept in float with its batch norm unfused: fuse the model before saving"
+                        .into(),
+                )));
+            }
+            let (weight, bias) = self.float_weights();
             put_float(
                 state,
                 &format!("{path}.weight"),

@@ -153,14 +153,13 @@ impl WeightedLayer for ConvBnAct {
         self.weight_shape().to_vec()
     }
 
-    fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        if self.bn.is_some() {
-            return Err(Error::stage(StageProblem::Unsupported(
-                "is kept in float with its batch norm unfused: fuse the model before saving".into(),
-            )));
-        }
+    fn has_batch_norm(&self) -> bool {
+        self.bn.is_some()
+    }
+
+    fn float_weights(&self) -> (Vec<f32>, Option<Vec<f32>>) {
         let bias = self.conv.bias.as_ref().map(|b| tensor_to_vec(b.val()));
-        Ok((tensor_to_vec(self.conv.weight.val()), bias))
+        (tensor_to_vec(self.conv.weight.val()), bias)
     }
 
     fn install_float(&mut self, weight: Vec<f32>, bias: Option<Vec<f32>>) -> Result<()> {

@@ -97,14 +97,13 @@ impl WeightedLayer for LinearBnAct {
         self.weight_shape().to_vec()
     }
 
-    fn float_weights(&self) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
-        if self.bn.is_some() {
-            return Err(Error::stage(StageProblem::Unsupported(
-                "is kept in float with its batch norm unfused: fuse the model before saving".into(),
-            )));
-        }
+    fn has_batch_norm(&self) -> bool {
+        self.bn.is_some()
+    }
+
+    fn float_weights(&self) -> (Vec<f32>, Option<Vec<f32>>) {
         let bias = self.linear.bias.as_ref().map(|b| tensor_to_vec(b.val()));
-        Ok((tensor_to_vec(self.linear.weight.val().transpose()), bias))
+        (tensor_to_vec(self.linear.weight.val().transpose()), bias)
     }
 
     /// `weight` in PyTorch's `[out, in]`.
