@@ -180,6 +180,69 @@ def gen_qat(width, seed, x):
     print(f"  qat.safetensors: {os.path.getsize(path)} bytes")
 
 
+def gen_qat_layers(width, seed):
+    """Per-layer QAT with fake quantization on (qat_layers.safetensors).
+
+    Whole-network fake-quant results are chaotic (a rounding tie flips and cascades), so each
+    layer is held to PyTorch on PyTorch's recorded input: each model from <name>.pth, train(),
+    fuse_model(is_qat=True), prepare_qat (x86), fake quantization and observers on, one forward
+    of a seeded batch x [2, 3, 32, 32] in [-2, 2] (small, to keep the file small). Recorded per layer L (the quant stub, every fused conv, the residual add_relu,
+    fc): <name>.<L>.in (the add: .in_main, .in_identity), <name>.<L>.out (after the layer's
+    output fake-quant), <name>.<L>.scale / .zero_point (that fake-quant's qparams after the
+    forward)."""
+    g = torch.Generator().manual_seed(seed + 200)
+    bx = torch.rand(2, 3, 32, 32, generator=g) * 4.0 - 2.0
+    out = {"x": bx.numpy()}
+    for i, name in enumerate(MODELS):
+        torch.backends.quantized.engine = "x86"
+        model = build_float(name, width, seed + 10 * i + 1)
+        model.train()
+        model.fuse_model(is_qat=True)
+        model.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
+        torch.ao.quantization.prepare_qat(model, inplace=True)
+        record, hooks = {}, []
+
+        def keep(key, t):
+            record[f"{name}.{key}"] = t.detach().numpy().copy()
+
+        def qparams(key, fq):
+            record[f"{name}.{key}.scale"] = fq.scale.detach().numpy().astype(np.float64).copy()
+            record[f"{name}.{key}.zero_point"] = fq.zero_point.detach().numpy().astype(np.int64).copy()
+
+        for mname, m in model.named_modules():
+            if mname == "quant" or mname == "fc" or (
+                    hasattr(m, "weight_fake_quant") and mname != "fc"):
+                def hook(m, args, y, mname=mname):
+                    keep(f"{mname}.in", args[0])
+                    keep(f"{mname}.out", y)
+                hooks.append(m.register_forward_hook(hook))
+            if isinstance(m, (QuantizableBasicBlock, QuantizableBottleneck)):
+                def block_hook(m, args, y, mname=mname):
+                    last = m.conv3 if isinstance(m, QuantizableBottleneck) else m.conv2
+                    add = m.skip_add_relu if isinstance(m, QuantizableBottleneck) else m.add_relu
+                    keep(f"{mname}.add_relu.in_main", last_out[id(last)])
+                    identity = last_out[id(m.downsample)] if m.downsample is not None else args[0]
+                    keep(f"{mname}.add_relu.in_identity", identity)
+                    keep(f"{mname}.add_relu.out", y)
+                    qparams(f"{mname}.add_relu", add.activation_post_process)
+                hooks.append(m.register_forward_hook(block_hook))
+        last_out = {}
+        for m in model.modules():
+            hooks.append(m.register_forward_hook(lambda m, a, y: last_out.__setitem__(id(m), y)))
+        model(bx)
+        for mname, m in model.named_modules():
+            if f"{name}.{mname}.out" in record and hasattr(m, "activation_post_process"):
+                qparams(mname, m.activation_post_process)
+        for h in hooks:
+            h.remove()
+        out.update(record)
+        print(f"{name}: {sum(1 for k in record if k.endswith('.out'))} layers recorded")
+    path = os.path.join(OUT, "qat_layers.safetensors")
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, path,
+              metadata={"torch": torch.__version__, "torchvision": torchvision.__version__})
+    print(f"  qat_layers.safetensors: {os.path.getsize(path)} bytes")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=8)
@@ -192,6 +255,7 @@ def main():
     for i, name in enumerate(MODELS):
         gen(name, args.width, args.seed + 10 * i + 1, x, args.calib_batches)
     gen_qat(args.width, args.seed, x)
+    gen_qat_layers(args.width, args.seed)
 
 
 if __name__ == "__main__":

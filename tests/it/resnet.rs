@@ -6,7 +6,7 @@
 //! classes): `resnet_basic` (basic blocks) and `resnext_bottleneck` (bottlenecks, 4 groups of
 //! 16 per 64 planes: grouped 3×3 convolutions of 2 to 16 channels per group).
 
-use crate::common::{Fixture, assert_close, fixture_path, to_vec};
+use crate::common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::int8::Engine;
 use burn_qat::models::{BlockKind, ResNetConfig, load_quantized_resnet, load_resnet};
@@ -284,5 +284,130 @@ fn full_width_ptq_save_load_and_export() {
         );
         let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
         assert!(!graph.node.is_empty(), "{name}");
+    }
+}
+
+/// One layer of a QAT-prepared ResNet run on PyTorch's recorded input: the output (after the
+/// layer's output fake-quant) and that fake-quant's qparams after the forward. `layer` is
+/// torchvision's module name (`quant`, `conv1`, `layerS.I.convK`, `layerS.I.downsample.0`,
+/// `layerS.I.add_relu`, `fc`).
+fn run_recorded_layer(
+    model: &burn_qat::models::ResNet,
+    layer: &str,
+    input: impl Fn(&str) -> Tensor<4>,
+    fc_input: impl Fn() -> Tensor<2>,
+) -> (Vec<f32>, burn_qat::quant::QParams) {
+    let fq = |post: &burn_qat::nn::ActivationPostProcess| {
+        post.fake_quantize()
+            .expect("a QAT output fake-quant")
+            .current_qparams()
+    };
+    match layer {
+        "quant" => {
+            let y: Tensor<4> = model.quant.forward(input("in"));
+            (to_vec(y), fq(&model.quant.activation_post_process))
+        }
+        "conv1" => (
+            to_vec(model.stem.forward(input("in"))),
+            fq(&model.stem.activation_post_process),
+        ),
+        "fc" => (
+            to_vec(model.fc.forward(fc_input())),
+            fq(&model.fc.activation_post_process),
+        ),
+        _ => {
+            let parts: Vec<&str> = layer.split('.').collect();
+            let stage = [&model.layer1, &model.layer2, &model.layer3, &model.layer4][parts[0]
+                .trim_start_matches("layer")
+                .parse::<usize>()
+                .unwrap()
+                - 1];
+            let block = &stage[parts[1].parse::<usize>().unwrap()];
+            let conv = match parts[2] {
+                "conv1" => &block.conv1,
+                "conv2" => &block.conv2,
+                "conv3" => block.conv3.as_ref().unwrap(),
+                "downsample" => block.downsample.as_ref().unwrap(),
+                "add_relu" => {
+                    let y = block
+                        .add_relu
+                        .add_relu(input("in_main"), input("in_identity"));
+                    let post = &block.add_relu.activation_post_process;
+                    return (to_vec(y), fq(post));
+                }
+                other => panic!("no layer {other} in {layer}"),
+            };
+            (
+                to_vec(conv.forward(input("in"))),
+                fq(&conv.activation_post_process),
+            )
+        }
+    }
+}
+
+/// QAT with fake quantization ON, layer by layer (`gen_qat_layers` in the script): whole-network
+/// fake-quant logits are chaotic (one rounding tie flipped by a last-bit difference cascades),
+/// so every layer — quant stub, fused conv + BN (+ ReLU) in training mode, residual `add_relu`,
+/// fc — runs once on PyTorch's recorded input of one forward of the prepared model (x86 QAT
+/// qconfig, observers on). Its output must be ≥ 99% bit-identical to PyTorch's fake-quantized
+/// output and everywhere within one quantum, and its output fake-quant's scale within 1e-5
+/// (relative) with an equal zero-point.
+#[test]
+fn qat_layers_with_fake_quant_on_match_pytorch_on_recorded_inputs() {
+    use burn_qat::quant::{QConfig, QuantBackend};
+    use burn_qat::quantize::prepare_qat;
+
+    let fx = Fixture::load("resnet/qat_layers.safetensors");
+    let device = Device::flex().autodiff();
+    for name in MODELS {
+        let mut layers: Vec<String> = fx
+            .names()
+            .into_iter()
+            .filter_map(|k| {
+                k.strip_prefix(&format!("{name}."))?
+                    .strip_suffix(".out")
+                    .map(str::to_string)
+            })
+            .collect();
+        layers.sort();
+        let expected_layers = if name == "resnet_basic" { 18 } else { 23 };
+        assert_eq!(layers.len(), expected_layers, "{name}: {layers:?}");
+        for layer in &layers {
+            // A fresh model per layer: each observer sees exactly the batch PyTorch's saw.
+            let mut model =
+                load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
+            model.fuse_model(Some(true)).unwrap();
+            prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device).unwrap();
+            let key = |what: &str| format!("{name}.{layer}.{what}");
+            let (ours, qparams) = run_recorded_layer(
+                &model,
+                layer,
+                |what| fx.tensor(&key(what), &device),
+                || fx.tensor(&key("in"), &device),
+            );
+            let scale = fx.f32(&key("scale"))[0];
+            let zero_point = fx.i64(&key("zero_point"))[0];
+            let what = format!("{name} {layer}");
+            assert_close(
+                &qparams.scale,
+                &[scale],
+                0.0,
+                1e-5,
+                &format!("{what} scale"),
+            );
+            assert_eq!(qparams.zero_point, vec![zero_point], "{what} zero-point");
+            let stats = quanta_stats(&ours, &fx.f32(&key("out")), scale);
+            println!(
+                "{what}: {:.4} exact, worst {} quanta",
+                stats.exact, stats.worst
+            );
+            assert!(
+                stats.exact >= 0.99 && stats.worst <= 1.0 + 1e-3,
+                "{what}: {:.4} exact, {:.4} within one quantum, worst {} quanta",
+                stats.exact,
+                stats.within_one,
+                stats.worst
+            );
+        }
     }
 }
