@@ -1,8 +1,10 @@
-//! The main job: quantization-aware fine-tuning of MobileNetV2 on real data, end to end.
+//! The main job: quantization-aware fine-tuning of MobileNetV2 (or, with `--arch resnet18`,
+//! ResNet-18) on real data, end to end.
 //!
 //! `cargo run --release --example qat_finetune` fine-tunes the shipped float MobileNetV2
 //! (`assets/mobilenet_v2_mnist_float.bpk`, trained by `examples/train_float_mnist.rs` on the
-//! embedded MNIST digits) with fake quantization — ReLU6 → ReLU, `fuse_model(is_qat=true)`,
+//! embedded MNIST digits; `--arch resnet18`: `assets/resnet18_mnist_float.bpk`) with fake
+//! quantization — ReLU6 → ReLU, `fuse_model(is_qat=true)`,
 //! `prepare_qat`, a few epochs with observers switched off and batch norm frozen on schedule —
 //! then converts it to int8 and prints float / PTQ int8 / QAT fake-quant / QAT int8 accuracy,
 //! size and latency. Your own data: `--data DIR` (one sub-folder per class) or `--cifar10 DIR`
@@ -15,20 +17,29 @@ use std::process::ExitCode;
 
 use burn_qat::data::{load_cifar10, load_image_folder, train_test_split};
 use burn_qat::device::{check_device, parse_device};
-use burn_qat::finetune::{FinetuneConfig, FinetuneData, format_table, run};
+use burn_qat::finetune::{
+    FinetuneConfig, FinetuneData, FloatModel, format_table, load_float_weights, run, run_with,
+};
+use burn_qat::models::ResNetConfig;
 use burn_qat::quant::QuantBackend;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "QAT fine-tuning of MobileNetV2, then int8 conversion and a comparison table")]
+#[command(about = "QAT fine-tuning, then int8 conversion and a comparison table")]
 struct Args {
+    /// The model: torchvision's MobileNetV2 (`--width-mult`) or ResNet-18 (`--width`).
+    #[arg(long, default_value = "mobilenet_v2", value_parser = ["mobilenet_v2", "resnet18"])]
+    arch: String,
+    /// ResNet's stem width (torchvision: 64; the shipped MNIST ResNet-18: 16).
+    #[arg(long, default_value_t = 16)]
+    width: usize,
     /// An ImageFolder directory (a sub-folder per class) instead of the embedded digits.
     #[arg(long, value_name = "DIR", conflicts_with = "cifar10")]
     data: Option<PathBuf>,
     /// A CIFAR-10 binary directory (`data_batch_*.bin`, `test_batch.bin`).
     #[arg(long, value_name = "DIR")]
     cifar10: Option<PathBuf>,
-    /// Float MobileNetV2 weights (burnpack) to start from; default: the shipped MNIST model
+    /// Float weights (burnpack) of --arch to start from; default: the shipped MNIST model
     /// for the embedded digits, none (from scratch) for your own data.
     #[arg(long, value_name = "FILE.bpk")]
     weights: Option<PathBuf>,
@@ -126,12 +137,14 @@ fn run_job(args: Args) -> burn_qat::Result<()> {
     };
     let weights = args.weights.clone().or_else(|| {
         (!own_data).then(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/mobilenet_v2_mnist_float.bpk")
+            let file = format!("assets/{}_mnist_float.bpk", args.arch);
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file)
         })
     });
     println!(
-        "QAT fine-tuning: {} train / {} test images, {} epochs, {backend:?}, {}-bit weights{}, \
+        "QAT fine-tuning of {}: {} train / {} test images, {} epochs, {backend:?}, {}-bit weights{}, \
          weights {}",
+        args.arch,
         data.train.len(),
         data.test.len(),
         args.epochs,
@@ -143,20 +156,42 @@ fn run_job(args: Args) -> burn_qat::Result<()> {
     );
     let device = device.autodiff();
     let start = std::time::Instant::now();
-    let rows = run(
-        &config,
-        &data,
-        weights.as_deref(),
-        &args.out,
-        args.resume,
-        &device,
-    )?;
+    let rows = if args.arch == "resnet18" {
+        let classes = burn_qat::finetune::class_count(&data.train);
+        let resnet = ResNetConfig::resnet18()
+            .with_width(args.width)
+            .with_num_classes(classes);
+        let fits = format!("ResNet-18 of width {} with {classes} classes", args.width);
+        let build = |device: &burn::tensor::Device| {
+            let model = resnet.init(device)?;
+            match &weights {
+                Some(path) => load_float_weights(model, path, &fits),
+                None => Ok(model),
+            }
+        };
+        let model = FloatModel {
+            name: "resnet18",
+            build: &build,
+        };
+        run_with(&config, &data, &model, &args.out, args.resume, &device)?
+    } else {
+        run(
+            &config,
+            &data,
+            weights.as_deref(),
+            &args.out,
+            args.resume,
+            &device,
+        )?
+    };
     let table = format_table(&rows);
     println!("\n{table}");
     println!(
         "total {:.0} s; int8 model: {}",
         start.elapsed().as_secs_f64(),
-        args.out.join("mobilenet_v2_qat.int8.safetensors").display()
+        args.out
+            .join(format!("{}_qat.int8.safetensors", args.arch))
+            .display()
     );
     burn_qat::io::atomic::write_atomic(&args.out.join("table.md"), |f| {
         std::io::Write::write_all(f, table.as_bytes())

@@ -1,6 +1,8 @@
-//! Train a float MobileNetV2 on the embedded MNIST digits — the float starting point that QAT
-//! fine-tunes: `cargo run --release --example train_float_mnist` (defaults = the recipe of the
-//! shipped `assets/mobilenet_v2_mnist_float.bpk`, see `assets/README.md`).
+//! Train a float model on the embedded MNIST digits — the float starting point that QAT
+//! fine-tunes: `cargo run --release --example train_float_mnist [-- --arch resnet18]`
+//! (defaults = the recipe of the shipped `assets/mobilenet_v2_mnist_float.bpk`; with
+//! `--arch resnet18 --epochs 15`, the one of `assets/resnet18_mnist_float.bpk`; see
+//! `assets/README.md`).
 //!
 //! 4,000 training / 1,000 test digits (`train_test_split(.., 0.2, 2026)`), resized to 32×32
 //! and replicated to RGB (`Transform { resize: Some([32, 32]), normalize: Normalize::MNIST }`:
@@ -18,7 +20,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -30,12 +31,30 @@ use burn_qat::data::{
     shuffled_indices, train_test_split,
 };
 use burn_qat::io::atomic::write_atomic;
-use burn_qat::models::{MobileNetV2, MobileNetV2Config};
+use burn_qat::models::{MobileNetV2, MobileNetV2Config, ResNetConfig};
+use burn_qat::nn::ImageClassifier;
 use burn_store::{BurnpackStore, ModuleSnapshot};
 use clap::Parser;
 
+/// The architectures this example trains.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Arch {
+    /// torchvision's MobileNetV2 (`--width-mult`, `--dropout`).
+    #[value(name = "mobilenet_v2")]
+    MobileNetV2,
+    /// torchvision's ResNet-18 at stem width `--width` (torchvision: 64).
+    #[value(name = "resnet18")]
+    ResNet18,
+}
+
 #[derive(Parser)]
 struct Args {
+    /// The model to train.
+    #[arg(long, value_enum, default_value = "mobilenet_v2")]
+    arch: Arch,
+    /// ResNet's stem width (stage k has width·2^(k−1) planes; torchvision's is 64).
+    #[arg(long, default_value_t = 16)]
+    width: usize,
     /// Training epochs.
     #[arg(long, default_value_t = 45)]
     epochs: usize,
@@ -86,9 +105,10 @@ struct Args {
     /// (for tuning); 0 trains on all 4,000 and reports the test split.
     #[arg(long, default_value_t = 0.0)]
     holdout: f64,
-    /// Where to save the weights (`.bpk` is appended when there is no extension).
-    #[arg(long, default_value = "mobilenet_v2_mnist_float")]
-    out: PathBuf,
+    /// Where to save the weights (`.bpk` is appended when there is no extension); default
+    /// `{arch}_mnist_float.bpk`.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// The seed of the train/test split, shared with the QAT example.
@@ -107,7 +127,12 @@ fn batch(
 }
 
 /// Accuracy of `model` on `data`.
-fn accuracy(model: &MobileNetV2, data: &ImageDataset, t: &Transform, device: &Device) -> f64 {
+fn accuracy<M: ImageClassifier>(
+    model: &M,
+    data: &ImageDataset,
+    t: &Transform,
+    device: &Device,
+) -> f64 {
     let mut correct = 0;
     for start in (0..data.len()).step_by(250) {
         let end = (start + 250).min(data.len());
@@ -140,6 +165,37 @@ fn main() -> burn_qat::Result<()> {
     let args = Args::parse();
     let device = Device::flex().autodiff();
     device.seed(args.seed);
+    match args.arch {
+        Arch::MobileNetV2 => {
+            let config = MobileNetV2Config::new()
+                .with_num_classes(10)
+                .with_width_mult(args.width_mult)
+                .with_dropout(args.dropout);
+            let model = torchvision_depthwise_init(config.init(&device)?);
+            let what = format!(
+                "MobileNetV2 width {}, dropout {}",
+                args.width_mult, args.dropout
+            );
+            train(&args, model, &what, "mobilenet_v2", &device)
+        }
+        Arch::ResNet18 => {
+            let config = ResNetConfig::resnet18()
+                .with_num_classes(10)
+                .with_width(args.width);
+            let what = format!("ResNet-18 width {}", args.width);
+            train(&args, config.init(&device)?, &what, "resnet18", &device)
+        }
+    }
+}
+
+/// Trains `model` (`what` describes it) by the recipe of `args` and saves it.
+fn train<M: ImageClassifier>(
+    args: &Args,
+    mut model: M,
+    what: &str,
+    arch: &str,
+    device: &Device,
+) -> burn_qat::Result<()> {
     let data = EmbeddedMnist::load()?;
     let (mut train, mut eval) = train_test_split(&data, 0.2, SPLIT_SEED);
     let t = Transform {
@@ -162,12 +218,6 @@ fn main() -> burn_qat::Result<()> {
         translate: args.translate,
         scale: [(1.0 - args.scale) * zoom, (1.0 + args.scale) * zoom],
     };
-
-    let config = MobileNetV2Config::new()
-        .with_num_classes(10)
-        .with_width_mult(args.width_mult)
-        .with_dropout(args.dropout);
-    let mut model = torchvision_depthwise_init(config.init(&device)?);
     let momentum = MomentumConfig::new()
         .with_momentum(args.momentum)
         .with_dampening(0.0)
@@ -180,7 +230,7 @@ fn main() -> burn_qat::Result<()> {
         .init();
     let loss_fn = CrossEntropyLossConfig::new()
         .with_smoothing((args.smoothing > 0.0).then_some(args.smoothing))
-        .init(&device);
+        .init(device);
     let steps_per_epoch = train.len().div_ceil(args.batch_size);
     let total = (steps_per_epoch * args.epochs) as f64;
     let warmup = (args.warmup * steps_per_epoch as f64).min(total);
@@ -194,14 +244,13 @@ fn main() -> burn_qat::Result<()> {
         }
     };
     println!(
-        "train {} / {eval_name} {} digits on {}×{}, width {}, {} epochs, batch {}, lr {} \
-         (warm-up {} epochs, cosine), momentum {}{}, weight decay {}, smoothing {}, dropout {}, \
+        "train {what} on {} / {eval_name} {} digits at {}×{}, {} epochs, batch {}, lr {} \
+         (warm-up {} epochs, cosine), momentum {}{}, weight decay {}, smoothing {}, \
          augmentation ±{}° ±{} px scale ±{}, seed {}",
         train.len(),
         eval.len(),
         args.size,
         args.size,
-        args.width_mult,
         args.epochs,
         args.batch_size,
         args.lr,
@@ -210,7 +259,6 @@ fn main() -> burn_qat::Result<()> {
         if args.nesterov { " (Nesterov)" } else { "" },
         args.weight_decay,
         args.smoothing,
-        args.dropout,
         args.degrees,
         args.translate,
         args.scale,
@@ -231,7 +279,7 @@ fn main() -> burn_qat::Result<()> {
                 .map(|&i| augment.apply(&train.images[i], &mut rng))
                 .collect();
             let labels: Vec<usize> = chunk.iter().map(|&i| train.labels[i]).collect();
-            let (x, y) = batch(&t, &images.iter().collect::<Vec<_>>(), &labels, &device);
+            let (x, y) = batch(&t, &images.iter().collect::<Vec<_>>(), &labels, device);
             let loss = loss_fn.forward(model.forward(x), y);
             loss_sum += loss.clone().into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -253,7 +301,10 @@ fn main() -> burn_qat::Result<()> {
         run_start.elapsed().as_secs_f64() / 60.0
     );
 
-    let mut out = args.out.clone();
+    let mut out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| format!("{arch}_mnist_float").into());
     if out.extension().is_none() {
         out.set_extension("bpk");
     }

@@ -48,7 +48,8 @@ use checkpoint::{
 pub use evaluate::accuracy;
 use evaluate::{batch_tensors, latency_ms, on_cpu};
 pub use model::{
-    FloatModel, calibrate_and_convert, post_training_quantize, prepare_model_qat, qat_model,
+    FloatModel, calibrate_and_convert, load_float_weights, post_training_quantize,
+    prepare_model_qat, qat_model,
 };
 use model::{float_model, model_config};
 use progress::EpochBar;
@@ -259,7 +260,7 @@ fn apply_schedule<M: Quantizable>(model: &mut M, config: &FinetuneConfig, epoch:
 }
 
 /// The number of classes of a dataset: its class names, or one more than its largest label.
-fn class_count(data: &ImageDataset) -> usize {
+pub fn class_count(data: &ImageDataset) -> usize {
     data.classes
         .len()
         .max(1 + data.labels.iter().max().copied().unwrap_or(0))

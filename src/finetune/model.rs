@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::tensor::Device;
 use burn_store::{BurnpackStore, ModuleSnapshot};
 
@@ -133,26 +134,50 @@ pub(super) fn float_model(
     weights: Option<&Path>,
     device: &Device,
 ) -> Result<MobileNetV2> {
-    let mut model = model_config(config, classes).init(device)?;
-    if let Some(path) = weights {
-        let mut store = BurnpackStore::from_file(path);
-        let applied = model.load_from(&mut store).map_err(|e| Error::ModelFile {
-            path: path.to_path_buf(),
-            reason: format!("cannot load float MobileNetV2 weights: {e}"),
-        })?;
-        // A partial match (another width or class count) must not train from half-random
-        // weights.
-        if !(applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty()) {
-            return Err(Error::mismatch(format!(
-                "the float MobileNetV2 weights do not fit width {} with {classes} classes \
-                 ({} missing, {} unused, {} mis-shaped tensors)",
-                config.width_mult,
-                applied.missing.len(),
-                applied.unused.len(),
-                applied.errors.len()
-            ))
-            .at_path(path));
-        }
+    let model = model_config(config, classes).init(device)?;
+    match weights {
+        Some(path) => load_float_weights(
+            model,
+            path,
+            &format!("width {} with {classes} classes", config.width_mult),
+        ),
+        None => Ok(model),
+    }
+}
+
+/// Loads float weights saved with burn-store (burnpack, `.bpk`) into `model`: every tensor of
+/// the file must fit one of the model's and every one of the model's must be in the file, so
+/// that a file of another width, class count or architecture is refused (`fits` describes the
+/// model in that error) instead of training from half-random weights.
+pub fn load_float_weights<M: Module>(mut model: M, path: &Path, fits: &str) -> Result<M> {
+    // Checked here rather than by the store, whose error lists every mismatch on one line.
+    let mut store = BurnpackStore::from_file(path)
+        .validate(false)
+        .allow_partial(true);
+    let applied = model.load_from(&mut store).map_err(|e| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason: format!("cannot load float weights: {e}"),
+    })?;
+    if !(applied.missing.is_empty() && applied.unused.is_empty() && applied.errors.is_empty()) {
+        let first = applied
+            .errors
+            .first()
+            .map(|e| format!("; first: {e}"))
+            .or_else(|| {
+                applied
+                    .missing
+                    .first()
+                    .map(|m| format!("; first missing: {m:?}"))
+            })
+            .unwrap_or_default();
+        return Err(Error::mismatch(format!(
+            "the float weights do not fit the model ({fits}): {} missing, {} unused, {} \
+             mis-shaped tensors{first}",
+            applied.missing.len(),
+            applied.unused.len(),
+            applied.errors.len()
+        ))
+        .at_path(path));
     }
     Ok(model)
 }

@@ -359,3 +359,31 @@ fn shipped_float_checkpoint_loads_and_reaches_98_percent_on_the_test_split() {
     println!("float checkpoint: {correct}/1000 test digits");
     assert!(accuracy >= 0.98, "test accuracy {accuracy}");
 }
+
+/// The ResNet-18 (width 16) that `examples/train_float_mnist.rs --arch resnet18 --epochs 30`
+/// produced (`assets/README.md`): it loads whole through `finetune::load_float_weights` and
+/// classifies the test split as the training run reported (98.6%).
+#[test]
+fn shipped_resnet18_checkpoint_loads_and_reaches_98_percent_on_the_test_split() {
+    use burn_qat::finetune::{FinetuneData, accuracy, load_float_weights};
+    use burn_qat::models::ResNetConfig;
+
+    let device = Device::flex();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/resnet18_mnist_float.bpk");
+    let config = ResNetConfig::resnet18().with_width(16).with_num_classes(10);
+    let model = load_float_weights(config.init(&device).unwrap(), &path, "ResNet-18").unwrap();
+    let data = FinetuneData::embedded_mnist().unwrap();
+    let acc = accuracy(&model, &data.test, &data.transform, false, None, &device).unwrap();
+    println!("ResNet-18 float checkpoint: {acc}");
+    assert!(acc >= 0.98, "test accuracy {acc}");
+    // Another width is refused, naming the file, rather than trained from half-random weights.
+    let other = ResNetConfig::resnet18().with_width(8).with_num_classes(10);
+    let err = load_float_weights(other.init(&device).unwrap(), &path, "ResNet-18 width 8")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("resnet18_mnist_float.bpk") && err.contains("width 8"),
+        "{err}"
+    );
+}
