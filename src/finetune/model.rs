@@ -139,7 +139,10 @@ pub(super) fn float_model(
         Some(path) => load_float_weights(
             model,
             path,
-            &format!("width {} with {classes} classes", config.width_mult),
+            &format!(
+                "MobileNetV2 of width {} with {classes} classes",
+                config.width_mult
+            ),
         ),
         None => Ok(model),
     }

@@ -96,12 +96,17 @@ fn int8_mul_is_bit_exact_per_engine_and_kernel_set() {
     );
 }
 
+/// Every vector byte-kernel set this CPU runs (AVX2, AVX-512) against the reference.
 #[test]
-fn avx2_mul_equals_the_reference_on_random_data() {
-    let Some(avx2) = ByteKernels::avx2() else {
-        eprintln!("no AVX2 on this CPU: nothing to compare");
-        return;
-    };
+fn vector_mul_equals_the_reference_on_random_data() {
+    for kernels in byte_kernel_sets() {
+        if kernels != ByteKernels::Reference {
+            mul_equals_the_reference_on_random_data(kernels);
+        }
+    }
+}
+
+fn mul_equals_the_reference_on_random_data(vector: ByteKernels) {
     let mut rng = SplitMix64::new(26);
     let mut compared = 0;
     for call in 0..300 {
@@ -120,11 +125,11 @@ fn avx2_mul_equals_the_reference_on_random_data() {
         };
         let (mut want, mut got) = (vec![0u8; len], vec![0u8; len]);
         ByteKernels::Reference.mul(&p, &a, &b, &mut want);
-        avx2.mul(&p, &a, &b, &mut got);
+        vector.mul(&p, &a, &b, &mut got);
         assert_eq!(got, want, "{p:?}");
         compared += len;
     }
-    eprintln!("AVX2 mul: {compared}/{compared} equal to the reference");
+    eprintln!("{vector:?} mul: {compared}/{compared} equal to the reference");
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! pooling (a max of quint8 values needs no requantization) and a 256-entry table lookup
 //! (quantized hardswish and hardsigmoid, and cat's requantization, whose output depends on one
 //! input byte and per-call qparams), and the quantized multiply (one output byte from two input
-//! bytes). The portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx2`] is
-//! picked at run time where the CPU has AVX2. Both give the same bytes
-//! (`tests/it/pool_hardswish.rs`, `tests/it/functional_int8.rs`).
+//! bytes). The portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx512`]
+//! (AVX-512 BW and VBMI) or else [`ByteKernels::Avx2`] is picked at run time by what the CPU
+//! has. All give the same bytes (`tests/it/pool_hardswish.rs`, `tests/it/functional_int8.rs`).
 
 use super::{for_each_block, threads_for};
 use crate::int8::mul::MulParams;
@@ -48,12 +48,29 @@ pub enum ByteKernels {
     Reference,
     /// AVX2 (x86-64): vector maxima and a 16-way `vpshufb` table lookup.
     Avx2,
+    /// AVX-512 BW and VBMI (x86-64): 64-byte maxima and a two-`vpermi2b` table lookup.
+    Avx512,
 }
 
 impl ByteKernels {
     /// The fastest set this CPU runs.
     pub fn detect() -> Self {
-        Self::avx2().unwrap_or(ByteKernels::Reference)
+        Self::avx512()
+            .or_else(Self::avx2)
+            .unwrap_or(ByteKernels::Reference)
+    }
+
+    /// [`ByteKernels::Avx512`] where the CPU has AVX-512 F, BW and VBMI (AMD Zen 4 and later,
+    /// Intel Ice Lake and later; not Skylake-SP or Cascade Lake, which get AVX2).
+    pub fn avx512() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vbmi")
+        {
+            return Some(ByteKernels::Avx512);
+        }
+        None
     }
 
     /// [`ByteKernels::Avx2`] where the CPU has AVX2.
@@ -90,8 +107,13 @@ impl ByteKernels {
                 ByteKernels::Avx2 => unsafe {
                     super::x86_64::avx2_bytewise::max_pool(call, input, chunk)
                 },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Avx512` is only made where the CPU has AVX-512 BW (`Self::avx512`).
+                ByteKernels::Avx512 => unsafe {
+                    super::x86_64::avx512_bytewise::max_pool(call, input, chunk)
+                },
                 #[cfg(not(target_arch = "x86_64"))]
-                ByteKernels::Avx2 => reference_max_pool(call, input, chunk),
+                ByteKernels::Avx2 | ByteKernels::Avx512 => reference_max_pool(call, input, chunk),
             }
         });
     }
@@ -103,8 +125,13 @@ impl ByteKernels {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Avx2` is only made where the CPU has AVX2 (`Self::avx2`).
             ByteKernels::Avx2 => unsafe { super::x86_64::avx2_bytewise::lookup(table, input, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Avx512` is only made where the CPU has AVX-512 BW and VBMI.
+            ByteKernels::Avx512 => unsafe {
+                super::x86_64::avx512_bytewise::lookup(table, input, out)
+            },
             #[cfg(not(target_arch = "x86_64"))]
-            ByteKernels::Avx2 => reference_lookup(table, input, out),
+            ByteKernels::Avx2 | ByteKernels::Avx512 => reference_lookup(table, input, out),
         }
     }
 }
@@ -121,8 +148,11 @@ impl ByteKernels {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `Avx2` is only made where the CPU has AVX2 (`Self::avx2`).
                 ByteKernels::Avx2 => unsafe { super::x86_64::avx2_mul::mul(p, a, b, chunk) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Avx512` is only made where the CPU has AVX-512 BW (`Self::avx512`).
+                ByteKernels::Avx512 => unsafe { super::x86_64::avx512_mul::mul(p, a, b, chunk) },
                 #[cfg(not(target_arch = "x86_64"))]
-                ByteKernels::Avx2 => reference_mul(p, a, b, chunk),
+                ByteKernels::Avx2 | ByteKernels::Avx512 => reference_mul(p, a, b, chunk),
             }
         });
     }

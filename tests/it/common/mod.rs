@@ -311,5 +311,11 @@ pub fn byte_kernel_sets() -> Vec<burn_qat::int8::kernels::bytewise::ByteKernels>
         Some(k) => sets.push(k),
         None => eprintln!("this CPU has no AVX2: the AVX2 byte kernels are not tested here"),
     }
+    match ByteKernels::avx512() {
+        Some(k) => sets.push(k),
+        None => eprintln!(
+            "this CPU has no AVX-512 BW + VBMI: the AVX-512 byte kernels are not tested here"
+        ),
+    }
     sets
 }

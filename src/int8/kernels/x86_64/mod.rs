@@ -7,9 +7,11 @@ mod avx2_depthwise;
 pub(super) mod avx2_mul;
 pub(super) mod avx2_quantize;
 mod avx2_u8s8;
+pub(super) mod avx512_bytewise;
 mod avx512_dense;
 mod avx512_depthwise;
 mod avx512_lanes;
+pub(super) mod avx512_mul;
 mod avx512_vnni;
 
 pub use avx2::Avx2;
