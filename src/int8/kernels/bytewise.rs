@@ -64,7 +64,8 @@ impl ByteKernels {
     /// Intel Ice Lake and later; not Skylake-SP or Cascade Lake, which get AVX2).
     pub fn avx512() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512f")
+        if super::level::allows(super::level::KernelLevel::Avx512)
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vbmi")
         {
@@ -76,7 +77,8 @@ impl ByteKernels {
     /// [`ByteKernels::Avx2`] where the CPU has AVX2.
     pub fn avx2() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
+        if super::level::allows(super::level::KernelLevel::Avx2) && is_x86_feature_detected!("avx2")
+        {
             return Some(ByteKernels::Avx2);
         }
         None

@@ -17,6 +17,7 @@ pub mod bytewise;
 pub mod cache;
 pub mod direct;
 pub mod gemm;
+pub mod level;
 pub mod packed;
 pub mod quantize;
 pub mod reference;

@@ -12,7 +12,7 @@ use crate::int8::tensor::quantize_val;
 /// `zero_point`, on the fastest path this CPU runs.
 pub fn quantize(x: &[f32], inv_scale: f32, zero_point: i32, out: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
+    if super::level::allows(super::level::KernelLevel::Avx2) && is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked above).
         return unsafe { super::x86_64::avx2_quantize::quantize(x, inv_scale, zero_point, out) };
     }

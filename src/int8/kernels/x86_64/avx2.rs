@@ -20,6 +20,8 @@
 
 use std::arch::x86_64::*;
 
+use super::super::level::{self, KernelLevel};
+
 use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
 use super::super::{ConvCall, Direct, Int8Kernels};
@@ -41,8 +43,10 @@ pub struct Avx2 {
 impl Avx2 {
     /// The AVX2 kernels, if this CPU has AVX2 and FMA (every AVX2 CPU from Haswell and Zen on).
     pub fn detect() -> Option<Self> {
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-            .then_some(Avx2 { _cpu_has_avx2: () })
+        (level::allows(KernelLevel::Avx2)
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma"))
+        .then_some(Avx2 { _cpu_has_avx2: () })
     }
 }
 

@@ -19,6 +19,8 @@
 
 use std::arch::x86_64::*;
 
+use super::super::level::{self, KernelLevel};
+
 use super::super::Int8Kernels;
 use super::super::packed::{MR, NR};
 use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
@@ -40,7 +42,8 @@ pub struct Avx512Vnni {
 impl Avx512Vnni {
     /// The VNNI kernels, if this CPU has AVX-512 F, BW, VL and VNNI (and so AVX2).
     pub fn detect() -> Option<Self> {
-        let avx512 = is_x86_feature_detected!("avx512f")
+        let avx512 = level::allows(KernelLevel::Avx512)
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni");
