@@ -10,8 +10,11 @@ use super::batch::{Batch, FeatureBatch, ImageBatch};
 use super::layer::QuantOp;
 use super::stubs::{DeQuantStub, QuantStub};
 use crate::error::StageProblem;
+use crate::int8::narrow::narrow_channels;
 use crate::int8::shuffle::channel_shuffle;
-use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
+use crate::int8::{
+    Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1, spatial_mean,
+};
 use crate::quant::observer::tensor_to_vec;
 use crate::{Error, Result};
 
@@ -247,6 +250,39 @@ impl ImageBatch for QBatch<4> {
                 ))
             },
             |x| x.channel_shuffle(groups),
+        )
+    }
+
+    /// The slice is channels-last for PyTorch only where every other dim is 1 (`[1, c, 1, 1]`
+    /// is contiguous in both formats), and NCHW otherwise: a view into a wider tensor is not
+    /// channels-last-contiguous, which sends quantized `cat` down its general path.
+    fn narrow_channels(self, start: usize, len: usize) -> QBatch<4> {
+        self.then(
+            |x| {
+                let y = narrow_channels(&x.tensor, start, len)?;
+                let layout = match y.shape() {
+                    _ if len == x.tensor.shape()[1] => x.layout,
+                    [1, _, 1, 1] => PoolInputLayout::ChannelsLast,
+                    _ => PoolInputLayout::Contiguous,
+                };
+                Ok(QBatch::ok(y, x.engine, layout, x.device.clone()))
+            },
+            |x| x.narrow_channels(start, len),
+        )
+    }
+
+    fn spatial_mean(self) -> QBatch<2> {
+        self.then(
+            |x| {
+                let y = spatial_mean(&x.tensor, x.engine, x.layout)?;
+                Ok(QBatch::ok(
+                    y,
+                    x.engine,
+                    PoolInputLayout::Contiguous,
+                    x.device.clone(),
+                ))
+            },
+            |x| x.spatial_mean(),
         )
     }
 }
