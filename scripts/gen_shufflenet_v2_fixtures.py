@@ -36,6 +36,11 @@ Files:
   mean.safetensors          quantized `x.mean([2, 3])`, both engines, NCHW and channels-last
                             inputs; cases `mean.<case>`: x (uint8 int_repr, NCHW order),
                             scale, zero_point; y_<E>_<layout> (uint8 int_repr)
+  split_cat.safetensors     the stride-1 block's cat of a channel slice (its input's qparams)
+                            and a channels-last tensor (other qparams), `quantized.cat`, on
+                            qparams where PyTorch's two cat paths differ; cases
+                            `split_cat.<case>`: x (the unsplit input), b, qparams / zero_points
+                            (x's, b's, the output's), y, y_fast_path (see gen_split_cat)
   qat.safetensors           QAT, as tests/it/resnet.rs's: three seeded batches (batch{i}.x
                             [4, 3, 32, 32], batch{i}.y); the model from model.pth, train(),
                             fuse_model(is_qat=True), prepare_qat (x86 QAT qconfig), fake quant off,
@@ -55,6 +60,8 @@ import os
 import numpy as np
 import torch
 import torchvision
+from gen_functional_int8_fixtures import sensitive_qparams  # this folder
+from gen_int8_fixtures import nhwc, qu8
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
 from safetensors.numpy import save_file
 from torchvision.models.quantization.shufflenetv2 import QuantizableShuffleNetV2
@@ -155,6 +162,40 @@ def gen_mean():
     save(out, "mean.safetensors")
 
 
+def gen_split_cat():
+    """The stride-1 block's join on its own: `quantized.cat([x1, b], 1)` with `x1, _ =
+    x.chunk(2, dim=1)` a slice (PyTorch: general path, unless the slice is channels-last
+    contiguous, as [1, C, 1, 1] is) and `b` a channels-last conv-like output. The slice's
+    qparams are ones for which the fast path's fma dequantize gives other bytes (y_fast_path:
+    the same cat on a channels-last copy of x1, to show the paths differ)."""
+    g = torch.Generator().manual_seed(SEED + 9)
+    rng = np.random.default_rng(SEED + 9)
+    out, cases = {}, []
+    for name, (n, c, h, w) in [("batch2", (2, 16, 6, 5)), ("batch1", (1, 16, 6, 5)),
+                               ("one_by_one", (1, 16, 1, 1))]:
+        (s0, z0), (so, zo) = sensitive_qparams(rng)
+        sb, zb = float(np.float32(np.exp(rng.uniform(-6, 0)))), int(rng.integers(0, 256))
+        numel = n * c * h * w
+        x = qu8(((torch.arange(numel) * 7) % 256).reshape(n, c, h, w), s0, z0)  # every byte
+        b = nhwc(qu8(torch.randint(0, 256, (n, c // 2, h, w), generator=g), sb, zb))
+        x1, _ = x.chunk(2, dim=1)
+        y = torch.ops.quantized.cat([x1, b], dim=1, scale=so, zero_point=zo)
+        fast = torch.ops.quantized.cat([nhwc(x1), b], dim=1, scale=so, zero_point=zo)
+        case = f"split_cat.{name}"
+        cases.append(case)
+        out[f"{case}.x"] = x.int_repr().numpy()
+        out[f"{case}.b"] = b.int_repr().contiguous().numpy()
+        out[f"{case}.qparams"] = np.array([s0, sb, so], dtype=np.float32)
+        out[f"{case}.zero_points"] = np.array([z0, zb, zo], dtype=np.int64)
+        out[f"{case}.y"] = y.int_repr().contiguous().numpy()
+        out[f"{case}.y_fast_path"] = fast.int_repr().contiguous().numpy()
+        differ = (out[f"{case}.y"] != out[f"{case}.y_fast_path"]).sum()
+        print(f"{case}: x1 channels-last contiguous {x1.is_contiguous(memory_format=torch.channels_last)}, "
+              f"general vs fast path differ in {differ} of {y.numel()}")
+    out["cases"] = np.frombuffer(",".join(cases).encode(), dtype=np.uint8)
+    save(out, "split_cat.safetensors")
+
+
 def prepared_qat():
     torch.backends.quantized.engine = "x86"
     model = build_float()
@@ -249,6 +290,7 @@ def main():
               "small": torch.rand(1, 3, 32, 32, generator=g) * 4.0 - 2.0}
     gen_model(inputs)
     gen_mean()
+    gen_split_cat()
     gen_qat(inputs["input"])
     for f in sorted(os.listdir(OUT)):
         print(f"{f}: {os.path.getsize(os.path.join(OUT, f))} bytes")

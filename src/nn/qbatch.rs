@@ -68,6 +68,18 @@ impl<const D: usize> QBatch<D> {
         QBatch(Flow::Failed(Arc::new(error)))
     }
 
+    /// An int8 batch holding `tensor`, to run with `engine`'s arithmetic, that PyTorch would
+    /// hold in `layout` (a quantized conv's output is channels-last; `.contiguous()`'s NCHW):
+    /// for running a layer on int8 tensors of your own, e.g. PyTorch's.
+    pub fn from_qtensor(
+        tensor: QTensor,
+        engine: Engine,
+        layout: PoolInputLayout,
+        device: &Device,
+    ) -> Self {
+        QBatch::ok(tensor, engine, layout, device.clone())
+    }
+
     /// The quint8 tensor, or the error that stopped the forward (or says the batch is float
     /// here).
     pub fn tensor(&self) -> Result<&QTensor> {

@@ -420,3 +420,59 @@ fn full_width_ptq_save_load_and_export() {
     let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
     assert!(!graph.node.is_empty());
 }
+
+/// The stride-1 block's join on PyTorch's int8 tensors: `cat([x1, b], 1)` with `x1` the first
+/// half of an NCHW input (a slice keeping the input's qparams) and `b` a channels-last tensor
+/// of other qparams, through the crate's batch narrow and `FloatFunctional` cat. PyTorch takes
+/// its general path (dequantize, cat, quantize) unless the slice is channels-last contiguous
+/// (`[1, C, 1, 1]`); the fixture's qparams make the two paths differ, which the test checks
+/// first, so that taking the wrong path fails.
+#[test]
+fn int8_split_cat_takes_pytorchs_path() {
+    use burn_qat::int8::{Int8Cat, MemoryFormat};
+    use burn_qat::nn::{FloatFunctional, ImageBatch, QBatch, QuantizedOutput};
+
+    let fx = fixture("split_cat");
+    let device = Device::flex();
+    for case in fx.case_names() {
+        let [x_shape, b_shape] = [".x", ".b"].map(|k| fx.shape(&format!("{case}{k}")));
+        let scales = fx.f32(&format!("{case}.qparams"));
+        let zps = fx.i64(&format!("{case}.zero_points"));
+        let q = |i: usize| QParamsPt::new(scales[i], zps[i] as i32).unwrap();
+        let x = QTensor::from_raw(u8s(&fx, &format!("{case}.x")), &x_shape, q(0)).unwrap();
+        let b = QTensor::from_raw(u8s(&fx, &format!("{case}.b")), &b_shape, q(1)).unwrap();
+        let b = b.to_format(MemoryFormat::ChannelsLast).into_owned();
+        let expected = u8s(&fx, &format!("{case}.y"));
+        let fast = u8s(&fx, &format!("{case}.y_fast_path"));
+        let half = x_shape[1] / 2;
+        // The fixture tells the paths apart (except where PyTorch takes the fast path).
+        let x1 = burn_qat::int8::narrow::narrow_channels(&x, 0, half).unwrap();
+        let on_fast = Int8Cat::new(q(2)).forward(&[&x1, &b], 1, true).unwrap();
+        assert_eq!(
+            on_fast.to_contiguous().data(),
+            &fast[..],
+            "{case} fast path"
+        );
+        let one_by_one = x_shape[0] * x_shape[2] * x_shape[3] == 1;
+        assert_eq!(fast == expected, one_by_one, "{case}: do the paths differ?");
+        for engine in [Engine::X86, Engine::Qnnpack] {
+            let cat = FloatFunctional {
+                int8: Some(QuantizedOutput {
+                    qparams: q(2),
+                    engine,
+                }),
+                ..FloatFunctional::new()
+            };
+            let input =
+                QBatch::<4>::from_qtensor(x.clone(), engine, PoolInputLayout::Contiguous, &device);
+            let b = QBatch::from_qtensor(b.clone(), engine, PoolInputLayout::ChannelsLast, &device);
+            let y = cat.cat(vec![input.narrow_channels(0, half), b], 1);
+            let y = y.tensor().unwrap();
+            assert_eq!(y.qparams(), q(2), "{case} {engine:?}");
+            let ours = y.to_contiguous();
+            let differ = ours.data().iter().zip(&expected).filter(|(a, b)| a != b);
+            assert_eq!(differ.count(), 0, "{case} {engine:?}: bytes off PyTorch's");
+            assert_eq!(ours.data().len(), expected.len(), "{case} {engine:?}");
+        }
+    }
+}
