@@ -45,7 +45,7 @@ mod tests {
     #[test]
     fn a_slice_keeps_its_channels_and_qparams() {
         let q = QParamsPt::new(0.5, 3).unwrap();
-        let data: Vec<u8> = (0..2 * 4 * 2 * 1).map(|v| v as u8).collect();
+        let data: Vec<u8> = (0..16).map(|v| v as u8).collect();
         let x = QTensor::from_raw(data, &[2, 4, 2, 1], q).unwrap();
         let y = narrow_channels(&x.to_format(MemoryFormat::ChannelsLast), 1, 2).unwrap();
         assert_eq!(y.shape(), &[2, 2, 2, 1]);

@@ -12,6 +12,7 @@ pub mod resnet;
 pub mod resnet_block;
 pub mod shufflenet_v2;
 pub mod shufflenet_v2_block;
+mod shufflenet_v2_footprint;
 pub mod torchvision;
 
 pub use footprint::Activations;

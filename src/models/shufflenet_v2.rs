@@ -14,7 +14,6 @@ use super::shufflenet_v2_block::{
 };
 use crate::export::proto::ModelProto;
 use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
-use crate::limits::{check_fits, product};
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, ImageBatch, ImageClassifier,
     LinearBnAct, LinearBnActConfig, MaxPool2d, MaxPool2dConfig, QuantStub,
@@ -83,63 +82,20 @@ impl ShuffleNetV2Config {
             .try_for_each(ShuffleInvertedResidualConfig::validate)
     }
 
-    /// Refuses a model whose weights (counted in u64 before anything is allocated) do not fit
-    /// in memory, naming the configuration.
-    pub fn check_model_size(&self) -> Result<()> {
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(4));
-        check_fits(bytes).map_err(|why| {
-            Error::Config(format!(
-                "ShuffleNetV2 with stages_repeats {:?}, stages_out_channels {:?} and {} classes \
-                 is too large: {why}",
-                self.stages_repeats, self.stages_out_channels, self.num_classes
-            ))
-        })
-    }
-
-    /// Number of weights (convolutions, batch norms' four vectors, classifier), `None` on
-    /// overflow.
-    pub fn parameter_count(&self) -> Option<u64> {
-        let conv_bn = |i: u64, o: u64, k: u64, g: u64| {
-            product([i / g, o, k * k])?.checked_add(product([4, o])?)
-        };
-        let [c1, s2, s3, s4, c5] = self.stages_out_channels.map(|c| c as u64);
-        let mut total = conv_bn(3, c1, 3, 1)?;
-        let mut inp = c1;
-        for (&repeats, out) in self.stages_repeats.iter().zip([s2, s3, s4]) {
-            let f = out / 2;
-            let down = conv_bn(inp, inp, 3, inp)?.checked_add(conv_bn(inp, f, 1, 1)?)?;
-            let main = |i| {
-                conv_bn(i, f, 1, 1)?
-                    .checked_add(conv_bn(f, f, 3, f)?)?
-                    .checked_add(conv_bn(f, f, 1, 1)?)
-            };
-            let rest = main(f)?.checked_mul((repeats as u64).checked_sub(1)?)?;
-            total = total
-                .checked_add(down)?
-                .checked_add(main(inp)?)?
-                .checked_add(rest)?;
-            inp = out;
-        }
-        total = total.checked_add(conv_bn(inp, c5, 1, 1)?)?;
-        let fc = product([c5.checked_add(1)?, self.num_classes as u64])?;
-        total.checked_add(fc)
-    }
-
     /// The configuration of every block of stages 2–4: a stride-2 block, then
     /// `repeats − 1` stride-1 blocks.
     pub fn block_configs(&self) -> [Vec<ShuffleInvertedResidualConfig>; 3] {
         let mut inp = self.stages_out_channels[0];
         std::array::from_fn(|stage| {
             let out = self.stages_out_channels[stage + 1];
-            let blocks = (0..self.stages_repeats[stage])
+            (0..self.stages_repeats[stage])
                 .map(|i| {
                     let stride = if i == 0 { 2 } else { 1 };
                     let block = ShuffleInvertedResidualConfig::new(inp, out, stride);
                     inp = out;
                     block
                 })
-                .collect();
-            blocks
+                .collect()
         })
     }
 

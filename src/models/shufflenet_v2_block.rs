@@ -105,8 +105,8 @@ pub(crate) fn pytorch_default_init() -> Initializer {
 /// - stride > 1: `out = cat([branch1(x), branch2(x)], dim=1)`;
 ///
 /// then `channel_shuffle(out, 2)`. `branch1` is depthwise 3×3 (stride) + BN, then 1×1 + BN +
-/// ReLU; `branch2` is 1×1 + BN + ReLU, depthwise 3×3 (stride) + BN, 1×1 + BN + ReLU. Each conv
-/// + BN (+ ReLU) is one [`ConvBnAct`], fused as torchvision's `fuse_model`:
+/// ReLU; `branch2` is 1×1 + BN + ReLU, depthwise 3×3 (stride) + BN, 1×1 + BN + ReLU. Each
+/// conv, its BN and its ReLU are one [`ConvBnAct`], fused as torchvision's `fuse_model`:
 /// `branch1` `[["0", "1"], ["2", "3", "4"]]`, `branch2` `[["0", "1", "2"], ["3", "4"],
 /// ["5", "6", "7"]]`. `branch1` is empty with stride 1, as torchvision's empty `Sequential`.
 #[derive(Module, Debug)]
