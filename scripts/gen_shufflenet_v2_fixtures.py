@@ -11,6 +11,7 @@ Environment (the pins the fixtures were generated with):
 Run from the repository root (no network: weights are random, never downloaded):
 
     /opt/torch-oracle/bin/python scripts/gen_shufflenet_v2_fixtures.py
+    /opt/torch-oracle/bin/python scripts/gen_shufflenet_v2_fixtures.py --full DIR  # x1.0, not committed
 
 The model is torchvision's own class, unchanged, at a small size: stages_repeats [2, 1, 2]
 (stride-1 blocks, whose channel split sends quantized cat down its general path, in stages 2
@@ -283,7 +284,45 @@ def gen_qat(x):
     save(out, "qat.safetensors")
 
 
+def gen_full(out_dir):
+    """Full-size x1.0 (not committed, 10 MB): random weights as above, PTQ on both engines
+    (calibrated on 2 seeded batches of 2 × 3 × 224 × 224), an input [2, 3, 224, 224]; for the
+    ignored test `full_size_x1_0_matches_pytorch` (BURN_QAT_SHUFFLENET_FULL=DIR)."""
+    global REPEATS, CHANNELS, NUM_CLASSES
+    REPEATS, CHANNELS, NUM_CLASSES = [4, 8, 4], [24, 116, 232, 464, 1024], 1000
+    os.makedirs(out_dir, exist_ok=True)
+    g = torch.Generator().manual_seed(SEED + 3)
+    x = torch.rand(2, 3, 224, 224, generator=g) * 4.0 - 2.0
+    model = build_float()
+    torch.save(model.state_dict(), os.path.join(out_dir, "model.pth"))
+    out = {"input": x.numpy()}
+    with torch.no_grad():
+        out["logits"] = model(x).numpy()
+    for engine in ["fbgemm", "qnnpack"]:
+        torch.backends.quantized.engine = engine
+        q = build_float()
+        q.fuse_model(is_qat=False)
+        q.qconfig = torch.ao.quantization.get_default_qconfig(engine)
+        torch.ao.quantization.prepare(q, inplace=True)
+        with torch.no_grad():
+            for _ in range(2):
+                q(torch.rand(2, 3, 224, 224, generator=g) * 4.0 - 2.0)
+        torch.ao.quantization.convert(q, inplace=True)
+        torch.save(q.state_dict(), os.path.join(out_dir, f"model_{engine}.pth"))
+        with torch.no_grad():
+            y = q._forward_impl(q.quant(x))
+        out[f"q_{engine}"] = y.int_repr().numpy().astype(np.int64)
+        out[f"q_{engine}_scale"] = np.array([y.q_scale()], dtype=np.float64)
+        out[f"q_{engine}_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, os.path.join(out_dir, "model.safetensors"),
+              metadata=META)
+    print(f"full-size x1.0 in {out_dir}")
+
+
 def main():
+    import sys
+    if len(sys.argv) == 3 and sys.argv[1] == "--full":
+        return gen_full(sys.argv[2])
     os.makedirs(OUT, exist_ok=True)
     g = torch.Generator().manual_seed(SEED)
     inputs = {"input": torch.rand(2, 3, 64, 48, generator=g) * 4.0 - 2.0,

@@ -476,3 +476,45 @@ fn int8_split_cat_takes_pytorchs_path() {
         }
     }
 }
+
+/// Full-size ShuffleNetV2 x1.0 at 224×224 (a 7×7 final plane: the quantized mean's cascade
+/// sum), from `scripts/gen_shufflenet_v2_fixtures.py --full DIR` (10 MB, not committed): float
+/// logits within 1e-4 and int8 logits of both engines equal to PyTorch's. Run with
+/// `BURN_QAT_SHUFFLENET_FULL=DIR cargo test --test it full_size -- --ignored`.
+#[test]
+#[ignore = "needs BURN_QAT_SHUFFLENET_FULL (generated, not committed)"]
+fn full_size_x1_0_matches_pytorch() {
+    let dir = std::path::PathBuf::from(
+        std::env::var("BURN_QAT_SHUFFLENET_FULL").expect("BURN_QAT_SHUFFLENET_FULL=DIR"),
+    );
+    let device = Device::flex();
+    let config = ShuffleNetV2Config::x1_0();
+    // An absolute path replaces the fixtures folder.
+    let fx = Fixture::load(dir.join("model.safetensors").to_str().unwrap());
+    let input = || fx.tensor::<4>("input", &device);
+    let model = load_shufflenet_v2(&dir.join("model.pth"), &config, &device).unwrap();
+    assert_close(
+        &to_vec(model.forward(input())),
+        &fx.f32("logits"),
+        1e-4,
+        1e-4,
+        "x1.0 float logits",
+    );
+    for engine in ["fbgemm", "qnnpack"] {
+        let model = load_quantized_shufflenet_v2(
+            &dir.join(format!("model_{engine}.pth")),
+            &config,
+            engine.parse().unwrap(),
+            &device,
+        )
+        .unwrap();
+        let y = to_vec(model.forward_int8(input()).unwrap());
+        let scale = fx.f32(&format!("q_{engine}_scale"))[0] as f64;
+        let zp = fx.i64(&format!("q_{engine}_zero_point"))[0];
+        let ours = quanta(&y, scale, zp);
+        let expected = fx.i64(&format!("q_{engine}"));
+        let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
+        println!("x1.0 {engine}: {equal}/{} logits bit-identical", ours.len());
+        assert_eq!(equal, expected.len(), "x1.0 {engine}");
+    }
+}
