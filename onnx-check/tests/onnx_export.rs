@@ -5,7 +5,7 @@
 //! export matches the float forward, the QDQ export of a QAT model its fake-quant forward. The
 //! exported bytes are also read back with the crate's protobuf types to check the graph's
 //! structure. (`scripts/check_onnx.py` runs `onnx.checker` and onnxruntime on the same files.)
-//! ResNet / ResNeXt: `models/resnet.rs`.
+//! ResNet / ResNeXt: `models/resnet.rs`; ShuffleNetV2: `models/shufflenet_v2.rs`.
 
 mod common;
 #[path = "layers/pool_hardswish.rs"]
@@ -14,6 +14,8 @@ mod pool_hardswish;
 mod resnet;
 #[path = "layers/scaled_add.rs"]
 mod scaled_add;
+#[path = "models/shufflenet_v2.rs"]
+mod shufflenet_v2;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

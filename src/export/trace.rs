@@ -41,6 +41,8 @@ struct Trace {
     pools: usize,
     /// Channel shuffles so far (each names its nodes `channel_shuffle`, `channel_shuffle_1`, …).
     shuffles: usize,
+    /// Channel slices so far (`narrow`, `narrow_1`, …).
+    narrows: usize,
     /// The first error: the forward cannot return one, so it is kept here.
     error: Option<Error>,
 }
@@ -176,11 +178,7 @@ impl ImageBatch for OnnxBatch<4> {
     fn channel_shuffle(self, groups: usize) -> OnnxBatch<4> {
         let channels = self.channels;
         OnnxBatch::record(&[&self], |t, values| {
-            let name = match t.shuffles {
-                0 => "channel_shuffle".to_string(),
-                n => format!("channel_shuffle_{n}"),
-            };
-            t.shuffles += 1;
+            let name = numbered("channel_shuffle", &mut t.shuffles);
             let c = channels.ok_or_else(|| {
                 Error::Quant(format!(
                     "ONNX export: `{name}` needs its input's channel count, which no layer fixed"
@@ -190,9 +188,39 @@ impl ImageBatch for OnnxBatch<4> {
             Ok((value, channels))
         })
     }
+
+    fn narrow_channels(self, start: usize, len: usize) -> OnnxBatch<4> {
+        let channels = self.channels;
+        OnnxBatch::record(&[&self], |t, values| {
+            let name = numbered("narrow", &mut t.narrows);
+            if let Some(c) = channels.filter(|&c| start.checked_add(len).is_none_or(|e| e > c)) {
+                return Err(Error::Quant(format!(
+                    "ONNX export: `{name}`: channels {start}..{start}+{len} are outside {c}"
+                )));
+            }
+            let value = t.graph.narrow_channels(&values[0], start, len, &name)?;
+            Ok((value, Some(len)))
+        })
+    }
+
+    /// The float mean is the global average pooling; in the int8 form the pooled value is
+    /// quantized with the input's qparams, as quantized `mean` keeps them.
+    fn spatial_mean(self) -> OnnxBatch<2> {
+        self.global_avg_pool_flatten()
+    }
 }
 
 impl FeatureBatch for OnnxBatch<2> {}
+
+/// `base` for the first node of its kind, then `base_1`, `base_2`, … (`count` counts them).
+fn numbered(base: &str, count: &mut usize) -> String {
+    let name = match *count {
+        0 => base.to_string(),
+        n => format!("{base}_{n}"),
+    };
+    *count += 1;
+    name
+}
 
 /// The graph's dims for a batch of `example` dims: `batch` first, the channel (or feature)
 /// count as it is, the spatial dims symbolic (`height`, `width` for images).
@@ -253,6 +281,7 @@ where
         engine: None,
         pools: 0,
         shuffles: 0,
+        narrows: 0,
         error: None,
     };
     let previous = TRACE.replace(Some(trace));

@@ -8,10 +8,10 @@ use crate::limits::check_fits;
 use crate::{Error, Result};
 
 /// Bytes of one f32 value.
-const F32: u64 = 4;
+pub(crate) const F32: u64 = 4;
 /// Live activation tensors at the widest layer of a forward pass: its input, its output, the
 /// residual branch and the batch-norm / fake-quant intermediates.
-const LIVE_TENSORS: u64 = 4;
+pub(crate) const LIVE_TENSORS: u64 = 4;
 
 /// Elements of the activations a forward pass produces: the largest single activation and the
 /// sum over all layers (what training keeps for the backward pass).
@@ -120,7 +120,7 @@ impl MobileNetV2Config {
 
 /// Parameters of a convolution (no bias) followed by a batch norm (weight, bias, running mean
 /// and variance).
-fn conv_bn(cin: u64, cout: u64, kernel: u64, groups: u64) -> Option<u64> {
+pub(crate) fn conv_bn(cin: u64, cout: u64, kernel: u64, groups: u64) -> Option<u64> {
     (cin / groups.max(1))
         .checked_mul(cout)?
         .checked_mul(kernel * kernel)?

@@ -1,4 +1,4 @@
-//! Models: MobileNetV2 and ResNet / ResNeXt as torchvision builds them (float and quantizable in
+//! Models: MobileNetV2, ResNet / ResNeXt and ShuffleNetV2 as torchvision builds them (float and quantizable in
 //! one type), their torchvision checkpoints and, with the `download` feature, MobileNetV2's
 //! pretrained weights downloaded on first use (without it, load a downloaded `.pth` with
 //! [`load_mobilenet_v2`]).
@@ -10,6 +10,9 @@ pub mod mobilenet_v2;
 pub mod pretrained;
 pub mod resnet;
 pub mod resnet_block;
+pub mod shufflenet_v2;
+pub mod shufflenet_v2_block;
+mod shufflenet_v2_footprint;
 pub mod torchvision;
 
 pub use footprint::Activations;
@@ -24,20 +27,31 @@ pub use resnet::{QuantizableResNet, ResNet, ResNetConfig};
 pub use resnet_block::{
     BlockKind, QuantizableBasicBlock, QuantizableBottleneck, ResidualBlock, ResidualBlockConfig,
 };
+pub use shufflenet_v2::{QuantizableShuffleNetV2, ShuffleNetV2, ShuffleNetV2Config};
+pub use shufflenet_v2_block::{ShuffleInvertedResidual, ShuffleInvertedResidualConfig};
 pub use torchvision::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, load_quantized_resnet, load_resnet,
     mobilenet_v2_key_map, quantized_mobilenet_v2_key_map, quantized_resnet_key_map, resnet_key_map,
+};
+pub use torchvision::{
+    load_quantized_shufflenet_v2, load_shufflenet_v2, quantized_shufflenet_v2_key_map,
+    shufflenet_v2_key_map,
 };
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes
 /// (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`), so that callers can turn bad user input into an
 /// error before running the model.
 pub(crate) fn check_image_batch(model: &str, shape: &[usize]) -> crate::Result<()> {
+    check_image_batch_of(model, shape, 32)
+}
+
+/// [`check_image_batch`] with images of at least `min`×`min`.
+pub(crate) fn check_image_batch_of(model: &str, shape: &[usize], min: usize) -> crate::Result<()> {
     use crate::Error;
     match shape {
-        [n, 3, h, w] if *n >= 1 && *h >= 32 && *w >= 32 => Ok(()),
+        [n, 3, h, w] if *n >= 1 && *h >= min && *w >= min => Ok(()),
         [_, 3, _, _] => Err(Error::Shape(format!(
-            "{model} needs a non-empty batch of images of at least 32×32, got {shape:?}"
+            "{model} needs a non-empty batch of images of at least {min}×{min}, got {shape:?}"
         ))),
         _ => Err(Error::Shape(format!(
             "{model} takes a float32 NCHW batch [N, 3, H, W], got shape {shape:?} (rank {})",

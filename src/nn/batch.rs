@@ -108,6 +108,19 @@ pub trait ImageBatch: Batch<4> {
     /// `C` must be a multiple of `groups` (a model fixes both when it is built); an int8 or
     /// traced batch reports it as an error, a float one panics, as PyTorch's `view` raises.
     fn channel_shuffle(self, groups: usize) -> Self;
+
+    /// `x.narrow(1, start, len)`: channels `start .. start + len` (ShuffleNetV2's
+    /// `x.chunk(2, dim=1)` is `narrow(0, C/2)` and `narrow(C/2, C/2)`). Pure data movement: an
+    /// int8 slice keeps its input's qparams, and PyTorch would hold it as a non-contiguous
+    /// view, so a quantized `cat` taking it runs its general path (dequantize, cat, quantize);
+    /// ONNX gets a `Slice`. A range past the channels is an error on int8 and traced batches
+    /// and a panic on float ones, as PyTorch's `narrow` raises.
+    fn narrow_channels(self, start: usize, len: usize) -> Self;
+
+    /// `x.mean([2, 3])`: `[N, C, H, W]` → `[N, C]` (ShuffleNetV2's global pooling). The same
+    /// float values as [`Self::global_avg_pool_flatten`], but quantized `mean` rounds its own
+    /// way (see [`crate::int8::mean`]); ONNX gets `GlobalAveragePool → Flatten`.
+    fn spatial_mean(self) -> Self::Flat;
 }
 
 /// A batch of feature vectors `[N, F]`.
@@ -157,6 +170,14 @@ impl ImageBatch for Tensor<4> {
         self.reshape([n, groups, c / groups, h, w])
             .swap_dims(1, 2)
             .reshape([n, c, h, w])
+    }
+
+    fn narrow_channels(self, start: usize, len: usize) -> Tensor<4> {
+        self.narrow(1, start, len)
+    }
+
+    fn spatial_mean(self) -> Tensor<2> {
+        self.mean_dim(3).mean_dim(2).flatten(1, 3)
     }
 }
 

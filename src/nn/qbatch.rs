@@ -10,8 +10,11 @@ use super::batch::{Batch, FeatureBatch, ImageBatch};
 use super::layer::QuantOp;
 use super::stubs::{DeQuantStub, QuantStub};
 use crate::error::StageProblem;
+use crate::int8::narrow::narrow_channels;
 use crate::int8::shuffle::channel_shuffle;
-use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1};
+use crate::int8::{
+    Engine, PoolInputLayout, QParamsPt, QTensor, adaptive_avg_pool2d_1x1, spatial_mean,
+};
 use crate::quant::observer::tensor_to_vec;
 use crate::{Error, Result};
 
@@ -63,6 +66,18 @@ impl<const D: usize> QBatch<D> {
 
     fn fail(error: Error) -> Self {
         QBatch(Flow::Failed(Arc::new(error)))
+    }
+
+    /// An int8 batch holding `tensor`, to run with `engine`'s arithmetic, that PyTorch would
+    /// hold in `layout` (a quantized conv's output is channels-last; `.contiguous()`'s NCHW):
+    /// for running a layer on int8 tensors of your own, e.g. PyTorch's.
+    pub fn from_qtensor(
+        tensor: QTensor,
+        engine: Engine,
+        layout: PoolInputLayout,
+        device: &Device,
+    ) -> Self {
+        QBatch::ok(tensor, engine, layout, device.clone())
     }
 
     /// The quint8 tensor, or the error that stopped the forward (or says the batch is float
@@ -247,6 +262,39 @@ impl ImageBatch for QBatch<4> {
                 ))
             },
             |x| x.channel_shuffle(groups),
+        )
+    }
+
+    /// The slice is channels-last for PyTorch only where every other dim is 1 (`[1, c, 1, 1]`
+    /// is contiguous in both formats), and NCHW otherwise: a view into a wider tensor is not
+    /// channels-last-contiguous, which sends quantized `cat` down its general path.
+    fn narrow_channels(self, start: usize, len: usize) -> QBatch<4> {
+        self.then(
+            |x| {
+                let y = narrow_channels(&x.tensor, start, len)?;
+                let layout = match y.shape() {
+                    _ if len == x.tensor.shape()[1] => x.layout,
+                    [1, _, 1, 1] => PoolInputLayout::ChannelsLast,
+                    _ => PoolInputLayout::Contiguous,
+                };
+                Ok(QBatch::ok(y, x.engine, layout, x.device.clone()))
+            },
+            |x| x.narrow_channels(start, len),
+        )
+    }
+
+    fn spatial_mean(self) -> QBatch<2> {
+        self.then(
+            |x| {
+                let y = spatial_mean(&x.tensor, x.engine, x.layout)?;
+                Ok(QBatch::ok(
+                    y,
+                    x.engine,
+                    PoolInputLayout::Contiguous,
+                    x.device.clone(),
+                ))
+            },
+            |x| x.spatial_mean(),
         )
     }
 }

@@ -331,6 +331,38 @@ impl Builder {
         }
     }
 
+    /// `x.narrow(1, start, len)` of an `[N, C, H, W]` value: `Slice(starts=[start],
+    /// ends=[start + len], axes=[1])`, on the quantized tensor itself where it is one (a slice
+    /// keeps its qparams).
+    pub fn narrow_channels(
+        &mut self,
+        x: &Act,
+        start: usize,
+        len: usize,
+        name: &str,
+    ) -> Result<Act> {
+        let bound = |builder: &mut Self, what: &str, v: usize| {
+            builder.initializer(
+                format!("{name}.{what}"),
+                DataType::Int64,
+                &[1],
+                raw(&[v as i64], i64::to_le_bytes),
+            )
+        };
+        let starts = bound(self, "starts", start)?;
+        let ends = bound(self, "ends", start + len)?;
+        let axes = bound(self, "axes", 1)?;
+        let (input, q) = match x {
+            Act::Float(v) => (v, None),
+            Act::Quant(v, q) => (v, Some(q)),
+        };
+        let y = self.node("Slice", &[input, &starts, &ends, &axes], name, vec![])?;
+        Ok(match q {
+            Some(q) => Act::Quant(y, q.clone()),
+            None => Act::Float(y),
+        })
+    }
+
     /// ShuffleNetV2's `channel_shuffle(x, groups)` of an `[N, channels, H, W]` value:
     /// `Reshape([0, g, C/g, −1]) → Transpose(0, 2, 1, 3) → Reshape(Shape(x))`, as PyTorch's
     /// `view`/`transpose`/`view`; on int8 activations `DQ → … → Q` with the input's qparams.

@@ -39,6 +39,7 @@ mod quant_robustness;
 mod quantized_pth;
 mod reproducibility;
 mod resnet;
+mod shufflenet_v2;
 mod state_round_trip;
 mod strip_float;
 mod weight_bits;

@@ -12,12 +12,17 @@ use crate::{Error, Result};
 
 pub mod mobilenet_v2;
 pub mod resnet;
+pub mod shufflenet_v2;
 
 pub use mobilenet_v2::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, mobilenet_v2_key_map,
     quantized_mobilenet_v2_key_map,
 };
 pub use resnet::{load_quantized_resnet, load_resnet, quantized_resnet_key_map, resnet_key_map};
+pub use shufflenet_v2::{
+    load_quantized_shufflenet_v2, load_shufflenet_v2, quantized_shufflenet_v2_key_map,
+    shufflenet_v2_key_map,
+};
 
 /// torchvision's int8 state dict renamed to this crate's paths, with quantized linear layers'
 /// packed `(weight, bias)` tuples unpacked into `weight` / `bias` entries.

@@ -49,6 +49,10 @@ pub struct ConvBnActConfig {
     /// The activation after the (normalised) convolution.
     #[config(default = "Activation::Relu6")]
     pub activation: Activation,
+    /// Weight initialisation; `None` is torchvision's Kaiming-normal fan-out (MobileNetV2,
+    /// ResNet). ShuffleNetV2 keeps PyTorch's default, `kaiming_uniform_(a=√5)`.
+    #[config(default = "None")]
+    pub initializer: Option<Initializer>,
 }
 
 /// Convolution → batch norm → activation → activation post-process, by stage:
@@ -84,8 +88,8 @@ pub struct ConvBnAct {
 }
 
 impl ConvBnActConfig {
-    /// Builds the layer with torchvision's initialisation (Kaiming-normal fan-out weights, zero
-    /// bias, unit BN scale).
+    /// Builds the layer with torchvision's initialisation (Kaiming-normal fan-out weights unless
+    /// [`initializer`](Self::initializer) says otherwise, zero bias, unit BN scale).
     pub fn init(&self, device: &Device) -> ConvBnAct {
         let padding = (self.kernel_size - 1) / 2;
         let conv = Conv2dConfig::new(
@@ -98,7 +102,11 @@ impl ConvBnActConfig {
             padding, padding, padding, padding,
         ))
         .with_bias(self.bias)
-        .with_initializer(kaiming_normal_fan_out())
+        .with_initializer(
+            self.initializer
+                .clone()
+                .unwrap_or_else(kaiming_normal_fan_out),
+        )
         .init(device);
         let conv = Conv2d {
             bias: conv.bias.map(|b| Param::from_tensor(b.val().zeros_like())),
