@@ -1,15 +1,18 @@
-//! Models: MobileNetV2 and ResNet / ResNeXt as torchvision builds them (float and quantizable in
+//! Models: MobileNetV2, MobileNetV3 and ResNet / ResNeXt as torchvision builds them (float and quantizable in
 //! one type), their torchvision checkpoints and, with the `download` feature, MobileNetV2's
 //! pretrained weights downloaded on first use (without it, load a downloaded `.pth` with
 //! [`load_mobilenet_v2`]).
 
 pub mod footprint;
 pub mod mobilenet_v2;
+pub mod mobilenet_v3;
+pub mod mobilenet_v3_block;
 #[cfg(feature = "download")]
 #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub mod pretrained;
 pub mod resnet;
 pub mod resnet_block;
+pub mod squeeze_excitation;
 pub mod torchvision;
 
 pub use footprint::Activations;
@@ -18,15 +21,25 @@ pub use mobilenet_v2::{
     InvertedResidualSetting, MobileNetV2, MobileNetV2Config, QuantizableInvertedResidual,
     QuantizableMobileNetV2, make_divisible,
 };
+pub use mobilenet_v3::{MobileNetV3, MobileNetV3Arch, MobileNetV3Config, QuantizableMobileNetV3};
+pub use mobilenet_v3_block::{
+    ConvNormActivation, ConvNormActivationConfig, MobileNetV3Block, MobileNetV3BlockConfig,
+    V3Activation,
+};
 #[cfg(feature = "download")]
 pub use pretrained::{MobileNetV2Weights, mobilenet_v2, quantized_mobilenet_v2};
 pub use resnet::{QuantizableResNet, ResNet, ResNetConfig};
 pub use resnet_block::{
     BlockKind, QuantizableBasicBlock, QuantizableBottleneck, ResidualBlock, ResidualBlockConfig,
 };
+pub use squeeze_excitation::{
+    QuantizableSqueezeExcitation, SqueezeExcitation, SqueezeExcitationConfig,
+};
 pub use torchvision::{
-    load_mobilenet_v2, load_quantized_mobilenet_v2, load_quantized_resnet, load_resnet,
-    mobilenet_v2_key_map, quantized_mobilenet_v2_key_map, quantized_resnet_key_map, resnet_key_map,
+    load_mobilenet_v2, load_mobilenet_v3, load_quantized_mobilenet_v2, load_quantized_mobilenet_v3,
+    load_quantized_resnet, load_resnet, mobilenet_v2_key_map, mobilenet_v3_key_map,
+    quantized_mobilenet_v2_key_map, quantized_mobilenet_v3_key_map, quantized_resnet_key_map,
+    resnet_key_map,
 };
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes

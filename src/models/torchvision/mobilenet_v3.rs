@@ -1,0 +1,132 @@
+//! torchvision's MobileNetV3 checkpoints: `torchvision.models.mobilenet_v3_large()` /
+//! `mobilenet_v3_small()` (float) and the quantizable model's converted state dict (int8).
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use super::load_quantized;
+use crate::Result;
+use crate::int8::Engine;
+use crate::io::{KeyMap, load_state_dict};
+use crate::models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
+
+/// One layer of a block as torchvision indexes it (`features.I.block.J.`) and as this crate
+/// names it (`blocks.I-1.<name>.`), in order: expansion, depthwise, squeeze-excitation,
+/// projection.
+fn block_layers(config: &MobileNetV3Config) -> Vec<(String, String, &'static str)> {
+    let mut layers = Vec::new();
+    for (i, block) in config.block_configs().iter().enumerate() {
+        let (torch, burn) = (format!("features.{}.", i + 1), format!("blocks.{i}."));
+        let names = [
+            block.has_expansion().then_some("expand"),
+            Some("depthwise"),
+            block.use_se.then_some("se"),
+            Some("project"),
+        ];
+        for (j, name) in names.into_iter().flatten().enumerate() {
+            layers.push((format!("{torch}block.{j}."), burn.clone(), name));
+        }
+    }
+    layers
+}
+
+/// The map from torchvision's float MobileNetV3 state-dict keys to this crate's module paths:
+/// each `Conv2dNormActivation`'s `0` / `1` are its conv and BN (`stem.conv.conv.`,
+/// `stem.conv.bn.`), a squeeze-excitation's `fc1` / `fc2` its two convolutions, and the
+/// classifier's `0` / `3` the `hidden` and `classifier` linear layers.
+pub fn mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
+    let head = config.block_configs().len() + 1;
+    let conv_norm = |map: KeyMap, torch: &str, burn: &str| {
+        map.prefix(format!("{torch}0."), format!("{burn}conv.conv."))
+            .prefix(format!("{torch}1."), format!("{burn}conv.bn."))
+    };
+    let mut map = KeyMap::new()
+        .prefix("classifier.0.", "hidden.linear.")
+        .prefix("classifier.3.", "classifier.linear.")
+        .ignore_suffix("num_batches_tracked");
+    map = conv_norm(map, "features.0.", "stem.");
+    map = conv_norm(map, &format!("features.{head}."), "head.");
+    for (torch, burn, name) in block_layers(config) {
+        map = match name {
+            "se" => map
+                .prefix(format!("{torch}fc1."), format!("{burn}se.fc1.conv."))
+                .prefix(format!("{torch}fc2."), format!("{burn}se.fc2.conv.")),
+            "project" => map
+                .prefix(format!("{torch}0."), format!("{burn}project.conv."))
+                .prefix(format!("{torch}1."), format!("{burn}project.bn.")),
+            _ => conv_norm(map, &torch, &format!("{burn}{name}.")),
+        };
+    }
+    map
+}
+
+/// Builds a [`MobileNetV3`] from `config` and loads the torchvision float state dict at `path`
+/// (`torch.save(torchvision.models.mobilenet_v3_large(...).state_dict(), path)`, or the
+/// quantizable model's before `fuse_model`). Missing, unexpected and mis-shaped keys are
+/// errors naming the key.
+pub fn load_mobilenet_v3(
+    path: &Path,
+    config: &MobileNetV3Config,
+    device: &Device,
+) -> Result<MobileNetV3> {
+    let model = config.init(device)?;
+    load_state_dict(model, path, &mobilenet_v3_key_map(config))
+}
+
+/// The map from torchvision's converted (int8) MobileNetV3 keys to this crate's module paths:
+/// after `fuse_model` and `convert` each `Conv2dNormActivation` is one quantized conv at its
+/// index 0 and, with hardswish, a quantized hardswish at index 2 (`features.0.2.scale`); a
+/// squeeze-excitation holds its quantized `fc1` (ConvReLU2d), `fc2` and `skip_mul`.
+pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
+    let head = config.block_configs().len() + 1;
+    let conv_norm = |map: KeyMap, torch: &str, burn: &str| {
+        map.prefix(format!("{torch}0."), format!("{burn}conv."))
+            .prefix(format!("{torch}2."), format!("{burn}hardswish."))
+    };
+    let mut map = KeyMap::new()
+        .prefix("quant.", "quant.")
+        .prefix("classifier.0.", "hidden.")
+        .prefix("classifier.1.", "hardswish.")
+        .prefix("classifier.3.", "classifier.");
+    map = conv_norm(map, "features.0.", "stem.");
+    map = conv_norm(map, &format!("features.{head}."), "head.");
+    for (i, _) in config.block_configs().iter().enumerate() {
+        map = map.prefix(
+            format!("features.{}.skip_add.", i + 1),
+            format!("blocks.{i}.skip_add."),
+        );
+    }
+    for (torch, burn, name) in block_layers(config) {
+        map = match name {
+            "se" => map.prefix(torch, format!("{burn}se.")),
+            "project" => map.prefix(format!("{torch}0."), format!("{burn}project.")),
+            _ => conv_norm(map, &torch, &format!("{burn}{name}.")),
+        };
+    }
+    map
+}
+
+/// Builds a [`MobileNetV3`] from `config` and loads torchvision's int8 state dict at `path`
+/// (the state dict of the quantizable model after `fuse_model`, `prepare` or `prepare_qat`
+/// and `convert`) into its int8 layers, to run with [`MobileNetV3::forward_int8`] and
+/// `engine`'s arithmetic (`qnnpack` for torchvision's per-tensor models). The float parameters
+/// stay at their initial values. Missing, unexpected and mis-shaped entries are errors naming
+/// the torchvision key.
+///
+/// torchvision's official `mobilenet_v3_large_qnnpack-5bcacf28.pth` is not such a state dict:
+/// it holds the QAT model before `convert` (torchvision loads it after `prepare_qat` and
+/// converts afterwards), which this loader refuses.
+pub fn load_quantized_mobilenet_v3(
+    path: &Path,
+    config: &MobileNetV3Config,
+    engine: Engine,
+    device: &Device,
+) -> Result<MobileNetV3> {
+    load_quantized(
+        path,
+        config.init(device)?,
+        &quantized_mobilenet_v3_key_map(config),
+        engine,
+    )
+}
