@@ -41,8 +41,10 @@ hardsigmoid a FixedQParamsFakeQuantize, 1/256 and 0).
   - Then, on a fresh copy, fake quantization off (observers and the fused ConvBn training forward
     on), three SGD steps (lr 0.01, momentum 0.9) with cross-entropy on batch{i}.x [4, 3, 32, 32]
     in [-2, 2] and labels batch{i}.y; after the first step observers are disabled and BN
-    statistics frozen. loss{i}: each step's loss. Then eval() and convert under the fbgemm
-    engine; q / q_scale / q_zero_point: the uint8 logits on small.safetensors's input.
+    statistics frozen. loss{i}: each step's loss. Then eval(), the state dict saved as
+    small_qat_x86.pth (a QAT checkpoint before convert, as torchvision's official
+    mobilenet_v3_large_qnnpack-5bcacf28.pth), and convert under the fbgemm engine; q / q_scale /
+    q_zero_point: the uint8 logits on small.safetensors's input.
 
 Deterministic: fixed seeds, one intra-op thread.
 """
@@ -195,6 +197,9 @@ def gen_qat(x):
         opt.step()
         out[f"loss{step}"] = np.array([loss.item()], dtype=np.float32)
     model.eval()
+    # The QAT state dict before convert: the form of torchvision's official int8 checkpoint.
+    # Legacy serialization: a third of the zip format's size for its ~600 small tensors.
+    torch.save(model.state_dict(), os.path.join(OUT, "small_qat_x86.pth"), _use_new_zipfile_serialization=False)
     torch.backends.quantized.engine = "fbgemm"
     q = torch.ao.quantization.convert(copy.deepcopy(model), inplace=False)
     put_q(out, "q", quantized_logits(q, x))

@@ -36,10 +36,10 @@ pub use squeeze_excitation::{
     QuantizableSqueezeExcitation, SqueezeExcitation, SqueezeExcitationConfig,
 };
 pub use torchvision::{
-    load_mobilenet_v2, load_mobilenet_v3, load_quantized_mobilenet_v2, load_quantized_mobilenet_v3,
-    load_quantized_resnet, load_resnet, mobilenet_v2_key_map, mobilenet_v3_key_map,
-    quantized_mobilenet_v2_key_map, quantized_mobilenet_v3_key_map, quantized_resnet_key_map,
-    resnet_key_map,
+    load_mobilenet_v2, load_mobilenet_v3, load_qat_mobilenet_v3, load_quantized_mobilenet_v2,
+    load_quantized_mobilenet_v3, load_quantized_resnet, load_resnet, mobilenet_v2_key_map,
+    mobilenet_v3_key_map, qat_mobilenet_v3_key_map, quantized_mobilenet_v2_key_map,
+    quantized_mobilenet_v3_key_map, quantized_resnet_key_map, resnet_key_map,
 };
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes

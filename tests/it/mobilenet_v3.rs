@@ -414,3 +414,41 @@ fn large_ptq_save_load_and_export() {
     let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
     assert!(!graph.node.is_empty());
 }
+
+/// torchvision's own route to its quantized MobileNetV3 (the official checkpoint is a QAT
+/// state dict): PyTorch's QAT model of `qat_steps_and_convert_match_pytorch`, saved before
+/// `convert`, loads into a model fused for QAT and prepared with the same qconfig, and its
+/// `convert` gives PyTorch's int8 logits.
+#[test]
+fn a_qat_state_dict_loads_and_converts_as_torchvision_does() {
+    use burn_qat::convert::convert;
+    use burn_qat::models::load_qat_mobilenet_v3;
+
+    let device = Device::flex();
+    let qconfig = QConfig::default_qat(QuantBackend::X86);
+    let mut model =
+        load_qat_mobilenet_v3(&path("small_qat_x86.pth"), &config(), qconfig, &device).unwrap();
+    let gate = model.blocks[3]
+        .se
+        .as_ref()
+        .unwrap()
+        .scale_activation
+        .activation_post_process
+        .as_ref();
+    assert!(!gate.unwrap().fake_quant_enabled(), "the saved switch");
+    convert(&mut model, Engine::X86).unwrap();
+    let fx = Fixture::load("mobilenet_v3/qat.safetensors");
+    let y = to_vec(
+        model
+            .forward_int8(fixture().tensor("input", &device))
+            .unwrap(),
+    );
+    assert_int8_logits(&y, &fx, "q", "QAT state dict converted");
+
+    let qnnpack = QConfig::default_qat(QuantBackend::Qnnpack);
+    let err = load_qat_mobilenet_v3(&path("small_qat_x86.pth"), &config(), qnnpack, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("small_qat_x86.pth"), "{err}");
+    println!("per-tensor qconfig on a per-channel checkpoint: {err}");
+}

@@ -10,6 +10,7 @@ use crate::Result;
 use crate::int8::Engine;
 use crate::io::{KeyMap, load_state_dict};
 use crate::models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
+use crate::quant::QConfig;
 
 /// One layer of a block as torchvision indexes it (`features.I.block.J.`) and as this crate
 /// names it (`blocks.I-1.<name>.`), in order: expansion, depthwise, squeeze-excitation,
@@ -116,7 +117,7 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
 ///
 /// torchvision's official `mobilenet_v3_large_qnnpack-5bcacf28.pth` is not such a state dict:
 /// it holds the QAT model before `convert` (torchvision loads it after `prepare_qat` and
-/// converts afterwards), which this loader refuses.
+/// converts afterwards); load it with [`load_qat_mobilenet_v3`] and convert.
 pub fn load_quantized_mobilenet_v3(
     path: &Path,
     config: &MobileNetV3Config,
@@ -129,4 +130,85 @@ pub fn load_quantized_mobilenet_v3(
         &quantized_mobilenet_v3_key_map(config),
         engine,
     )
+}
+
+/// PyTorch's QAT module at `torch` (a fused `ConvBn2d` / `ConvBnReLU2d`, a QAT `Conv2d` /
+/// `ConvReLU2d` or `Linear`: weight and bias on the module itself) onto this crate's layer at
+/// `burn` (a [`ConvBnAct`](crate::nn::ConvBnAct) or [`LinearBnAct`](crate::nn::LinearBnAct),
+/// whose float layer is `inner`).
+fn qat_weighted(map: KeyMap, torch: &str, burn: &str, inner: &str) -> KeyMap {
+    ["bn.", "weight_fake_quant.", "activation_post_process."]
+        .into_iter()
+        .fold(map, |map, part| {
+            map.prefix(format!("{torch}{part}"), format!("{burn}{part}"))
+        })
+        .prefix(torch.to_string(), format!("{burn}{inner}."))
+}
+
+/// The map from the keys of torchvision's QAT-prepared MobileNetV3 (`fuse_model(is_qat=True)`
+/// and `prepare_qat`, before `convert`: the form of torchvision's official
+/// `mobilenet_v3_large_qnnpack-5bcacf28.pth`) to this crate's module paths, the crate model
+/// being fused for QAT and prepared with the same qconfig. Each fused conv holds its weight,
+/// `bn`, `weight_fake_quant` and `activation_post_process`; a hardswish, `skip_add`,
+/// `skip_mul` and the hardsigmoid (`scale_activation`) hold their output fake-quant.
+pub fn qat_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
+    let head = config.block_configs().len() + 1;
+    let conv_norm = |map: KeyMap, torch: &str, burn: &str| {
+        qat_weighted(map, &format!("{torch}0."), &format!("{burn}conv."), "conv")
+            .prefix(format!("{torch}2."), format!("{burn}hardswish."))
+    };
+    let mut map = KeyMap::new()
+        .prefix("quant.", "quant.")
+        .prefix("classifier.1.", "hardswish.")
+        .ignore_suffix("num_batches_tracked")
+        .ignore_suffix("activation_post_process.eps")
+        .optional_suffix("freeze_bn");
+    map = qat_weighted(map, "classifier.0.", "hidden.", "linear");
+    map = qat_weighted(map, "classifier.3.", "classifier.", "linear");
+    map = conv_norm(map, "features.0.", "stem.");
+    map = conv_norm(map, &format!("features.{head}."), "head.");
+    for (i, _) in config.block_configs().iter().enumerate() {
+        map = map.prefix(
+            format!("features.{}.skip_add.", i + 1),
+            format!("blocks.{i}.skip_add."),
+        );
+    }
+    for (torch, burn, name) in block_layers(config) {
+        map = match name {
+            "se" => {
+                let se = format!("{burn}se.");
+                let map = qat_weighted(map, &format!("{torch}fc1."), &format!("{se}fc1."), "conv");
+                qat_weighted(map, &format!("{torch}fc2."), &format!("{se}fc2."), "conv")
+                    .prefix(torch, se)
+            }
+            "project" => qat_weighted(
+                map,
+                &format!("{torch}0."),
+                &format!("{burn}project."),
+                "conv",
+            ),
+            _ => conv_norm(map, &torch, &format!("{burn}{name}.")),
+        };
+    }
+    map
+}
+
+/// Builds a [`MobileNetV3`] from `config`, fuses it for QAT, prepares it with `qconfig` and
+/// loads torchvision's QAT state dict at `path` into it (`fuse_model(is_qat=True)`,
+/// `prepare_qat` with the same qconfig, `load_state_dict`): the weights, batch norms, observer
+/// ranges, qparams and switches. This is how torchvision builds its quantized MobileNetV3 from
+/// the official `mobilenet_v3_large_qnnpack-5bcacf28.pth` (with
+/// `QConfig::default_qat(QuantBackend::Qnnpack)`); [`convert`](crate::convert::convert) the
+/// result for the int8 model, or train it on. Missing, unexpected and mis-shaped entries are
+/// errors naming the torchvision key.
+pub fn load_qat_mobilenet_v3(
+    path: &Path,
+    config: &MobileNetV3Config,
+    qconfig: QConfig,
+    device: &Device,
+) -> Result<MobileNetV3> {
+    let mut model = config.init(device)?;
+    model.fuse_model(Some(true))?;
+    crate::quantize::prepare_qat(&mut model, qconfig, device)?;
+    load_state_dict(model, path, &qat_mobilenet_v3_key_map(config))
 }
