@@ -28,7 +28,8 @@ pub struct FixedQParamsObserver {
 
 /// Fake quantization with fixed qparams; see the [module docs](self).
 ///
-/// Record names are PyTorch's: `fake_quant_enabled`, `observer_enabled`, `scale`,
+/// The forward uses the qparams it was built with; the `scale` / `zero_point` entries hold
+/// them for the state dict. Record names are PyTorch's: `fake_quant_enabled`, `observer_enabled`, `scale`,
 /// `zero_point`, `activation_post_process.scale`, `activation_post_process.zero_point`.
 #[derive(Module, Debug)]
 pub struct FixedQParamsFakeQuantize {

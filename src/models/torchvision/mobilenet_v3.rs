@@ -163,6 +163,18 @@ pub fn qat_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
         .ignore_suffix("num_batches_tracked")
         .ignore_suffix("activation_post_process.eps")
         .optional_suffix("freeze_bn");
+    // torchvision's `QuantizableSqueezeExcitation._load_from_state_dict` fills in the
+    // hardsigmoid's fake-quant entries that checkpoints before its version 2 lack.
+    for entry in [
+        "scale",
+        "zero_point",
+        "fake_quant_enabled",
+        "observer_enabled",
+        "activation_post_process.scale",
+        "activation_post_process.zero_point",
+    ] {
+        map = map.optional_suffix(format!("scale_activation.activation_post_process.{entry}"));
+    }
     map = qat_weighted(map, "classifier.0.", "hidden.", "linear");
     map = qat_weighted(map, "classifier.3.", "classifier.", "linear");
     map = conv_norm(map, "features.0.", "stem.");
@@ -200,7 +212,10 @@ pub fn qat_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
 /// the official `mobilenet_v3_large_qnnpack-5bcacf28.pth` (with
 /// `QConfig::default_qat(QuantBackend::Qnnpack)`); [`convert`](crate::convert::convert) the
 /// result for the int8 model, or train it on. Missing, unexpected and mis-shaped entries are
-/// errors naming the torchvision key.
+/// errors naming the torchvision key, except the hardsigmoids' fake-quant entries, which
+/// checkpoints written before torchvision's `QuantizableSqueezeExcitation` version 2 lack
+/// (torchvision fills them in; here they keep their fixed values, which the forward uses
+/// anyway).
 pub fn load_qat_mobilenet_v3(
     path: &Path,
     config: &MobileNetV3Config,
