@@ -82,8 +82,8 @@ impl ConvNormActivationConfig {
 }
 
 /// torchvision's `Conv2dNormActivation` as MobileNetV3 uses it: conv → BN → ReLU (one
-/// [`ConvBnAct`], `conv`; torchvision's indices 0, 1, 2), or conv → BN (`conv`, indices 0 and
-/// 1) → [`Hardswish`] (`hardswish`, index 2), or conv → BN alone. `fuse_model` fuses the conv
+/// [`ConvBnAct`], `conv`; torchvision's indices 0, 1, 2), or conv → BN (`conv`, indices 0, 1)
+/// then [`Hardswish`] (`hardswish`, index 2), or conv → BN alone. `fuse_model` fuses the conv
 /// with its BN (and ReLU), as torchvision's `QuantizableMobileNetV3.fuse_model`; a hardswish
 /// stays its own module with its own output observer.
 #[derive(Module, Debug)]

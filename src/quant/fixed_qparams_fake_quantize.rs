@@ -6,7 +6,7 @@
 //!
 //! Forward: `y = (clamp(nearbyint(x · (1/scale)) + zp, qmin, qmax) − zp) · scale` while
 //! `fake_quant_enabled`, else `y = x`, with the straight-through gradient of
-//! [`fake_quantize_per_tensor`](super::fake_quantize_per_tensor). Nothing is observed: the
+//! [`fake_quantize_per_tensor`]. Nothing is observed: the
 //! observer switch is kept only because PyTorch's state dict has it.
 
 use burn::module::{Module, RunningState};

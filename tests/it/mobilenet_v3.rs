@@ -288,7 +288,7 @@ fn qat_layers_with_fake_quant_on_match_pytorch_on_its_inputs() {
 
     let fresh = qat_model(&device);
     let x: Tensor<4> = fx.tensor("batch0.x", &device);
-    let x = x.slice([0..2]);
+    let x = x.narrow(0, 0, 2);
     let labels = fx.i64("batch0.y")[..2].to_vec();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [2]), &device);
     let loss = CrossEntropyLossConfig::new()
