@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
+use super::footprint::{Activations, check_forward};
 use super::mobilenet_v3_block::MobileNetV3Block;
 use super::mobilenet_v3_block::{
     ConvNormActivation, ConvNormActivationConfig, MobileNetV3BlockConfig, V3Activation,
@@ -173,6 +174,47 @@ impl MobileNetV3Config {
             Error::Config(format!(
                 "MobileNetV3 {:?} of width {} and {} classes is too large: {why}",
                 self.arch, self.width_mult, self.num_classes
+            ))
+        })
+    }
+
+    /// The activations of one forward pass on a `[batch, 3, height, width]` input (stem, each
+    /// block's expansion, depthwise and projection outputs, the head), `None` if a count
+    /// overflows.
+    pub fn activations(&self, batch: u64, height: u64, width: u64) -> Option<Activations> {
+        let mut acts = Activations::new();
+        acts.add(batch, 3, height, width)?;
+        let (mut h, mut w) = (height.div_ceil(2), width.div_ceil(2));
+        acts.add(batch, self.stem_channels() as u64, h, w)?;
+        for block in self.block_configs() {
+            let expanded = block.expanded_channels as u64;
+            acts.add(batch, expanded, h, w)?;
+            if block.stride == 2 {
+                (h, w) = (h.div_ceil(2), w.div_ceil(2));
+            }
+            acts.add(batch, expanded, h, w)?;
+            acts.add(batch, block.out_channels as u64, h, w)?;
+        }
+        acts.add(batch, self.lastconv_channels() as u64, h, w)?;
+        Some(acts)
+    }
+
+    /// Checks that a forward pass on `[batch, 3, height, width]` fits in memory with the
+    /// model's weights: `training` counts every activation (kept for the backward pass),
+    /// inference the widest layer's. The error names the sizes.
+    pub fn check_forward_size(
+        &self,
+        batch: usize,
+        height: usize,
+        width: usize,
+        training: bool,
+    ) -> Result<()> {
+        let acts = self.activations(batch as u64, height as u64, width as u64);
+        check_forward(acts, self.parameter_count(), training).map_err(|why| {
+            Error::Config(format!(
+                "a batch of {batch} images of {height}×{width} is too large for this \
+                 MobileNetV3 {:?} (width_mult {}): {why}",
+                self.arch, self.width_mult
             ))
         })
     }

@@ -172,6 +172,13 @@ fn bad_configurations_are_errors() {
     let huge = MobileNetV3Config::large().with_num_classes(usize::MAX / 2);
     let err = huge.validate().unwrap_err().to_string();
     assert!(err.contains("too large"), "{err}");
+    let large = MobileNetV3Config::large();
+    large.check_forward_size(1, 224, 224, true).unwrap();
+    let err = large
+        .check_forward_size(1 << 32, 1 << 32, 1 << 32, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4294967296 images"), "{err}");
     let model = config().init(&device).unwrap();
     assert_eq!(model.num_classes(), 16);
     let small = Tensor::<4>::zeros([1, 3, 16, 16], &device);
