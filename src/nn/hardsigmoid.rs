@@ -85,6 +85,12 @@ impl QuantLayer for Hardsigmoid {
         Ok(())
     }
 
+    /// Drops the QAT fake-quant, which the int8 forward never uses (PyTorch's converted
+    /// model keeps a plain `nn.Hardsigmoid`).
+    fn strip_float(&mut self) {
+        self.activation_post_process = None;
+    }
+
     fn for_each_fixed_fake_quant(&mut self, f: &mut dyn FnMut(&mut FixedQParamsFakeQuantize)) {
         if let Some(fq) = &mut self.activation_post_process {
             f(fq);

@@ -444,6 +444,12 @@ fn a_qat_state_dict_loads_and_converts_as_torchvision_does() {
         .as_ref();
     assert!(!gate.unwrap().fake_quant_enabled(), "the saved switch");
     convert(&mut model, Engine::X86).unwrap();
+    burn_qat::convert::strip_float(&mut model).unwrap();
+    let gate = &model.blocks[3].se.as_ref().unwrap().scale_activation;
+    assert!(
+        gate.activation_post_process.is_none(),
+        "stripped as PyTorch's convert does"
+    );
     let fx = Fixture::load("mobilenet_v3/qat.safetensors");
     let y = to_vec(
         model
