@@ -174,33 +174,39 @@ impl MobileNetV3BlockConfig {
             .then(|| SqueezeExcitationConfig::mobilenet_v3(self.expanded_channels))
     }
 
-    fn layers(&self) -> [Option<ConvNormActivationConfig>; 3] {
+    /// The expansion (if any), depthwise and projection layers.
+    fn layers(
+        &self,
+    ) -> (
+        Option<ConvNormActivationConfig>,
+        ConvNormActivationConfig,
+        ConvNormActivationConfig,
+    ) {
         let (i, e, o) = (
             self.input_channels,
             self.expanded_channels,
             self.out_channels,
         );
         let act = Some(self.activation);
-        [
+        (
             self.has_expansion()
                 .then(|| ConvNormActivationConfig::new(i, e, 1).with_activation(act)),
-            Some(
-                ConvNormActivationConfig::new(e, e, self.kernel)
-                    .with_stride(self.stride)
-                    .with_groups(e)
-                    .with_activation(act),
-            ),
-            Some(ConvNormActivationConfig::new(e, o, 1)),
-        ]
+            ConvNormActivationConfig::new(e, e, self.kernel)
+                .with_stride(self.stride)
+                .with_groups(e)
+                .with_activation(act),
+            ConvNormActivationConfig::new(e, o, 1),
+        )
     }
 
     /// Weights of the block, `None` on overflow.
     pub fn parameter_count(&self) -> Option<u64> {
-        let mut total = self.se().map_or(Some(0), |se| se.parameter_count())?;
-        for layer in self.layers().iter().flatten() {
-            total = total.checked_add(layer.parameter_count()?)?;
-        }
-        Some(total)
+        let (expand, depthwise, project) = self.layers();
+        let expand = expand.map_or(Some(0), |l| l.parameter_count())?;
+        let se = self.se().map_or(Some(0), |se| se.parameter_count())?;
+        [depthwise.parameter_count()?, project.parameter_count()?, se]
+            .into_iter()
+            .try_fold(expand, u64::checked_add)
     }
 
     /// Checks what torchvision checks (stride 1 or 2) and that every size is positive.
@@ -230,15 +236,12 @@ impl MobileNetV3BlockConfig {
     /// Builds the block with torchvision's initialisation.
     pub fn init(&self, device: &Device) -> Result<MobileNetV3Block> {
         self.validate()?;
-        let [expand, depthwise, project] = self.layers().map(|l| l.map(|l| l.init(device)));
-        let (Some(depthwise), Some(project)) = (depthwise, project) else {
-            unreachable!("layers() always has the depthwise and projection convolutions")
-        };
+        let (expand, depthwise, project) = self.layers();
         Ok(MobileNetV3Block {
-            expand,
-            depthwise,
+            expand: expand.map(|l| l.init(device)),
+            depthwise: depthwise.init(device),
             se: self.se().map(|se| se.init(device)),
-            project: project.conv,
+            project: project.init(device).conv,
             skip_add: FloatFunctional::new(),
             use_res_connect: self.use_res_connect(),
         })
