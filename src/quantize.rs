@@ -8,7 +8,7 @@ use burn::tensor::Device;
 
 use crate::Result;
 use crate::nn::{BatchNorm2d, PrepareMode, QuantLayer, Quantizable};
-use crate::quant::{FakeQuantize, QConfigMapping};
+use crate::quant::{FakeQuantize, FixedQParamsFakeQuantize, QConfigMapping};
 
 /// Runs a stage on a copy of `model` and keeps it only if the stage succeeds: on error the
 /// model is unchanged, whichever layer failed.
@@ -118,24 +118,39 @@ pub fn for_each_batch_norm<M: Quantizable>(model: &mut M, mut f: impl FnMut(&mut
     });
 }
 
+/// Calls `f` on every fixed-qparams fake-quant of the model (hardsigmoid outputs in QAT).
+pub fn for_each_fixed_fake_quant<M: Quantizable>(
+    model: &mut M,
+    mut f: impl FnMut(&mut FixedQParamsFakeQuantize),
+) {
+    let _ = model.visit_layers(&mut |_, layer| {
+        layer.for_each_fixed_fake_quant(&mut f);
+        Ok(())
+    });
+}
+
 /// Stops range collection everywhere (`model.apply(torch.ao.quantization.disable_observer)`).
 pub fn disable_observer<M: Quantizable>(model: &mut M) {
     for_each_fake_quant(model, FakeQuantize::disable_observer);
+    for_each_fixed_fake_quant(model, |fq| fq.set_observer(false));
 }
 
 /// Resumes range collection everywhere (`enable_observer`).
 pub fn enable_observer<M: Quantizable>(model: &mut M) {
     for_each_fake_quant(model, FakeQuantize::enable_observer);
+    for_each_fixed_fake_quant(model, |fq| fq.set_observer(true));
 }
 
 /// Turns fake quantization off everywhere (`disable_fake_quant`).
 pub fn disable_fake_quant<M: Quantizable>(model: &mut M) {
     for_each_fake_quant(model, FakeQuantize::disable_fake_quant);
+    for_each_fixed_fake_quant(model, FixedQParamsFakeQuantize::disable_fake_quant);
 }
 
 /// Turns fake quantization on everywhere (`enable_fake_quant`).
 pub fn enable_fake_quant<M: Quantizable>(model: &mut M) {
     for_each_fake_quant(model, FakeQuantize::enable_fake_quant);
+    for_each_fixed_fake_quant(model, FixedQParamsFakeQuantize::enable_fake_quant);
 }
 
 /// LSQ fake-quants learn their scale and zero-point from now on, starting from the observers'

@@ -5,9 +5,12 @@
 //! export matches the float forward, the QDQ export of a QAT model its fake-quant forward. The
 //! exported bytes are also read back with the crate's protobuf types to check the graph's
 //! structure. (`scripts/check_onnx.py` runs `onnx.checker` and onnxruntime on the same files.)
-//! ResNet / ResNeXt: `models/resnet.rs`; ShuffleNetV2: `models/shufflenet_v2.rs`.
+//! ResNet / ResNeXt: `models/resnet.rs`; ShuffleNetV2: `models/shufflenet_v2.rs`; MobileNetV3:
+//! `models/mobilenet_v3.rs`.
 
 mod common;
+#[path = "models/mobilenet_v3.rs"]
+mod mobilenet_v3;
 #[path = "layers/pool_hardswish.rs"]
 mod pool_hardswish;
 #[path = "models/resnet.rs"]

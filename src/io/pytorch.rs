@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Tensor, TensorData};
 use burn_store::burn_pack::{Error as PackError, Tensor as PackTensor};
 use burn_store::{
     ApplyError, KeyRemapper, ModuleAdapter, ModuleContext, ModuleSnapshot, ModuleStore,
@@ -27,6 +27,7 @@ use crate::{Error, Result};
 pub struct KeyMap {
     prefixes: Vec<(String, String)>,
     ignored_suffixes: Vec<String>,
+    optional_suffixes: Vec<String>,
 }
 
 impl KeyMap {
@@ -50,6 +51,14 @@ impl KeyMap {
     /// (e.g. BatchNorm's `num_batches_tracked`, which Burn does not keep).
     pub fn ignore_suffix(mut self, suffix: impl Into<String>) -> Self {
         self.ignored_suffixes.push(suffix.into());
+        self
+    }
+
+    /// Model entries ending with `suffix` may be absent from the checkpoint and keep their
+    /// value (e.g. a QAT batch norm's saved `freeze_bn` switch, which PyTorch keeps as a plain
+    /// attribute outside its state dict).
+    pub fn optional_suffix(mut self, suffix: impl Into<String>) -> Self {
+        self.optional_suffixes.push(suffix.into());
         self
     }
 
@@ -147,7 +156,9 @@ pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> 
         .values()
         .cloned()
         .collect();
-    let adapter = ToParamDType::of(&module).chain(PyTorchToBurnAdapter);
+    let adapter = ScalarsAsVectors
+        .chain(ToParamDType::of(&module))
+        .chain(PyTorchToBurnAdapter);
     let result = module.apply(tensors, None, Some(Box::new(adapter)), SKIP_ENUM_VARIANTS);
 
     let mut problems: Vec<String> = result
@@ -184,6 +195,12 @@ pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> 
         result
             .missing
             .iter()
+            .filter(|(p, _)| {
+                !keys
+                    .optional_suffixes
+                    .iter()
+                    .any(|s| p.ends_with(s.as_str()))
+            })
             .map(|(p, _)| format!("missing key '{}'", keys.to_pytorch(p))),
     );
     problems.extend(
@@ -209,6 +226,29 @@ pub fn load_state_dict<M: Module>(mut module: M, path: &Path, keys: &KeyMap) -> 
 
 /// PyTorch module paths never name enum variants (`PytorchStore`'s own setting).
 const SKIP_ENUM_VARIANTS: bool = true;
+
+/// PyTorch's 0-d tensors (a per-tensor observer's `min_val` / `max_val`) as the one-element
+/// vectors Burn holds them in: Burn has no rank-0 tensors, so a 0-d entry can only go into a
+/// `[1]` slot (anything else is still a shape mismatch).
+#[derive(Clone)]
+struct ScalarsAsVectors;
+
+impl ModuleAdapter for ScalarsAsVectors {
+    fn adapt(&self, tensor: PackTensor, _ctx: ModuleContext<'_>) -> PackTensor {
+        if tensor.shape.num_dims() != 0 {
+            return tensor;
+        }
+        let (name, dtype, param_id) = (tensor.name.clone(), tensor.dtype, tensor.param_id);
+        bridge::deferred(name, dtype, [1].into(), param_id, move || {
+            let data = bridge::to_data(&tensor)?;
+            Ok(TensorData::from_bytes(data.into_bytes(), [1], dtype))
+        })
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(self.clone())
+    }
+}
 
 /// An adapter converting each tensor to the dtype of the float parameter it is loaded into
 /// (PyTorch's `param.copy_(value)`): float16, bfloat16 and float64 tensors, and integer and

@@ -1,4 +1,5 @@
-//! How much memory a MobileNetV2 configuration needs, counted with checked arithmetic before
+//! How much memory a model configuration needs (MobileNetV2's here; the others beside their
+//! configurations), counted with checked arithmetic before
 //! anything is allocated: a width multiplier, class count, batch or input size given by a user
 //! is refused with a message naming it when the count overflows or exceeds the machine's
 //! memory ([`crate::limits`]), instead of aborting in the allocator.
@@ -50,19 +51,8 @@ impl MobileNetV2Config {
     /// The activations of one forward pass on a `[batch, 3, height, width]` input, `None` if
     /// a count overflows.
     pub fn activations(&self, batch: u64, height: u64, width: u64) -> Option<Activations> {
-        let mut acts = Activations {
-            largest: 0,
-            total: 0,
-        };
-        let mut add = |channels: u64, h: u64, w: u64| -> Option<()> {
-            let n = batch
-                .checked_mul(channels)?
-                .checked_mul(h)?
-                .checked_mul(w)?;
-            acts.largest = acts.largest.max(n);
-            acts.total = acts.total.checked_add(n)?;
-            Some(())
-        };
+        let mut acts = Activations::new();
+        let mut add = |channels: u64, h: u64, w: u64| acts.add(batch, channels, h, w);
         add(3, height, width)?;
         let (mut h, mut w) = (height.div_ceil(2), width.div_ceil(2));
         add(self.input_channels() as u64, h, w)?;
@@ -102,13 +92,7 @@ impl MobileNetV2Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        let act_bytes = acts.and_then(|a| {
-            let elems = if training { a.total } else { a.largest };
-            elems.checked_mul(F32)?.checked_mul(LIVE_TENSORS)
-        });
-        let weights = self.parameter_count().and_then(|p| p.checked_mul(F32));
-        let bytes = act_bytes.and_then(|a| a.checked_add(weights?));
-        check_fits(bytes).map_err(|why| {
+        check_forward(acts, self.parameter_count(), training).map_err(|why| {
             Error::Config(format!(
                 "a batch of {batch} images of {height}×{width} is too large for this \
                  MobileNetV2 (width_mult {}): {why}",
@@ -116,6 +100,50 @@ impl MobileNetV2Config {
             ))
         })
     }
+}
+
+impl Activations {
+    /// No activations yet.
+    pub fn new() -> Self {
+        Activations {
+            largest: 0,
+            total: 0,
+        }
+    }
+
+    /// Adds one activation of `[batch, channels, h, w]`; `None` on overflow.
+    pub fn add(&mut self, batch: u64, channels: u64, h: u64, w: u64) -> Option<()> {
+        let n = batch
+            .checked_mul(channels)?
+            .checked_mul(h)?
+            .checked_mul(w)?;
+        self.largest = self.largest.max(n);
+        self.total = self.total.checked_add(n)?;
+        Some(())
+    }
+}
+
+impl Default for Activations {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks that a forward pass with `acts` activations fits in memory beside `params` f32
+/// weights (`None`: a count overflowed): `training` counts every activation (kept for the
+/// backward pass), inference the widest layer's, each times the live tensors around it. The
+/// error is [`check_fits`]'s reason, for the caller to name the sizes.
+pub(crate) fn check_forward(
+    acts: Option<Activations>,
+    params: Option<u64>,
+    training: bool,
+) -> std::result::Result<(), String> {
+    let act_bytes = acts.and_then(|a| {
+        let elems = if training { a.total } else { a.largest };
+        elems.checked_mul(F32)?.checked_mul(LIVE_TENSORS)
+    });
+    let weights = params.and_then(|p| p.checked_mul(F32));
+    check_fits(act_bytes.and_then(|a| a.checked_add(weights?)))
 }
 
 /// Parameters of a convolution (no bias) followed by a batch norm (weight, bias, running mean

@@ -1,10 +1,12 @@
-//! Models: MobileNetV2, ResNet / ResNeXt and ShuffleNetV2 as torchvision builds them (float and quantizable in
+//! Models: MobileNetV2, MobileNetV3, ResNet / ResNeXt and ShuffleNetV2 as torchvision builds them (float and quantizable in
 //! one type), their torchvision checkpoints and, with the `download` feature, MobileNetV2's
 //! pretrained weights downloaded on first use (without it, load a downloaded `.pth` with
 //! [`load_mobilenet_v2`]).
 
 pub mod footprint;
 pub mod mobilenet_v2;
+pub mod mobilenet_v3;
+pub mod mobilenet_v3_block;
 #[cfg(feature = "download")]
 #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub mod pretrained;
@@ -13,6 +15,7 @@ pub mod resnet_block;
 pub mod shufflenet_v2;
 pub mod shufflenet_v2_block;
 mod shufflenet_v2_footprint;
+pub mod squeeze_excitation;
 pub mod torchvision;
 
 pub use footprint::Activations;
@@ -20,6 +23,11 @@ pub use mobilenet_v2::{
     Conv2dNormActivation, Conv2dNormActivationConfig, InvertedResidual, InvertedResidualConfig,
     InvertedResidualSetting, MobileNetV2, MobileNetV2Config, QuantizableInvertedResidual,
     QuantizableMobileNetV2, make_divisible,
+};
+pub use mobilenet_v3::{MobileNetV3, MobileNetV3Arch, MobileNetV3Config, QuantizableMobileNetV3};
+pub use mobilenet_v3_block::{
+    ConvNormActivation, ConvNormActivationConfig, MobileNetV3Block, MobileNetV3BlockConfig,
+    V3Activation,
 };
 #[cfg(feature = "download")]
 pub use pretrained::{MobileNetV2Weights, mobilenet_v2, quantized_mobilenet_v2};
@@ -29,9 +37,14 @@ pub use resnet_block::{
 };
 pub use shufflenet_v2::{QuantizableShuffleNetV2, ShuffleNetV2, ShuffleNetV2Config};
 pub use shufflenet_v2_block::{ShuffleInvertedResidual, ShuffleInvertedResidualConfig};
+pub use squeeze_excitation::{
+    QuantizableSqueezeExcitation, SqueezeExcitation, SqueezeExcitationConfig,
+};
 pub use torchvision::{
-    load_mobilenet_v2, load_quantized_mobilenet_v2, load_quantized_resnet, load_resnet,
-    mobilenet_v2_key_map, quantized_mobilenet_v2_key_map, quantized_resnet_key_map, resnet_key_map,
+    load_mobilenet_v2, load_mobilenet_v3, load_qat_mobilenet_v3, load_quantized_mobilenet_v2,
+    load_quantized_mobilenet_v3, load_quantized_resnet, load_resnet, mobilenet_v2_key_map,
+    mobilenet_v3_key_map, qat_mobilenet_v3_key_map, quantized_mobilenet_v2_key_map,
+    quantized_mobilenet_v3_key_map, quantized_resnet_key_map, resnet_key_map,
 };
 pub use torchvision::{
     load_quantized_shufflenet_v2, load_shufflenet_v2, quantized_shufflenet_v2_key_map,

@@ -18,7 +18,7 @@ use super::stage::Fusion;
 use crate::Result;
 use crate::int8::{Engine, PoolInputLayout, QParamsPt, QTensor};
 use crate::onnx::{Act, Builder};
-use crate::quant::{FakeQuantize, Observer, QConfig};
+use crate::quant::{FakeQuantize, FixedQParamsFakeQuantize, Observer, QConfig};
 use crate::state::{Entries, StateDict};
 
 /// Which `prepare` runs: observers for calibration, or fake-quants for training.
@@ -77,6 +77,12 @@ pub trait QuantLayer {
 
     /// Calls `f` on every fake-quant of the layer (the QAT switches).
     fn for_each_fake_quant(&mut self, f: &mut dyn FnMut(&mut FakeQuantize)) {
+        let _ = f;
+    }
+
+    /// Calls `f` on every fixed-qparams fake-quant of the layer (the QAT switches reach them
+    /// too, as `model.apply(disable_fake_quant)` reaches every `FakeQuantizeBase`).
+    fn for_each_fixed_fake_quant(&mut self, f: &mut dyn FnMut(&mut FixedQParamsFakeQuantize)) {
         let _ = f;
     }
 

@@ -28,6 +28,7 @@
 //! ```
 
 pub mod fake_quantize;
+pub mod fixed_qparams_fake_quantize;
 pub mod functional;
 pub mod learnable;
 pub mod learnable_fake_quantize;
@@ -38,6 +39,7 @@ pub mod qparams;
 pub mod scheme;
 
 pub use fake_quantize::{FakeQuantize, FakeQuantizeConfig};
+pub use fixed_qparams_fake_quantize::{FixedQParamsFakeQuantize, FixedQParamsObserver};
 pub use functional::{fake_quantize_per_channel, fake_quantize_per_tensor};
 pub use learnable::{LearnableQParams, LearnableQParamsConfig};
 pub use learnable_fake_quantize::{LearnableFakeQuantize, LearnableFakeQuantizeConfig};

@@ -24,6 +24,7 @@ mod int8_ops;
 mod int8_quantize;
 mod malformed_inputs;
 mod mobilenet_v2;
+mod mobilenet_v3;
 mod pool_hardswish;
 mod ptq;
 mod qat_conv_bn;

@@ -184,14 +184,10 @@ fn onnx_export_runs_float_and_int8() {
 /// after the first), then `convert`: losses within 1e-4 and int8 logits within one quantum.
 #[test]
 fn qat_steps_and_convert_match_pytorch() {
-    use burn::module::Module;
-    use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::optim::momentum::MomentumConfig;
-    use burn::optim::{GradientsParams, SgdConfig};
-    use burn::tensor::{Int, TensorData};
+    use crate::common::recipes::pytorch_qat_steps;
     use burn_qat::convert::convert;
     use burn_qat::quant::{QConfig, QuantBackend};
-    use burn_qat::quantize::{disable_fake_quant, disable_observer, freeze_bn_stats, prepare_qat};
+    use burn_qat::quantize::prepare_qat;
 
     let fx = Fixture::load("resnet/qat.safetensors");
     let device = Device::flex().autodiff();
@@ -199,30 +195,8 @@ fn qat_steps_and_convert_match_pytorch() {
         let mut model = load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
         model.fuse_model(Some(true)).unwrap();
         prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device).unwrap();
-        disable_fake_quant(&mut model);
-        let mut optim = SgdConfig::new()
-            .with_momentum(Some(
-                MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-            ))
-            .init();
-        let loss_fn = CrossEntropyLossConfig::new().init(&device);
-        for step in 0..3 {
-            if step == 1 {
-                disable_observer(&mut model);
-                freeze_bn_stats(&mut model);
-            }
-            let x: Tensor<4> = fx.tensor(&format!("batch{step}.x"), &device);
-            let labels = fx.i64(&format!("batch{step}.y"));
-            let n = labels.len();
-            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
-            let loss = loss_fn.forward(model.forward(x), y);
-            let what = format!("{name} loss {step}");
-            let expected = fx.scalar(&format!("{name}.loss{step}"));
-            assert_close(&[to_vec(loss.clone())[0]], &[expected], 0.0, 1e-4, &what);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(0.01, model, grads);
-        }
-        let mut converted = model.valid().to_device(&Device::flex());
+        let mut converted =
+            pytorch_qat_steps(model, &fx, |step| format!("{name}.loss{step}"), &device);
         convert(&mut converted, Engine::X86).unwrap();
         let input = fixture(name).tensor("input", &Device::flex());
         let y = to_vec(converted.forward_int8(input).unwrap());

@@ -11,12 +11,17 @@ use crate::io::{KeyMap, StateDict, StateValue, load_int8_state_dict, read_quanti
 use crate::{Error, Result};
 
 pub mod mobilenet_v2;
+pub mod mobilenet_v3;
 pub mod resnet;
 pub mod shufflenet_v2;
 
 pub use mobilenet_v2::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, mobilenet_v2_key_map,
     quantized_mobilenet_v2_key_map,
+};
+pub use mobilenet_v3::{
+    load_mobilenet_v3, load_qat_mobilenet_v3, load_quantized_mobilenet_v3, mobilenet_v3_key_map,
+    qat_mobilenet_v3_key_map, quantized_mobilenet_v3_key_map,
 };
 pub use resnet::{load_quantized_resnet, load_resnet, quantized_resnet_key_map, resnet_key_map};
 pub use shufflenet_v2::{

@@ -46,6 +46,12 @@ pub struct ConvBnActConfig {
     /// Whether the convolution has a bias (torchvision: only without batch norm).
     #[config(default = false)]
     pub bias: bool,
+    /// The batch norm's `eps` (PyTorch's default 1e-5; MobileNetV3: 1e-3).
+    #[config(default = 1e-5)]
+    pub bn_eps: f64,
+    /// The batch norm's `momentum` (PyTorch's default 0.1; MobileNetV3: 0.01).
+    #[config(default = 0.1)]
+    pub bn_momentum: f64,
     /// The activation after the (normalised) convolution.
     #[config(default = "Activation::Relu6")]
     pub activation: Activation,
@@ -114,9 +120,12 @@ impl ConvBnActConfig {
         };
         ConvBnAct {
             conv,
-            bn: self
-                .batch_norm
-                .then(|| BatchNorm2dConfig::new(self.out_channels).init(device)),
+            bn: self.batch_norm.then(|| {
+                BatchNorm2dConfig::new(self.out_channels)
+                    .with_eps(self.bn_eps)
+                    .with_momentum(self.bn_momentum)
+                    .init(device)
+            }),
             weight_fake_quant: None,
             activation_post_process: ActivationPostProcess::default(),
             activation: self.activation,

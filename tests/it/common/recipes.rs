@@ -33,3 +33,52 @@ pub fn short_recipe() -> FinetuneConfig {
         .with_bn_freeze_epoch(1)
         .with_latency_images(1)
 }
+
+/// PyTorch's QAT schedule of the model fixture scripts (`gen_qat` in
+/// `scripts/gen_resnet_fixtures.py` and `gen_mobilenet_v3_fixtures.py`) on a model fused and
+/// prepared for QAT on an autodiff `device`: fake quantization off, three SGD steps (lr 0.01,
+/// momentum 0.9, no dampening) with cross-entropy on `fx`'s `batch{i}.x` / `batch{i}.y`,
+/// observers off and batch norms frozen after the first; each step's loss within 1e-4 of
+/// `fx`'s `loss_key(i)`. Returns the trained model in eval mode on the flex device.
+pub fn pytorch_qat_steps<M: burn_qat::nn::ImageClassifier>(
+    mut model: M,
+    fx: &super::Fixture,
+    loss_key: impl Fn(usize) -> String,
+    device: &Device,
+) -> M {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::tensor::{Int, Tensor, TensorData};
+    use burn_qat::quantize::{disable_fake_quant, disable_observer, freeze_bn_stats};
+
+    disable_fake_quant(&mut model);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+        ))
+        .init();
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    for step in 0..3 {
+        if step == 1 {
+            disable_observer(&mut model);
+            freeze_bn_stats(&mut model);
+        }
+        let x: Tensor<4> = fx.tensor(&format!("batch{step}.x"), device);
+        let labels = fx.i64(&format!("batch{step}.y"));
+        let n = labels.len();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
+        let loss = loss_fn.forward(model.forward(x), y);
+        let (what, expected) = (loss_key(step), fx.scalar(&loss_key(step)));
+        super::assert_close(
+            &[super::to_vec(loss.clone())[0]],
+            &[expected],
+            0.0,
+            1e-4,
+            &what,
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+    }
+    model.valid().to_device(&Device::flex())
+}

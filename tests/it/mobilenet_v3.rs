@@ -1,0 +1,436 @@
+//! MobileNetV3 against torchvision's `QuantizableMobileNetV3`
+//! (`scripts/gen_mobilenet_v3_fixtures.py`, torch 2.5.1 / torchvision 0.20.1): float logits of
+//! a loaded float state dict, logits after `fuse_model` (BN folded), int8 logits of PyTorch's
+//! converted models' state dicts on both engines, QAT with fake quantization on (layer by
+//! layer on PyTorch's recorded inputs) and off (three SGD steps, then `convert`). The fixture
+//! model is torchvision's `mobilenet_v3_small` at width 0.25 with the reduced tail, 16
+//! classes. Full-size builders are checked against torchvision's sizes, and a large model
+//! goes through the crate's own PTQ, int8 file and ONNX export.
+
+use crate::common::{Fixture, assert_close, fixture_path, to_vec};
+use burn::tensor::{Device, Tensor};
+use burn_qat::int8::Engine;
+use burn_qat::models::{
+    MobileNetV3, MobileNetV3Config, load_mobilenet_v3, load_quantized_mobilenet_v3,
+};
+use burn_qat::onnx::ExportKind;
+use burn_qat::quant::{QConfig, QuantBackend};
+
+fn config() -> MobileNetV3Config {
+    MobileNetV3Config::small()
+        .with_width_mult(0.25)
+        .with_reduced_tail(true)
+        .with_num_classes(16)
+        .with_dropout(0.0)
+}
+
+fn path(file: &str) -> std::path::PathBuf {
+    fixture_path(&format!("mobilenet_v3/{file}"))
+}
+
+fn fixture() -> Fixture {
+    Fixture::load("mobilenet_v3/small.safetensors")
+}
+
+fn float_model(device: &Device) -> MobileNetV3 {
+    load_mobilenet_v3(&path("small.pth"), &config(), device).unwrap()
+}
+
+/// Asserts the int8 logits `y` (dequantized) against PyTorch's uint8 ones under `key`:
+/// at least 99% equal and all within one quantum; returns the count of equal ones.
+fn assert_int8_logits(y: &[f32], fx: &Fixture, key: &str, what: &str) -> usize {
+    let scale = fx.f32(&format!("{key}_scale"))[0] as f64;
+    let zp = fx.i64(&format!("{key}_zero_point"))[0];
+    let ours: Vec<i64> = y
+        .iter()
+        .map(|&v| (v as f64 / scale).round() as i64 + zp)
+        .collect();
+    let expected = fx.i64(key);
+    assert_eq!(ours.len(), expected.len(), "{what}");
+    let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
+    println!("{what}: {equal}/{} logits bit-identical", ours.len());
+    assert!(
+        equal * 100 >= ours.len() * 99 && worst <= Some(1),
+        "{what}: {equal}/{} equal, worst {worst:?} quanta\nours     {ours:?}\nexpected {expected:?}",
+        ours.len()
+    );
+    equal
+}
+
+#[test]
+fn float_logits_match_torchvision() {
+    let device = Device::flex();
+    let fx = fixture();
+    let logits = to_vec(float_model(&device).forward(fx.tensor("input", &device)));
+    assert_close(&logits, &fx.f32("logits"), 1e-4, 1e-4, "float logits");
+}
+
+#[test]
+fn fused_logits_match_torchvision() {
+    let device = Device::flex();
+    let fx = fixture();
+    let mut model = float_model(&device);
+    model.fuse_model(Some(false)).unwrap();
+    assert!(model.stem.conv.bn.is_none(), "stem BN folded");
+    let logits = to_vec(model.forward(fx.tensor("input", &device)));
+    assert_close(&logits, &fx.f32("fused_logits"), 1e-4, 1e-4, "fused logits");
+}
+
+#[test]
+fn int8_state_dicts_match_pytorch_on_both_engines() {
+    let device = Device::flex();
+    let fx = fixture();
+    for engine in ["fbgemm", "qnnpack"] {
+        let what = format!("small_{engine}");
+        let model = load_quantized_mobilenet_v3(
+            &path(&format!("{what}.pth")),
+            &config(),
+            engine.parse::<Engine>().unwrap(),
+            &device,
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let y = to_vec(model.forward_int8(fx.tensor("input", &device)).unwrap());
+        assert_int8_logits(&y, &fx, &format!("q_{engine}"), &what);
+    }
+}
+
+#[test]
+fn a_checkpoint_of_another_configuration_names_the_key() {
+    let device = Device::flex();
+    let mut large = config();
+    large.arch = burn_qat::models::MobileNetV3Arch::Large;
+    let err = load_mobilenet_v3(&path("small.pth"), &large, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("small.pth"), "{err}");
+    assert!(err.contains("features."), "{err}");
+    let err = load_quantized_mobilenet_v3(
+        &path("small_qnnpack.pth"),
+        &config().with_reduced_tail(false),
+        Engine::Qnnpack,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("small_qnnpack.pth"), "{err}");
+}
+
+/// `sum(v.numel() for k, v in model.state_dict().items() if "num_batches" not in k)` of
+/// torchvision 0.20.1's builders (parameters and BN running statistics).
+#[test]
+fn builders_have_torchvisions_sizes() {
+    for (config, expected) in [
+        (MobileNetV3Config::large(), 5_507_432),
+        (
+            MobileNetV3Config::large().with_reduced_tail(true),
+            2_588_472,
+        ),
+        (MobileNetV3Config::small(), 2_554_968),
+        (
+            MobileNetV3Config::small().with_reduced_tail(true),
+            1_108_616,
+        ),
+        (
+            MobileNetV3Config::large()
+                .with_width_mult(0.75)
+                .with_num_classes(10),
+            2_444_602,
+        ),
+        (
+            MobileNetV3Config::small()
+                .with_width_mult(0.5)
+                .with_reduced_tail(true)
+                .with_num_classes(10),
+            176_210,
+        ),
+    ] {
+        assert_eq!(config.parameter_count(), Some(expected), "{config:?}");
+        config.validate().unwrap();
+    }
+    let device = Device::flex();
+    let model = config().init(&device).unwrap();
+    let built = burn::module::Module::num_params(&model) as u64;
+    assert_eq!(Some(built), config().parameter_count());
+}
+
+#[test]
+fn bad_configurations_are_errors() {
+    let device = Device::flex();
+    for bad in [
+        MobileNetV3Config::large().with_width_mult(0.0),
+        MobileNetV3Config::large().with_width_mult(f64::NAN),
+        MobileNetV3Config::small().with_num_classes(0),
+        MobileNetV3Config::small().with_dropout(1.0),
+        MobileNetV3Config::small().with_dilated(true),
+    ] {
+        assert!(bad.init(&device).is_err(), "{bad:?}");
+    }
+    let huge = MobileNetV3Config::large().with_width_mult(1e12);
+    let err = huge.init(&device).unwrap_err().to_string();
+    assert!(err.contains("too large"), "{err}");
+    let huge = MobileNetV3Config::large().with_num_classes(usize::MAX / 2);
+    let err = huge.validate().unwrap_err().to_string();
+    assert!(err.contains("too large"), "{err}");
+    let large = MobileNetV3Config::large();
+    large.check_forward_size(1, 224, 224, true).unwrap();
+    let err = large
+        .check_forward_size(1 << 32, 1 << 32, 1 << 32, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4294967296 images"), "{err}");
+    let model = config().init(&device).unwrap();
+    assert_eq!(model.num_classes(), 16);
+    let small = Tensor::<4>::zeros([1, 3, 16, 16], &device);
+    assert!(model.forward_int8(small).is_err());
+}
+
+#[test]
+fn onnx_export_runs_float_and_int8() {
+    let device = Device::flex();
+    let proto = float_model(&device).to_onnx(ExportKind::Float).unwrap();
+    assert!(!proto.graph.unwrap().node.is_empty());
+    let model = load_quantized_mobilenet_v3(
+        &path("small_qnnpack.pth"),
+        &config(),
+        Engine::Qnnpack,
+        &device,
+    )
+    .unwrap();
+    let graph = model.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
+    let ops: Vec<&str> = graph
+        .node
+        .iter()
+        .filter_map(|n| n.op_type.as_deref())
+        .collect();
+    for op in ["GlobalAveragePool", "HardSigmoid", "Mul", "Add"] {
+        assert!(ops.contains(&op), "{op} in {ops:?}");
+    }
+}
+
+/// The QAT model as PyTorch's script prepares it: train mode, `fuse_model(is_qat=True)`, the
+/// x86 QAT qconfig.
+fn qat_model(device: &Device) -> MobileNetV3 {
+    let mut model = float_model(device);
+    model.fuse_model(Some(true)).unwrap();
+    burn_qat::quantize::prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device)
+        .unwrap();
+    model
+}
+
+/// Fake quantization on, as PyTorch's first training forward: each recorded layer, fresh from
+/// `prepare_qat` as PyTorch's was, run on PyTorch's recorded input, gives PyTorch's output
+/// (the QAT ConvBn stem and its hardswish, a squeeze-excitation block and its hardsigmoid's
+/// fixed-qparams fake-quant, a block with its residual add, the classifier's first linear
+/// layer); and the whole forward's loss.
+#[test]
+fn qat_layers_with_fake_quant_on_match_pytorch_on_its_inputs() {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::tensor::{Int, TensorData};
+
+    let fx = Fixture::load("mobilenet_v3/qat.safetensors");
+    let device = Device::flex().autodiff();
+    let model = qat_model(&device);
+    let se = model.blocks[3].se.as_ref().unwrap();
+    let gate = &se.scale_activation;
+    assert!(
+        gate.activation_post_process.is_some(),
+        "prepare_qat's fixed fake-quant"
+    );
+    let x4 = |name: &str| -> Tensor<4> { fx.tensor(&format!("layer.{name}.x"), &device) };
+    let cases: Vec<(&str, Vec<f32>)> = vec![
+        (
+            "features.0.0",
+            to_vec(model.stem.conv.forward(x4("features.0.0"))),
+        ),
+        (
+            "features.0.2",
+            to_vec(
+                model
+                    .stem
+                    .hardswish
+                    .as_ref()
+                    .unwrap()
+                    .forward(x4("features.0.2")),
+            ),
+        ),
+        (
+            "features.4.block.2",
+            to_vec(se.forward(x4("features.4.block.2"))),
+        ),
+        (
+            "features.4.block.2.scale_activation",
+            to_vec(gate.forward(x4("features.4.block.2.scale_activation"))),
+        ),
+        (
+            "features.5",
+            to_vec(model.blocks[4].forward(x4("features.5"))),
+        ),
+        (
+            "classifier.0",
+            to_vec(
+                model
+                    .hidden
+                    .forward(fx.tensor::<2>("layer.classifier.0.x", &device)),
+            ),
+        ),
+    ];
+    for (name, ours) in cases {
+        let expected = fx.f32(&format!("layer.{name}.y"));
+        let equal = ours
+            .iter()
+            .zip(&expected)
+            .filter(|(a, b)| (*a - *b).abs() <= 1e-6 + 1e-5 * b.abs())
+            .count();
+        println!("{name}: {equal}/{} outputs equal", expected.len());
+        assert_close(&ours, &expected, 1e-5, 1e-5, name);
+    }
+    // The hardsigmoid's outputs lie on the fixed grid of 1/256.
+    let gated = fx.f32("layer.features.4.block.2.scale_activation.y");
+    assert!(
+        gated
+            .iter()
+            .all(|v| (v * 256.0).fract() == 0.0 && (0.0..=1.0).contains(v))
+    );
+
+    let fresh = qat_model(&device);
+    let x: Tensor<4> = fx.tensor("batch0.x", &device);
+    let x = x.narrow(0, 0, 2);
+    let labels = fx.i64("batch0.y")[..2].to_vec();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [2]), &device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(&device)
+        .forward(fresh.forward(x), y);
+    let loss = to_vec(loss)[0];
+    println!(
+        "fake-quant-on loss {loss} (PyTorch {})",
+        fx.scalar("fq_loss")
+    );
+    assert_close(
+        &[loss],
+        &[fx.scalar("fq_loss")],
+        0.0,
+        1e-4,
+        "fake-quant-on loss",
+    );
+}
+
+/// QAT as PyTorch runs it (`gen_qat` in the script): fake quantization off (the hardsigmoid's
+/// fixed fake-quant too), three SGD steps with momentum (observers off and BN frozen after the
+/// first), then `convert`: losses within 1e-4 and int8 logits as PyTorch's.
+#[test]
+fn qat_steps_and_convert_match_pytorch() {
+    use crate::common::recipes::pytorch_qat_steps;
+    use burn_qat::convert::convert;
+    use burn_qat::quantize::disable_fake_quant;
+
+    let fx = Fixture::load("mobilenet_v3/qat.safetensors");
+    let device = Device::flex().autodiff();
+    let mut model = qat_model(&device);
+    disable_fake_quant(&mut model);
+    let gate = &model.blocks[3].se.as_ref().unwrap().scale_activation;
+    assert!(
+        !gate
+            .activation_post_process
+            .as_ref()
+            .unwrap()
+            .fake_quant_enabled()
+    );
+    let mut converted = pytorch_qat_steps(model, &fx, |step| format!("loss{step}"), &device);
+    convert(&mut converted, Engine::X86).unwrap();
+    let input = fixture().tensor("input", &Device::flex());
+    let y = to_vec(converted.forward_int8(input).unwrap());
+    assert_int8_logits(&y, &fx, "q", "QAT converted");
+}
+
+/// A large model through the crate's own pipeline, with no MobileNetV3-specific code in it:
+/// `fuse_model`, PTQ (`prepare`, calibration, `convert`), the int8 model saved in the crate's
+/// int8 format and loaded into a fresh model gives the same int8 logits bit for bit, and its
+/// int8 ONNX export runs.
+#[test]
+fn large_ptq_save_load_and_export() {
+    use burn_qat::convert::convert;
+    use burn_qat::io::{load_int8_model, save_int8_model};
+    use burn_qat::quantize::prepare;
+
+    let device = Device::flex();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = MobileNetV3Config::large()
+        .with_width_mult(0.5)
+        .with_num_classes(10);
+    let mut model = config.init(&device).unwrap();
+    model.fuse_model(Some(false)).unwrap();
+    prepare(
+        &mut model,
+        QConfig::default_ptq(QuantBackend::Qnnpack),
+        &device,
+    )
+    .unwrap();
+    let random = |shape: [usize; 4]| {
+        let uniform = burn::tensor::Distribution::Uniform(-2.0, 2.0);
+        Tensor::<4>::random(shape, uniform, &device)
+    };
+    for _ in 0..2 {
+        model.forward(random([2, 3, 64, 64])); // calibration
+    }
+    convert(&mut model, Engine::Qnnpack).unwrap();
+    let x = random([1, 3, 64, 48]);
+    let before = to_vec(model.forward_int8(x.clone()).unwrap());
+    assert_eq!(before.len(), 10);
+    let file = tmp.path().join("mnv3.int8.safetensors");
+    save_int8_model(&model, &file, &Default::default()).unwrap();
+    let mut fresh = config.init(&device).unwrap();
+    assert_eq!(load_int8_model(&mut fresh, &file).unwrap(), Engine::Qnnpack);
+    let after = to_vec(fresh.forward_int8(x).unwrap());
+    assert_eq!(
+        after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "reloaded int8 model"
+    );
+    let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
+    assert!(!graph.node.is_empty());
+}
+
+/// torchvision's own route to its quantized MobileNetV3 (the official checkpoint is a QAT
+/// state dict): PyTorch's QAT model of `qat_steps_and_convert_match_pytorch`, saved before
+/// `convert`, loads into a model fused for QAT and prepared with the same qconfig, and its
+/// `convert` gives PyTorch's int8 logits.
+#[test]
+fn a_qat_state_dict_loads_and_converts_as_torchvision_does() {
+    use burn_qat::convert::convert;
+    use burn_qat::models::load_qat_mobilenet_v3;
+
+    let device = Device::flex();
+    let qconfig = QConfig::default_qat(QuantBackend::X86);
+    let mut model =
+        load_qat_mobilenet_v3(&path("small_qat_x86.pth"), &config(), qconfig, &device).unwrap();
+    let gate = model.blocks[3]
+        .se
+        .as_ref()
+        .unwrap()
+        .scale_activation
+        .activation_post_process
+        .as_ref();
+    assert!(!gate.unwrap().fake_quant_enabled(), "the saved switch");
+    convert(&mut model, Engine::X86).unwrap();
+    burn_qat::convert::strip_float(&mut model).unwrap();
+    let gate = &model.blocks[3].se.as_ref().unwrap().scale_activation;
+    assert!(
+        gate.activation_post_process.is_none(),
+        "stripped as PyTorch's convert does"
+    );
+    let fx = Fixture::load("mobilenet_v3/qat.safetensors");
+    let y = to_vec(
+        model
+            .forward_int8(fixture().tensor("input", &device))
+            .unwrap(),
+    );
+    assert_int8_logits(&y, &fx, "q", "QAT state dict converted");
+
+    let qnnpack = QConfig::default_qat(QuantBackend::Qnnpack);
+    let err = load_qat_mobilenet_v3(&path("small_qat_x86.pth"), &config(), qnnpack, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("small_qat_x86.pth"), "{err}");
+    println!("per-tensor qconfig on a per-channel checkpoint: {err}");
+}
