@@ -4,6 +4,7 @@
 //! ([`QuantLayer`], [`QuantOp`]), and the [`Quantizable`] walk over a model.
 
 pub mod activation;
+pub mod avg_pool;
 pub mod batch;
 pub mod batch_norm;
 pub mod bn_folding;
@@ -24,6 +25,7 @@ pub mod stubs;
 pub mod weighted;
 
 pub use activation::Activation;
+pub use avg_pool::{AvgPool2d, AvgPool2dConfig};
 pub use batch::{Batch, BinaryOp, FeatureBatch, ImageBatch};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use classifier::ImageClassifier;
