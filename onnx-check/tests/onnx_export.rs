@@ -7,6 +7,8 @@
 //! structure. (`scripts/check_onnx.py` runs `onnx.checker` and onnxruntime on the same files.)
 //! ResNet / ResNeXt: `models/resnet.rs`.
 
+#[path = "layers/avg_pool.rs"]
+mod avg_pool;
 mod common;
 #[path = "layers/pool_hardswish.rs"]
 mod pool_hardswish;
