@@ -42,7 +42,10 @@
 //!
 //! Every path is one formula here, `finish(acc, m)` with a per-pixel multiplier and the
 //! zero-point added before or after rounding ([`AvgPoolCall`]), run by the byte kernels over a
-//! channels-last copy of the input ([`ByteKernels::avg_pool2d`]).
+//! channels-last copy of the input ([`ByteKernels::avg_pool2d`]): channels are contiguous there,
+//! so one vector kernel serves every path, and an NCHW-stored input costs one transpose. With
+//! fewer than 8 channels (an RGB input) the AVX2 kernel is all scalar tail and the AVX-512 one
+//! a single masked vector.
 
 use super::buffer::Buffer;
 use super::engine::Engine;

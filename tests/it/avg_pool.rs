@@ -9,7 +9,7 @@ use burn_qat::convert::convert;
 use burn_qat::data::SplitMix64;
 use burn_qat::export::{OnnxBatch, trace_onnx};
 use burn_qat::int8::avg_pool::{AvgPool2dSpec, AvgPoolCall, avg_pool2d_with};
-use burn_qat::int8::kernels::bytewise::ByteKernels;
+use burn_qat::int8::kernels::bytewise::{ByteKernels, reference_avg_pool};
 use burn_qat::int8::{Engine, MemoryFormat, PoolInputLayout, QParamsPt, QTensor};
 use burn_qat::nn::{
     AvgPool2d, AvgPool2dConfig, Batch, DeQuantStub, QBatch, QuantLayer, QuantOp, QuantStub,
@@ -169,6 +169,35 @@ fn vector_avg_pool_kernels_match_the_reference() {
             assert_eq!(got, want, "{kernels:?} {s:?} {shape:?} {engine} {layout:?}");
         }
         compared += len;
+    }
+    // A call large enough to be split over threads, against one unsplit reference pass.
+    let s = AvgPool2dSpec {
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        ceil_mode: false,
+        count_include_pad: false,
+        divisor_override: None,
+    };
+    let shape = [3, 72, 30, 31];
+    let call = AvgPoolCall::new(
+        &s,
+        &shape,
+        0.05,
+        77,
+        Engine::X86,
+        PoolInputLayout::Contiguous,
+    )
+    .unwrap();
+    let input: Vec<u8> = (0..shape.iter().product())
+        .map(|_| rng.below(256) as u8)
+        .collect();
+    let mut want = vec![0; 3 * 72 * 30 * 31];
+    reference_avg_pool(&call, &input, 0, &mut want);
+    for kernels in byte_kernel_sets() {
+        let mut got = vec![1; want.len()];
+        kernels.avg_pool2d(&call, &input, &mut got);
+        assert_eq!(got, want, "{kernels:?}, split over threads");
     }
     println!("avg pooling kernels = reference on {compared} outputs");
     assert!(compared > 10_000);

@@ -5,7 +5,8 @@
 //! input byte and per-call qparams), and the quantized multiply (one output byte from two input
 //! bytes). The portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx512`]
 //! (AVX-512 BW and VBMI) or else [`ByteKernels::Avx2`] is picked at run time by what the CPU
-//! has. All give the same bytes (`tests/it/pool_hardswish.rs`, `tests/it/functional_int8.rs`).
+//! has. All give the same bytes (`tests/it/pool_hardswish.rs`, `tests/it/avg_pool.rs`,
+//! `tests/it/functional_int8.rs`).
 
 use super::{for_each_block, threads_for};
 use crate::int8::avg_pool::AvgPoolCall;
