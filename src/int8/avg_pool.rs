@@ -182,6 +182,15 @@ impl AvgPoolCall {
         layout: PoolInputLayout,
     ) -> Result<Self> {
         spec.check()?;
+        // 255 · taps must fit the int32 sum (PyTorch's sum would wrap; QNNPACK refuses 2²⁴).
+        let taps = spec.kernel_size[0].saturating_mul(spec.kernel_size[1]);
+        if taps >= 1 << 23 {
+            return Err(Error::Config(format!(
+                "average pooling: a window of {taps} positions can overflow the int32 sum \
+                 (at most {} positions)",
+                (1 << 23) - 1
+            )));
+        }
         let [n, c, h, w] = [shape[0], shape[1], shape[2], shape[3]];
         let (ys, xs) = (spec.windows(0, h)?, spec.windows(1, w)?);
         let qnnpack = engine == Engine::Qnnpack && !spec.ceil_mode;

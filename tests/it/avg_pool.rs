@@ -233,6 +233,9 @@ fn bad_avg_pool_configs_and_inputs_are_errors() {
     let q = QParamsPt::new(0.1, 0).unwrap();
     let small = QTensor::from_raw(vec![0; 4], &[1, 1, 2, 2], q).unwrap();
     let flat = QTensor::from_raw(vec![0; 4], &[1, 4], q).unwrap();
+    let huge = AvgPool2dConfig::new([4096, 2048]).init().unwrap();
+    let e = huge.forward_int8_in(&[&small], Engine::X86, PoolInputLayout::ChannelsLast);
+    assert!(e.unwrap_err().to_string().contains("overflow"));
     for engine in ENGINES {
         for layout in LAYOUTS {
             for x in [&small, &flat] {
