@@ -13,9 +13,10 @@ pub use crate::impl_quantizable;
 pub use crate::int8::Engine;
 pub use crate::io::{load_int8_model, save_int8_model};
 pub use crate::nn::{
-    Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FeatureBatch, FloatFunctional,
-    Hardsigmoid, Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig, MaxPool2d,
-    MaxPool2dConfig, QBatch, QuantLayer, QuantOp, QuantStub, Quantizable,
+    Activation, AvgPool2d, AvgPool2dConfig, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub,
+    FeatureBatch, FloatFunctional, Hardsigmoid, Hardswish, ImageBatch, ImageClassifier,
+    LinearBnAct, LinearBnActConfig, MaxPool2d, MaxPool2dConfig, QBatch, QuantLayer, QuantOp,
+    QuantStub, Quantizable,
 };
 pub use crate::quant::{QConfig, QConfigMapping, QuantBackend};
 pub use crate::quantize::{

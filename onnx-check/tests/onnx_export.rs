@@ -8,6 +8,8 @@
 //! ResNet / ResNeXt: `models/resnet.rs`; ShuffleNetV2: `models/shufflenet_v2.rs`; MobileNetV3:
 //! `models/mobilenet_v3.rs`.
 
+#[path = "layers/avg_pool.rs"]
+mod avg_pool;
 mod common;
 #[path = "models/mobilenet_v3.rs"]
 mod mobilenet_v3;

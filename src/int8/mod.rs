@@ -9,7 +9,7 @@
 //! - [`engine`]: [`Engine`] — which PyTorch engine's arithmetic to reproduce (`qnnpack` or
 //!   `x86`/`fbgemm`);
 //! - [`requant`]: the requantization arithmetic of both engines (int32 accumulator → quint8);
-//! - [`conv`], [`linear`], [`add`], [`pool`]: the ops, each prepared once ([`Int8Conv2d::new`]
+//! - [`conv`], [`linear`], [`add`], [`pool`], [`avg_pool`]: the ops, each prepared once ([`Int8Conv2d::new`]
 //!   packs weights and precomputes multipliers) and run many times;
 //! - [`kernels`]: the [`Int8Kernels`] interface, the portable [`Reference`] and [`Direct`]
 //!   kernels, the AVX2 ones (`kernels::x86_64`), and [`Auto`], which picks the fastest at run time.
@@ -35,6 +35,7 @@
 //! ```
 
 pub mod add;
+pub mod avg_pool;
 pub mod buffer;
 pub mod cat;
 pub mod conv;
@@ -52,6 +53,7 @@ pub mod shuffle;
 pub mod tensor;
 
 pub use add::Int8Add;
+pub use avg_pool::{AvgPool2dSpec, avg_pool2d};
 pub use cat::Int8Cat;
 pub use conv::{Conv2dSpec, Int8Conv2d};
 pub use engine::Engine;

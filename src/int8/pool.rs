@@ -149,7 +149,7 @@ impl PoolParams {
 }
 
 /// The shape of a pooling's input, which must be `[n, c, h, w]` with `h, w > 0`.
-fn nchw_shape<'a>(input: &'a QTensor, op: &str) -> Result<&'a [usize]> {
+pub(crate) fn nchw_shape<'a>(input: &'a QTensor, op: &str) -> Result<&'a [usize]> {
     match input.shape() {
         s @ [_, _, h, w] if *h > 0 && *w > 0 => Ok(s),
         s => Err(Error::Shape(format!(
@@ -220,23 +220,12 @@ impl MaxPool2dSpec {
     /// The output size along `axis` (0: height, 1: width) for an input of `size`
     /// (`pooling_output_shape`); an error where it is below 1.
     pub fn output_size(&self, axis: usize, size: usize) -> Result<usize> {
-        let (k, s, p, d) = (
-            self.kernel_size[axis] as i64,
-            self.stride[axis] as i64,
-            self.padding[axis] as i64,
-            self.dilation[axis] as i64,
-        );
-        let span = size as i64 + 2 * p - d * (k - 1) - 1 + if self.ceil_mode { s - 1 } else { 0 };
-        let mut out = span.div_euclid(s) + 1;
-        if self.ceil_mode && (out - 1) * s >= size as i64 + p {
-            out -= 1;
-        }
-        if out < 1 {
-            return Err(Error::Shape(format!(
+        let window = [self.kernel_size, self.stride, self.padding, self.dilation].map(|v| v[axis]);
+        pooling_output_size(window, self.ceil_mode, size).ok_or_else(|| {
+            Error::Shape(format!(
                 "max pooling {self:?} of an input of size {size}: output size is too small"
-            )));
-        }
-        Ok(out as usize)
+            ))
+        })
     }
 
     /// The kernel call on `[n, c, h, w]` for `engine`.
@@ -253,6 +242,24 @@ impl MaxPool2dSpec {
             clamp: engine == Engine::Qnnpack && !self.ceil_mode,
         })
     }
+}
+
+/// PyTorch's `pooling_output_shape` along one axis for `[kernel, stride, padding, dilation]`
+/// (all positive but the padding): `⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1`,
+/// rounded up with `ceil_mode` unless that last window would start past the input and its left
+/// padding; `None` below 1.
+pub(crate) fn pooling_output_size(
+    window: [usize; 4],
+    ceil_mode: bool,
+    size: usize,
+) -> Option<usize> {
+    let [k, s, p, d] = window.map(|v| v as i64);
+    let span = size as i64 + 2 * p - d * (k - 1) - 1 + if ceil_mode { s - 1 } else { 0 };
+    let mut out = span.div_euclid(s) + 1;
+    if ceil_mode && (out - 1) * s >= size as i64 + p {
+        out -= 1;
+    }
+    (out >= 1).then_some(out as usize)
 }
 
 /// `F.max_pool2d` on a quint8 `[n, c, h, w]` tensor, on the fastest byte kernels.

@@ -5,6 +5,7 @@
 
 pub mod activation;
 pub mod adaptive_avg_pool;
+pub mod avg_pool;
 pub mod batch;
 pub mod batch_norm;
 pub mod bn_folding;
@@ -26,6 +27,7 @@ pub mod weighted;
 
 pub use activation::Activation;
 pub use adaptive_avg_pool::AdaptiveAvgPool2d;
+pub use avg_pool::{AvgPool2d, AvgPool2dConfig};
 pub use batch::{Batch, BinaryOp, FeatureBatch, ImageBatch};
 pub use batch_norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use classifier::ImageClassifier;

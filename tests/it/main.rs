@@ -10,6 +10,7 @@
 mod common;
 mod torch_save;
 
+mod avg_pool;
 mod batch_norm;
 mod checkpoint_kill;
 mod cli_bench;

@@ -1,12 +1,15 @@
 //! Kernels whose output bytes are input bytes, or a function of one input byte: quantized max
-//! pooling (a max of quint8 values needs no requantization) and a 256-entry table lookup
+//! pooling (a max of quint8 values needs no requantization), average pooling (a sum of bytes,
+//! requantized once per pixel and channel) and a 256-entry table lookup
 //! (quantized hardswish and hardsigmoid, and cat's requantization, whose output depends on one
 //! input byte and per-call qparams), and the quantized multiply (one output byte from two input
 //! bytes). The portable [`ByteKernels::Reference`] is plain loops; [`ByteKernels::Avx512`]
 //! (AVX-512 BW and VBMI) or else [`ByteKernels::Avx2`] is picked at run time by what the CPU
-//! has. All give the same bytes (`tests/it/pool_hardswish.rs`, `tests/it/functional_int8.rs`).
+//! has. All give the same bytes (`tests/it/pool_hardswish.rs`, `tests/it/avg_pool.rs`,
+//! `tests/it/functional_int8.rs`).
 
 use super::{for_each_block, threads_for};
+use crate::int8::avg_pool::AvgPoolCall;
 use crate::int8::mul::MulParams;
 use crate::int8::pool::MaxPool2dSpec;
 
@@ -157,6 +160,75 @@ impl ByteKernels {
                 ByteKernels::Avx2 | ByteKernels::Avx512 => reference_mul(p, a, b, chunk),
             }
         });
+    }
+}
+
+impl ByteKernels {
+    /// Average pooling of the channels-last `input` (`[n, h, w, c]`) into the channels-last
+    /// `out` (`[n, oh, ow, c]`, every byte written), split over threads by output pixels.
+    pub fn avg_pool2d(self, call: &AvgPoolCall, input: &[u8], out: &mut [u8]) {
+        let c = call.channels;
+        let pixels = call.batch * call.out_hw[0] * call.out_hw[1];
+        if pixels == 0 || c == 0 {
+            return;
+        }
+        let taps =
+            call.rows.first().map_or(0, |r| r.len()) * call.cols.first().map_or(0, |r| r.len());
+        let block = pixels.div_ceil(threads_for(out.len() * taps)).max(1);
+        for_each_block(out, block * c, |index, chunk| {
+            let first = index * block;
+            match self {
+                ByteKernels::Reference => reference_avg_pool(call, input, first, chunk),
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Avx2` is only made where the CPU has AVX2 (`Self::avx2`).
+                ByteKernels::Avx2 => unsafe {
+                    super::x86_64::avx2_avg_pool::avg_pool(call, input, first, chunk)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Avx512` is only made where the CPU has AVX-512 BW (`Self::avx512`).
+                ByteKernels::Avx512 => unsafe {
+                    super::x86_64::avx512_avg_pool::avg_pool(call, input, first, chunk)
+                },
+                #[cfg(not(target_arch = "x86_64"))]
+                ByteKernels::Avx2 | ByteKernels::Avx512 => {
+                    reference_avg_pool(call, input, first, chunk)
+                }
+            }
+        });
+    }
+}
+
+/// The output pixel `p` (counted over images, rows and columns) of an average pooling call:
+/// its image, the input rows and columns it covers, and its index into the per-pixel tables.
+#[inline]
+pub fn avg_pool_pixel(
+    call: &AvgPoolCall,
+    p: usize,
+) -> (usize, std::ops::Range<usize>, std::ops::Range<usize>, usize) {
+    let [oh, ow] = call.out_hw;
+    let (image, at) = (p / (oh * ow), p % (oh * ow));
+    let (rows, cols) = (call.rows[at / ow].clone(), call.cols[at % ow].clone());
+    (image, rows, cols, at)
+}
+
+/// The portable average pooling of the output pixels from `first` on into `out`.
+pub fn reference_avg_pool(call: &AvgPoolCall, input: &[u8], first: usize, out: &mut [u8]) {
+    let (c, [h, w]) = (call.channels, call.hw);
+    let mut acc = vec![0i32; c];
+    for (i, dst) in out.chunks_exact_mut(c).enumerate() {
+        let (image, rows, cols, at) = avg_pool_pixel(call, first + i);
+        acc.fill(call.bias[at]);
+        for y in rows {
+            for x in cols.clone() {
+                let src = &input[((image * h + y) * w + x) * c..][..c];
+                for (a, &q) in acc.iter_mut().zip(src) {
+                    *a += q as i32;
+                }
+            }
+        }
+        for (d, &a) in dst.iter_mut().zip(&acc) {
+            *d = call.finish(a, call.multiplier[at]);
+        }
     }
 }
 

@@ -2,11 +2,13 @@
 
 mod avx2;
 mod avx2_add;
+pub(super) mod avx2_avg_pool;
 pub(super) mod avx2_bytewise;
 mod avx2_depthwise;
 pub(super) mod avx2_mul;
 pub(super) mod avx2_quantize;
 mod avx2_u8s8;
+pub(super) mod avx512_avg_pool;
 pub(super) mod avx512_bytewise;
 mod avx512_dense;
 mod avx512_depthwise;
