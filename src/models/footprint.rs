@@ -1,4 +1,5 @@
-//! How much memory a MobileNetV2 configuration needs, counted with checked arithmetic before
+//! How much memory a model configuration needs (MobileNetV2's here; the others' beside their
+//! configurations, through [`check_forward_fits`]), counted with checked arithmetic before
 //! anything is allocated: a width multiplier, class count, batch or input size given by a user
 //! is refused with a message naming it when the count overflows or exceeds the machine's
 //! memory ([`crate::limits`]), instead of aborting in the allocator.
@@ -15,12 +16,25 @@ const LIVE_TENSORS: u64 = 4;
 
 /// Elements of the activations a forward pass produces: the largest single activation and the
 /// sum over all layers (what training keeps for the backward pass).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Activations {
     /// The largest activation, in elements.
     pub largest: u64,
     /// All activations together, in elements.
     pub total: u64,
+}
+
+impl Activations {
+    /// Counts one activation of `batch · channels · h · w` elements; `None` on overflow.
+    pub(crate) fn add(&mut self, batch: u64, channels: u64, h: u64, w: u64) -> Option<()> {
+        let n = batch
+            .checked_mul(channels)?
+            .checked_mul(h)?
+            .checked_mul(w)?;
+        self.largest = self.largest.max(n);
+        self.total = self.total.checked_add(n)?;
+        Some(())
+    }
 }
 
 impl MobileNetV2Config {
@@ -50,19 +64,8 @@ impl MobileNetV2Config {
     /// The activations of one forward pass on a `[batch, 3, height, width]` input, `None` if
     /// a count overflows.
     pub fn activations(&self, batch: u64, height: u64, width: u64) -> Option<Activations> {
-        let mut acts = Activations {
-            largest: 0,
-            total: 0,
-        };
-        let mut add = |channels: u64, h: u64, w: u64| -> Option<()> {
-            let n = batch
-                .checked_mul(channels)?
-                .checked_mul(h)?
-                .checked_mul(w)?;
-            acts.largest = acts.largest.max(n);
-            acts.total = acts.total.checked_add(n)?;
-            Some(())
-        };
+        let mut acts = Activations::default();
+        let mut add = |channels: u64, h: u64, w: u64| acts.add(batch, channels, h, w);
         add(3, height, width)?;
         let (mut h, mut w) = (height.div_ceil(2), width.div_ceil(2));
         add(self.input_channels() as u64, h, w)?;
@@ -102,13 +105,7 @@ impl MobileNetV2Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        let act_bytes = acts.and_then(|a| {
-            let elems = if training { a.total } else { a.largest };
-            elems.checked_mul(F32)?.checked_mul(LIVE_TENSORS)
-        });
-        let weights = self.parameter_count().and_then(|p| p.checked_mul(F32));
-        let bytes = act_bytes.and_then(|a| a.checked_add(weights?));
-        check_fits(bytes).map_err(|why| {
+        check_forward_fits(acts, self.parameter_count(), training).map_err(|why| {
             Error::Config(format!(
                 "a batch of {batch} images of {height}×{width} is too large for this \
                  MobileNetV2 (width_mult {}): {why}",
@@ -116,6 +113,22 @@ impl MobileNetV2Config {
             ))
         })
     }
+}
+
+/// Whether a forward pass with `acts` (every activation when `training`, else the widest
+/// layer's, [`LIVE_TENSORS`] of them live) and `params` f32 weights fits in memory: the
+/// reason it does not, for the caller's message naming the model and the sizes.
+pub(crate) fn check_forward_fits(
+    acts: Option<Activations>,
+    params: Option<u64>,
+    training: bool,
+) -> std::result::Result<(), String> {
+    let act_bytes = acts.and_then(|a| {
+        let elems = if training { a.total } else { a.largest };
+        elems.checked_mul(F32)?.checked_mul(LIVE_TENSORS)
+    });
+    let weights = params.and_then(|p| p.checked_mul(F32));
+    check_fits(act_bytes.and_then(|a| a.checked_add(weights?)))
 }
 
 /// Parameters of a convolution (no bias) followed by a batch norm (weight, bias, running mean

@@ -3,6 +3,7 @@
 //! pretrained weights downloaded on first use (without it, load a downloaded `.pth` with
 //! [`load_mobilenet_v2`]).
 
+pub mod arch;
 pub mod footprint;
 pub mod mobilenet_v2;
 #[cfg(feature = "download")]
@@ -11,7 +12,9 @@ pub mod pretrained;
 pub mod resnet;
 pub mod resnet_block;
 pub mod torchvision;
+pub mod torchvision_model;
 
+pub use arch::{Arch, ArchOptions, ArchVisitor, Family, Identified, identify_keys};
 pub use footprint::Activations;
 pub use mobilenet_v2::{
     Conv2dNormActivation, Conv2dNormActivationConfig, InvertedResidual, InvertedResidualConfig,
@@ -28,6 +31,7 @@ pub use torchvision::{
     load_mobilenet_v2, load_quantized_mobilenet_v2, load_quantized_resnet, load_resnet,
     mobilenet_v2_key_map, quantized_mobilenet_v2_key_map, quantized_resnet_key_map, resnet_key_map,
 };
+pub use torchvision_model::{TorchvisionConfig, TorchvisionModel};
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes
 /// (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`), so that callers can turn bad user input into an

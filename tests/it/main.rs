@@ -12,6 +12,7 @@ mod torch_save;
 
 mod batch_norm;
 mod checkpoint_kill;
+mod cli_arch;
 mod cli_bench;
 mod data;
 mod data_parallel;
