@@ -1,28 +1,41 @@
 //! Models: MobileNetV2 and ResNet / ResNeXt as torchvision builds them (float and quantizable in
-//! one type), their torchvision checkpoints and, with the `download` feature, MobileNetV2's
-//! pretrained weights downloaded on first use (without it, load a downloaded `.pth` with
-//! [`load_mobilenet_v2`]).
+//! one type), their torchvision checkpoints behind one trait ([`TorchvisionModel`], named by
+//! [`Arch`]), torchvision's `quantize_model`, and, with the `download` feature, builders shaped
+//! like torchvision's (`resnet18(weights, progress, quantize)`, ...) whose pretrained weights
+//! are downloaded on first use (without it, load a downloaded `.pth` with
+//! [`TorchvisionModel::load_torchvision`] or `load_torchvision_int8`).
 
 pub mod arch;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
+pub mod builders;
 pub mod footprint;
 pub mod mobilenet_v2;
 #[cfg(feature = "download")]
 #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub mod pretrained;
+pub mod quantize_model;
 pub mod resnet;
 pub mod resnet_block;
 pub mod torchvision;
 pub mod torchvision_model;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
+pub mod weights;
 
 pub use arch::{Arch, ArchOptions, ArchVisitor, Family, Identified, identify_keys};
+#[cfg(feature = "download")]
+pub use builders::{
+    build, mobilenet_v2, quantized_mobilenet_v2, resnet18, resnet50, resnext101_32x8d,
+    resnext101_64x4d,
+};
 pub use footprint::Activations;
 pub use mobilenet_v2::{
     Conv2dNormActivation, Conv2dNormActivationConfig, InvertedResidual, InvertedResidualConfig,
     InvertedResidualSetting, MobileNetV2, MobileNetV2Config, QuantizableInvertedResidual,
     QuantizableMobileNetV2, make_divisible,
 };
-#[cfg(feature = "download")]
-pub use pretrained::{MobileNetV2Weights, mobilenet_v2, quantized_mobilenet_v2};
+pub use quantize_model::quantize_model;
 pub use resnet::{QuantizableResNet, ResNet, ResNetConfig};
 pub use resnet_block::{
     BlockKind, QuantizableBasicBlock, QuantizableBottleneck, ResidualBlock, ResidualBlockConfig,
@@ -32,6 +45,11 @@ pub use torchvision::{
     mobilenet_v2_key_map, quantized_mobilenet_v2_key_map, quantized_resnet_key_map, resnet_key_map,
 };
 pub use torchvision_model::{TorchvisionConfig, TorchvisionModel};
+#[cfg(feature = "download")]
+pub use weights::{
+    MobileNetV2Weights, ResNeXt101_32x8dWeights, ResNeXt101_64x4dWeights, ResNet18Weights,
+    ResNet50Weights, Weights, WeightsInfo,
+};
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes
 /// (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`), so that callers can turn bad user input into an

@@ -11,6 +11,7 @@ mod common;
 mod torch_save;
 
 mod batch_norm;
+mod builders;
 mod checkpoint_kill;
 mod cli_arch;
 mod cli_bench;
@@ -37,6 +38,7 @@ mod quant_lsq;
 mod quant_observers;
 mod quant_qparams;
 mod quant_robustness;
+mod quantize_model;
 mod quantized_pth;
 mod reproducibility;
 mod resnet;
