@@ -1,5 +1,5 @@
 //! How much memory a model configuration needs (MobileNetV2's here; the others' beside their
-//! configurations, through [`check_forward_fits`]), counted with checked arithmetic before
+//! configurations, through `check_forward_fits`), counted with checked arithmetic before
 //! anything is allocated: a width multiplier, class count, batch or input size given by a user
 //! is refused with a message naming it when the count overflows or exceeds the machine's
 //! memory ([`crate::limits`]), instead of aborting in the allocator.

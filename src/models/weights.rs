@@ -1,7 +1,7 @@
 //! torchvision 0.20.1's pretrained weights, one enum per architecture holding both of
 //! torchvision's enums for it (`ResNet18_Weights` float, `ResNet18_QuantizedWeights` int8): the
 //! URL, and for int8 checkpoints the backend they were quantized for. A new architecture is one
-//! [`torchvision_weights!`] block here and one builder in [`super::builders`].
+//! `torchvision_weights!` block here and one builder in [`super::builders`].
 
 use super::arch::Arch;
 use super::mobilenet_v2::MobileNetV2;
