@@ -9,6 +9,7 @@ use burn_qat::bench::{BenchOptions, BenchReport, bench_model};
 use burn_qat::device::{check_device, parse_device};
 use burn_qat::export::ExportKind;
 use burn_qat::infer::{WeightsKind, infer_npy, load_weights};
+use burn_qat::int8::Engine;
 use burn_qat::models::{Arch, ArchOptions, ArchVisitor, TorchvisionConfig, TorchvisionModel};
 use clap::{Args, Parser, Subcommand};
 
@@ -39,9 +40,10 @@ struct ModelArgs {
     #[arg(long)]
     quantized: bool,
     /// Whose int8 arithmetic to reproduce for a torchvision int8 `.pth` (the crate's own int8
-    /// files name their engine).
-    #[arg(long, default_value = "qnnpack", value_parser = ["qnnpack", "x86", "fbgemm"])]
-    engine: String,
+    /// files name their engine) [default: the backend torchvision's builder quantizes the
+    /// architecture for: qnnpack for the MobileNets, x86 (fbgemm) for ResNet and ShuffleNetV2].
+    #[arg(long, value_parser = ["qnnpack", "x86", "fbgemm"])]
+    engine: Option<String>,
     /// Width multiplier the checkpoint was built with (mobilenet_v2 only) [default: 1.0].
     #[arg(long, allow_negative_numbers = true)]
     width_mult: Option<f64>,
@@ -52,18 +54,38 @@ struct ModelArgs {
 
 impl ModelArgs {
     /// The architecture, its options and what kind of weights the file holds.
-    fn resolve(&self) -> burn_qat::Result<(Arch, ArchOptions, WeightsKind)> {
+    fn resolve(&self) -> burn_qat::Result<(Arch, ArchOptions, Kind)> {
         let arch: Arch = self.arch.parse()?;
         let options = ArchOptions {
             num_classes: Some(self.num_classes),
             width_mult: self.width_mult,
         };
-        let kind = if self.quantized {
-            WeightsKind::Int8(self.engine.parse()?)
-        } else {
-            WeightsKind::Float
+        let kind = match (self.quantized, &self.engine) {
+            (true, Some(engine)) => Kind::Int8(Some(engine.parse()?)),
+            (true, None) => Kind::Int8(None),
+            (false, _) => Kind::Float,
         };
         Ok((arch, options, kind))
+    }
+}
+
+/// What the weights file holds, before the architecture's default engine is known.
+#[derive(Clone, Copy)]
+enum Kind {
+    Float,
+    /// int8, with the engine `--engine` named, if any.
+    Int8(Option<Engine>),
+}
+
+impl Kind {
+    /// The kind for `M`: an int8 engine not named is the backend torchvision's builder
+    /// quantizes `M` for.
+    fn of<M: TorchvisionModel>(self) -> burn_qat::Result<WeightsKind> {
+        Ok(match self {
+            Kind::Float => WeightsKind::Float,
+            Kind::Int8(Some(engine)) => WeightsKind::Int8(engine),
+            Kind::Int8(None) => WeightsKind::Int8(Engine::from_backend(M::DEFAULT_BACKEND)?),
+        })
     }
 }
 
@@ -136,9 +158,9 @@ struct BenchArgs {
 }
 
 /// The device `--device` names, started; int8 models only run on the CPU.
-fn device_for(name: &str, kind: WeightsKind) -> burn_qat::Result<Device> {
+fn device_for(name: &str, kind: Kind) -> burn_qat::Result<Device> {
     let device = parse_device(name)?;
-    if matches!(kind, WeightsKind::Int8(_)) && device != Device::flex() {
+    if matches!(kind, Kind::Int8(_)) && device != Device::flex() {
         return Err(burn_qat::Error::Config(format!(
             "int8 models run on the CPU int8 kernels; drop --device {name} (or pass flex)"
         )));
@@ -150,7 +172,7 @@ fn device_for(name: &str, kind: WeightsKind) -> burn_qat::Result<Device> {
 /// `infer`: logits of an `.npy` batch.
 struct Infer<'a> {
     weights: &'a Path,
-    kind: WeightsKind,
+    kind: Kind,
     input: &'a Path,
     output: &'a Path,
     device: Device,
@@ -167,14 +189,21 @@ impl ArchVisitor for Infer<'_> {
             output,
             device,
         } = self;
-        infer_npy(weights, &config, kind, input, output, &device)
+        infer_npy(
+            weights,
+            &config,
+            kind.of::<C::Model>()?,
+            input,
+            output,
+            &device,
+        )
     }
 }
 
 /// `export`: the checkpoint as ONNX.
 struct Export<'a> {
     weights: &'a Path,
-    kind: WeightsKind,
+    kind: Kind,
     output: &'a Path,
 }
 
@@ -182,11 +211,12 @@ impl ArchVisitor for Export<'_> {
     type Output = ();
 
     fn visit<C: TorchvisionConfig>(self, _: Arch, config: C) -> burn_qat::Result<()> {
-        let export = match self.kind {
+        let kind = self.kind.of::<C::Model>()?;
+        let export = match kind {
             WeightsKind::Int8(_) => ExportKind::Int8,
             WeightsKind::Float => ExportKind::Float,
         };
-        let loaded = load_weights(self.weights, &config, self.kind, &Device::flex())?;
+        let loaded = load_weights(self.weights, &config, kind, &Device::flex())?;
         TorchvisionModel::export_onnx(&loaded, export, self.output)
     }
 }
@@ -194,7 +224,7 @@ impl ArchVisitor for Export<'_> {
 /// `bench`: one forward pass timed.
 struct Bench<'a> {
     weights: &'a Path,
-    kind: WeightsKind,
+    kind: Kind,
     options: BenchOptions,
     device: Device,
 }
@@ -203,7 +233,8 @@ impl ArchVisitor for Bench<'_> {
     type Output = BenchReport;
 
     fn visit<C: TorchvisionConfig>(self, _: Arch, config: C) -> burn_qat::Result<BenchReport> {
-        bench_model(self.weights, &config, self.kind, self.options, &self.device)
+        let kind = self.kind.of::<C::Model>()?;
+        bench_model(self.weights, &config, kind, self.options, &self.device)
     }
 }
 
