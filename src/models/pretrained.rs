@@ -36,11 +36,17 @@ fn torch_hub_file(name: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// The hash prefix torch.hub reads from a file name (`name-<hex>.pth`), if any.
+/// The hash prefix torch.hub reads from a file name, if any: the first match of its
+/// `HASH_REGEX`, `-([a-f0-9]*)\.` (`name-<hex>.pth`; dots before it are allowed, as in
+/// `shufflenetv2_x0.5_fbgemm-00845098.pth`), here non-empty.
 fn hash_prefix(file_name: &str) -> Option<&str> {
-    let stem = file_name.split('.').next()?;
-    let (_, hex) = stem.rsplit_once('-')?;
-    (!hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+    file_name.match_indices('-').find_map(|(i, _)| {
+        let rest = &file_name[i + 1..];
+        let hex = rest
+            .find(|c: char| !matches!(c, '0'..='9' | 'a'..='f'))
+            .filter(|&end| end > 0 && rest[end..].starts_with('.'))?;
+        Some(&rest[..hex])
+    })
 }
 
 /// Hex SHA-256 of a file.
@@ -166,6 +172,14 @@ mod tests {
     fn hash_prefix_follows_torch_hub() {
         assert_eq!(hash_prefix("mobilenet_v2-b0353104.pth"), Some("b0353104"));
         assert_eq!(hash_prefix("mobilenet_v2_qnnpack_37f702c5.pth"), None);
+        let dotted = "shufflenetv2_x0.5_fbgemm-00845098.pth";
+        assert_eq!(hash_prefix(dotted), Some("00845098"));
+        assert_eq!(
+            hash_prefix("resnext101_32x8_fbgemm-ee16d00c.pth"),
+            Some("ee16d00c")
+        );
+        assert_eq!(hash_prefix("a-b-0f.pth"), Some("0f")); // the first `-<hex>.`
+        assert_eq!(hash_prefix("a-B0.pth"), None); // lowercase only, as the regex
     }
 
     #[test]
