@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""MobileNetV2 inference latency of burn-qat against its peers, in one run on one machine, on
-the same float weights: onnxruntime (float, and int8 QDQ from its own static quantization),
+"""Inference latency of burn-qat against its peers (MobileNetV2, or with --arch resnet18
+ResNet-18), in one run on one machine, on the same float weights: onnxruntime (float, and int8 QDQ from its own static quantization),
 PyTorch (float, and eager-mode PTQ int8 for the x86 and qnnpack engines) and the crate
 (`burn-qat bench`: float on Burn's flex backend, int8 on the crate's kernels with the x86 and
 qnnpack arithmetic, loading PyTorch's int8 state dicts).
 
     /opt/torch-oracle/bin/pip install torch==2.5.1 torchvision==0.20.1 onnx onnxruntime
-    /opt/torch-oracle/bin/python scripts/bench_peers.py [--threads 2] [--batch 1] \\
-        [--input-size 224] [--iters 20] [--warmup 3] [--rounds 3] [--json-out FILE] \\
-        [--work-dir DIR]
+    /opt/torch-oracle/bin/python scripts/bench_peers.py [--arch mobilenet_v2|resnet18] \\
+        [--threads 2] [--batch 1] [--input-size 224] [--iters 20] [--warmup 3] [--rounds 3] \\
+        [--json-out FILE] [--work-dir DIR]
 
-The model is torchvision's QuantizableMobileNetV2 (width 1.0, 1000 classes) with seeded random
-weights and random batch-norm statistics (so folding matters). Its float state dict is what
+The model is torchvision's QuantizableMobileNetV2 (width 1.0, 1000 classes; the default) or
+QuantizableResNet ResNet-18 (`--arch resnet18`, 1000 classes; `burn-qat --arch resnet18`), with
+seeded random weights (torchvision's initialisation for the convolutions) and random batch-norm
+statistics (so folding matters). Its float state dict is what
 the float peers run; the int8 models are calibrated on the same seeded random batches. Every
 runtime gets the same input (the crate's `bench_input`, recomputed here bit for bit), the same
 thread count, warm-up and number of timed passes, in rounds that alternate the runtimes (this
@@ -52,6 +54,7 @@ import torchvision
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
+from torchvision.models.quantization import resnet18 as quantizable_resnet18
 
 # Known and harmless here: the default qconfigs still pass reduce_range, and torchvision's
 # non-residual blocks carry a skip_add whose observer never sees data.
@@ -60,6 +63,15 @@ warnings.filterwarnings("ignore", message="must run observer before calling calc
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 ENGINES = ("x86", "qnnpack")
+# Per architecture: torchvision's quantizable builder, its float counterpart (what the float
+# peers run), the title line, and the crate's model flags.
+ARCHS = {
+    "mobilenet_v2": (quantizable_mobilenet_v2, torchvision.models.mobilenet_v2,
+                     "MobileNetV2 width 1.0, 1000 classes",
+                     ["--width-mult", "1.0", "--num-classes", "1000"]),
+    "resnet18": (quantizable_resnet18, torchvision.models.resnet18, "ResNet-18, 1000 classes",
+                 ["--arch", "resnet18", "--num-classes", "1000"]),
+}
 
 
 def cpu_name():
@@ -100,10 +112,10 @@ def bench_input(batch, size):
     return x.reshape(batch, 3, size, size)
 
 
-def float_model(seed):
-    """QuantizableMobileNetV2, width 1.0, 1000 classes: seeded weights, random BN statistics."""
+def float_model(arch, seed):
+    """The quantizable model of `arch`, 1000 classes: seeded weights, random BN statistics."""
     torch.manual_seed(seed)
-    model = quantizable_mobilenet_v2(weights=None, quantize=False, num_classes=1000)
+    model = ARCHS[arch][0](weights=None, quantize=False, num_classes=1000)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -146,13 +158,13 @@ class Calibration(CalibrationDataReader):
         return next(self.it, None)
 
 
-def ort_int8(float_onnx, work, calib):
+def ort_int8(arch, float_onnx, work, calib):
     """onnxruntime's static quantization: pre-processing (shape inference, graph cleanup),
     then QDQ with per-channel int8 weights and uint8 activations, calibrated (MinMax) on the
     same batches as PyTorch."""
-    pre = os.path.join(work, "mobilenet_v2_float_pre.onnx")
+    pre = os.path.join(work, f"{arch}_float_pre.onnx")
     quant_pre_process(float_onnx, pre)
-    out = os.path.join(work, "mobilenet_v2_int8_qdq.onnx")
+    out = os.path.join(work, f"{arch}_int8_qdq.onnx")
     quantize_static(pre, out, Calibration(calib), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return out
@@ -193,13 +205,13 @@ def crate_bin(path):
     return path
 
 
-def crate_args(weights, engine):
-    args = ["--weights", weights, "--width-mult", "1.0", "--num-classes", "1000"]
+def crate_args(arch, weights, engine):
+    args = ["--weights", weights, *ARCHS[arch][3]]
     return args + (["--quantized", "--engine", engine] if engine else [])
 
 
 def crate_bench(binary, weights, engine, a):
-    cmd = [binary, "bench", *crate_args(weights, engine), "--input-size", str(a.input_size),
+    cmd = [binary, "bench", *crate_args(a.arch, weights, engine), "--input-size", str(a.input_size),
            "--batch", str(a.batch), "--threads", str(a.threads), "--warmup", str(a.warmup),
            "--iters", str(a.iters), "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -209,11 +221,11 @@ def crate_bench(binary, weights, engine, a):
     return r["median_ms"], r["min_ms"]
 
 
-def crate_logits(binary, weights, engine, x, work):
+def crate_logits(binary, arch, weights, engine, x, work):
     """The crate's logits on `x` through `burn-qat infer` (to check it runs PyTorch's model)."""
     xin, yout = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
     np.save(xin, x)
-    cmd = [binary, "infer", *crate_args(weights, engine), "--input", xin, "--output", yout]
+    cmd = [binary, "infer", *crate_args(arch, weights, engine), "--input", xin, "--output", yout]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)}: {out.stderr.strip()}")
@@ -222,6 +234,7 @@ def crate_logits(binary, weights, engine, x, work):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="mobilenet_v2")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=2)
@@ -253,13 +266,13 @@ def run(a, binary, work):
     calib = calibration_batches(a.calib_batches, a.input_size, a.seed)
 
     # (a) float weights: one state dict for every peer; the float ONNX from the same module.
-    float_q = float_model(a.seed)
-    float_pth = os.path.join(work, "mobilenet_v2_float.pth")
+    float_q = float_model(a.arch, a.seed)
+    float_pth = os.path.join(work, f"{a.arch}_float.pth")
     torch.save(float_q.state_dict(), float_pth)
-    float_pt = torchvision.models.mobilenet_v2(weights=None, num_classes=1000)
+    float_pt = ARCHS[a.arch][1](weights=None, num_classes=1000)
     float_pt.load_state_dict(torch.load(float_pth, weights_only=True), strict=True)
     float_pt.eval()
-    float_onnx = os.path.join(work, "mobilenet_v2_float.onnx")
+    float_onnx = os.path.join(work, f"{a.arch}_float.onnx")
     torch.onnx.export(float_pt, xt, float_onnx, opset_version=13, input_names=["input"],
                       output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})
     onnx.checker.check_model(float_onnx)
@@ -268,20 +281,20 @@ def run(a, binary, work):
     int8_pt, int8_pth = {}, {}
     for engine in ENGINES:
         int8_pt[engine] = pytorch_int8(float_q, engine, calib)
-        int8_pth[engine] = os.path.join(work, f"mobilenet_v2_int8_{engine}.pth")
+        int8_pth[engine] = os.path.join(work, f"{a.arch}_int8_{engine}.pth")
         torch.save(int8_pt[engine].state_dict(), int8_pth[engine])
-    int8_onnx = ort_int8(float_onnx, work, calib)
+    int8_onnx = ort_int8(a.arch, float_onnx, work, calib)
 
     # The crate loads the same models: its logits against PyTorch's.
     with torch.inference_mode():
         y_float = float_pt(xt).numpy()
-    checks = {"burn-qat float": float(np.abs(crate_logits(binary, float_pth, None, x, work)
+    checks = {"burn-qat float": float(np.abs(crate_logits(binary, a.arch, float_pth, None, x, work)
                                              - y_float).max())}
     for engine in ENGINES:
         torch.backends.quantized.engine = engine
         with torch.inference_mode():
             y = int8_pt[engine](xt).numpy()
-        y_crate = crate_logits(binary, int8_pth[engine], engine, x, work)
+        y_crate = crate_logits(binary, a.arch, int8_pth[engine], engine, x, work)
         checks[f"burn-qat int8 {engine}"] = float(np.abs(y_crate - y).max())
         if engine == "x86":
             # The crate's x86 arithmetic is fbgemm's. PyTorch's "x86" engine is fbgemm too,
@@ -335,10 +348,10 @@ def run(a, binary, work):
     for r in rows:
         r["images_per_s"] = a.batch * 1000.0 / r["median_ms"]
         r["ratio"] = r["median_ms"] / ref
-    settings = {"batch": a.batch, "input_size": a.input_size, "threads": a.threads,
+    settings = {"arch": a.arch, "batch": a.batch, "input_size": a.input_size, "threads": a.threads,
                 "warmup": a.warmup, "iters": a.iters, "rounds": a.rounds,
                 "ref_engine": a.ref_engine}
-    print(f"\nMobileNetV2 width 1.0, 1000 classes, {a.batch}x3x{a.input_size}x{a.input_size}, "
+    print(f"\n{ARCHS[a.arch][2]}, {a.batch}x3x{a.input_size}x{a.input_size}, "
           f"{a.threads} threads, {a.rounds} rounds of {a.warmup} warm-up + {a.iters} timed passes "
           f"(median of the rounds' medians, min of all passes)")
     print(f"machine: {machine}; torch {torch.__version__}, torchvision {torchvision.__version__}, "

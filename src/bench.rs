@@ -1,9 +1,10 @@
-//! Inference latency of a MobileNetV2 checkpoint, the library side of `burn-qat bench`.
+//! Inference latency of a checkpoint of any torchvision family ([`TorchvisionConfig`]), the
+//! library side of `burn-qat bench`.
 //!
 //! The CLI (and `scripts/bench_peers.py`, which compares the crate with PyTorch and
 //! onnxruntime on the same weights) needs one number per configuration that means the same as
 //! the peers' numbers: the wall time of one forward pass on a fixed batch, output read back to
-//! host memory, after warm-up, on a known number of threads. [`bench_mobilenet_v2`] measures
+//! host memory, after warm-up, on a known number of threads. [`bench_model`] measures
 //! exactly that; [`BenchReport`] prints it as a table line or one JSON object.
 
 use std::path::Path;
@@ -14,7 +15,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::infer::{WeightsKind, load_weights_with_engine};
 use crate::int8::Engine;
 use crate::limits::{check_fits, product};
-use crate::models::{MobileNetV2, MobileNetV2Config};
+use crate::models::{Arch, TorchvisionConfig, TorchvisionModel, check_image_batch};
+use crate::nn::ImageClassifier;
 use crate::ops::has_cpu_kernels;
 use crate::{Error, Result};
 
@@ -23,7 +25,7 @@ use crate::{Error, Result};
 pub struct BenchOptions {
     /// Images per forward pass.
     pub batch: usize,
-    /// Height and width of the square input (at least 32, as MobileNetV2 needs).
+    /// Height and width of the square input (at least 32, as the models need).
     pub input_size: usize,
     /// Threads of the rayon global pool, which both burn-flex's float kernels (gemm with
     /// `Parallelism::Rayon(0)`) and the crate's int8 kernels use; `None` keeps rayon's default
@@ -65,17 +67,23 @@ impl BenchOptions {
                 "--threads {n} is more than the {cpus} logical CPUs of this machine"
             )));
         }
-        MobileNetV2::check_input_shape(&[self.batch, 3, self.input_size, self.input_size])
+        check_image_batch(
+            "the model",
+            &[self.batch, 3, self.input_size, self.input_size],
+        )
     }
 }
 
 /// The result of one benchmark: the configuration as it ran, and the latencies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
+    /// The architecture (torchvision's builder), `None` for a configuration that is none of
+    /// them unchanged.
+    pub arch: Option<Arch>,
     /// `None` for the float model, else the int8 engine whose arithmetic ran.
     pub engine: Option<Engine>,
-    /// Width multiplier of the model.
-    pub width_mult: f64,
+    /// Width multiplier of the model, for families that have one (MobileNetV2).
+    pub width_mult: Option<f64>,
     /// Classes of the model's classifier.
     pub num_classes: usize,
     /// The options, with `threads` resolved to the pool's actual size.
@@ -103,8 +111,9 @@ impl BenchReport {
     }
 
     /// One JSON object on one line (written by hand: the binary has no JSON dependency).
-    /// `engine` is `null` for the float model; non-finite numbers, which JSON cannot hold, are
-    /// written as `null`.
+    /// `engine` is `null` for the float model, `arch` for a configuration that is no
+    /// torchvision builder's, `width_mult` for a family without one; non-finite numbers, which
+    /// JSON cannot hold, are written as `null`.
     pub fn to_json(&self) -> String {
         let num = |v: f64| {
             if v.is_finite() {
@@ -113,17 +122,17 @@ impl BenchReport {
                 "null".into()
             }
         };
-        let engine = match self.engine {
-            Some(e) => format!("\"{}\"", e.name()),
-            None => "null".into(),
-        };
+        let string = |v: Option<&str>| v.map_or("null".into(), |v| format!("\"{v}\""));
+        let engine = string(self.engine.map(Engine::name));
+        let arch = string(self.arch.map(Arch::name));
         let o = &self.options;
         format!(
-            "{{\"path\":\"{}\",\"engine\":{engine},\"width_mult\":{},\"num_classes\":{},\
+            "{{\"path\":\"{}\",\"arch\":{arch},\"engine\":{engine},\"width_mult\":{},\
+             \"num_classes\":{},\
              \"input_size\":{},\"batch\":{},\"threads\":{},\"warmup\":{},\"iters\":{},\
              \"median_ms\":{},\"min_ms\":{},\"images_per_s\":{}}}",
             self.path(),
-            num(self.width_mult),
+            self.width_mult.map_or("null".into(), num),
             self.num_classes,
             o.input_size,
             o.batch,
@@ -145,11 +154,16 @@ impl std::fmt::Display for BenchReport {
             Some(e) => format!("int8 ({e})"),
             None => "float".into(),
         };
+        // MobileNetV2's line as before `--arch`: its width; the others name the architecture.
+        let model = match (self.width_mult, self.arch) {
+            (Some(w), Some(Arch::MobileNetV2) | None) => format!("width {w}"),
+            (_, Some(arch)) => arch.to_string(),
+            (None, None) => "custom".into(),
+        };
         write!(
             f,
-            "{path:<14} width {} | {}x3x{}x{} | {} threads | {} iters: median {:.3} ms, min {:.3} ms, \
+            "{path:<14} {model} | {}x3x{}x{} | {} threads | {} iters: median {:.3} ms, min {:.3} ms, \
              {:.1} images/s",
-            self.width_mult,
             o.batch,
             o.input_size,
             o.input_size,
@@ -199,21 +213,19 @@ pub fn bench_input(batch: usize, size: usize) -> Vec<f32> {
 /// `QuantStub`) and the dequantized output.
 ///
 /// The thread pool is sized first ([`set_threads`]), before the checkpoint is read.
-pub fn bench_mobilenet_v2(
+pub fn bench_model<C: TorchvisionConfig>(
     weights: &Path,
-    config: &MobileNetV2Config,
+    config: &C,
     kind: WeightsKind,
     options: BenchOptions,
     device: &Device,
 ) -> Result<BenchReport> {
     options.validate()?;
-    config.validate()?;
+    C::Model::check_config(config)?;
     let (b, s) = (options.batch, options.input_size);
     let flags = format!("--batch {b} --input-size {s}");
     if has_cpu_kernels(device) {
-        config
-            .check_forward_size(b, s, s, false)
-            .map_err(|e| e.for_flags(&flags))?;
+        C::Model::check_forward_size(config, b, s, s).map_err(|e| e.for_flags(&flags))?;
     } else {
         // The activations live in the GPU's memory, not the host's; the input is built here.
         check_fits(product([b as u64, 3, s as u64, s as u64, 4])).map_err(|why| {
@@ -242,9 +254,10 @@ pub fn bench_mobilenet_v2(
     }
     let median_ms = median(&mut times);
     Ok(BenchReport {
+        arch: C::Model::config_arch(config),
         engine,
-        width_mult: config.width_mult,
-        num_classes: config.num_classes,
+        width_mult: C::Model::config_width_mult(config),
+        num_classes: C::Model::config_num_classes(config),
         options: BenchOptions {
             threads: Some(threads),
             ..options
@@ -289,8 +302,9 @@ mod tests {
     #[test]
     fn json_names_every_field() {
         let report = BenchReport {
+            arch: Some(Arch::MobileNetV2),
             engine: Some(Engine::X86),
-            width_mult: 0.5,
+            width_mult: Some(0.5),
             num_classes: 10,
             options: BenchOptions {
                 threads: Some(2),
@@ -301,18 +315,29 @@ mod tests {
         };
         assert_eq!(
             report.to_json(),
-            "{\"path\":\"int8\",\"engine\":\"x86\",\"width_mult\":0.5,\"num_classes\":10,\
+            "{\"path\":\"int8\",\"arch\":\"mobilenet_v2\",\"engine\":\"x86\",\"width_mult\":0.5,\
+             \"num_classes\":10,\
              \"input_size\":224,\"batch\":1,\"threads\":2,\"warmup\":3,\"iters\":20,\
              \"median_ms\":4,\"min_ms\":3.5,\"images_per_s\":250}"
         );
         let float = BenchReport {
             engine: None,
-            ..report
+            ..report.clone()
         };
         assert!(
             float
                 .to_json()
-                .contains("\"path\":\"float\",\"engine\":null")
+                .contains("\"path\":\"float\",\"arch\":\"mobilenet_v2\",\"engine\":null")
+        );
+        let resnet = BenchReport {
+            arch: Some(Arch::ResNet18),
+            width_mult: None,
+            ..report
+        };
+        assert!(resnet.to_json().contains("\"width_mult\":null"));
+        assert!(
+            resnet.to_string().contains("resnet18 | 1x3x224x224"),
+            "{resnet}"
         );
     }
 

@@ -16,12 +16,30 @@ pub(crate) const LIVE_TENSORS: u64 = 4;
 
 /// Elements of the activations a forward pass produces: the largest single activation and the
 /// sum over all layers (what training keeps for the backward pass).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Activations {
     /// The largest activation, in elements.
     pub largest: u64,
     /// All activations together, in elements.
     pub total: u64,
+}
+
+impl Activations {
+    /// No activations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one activation of `batch · channels · h · w` elements; `None` on overflow.
+    pub fn add(&mut self, batch: u64, channels: u64, h: u64, w: u64) -> Option<()> {
+        let n = batch
+            .checked_mul(channels)?
+            .checked_mul(h)?
+            .checked_mul(w)?;
+        self.largest = self.largest.max(n);
+        self.total = self.total.checked_add(n)?;
+        Some(())
+    }
 }
 
 impl MobileNetV2Config {
@@ -99,33 +117,6 @@ impl MobileNetV2Config {
                 self.width_mult
             ))
         })
-    }
-}
-
-impl Activations {
-    /// No activations yet.
-    pub fn new() -> Self {
-        Activations {
-            largest: 0,
-            total: 0,
-        }
-    }
-
-    /// Adds one activation of `[batch, channels, h, w]`; `None` on overflow.
-    pub fn add(&mut self, batch: u64, channels: u64, h: u64, w: u64) -> Option<()> {
-        let n = batch
-            .checked_mul(channels)?
-            .checked_mul(h)?
-            .checked_mul(w)?;
-        self.largest = self.largest.max(n);
-        self.total = self.total.checked_add(n)?;
-        Some(())
-    }
-}
-
-impl Default for Activations {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -1,8 +1,14 @@
-//! Models: MobileNetV2, MobileNetV3, ResNet / ResNeXt and ShuffleNetV2 as torchvision builds them (float and quantizable in
-//! one type), their torchvision checkpoints and, with the `download` feature, MobileNetV2's
-//! pretrained weights downloaded on first use (without it, load a downloaded `.pth` with
-//! [`load_mobilenet_v2`]).
+//! Models: MobileNetV2, MobileNetV3, ResNet / ResNeXt and ShuffleNetV2 as torchvision builds
+//! them (float and quantizable in one type), their torchvision checkpoints behind one trait
+//! ([`TorchvisionModel`], named by [`Arch`]), torchvision's `quantize_model`, and, with the
+//! `download` feature, builders shaped like torchvision's (`resnet18(weights, progress,
+//! quantize)`, ...) whose pretrained weights are downloaded on first use (without it, load a
+//! downloaded `.pth` with [`TorchvisionModel::load_torchvision`] or `load_torchvision_int8`).
 
+pub mod arch;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
+pub mod builders;
 pub mod footprint;
 pub mod mobilenet_v2;
 pub mod mobilenet_v3;
@@ -10,6 +16,7 @@ pub mod mobilenet_v3_block;
 #[cfg(feature = "download")]
 #[cfg_attr(docsrs, doc(cfg(feature = "download")))]
 pub mod pretrained;
+pub mod quantize_model;
 pub mod resnet;
 pub mod resnet_block;
 pub mod shufflenet_v2;
@@ -17,7 +24,17 @@ pub mod shufflenet_v2_block;
 mod shufflenet_v2_footprint;
 pub mod squeeze_excitation;
 pub mod torchvision;
+pub mod torchvision_model;
+#[cfg(feature = "download")]
+#[cfg_attr(docsrs, doc(cfg(feature = "download")))]
+pub mod weights;
 
+pub use arch::{Arch, ArchOptions, ArchVisitor, Family, Identified, identify_keys};
+#[cfg(feature = "download")]
+pub use builders::{
+    build, mobilenet_v2, quantized_mobilenet_v2, resnet18, resnet50, resnext101_32x8d,
+    resnext101_64x4d,
+};
 pub use footprint::Activations;
 pub use mobilenet_v2::{
     Conv2dNormActivation, Conv2dNormActivationConfig, InvertedResidual, InvertedResidualConfig,
@@ -29,8 +46,7 @@ pub use mobilenet_v3_block::{
     ConvNormActivation, ConvNormActivationConfig, MobileNetV3Block, MobileNetV3BlockConfig,
     V3Activation,
 };
-#[cfg(feature = "download")]
-pub use pretrained::{MobileNetV2Weights, mobilenet_v2, quantized_mobilenet_v2};
+pub use quantize_model::quantize_model;
 pub use resnet::{QuantizableResNet, ResNet, ResNetConfig};
 pub use resnet_block::{
     BlockKind, QuantizableBasicBlock, QuantizableBottleneck, ResidualBlock, ResidualBlockConfig,
@@ -49,6 +65,12 @@ pub use torchvision::{
 pub use torchvision::{
     load_quantized_shufflenet_v2, load_shufflenet_v2, quantized_shufflenet_v2_key_map,
     shufflenet_v2_key_map,
+};
+pub use torchvision_model::{TorchvisionConfig, TorchvisionModel};
+#[cfg(feature = "download")]
+pub use weights::{
+    MobileNetV2Weights, ResNeXt101_32x8dWeights, ResNeXt101_64x4dWeights, ResNet18Weights,
+    ResNet50Weights, Weights, WeightsInfo,
 };
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes

@@ -1,43 +1,16 @@
-//! Pretrained torchvision weights: download once into a cache directory (with a progress bar),
-//! verify the SHA-256 prefix in the file name as `torch.hub` does, and load. Needs the
-//! `download` feature (an HTTP client, SHA-256 and a progress bar).
+//! Pretrained torchvision weights: download once into a cache directory (with a progress bar)
+//! and verify the SHA-256 prefix in the file name as `torch.hub` does. The weights tables are in
+//! [`super::weights`], the builders that load them in [`super::builders`]. Needs the `download`
+//! feature (an HTTP client, SHA-256 and a progress bar).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
 use sha2::{Digest, Sha256};
 
-use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
-use super::torchvision::load_mobilenet_v2;
+use super::weights::WeightsInfo;
 use crate::io::atomic::write_atomic;
 use crate::{Error, Result};
-
-/// Official torchvision checkpoints this crate knows how to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MobileNetV2Weights {
-    /// `MobileNet_V2_Weights.IMAGENET1K_V1`: float, width 1.0, 1000 classes.
-    ImageNet1kV1,
-    /// `MobileNet_V2_QuantizedWeights.IMAGENET1K_QNNPACK_V1`: int8 (qnnpack), width 1.0.
-    ImageNet1kQnnpackV1,
-}
-
-impl MobileNetV2Weights {
-    /// Download address, as torchvision lists it.
-    pub fn url(self) -> &'static str {
-        match self {
-            Self::ImageNet1kV1 => "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
-            Self::ImageNet1kQnnpackV1 => {
-                "https://download.pytorch.org/models/quantized/mobilenet_v2_qnnpack_37f702c5.pth"
-            }
-        }
-    }
-
-    /// File name in the cache directory.
-    pub fn file_name(self) -> &'static str {
-        self.url().rsplit('/').next().unwrap_or_default()
-    }
-}
 
 /// The cache directory: `$BURN_QAT_CACHE`, else `$XDG_CACHE_HOME/burn-qat`, else
 /// `~/.cache/burn-qat`.
@@ -63,11 +36,17 @@ fn torch_hub_file(name: &str) -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-/// The hash prefix torch.hub reads from a file name (`name-<hex>.pth`), if any.
+/// The hash prefix torch.hub reads from a file name, if any: the first match of its
+/// `HASH_REGEX`, `-([a-f0-9]*)\.` (`name-<hex>.pth`; dots before it are allowed, as in
+/// `shufflenetv2_x0.5_fbgemm-00845098.pth`), here non-empty.
 fn hash_prefix(file_name: &str) -> Option<&str> {
-    let stem = file_name.split('.').next()?;
-    let (_, hex) = stem.rsplit_once('-')?;
-    (!hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+    file_name.match_indices('-').find_map(|(i, _)| {
+        let rest = &file_name[i + 1..];
+        let hex = rest
+            .find(|c: char| !matches!(c, '0'..='9' | 'a'..='f'))
+            .filter(|&end| end > 0 && rest[end..].starts_with('.'))?;
+        Some(&rest[..hex])
+    })
 }
 
 /// Hex SHA-256 of a file.
@@ -106,9 +85,26 @@ fn verify(path: &Path, file_name: &str) -> Result<()> {
     }
 }
 
+/// Where the files are downloaded from: `$BURN_QAT_DOWNLOAD_BASE` (a mirror of
+/// `https://download.pytorch.org/models/`, with its `quantized/` folder) when set, else the URL
+/// torchvision lists.
+fn download_url(weights: &WeightsInfo) -> String {
+    const TORCHVISION: &str = "https://download.pytorch.org/models/";
+    match std::env::var("BURN_QAT_DOWNLOAD_BASE") {
+        Ok(base) if weights.url.starts_with(TORCHVISION) => {
+            format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                &weights.url[TORCHVISION.len()..]
+            )
+        }
+        _ => weights.url.to_string(),
+    }
+}
+
 /// The local path of `weights`: the cache (or torch.hub's cache) if present, else downloaded
 /// into the cache with a progress bar on stderr when `progress` is set.
-pub fn fetch_weights(weights: MobileNetV2Weights, progress: bool) -> Result<PathBuf> {
+pub fn fetch_weights(weights: &WeightsInfo, progress: bool) -> Result<PathBuf> {
     let name = weights.file_name();
     let cached = cache_dir().join(name);
     for path in [Some(cached.clone()), torch_hub_file(name)]
@@ -122,7 +118,7 @@ pub fn fetch_weights(weights: MobileNetV2Weights, progress: bool) -> Result<Path
     }
     let dir = cache_dir();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    download(weights.url(), &cached, progress)?;
+    download(&download_url(weights), &cached, progress)?;
     if let Err(e) = verify(&cached, name) {
         let _ = std::fs::remove_file(&cached);
         return Err(e);
@@ -135,7 +131,8 @@ fn download(url: &str, dest: &Path, progress: bool) -> Result<()> {
         Error::Download(format!(
             "could not download {url}: {reason}. Without network access, download the file on \
              another machine and either copy it to {} or pass it as a local file (`--weights \
-             FILE.pth` on the command line, `load_mobilenet_v2(path, ...)` in code)",
+             FILE.pth` on the command line, `TorchvisionModel::load_torchvision(path, ...)` or \
+             `load_torchvision_int8` in code)",
             dest.display()
         ))
     };
@@ -167,43 +164,6 @@ fn download(url: &str, dest: &Path, progress: bool) -> Result<()> {
     Ok(())
 }
 
-/// torchvision's `mobilenet_v2(pretrained=..., progress=...)`: builds the model from `config`,
-/// and with `pretrained` loads the official ImageNet weights (downloaded and cached on first
-/// use), which exist only for `width_mult = 1.0` and 1000 classes.
-pub fn mobilenet_v2(
-    pretrained: bool,
-    progress: bool,
-    config: &MobileNetV2Config,
-    device: &Device,
-) -> Result<MobileNetV2> {
-    if !pretrained {
-        return config.init(device);
-    }
-    if config.width_mult != 1.0 || config.num_classes != 1000 {
-        return Err(Error::Config(format!(
-            "pretrained MobileNetV2 weights exist for width_mult 1.0 and 1000 classes only, \
-             not width_mult {} with {} classes",
-            config.width_mult, config.num_classes
-        )));
-    }
-    let path = fetch_weights(MobileNetV2Weights::ImageNet1kV1, progress)?;
-    load_mobilenet_v2(&path, config, device)
-}
-
-/// torchvision's `quantization.mobilenet_v2(pretrained=True, quantize=True)`: the official int8
-/// (qnnpack) ImageNet model, downloaded and cached on first use, loaded into the int8 layers
-/// of a width-1.0, 1000-class MobileNetV2 (run it with
-/// [`MobileNetV2::forward_int8`](super::MobileNetV2::forward_int8)).
-pub fn quantized_mobilenet_v2(progress: bool, device: &Device) -> Result<MobileNetV2> {
-    let path = fetch_weights(MobileNetV2Weights::ImageNet1kQnnpackV1, progress)?;
-    super::torchvision::load_quantized_mobilenet_v2(
-        &path,
-        &MobileNetV2Config::new(),
-        crate::int8::Engine::Qnnpack,
-        device,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +172,14 @@ mod tests {
     fn hash_prefix_follows_torch_hub() {
         assert_eq!(hash_prefix("mobilenet_v2-b0353104.pth"), Some("b0353104"));
         assert_eq!(hash_prefix("mobilenet_v2_qnnpack_37f702c5.pth"), None);
+        let dotted = "shufflenetv2_x0.5_fbgemm-00845098.pth";
+        assert_eq!(hash_prefix(dotted), Some("00845098"));
+        assert_eq!(
+            hash_prefix("resnext101_32x8_fbgemm-ee16d00c.pth"),
+            Some("ee16d00c")
+        );
+        assert_eq!(hash_prefix("a-b-0f.pth"), Some("0f")); // the first `-<hex>.`
+        assert_eq!(hash_prefix("a-B0.pth"), None); // lowercase only, as the regex
     }
 
     #[test]

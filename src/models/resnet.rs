@@ -9,6 +9,7 @@ use burn::module::Module;
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
+use super::footprint::{Activations, check_forward};
 use super::resnet_block::{BlockKind, ResidualBlock, ResidualBlockConfig};
 use crate::export::proto::ModelProto;
 use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
@@ -131,6 +132,61 @@ impl ResNetConfig {
         }
         let fc = product([in_ch.checked_add(1)?, self.num_classes as u64])?;
         total.checked_add(fc)
+    }
+
+    /// The activations of one forward pass on a `[batch, 3, height, width]` input (every
+    /// convolution's output, the stem's 7×7/2 and the 3×3/2 max pooling halving first), `None`
+    /// if a count overflows.
+    pub fn activations(&self, batch: u64, height: u64, width: u64) -> Option<Activations> {
+        let mut acts = Activations::default();
+        let mut add = |channels: u64, h: u64, w: u64| acts.add(batch, channels, h, w);
+        let (w0, exp) = (self.width as u64, self.block.expansion() as u64);
+        add(3, height, width)?;
+        let (mut h, mut w) = (height.div_ceil(2), width.div_ceil(2));
+        add(w0, h, w)?;
+        (h, w) = (h.div_ceil(2), w.div_ceil(2));
+        add(w0, h, w)?;
+        for (stage, &blocks) in self.layers.iter().enumerate() {
+            let planes = w0.checked_mul(1 << stage)?;
+            let inner = product([planes, self.width_per_group as u64])? / 64 * self.groups as u64;
+            for i in 0..blocks {
+                let (h_in, w_in) = (h, w);
+                if i == 0 && stage > 0 {
+                    (h, w) = (h.div_ceil(2), w.div_ceil(2));
+                }
+                match self.block {
+                    BlockKind::Basic => {
+                        add(planes, h, w)?;
+                        add(planes, h, w)?;
+                    }
+                    BlockKind::Bottleneck => {
+                        add(inner, h_in, w_in)?;
+                        add(inner, h, w)?;
+                        add(planes.checked_mul(exp)?, h, w)?;
+                    }
+                }
+                if i == 0 {
+                    add(planes.checked_mul(exp)?, h, w)?; // the downsampled identity
+                }
+            }
+        }
+        Some(acts)
+    }
+
+    /// Checks that an inference pass on `[batch, 3, height, width]` fits in memory with the
+    /// weights (the widest activation, as [`MobileNetV2Config::check_forward_size`]
+    /// counts); the error names the sizes.
+    ///
+    /// [`MobileNetV2Config::check_forward_size`]: super::MobileNetV2Config::check_forward_size
+    pub fn check_forward_size(&self, batch: usize, height: usize, width: usize) -> Result<()> {
+        let acts = self.activations(batch as u64, height as u64, width as u64);
+        check_forward(acts, self.parameter_count(), false).map_err(|why| {
+            Error::Config(format!(
+                "a batch of {batch} images of {height}×{width} is too large for this ResNet \
+                 (width {}, layers {:?}): {why}",
+                self.width, self.layers
+            ))
+        })
     }
 
     /// The configuration of every block of each stage (torchvision's `_make_layer`): the first

@@ -8,6 +8,7 @@
 //! | `get_default_qat_qconfig(.., version=0)` | `FakeQuantize` (non-fused), same observers | `default_per_channel_weight_fake_quant` / `default_weight_fake_quant` |
 //! | `get_default_qconfig("x86"/"fbgemm")` | `HistogramObserver(reduce_range=True)` (quint8 `[0,127]`) | `default_per_channel_weight_observer`: `PerChannelMinMaxObserver`, qint8, per-channel symmetric |
 //! | `get_default_qconfig("qnnpack")` | `HistogramObserver(reduce_range=False)` | `default_weight_observer`: `MinMaxObserver`, qint8, per-tensor symmetric |
+//! | torchvision's `quantize_model(.., "fbgemm"/"qnnpack")` ([`QConfig::torchvision`]) | `default_observer`: `MinMaxObserver`, quint8 `[0,127]` | per-channel (fbgemm) / per-tensor (qnnpack) symmetric `MinMaxObserver`s |
 //!
 //! `onednn` is as `x86` without `reduce_range` on activations. Custom qconfigs are built from
 //! [`ObserverConfig`] and [`FakeQuantizeConfig`] directly.
@@ -214,6 +215,38 @@ impl QConfig {
             QuantBackend::Qnnpack => QConfig::new(histogram(false), per_tensor_weight),
             QuantBackend::Onednn => QConfig::new(histogram(false), per_channel_weight),
         }
+    }
+
+    /// The qconfig of torchvision's `quantize_model(model, backend)` (its builders' `quantize =
+    /// True` without weights), set "to match that of the serialized models": activations
+    /// `default_observer` (`MinMaxObserver`, quint8 `[0, 127]`, per-tensor affine); weights
+    /// `default_per_channel_weight_observer` for `fbgemm` and `default_weight_observer`
+    /// (per-tensor symmetric) for `qnnpack`. torchvision sets none for other backends, which
+    /// then stay unquantized; that is an error here.
+    pub fn torchvision(backend: QuantBackend) -> Result<Self> {
+        let activation = ObserverConfig::new(ObserverKind::MinMax)
+            .with_dtype(QuantDtype::QUInt8)
+            .with_qscheme(QScheme::PerTensorAffine)
+            .with_quant_range(Some((0, 127)));
+        let weight = |qscheme| {
+            ObserverConfig::new(ObserverKind::MinMax)
+                .with_dtype(QuantDtype::QInt8)
+                .with_qscheme(qscheme)
+        };
+        let weight = match backend {
+            QuantBackend::Fbgemm => weight(QScheme::PerChannelSymmetric),
+            QuantBackend::Qnnpack => weight(QScheme::PerTensorSymmetric),
+            other => {
+                return Err(Error::Config(format!(
+                    "torchvision's quantize_model sets a qconfig for the fbgemm and qnnpack \
+                     backends only, not {other:?}"
+                )));
+            }
+        };
+        Ok(QConfig::new(
+            Quantizer::Observer(activation),
+            Quantizer::Observer(weight),
+        ))
     }
 
     /// `bits`-bit signed weights held in qint8: the weight quantizer's range becomes

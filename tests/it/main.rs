@@ -12,7 +12,9 @@ mod torch_save;
 
 mod avg_pool;
 mod batch_norm;
+mod builders;
 mod checkpoint_kill;
+mod cli_arch;
 mod cli_bench;
 mod data;
 mod data_parallel;
@@ -38,6 +40,7 @@ mod quant_lsq;
 mod quant_observers;
 mod quant_qparams;
 mod quant_robustness;
+mod quantize_model;
 mod quantized_pth;
 mod reproducibility;
 mod resnet;

@@ -6,9 +6,14 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::load_quantized;
+use crate::export::ExportKind;
+use crate::export::proto::ModelProto;
 use crate::int8::{Engine, Int8Add, QParamsPt};
 use crate::io::{KeyMap, load_state_dict};
+use crate::models::arch::{Arch, ArchOptions, Family};
 use crate::models::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
+use crate::models::torchvision_model::{TorchvisionConfig, TorchvisionModel};
+use crate::quant::QuantBackend;
 use crate::{Error, Result};
 
 /// The map from torchvision's MobileNetV2 state-dict keys to this crate's module paths.
@@ -151,4 +156,78 @@ fn check_adds(
         input = Some(add.qparams);
     }
     Ok(())
+}
+
+impl TorchvisionConfig for MobileNetV2Config {
+    type Model = MobileNetV2;
+}
+
+impl TorchvisionModel for MobileNetV2 {
+    type Config = MobileNetV2Config;
+    const FAMILY: Family = Family::MobileNetV2;
+    const DEFAULT_BACKEND: QuantBackend = QuantBackend::Qnnpack;
+
+    fn arch_config(arch: Arch, options: &ArchOptions) -> Result<MobileNetV2Config> {
+        if arch != Arch::MobileNetV2 {
+            return Err(Error::Config(format!("--arch {arch} is not a MobileNetV2")));
+        }
+        Ok(MobileNetV2Config::new()
+            .with_width_mult(options.width_mult.unwrap_or(1.0))
+            .with_num_classes(options.num_classes()))
+    }
+
+    /// Every MobileNetV2 is `mobilenet_v2`, whatever its width.
+    fn config_arch(_: &MobileNetV2Config) -> Option<Arch> {
+        Some(Arch::MobileNetV2)
+    }
+
+    fn check_config(config: &MobileNetV2Config) -> Result<()> {
+        config.validate()?;
+        config.check_model_size()
+    }
+
+    fn check_forward_size(config: &MobileNetV2Config, n: usize, h: usize, w: usize) -> Result<()> {
+        config.check_forward_size(n, h, w, false)
+    }
+
+    fn config_num_classes(config: &MobileNetV2Config) -> usize {
+        config.num_classes
+    }
+
+    fn config_width_mult(config: &MobileNetV2Config) -> Option<f64> {
+        Some(config.width_mult)
+    }
+
+    fn build(config: &MobileNetV2Config, device: &Device) -> Result<Self> {
+        config.init(device)
+    }
+
+    fn load_torchvision(path: &Path, config: &MobileNetV2Config, device: &Device) -> Result<Self> {
+        load_mobilenet_v2(path, config, device)
+    }
+
+    fn load_torchvision_int8(
+        path: &Path,
+        config: &MobileNetV2Config,
+        engine: Engine,
+        device: &Device,
+    ) -> Result<Self> {
+        load_quantized_mobilenet_v2(path, config, engine, device)
+    }
+
+    fn check_batch_shape(shape: &[usize]) -> Result<()> {
+        MobileNetV2::check_input_shape(shape)
+    }
+
+    fn num_classes(&self) -> usize {
+        MobileNetV2::num_classes(self)
+    }
+
+    fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
+        MobileNetV2::fuse_model(self, is_qat)
+    }
+
+    fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
+        MobileNetV2::to_onnx(self, kind)
+    }
 }

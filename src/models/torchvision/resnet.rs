@@ -7,10 +7,15 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::load_quantized;
-use crate::Result;
+use crate::export::ExportKind;
+use crate::export::proto::ModelProto;
 use crate::int8::Engine;
 use crate::io::{KeyMap, load_state_dict};
+use crate::models::arch::{Arch, ArchOptions, Family};
 use crate::models::resnet::{ResNet, ResNetConfig};
+use crate::models::torchvision_model::{TorchvisionConfig, TorchvisionModel};
+use crate::quant::QuantBackend;
+use crate::{Error, Result};
 
 /// The map from torchvision's ResNet / ResNeXt state-dict keys (float) to this crate's module
 /// paths: `conv1` / `bn1` are the stem, each block's `convK` / `bnK` one [`ConvBnAct`]
@@ -99,4 +104,90 @@ pub fn load_quantized_resnet(
         &quantized_resnet_key_map(config),
         engine,
     )
+}
+
+impl TorchvisionConfig for ResNetConfig {
+    type Model = ResNet;
+}
+
+/// The four builders, as torchvision's `resnet18()` … `resnext101_64x4d()` configure them.
+const BUILDERS: [(Arch, fn() -> ResNetConfig); 4] = [
+    (Arch::ResNet18, ResNetConfig::resnet18),
+    (Arch::ResNet50, ResNetConfig::resnet50),
+    (Arch::ResNeXt101_32x8d, ResNetConfig::resnext101_32x8d),
+    (Arch::ResNeXt101_64x4d, ResNetConfig::resnext101_64x4d),
+];
+
+impl TorchvisionModel for ResNet {
+    type Config = ResNetConfig;
+    const FAMILY: Family = Family::ResNet;
+    const DEFAULT_BACKEND: QuantBackend = QuantBackend::Fbgemm;
+
+    fn arch_config(arch: Arch, options: &ArchOptions) -> Result<ResNetConfig> {
+        options.refuse_width_mult(arch)?;
+        let (_, config) = BUILDERS
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .ok_or_else(|| Error::Config(format!("--arch {arch} is not a ResNet")))?;
+        Ok(config().with_num_classes(options.num_classes()))
+    }
+
+    fn config_arch(config: &ResNetConfig) -> Option<Arch> {
+        let same = |b: &ResNetConfig| {
+            (b.block, b.layers, b.groups, b.width_per_group, b.width)
+                == (
+                    config.block,
+                    config.layers,
+                    config.groups,
+                    config.width_per_group,
+                    config.width,
+                )
+        };
+        BUILDERS.iter().find(|(_, b)| same(&b())).map(|(a, _)| *a)
+    }
+
+    fn check_config(config: &ResNetConfig) -> Result<()> {
+        config.validate()
+    }
+
+    fn check_forward_size(config: &ResNetConfig, n: usize, h: usize, w: usize) -> Result<()> {
+        config.check_forward_size(n, h, w)
+    }
+
+    fn config_num_classes(config: &ResNetConfig) -> usize {
+        config.num_classes
+    }
+
+    fn build(config: &ResNetConfig, device: &Device) -> Result<Self> {
+        config.init(device)
+    }
+
+    fn load_torchvision(path: &Path, config: &ResNetConfig, device: &Device) -> Result<Self> {
+        load_resnet(path, config, device)
+    }
+
+    fn load_torchvision_int8(
+        path: &Path,
+        config: &ResNetConfig,
+        engine: Engine,
+        device: &Device,
+    ) -> Result<Self> {
+        load_quantized_resnet(path, config, engine, device)
+    }
+
+    fn check_batch_shape(shape: &[usize]) -> Result<()> {
+        ResNet::check_input_shape(shape)
+    }
+
+    fn num_classes(&self) -> usize {
+        ResNet::num_classes(self)
+    }
+
+    fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
+        ResNet::fuse_model(self, is_qat)
+    }
+
+    fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
+        ResNet::to_onnx(self, kind)
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use burn_qat::bench::{BenchOptions, bench_mobilenet_v2};
+use burn_qat::bench::{BenchOptions, bench_model};
 use burn_qat::infer::{WeightsKind, infer_npy, load_weights, predict};
 use burn_qat::int8::Engine;
 use burn_qat::io::{StateValue, npy, read_quantized_state_dict};
@@ -343,7 +343,7 @@ fn assert_same_logits(weights: &Path, reference: &Path) {
     );
 
     let options = one_small_pass();
-    bench_mobilenet_v2(weights, &config(0.25), WeightsKind::Float, options, &device)
+    bench_model(weights, &config(0.25), WeightsKind::Float, options, &device)
         .unwrap_or_else(|e| panic!("bench: {e}"));
 }
 
@@ -455,7 +455,7 @@ fn quantized_pth_qnnpack_add_scale_ratio_names_file_and_key() {
     assert!(!output.exists(), "no output on error");
     // `burn-qat bench` loads it the same way.
     let options = one_small_pass();
-    let bench = bench_mobilenet_v2(
+    let bench = bench_model(
         &path,
         &config(0.25),
         WeightsKind::Int8(Engine::Qnnpack),

@@ -1,0 +1,100 @@
+//! `models::quantize_model` against torchvision's `quantize_model(model, backend)` (what its
+//! builders do for `quantize=True` without weights), run by
+//! `scripts/gen_quantize_model_fixtures.py` on the same float fixtures and calibration batch:
+//! the int8 logits on each model's fixture input, both families, both backends.
+
+use burn::tensor::Device;
+use burn_qat::models::{
+    BlockKind, MobileNetV2Config, ResNetConfig, TorchvisionModel, load_mobilenet_v2, load_resnet,
+    quantize_model,
+};
+use burn_qat::quant::QuantBackend;
+use burn_qat::quantize::replace_relu;
+
+use crate::common::{Fixture, fixture_path, to_vec};
+
+/// Converts `model` as torchvision's `quantize_model` does and holds its int8 logits on
+/// `input_fixture`'s input to PyTorch's `case`: every logit equal.
+fn check<M: TorchvisionModel>(
+    case: &str,
+    mut model: M,
+    backend: QuantBackend,
+    input_fixture: &str,
+) {
+    let device = Device::flex();
+    replace_relu(&mut model).unwrap();
+    quantize_model(&mut model, backend, &device).unwrap();
+    let x = Fixture::load(input_fixture).tensor("input", &device);
+    let y = to_vec(model.forward_int8(x).unwrap());
+    let fx = Fixture::load("quantize_model.safetensors");
+    let scale = fx.f32(&format!("{case}.q_scale"))[0] as f64;
+    let zp = fx.i64(&format!("{case}.q_zero_point"))[0];
+    let ours: Vec<i64> = y
+        .iter()
+        .map(|&v| (v as f64 / scale).round() as i64 + zp)
+        .collect();
+    let expected = fx.i64(&format!("{case}.q"));
+    assert_eq!(ours, expected, "{case}: int8 logits (quanta of {scale})");
+}
+
+#[test]
+fn quantize_model_matches_torchvision() {
+    let device = Device::flex();
+    let resnet = |name: &str, config: ResNetConfig| {
+        let config = config.with_width(8).with_num_classes(32);
+        load_resnet(
+            &fixture_path(&format!("resnet/{name}.pth")),
+            &config,
+            &device,
+        )
+        .unwrap()
+    };
+    let basic = || {
+        resnet(
+            "resnet_basic",
+            ResNetConfig::new(BlockKind::Basic, [1, 1, 1, 1]),
+        )
+    };
+    let input = "resnet/resnet_basic.safetensors";
+    check("resnet_basic_fbgemm", basic(), QuantBackend::Fbgemm, input);
+    check(
+        "resnet_basic_qnnpack",
+        basic(),
+        QuantBackend::Qnnpack,
+        input,
+    );
+    let resnext = ResNetConfig::new(BlockKind::Bottleneck, [1, 1, 1, 1])
+        .with_groups(4)
+        .with_width_per_group(16);
+    check(
+        "resnext_bottleneck_fbgemm",
+        resnet("resnext_bottleneck", resnext),
+        QuantBackend::Fbgemm,
+        "resnet/resnext_bottleneck.safetensors",
+    );
+    let config = MobileNetV2Config::new()
+        .with_width_mult(0.25)
+        .with_num_classes(10);
+    let mnv2 = load_mobilenet_v2(&fixture_path("mobilenet_v2_w025.pth"), &config, &device);
+    check(
+        "mobilenet_v2_w025_qnnpack",
+        mnv2.unwrap(),
+        QuantBackend::Qnnpack,
+        "mobilenet_v2_w025.safetensors",
+    );
+}
+
+#[test]
+fn quantize_model_refuses_backends_torchvision_has_no_qconfig_for() {
+    let config = MobileNetV2Config::new()
+        .with_width_mult(0.25)
+        .with_num_classes(10);
+    let mut model = config.init(&Device::flex()).unwrap();
+    let msg = quantize_model(&mut model, QuantBackend::X86, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("fbgemm and qnnpack") && msg.contains("X86"),
+        "{msg}"
+    );
+}
