@@ -1,9 +1,9 @@
-//! The main job: quantization-aware fine-tuning of MobileNetV2 (or, with `--arch resnet18`,
-//! ResNet-18) on real data, end to end.
+//! The main job: quantization-aware fine-tuning of MobileNetV2 (or, with `--arch resnet18` /
+//! `mobilenet_v3_large`, ResNet-18 / MobileNetV3-Large) on real data, end to end.
 //!
 //! `cargo run --release --example qat_finetune` fine-tunes the shipped float MobileNetV2
 //! (`assets/mobilenet_v2_mnist_float.bpk`, trained by `examples/train_float_mnist.rs` on the
-//! embedded MNIST digits; `--arch resnet18`: `assets/resnet18_mnist_float.bpk`) with fake
+//! embedded MNIST digits; `--arch A`: `assets/{A}_mnist_float.bpk`) with fake
 //! quantization — ReLU6 → ReLU, `fuse_model(is_qat=true)`,
 //! `prepare_qat`, a few epochs with observers switched off and batch norm frozen on schedule —
 //! then converts it to int8 and prints float / PTQ int8 / QAT fake-quant / QAT int8 accuracy,
@@ -15,21 +15,31 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use burn::tensor::Device;
 use burn_qat::data::{load_cifar10, load_image_folder, train_test_split};
 use burn_qat::device::{check_device, parse_device};
 use burn_qat::finetune::{
-    FinetuneConfig, FinetuneData, FloatModel, format_table, load_float_weights, run, run_with,
+    FinetuneConfig, FinetuneData, FloatModel, Row, format_table, load_float_weights, run, run_with,
 };
-use burn_qat::models::ResNetConfig;
+use burn_qat::models::{MobileNetV3Config, ResNetConfig};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::QuantBackend;
 use clap::Parser;
 
 #[derive(Parser)]
 #[command(about = "QAT fine-tuning, then int8 conversion and a comparison table")]
 struct Args {
-    /// The model: torchvision's MobileNetV2 (`--width-mult`) or ResNet-18 (`--width`).
-    #[arg(long, default_value = "mobilenet_v2", value_parser = ["mobilenet_v2", "resnet18"])]
+    /// The model: torchvision's MobileNetV2 (`--width-mult`), ResNet-18 (`--width`) or
+    /// MobileNetV3-Large (`--width-mult`, `--reduced-tail`).
+    #[arg(
+        long,
+        default_value = "mobilenet_v2",
+        value_parser = ["mobilenet_v2", "resnet18", "mobilenet_v3_large"]
+    )]
     arch: String,
+    /// MobileNetV3's `reduced_tail` (the shipped MNIST MobileNetV3-Large has it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    reduced_tail: bool,
     /// ResNet's stem width (torchvision: 64; the shipped MNIST ResNet-18: 16).
     #[arg(long, default_value_t = 16)]
     width: usize,
@@ -52,7 +62,7 @@ struct Args {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// MobileNetV2 width multiplier (must match the weights).
+    /// MobileNetV2 / MobileNetV3 width multiplier (must match the weights).
     #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     width_mult: f64,
     /// Engine to train for and convert to.
@@ -102,6 +112,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The run of `--arch` on a model other than MobileNetV2: `build` makes it, the float weights
+/// (`weights`, if any; `fits` describes the model when they don't fit) are loaded into it.
+fn run_model<M: ImageClassifier>(
+    args: &Args,
+    config: &FinetuneConfig,
+    data: &FinetuneData,
+    weights: &Option<PathBuf>,
+    fits: &str,
+    build: &dyn Fn(&Device) -> burn_qat::Result<M>,
+    device: &Device,
+) -> burn_qat::Result<Vec<Row>> {
+    let build = |device: &Device| {
+        let model = build(device)?;
+        match weights {
+            Some(path) => load_float_weights(model, path, fits),
+            None => Ok(model),
+        }
+    };
+    let model = FloatModel {
+        name: &args.arch,
+        build: &build,
+    };
+    run_with(config, data, &model, &args.out, args.resume, device)
 }
 
 fn run_job(args: Args) -> burn_qat::Result<()> {
@@ -156,33 +191,36 @@ fn run_job(args: Args) -> burn_qat::Result<()> {
     );
     let device = device.autodiff();
     let start = std::time::Instant::now();
-    let rows = if args.arch == "resnet18" {
-        let classes = burn_qat::finetune::class_count(&data.train);
-        let resnet = ResNetConfig::resnet18()
-            .with_width(args.width)
-            .with_num_classes(classes);
-        let fits = format!("ResNet-18 of width {} with {classes} classes", args.width);
-        let build = |device: &burn::tensor::Device| {
-            let model = resnet.init(device)?;
-            match &weights {
-                Some(path) => load_float_weights(model, path, &fits),
-                None => Ok(model),
-            }
-        };
-        let model = FloatModel {
-            name: "resnet18",
-            build: &build,
-        };
-        run_with(&config, &data, &model, &args.out, args.resume, &device)?
-    } else {
-        run(
+    let classes = burn_qat::finetune::class_count(&data.train);
+    let rows = match args.arch.as_str() {
+        "resnet18" => {
+            let resnet = ResNetConfig::resnet18()
+                .with_width(args.width)
+                .with_num_classes(classes);
+            let fits = format!("ResNet-18 of width {} with {classes} classes", args.width);
+            let build = |device: &Device| resnet.init(device);
+            run_model(&args, &config, &data, &weights, &fits, &build, &device)?
+        }
+        "mobilenet_v3_large" => {
+            let mnv3 = MobileNetV3Config::large()
+                .with_width_mult(args.width_mult)
+                .with_reduced_tail(args.reduced_tail)
+                .with_num_classes(classes);
+            let fits = format!(
+                "MobileNetV3-Large of width {}, reduced tail {}, with {classes} classes",
+                args.width_mult, args.reduced_tail
+            );
+            let build = |device: &Device| mnv3.init(device);
+            run_model(&args, &config, &data, &weights, &fits, &build, &device)?
+        }
+        _ => run(
             &config,
             &data,
             weights.as_deref(),
             &args.out,
             args.resume,
             &device,
-        )?
+        )?,
     };
     let table = format_table(&rows);
     println!("\n{table}");

@@ -31,7 +31,7 @@ use burn_qat::data::{
     shuffled_indices, train_test_split,
 };
 use burn_qat::io::atomic::write_atomic;
-use burn_qat::models::{MobileNetV2, MobileNetV2Config, ResNetConfig};
+use burn_qat::models::{MobileNetV2, MobileNetV2Config, MobileNetV3Config, ResNetConfig};
 use burn_qat::nn::ImageClassifier;
 use burn_store::{BurnpackStore, ModuleSnapshot};
 use clap::Parser;
@@ -45,6 +45,9 @@ enum Arch {
     /// torchvision's ResNet-18 at stem width `--width` (torchvision: 64).
     #[value(name = "resnet18")]
     ResNet18,
+    /// torchvision's MobileNetV3-Large (`--width-mult`, `--dropout`).
+    #[value(name = "mobilenet_v3_large")]
+    MobileNetV3Large,
 }
 
 #[derive(Parser)]
@@ -79,9 +82,13 @@ struct Args {
     /// Label smoothing (0 = off).
     #[arg(long, default_value_t = 0.1)]
     smoothing: f32,
-    /// MobileNetV2 width multiplier.
+    /// MobileNetV2 / MobileNetV3 width multiplier.
     #[arg(long, default_value_t = 0.5)]
     width_mult: f64,
+    /// MobileNetV3's `reduced_tail` (last stage's channels halved; the shipped MNIST model has
+    /// it).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    reduced_tail: bool,
     /// Dropout before the classifier.
     #[arg(long, default_value_t = 0.2)]
     dropout: f64,
@@ -151,14 +158,18 @@ fn accuracy<M: ImageClassifier>(
 /// distribution (the only grouped convolutions of MobileNetV2 are the depthwise ones).
 fn torchvision_depthwise_init(mut model: MobileNetV2) -> MobileNetV2 {
     for block in &mut model.blocks {
-        let conv = &mut block.depthwise.conv;
-        let factor = (conv.groups as f64).sqrt();
-        conv.weight = conv
-            .weight
-            .clone()
-            .map(|w| w.div_scalar(factor).detach().require_grad());
+        rescale_depthwise(&mut block.depthwise.conv);
     }
     model
+}
+
+/// Divides a grouped convolution's weights by √groups (see [`torchvision_depthwise_init`]).
+fn rescale_depthwise(conv: &mut burn::nn::conv::Conv2d) {
+    let factor = (conv.groups as f64).sqrt();
+    conv.weight = conv
+        .weight
+        .clone()
+        .map(|w| w.div_scalar(factor).detach().require_grad());
 }
 
 fn main() -> burn_qat::Result<()> {
@@ -184,6 +195,28 @@ fn main() -> burn_qat::Result<()> {
                 .with_width(args.width);
             let what = format!("ResNet-18 width {}", args.width);
             train(&args, config.init(&device)?, &what, "resnet18", &device)
+        }
+        Arch::MobileNetV3Large => {
+            let config = MobileNetV3Config::large()
+                .with_num_classes(10)
+                .with_width_mult(args.width_mult)
+                .with_reduced_tail(args.reduced_tail)
+                .with_dropout(args.dropout);
+            let what = format!(
+                "MobileNetV3-Large width {}{}, dropout {}",
+                args.width_mult,
+                if args.reduced_tail {
+                    ", reduced tail"
+                } else {
+                    ""
+                },
+                args.dropout
+            );
+            let mut model = config.init(&device)?;
+            for block in &mut model.blocks {
+                rescale_depthwise(&mut block.depthwise.conv.conv);
+            }
+            train(&args, model, &what, "mobilenet_v3_large", &device)
         }
     }
 }

@@ -360,6 +360,28 @@ fn shipped_float_checkpoint_loads_and_reaches_98_percent_on_the_test_split() {
     assert!(accuracy >= 0.98, "test accuracy {accuracy}");
 }
 
+/// The MobileNetV3-Large (width 0.5, reduced tail) that `examples/train_float_mnist.rs --arch
+/// mobilenet_v3_large` produced (`assets/README.md`): it loads whole and classifies the test
+/// split as the training run reported (98.5%).
+#[test]
+fn shipped_mobilenet_v3_checkpoint_loads_and_reaches_98_percent_on_the_test_split() {
+    use burn_qat::finetune::{FinetuneData, accuracy, load_float_weights};
+    use burn_qat::models::MobileNetV3Config;
+
+    let device = Device::flex();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/mobilenet_v3_large_mnist_float.bpk");
+    let config = MobileNetV3Config::large()
+        .with_width_mult(0.5)
+        .with_reduced_tail(true)
+        .with_num_classes(10);
+    let model = load_float_weights(config.init(&device).unwrap(), &path, "MobileNetV3").unwrap();
+    let data = FinetuneData::embedded_mnist().unwrap();
+    let acc = accuracy(&model, &data.test, &data.transform, false, None, &device).unwrap();
+    println!("MobileNetV3-Large float checkpoint: {acc}");
+    assert!(acc >= 0.98, "test accuracy {acc}");
+}
+
 /// The ResNet-18 (width 16) that `examples/train_float_mnist.rs --arch resnet18 --epochs 30`
 /// produced (`assets/README.md`): it loads whole through `finetune::load_float_weights` and
 /// classifies the test split as the training run reported (98.6%).
