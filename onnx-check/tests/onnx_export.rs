@@ -30,6 +30,7 @@ use burn_qat::export::ExportKind;
 use burn_qat::export::proto::{DataType, DimensionValue, ModelProto, TensorProto};
 use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_quantized_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 use common::{Fixture, fixture_path, to_vec};
 use prost::Message;
 use serde_json::Value;

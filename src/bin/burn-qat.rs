@@ -11,6 +11,7 @@ use burn_qat::export::ExportKind;
 use burn_qat::infer::{WeightsKind, infer_npy, load_weights};
 use burn_qat::int8::Engine;
 use burn_qat::models::{Arch, ArchOptions, ArchVisitor, TorchvisionConfig, TorchvisionModel};
+use burn_qat::nn::ImageClassifier;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -217,7 +218,7 @@ impl ArchVisitor for Export<'_> {
             WeightsKind::Float => ExportKind::Float,
         };
         let loaded = load_weights(self.weights, &config, kind, &Device::flex())?;
-        TorchvisionModel::export_onnx(&loaded, export, self.output)
+        ImageClassifier::export_onnx(&loaded, export, self.output)
     }
 }
 

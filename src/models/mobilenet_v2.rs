@@ -10,8 +10,6 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::export::proto::ModelProto;
-use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, FloatFunctional, ImageBatch,
     ImageClassifier, LinearBnAct, LinearBnActConfig, QuantStub,
@@ -208,6 +206,8 @@ crate::impl_quantizable!(MobileNetV2 {
 /// The fine-tuning loop, its checkpoints and data-parallel training take any
 /// [`ImageClassifier`]; MobileNetV2's inherent `forward` / `forward_int8` are the same.
 impl ImageClassifier for MobileNetV2 {
+    const NAME: &'static str = "mobilenet_v2";
+
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
         MobileNetV2::forward_as::<X>(self, x)
     }
@@ -335,20 +335,6 @@ impl MobileNetV2 {
         let pooled = self.features(x).global_avg_pool_flatten();
         let logits = self.classifier.forward(pooled.dropout(&self.dropout));
         self.dequant.forward(logits)
-    }
-
-    /// ONNX of this model in `kind`'s form, laid out by its own [`forward_as`](Self::forward_as)
-    /// (see [`crate::export::onnx`] for the three forms); the graph's input is
-    /// `[batch, 3, height, width]`, its output `logits` `[batch, num_classes]`.
-    pub fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
-        trace_onnx(self, kind, "mobilenet_v2", [1, 3, 32, 32], |model, x| {
-            model.forward_as::<OnnxBatch<4>>(x)
-        })
-    }
-
-    /// Writes [`to_onnx`](Self::to_onnx) to `path` (atomic write).
-    pub fn export_onnx(&self, kind: ExportKind, path: &std::path::Path) -> Result<()> {
-        save_onnx(&self.to_onnx(kind)?, path)
     }
 
     /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`,

@@ -16,8 +16,6 @@ use super::mobilenet_v3_block::{
     ConvNormActivation, ConvNormActivationConfig, MobileNetV3BlockConfig, V3Activation,
     adjust_channels,
 };
-use crate::export::proto::ModelProto;
-use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 use crate::limits::{check_fits, product};
 use crate::nn::{
     Batch, DeQuantStub, Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig,
@@ -319,6 +317,8 @@ crate::impl_quantizable!(MobileNetV3 {
 });
 
 impl ImageClassifier for MobileNetV3 {
+    const NAME: &'static str = "mobilenet_v3";
+
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
         MobileNetV3::forward_as::<X>(self, x)
     }
@@ -356,19 +356,6 @@ impl MobileNetV3 {
         let x = self.stem.forward(x);
         let x = self.blocks.iter().fold(x, |x, block| block.forward(x));
         self.head.forward(x)
-    }
-
-    /// ONNX of this model in `kind`'s form, laid out by its own [`forward_as`](Self::forward_as);
-    /// input `[batch, 3, height, width]`, output `logits` `[batch, num_classes]`.
-    pub fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
-        trace_onnx(self, kind, "mobilenet_v3", [1, 3, 32, 32], |model, x| {
-            model.forward_as::<OnnxBatch<4>>(x)
-        })
-    }
-
-    /// Writes [`to_onnx`](Self::to_onnx) to `path` (atomic write).
-    pub fn export_onnx(&self, kind: ExportKind, path: &std::path::Path) -> Result<()> {
-        save_onnx(&self.to_onnx(kind)?, path)
     }
 
     /// Checks that `shape` is a batch this model takes (`[N ≥ 1, 3, H ≥ 32, W ≥ 32]`).

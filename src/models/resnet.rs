@@ -11,8 +11,6 @@ use burn::tensor::{Device, Tensor};
 
 use super::footprint::{Activations, check_forward};
 use super::resnet_block::{BlockKind, ResidualBlock, ResidualBlockConfig};
-use crate::export::proto::ModelProto;
-use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 use crate::limits::{check_fits, product};
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, ImageBatch, ImageClassifier,
@@ -291,6 +289,8 @@ crate::impl_quantizable!(ResNet {
 });
 
 impl ImageClassifier for ResNet {
+    const NAME: &'static str = "resnet";
+
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
         ResNet::forward_as::<X>(self, x)
     }
@@ -328,19 +328,6 @@ impl ResNet {
             .into_iter()
             .flatten()
             .fold(x, |x, block| block.forward(x))
-    }
-
-    /// ONNX of this model in `kind`'s form, laid out by its own [`forward_as`](Self::forward_as);
-    /// input `[batch, 3, height, width]`, output `logits` `[batch, num_classes]`.
-    pub fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
-        trace_onnx(self, kind, "resnet", [1, 3, 32, 32], |model, x| {
-            model.forward_as::<OnnxBatch<4>>(x)
-        })
-    }
-
-    /// Writes [`to_onnx`](Self::to_onnx) to `path` (atomic write).
-    pub fn export_onnx(&self, kind: ExportKind, path: &std::path::Path) -> Result<()> {
-        save_onnx(&self.to_onnx(kind)?, path)
     }
 
     /// Checks that `shape` is a batch this model takes (`[N ≥ 1, 3, H ≥ 32, W ≥ 32]`).

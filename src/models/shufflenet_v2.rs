@@ -12,8 +12,6 @@ use burn::tensor::{Device, Tensor};
 use super::shufflenet_v2_block::{
     ShuffleInvertedResidual, ShuffleInvertedResidualConfig, pytorch_default_init,
 };
-use crate::export::proto::ModelProto;
-use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, ImageBatch, ImageClassifier,
     LinearBnAct, LinearBnActConfig, MaxPool2d, MaxPool2dConfig, QuantStub,
@@ -176,6 +174,8 @@ crate::impl_quantizable!(ShuffleNetV2 {
 });
 
 impl ImageClassifier for ShuffleNetV2 {
+    const NAME: &'static str = "shufflenet_v2";
+
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
         ShuffleNetV2::forward_as::<X>(self, x)
     }
@@ -214,19 +214,6 @@ impl ShuffleNetV2 {
             .flatten()
             .fold(x, |x, block| block.forward(x));
         self.conv5.forward(x)
-    }
-
-    /// ONNX of this model in `kind`'s form, laid out by its own [`forward_as`](Self::forward_as);
-    /// input `[batch, 3, height, width]`, output `logits` `[batch, num_classes]`.
-    pub fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
-        trace_onnx(self, kind, "shufflenet_v2", [1, 3, 32, 32], |model, x| {
-            model.forward_as::<OnnxBatch<4>>(x)
-        })
-    }
-
-    /// Writes [`to_onnx`](Self::to_onnx) to `path` (atomic write).
-    pub fn export_onnx(&self, kind: ExportKind, path: &std::path::Path) -> Result<()> {
-        save_onnx(&self.to_onnx(kind)?, path)
     }
 
     /// Checks that `shape` is a batch this model takes: `[N ≥ 1, 3, H ≥ 1, W ≥ 1]`

@@ -8,8 +8,6 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::arch::{Arch, ArchOptions, Family, identify_keys};
-use crate::export::ExportKind;
-use crate::export::proto::ModelProto;
 use crate::int8::Engine;
 use crate::nn::ImageClassifier;
 use crate::quant::QuantBackend;
@@ -83,15 +81,6 @@ pub trait TorchvisionModel: ImageClassifier + Clone + Sized {
 
     /// torchvision's `fuse_model(is_qat)` (`None`: follow the model's mode).
     fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()>;
-
-    /// ONNX of this model in `kind`'s form; input `[batch, 3, height, width]`, output
-    /// `logits`.
-    fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto>;
-
-    /// Writes [`to_onnx`](Self::to_onnx) to `path` (atomic write).
-    fn export_onnx(&self, kind: ExportKind, path: &Path) -> Result<()> {
-        crate::export::save_onnx(&self.to_onnx(kind)?, path)
-    }
 }
 
 /// The configuration of a [`TorchvisionModel`], which names its model type, so that generic

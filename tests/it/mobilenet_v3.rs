@@ -13,6 +13,7 @@ use burn_qat::int8::Engine;
 use burn_qat::models::{
     MobileNetV3, MobileNetV3Config, load_mobilenet_v3, load_quantized_mobilenet_v3,
 };
+use burn_qat::nn::ImageClassifier;
 use burn_qat::onnx::ExportKind;
 use burn_qat::quant::{QConfig, QuantBackend};
 

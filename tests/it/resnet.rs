@@ -10,6 +10,7 @@ use crate::common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::int8::Engine;
 use burn_qat::models::{BlockKind, ResNetConfig, load_quantized_resnet, load_resnet};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::onnx::ExportKind;
 
 const MODELS: [&str; 2] = ["resnet_basic", "resnext_bottleneck"];

@@ -14,6 +14,7 @@ use burn_qat::models::{
     ShuffleNetV2, ShuffleNetV2Config, load_quantized_shufflenet_v2, load_shufflenet_v2,
 };
 use burn_qat::nn::ActivationPostProcess;
+use burn_qat::nn::ImageClassifier;
 use burn_qat::onnx::ExportKind;
 
 fn config() -> ShuffleNetV2Config {

@@ -8,6 +8,7 @@ use super::*;
 use burn_qat::models::{
     MobileNetV3, MobileNetV3Config, load_mobilenet_v3, load_quantized_mobilenet_v3,
 };
+use burn_qat::nn::ImageClassifier;
 
 fn config() -> MobileNetV3Config {
     MobileNetV3Config::small()

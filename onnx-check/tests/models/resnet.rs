@@ -5,6 +5,7 @@
 
 use super::*;
 use burn_qat::models::{BlockKind, ResNet, ResNetConfig, load_quantized_resnet, load_resnet};
+use burn_qat::nn::ImageClassifier;
 
 const MODELS: [&str; 2] = ["resnet_basic", "resnext_bottleneck"];
 

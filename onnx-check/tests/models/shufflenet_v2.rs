@@ -9,6 +9,7 @@ use super::*;
 use burn_qat::models::{
     ShuffleNetV2, ShuffleNetV2Config, load_quantized_shufflenet_v2, load_shufflenet_v2,
 };
+use burn_qat::nn::ImageClassifier;
 
 fn config() -> ShuffleNetV2Config {
     ShuffleNetV2Config::new([2, 1, 2], [8, 16, 32, 64, 128]).with_num_classes(32)

@@ -6,8 +6,6 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::load_quantized;
-use crate::export::ExportKind;
-use crate::export::proto::ModelProto;
 use crate::int8::{Engine, Int8Add, QParamsPt};
 use crate::io::{KeyMap, load_state_dict};
 use crate::models::arch::{Arch, ArchOptions, Family};
@@ -225,9 +223,5 @@ impl TorchvisionModel for MobileNetV2 {
 
     fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
         MobileNetV2::fuse_model(self, is_qat)
-    }
-
-    fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
-        MobileNetV2::to_onnx(self, kind)
     }
 }

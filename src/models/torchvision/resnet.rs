@@ -7,8 +7,6 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::load_quantized;
-use crate::export::ExportKind;
-use crate::export::proto::ModelProto;
 use crate::int8::Engine;
 use crate::io::{KeyMap, load_state_dict};
 use crate::models::arch::{Arch, ArchOptions, Family};
@@ -185,9 +183,5 @@ impl TorchvisionModel for ResNet {
 
     fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
         ResNet::fuse_model(self, is_qat)
-    }
-
-    fn to_onnx(&self, kind: ExportKind) -> Result<ModelProto> {
-        ResNet::to_onnx(self, kind)
     }
 }
