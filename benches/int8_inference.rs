@@ -12,6 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::convert::convert;
 use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2, MobileNetV2Config};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, replace_relu};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -11,6 +11,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare_qat, replace_relu};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -13,6 +13,7 @@ use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use burn_qat::device::{check_device, parse_device};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{enable_param_learning, prepare_qat, replace_relu};
 use clap::Parser;

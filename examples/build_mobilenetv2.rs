@@ -11,6 +11,7 @@
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_qat::models::{MobileNetV2Config, mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 
 fn main() {
     let pretrained = std::env::args().any(|a| a == "--pretrained");

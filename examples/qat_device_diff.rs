@@ -12,6 +12,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use burn_qat::device::{check_device, parse_device};
 use burn_qat::models::MobileNetV2Config;
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{disable_fake_quant, disable_observer, prepare_qat, replace_relu};
 use clap::Parser;

@@ -11,6 +11,8 @@
 #[path = "layers/avg_pool.rs"]
 mod avg_pool;
 mod common;
+#[path = "models/compare.rs"]
+mod compare;
 #[path = "models/mobilenet_v3.rs"]
 mod mobilenet_v3;
 #[path = "layers/pool_hardswish.rs"]
@@ -32,6 +34,7 @@ use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_quantized_mobilenet_v2};
 use burn_qat::nn::ImageClassifier;
 use common::{Fixture, fixture_path, to_vec};
+use compare::{check_float_export, compare_int8_export, compare_qdq_export};
 use prost::Message;
 use serde_json::Value;
 use tract_onnx::prelude::{DatumExt, Framework, InferenceModelExt, IntoRunnable, tvec};

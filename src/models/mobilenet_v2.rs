@@ -208,8 +208,14 @@ crate::impl_quantizable!(MobileNetV2 {
 impl ImageClassifier for MobileNetV2 {
     const NAME: &'static str = "mobilenet_v2";
 
+    /// The one forward of every stage, generic over what flows between the layers (float
+    /// tensors, or int8 batches after convert):
+    /// `dequant(classifier(dropout(flatten(adaptive_avg_pool2d(features(quant(x)), 1)))))`.
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
-        MobileNetV2::forward_as::<X>(self, x)
+        let x: X = self.quant.forward(x);
+        let pooled = self.features(x).global_avg_pool_flatten();
+        let logits = self.classifier.forward(pooled.dropout(&self.dropout));
+        self.dequant.forward(logits)
     }
 
     fn check_input_shape(&self, shape: &[usize]) -> Result<()> {
@@ -314,29 +320,6 @@ impl MobileNetV2Config {
 }
 
 impl MobileNetV2 {
-    /// Logits `[N, num_classes]` of an NCHW RGB batch `[N, 3, H, W]` (float, observed or
-    /// fake-quantized model, by stage).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_as::<Tensor<4>>(x)
-    }
-
-    /// Logits of the converted model, computed by the int8 kernels and dequantized at the end
-    /// (`torchvision.models.quantization.mobilenet_v2(quantize=True)`). Errors if the model
-    /// was not converted or the batch is not `[N, 3, H ≥ 32, W ≥ 32]`.
-    pub fn forward_int8(&self, x: Tensor<4>) -> Result<Tensor<2>> {
-        ImageClassifier::forward_int8(self, x)
-    }
-
-    /// The one forward of every stage, generic over what flows between the layers (float
-    /// tensors, or int8 batches after convert):
-    /// `dequant(classifier(dropout(flatten(adaptive_avg_pool2d(features(quant(x)), 1)))))`.
-    pub fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
-        let x: X = self.quant.forward(x);
-        let pooled = self.features(x).global_avg_pool_flatten();
-        let logits = self.classifier.forward(pooled.dropout(&self.dropout));
-        self.dequant.forward(logits)
-    }
-
     /// The feature extractor (torchvision's `model.features`), `[N, last_channels, H/32, W/32]`,
     /// without the quant stub.
     pub fn features<X: ImageBatch>(&self, x: X) -> X {

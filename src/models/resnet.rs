@@ -291,8 +291,11 @@ crate::impl_quantizable!(ResNet {
 impl ImageClassifier for ResNet {
     const NAME: &'static str = "resnet";
 
+    /// The one forward of every stage, generic over what flows between the layers.
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
-        ResNet::forward_as::<X>(self, x)
+        let x: X = self.quant.forward(x);
+        let pooled = self.features(x).global_avg_pool_flatten();
+        self.dequant.forward(self.fc.forward(pooled))
     }
 
     fn check_input_shape(&self, shape: &[usize]) -> Result<()> {
@@ -301,25 +304,6 @@ impl ImageClassifier for ResNet {
 }
 
 impl ResNet {
-    /// Logits `[N, num_classes]` of an NCHW RGB batch (float, observed or fake-quantized model,
-    /// by stage).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_as::<Tensor<4>>(x)
-    }
-
-    /// Logits of the converted model from the int8 kernels, dequantized at the end. Errors if
-    /// the model was not converted or the batch is not `[N, 3, H ≥ 32, W ≥ 32]`.
-    pub fn forward_int8(&self, x: Tensor<4>) -> Result<Tensor<2>> {
-        ImageClassifier::forward_int8(self, x)
-    }
-
-    /// The one forward of every stage, generic over what flows between the layers.
-    pub fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
-        let x: X = self.quant.forward(x);
-        let pooled = self.features(x).global_avg_pool_flatten();
-        self.dequant.forward(self.fc.forward(pooled))
-    }
-
     /// Everything before the average pooling, `[N, 8·width·expansion, H/32, W/32]`, without
     /// the quant stub.
     pub fn features<X: ImageBatch>(&self, x: X) -> X {

@@ -176,8 +176,11 @@ crate::impl_quantizable!(ShuffleNetV2 {
 impl ImageClassifier for ShuffleNetV2 {
     const NAME: &'static str = "shufflenet_v2";
 
+    /// The one forward of every stage, generic over what flows between the layers.
     fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
-        ShuffleNetV2::forward_as::<X>(self, x)
+        let x: X = self.quant.forward(x);
+        let pooled = self.features(x).spatial_mean();
+        self.dequant.forward(self.fc.forward(pooled))
     }
 
     fn check_input_shape(&self, shape: &[usize]) -> Result<()> {
@@ -186,25 +189,6 @@ impl ImageClassifier for ShuffleNetV2 {
 }
 
 impl ShuffleNetV2 {
-    /// Logits `[N, num_classes]` of an NCHW RGB batch (float, observed or fake-quantized model,
-    /// by stage).
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_as::<Tensor<4>>(x)
-    }
-
-    /// Logits of the converted model from the int8 kernels, dequantized at the end. Errors if
-    /// the model was not converted or the batch is not `[N, 3, H, W]`.
-    pub fn forward_int8(&self, x: Tensor<4>) -> Result<Tensor<2>> {
-        ImageClassifier::forward_int8(self, x)
-    }
-
-    /// The one forward of every stage, generic over what flows between the layers.
-    pub fn forward_as<X: ImageBatch>(&self, x: Tensor<4>) -> <X::Flat as Batch<2>>::Float {
-        let x: X = self.quant.forward(x);
-        let pooled = self.features(x).spatial_mean();
-        self.dequant.forward(self.fc.forward(pooled))
-    }
-
     /// Everything before the global pooling, `[N, conv5 channels, H/32, W/32]` (rounded up),
     /// without the quant stub.
     pub fn features<X: ImageBatch>(&self, x: X) -> X {

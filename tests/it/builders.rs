@@ -15,6 +15,7 @@ use burn_qat::models::{
     MobileNetV2Config, ResNet18Weights, ResNet50Weights, mobilenet_v2, resnet18, resnet50,
 };
 use burn_qat::nn::Activation;
+use burn_qat::nn::ImageClassifier;
 
 use crate::common::fixture_path;
 

@@ -12,6 +12,7 @@ use burn_qat::infer::{WeightsKind, load_weights, predict};
 use burn_qat::int8::Engine;
 use burn_qat::io::{npy, save_int8_model};
 use burn_qat::models::{BlockKind, ResNetConfig};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare;
 

@@ -9,6 +9,7 @@ use burn_qat::data::{
     load_cifar10, load_image_folder, train_test_split,
 };
 use burn_qat::models::MobileNetV2Config;
+use burn_qat::nn::ImageClassifier;
 use burn_store::{BurnpackStore, ModuleSnapshot};
 
 #[test]

@@ -12,6 +12,7 @@ use burn_qat::data::{Image, ImageDataset};
 use burn_qat::finetune::FinetuneData;
 use burn_qat::finetune::data_parallel::{DataParallelConfig, fit_data_parallel};
 use burn_qat::models::MobileNetV2;
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QParamsCalculator, fbgemm_qparams};
 use burn_qat::quantize::{
     disable_observer, for_each_batch_norm, for_each_fake_quant, freeze_bn_stats,

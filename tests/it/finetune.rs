@@ -8,6 +8,7 @@ use crate::common::recipes::short_recipe;
 use burn::tensor::Device;
 use burn_qat::finetune::{FinetuneConfig, FinetuneData, accuracy, qat_model, run};
 use burn_qat::models::MobileNetV2;
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quantize::for_each_fake_quant;
 
 fn data() -> FinetuneData {

@@ -13,6 +13,7 @@ use burn_qat::int8::Engine;
 use burn_qat::io::{int8_state_dict, load_int8_state_dict};
 use burn_qat::io::{read_int8_file, save_int8_file};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_quantized_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quantize::replace_relu;
 use serde_json::Value;
 

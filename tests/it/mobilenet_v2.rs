@@ -8,6 +8,7 @@ use crate::common::{Fixture, assert_close, fixture_path, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::io::npy;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 
 fn config(width_mult: f64) -> MobileNetV2Config {
     MobileNetV2Config::new()

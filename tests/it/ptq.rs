@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 use burn_qat::convert::convert;
 use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2Config, load_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::nn::Quantizable;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, replace_relu};

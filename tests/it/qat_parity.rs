@@ -38,6 +38,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_qat::convert::convert;
 use burn_qat::int8::Engine;
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{
     disable_fake_quant, disable_observer, for_each_batch_norm, for_each_fake_quant,

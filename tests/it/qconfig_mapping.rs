@@ -11,6 +11,7 @@ use burn_qat::export::{ExportKind, OnnxBatch, trace_onnx};
 use burn_qat::int8::Engine;
 use burn_qat::io::{StateValue, load_int8_model, read_int8_file, save_int8_model};
 use burn_qat::models::{InvertedResidual, MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::nn::{
     Batch, ConvBnAct, DeQuantStub, ImageBatch, LinearBnAct, QBatch, QuantLayer, QuantStub,
     Quantizable,

@@ -12,6 +12,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use burn_qat::models::MobileNetV2;
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::QParams;
 use burn_qat::quantize::{
     commit_running_state, disable_observer, for_each_batch_norm, for_each_fake_quant,

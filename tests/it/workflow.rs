@@ -5,6 +5,7 @@ use crate::common::{Fixture, assert_close, fixture_path, to_vec};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use burn_qat::models::{MobileNetV2, MobileNetV2Config, load_mobilenet_v2};
+use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{prepare, prepare_qat, replace_relu};
 

@@ -4,8 +4,7 @@
 //! With `BURN_QAT_ONNX_DUMP=DIR` the int8 graphs go to `scripts/check_onnx.py` (onnxruntime).
 
 use super::*;
-use burn_qat::models::{BlockKind, ResNet, ResNetConfig, load_quantized_resnet, load_resnet};
-use burn_qat::nn::ImageClassifier;
+use burn_qat::models::{BlockKind, ResNetConfig, load_quantized_resnet, load_resnet};
 
 const MODELS: [&str; 2] = ["resnet_basic", "resnext_bottleneck"];
 
@@ -19,10 +18,6 @@ fn config(name: &str) -> ResNetConfig {
     config.with_width(8).with_num_classes(32)
 }
 
-fn onnx(model: &ResNet, kind: ExportKind) -> Vec<u8> {
-    model.to_onnx(kind).unwrap().encode_to_vec()
-}
-
 #[test]
 fn resnet_float_export_matches_the_float_forward() {
     let device = Device::flex();
@@ -30,18 +25,7 @@ fn resnet_float_export_matches_the_float_forward() {
         let fx = Fixture::load(&format!("resnet/{name}.safetensors"));
         let path = fixture_path(&format!("resnet/{name}.pth"));
         let model = load_resnet(&path, &config(name), &device).unwrap();
-        let bytes = onnx(&model, ExportKind::Float);
-        let (x, shape) = (fx.f32("input"), fx.shape("input"));
-        let theirs = tract_run(&bytes, &x, &shape);
-        let ours = to_vec(model.forward(fx.tensor("input", &device)));
-        let worst = theirs
-            .iter()
-            .zip(&ours)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        println!("{name} float export: tract vs crate max abs difference {worst:e}");
-        assert_eq!(theirs.len(), ours.len());
-        assert!(worst < 1e-4, "{name}: {worst}");
+        check_float_export(&model, &fx, name);
     }
 }
 
@@ -50,38 +34,13 @@ fn resnet_int8_export_runs_in_tract_like_the_crate_and_pytorch() {
     let device = Device::flex();
     for name in MODELS {
         let fx = Fixture::load(&format!("resnet/{name}.safetensors"));
-        let (x, shape) = (fx.f32("input"), fx.shape("input"));
         for engine in ["fbgemm", "qnnpack"] {
             let what = format!("{name}_{engine}");
             let path = fixture_path(&format!("resnet/{what}.pth"));
             let model =
                 load_quantized_resnet(&path, &config(name), engine.parse().unwrap(), &device)
                     .unwrap();
-            let bytes = onnx(&model, ExportKind::Int8);
-            let theirs = tract_run(&bytes, &x, &shape);
-            let ours = to_vec(model.forward_int8(fx.tensor("input", &device)).unwrap());
-            dump(
-                &what,
-                &bytes,
-                &x,
-                &shape,
-                &ours,
-                &[shape[0], ours.len() / shape[0]],
-            );
-            let scale = fx.f32(&format!("q_{engine}_scale"))[0] as f64;
-            let zp = fx.i64(&format!("q_{engine}_zero_point"))[0];
-            let pytorch: Vec<f32> = fx
-                .i64(&format!("q_{engine}"))
-                .iter()
-                .map(|&q| ((q - zp) as f64 * scale) as f32)
-                .collect();
-            let n = ours.len();
-            let (eq_c, w1_c, worst_c) = quanta(&theirs, &ours, scale);
-            let (eq_p, _, worst_p) = quanta(&theirs, &pytorch, scale);
-            println!(
-                "{what}: tract vs crate int8 {eq_c}/{n} equal, {w1_c}/{n} within 1 quantum, max \
-                 {worst_c}; tract vs PyTorch {eq_p}/{n} equal, max {worst_p}"
-            );
+            let r = compare_int8_export(&model, &fx, &format!("q_{engine}"), &what);
             // Measured: qnnpack exports within one quantum of the crate everywhere (onnxruntime:
             // bit-identical); fbgemm exports 89–97% within one, worst 2 (onnxruntime: worst 3).
             // The crate is bit-identical to PyTorch on both (tests/it/resnet.rs). A difference
@@ -90,10 +49,10 @@ fn resnet_int8_export_runs_in_tract_like_the_crate_and_pytorch() {
             // of the gap that explains is not measured.
             let min_within_one = if engine == "qnnpack" { 1.0 } else { 0.85 };
             assert!(
-                w1_c as f64 >= min_within_one * n as f64 && worst_c <= 2,
+                r.crate_within1 as f64 >= min_within_one * r.n as f64 && r.crate_worst <= 2,
                 "{what}: tract vs crate"
             );
-            assert!(worst_p <= 2, "{what}: tract vs PyTorch");
+            assert!(r.pytorch_worst <= 2, "{what}: tract vs PyTorch");
         }
     }
 }
