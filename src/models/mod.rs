@@ -56,6 +56,7 @@ pub use shufflenet_v2_block::{ShuffleInvertedResidual, ShuffleInvertedResidualCo
 pub use squeeze_excitation::{
     QuantizableSqueezeExcitation, SqueezeExcitation, SqueezeExcitationConfig,
 };
+pub use torchvision::{is_qat_state_dict, load_any_int8_mobilenet_v3};
 pub use torchvision::{
     load_mobilenet_v2, load_mobilenet_v3, load_qat_mobilenet_v3, load_quantized_mobilenet_v2,
     load_quantized_mobilenet_v3, load_quantized_resnet, load_resnet, mobilenet_v2_key_map,

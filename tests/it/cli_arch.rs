@@ -324,7 +324,10 @@ fn checkpoints_of_another_arch_are_named() {
     // Flags that do not apply.
     for arch in ["resnet18", "mobilenet_v3_large", "shufflenet_v2_x1_0"] {
         let out = run(&r18, &["--arch", arch, "--width-mult", "0.5"]);
-        one_line_error(&out, &["--width-mult 0.5 applies to mobilenet_v2 only", arch]);
+        one_line_error(
+            &out,
+            &["--width-mult 0.5 applies to mobilenet_v2 only", arch],
+        );
     }
     // Sizes are checked for ResNet before anything is allocated, as for MobileNetV2.
     let huge = [

@@ -20,8 +20,9 @@ pub use mobilenet_v2::{
     quantized_mobilenet_v2_key_map,
 };
 pub use mobilenet_v3::{
-    load_mobilenet_v3, load_qat_mobilenet_v3, load_quantized_mobilenet_v3, mobilenet_v3_key_map,
-    qat_mobilenet_v3_key_map, quantized_mobilenet_v3_key_map,
+    is_qat_state_dict, load_any_int8_mobilenet_v3, load_mobilenet_v3, load_qat_mobilenet_v3,
+    load_quantized_mobilenet_v3, mobilenet_v3_key_map, qat_mobilenet_v3_key_map,
+    quantized_mobilenet_v3_key_map,
 };
 pub use resnet::{load_quantized_resnet, load_resnet, quantized_resnet_key_map, resnet_key_map};
 pub use shufflenet_v2::{
