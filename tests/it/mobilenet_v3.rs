@@ -486,6 +486,27 @@ fn the_int8_loader_takes_converted_and_qat_state_dicts() {
         let y = to_vec(model.forward_int8(input()).unwrap());
         assert_int8_logits(&y, &fx, key, file);
     }
+    // The converted QAT model saved in the crate's int8 format loads back as `burn-qat infer
+    // --quantized` loads it (a fresh model), with the same logits bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qat.int8");
+    let qat = path("small_qat_x86.pth");
+    let model = <MobileNetV3 as TorchvisionModel>::load_torchvision_int8(
+        &qat,
+        &config(),
+        Engine::X86,
+        &device,
+    )
+    .unwrap();
+    burn_qat::io::save_int8_model(&model, &file, &Default::default()).unwrap();
+    let kind = burn_qat::infer::WeightsKind::Int8(Engine::Qnnpack);
+    let (loaded, engine) =
+        burn_qat::infer::load_weights_with_engine(&file, &config(), kind, &device).unwrap();
+    assert_eq!(engine, Some(Engine::X86), "the engine saved in the file");
+    let want = to_vec(model.forward_int8(input()).unwrap());
+    let got = to_vec(loaded.forward_int8(input()).unwrap());
+    crate::common::assert_bits(&got, &want, "QAT-converted model through the crate's file");
+
     // The per-channel QAT file on qnnpack (per-tensor qconfig) names the file.
     let err = <MobileNetV3 as TorchvisionModel>::load_torchvision_int8(
         &path("small_qat_x86.pth"),
