@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Inference latency of burn-qat against its peers (MobileNetV2, or with --arch resnet18
-ResNet-18), in one run on one machine, on the same float weights: onnxruntime (float, and int8 QDQ from its own static quantization),
+"""Inference latency of burn-qat against its peers (MobileNetV2, or with --arch resnet18,
+mobilenet_v3_large or shufflenet_v2_x1_0 that model), in one run on one machine, on the same float weights: onnxruntime (float, and int8 QDQ from its own static quantization),
 PyTorch (float, and eager-mode PTQ int8 for the x86 and qnnpack engines) and the crate
 (`burn-qat bench`: float on Burn's flex backend, int8 on the crate's kernels with the x86 and
 qnnpack arithmetic, loading PyTorch's int8 state dicts).
 
     /opt/torch-oracle/bin/pip install torch==2.5.1 torchvision==0.20.1 onnx onnxruntime
-    /opt/torch-oracle/bin/python scripts/bench_peers.py [--arch mobilenet_v2|resnet18] \\
+    /opt/torch-oracle/bin/python scripts/bench_peers.py \\
+        [--arch mobilenet_v2|resnet18|mobilenet_v3_large|shufflenet_v2_x1_0] \\
         [--threads 2] [--batch 1] [--input-size 224] [--iters 20] [--warmup 3] [--rounds 3] \\
         [--json-out FILE] [--work-dir DIR]
 
 The model is torchvision's QuantizableMobileNetV2 (width 1.0, 1000 classes; the default) or
-QuantizableResNet ResNet-18 (`--arch resnet18`, 1000 classes; `burn-qat --arch resnet18`), with
+QuantizableResNet ResNet-18 (`--arch resnet18`, 1000 classes; `burn-qat --arch resnet18`), or
+QuantizableMobileNetV3 large / QuantizableShuffleNetV2 x1.0 (`--arch mobilenet_v3_large` /
+`shufflenet_v2_x1_0`, 1000 classes, eager PTQ as for the others), with
 seeded random weights (torchvision's initialisation for the convolutions) and random batch-norm
 statistics (so folding matters). Its float state dict is what
 the float peers run; the int8 models are calibrated on the same seeded random batches. Every
@@ -54,7 +57,9 @@ import torchvision
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 from torchvision.models.quantization import mobilenet_v2 as quantizable_mobilenet_v2
+from torchvision.models.quantization import mobilenet_v3_large as quantizable_mobilenet_v3_large
 from torchvision.models.quantization import resnet18 as quantizable_resnet18
+from torchvision.models.quantization import shufflenet_v2_x1_0 as quantizable_shufflenet_v2_x1_0
 
 # Known and harmless here: the default qconfigs still pass reduce_range, and torchvision's
 # non-residual blocks carry a skip_add whose observer never sees data.
@@ -71,6 +76,12 @@ ARCHS = {
                      ["--width-mult", "1.0", "--num-classes", "1000"]),
     "resnet18": (quantizable_resnet18, torchvision.models.resnet18, "ResNet-18, 1000 classes",
                  ["--arch", "resnet18", "--num-classes", "1000"]),
+    "mobilenet_v3_large": (quantizable_mobilenet_v3_large, torchvision.models.mobilenet_v3_large,
+                           "MobileNetV3-Large, 1000 classes",
+                           ["--arch", "mobilenet_v3_large", "--num-classes", "1000"]),
+    "shufflenet_v2_x1_0": (quantizable_shufflenet_v2_x1_0, torchvision.models.shufflenet_v2_x1_0,
+                           "ShuffleNetV2 x1.0, 1000 classes",
+                           ["--arch", "shufflenet_v2_x1_0", "--num-classes", "1000"]),
 }
 
 

@@ -15,6 +15,10 @@ do), each with the input of its model's fixture:
   resnet_basic_fbgemm / resnet_basic_qnnpack   tests/fixtures/resnet/resnet_basic.pth
   resnext_bottleneck_fbgemm                    tests/fixtures/resnet/resnext_bottleneck.pth
   mobilenet_v2_w025_qnnpack                    tests/fixtures/mobilenet_v2_w025.pth
+  mobilenet_v3_small_qnnpack / _fbgemm         tests/fixtures/mobilenet_v3/small.pth (mobilenet_v3_small,
+                                               width 0.25, reduced tail, 16 classes)
+  shufflenet_v2_fbgemm / _qnnpack              tests/fixtures/shufflenet_v2/model.pth (stages_repeats
+                                               [2, 1, 2], channels [8, 16, 32, 64, 128], 32 classes)
 For each (its input is its fixture's `input`): <case>.q (uint8 int_repr of the quantized logits before DeQuantStub, as
 int64), <case>.q_scale, <case>.q_zero_point.
 """
@@ -25,7 +29,10 @@ import numpy as np
 import torch
 import torchvision
 from safetensors.numpy import load_file, save_file
+from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
 from torchvision.models.quantization import mobilenetv2 as tv_mobilenetv2
+from torchvision.models.quantization import mobilenetv3 as tv_mobilenetv3
+from torchvision.models.quantization.shufflenetv2 import QuantizableShuffleNetV2
 from torchvision.models.quantization import utils as tv_utils
 from torchvision.models.quantization.resnet import QuantizableBasicBlock, QuantizableBottleneck
 
@@ -58,12 +65,30 @@ def mobilenet_v2_w025():
     return model, load_file(os.path.join(FIXTURES, "mobilenet_v2_w025.safetensors"))["input"]
 
 
+def mobilenet_v3_small():
+    setting, last_channel = _mobilenet_v3_conf("mobilenet_v3_small", width_mult=0.25, reduced_tail=True)
+    model = tv_mobilenetv3.QuantizableMobileNetV3(
+        setting, last_channel, block=tv_mobilenetv3.QuantizableInvertedResidual, num_classes=16, dropout=0.0)
+    model.load_state_dict(torch.load(os.path.join(FIXTURES, "mobilenet_v3", "small.pth"), weights_only=True))
+    return model, load_file(os.path.join(FIXTURES, "mobilenet_v3", "small.safetensors"))["input"]
+
+
+def shufflenet_v2():
+    model = QuantizableShuffleNetV2([2, 1, 2], [8, 16, 32, 64, 128], num_classes=32)
+    model.load_state_dict(torch.load(os.path.join(FIXTURES, "shufflenet_v2", "model.pth"), weights_only=True))
+    return model, load_file(os.path.join(FIXTURES, "shufflenet_v2", "model.safetensors"))["input"]
+
+
 CASES = {
     "resnet_basic_fbgemm": (lambda: resnet("resnet_basic", block=QuantizableBasicBlock, layers=[1, 1, 1, 1]), "fbgemm"),
     "resnet_basic_qnnpack": (lambda: resnet("resnet_basic", block=QuantizableBasicBlock, layers=[1, 1, 1, 1]), "qnnpack"),
     "resnext_bottleneck_fbgemm": (lambda: resnet("resnext_bottleneck", block=QuantizableBottleneck, layers=[1, 1, 1, 1],
                                                  groups=4, width_per_group=16), "fbgemm"),
     "mobilenet_v2_w025_qnnpack": (mobilenet_v2_w025, "qnnpack"),
+    "mobilenet_v3_small_qnnpack": (mobilenet_v3_small, "qnnpack"),
+    "mobilenet_v3_small_fbgemm": (mobilenet_v3_small, "fbgemm"),
+    "shufflenet_v2_fbgemm": (shufflenet_v2, "fbgemm"),
+    "shufflenet_v2_qnnpack": (shufflenet_v2, "qnnpack"),
 }
 
 

@@ -97,7 +97,7 @@ enum Command {
     Infer {
         #[command(flatten)]
         model: ModelArgs,
-        /// Input batch: float32 NCHW `.npy`, `[N, 3, H, W]`, H and W at least 32.
+        /// Input batch: float32 NCHW `.npy`, `[N, 3, H, W]`, H and W at least 32 (1 for ShuffleNetV2).
         #[arg(long, value_name = "X.npy")]
         input: PathBuf,
         /// Where to write the float32 `[N, num_classes]` logits (`.npy`).
@@ -132,7 +132,7 @@ enum Command {
 /// How `bench` measures (see `burn_qat::bench::BenchOptions`).
 #[derive(Args)]
 struct BenchArgs {
-    /// Height and width of the square input, at least 32.
+    /// Height and width of the square input, at least 32 (1 for ShuffleNetV2).
     #[arg(long, default_value_t = 224)]
     input_size: usize,
     /// Images per forward pass.

@@ -45,9 +45,9 @@ pub enum Family {
     MobileNetV2,
     /// [`ResNet`](super::ResNet) (ResNet and ResNeXt).
     ResNet,
-    /// MobileNetV3 (large and small).
+    /// [`MobileNetV3`](super::MobileNetV3) (large and small).
     MobileNetV3,
-    /// ShuffleNetV2 (four widths).
+    /// [`ShuffleNetV2`](super::ShuffleNetV2) (four widths).
     ShuffleNetV2,
 }
 
@@ -122,17 +122,9 @@ impl Arch {
         match self.family() {
             Family::MobileNetV2 => visit::<super::MobileNetV2, V>(self, options, visitor),
             Family::ResNet => visit::<super::ResNet, V>(self, options, visitor),
-            // Wired when the MobileNetV3 and ShuffleNetV2 models land: one `visit` line each.
-            Family::MobileNetV3 | Family::ShuffleNetV2 => Err(self.not_in_this_build()),
+            Family::MobileNetV3 => visit::<super::MobileNetV3, V>(self, options, visitor),
+            Family::ShuffleNetV2 => visit::<super::ShuffleNetV2, V>(self, options, visitor),
         }
-    }
-
-    /// The error for an architecture whose model this build does not have yet.
-    pub fn not_in_this_build(self) -> Error {
-        Error::Config(format!(
-            "--arch {self}: the {} models are not in this build yet",
-            self.family().name()
-        ))
     }
 }
 
@@ -231,9 +223,10 @@ pub struct Identified {
 /// crate's module paths (its int8 files). `None` when the keys are no known family's.
 ///
 /// The signatures: MobileNetV2 `features.1.conv.` (torchvision) / `blocks.0.` (this crate),
-/// MobileNetV3 `features.1.block.`, ShuffleNetV2 `stage2.`, ResNet `layer1.0.` (both);
-/// ResNet's block kind (`conv3`) and the blocks of `layer3` (2, 6 or 23) name the builder, the
-/// number of `features.N` MobileNetV3's size.
+/// MobileNetV3 `features.1.block.` (torchvision, float, int8 and QAT) / `blocks.0.` with
+/// `hidden.` (this crate), ShuffleNetV2 `stage2.`, ResNet `layer1.0.` (both); ResNet's block
+/// kind (`conv3`) and the blocks of `layer3` (2, 6 or 23) name the builder, the number of
+/// `features.N` (17 or 13) or `blocks.N` (15 or 11) MobileNetV3's size.
 pub fn identify_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Identified> {
     let keys: Vec<&str> = keys.into_iter().collect();
     let any = |prefix: &str| keys.iter().any(|k| k.starts_with(prefix));
@@ -260,10 +253,17 @@ pub fn identify_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Iden
             archs,
         });
     }
-    if any("features.1.block.") {
-        let archs = match count("features.") {
-            17 => vec![Arch::MobileNetV3Large],
-            13 => vec![Arch::MobileNetV3Small],
+    // This crate's MobileNetV3 shares MobileNetV2's `blocks.0.`; its classifier's `hidden`
+    // layer (torchvision's `classifier.0`) tells them apart.
+    let own_v3 = any("blocks.0.") && any("hidden.");
+    if any("features.1.block.") || own_v3 {
+        let (blocks, large, small) = match own_v3 {
+            true => (count("blocks."), 15, 11),
+            false => (count("features."), 17, 13),
+        };
+        let archs = match blocks {
+            n if n == large => vec![Arch::MobileNetV3Large],
+            n if n == small => vec![Arch::MobileNetV3Small],
             _ => vec![],
         };
         return Some(Identified {

@@ -7,13 +7,16 @@ use burn::tensor::Device;
 
 use super::ArchOptions;
 use super::mobilenet_v2::{MobileNetV2, MobileNetV2Config};
+use super::mobilenet_v3::MobileNetV3;
 use super::pretrained::fetch_weights;
 use super::quantize_model::quantize_model;
 use super::resnet::ResNet;
+use super::shufflenet_v2::ShuffleNetV2;
 use super::torchvision_model::TorchvisionModel;
 use super::weights::{
-    MobileNetV2Weights, ResNeXt101_32x8dWeights, ResNeXt101_64x4dWeights, ResNet18Weights,
-    ResNet50Weights, Weights,
+    MobileNetV2Weights, MobileNetV3LargeWeights, MobileNetV3SmallWeights, ResNeXt101_32x8dWeights,
+    ResNeXt101_64x4dWeights, ResNet18Weights, ResNet50Weights, ShuffleNetV2x0_5Weights,
+    ShuffleNetV2x1_0Weights, ShuffleNetV2x1_5Weights, ShuffleNetV2x2_0Weights, Weights,
 };
 use crate::int8::Engine;
 use crate::{Error, Result};
@@ -28,9 +31,14 @@ type ConfigOf<W> = <<W as Weights>::Model as TorchvisionModel>::Config;
 /// - the model is built and `_replace_relu` applied (ReLU6 → ReLU), as torchvision's builders
 ///   do, with or without `quantize`;
 /// - `quantize` with int8 weights: the checkpoint is downloaded (cached; progress bar on stderr
-///   when `progress`) and loaded into the int8 layers, for the backend it was made for;
+///   when `progress`) and loaded into the int8 layers, for the backend it was made for
+///   (MobileNetV3's official checkpoint is a QAT state dict: loaded after `prepare_qat` and
+///   converted, as torchvision does);
 /// - `quantize` without weights: [`quantize_model`] with the family's default backend
-///   (`fbgemm` for ResNet, `qnnpack` for MobileNetV2): a converted model of random weights;
+///   (`fbgemm` for ResNet and ShuffleNetV2, `qnnpack` for the MobileNets): a converted model of
+///   random weights. For MobileNetV3 this is not torchvision's route: its builder prepares the
+///   random model for QAT and converts it uncalibrated, every activation at scale 1 (all-zero
+///   logits); the issue asks for `quantize_model` here, a usable model;
 /// - float weights: downloaded (cached) and loaded.
 ///
 /// A quantized model runs with `forward_int8` on the CPU.
@@ -112,6 +120,20 @@ builders! {
     resnext101_32x8d(ResNeXt101_32x8dWeights) -> ResNet;
     /// torchvision's `quantization.resnext101_64x4d(weights, progress, quantize)`.
     resnext101_64x4d(ResNeXt101_64x4dWeights) -> ResNet;
+    /// torchvision's `quantization.mobilenet_v3_large(weights, progress, quantize)`.
+    mobilenet_v3_large(MobileNetV3LargeWeights) -> MobileNetV3;
+    /// `mobilenet_v3_small(weights, progress, quantize)` through the same quantizable model
+    /// (torchvision's `quantization` module has no such builder, nor int8 weights for it;
+    /// `quantize` without weights runs [`quantize_model`]).
+    mobilenet_v3_small(MobileNetV3SmallWeights) -> MobileNetV3;
+    /// torchvision's `quantization.shufflenet_v2_x0_5(weights, progress, quantize)`.
+    shufflenet_v2_x0_5(ShuffleNetV2x0_5Weights) -> ShuffleNetV2;
+    /// torchvision's `quantization.shufflenet_v2_x1_0(weights, progress, quantize)`.
+    shufflenet_v2_x1_0(ShuffleNetV2x1_0Weights) -> ShuffleNetV2;
+    /// torchvision's `quantization.shufflenet_v2_x1_5(weights, progress, quantize)`.
+    shufflenet_v2_x1_5(ShuffleNetV2x1_5Weights) -> ShuffleNetV2;
+    /// torchvision's `quantization.shufflenet_v2_x2_0(weights, progress, quantize)`.
+    shufflenet_v2_x2_0(ShuffleNetV2x2_0Weights) -> ShuffleNetV2;
 }
 
 /// torchvision's classic `quantization.mobilenet_v2(pretrained, progress, quantize, **kwargs)`:

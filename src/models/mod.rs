@@ -35,6 +35,11 @@ pub use builders::{
     build, mobilenet_v2, quantized_mobilenet_v2, resnet18, resnet50, resnext101_32x8d,
     resnext101_64x4d,
 };
+#[cfg(feature = "download")]
+pub use builders::{
+    mobilenet_v3_large, mobilenet_v3_small, shufflenet_v2_x0_5, shufflenet_v2_x1_0,
+    shufflenet_v2_x1_5, shufflenet_v2_x2_0,
+};
 pub use footprint::Activations;
 pub use mobilenet_v2::{
     Conv2dNormActivation, Conv2dNormActivationConfig, InvertedResidual, InvertedResidualConfig,
@@ -56,6 +61,7 @@ pub use shufflenet_v2_block::{ShuffleInvertedResidual, ShuffleInvertedResidualCo
 pub use squeeze_excitation::{
     QuantizableSqueezeExcitation, SqueezeExcitation, SqueezeExcitationConfig,
 };
+pub use torchvision::{is_qat_state_dict, load_any_int8_mobilenet_v3};
 pub use torchvision::{
     load_mobilenet_v2, load_mobilenet_v3, load_qat_mobilenet_v3, load_quantized_mobilenet_v2,
     load_quantized_mobilenet_v3, load_quantized_resnet, load_resnet, mobilenet_v2_key_map,
@@ -71,6 +77,11 @@ pub use torchvision_model::{TorchvisionConfig, TorchvisionModel};
 pub use weights::{
     MobileNetV2Weights, ResNeXt101_32x8dWeights, ResNeXt101_64x4dWeights, ResNet18Weights,
     ResNet50Weights, Weights, WeightsInfo,
+};
+#[cfg(feature = "download")]
+pub use weights::{
+    MobileNetV3LargeWeights, MobileNetV3SmallWeights, ShuffleNetV2x0_5Weights,
+    ShuffleNetV2x1_0Weights, ShuffleNetV2x1_5Weights, ShuffleNetV2x2_0Weights,
 };
 
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes

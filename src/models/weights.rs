@@ -5,7 +5,9 @@
 
 use super::arch::Arch;
 use super::mobilenet_v2::MobileNetV2;
+use super::mobilenet_v3::MobileNetV3;
 use super::resnet::ResNet;
+use super::shufflenet_v2::ShuffleNetV2;
 use super::torchvision_model::TorchvisionModel;
 use crate::quant::QuantBackend;
 
@@ -156,5 +158,85 @@ torchvision_weights! {
         /// int8 (fbgemm, PTQ), 82.898% top-1.
         ImageNet1kFbgemmV1 = "ResNeXt101_64X4D_QuantizedWeights.IMAGENET1K_FBGEMM_V1",
             "https://download.pytorch.org/models/quantized/resnext101_64x4d_fbgemm-605a1cb3.pth", FBGEMM;
+    }
+}
+
+torchvision_weights! {
+    /// MobileNetV3-Large's weights (`MobileNet_V3_Large_Weights`,
+    /// `MobileNet_V3_Large_QuantizedWeights`).
+    pub enum MobileNetV3LargeWeights: Arch::MobileNetV3Large, MobileNetV3, legacy(ImageNet1kV1, ImageNet1kQnnpackV1) {
+        /// Float, 74.042% top-1.
+        ImageNet1kV1 = "MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+            "https://download.pytorch.org/models/mobilenet_v3_large-8738ca79.pth", FLOAT;
+        /// Float, 75.274% top-1 (torchvision's `DEFAULT`).
+        ImageNet1kV2 = "MobileNet_V3_Large_Weights.IMAGENET1K_V2",
+            "https://download.pytorch.org/models/mobilenet_v3_large-5c1a4163.pth", FLOAT;
+        /// int8 (qnnpack, QAT of V1), 73.004% top-1. The file is the QAT model before
+        /// `convert`, which the int8 loader converts as torchvision does.
+        ImageNet1kQnnpackV1 = "MobileNet_V3_Large_QuantizedWeights.IMAGENET1K_QNNPACK_V1",
+            "https://download.pytorch.org/models/quantized/mobilenet_v3_large_qnnpack-5bcacf28.pth", QNNPACK;
+    }
+}
+
+torchvision_weights! {
+    /// MobileNetV3-Small's weights (`MobileNet_V3_Small_Weights`). torchvision has no quantized
+    /// MobileNetV3-Small weights (nor a `quantization.mobilenet_v3_small` builder), so
+    /// `LEGACY_INT8` is the float entry, which the builders refuse with `quantize`.
+    pub enum MobileNetV3SmallWeights: Arch::MobileNetV3Small, MobileNetV3, legacy(ImageNet1kV1, ImageNet1kV1) {
+        /// Float, 67.668% top-1 (torchvision's `DEFAULT`).
+        ImageNet1kV1 = "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+            "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth", FLOAT;
+    }
+}
+
+torchvision_weights! {
+    /// ShuffleNetV2 x0.5's weights (`ShuffleNet_V2_X0_5_Weights`,
+    /// `ShuffleNet_V2_X0_5_QuantizedWeights`).
+    pub enum ShuffleNetV2x0_5Weights: Arch::ShuffleNetV2x0_5, ShuffleNetV2, legacy(ImageNet1kV1, ImageNet1kFbgemmV1) {
+        /// Float, 60.552% top-1.
+        ImageNet1kV1 = "ShuffleNet_V2_X0_5_Weights.IMAGENET1K_V1",
+            "https://download.pytorch.org/models/shufflenetv2_x0.5-f707e7126e.pth", FLOAT;
+        /// int8 (fbgemm, PTQ), 57.972% top-1.
+        ImageNet1kFbgemmV1 = "ShuffleNet_V2_X0_5_QuantizedWeights.IMAGENET1K_FBGEMM_V1",
+            "https://download.pytorch.org/models/quantized/shufflenetv2_x0.5_fbgemm-00845098.pth", FBGEMM;
+    }
+}
+
+torchvision_weights! {
+    /// ShuffleNetV2 x1.0's weights (`ShuffleNet_V2_X1_0_Weights`,
+    /// `ShuffleNet_V2_X1_0_QuantizedWeights`).
+    pub enum ShuffleNetV2x1_0Weights: Arch::ShuffleNetV2x1_0, ShuffleNetV2, legacy(ImageNet1kV1, ImageNet1kFbgemmV1) {
+        /// Float, 69.362% top-1.
+        ImageNet1kV1 = "ShuffleNet_V2_X1_0_Weights.IMAGENET1K_V1",
+            "https://download.pytorch.org/models/shufflenetv2_x1-5666bf0f80.pth", FLOAT;
+        /// int8 (fbgemm, PTQ), 68.360% top-1.
+        ImageNet1kFbgemmV1 = "ShuffleNet_V2_X1_0_QuantizedWeights.IMAGENET1K_FBGEMM_V1",
+            "https://download.pytorch.org/models/quantized/shufflenetv2_x1_fbgemm-1e62bb32.pth", FBGEMM;
+    }
+}
+
+torchvision_weights! {
+    /// ShuffleNetV2 x1.5's weights (`ShuffleNet_V2_X1_5_Weights`,
+    /// `ShuffleNet_V2_X1_5_QuantizedWeights`).
+    pub enum ShuffleNetV2x1_5Weights: Arch::ShuffleNetV2x1_5, ShuffleNetV2, legacy(ImageNet1kV1, ImageNet1kFbgemmV1) {
+        /// Float, 72.996% top-1.
+        ImageNet1kV1 = "ShuffleNet_V2_X1_5_Weights.IMAGENET1K_V1",
+            "https://download.pytorch.org/models/shufflenetv2_x1_5-3c479a10.pth", FLOAT;
+        /// int8 (fbgemm, PTQ), 72.052% top-1.
+        ImageNet1kFbgemmV1 = "ShuffleNet_V2_X1_5_QuantizedWeights.IMAGENET1K_FBGEMM_V1",
+            "https://download.pytorch.org/models/quantized/shufflenetv2_x1_5_fbgemm-d7401f05.pth", FBGEMM;
+    }
+}
+
+torchvision_weights! {
+    /// ShuffleNetV2 x2.0's weights (`ShuffleNet_V2_X2_0_Weights`,
+    /// `ShuffleNet_V2_X2_0_QuantizedWeights`).
+    pub enum ShuffleNetV2x2_0Weights: Arch::ShuffleNetV2x2_0, ShuffleNetV2, legacy(ImageNet1kV1, ImageNet1kFbgemmV1) {
+        /// Float, 76.230% top-1.
+        ImageNet1kV1 = "ShuffleNet_V2_X2_0_Weights.IMAGENET1K_V1",
+            "https://download.pytorch.org/models/shufflenetv2_x2_0-8be3c8ee.pth", FLOAT;
+        /// int8 (fbgemm, PTQ), 75.354% top-1.
+        ImageNet1kFbgemmV1 = "ShuffleNet_V2_X2_0_QuantizedWeights.IMAGENET1K_FBGEMM_V1",
+            "https://download.pytorch.org/models/quantized/shufflenetv2_x2_0_fbgemm-5cac526c.pth", FBGEMM;
     }
 }

@@ -12,7 +12,9 @@ use burn::tensor::{Device, Tensor};
 use burn_qat::convert::converted_engine;
 use burn_qat::int8::Engine;
 use burn_qat::models::{
-    MobileNetV2Config, ResNet18Weights, ResNet50Weights, mobilenet_v2, resnet18, resnet50,
+    MobileNetV2Config, MobileNetV3LargeWeights, MobileNetV3SmallWeights, ResNet18Weights,
+    ResNet50Weights, ShuffleNetV2x1_0Weights, Weights, mobilenet_v2, mobilenet_v3_large,
+    mobilenet_v3_small, resnet18, resnet50, shufflenet_v2_x0_5, shufflenet_v2_x1_0,
 };
 use burn_qat::nn::Activation;
 use burn_qat::nn::ImageClassifier;
@@ -150,4 +152,63 @@ fn builders_without_weights_replace_relu_and_quantize() {
     assert_eq!(converted_engine(&r18).unwrap(), Engine::X86);
     let x = Tensor::<4>::ones([1, 3, 64, 64], &device);
     assert_eq!(r18.forward_int8(x).unwrap().dims(), [1, 1000]);
+}
+
+/// MobileNetV3's and ShuffleNetV2's builders: without weights, `quantize` runs `quantize_model`
+/// on the family's default backend (qnnpack, fbgemm/x86) and the int8 model runs; weights of
+/// the other precision are refused before any lookup (mobilenet_v3_small has only float ones).
+#[test]
+fn mobilenet_v3_and_shufflenet_v2_builders() {
+    let device = Device::flex();
+    let x = || Tensor::<4>::ones([1, 3, 64, 64], &device);
+    let large = mobilenet_v3_large(None, false, true, &device).unwrap();
+    assert_eq!(converted_engine(&large).unwrap(), Engine::Qnnpack);
+    let y = large.forward_int8(x()).unwrap();
+    assert_eq!(y.dims(), [1, 1000]);
+    let small = mobilenet_v3_small(None, false, false, &device).unwrap();
+    assert!(small.stem.conv.bn.is_some(), "not fused without quantize");
+    let shuffle = shufflenet_v2_x0_5(None, false, true, &device).unwrap();
+    assert_eq!(converted_engine(&shuffle).unwrap(), Engine::X86);
+    assert_eq!(shuffle.forward_int8(x()).unwrap().dims(), [1, 1000]);
+
+    expect_err(
+        mobilenet_v3_small(
+            Some(MobileNetV3SmallWeights::ImageNet1kV1),
+            false,
+            true,
+            &device,
+        ),
+        &["MobileNet_V3_Small_Weights.IMAGENET1K_V1", "float weights"],
+    );
+    expect_err(
+        mobilenet_v3_large(
+            Some(MobileNetV3LargeWeights::ImageNet1kQnnpackV1),
+            false,
+            false,
+            &device,
+        ),
+        &["int8 weights", "quantize = true"],
+    );
+    expect_err(
+        shufflenet_v2_x1_0(
+            Some(ShuffleNetV2x1_0Weights::ImageNet1kV1),
+            false,
+            true,
+            &device,
+        ),
+        &["float weights"],
+    );
+    // The backends torchvision lists for the int8 weights.
+    let qnnpack = MobileNetV3LargeWeights::ImageNet1kQnnpackV1.info();
+    assert_eq!(
+        qnnpack.file_name(),
+        "mobilenet_v3_large_qnnpack-5bcacf28.pth"
+    );
+    assert_eq!(
+        qnnpack.backend,
+        Some(burn_qat::quant::QuantBackend::Qnnpack)
+    );
+    let fbgemm = ShuffleNetV2x1_0Weights::ImageNet1kFbgemmV1.info();
+    assert_eq!(fbgemm.file_name(), "shufflenetv2_x1_fbgemm-1e62bb32.pth");
+    assert_eq!(fbgemm.backend, Some(burn_qat::quant::QuantBackend::Fbgemm));
 }

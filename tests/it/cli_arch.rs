@@ -1,7 +1,8 @@
-//! `burn-qat infer|export|bench --arch`: a full-size ResNet-18 (32 classes) runs through the
-//! command line as through the library, float from a torchvision-keyed `.pth` written here and
-//! int8 from the crate's own file after PTQ; a checkpoint of another architecture is one line
-//! naming the file, what it is and the `--arch` it does not match.
+//! `burn-qat infer|export|bench --arch`: full-size ResNet-18, MobileNetV3-Large and
+//! ShuffleNetV2 x1.0 (32 classes) run through the command line as through the library, float
+//! from a torchvision-keyed `.pth` written here and int8 from the crate's own file after PTQ; a
+//! checkpoint of another architecture is one line naming the file, what it is and the `--arch`
+//! it does not match.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,8 +11,12 @@ use burn::tensor::{Device, Tensor, TensorData};
 use burn_qat::convert::convert;
 use burn_qat::infer::{WeightsKind, load_weights, predict};
 use burn_qat::int8::Engine;
+use burn_qat::io::KeyMap;
 use burn_qat::io::{npy, save_int8_model};
-use burn_qat::models::{BlockKind, ResNetConfig};
+use burn_qat::models::{
+    BlockKind, MobileNetV3Config, ResNetConfig, ShuffleNetV2Config, TorchvisionConfig,
+    TorchvisionModel, mobilenet_v3_key_map, shufflenet_v2_key_map,
+};
 use burn_qat::nn::ImageClassifier;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::prepare;
@@ -107,10 +112,15 @@ fn torchvision_resnet_entries(config: &ResNetConfig) -> Vec<(String, Vec<usize>)
     entries
 }
 
-/// Writes a torchvision-keyed float ResNet checkpoint with hashed values: weights uniform with
-/// variance `1/fan_in`, batch norms with scales near 1 and variances in [0.5, 2].
+/// Writes a torchvision-keyed float ResNet checkpoint with hashed values (see
+/// [`write_hashed_pth`]).
 fn write_resnet_pth(config: &ResNetConfig, path: &Path) {
-    let entries = torchvision_resnet_entries(config);
+    write_hashed_pth(&torchvision_resnet_entries(config), path);
+}
+
+/// Writes a float checkpoint of `entries` (keys and shapes) with hashed values: weights uniform
+/// with variance `1/fan_in`, batch norms with scales near 1 and variances in [0.5, 2].
+fn write_hashed_pth(entries: &[(String, Vec<usize>)], path: &Path) {
     let values: Vec<Vec<f64>> = entries
         .iter()
         .enumerate()
@@ -156,14 +166,110 @@ fn resnet18() -> ResNetConfig {
 #[test]
 fn resnet18_infer_export_and_bench() {
     let dir = tempfile::tempdir().unwrap();
-    let (float_pth, int8_file) = (dir.path().join("r18.pth"), dir.path().join("r18.int8"));
-    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
-    let device = Device::flex();
+    let float_pth = dir.path().join("r18.pth");
     write_resnet_pth(&resnet18(), &float_pth);
+    let int8_file = infer_export_and_bench("resnet18", &resnet18(), &float_pth, dir.path());
+
+    // The crate's int8 ResNet file given as MobileNetV2 (the default --arch) says what it is.
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    let out = burn_qat(
+        &["infer", "--quantized"],
+        &[("--weights", &int8_file), ("--input", &x), ("--output", &y)],
+    );
+    let msg = one_line_error(
+        &out,
+        &[
+            "ResNet/ResNeXt checkpoint (--arch resnet18)",
+            "does not match --arch mobilenet_v2",
+        ],
+    );
+    assert!(msg.contains(&int8_file.display().to_string()), "{msg}");
+}
+
+/// Writes a torchvision-keyed float checkpoint of `model`'s layout with hashed values (see
+/// [`write_hashed_pth`]): its tensors' paths renamed by `map` (the family's torchvision key map,
+/// read backwards), in PyTorch's shapes.
+fn write_torchvision_pth<M: burn::module::Module>(model: &M, map: &KeyMap, path: &Path) {
+    use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot};
+    let entries: Vec<(String, Vec<usize>)> = model
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .iter()
+        .map(|t| (map.to_pytorch(&t.name), t.shape.to_vec()))
+        .collect();
+    write_hashed_pth(&entries, path);
+}
+
+/// Full-size `mobilenet_v3_large` and `shufflenet_v2_x1_0` (32 classes, torchvision's
+/// initialisation, written as torchvision's `.pth`): the same runs as ResNet-18's, and each
+/// family's int8 file given as another family is named.
+#[test]
+fn mobilenet_v3_and_shufflenet_v2_infer_export_and_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let mnv3 = MobileNetV3Config::large().with_num_classes(CLASSES);
+    let mnv3_pth = dir.path().join("mnv3.pth");
+    let map = mobilenet_v3_key_map(&mnv3);
+    write_torchvision_pth(&mnv3.init(&device).unwrap(), &map, &mnv3_pth);
+    let mnv3_int8 = infer_export_and_bench("mobilenet_v3_large", &mnv3, &mnv3_pth, dir.path());
+
+    let shuffle = ShuffleNetV2Config::x1_0().with_num_classes(CLASSES);
+    let shuffle_pth = dir.path().join("shuffle.pth");
+    let map = shufflenet_v2_key_map(&shuffle);
+    write_torchvision_pth(&shuffle.init(&device).unwrap(), &map, &shuffle_pth);
+    let shuffle_int8 =
+        infer_export_and_bench("shufflenet_v2_x1_0", &shuffle, &shuffle_pth, dir.path());
+
+    let (x, y) = (dir.path().join("x.npy"), dir.path().join("y.npy"));
+    let classes = CLASSES.to_string();
+    let cases = [
+        (
+            &mnv3_int8,
+            "shufflenet_v2_x1_0",
+            "MobileNetV3 checkpoint (--arch mobilenet_v3_large)",
+        ),
+        (
+            &shuffle_int8,
+            "mobilenet_v3_large",
+            "ShuffleNetV2 checkpoint (--arch shufflenet_v2_x0_5 or shufflenet_v2_x1_0",
+        ),
+        (
+            &mnv3_pth,
+            "mobilenet_v3_small",
+            "MobileNetV3 checkpoint (--arch mobilenet_v3_large)",
+        ),
+    ];
+    for (weights, arch, what) in cases {
+        let quantized = weights.extension().is_some_and(|e| e == "int8");
+        let mut args = vec!["infer", "--arch", arch, "--num-classes", classes.as_str()];
+        if quantized {
+            args.push("--quantized");
+        }
+        let out = burn_qat(
+            &args,
+            &[("--weights", weights), ("--input", &x), ("--output", &y)],
+        );
+        let wanted = format!("does not match --arch {arch}");
+        let msg = one_line_error(&out, &[what, wanted.as_str()]);
+        assert!(msg.contains(&weights.display().to_string()), "{msg}");
+    }
+}
+
+/// `infer --arch arch --num-classes 32` on the torchvision float `.pth` at `float_pth` (of
+/// `config`) and on the crate's int8 file of the same model (PTQ x86, written in `dir` and
+/// returned) gives the library's logits; `export` and `bench --json` run on both.
+fn infer_export_and_bench<C: TorchvisionConfig>(
+    arch: &str,
+    config: &C,
+    float_pth: &Path,
+    dir: &Path,
+) -> PathBuf {
+    let int8_file = dir.join(format!("{arch}.int8"));
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    let device = Device::flex();
     let data = input_batch();
     npy::write_f32(&x, &data, &INPUT).unwrap();
     let classes = CLASSES.to_string();
-    let model_flags = ["--arch", "resnet18", "--num-classes", classes.as_str()];
+    let model_flags = ["--arch", arch, "--num-classes", classes.as_str()];
     let infer = |weights: &Path, extra: &[&str]| {
         let args: Vec<&str> = ["infer"]
             .iter()
@@ -178,37 +284,40 @@ fn resnet18_infer_export_and_bench() {
     };
 
     // Float: the CLI's logits are the library's on the same file.
-    assert_ok(&infer(&float_pth, &[]));
+    assert_ok(&infer(float_pth, &[]));
     let got = npy::read_f32(&y).unwrap();
     assert_eq!(got.shape, [2, CLASSES]);
-    let model = load_weights(&float_pth, &resnet18(), WeightsKind::Float, &device).unwrap();
+    let model = load_weights(float_pth, config, WeightsKind::Float, &device).unwrap();
     let want = predict(&model, &data, &INPUT, false, &device).unwrap();
-    assert_close(&got.data, &want, 1e-5, 1e-5, "resnet18 float logits");
+    assert_close(
+        &got.data,
+        &want,
+        1e-5,
+        1e-5,
+        &format!("{arch} float logits"),
+    );
     assert!(want.iter().any(|v| v.abs() > 1e-3), "logits all near zero");
 
     // int8: PTQ as torchvision (fuse, x86 qconfig, calibrate, convert), saved in the crate's
     // format; the CLI's logits are the converted model's, bit for bit.
     let mut model = model;
-    model.fuse_model(Some(false)).unwrap();
+    TorchvisionModel::fuse_model(&mut model, Some(false)).unwrap();
     prepare(&mut model, QConfig::default_ptq(QuantBackend::X86), &device).unwrap();
     let x_tensor = || Tensor::<4>::from_data(TensorData::new(data.clone(), INPUT), &device);
-    model.forward(x_tensor());
+    ImageClassifier::forward(&model, x_tensor());
     convert(&mut model, Engine::X86).unwrap();
     save_int8_model(&model, &int8_file, &Default::default()).unwrap();
     assert_ok(&infer(&int8_file, &["--quantized"]));
-    let want = to_vec(model.forward_int8(x_tensor()).unwrap());
-    assert_bits(
-        &npy::read_f32(&y).unwrap().data,
-        &want,
-        "resnet18 int8 logits",
-    );
+    let want = to_vec(ImageClassifier::forward_int8(&model, x_tensor()).unwrap());
+    let got = npy::read_f32(&y).unwrap().data;
+    assert_bits(&got, &want, &format!("{arch} int8 logits"));
 
     // export and bench take --arch the same way.
     for (weights, extra, path) in [
-        (&float_pth, &[][..], "float"),
-        (&int8_file, &["--quantized"], "int8"),
+        (float_pth, &[][..], "float"),
+        (int8_file.as_path(), &["--quantized"], "int8"),
     ] {
-        let onnx = dir.path().join(format!("{path}.onnx"));
+        let onnx = dir.join(format!("{arch}_{path}.onnx"));
         let args: Vec<&str> = ["export"]
             .iter()
             .chain(&model_flags)
@@ -221,7 +330,7 @@ fn resnet18_infer_export_and_bench() {
         ));
         assert!(
             std::fs::metadata(&onnx).unwrap().len() > 1000,
-            "{path}: ONNX file"
+            "{arch} {path}: ONNX file"
         );
         let bench = [
             "bench",
@@ -242,25 +351,12 @@ fn resnet18_infer_export_and_bench() {
         let out = burn_qat(&args, &[("--weights", weights)]);
         assert_ok(&out);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["arch"], "resnet18", "{v}");
+        assert_eq!(v["arch"], arch, "{v}");
         assert_eq!(v["path"], path, "{v}");
         assert!(v["width_mult"].is_null(), "{v}");
         assert_eq!(v["num_classes"], CLASSES, "{v}");
     }
-
-    // The crate's int8 ResNet file given as MobileNetV2 (the default --arch) says what it is.
-    let out = burn_qat(
-        &["infer", "--quantized"],
-        &[("--weights", &int8_file), ("--input", &x), ("--output", &y)],
-    );
-    let msg = one_line_error(
-        &out,
-        &[
-            "ResNet/ResNeXt checkpoint (--arch resnet18)",
-            "does not match --arch mobilenet_v2",
-        ],
-    );
-    assert!(msg.contains(&int8_file.display().to_string()), "{msg}");
+    int8_file
 }
 
 /// A checkpoint of another architecture, float or int8, torchvision's or a builder of the same
@@ -322,13 +418,12 @@ fn checkpoints_of_another_arch_are_named() {
         assert!(!y.exists(), "{flags:?}: wrote an output");
     }
 
-    // Flags that do not apply, and the families of later builds.
-    let out = run(&r18, &["--arch", "resnet18", "--width-mult", "0.5"]);
-    one_line_error(&out, &["--width-mult 0.5 applies to mobilenet_v2 only"]);
-    for arch in ["mobilenet_v3_large", "shufflenet_v2_x1_0"] {
+    // Flags that do not apply.
+    for arch in ["resnet18", "mobilenet_v3_large", "shufflenet_v2_x1_0"] {
+        let out = run(&r18, &["--arch", arch, "--width-mult", "0.5"]);
         one_line_error(
-            &run(&r18, &["--arch", arch]),
-            &[arch, "not in this build yet"],
+            &out,
+            &["--width-mult 0.5 applies to mobilenet_v2 only", arch],
         );
     }
     // Sizes are checked for ResNet before anything is allocated, as for MobileNetV2.

@@ -10,6 +10,7 @@
 mod common;
 mod torch_save;
 
+mod arch_wiring;
 mod avg_pool;
 mod batch_norm;
 mod builders;

@@ -435,3 +435,87 @@ fn a_qat_state_dict_loads_and_converts_as_torchvision_does() {
     assert!(err.contains("small_qat_x86.pth"), "{err}");
     println!("per-tensor qconfig on a per-channel checkpoint: {err}");
 }
+
+/// `TorchvisionModel::load_torchvision_int8` (what `burn-qat --arch mobilenet_v3_large
+/// --quantized` and the builders call) takes either int8 form torchvision has: a converted
+/// model's state dict, and a QAT state dict saved before `convert` (the official
+/// `mobilenet_v3_large_qnnpack-5bcacf28.pth`'s form), told apart by its keys; both come back
+/// converted with PyTorch's int8 logits.
+#[test]
+fn the_int8_loader_takes_converted_and_qat_state_dicts() {
+    use burn_qat::models::{TorchvisionModel, is_qat_state_dict};
+
+    let device = Device::flex();
+    let input = || fixture().tensor("input", &device);
+    let cases = [
+        (
+            "small_qnnpack.pth",
+            Engine::Qnnpack,
+            fixture(),
+            "q_qnnpack",
+            false,
+        ),
+        (
+            "small_fbgemm.pth",
+            Engine::X86,
+            fixture(),
+            "q_fbgemm",
+            false,
+        ),
+        (
+            "small_qat_x86.pth",
+            Engine::X86,
+            Fixture::load("mobilenet_v3/qat.safetensors"),
+            "q",
+            true,
+        ),
+    ];
+    for (file, engine, fx, key, qat) in cases {
+        let state = burn_qat::io::read_quantized_state_dict(&path(file)).unwrap();
+        assert_eq!(
+            is_qat_state_dict(state.keys().map(String::as_str)),
+            qat,
+            "{file}"
+        );
+        let model = <MobileNetV3 as TorchvisionModel>::load_torchvision_int8(
+            &path(file),
+            &config(),
+            engine,
+            &device,
+        )
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let y = to_vec(model.forward_int8(input()).unwrap());
+        assert_int8_logits(&y, &fx, key, file);
+    }
+    // The converted QAT model saved in the crate's int8 format loads back as `burn-qat infer
+    // --quantized` loads it (a fresh model), with the same logits bit for bit.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("qat.int8");
+    let qat = path("small_qat_x86.pth");
+    let model = <MobileNetV3 as TorchvisionModel>::load_torchvision_int8(
+        &qat,
+        &config(),
+        Engine::X86,
+        &device,
+    )
+    .unwrap();
+    burn_qat::io::save_int8_model(&model, &file, &Default::default()).unwrap();
+    let kind = burn_qat::infer::WeightsKind::Int8(Engine::Qnnpack);
+    let (loaded, engine) =
+        burn_qat::infer::load_weights_with_engine(&file, &config(), kind, &device).unwrap();
+    assert_eq!(engine, Some(Engine::X86), "the engine saved in the file");
+    let want = to_vec(model.forward_int8(input()).unwrap());
+    let got = to_vec(loaded.forward_int8(input()).unwrap());
+    crate::common::assert_bits(&got, &want, "QAT-converted model through the crate's file");
+
+    // The per-channel QAT file on qnnpack (per-tensor qconfig) names the file.
+    let err = <MobileNetV3 as TorchvisionModel>::load_torchvision_int8(
+        &path("small_qat_x86.pth"),
+        &config(),
+        Engine::Qnnpack,
+        &device,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("small_qat_x86.pth"), "{err}");
+}

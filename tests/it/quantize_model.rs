@@ -1,11 +1,12 @@
 //! `models::quantize_model` against torchvision's `quantize_model(model, backend)` (what its
 //! builders do for `quantize=True` without weights), run by
 //! `scripts/gen_quantize_model_fixtures.py` on the same float fixtures and calibration batch:
-//! the int8 logits on each model's fixture input, both families, both backends.
+//! the int8 logits on each model's fixture input, every family, both backends.
 
 use burn::tensor::Device;
 use burn_qat::models::{
-    BlockKind, MobileNetV2Config, ResNetConfig, TorchvisionModel, load_mobilenet_v2, load_resnet,
+    BlockKind, MobileNetV2Config, MobileNetV3Config, ResNetConfig, ShuffleNetV2Config,
+    TorchvisionModel, load_mobilenet_v2, load_mobilenet_v3, load_resnet, load_shufflenet_v2,
     quantize_model,
 };
 use burn_qat::quant::QuantBackend;
@@ -15,11 +16,17 @@ use crate::common::{Fixture, fixture_path, to_vec};
 
 /// Converts `model` as torchvision's `quantize_model` does and holds its int8 logits on
 /// `input_fixture`'s input to PyTorch's `case`: every logit equal.
-fn check<M: TorchvisionModel>(
+fn check<M: TorchvisionModel>(case: &str, model: M, backend: QuantBackend, input_fixture: &str) {
+    check_within(case, model, backend, input_fixture, 100);
+}
+
+/// [`check`] with at least `min_equal_percent` of the logits equal and all within one quantum.
+fn check_within<M: TorchvisionModel>(
     case: &str,
     mut model: M,
     backend: QuantBackend,
     input_fixture: &str,
+    min_equal_percent: usize,
 ) {
     let device = Device::flex();
     replace_relu(&mut model).unwrap();
@@ -34,7 +41,15 @@ fn check<M: TorchvisionModel>(
         .map(|&v| (v as f64 / scale).round() as i64 + zp)
         .collect();
     let expected = fx.i64(&format!("{case}.q"));
-    assert_eq!(ours, expected, "{case}: int8 logits (quanta of {scale})");
+    let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
+    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
+    println!("{case}: {equal}/{} logits bit-identical", ours.len());
+    assert!(
+        equal * 100 >= ours.len() * min_equal_percent && worst <= Some(1),
+        "{case}: int8 logits (quanta of {scale}): {equal}/{} equal, worst {worst:?}\n\
+         ours     {ours:?}\nexpected {expected:?}",
+        ours.len()
+    );
 }
 
 #[test]
@@ -81,6 +96,58 @@ fn quantize_model_matches_torchvision() {
         mnv2.unwrap(),
         QuantBackend::Qnnpack,
         "mobilenet_v2_w025.safetensors",
+    );
+}
+
+/// MobileNetV3 (squeeze-excitation, hardswish, hardsigmoid) and ShuffleNetV2 (split, cat,
+/// shuffle, max pooling) on both backends. ShuffleNetV2's logits are PyTorch's bit for bit.
+/// MobileNetV3's calibration ranges come out of a float forward whose last bits differ from
+/// PyTorch's (scales differ by an ulp or two), and 3 to 5 of its 32 logits then move by one
+/// quantum; PyTorch's converted state dict of the same run, loaded here, gives PyTorch's
+/// logits bit for bit (checked while writing this test), so the int8 arithmetic is not
+/// the cause.
+#[test]
+fn quantize_model_matches_torchvision_on_mobilenet_v3_and_shufflenet_v2() {
+    let device = Device::flex();
+    let mnv3 = || {
+        let config = MobileNetV3Config::small()
+            .with_width_mult(0.25)
+            .with_reduced_tail(true)
+            .with_num_classes(16)
+            .with_dropout(0.0);
+        load_mobilenet_v3(&fixture_path("mobilenet_v3/small.pth"), &config, &device).unwrap()
+    };
+    let input = "mobilenet_v3/small.safetensors";
+    check_within(
+        "mobilenet_v3_small_qnnpack",
+        mnv3(),
+        QuantBackend::Qnnpack,
+        input,
+        80,
+    );
+    check_within(
+        "mobilenet_v3_small_fbgemm",
+        mnv3(),
+        QuantBackend::Fbgemm,
+        input,
+        80,
+    );
+    let shufflenet = || {
+        let config = ShuffleNetV2Config::new([2, 1, 2], [8, 16, 32, 64, 128]).with_num_classes(32);
+        load_shufflenet_v2(&fixture_path("shufflenet_v2/model.pth"), &config, &device).unwrap()
+    };
+    let input = "shufflenet_v2/model.safetensors";
+    check(
+        "shufflenet_v2_fbgemm",
+        shufflenet(),
+        QuantBackend::Fbgemm,
+        input,
+    );
+    check(
+        "shufflenet_v2_qnnpack",
+        shufflenet(),
+        QuantBackend::Qnnpack,
+        input,
     );
 }
 

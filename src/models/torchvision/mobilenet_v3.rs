@@ -5,12 +5,14 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::load_quantized;
-use crate::Result;
+use super::{load_quantized, load_quantized_state};
 use crate::int8::Engine;
-use crate::io::{KeyMap, load_state_dict};
-use crate::models::mobilenet_v3::{MobileNetV3, MobileNetV3Config};
-use crate::quant::QConfig;
+use crate::io::{KeyMap, StateDict, load_state_dict, read_quantized_state_dict};
+use crate::models::arch::{Arch, ArchOptions, Family};
+use crate::models::mobilenet_v3::{MobileNetV3, MobileNetV3Arch, MobileNetV3Config};
+use crate::models::torchvision_model::{TorchvisionConfig, TorchvisionModel};
+use crate::quant::{QConfig, QuantBackend};
+use crate::{Error, Result};
 
 /// One layer of a block as torchvision indexes it (`features.I.block.J.`) and as this crate
 /// names it (`blocks.I-1.<name>.`), in order: expansion, depthwise, squeeze-excitation,
@@ -117,7 +119,8 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
 ///
 /// torchvision's official `mobilenet_v3_large_qnnpack-5bcacf28.pth` is not such a state dict:
 /// it holds the QAT model before `convert` (torchvision loads it after `prepare_qat` and
-/// converts afterwards); load it with [`load_qat_mobilenet_v3`] and convert.
+/// converts afterwards); load it with [`load_qat_mobilenet_v3`] and convert, or with
+/// [`load_any_int8_mobilenet_v3`], which takes either form.
 pub fn load_quantized_mobilenet_v3(
     path: &Path,
     config: &MobileNetV3Config,
@@ -226,4 +229,123 @@ pub fn load_qat_mobilenet_v3(
     model.fuse_model(Some(true))?;
     crate::quantize::prepare_qat(&mut model, qconfig, device)?;
     load_state_dict(model, path, &qat_mobilenet_v3_key_map(config))
+}
+
+/// Whether a MobileNetV3 state dict is a QAT model saved before `convert` (the form of
+/// torchvision's official `mobilenet_v3_large_qnnpack-5bcacf28.pth`): it holds fake-quant
+/// modules' entries (`…weight_fake_quant.scale`, `…activation_post_process.scale`), which a
+/// converted state dict never has.
+pub fn is_qat_state_dict<'a>(keys: impl IntoIterator<Item = &'a str>) -> bool {
+    keys.into_iter()
+        .any(|k| k.contains(".weight_fake_quant.") || k.contains(".activation_post_process."))
+}
+
+/// The QAT qconfig torchvision prepares a MobileNetV3 with for `engine`
+/// (`get_default_qat_qconfig(backend)`: `qnnpack` per-tensor, `x86` per-channel).
+fn qat_qconfig(engine: Engine) -> QConfig {
+    QConfig::default_qat(match engine {
+        Engine::Qnnpack => QuantBackend::Qnnpack,
+        Engine::X86 => QuantBackend::X86,
+    })
+}
+
+/// Builds a [`MobileNetV3`] from `config` and loads torchvision's int8 MobileNetV3 at `path`,
+/// converted for `engine`, whichever form the file has (told apart by its keys, see
+/// [`is_qat_state_dict`]):
+///
+/// - a converted model's `state_dict()` (`quantize=True` without weights, or a model after
+///   `convert`): [`load_quantized_mobilenet_v3`];
+/// - a QAT model saved before `convert`, as torchvision's official
+///   `mobilenet_v3_large_qnnpack-5bcacf28.pth`: torchvision's own route,
+///   [`load_qat_mobilenet_v3`] with `get_default_qat_qconfig` of `engine`'s backend, then
+///   [`convert`](crate::convert::convert).
+///
+/// Either way the model comes back converted, to run with [`MobileNetV3::forward_int8`].
+pub fn load_any_int8_mobilenet_v3(
+    path: &Path,
+    config: &MobileNetV3Config,
+    engine: Engine,
+    device: &Device,
+) -> Result<MobileNetV3> {
+    let state: StateDict = read_quantized_state_dict(path)?;
+    if !is_qat_state_dict(state.keys().map(String::as_str)) {
+        let map = quantized_mobilenet_v3_key_map(config);
+        return load_quantized_state(path, state, config.init(device)?, &map, engine);
+    }
+    drop(state);
+    let mut model = load_qat_mobilenet_v3(path, config, qat_qconfig(engine), device)?;
+    crate::convert::convert(&mut model, engine).map_err(|e| e.at_path(path))?;
+    Ok(model)
+}
+
+impl TorchvisionConfig for MobileNetV3Config {
+    type Model = MobileNetV3;
+}
+
+impl TorchvisionModel for MobileNetV3 {
+    type Config = MobileNetV3Config;
+    const FAMILY: Family = Family::MobileNetV3;
+    const DEFAULT_BACKEND: QuantBackend = QuantBackend::Qnnpack;
+
+    fn arch_config(arch: Arch, options: &ArchOptions) -> Result<MobileNetV3Config> {
+        options.refuse_width_mult(arch)?;
+        let config = match arch {
+            Arch::MobileNetV3Large => MobileNetV3Config::large(),
+            Arch::MobileNetV3Small => MobileNetV3Config::small(),
+            _ => return Err(Error::Config(format!("--arch {arch} is not a MobileNetV3"))),
+        };
+        Ok(config.with_num_classes(options.num_classes()))
+    }
+
+    /// Large or small at width 1.0 without the reduced tail or dilation (torchvision's
+    /// builders' defaults), whatever the dropout.
+    fn config_arch(config: &MobileNetV3Config) -> Option<Arch> {
+        let plain = config.width_mult == 1.0 && !config.reduced_tail && !config.dilated;
+        plain.then_some(match config.arch {
+            MobileNetV3Arch::Large => Arch::MobileNetV3Large,
+            MobileNetV3Arch::Small => Arch::MobileNetV3Small,
+        })
+    }
+
+    fn check_config(config: &MobileNetV3Config) -> Result<()> {
+        config.validate()
+    }
+
+    fn check_forward_size(config: &MobileNetV3Config, n: usize, h: usize, w: usize) -> Result<()> {
+        config.check_forward_size(n, h, w, false)
+    }
+
+    fn config_num_classes(config: &MobileNetV3Config) -> usize {
+        config.num_classes
+    }
+
+    fn build(config: &MobileNetV3Config, device: &Device) -> Result<Self> {
+        config.init(device)
+    }
+
+    fn load_torchvision(path: &Path, config: &MobileNetV3Config, device: &Device) -> Result<Self> {
+        load_mobilenet_v3(path, config, device)
+    }
+
+    /// Either int8 form torchvision has (see [`load_any_int8_mobilenet_v3`]).
+    fn load_torchvision_int8(
+        path: &Path,
+        config: &MobileNetV3Config,
+        engine: Engine,
+        device: &Device,
+    ) -> Result<Self> {
+        load_any_int8_mobilenet_v3(path, config, engine, device)
+    }
+
+    fn check_batch_shape(shape: &[usize]) -> Result<()> {
+        MobileNetV3::check_input_shape(shape)
+    }
+
+    fn num_classes(&self) -> usize {
+        MobileNetV3::num_classes(self)
+    }
+
+    fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
+        MobileNetV3::fuse_model(self, is_qat)
+    }
 }

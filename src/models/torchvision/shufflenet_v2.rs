@@ -6,10 +6,13 @@ use std::path::Path;
 use burn::tensor::Device;
 
 use super::load_quantized;
-use crate::Result;
 use crate::int8::Engine;
 use crate::io::{KeyMap, load_state_dict};
+use crate::models::arch::{Arch, ArchOptions, Family};
 use crate::models::shufflenet_v2::{ShuffleNetV2, ShuffleNetV2Config};
+use crate::models::torchvision_model::{TorchvisionConfig, TorchvisionModel};
+use crate::quant::QuantBackend;
+use crate::{Error, Result};
 
 /// torchvision's `Sequential` indices of each conv (and its BN right after it) in a block's
 /// branches, with the index of the [`ConvBnAct`](crate::nn::ConvBnAct) here: `branch1` is
@@ -105,4 +108,81 @@ pub fn load_quantized_shufflenet_v2(
         &quantized_shufflenet_v2_key_map(config),
         engine,
     )
+}
+
+impl TorchvisionConfig for ShuffleNetV2Config {
+    type Model = ShuffleNetV2;
+}
+
+/// The four builders, as torchvision's `shufflenet_v2_x0_5()` … `shufflenet_v2_x2_0()`
+/// configure them.
+const BUILDERS: [(Arch, fn() -> ShuffleNetV2Config); 4] = [
+    (Arch::ShuffleNetV2x0_5, ShuffleNetV2Config::x0_5),
+    (Arch::ShuffleNetV2x1_0, ShuffleNetV2Config::x1_0),
+    (Arch::ShuffleNetV2x1_5, ShuffleNetV2Config::x1_5),
+    (Arch::ShuffleNetV2x2_0, ShuffleNetV2Config::x2_0),
+];
+
+impl TorchvisionModel for ShuffleNetV2 {
+    type Config = ShuffleNetV2Config;
+    const FAMILY: Family = Family::ShuffleNetV2;
+    const DEFAULT_BACKEND: QuantBackend = QuantBackend::Fbgemm;
+
+    fn arch_config(arch: Arch, options: &ArchOptions) -> Result<ShuffleNetV2Config> {
+        options.refuse_width_mult(arch)?;
+        let (_, config) = BUILDERS
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .ok_or_else(|| Error::Config(format!("--arch {arch} is not a ShuffleNetV2")))?;
+        Ok(config().with_num_classes(options.num_classes()))
+    }
+
+    fn config_arch(config: &ShuffleNetV2Config) -> Option<Arch> {
+        let same = |b: &ShuffleNetV2Config| {
+            (b.stages_repeats, b.stages_out_channels)
+                == (config.stages_repeats, config.stages_out_channels)
+        };
+        BUILDERS.iter().find(|(_, b)| same(&b())).map(|(a, _)| *a)
+    }
+
+    fn check_config(config: &ShuffleNetV2Config) -> Result<()> {
+        config.validate()
+    }
+
+    fn check_forward_size(config: &ShuffleNetV2Config, n: usize, h: usize, w: usize) -> Result<()> {
+        config.check_forward_size(n, h, w, false)
+    }
+
+    fn config_num_classes(config: &ShuffleNetV2Config) -> usize {
+        config.num_classes
+    }
+
+    fn build(config: &ShuffleNetV2Config, device: &Device) -> Result<Self> {
+        config.init(device)
+    }
+
+    fn load_torchvision(path: &Path, config: &ShuffleNetV2Config, device: &Device) -> Result<Self> {
+        load_shufflenet_v2(path, config, device)
+    }
+
+    fn load_torchvision_int8(
+        path: &Path,
+        config: &ShuffleNetV2Config,
+        engine: Engine,
+        device: &Device,
+    ) -> Result<Self> {
+        load_quantized_shufflenet_v2(path, config, engine, device)
+    }
+
+    fn check_batch_shape(shape: &[usize]) -> Result<()> {
+        ShuffleNetV2::check_input_shape(shape)
+    }
+
+    fn num_classes(&self) -> usize {
+        ShuffleNetV2::num_classes(self)
+    }
+
+    fn fuse_model(&mut self, is_qat: Option<bool>) -> Result<()> {
+        ShuffleNetV2::fuse_model(self, is_qat)
+    }
 }
