@@ -18,7 +18,7 @@ use crate::export::{ExportKind, OnnxBatch, save_onnx, trace_onnx};
 
 /// A quantizable image classifier: `[N, C, H, W]` images to `[N, classes]` logits, with one
 /// forward for every stage, generic over the batch type (float tensors before `convert`,
-/// [`QBatch`] after it, [`OnnxBatch`](crate::export::OnnxBatch) when traced for ONNX).
+/// [`QBatch`] after it, [`OnnxBatch`] when traced for ONNX).
 ///
 /// `ModuleDisplay` and `Display` come with `#[derive(Module)]`; burn-train's `Learner` needs
 /// them.

@@ -104,7 +104,7 @@ pub fn quantized_mobilenet_v2_key_map(config: &MobileNetV2Config) -> KeyMap {
 /// Builds a [`MobileNetV2`] from `config` and loads torchvision's int8 checkpoint at `path`
 /// (the state dict of `torchvision.models.quantization.mobilenet_v2(quantize=True)`, e.g. the
 /// official `mobilenet_v2_qnnpack_37f702c5.pth`; zip or legacy format) into its int8 layers,
-/// to run with [`MobileNetV2::forward_int8`] and `engine`'s arithmetic (`qnnpack` for
+/// to run with [`forward_int8`](crate::nn::ImageClassifier::forward_int8) and `engine`'s arithmetic (`qnnpack` for
 /// torchvision's per-tensor checkpoint). ReLU6 is replaced by ReLU, as torchvision's
 /// quantizable model does; the float parameters stay at their initial values. Missing,
 /// unexpected and mis-shaped entries are errors naming the torchvision key.

@@ -112,7 +112,7 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
 
 /// Builds a [`MobileNetV3`] from `config` and loads torchvision's int8 state dict at `path`
 /// (the state dict of the quantizable model after `fuse_model`, `prepare` or `prepare_qat`
-/// and `convert`) into its int8 layers, to run with [`MobileNetV3::forward_int8`] and
+/// and `convert`) into its int8 layers, to run with [`forward_int8`](crate::nn::ImageClassifier::forward_int8) and
 /// `engine`'s arithmetic (`qnnpack` for torchvision's per-tensor models). The float parameters
 /// stay at their initial values. Missing, unexpected and mis-shaped entries are errors naming
 /// the torchvision key.
@@ -260,7 +260,7 @@ fn qat_qconfig(engine: Engine) -> QConfig {
 ///   [`load_qat_mobilenet_v3`] with `get_default_qat_qconfig` of `engine`'s backend, then
 ///   [`convert`](crate::convert::convert).
 ///
-/// Either way the model comes back converted, to run with [`MobileNetV3::forward_int8`].
+/// Either way the model comes back converted, to run with [`forward_int8`](crate::nn::ImageClassifier::forward_int8).
 pub fn load_any_int8_mobilenet_v3(
     path: &Path,
     config: &MobileNetV3Config,

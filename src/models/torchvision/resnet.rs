@@ -87,7 +87,7 @@ pub fn quantized_resnet_key_map(config: &ResNetConfig) -> KeyMap {
 /// Builds a [`ResNet`] from `config` and loads torchvision's int8 checkpoint at `path` (the
 /// state dict of `torchvision.models.quantization.resnet18(quantize=True)` and the others,
 /// e.g. the official `resnet18_fbgemm_16fa66dd.pth`) into its int8 layers, to run with
-/// [`ResNet::forward_int8`] and `engine`'s arithmetic (`x86`/`fbgemm` for torchvision's
+/// [`forward_int8`](crate::nn::ImageClassifier::forward_int8) and `engine`'s arithmetic (`x86`/`fbgemm` for torchvision's
 /// per-channel checkpoints). The float parameters stay at their initial values. Missing,
 /// unexpected and mis-shaped entries are errors naming the torchvision key.
 pub fn load_quantized_resnet(

@@ -93,7 +93,7 @@ pub fn quantized_shufflenet_v2_key_map(config: &ShuffleNetV2Config) -> KeyMap {
 /// Builds a [`ShuffleNetV2`] from `config` and loads torchvision's int8 checkpoint at `path`
 /// (the state dict of `torchvision.models.quantization.shufflenet_v2_x1_0(quantize=True)` and
 /// the others, e.g. the official `shufflenetv2_x1_fbgemm-1e62bb32.pth`) into its int8 layers,
-/// to run with [`ShuffleNetV2::forward_int8`] and `engine`'s arithmetic (`x86`/`fbgemm` for
+/// to run with [`forward_int8`](crate::nn::ImageClassifier::forward_int8) and `engine`'s arithmetic (`x86`/`fbgemm` for
 /// torchvision's checkpoints). The float parameters stay at their initial values. Missing,
 /// unexpected and mis-shaped entries are errors naming the torchvision key.
 pub fn load_quantized_shufflenet_v2(
