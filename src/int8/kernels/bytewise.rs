@@ -262,3 +262,43 @@ pub fn reference_lookup(table: &[u8; 256], input: &[u8], out: &mut [u8]) {
         *o = table[q as usize];
     }
 }
+
+/// The separable max pooling the vector kernels share: per output row, `fold_rows(plane, w,
+/// rows, dst)` folds the window's input rows into one row (written at `left`, the padding before
+/// it filled with 0, or the edge values when `call.clamp`), then `fold_columns(row, taps,
+/// dilation, stride, dst)` folds the window's columns along it into the output row. `slack`
+/// bytes past the used part of the row let a vector kernel read whole vectors there.
+pub(super) fn max_pool_separable(
+    call: &MaxPoolCall,
+    input: &[u8],
+    out: &mut [u8],
+    slack: usize,
+    fold_rows: impl Fn(&[u8], usize, &[usize], &mut [u8]),
+    fold_columns: impl Fn(&[u8], usize, usize, usize, &mut [u8]),
+) {
+    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.window.kernel_size);
+    let (sx, dx, left) = (
+        call.window.stride[1],
+        call.window.dilation[1],
+        call.window.padding[1],
+    );
+    // Column `ox·sx + kx·dx` of the folded row is tap `kx` of output `ox`.
+    let used = (ow - 1) * sx + (kw - 1) * dx + 1;
+    let len = used.max(left + w);
+    let mut row = vec![0u8; len + slack];
+    let mut rows = Vec::with_capacity(kh);
+    for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for oy in 0..oh {
+            rows.clear();
+            rows.extend((0..kh).filter_map(|k| call.position(0, oy, k)));
+            fold_rows(plane, w, &rows, &mut row[left..left + w]);
+            let (lo, hi) = match (call.clamp, rows.is_empty()) {
+                (true, false) => (row[left], row[left + w - 1]),
+                _ => (0, 0),
+            };
+            row[..left].fill(lo);
+            row[left + w..len].fill(hi);
+            fold_columns(&row, kw, dx, sx, &mut dst[oy * ow..][..ow]);
+        }
+    }
+}

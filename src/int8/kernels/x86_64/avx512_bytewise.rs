@@ -10,7 +10,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::int8::kernels::bytewise::MaxPoolCall;
+use crate::int8::kernels::bytewise::{MaxPoolCall, max_pool_separable};
 
 /// Loads 64 bytes at `s[i..]`.
 #[inline(always)]
@@ -28,35 +28,19 @@ fn store(d: &mut [u8], i: usize, v: __m512i) {
     unsafe { _mm512_storeu_si512(d.as_mut_ptr() as *mut __m512i, v) }
 }
 
-/// Max pooling of the planes of `input` into `out`.
+/// Max pooling of the planes of `input` into `out` (the shared separable driver; the slack
+/// lets the stride-2 path read a vector pair past the last used column).
 #[target_feature(enable = "avx512f,avx512bw")]
 pub fn max_pool(call: &MaxPoolCall, input: &[u8], out: &mut [u8]) {
-    let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.window.kernel_size);
-    let (sx, dx, left) = (
-        call.window.stride[1],
-        call.window.dilation[1],
-        call.window.padding[1],
+    // The closures inherit this function's target features.
+    max_pool_separable(
+        call,
+        input,
+        out,
+        128,
+        |plane, w, rows, dst| fold_rows(plane, w, rows, dst),
+        |row, taps, dilation, stride, dst| fold_columns(row, taps, dilation, stride, dst),
     );
-    // The folded row, padded: column `ox·sx + kx·dx` of it is tap `kx` of output `ox`. The
-    // slack lets the stride-2 path read a vector pair past the last used column.
-    let used = (ow - 1) * sx + (kw - 1) * dx + 1;
-    let len = used.max(left + w);
-    let mut row = vec![0u8; len + 128];
-    let mut rows = Vec::with_capacity(kh);
-    for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-        for oy in 0..oh {
-            rows.clear();
-            rows.extend((0..kh).filter_map(|k| call.position(0, oy, k)));
-            fold_rows(plane, w, &rows, &mut row[left..left + w]);
-            let (lo, hi) = match (call.clamp, rows.is_empty()) {
-                (true, false) => (row[left], row[left + w - 1]),
-                _ => (0, 0),
-            };
-            row[..left].fill(lo);
-            row[left + w..len].fill(hi);
-            fold_columns(&row, kw, dx, sx, &mut dst[oy * ow..][..ow]);
-        }
-    }
 }
 
 /// `dst[x] = max over r in rows of plane[r·w + x]` (0 for no rows).
