@@ -25,12 +25,12 @@
 //! theirs.
 
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::super::{ConvCall, threads_for};
+use super::super::{ConvCall, for_each_block, threads_for};
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
+use crate::int8::buffer::Buffer;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::{MemoryFormat, QTensor};
@@ -39,12 +39,6 @@ use crate::int8::tensor::{MemoryFormat, QTensor};
 const PIXELS: usize = 8;
 /// Panels of 16 output channels per tile.
 const PANELS: usize = 2;
-
-thread_local! {
-    /// The padded input copy of the calling thread, reused across calls (no page faults for
-    /// a fresh allocation per layer at large batches).
-    static PADDED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// How the kernel reads a convolution's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,58 +143,78 @@ pub(super) fn conv_dense(
     let rq = (&lanes[..], o);
     match kind {
         DenseInput::Pixels => run_tiles(a, rq, (input.data(), layout), pixels, macs, out),
-        DenseInput::Padded => PADDED.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            pad_images(&call, input, zp as u8, cp, &mut buf);
-            run_tiles(a, rq, (&buf, layout), pixels, macs, out)
-        }),
+        DenseInput::Padded => {
+            let padded = pad_images(&call, input, zp as u8, cp);
+            run_tiles(a, rq, (&padded, layout), pixels, macs, out)
+        }
     }
 }
 
-/// Fills `dst` with the images of `x` (either format) as NHWC with `cp` channels (those past
-/// `c` hold the zero-point) and `call.pad` zero-point pixels around each image.
-fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, cp: usize, dst: &mut Vec<u8>) {
-    let (ph, pw, pad) = (call.h + 2 * call.pad, call.w + 2 * call.pad, call.pad);
-    let (c, h, w) = (call.c, call.h, call.w);
-    dst.clear();
-    dst.resize(call.n * ph * pw * cp, zp);
-    let data = x.data();
-    for b in 0..call.n {
-        let image = &mut dst[b * ph * pw * cp..][..ph * pw * cp];
-        let src = &data[b * c * h * w..][..c * h * w];
-        for y in 0..h {
-            let row = &mut image[((y + pad) * pw + pad) * cp..][..w * cp];
-            match x.format() {
-                MemoryFormat::ChannelsLast if cp == c => {
-                    row.copy_from_slice(&src[y * w * c..][..w * c])
+/// The images of `x` (either format) as NHWC with `cp` channels (those past `c` hold the
+/// zero-point) and `call.pad` zero-point pixels around each image, in a buffer recycled within
+/// the pass; its rows are written in parallel (the copy is a memory pass over the whole batch).
+fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, cp: usize) -> Buffer {
+    let (ph, pw) = (call.h + 2 * call.pad, call.w + 2 * call.pad);
+    let mut dst = Buffer::new(call.n * ph * pw * cp);
+    // About 64 KiB per task.
+    let rows = (65536 / (pw * cp)).max(1);
+    for_each_block(&mut dst, rows * pw * cp, |i, chunk| {
+        for (r, row) in chunk.chunks_exact_mut(pw * cp).enumerate() {
+            let r = i * rows + r;
+            pad_row(call, x, zp, cp, (r / ph, r % ph), row);
+        }
+    });
+    dst
+}
+
+/// Row `y` (of `ph`) of padded image `b` (see [`pad_images`]).
+fn pad_row(
+    call: &ConvCall,
+    x: &QTensor,
+    zp: u8,
+    cp: usize,
+    (b, y): (usize, usize),
+    out: &mut [u8],
+) {
+    let (c, h, w, pad) = (call.c, call.h, call.w, call.pad);
+    if y < pad || y >= pad + h {
+        out.fill(zp);
+        return;
+    }
+    let y = y - pad;
+    out[..pad * cp].fill(zp);
+    out[(pad + w) * cp..].fill(zp);
+    let row = &mut out[pad * cp..][..w * cp];
+    let src = &x.data()[b * c * h * w..][..c * h * w];
+    match x.format() {
+        MemoryFormat::ChannelsLast if cp == c => row.copy_from_slice(&src[y * w * c..][..w * c]),
+        MemoryFormat::ChannelsLast => {
+            for (px, s) in row
+                .chunks_exact_mut(cp)
+                .zip(src[y * w * c..].chunks_exact(c))
+            {
+                px[..c].copy_from_slice(s);
+                px[c..].fill(zp);
+            }
+        }
+        // The stems (3 channels): one dword per pixel, missing channels the zero-point.
+        MemoryFormat::Contiguous if cp == 4 => {
+            let pad_line = vec![zp; w];
+            let line = |ci: usize| {
+                if ci < c {
+                    &src[(ci * h + y) * w..][..w]
+                } else {
+                    &pad_line[..]
                 }
-                MemoryFormat::ChannelsLast => {
-                    for (px, s) in row
-                        .chunks_exact_mut(cp)
-                        .zip(src[y * w * c..].chunks_exact(c))
-                    {
-                        px[..c].copy_from_slice(s);
-                    }
-                }
-                // The stems (3 channels): one dword per pixel, missing channels the zero-point.
-                MemoryFormat::Contiguous if cp == 4 => {
-                    let pad_line = vec![zp; w];
-                    let line = |ci: usize| {
-                        if ci < c {
-                            &src[(ci * h + y) * w..][..w]
-                        } else {
-                            &pad_line[..]
-                        }
-                    };
-                    interleave4([line(0), line(1), line(2), line(3)], row);
-                }
-                MemoryFormat::Contiguous => {
-                    for ci in 0..c {
-                        let line = &src[(ci * h + y) * w..][..w];
-                        for (px, &v) in row.chunks_exact_mut(cp).zip(line) {
-                            px[ci] = v;
-                        }
-                    }
+            };
+            interleave4([line(0), line(1), line(2), line(3)], row);
+        }
+        MemoryFormat::Contiguous => {
+            row.fill(zp);
+            for ci in 0..c {
+                let line = &src[(ci * h + y) * w..][..w];
+                for (px, &v) in row.chunks_exact_mut(cp).zip(line) {
+                    px[ci] = v;
                 }
             }
         }
