@@ -1,14 +1,15 @@
 //! AVX-512 VNNI dense convolutions into channels-last outputs: implicit GEMMs
 //! `y[p, o] = Σ_k x_p[k]·w[o, k]` over an NHWC input, with no im2col.
 //!
-//! A tile is [`PIXELS`] output pixels × [`PANELS`] panels of 16 output channels. Per tap quad
-//! it loads two weight vectors (four taps of 16 channels, prepacked once as `[k/4][16][4]`
-//! panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows, in tap order `[ky][kx][ci]`, the
-//! channels padded to a multiple of 4) and broadcasts one dword of four input bytes per
-//! pixel, which `vpdpbusd` multiplies against both: sixteen independent accumulators, started
-//! at the channels' int32 bias. Each accumulator is one pixel's 16 output channels; two
-//! pixels' four are requantized per lane together ([`requant64`]) and each pixel's 32 bytes
-//! are stored contiguously in the NHWC output — the layout the next layer reads.
+//! A tile is 8 output pixels × 2 panels of 16 output channels ([`NARROW`]), or 6 × 4 for
+//! layers of a multiple of 64 channels ([`WIDE`]: fewer loads per `vpdpbusd`). Per tap quad
+//! it loads one weight vector per panel (four taps of 16 channels, prepacked once as
+//! `[k/4][16][4]` panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows, in tap order
+//! `[ky][kx][ci]`, the channels padded to a multiple of 4) and broadcasts one dword of four
+//! input bytes per pixel, which `vpdpbusd` multiplies against each: 16 or 24 independent
+//! accumulators, started at the channels' int32 bias. Each accumulator is one pixel's 16
+//! output channels; four at a time are requantized per lane ([`requant64`]) and each pixel's
+//! bytes are stored contiguously in the NHWC output — the layout the next layer reads.
 //!
 //! The input is NHWC with `cp` (a multiple of 4) bytes per pixel, so kernel tap `(ky, kx)` of
 //! output pixel `(b, oy, ox)` is the `cp` bytes at `b·image + (oy·s + ky)·row + (ox·s + kx)·cp`
@@ -35,10 +36,10 @@ use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::{MemoryFormat, QTensor};
 
-/// Pixels per tile.
-const PIXELS: usize = 8;
-/// Panels of 16 output channels per tile.
-const PANELS: usize = 2;
+/// Tile shapes (pixels, panels of 16 output channels): 16 or 24 accumulators, with room for
+/// the weight vectors and the broadcast in the 32 registers.
+const NARROW: (usize, usize) = (8, 2);
+const WIDE: (usize, usize) = (6, 4);
 
 /// How the kernel reads a convolution's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,12 +222,31 @@ fn pad_row(
     }
 }
 
-/// Deals the tiles (pixel tiles × panel pairs) to the threads in equal contiguous runs. Panels
-/// run fastest when the weights are the smaller operand (a thread's pixels stay in L1 while
-/// the weights stream past), pixels when the weights are the larger (the deep layers, whose
-/// weights outgrow L2: one pair's panels then stay in L2 while every pixel passes).
+/// Runs the convolution on the tile shape that suits its output channels: [`WIDE`] when they
+/// fill panels of four (64 channels: ResNet's, fewer loads per `vpdpbusd`), else [`NARROW`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_tiles(
+    a: &PackedWeightsS8,
+    rq: (&[LaneRq], LaneOut),
+    input: (&[u8], Layout),
+    pixels: usize,
+    macs: usize,
+    out: &mut [u8],
+) {
+    if a.rows().is_multiple_of(WIDE.1 * LANES) {
+        run_shape::<{ WIDE.0 }, { WIDE.1 }>(a, rq, input, pixels, macs, out)
+    } else {
+        run_shape::<{ NARROW.0 }, { NARROW.1 }>(a, rq, input, pixels, macs, out)
+    }
+}
+
+/// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in equal
+/// contiguous runs. Panels run fastest when the weights are the smaller operand (a thread's
+/// pixels stay in L1 while the weights stream past), pixels when the weights are the larger
+/// (the deep layers, whose weights outgrow L2: one group's panels then stay in L2 while every
+/// pixel passes).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_shape<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
     rq: (&[LaneRq], LaneOut),
     (x, layout): (&[u8], Layout),
@@ -237,8 +257,8 @@ fn run_tiles(
     // Every dword any tile reads lies inside x (bases grow with the pixel index).
     assert!(layout.end(pixels - 1) <= x.len());
     assert_eq!(a.quads() * 4, layout.taps.len() * layout.cp);
-    let (tiles, pairs) = (pixels.div_ceil(PIXELS), a.panels().div_ceil(PANELS));
-    let units = tiles * pairs;
+    let (tiles, groups) = (pixels.div_ceil(PX), a.panels().div_ceil(PN));
+    let units = tiles * groups;
     let threads = threads_for(macs).min(units);
     let pixels_fastest = a.panels() * a.quads() * LANES * 4 > x.len();
     let ptr = OutPtr(out.as_mut_ptr());
@@ -247,110 +267,107 @@ fn run_tiles(
             let unit = if pixels_fastest {
                 (u % tiles, u / tiles)
             } else {
-                (u / pairs, u % pairs)
+                (u / groups, u % groups)
             };
             // SAFETY: each unit writes only its own pixels' channels of its panels, inside
             // `out` ([pixels, m]); every read lies inside x (asserted above).
-            unsafe { tile_unit(a, rq, (x, layout), pixels, unit, ptr) };
+            unsafe { tile_unit::<PX, PN>(a, rq, (x, layout), pixels, unit, ptr) };
         }
     };
     super::super::team::parallel_for(threads, run);
 }
 
-/// Pixel tile `tile` × panel pair `pair`, requantized and stored into the `[pixels, m]`
+/// Pixel tile `tile` × panel group `group`, requantized and stored into the `[pixels, m]`
 /// output behind `out`.
 ///
 /// # Safety
 /// `out` points at `pixels · m` writable bytes, and no other thread writes this unit's; every
 /// byte `layout` places for pixels below `pixels` lies inside `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_unit(
+unsafe fn tile_unit<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
     (lanes, o): (&[LaneRq], LaneOut),
     (x, layout): (&[u8], Layout),
     pixels: usize,
-    (tile, pair): (usize, usize),
+    (tile, group): (usize, usize),
     out: OutPtr,
 ) {
+    const {
+        assert!(
+            PN == 2 || PN == 4,
+            "a pixel's outputs are half or all of 64 bytes"
+        )
+    };
     let (m, panels) = (a.rows(), a.panels());
-    let p0 = tile * PIXELS;
-    let valid_pixels = PIXELS.min(pixels - p0);
-    let g0 = pair * PANELS;
-    let valid_panels = PANELS.min(panels - g0);
+    let p0 = tile * PX;
+    let valid_pixels = PX.min(pixels - p0);
+    let g0 = group * PN;
+    let valid_panels = PN.min(panels - g0);
     // Past the edges, the last pixel and panel again (computed, never stored).
-    let mut xp = [x.as_ptr(); PIXELS];
+    let mut xp = [x.as_ptr(); PX];
     for (i, p) in xp.iter_mut().enumerate() {
         // SAFETY: the pixel is below `pixels`, so its base lies inside x (caller's contract).
         *p = unsafe { p.add(layout.base(p0 + i.min(valid_pixels - 1))) };
     }
-    let w0 = a.panel(g0).as_ptr();
-    let w1 = a.panel(g0 + valid_panels - 1).as_ptr();
-    let rq = [&lanes[g0], &lanes[g0 + valid_panels - 1]];
+    let panel = |j: usize| g0 + j.min(valid_panels - 1);
+    let w: [*const i8; PN] = std::array::from_fn(|j| a.panel(panel(j)).as_ptr());
+    let rq: [&LaneRq; PN] = std::array::from_fn(|j| &lanes[panel(j)]);
     // SAFETY: the taps are inside x by the caller's contract; every panel holds
-    // `taps · cp / 4` quads (asserted by `run_tiles`).
-    let acc = unsafe {
-        tile_acc(
-            xp,
-            [w0, w1],
-            rq.map(LaneRq::acc_init),
-            layout.taps,
-            layout.cp,
-        )
-    };
-    // A pixel's bytes of this tile: its first panel's channels below m, then its second's.
-    let first = lane_mask(m - g0 * LANES) as u32;
-    let mask = if valid_panels == PANELS {
-        first | (lane_mask(m - (g0 + 1) * LANES) as u32) << LANES
-    } else {
-        first
-    };
-    for i in (0..valid_pixels).step_by(2) {
+    // `taps · cp / 4` quads (asserted by `run_shape`).
+    let acc = unsafe { tile_acc(xp, w, rq.map(LaneRq::acc_init), layout.taps, layout.cp) };
+    // A pixel's bytes of this tile: each valid panel's channels below m.
+    let mask = (0..valid_panels).fold(0u64, |mask, j| {
+        mask | (lane_mask(m - (g0 + j) * LANES) as u64) << (j * LANES)
+    });
+    // Four accumulators per requantization: two pixels' two panels, or one pixel's four.
+    let per = 4 / PN;
+    for i in (0..valid_pixels).step_by(per) {
         let v = requant64(
-            [acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1]],
-            [rq[0], rq[1], rq[0], rq[1]],
+            std::array::from_fn(|k| acc[i + k / PN][k % PN]),
+            std::array::from_fn(|k| rq[k % PN]),
             o,
         );
-        let halves = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
-        for (k, half) in halves.into_iter().enumerate().take(valid_pixels - i) {
-            // SAFETY: the mask stores only this tile's channels below m of pixel p0 + i + k,
-            // inside `out` by the caller's contract.
-            unsafe {
-                let dst = out.at((p0 + i + k) * m + g0 * LANES);
-                _mm256_mask_storeu_epi8(dst as *mut i8, mask, half)
-            };
+        // SAFETY (both arms): the mask stores only this tile's channels below m of pixel
+        // p0 + i (+ 1), inside `out` by the caller's contract.
+        let dst = |k: usize| unsafe { out.at((p0 + i + k) * m + g0 * LANES) } as *mut i8;
+        if PN == 4 {
+            unsafe { _mm512_mask_storeu_epi8(dst(0), mask, v) };
+        } else {
+            let halves = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
+            for (k, half) in halves.into_iter().enumerate().take(valid_pixels - i) {
+                unsafe { _mm256_mask_storeu_epi8(dst(k), mask as u32, half) };
+            }
         }
     }
 }
 
-/// The `PIXELS × PANELS` accumulators from `init`: `acc[i][j][lane] = init[j][lane] +
+/// The `PX × PN` accumulators from `init`: `acc[i][j][lane] = init[j][lane] +
 /// Σ_t Σ_q x_i[taps[t] + 4q] · panel_j[t·cp/4 + q][lane]` (dwords of 4 bytes).
 ///
 /// # Safety
 /// Each `x[i] + taps[t]` starts `cp` readable bytes; each `w[j]` points at
 /// `taps.len() · cp / 4 · 64`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_acc(
-    x: [*const u8; PIXELS],
-    w: [*const i8; PANELS],
-    init: [__m512i; PANELS],
+unsafe fn tile_acc<const PX: usize, const PN: usize>(
+    x: [*const u8; PX],
+    mut w: [*const i8; PN],
+    init: [__m512i; PN],
     taps: &[usize],
     cp: usize,
-) -> [[__m512i; PANELS]; PIXELS] {
-    const { assert!(PANELS == 2, "the loop names its two weight vectors") };
-    let mut acc = [init; PIXELS];
-    let (mut w0p, mut w1p) = (w[0], w[1]);
+) -> [[__m512i; PN]; PX] {
+    let mut acc = [init; PX];
     for &tap in taps {
         for at in (tap..tap + cp).step_by(4) {
-            // SAFETY: inside every pixel's tap and both panels by the caller's contract.
+            // SAFETY: inside every pixel's tap and every panel by the caller's contract.
             unsafe {
-                let w0 = _mm512_loadu_si512(w0p as *const __m512i);
-                let w1 = _mm512_loadu_si512(w1p as *const __m512i);
-                w0p = w0p.add(LANES * 4);
-                w1p = w1p.add(LANES * 4);
+                let wv: [__m512i; PN] =
+                    std::array::from_fn(|j| _mm512_loadu_si512(w[j] as *const __m512i));
+                w = w.map(|p| p.add(LANES * 4));
                 for (acc, &xi) in acc.iter_mut().zip(&x) {
                     let v = _mm512_set1_epi32((xi.add(at) as *const i32).read_unaligned());
-                    acc[0] = _mm512_dpbusd_epi32(acc[0], v, w0);
-                    acc[1] = _mm512_dpbusd_epi32(acc[1], v, w1);
+                    for (a, &wj) in acc.iter_mut().zip(&wv) {
+                        *a = _mm512_dpbusd_epi32(*a, v, wj);
+                    }
                 }
             }
         }
