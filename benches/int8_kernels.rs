@@ -1,5 +1,5 @@
-//! Kernel micro-benchmarks: MobileNetV2's hot convolution shapes (width 1.0, 224×224 input,
-//! batch 1) on every kernel set this CPU runs. Criterion reports throughput in multiply-adds
+//! Kernel micro-benchmarks: MobileNetV2's (width 1.0) and ResNet-18's hot convolution shapes
+//! (224×224 input, batch 1) on every kernel set this CPU runs. Criterion reports throughput in multiply-adds
 //! per second (`elem/s` = MAC/s); the machine's peaks for the instructions the GEMMs are built
 //! on (`vpmaddwd`, 16 i16 MACs, for AVX2; `vpdpbusd`, 64 u8 × s8 MACs, for AVX-512 VNNI) are
 //! measured first and printed beside them.
@@ -17,7 +17,7 @@ use burn_qat::int8::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// (name, in channels, input size, out channels, kernel, stride, groups)
-const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
+const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 18] = [
     ("stem_3x3s2_3to32_224", 3, 224, 32, 3, 2, 1),
     ("pw_32to16_112", 32, 112, 16, 1, 1, 1),
     ("pw_16to96_112", 16, 112, 96, 1, 1, 1),
@@ -29,6 +29,14 @@ const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
     ("dw_3x3s1_144_56", 144, 56, 144, 3, 1, 144),
     ("dw_3x3s2_96_112", 96, 112, 96, 3, 2, 96),
     ("dw_3x3s1_576_14", 576, 14, 576, 3, 1, 576),
+    // ResNet-18
+    ("r18_stem_7x7s2_3to64_224", 3, 224, 64, 7, 2, 1),
+    ("r18_3x3s1_64_56", 64, 56, 64, 3, 1, 1),
+    ("r18_3x3s2_64to128_56", 64, 56, 128, 3, 2, 1),
+    ("r18_3x3s1_128_28", 128, 28, 128, 3, 1, 1),
+    ("r18_3x3s1_256_14", 256, 14, 256, 3, 1, 1),
+    ("r18_3x3s1_512_7", 512, 7, 512, 3, 1, 1),
+    ("r18_1x1s2_64to128_56", 64, 56, 128, 1, 2, 1),
 ];
 
 fn conv(
@@ -193,6 +201,9 @@ fn bench(c: &mut Criterion) {
         let macs = oc * oh * ow * (ic / groups) * k * k;
         group.throughput(Throughput::Elements(macs as u64));
         for &(set, kernels) in &sets {
+            // The input in the format the set reads (as the previous layer of a model writes
+            // it), so that a conversion is not timed with the kernel.
+            let x = x.to_format(kernels.conv2d_formats(&op, x.shape()).0);
             group.bench_function(format!("{name}/{set}"), |b| {
                 b.iter(|| op.forward_with(kernels, black_box(&x)).expect("conv"))
             });

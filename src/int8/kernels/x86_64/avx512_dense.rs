@@ -89,6 +89,11 @@ struct Layout<'a> {
 
 impl Layout<'_> {
     fn base(&self, p: usize) -> usize {
+        if self.image == self.out_plane * self.cp {
+            // Output pixels are input pixels (1×1, stride 1, unpadded): no divisions, which
+            // would cost as much as the few quads of a small-k pointwise layer.
+            return p * self.cp;
+        }
         let (b, q) = (p / self.out_plane, p % self.out_plane);
         b * self.image
             + (q / self.ow) * self.stride * self.row
@@ -357,7 +362,8 @@ unsafe fn tile_acc<const PX: usize, const PN: usize>(
 ) -> [[__m512i; PN]; PX] {
     let mut acc = [init; PX];
     for &tap in taps {
-        for at in (tap..tap + cp).step_by(4) {
+        for j in 0..cp / 4 {
+            let at = tap + 4 * j;
             // SAFETY: inside every pixel's tap and every panel by the caller's contract.
             unsafe {
                 let wv: [__m512i; PN] =
