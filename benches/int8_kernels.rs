@@ -1,5 +1,5 @@
-//! Kernel micro-benchmarks: MobileNetV2's hot convolution shapes (width 1.0, 224×224 input,
-//! batch 1) on every kernel set this CPU runs. Criterion reports throughput in multiply-adds
+//! Kernel micro-benchmarks: MobileNetV2's (width 1.0) and ResNet-18's hot convolution shapes
+//! (224×224 input, batch 1) on every kernel set this CPU runs. Criterion reports throughput in multiply-adds
 //! per second (`elem/s` = MAC/s); the machine's peaks for the instructions the GEMMs are built
 //! on (`vpmaddwd`, 16 i16 MACs, for AVX2; `vpdpbusd`, 64 u8 × s8 MACs, for AVX-512 VNNI) are
 //! measured first and printed beside them.
@@ -17,7 +17,7 @@ use burn_qat::int8::{
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// (name, in channels, input size, out channels, kernel, stride, groups)
-const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
+const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 18] = [
     ("stem_3x3s2_3to32_224", 3, 224, 32, 3, 2, 1),
     ("pw_32to16_112", 32, 112, 16, 1, 1, 1),
     ("pw_16to96_112", 16, 112, 96, 1, 1, 1),
@@ -29,6 +29,14 @@ const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 11] = [
     ("dw_3x3s1_144_56", 144, 56, 144, 3, 1, 144),
     ("dw_3x3s2_96_112", 96, 112, 96, 3, 2, 96),
     ("dw_3x3s1_576_14", 576, 14, 576, 3, 1, 576),
+    // ResNet-18
+    ("r18_stem_7x7s2_3to64_224", 3, 224, 64, 7, 2, 1),
+    ("r18_3x3s1_64_56", 64, 56, 64, 3, 1, 1),
+    ("r18_3x3s2_64to128_56", 64, 56, 128, 3, 2, 1),
+    ("r18_3x3s1_128_28", 128, 28, 128, 3, 1, 1),
+    ("r18_3x3s1_256_14", 256, 14, 256, 3, 1, 1),
+    ("r18_3x3s1_512_7", 512, 7, 512, 3, 1, 1),
+    ("r18_1x1s2_64to128_56", 64, 56, 128, 1, 2, 1),
 ];
 
 fn conv(
@@ -118,7 +126,8 @@ fn vpmaddwd_peak() -> Option<f64> {
 }
 
 /// The measured peak of 512-bit `vpdpbusd` (64 u8 × s8 MACs), one thread, in G MAC/s; `None`
-/// without AVX-512 VNNI. Eight independent accumulator chains.
+/// without AVX-512 VNNI. Sixteen independent accumulator chains: with eight, the instruction's
+/// latency bounds the loop on Zen 5 (half its throughput).
 #[cfg(target_arch = "x86_64")]
 fn vpdpbusd_peak() -> Option<f64> {
     #[target_feature(enable = "avx512f,avx512vnni")]
@@ -126,7 +135,7 @@ fn vpdpbusd_peak() -> Option<f64> {
         use std::arch::x86_64::*;
         let a = _mm512_set1_epi8(black_box(1));
         let b = _mm512_set1_epi8(black_box(1));
-        let mut acc = [0, 1, 2, 3, 4, 5, 6, 7].map(|v| _mm512_set1_epi32(v));
+        let mut acc: [__m512i; 16] = std::array::from_fn(|v| _mm512_set1_epi32(v as i32));
         for _ in 0..iters {
             for x in acc.iter_mut() {
                 *x = _mm512_dpbusd_epi32(*x, a, b);
@@ -138,7 +147,7 @@ fn vpdpbusd_peak() -> Option<f64> {
     }
     let vnni = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni");
     // SAFETY: `g_macs_per_s` calls `run` only after AVX-512 F and VNNI were detected.
-    g_macs_per_s(vnni, 8 * 64, |iters| unsafe { run(iters) })
+    g_macs_per_s(vnni, 16 * 64, |iters| unsafe { run(iters) })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -193,6 +202,9 @@ fn bench(c: &mut Criterion) {
         let macs = oc * oh * ow * (ic / groups) * k * k;
         group.throughput(Throughput::Elements(macs as u64));
         for &(set, kernels) in &sets {
+            // The input in the format the set reads (as the previous layer of a model writes
+            // it), so that a conversion is not timed with the kernel.
+            let x = x.to_format(kernels.conv2d_formats(&op, x.shape()).0);
             group.bench_function(format!("{name}/{set}"), |b| {
                 b.iter(|| op.forward_with(kernels, black_box(&x)).expect("conv"))
             });

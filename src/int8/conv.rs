@@ -40,7 +40,7 @@ pub struct Int8Conv2d {
     /// The same as i8 quad panels for the u8 × s8 kernels (ungrouped, weight zero-points 0).
     gemm_s8: Option<PackedWeightsS8>,
     /// The same in [`LANE_ROWS`]-row panels for the channels-last kernels (ungrouped, weight
-    /// zero-points 0, kernels at most 4 wide; see [`lane_weights`]).
+    /// zero-points 0; see [`lane_weights`]).
     lanes_s8: Option<PackedWeightsS8>,
     bias: Option<Vec<f32>>,
     spec: Conv2dSpec,
@@ -223,8 +223,8 @@ impl Int8Conv2d {
         &self.kernel_cache
     }
 
-    /// The weights as i8 quad panels of [`LANE_ROWS`] rows (`lane_weights`), for ungrouped
-    /// convolutions with symmetric weights and kernels at most 4 wide.
+    /// The weights as i8 quad panels of [`LANE_ROWS`] rows in tap order (`lane_weights`), for
+    /// ungrouped convolutions with symmetric weights.
     pub fn lane_weights_s8(&self) -> Option<&PackedWeightsS8> {
         self.lanes_s8.as_ref()
     }
@@ -271,21 +271,18 @@ impl Int8Conv2d {
 }
 
 /// The `[out, in, kh, kw]` weights `w` (zero-points removed) as i8 quad panels of [`LANE_ROWS`]
-/// rows for the channels-last dense kernels: as they are for 1×1 (a pixel's channels are its
-/// taps), else with each kernel row padded to four taps with zeros (one dword of a padded input
-/// row per channel and kernel row). `None` when a weight does not fit i8 or the kernel is
-/// wider than 4.
+/// rows for the channels-last dense kernels, in their tap order `[out][ky][kx][ci]` with the
+/// input channels padded to a multiple of 4 with zero weights (a tap's channels are then
+/// whole dwords of an NHWC pixel; a 1×1 over a multiple of 4 channels is `w` itself). `None`
+/// when a weight does not fit i8.
 fn lane_weights(w: &[i16], out: usize, [icg, kh, kw]: [usize; 3]) -> Option<PackedWeightsS8> {
-    if kh * kw == 1 {
-        return PackedWeightsS8::pack_panels(w, out, icg, LANE_ROWS);
+    let cp = icg.next_multiple_of(4);
+    let mut taps = vec![0i16; out * kh * kw * cp];
+    for (o, row) in w.chunks_exact(icg * kh * kw).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            let (ci, t) = (i / (kh * kw), i % (kh * kw));
+            taps[(o * kh * kw + t) * cp + ci] = v;
+        }
     }
-    if kw > 4 {
-        return None;
-    }
-    let rows = out * icg * kh;
-    let mut padded = vec![0i16; rows * 4];
-    for (dst, src) in padded.chunks_exact_mut(4).zip(w.chunks_exact(kw)) {
-        dst[..kw].copy_from_slice(src);
-    }
-    PackedWeightsS8::pack_panels(&padded, out, icg * kh * 4, LANE_ROWS)
+    PackedWeightsS8::pack_panels(&taps, out, kh * kw * cp, LANE_ROWS)
 }

@@ -262,7 +262,8 @@ pub(crate) fn pooling_output_size(
     (out >= 1).then_some(out as usize)
 }
 
-/// `F.max_pool2d` on a quint8 `[n, c, h, w]` tensor, on the fastest byte kernels.
+/// `F.max_pool2d` on a quint8 `[n, c, h, w]` tensor (either memory format; the output keeps
+/// it), on the fastest byte kernels.
 pub fn max_pool2d(input: &QTensor, spec: &MaxPool2dSpec, engine: Engine) -> Result<QTensor> {
     max_pool2d_with(ByteKernels::detect(), input, spec, engine)
 }
@@ -278,11 +279,11 @@ pub fn max_pool2d_with(
     let call = spec.call(s, engine)?;
     let [oh, ow] = call.out_hw;
     let mut out = Buffer::new(call.planes * oh * ow);
-    kernels.max_pool2d(&call, input.to_contiguous().data(), &mut out);
-    QTensor::from_buffer(
-        out,
-        &[s[0], s[1], oh, ow],
-        input.qparams(),
-        MemoryFormat::Contiguous,
-    )
+    // Channels-last stays channels-last (as PyTorch's), with no transposition.
+    let format = input.format();
+    match format {
+        MemoryFormat::ChannelsLast => kernels.max_pool2d_nhwc(&call, s[1], input.data(), &mut out),
+        MemoryFormat::Contiguous => kernels.max_pool2d(&call, input.data(), &mut out),
+    }
+    QTensor::from_buffer(out, &[s[0], s[1], oh, ow], input.qparams(), format)
 }

@@ -327,6 +327,65 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 0,
             groups: 1,
         },
+        // ResNet's dense convolutions on NHWC (implicit GEMM, no im2col): 3×3 stride 1 at 64
+        // channels over two images, 3×3 stride 2 from 64 to 128 on odd sizes, the 1×1 stride-2
+        // downsample, a deep 3×3 whose weights outweigh its input (pixel tiles run fastest)
+        // with a partial last panel pair, and the 7×7 stem over two images with 20 outputs
+        Case {
+            n: 2,
+            c: 64,
+            h: 10,
+            w: 9,
+            oc: 64,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        },
+        Case {
+            n: 1,
+            c: 64,
+            h: 11,
+            w: 12,
+            oc: 128,
+            k: 3,
+            stride: 2,
+            padding: 1,
+            groups: 1,
+        },
+        Case {
+            n: 2,
+            c: 64,
+            h: 9,
+            w: 10,
+            oc: 128,
+            k: 1,
+            stride: 2,
+            padding: 0,
+            groups: 1,
+        },
+        Case {
+            n: 1,
+            c: 256,
+            h: 5,
+            w: 5,
+            oc: 48,
+            k: 3,
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        },
+        Case {
+            n: 2,
+            c: 3,
+            h: 13,
+            w: 11,
+            oc: 20,
+            k: 7,
+            stride: 2,
+            padding: 3,
+            groups: 1,
+        },
     ];
     let mut rng = SplitMix64::new(88);
     let mut checked = 0;

@@ -123,6 +123,39 @@ impl ByteKernels {
         });
     }
 
+    /// [`Self::max_pool2d`] on channels-last data: `input` and `out` are NHWC with `c`
+    /// channels (`call.planes` is `n · c`). An output pixel's channels are the byte-wise
+    /// maximum of its window's input pixels (0 for an empty window), the planar kernels'
+    /// bytes without a transposition either way; portable code, which the compiler turns into
+    /// `pmaxub` over whole pixels.
+    pub fn max_pool2d_nhwc(self, call: &MaxPoolCall, c: usize, input: &[u8], out: &mut [u8]) {
+        let ([h, w], [oh, ow], [kh, kw]) = (call.hw, call.out_hw, call.window.kernel_size);
+        let row_out = ow * c;
+        if row_out == 0 || oh == 0 {
+            return;
+        }
+        let rows = out.len() / row_out;
+        let per_block = rows.div_ceil(threads_for(out.len() * kh * kw)).max(1);
+        for_each_block(out, per_block * row_out, |index, chunk| {
+            for (r, dst) in chunk.chunks_exact_mut(row_out).enumerate() {
+                let r = index * per_block + r;
+                let (image, oy) = (r / oh, r % oh);
+                let image = &input[image * h * w * c..][..h * w * c];
+                dst.fill(0);
+                for iy in (0..kh).filter_map(|k| call.position(0, oy, k)) {
+                    let line = &image[iy * w * c..][..w * c];
+                    for (ox, px) in dst.chunks_exact_mut(c).enumerate() {
+                        for ix in (0..kw).filter_map(|k| call.position(1, ox, k)) {
+                            for (o, &v) in px.iter_mut().zip(&line[ix * c..][..c]) {
+                                *o = (*o).max(v);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     /// `out[i] = table[input[i]]` (equally long slices).
     pub fn lookup(self, table: &[u8; 256], input: &[u8], out: &mut [u8]) {
         match self {

@@ -1,112 +1,113 @@
-//! AVX-512 VNNI dense convolutions into channels-last outputs: GEMMs
-//! `y[p, o] = Σ_k x_p[k]·w[o, k]` whose input operand needs no per-call packing.
+//! AVX-512 VNNI dense convolutions into channels-last outputs: implicit GEMMs
+//! `y[p, o] = Σ_k x_p[k]·w[o, k]` over an NHWC input, with no im2col.
 //!
-//! A tile is [`PIXELS`] output pixels × [`PANELS`] panels of 16 output channels. Per tap quad
-//! it loads two weight vectors (four taps of 16 channels, prepacked once as `[k/4][16][4]`
-//! panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows) and broadcasts one dword of four
-//! input bytes per pixel, which `vpdpbusd` multiplies against both: sixteen independent
+//! A tile is 8 output pixels × 2 panels of 16 output channels ([`NARROW`]), or 6 × 4 for
+//! layers of a multiple of 64 channels ([`WIDE`]: fewer loads per `vpdpbusd`). Per tap quad
+//! it loads one weight vector per panel (four taps of 16 channels, prepacked once as
+//! `[k/4][16][4]` panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows, in tap order
+//! `[ky][kx][ci]`, the channels padded to a multiple of 4) and broadcasts one dword of four
+//! input bytes per pixel, which `vpdpbusd` multiplies against each: 16 or 24 independent
 //! accumulators, started at the channels' int32 bias. Each accumulator is one pixel's 16
-//! output channels; two pixels' four are requantized per lane together ([`requant64`]) and
-//! each pixel's 32 bytes are stored contiguously in the NHWC output — the layout the next
-//! layer reads. Where a pixel's dwords come from:
+//! output channels; four at a time are requantized per lane ([`requant64`]) and each pixel's
+//! bytes are stored contiguously in the NHWC output — the layout the next layer reads.
 //!
-//! * 1×1, stride 1, no padding, on NHWC: a pixel's channels are contiguous, so quad `q` is
-//!   the dword at `x + p·c + 4q`.
-//! * other kernels up to 4 wide (the 3×3 stride-2 stem), on NCHW: the image is copied once
-//!   into a zero-point-padded buffer, and the taps of one channel and kernel row are the dword
-//!   at `(ch, y·s + ky, x·s)`; the weights are packed with each kernel row padded to four
-//!   taps (the fourth weight 0), so no im2col is built.
+//! The input is NHWC with `cp` (a multiple of 4) bytes per pixel, so kernel tap `(ky, kx)` of
+//! output pixel `(b, oy, ox)` is the `cp` bytes at `b·image + (oy·s + ky)·row + (ox·s + kx)·cp`
+//! and quad `j` of it the dword `4j` on (MLAS's and oneDNN's direct NHWC convolution):
+//!
+//! * unpadded convolutions over a multiple of 4 channels (1×1 at any stride) read the NHWC
+//!   input itself;
+//! * others (3×3, the 7×7 stem) read a copy with `pad` zero-point pixels around each image
+//!   and the channels padded to `cp` (the stems' 3 to 4), made from either memory format.
 //!
 //! Inputs are raw `q_in`; `z_in · Σ w` comes off the bias ([`super::avx512_lanes`]), which is
-//! also why the padding holds the zero-point. Tiles at the edges recompute their last pixel or
-//! panel instead of branching, and store only what is theirs.
+//! also why the padding holds the zero-point (padded channels meet zero weights). Tiles at the
+//! edges recompute their last pixel or panel instead of branching, and store only what is
+//! theirs.
 
 use std::arch::x86_64::*;
 
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::super::{ConvCall, threads_for};
+use super::super::{ConvCall, for_each_block, threads_for};
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
+use crate::int8::buffer::Buffer;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
-use crate::int8::tensor::QTensor;
+use crate::int8::tensor::{MemoryFormat, QTensor};
 
-/// Pixels per tile.
-const PIXELS: usize = 8;
-/// Panels of 16 output channels per tile.
-const PANELS: usize = 2;
+/// Tile shapes (pixels, panels of 16 output channels): 16 or 24 accumulators, with room for
+/// the weight vectors and the broadcast in the 32 registers.
+const NARROW: (usize, usize) = (8, 2);
+const WIDE: (usize, usize) = (6, 4);
 
 /// How the kernel reads a convolution's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DenseInput {
-    /// 1×1 on an NHWC input.
+    /// The NHWC input itself (unpadded, a multiple of 4 channels).
     Pixels,
-    /// Kernel rows of up to 4 taps from a padded copy of the NCHW input.
-    Windows,
+    /// A zero-point-padded NHWC copy with the channels padded to a multiple of 4.
+    Padded,
 }
 
 /// Whether this kernel runs `op` on an input of `shape`, and how: ungrouped, with symmetric
-/// weights (packed for it when the layer was prepared), and either a 1×1 stride-1 unpadded
-/// convolution over a multiple of 4 channels (so a pixel's last quad does not read into the
-/// next pixel) or a kernel at most 4 wide.
+/// weights (packed for it when the layer was prepared).
 pub(super) fn input_kind(op: &Int8Conv2d, shape: &[usize]) -> Option<DenseInput> {
-    let (spec, [kh, kw]) = (op.spec(), op.kernel_size());
     op.lane_weights_s8()?;
-    if [kh, kw] == [1, 1] {
-        let pixels =
-            spec.stride == 1 && spec.padding == 0 && shape.len() == 4 && shape[1].is_multiple_of(4);
-        pixels.then_some(DenseInput::Pixels)
+    let direct = op.spec().padding == 0 && shape.len() == 4 && shape[1].is_multiple_of(4);
+    Some(if direct {
+        DenseInput::Pixels
     } else {
-        (kw <= 4).then_some(DenseInput::Windows)
+        DenseInput::Padded
+    })
+}
+
+/// The input format this kernel wants for `op` on `shape` (given [`input_kind`]): NHWC, except
+/// for a padded copy of channels that are not a multiple of 4 (the stems' 3), which it makes
+/// from NCHW as cheaply.
+pub(super) fn input_format(kind: DenseInput, shape: &[usize]) -> MemoryFormat {
+    match kind {
+        DenseInput::Padded if shape.len() == 4 && !shape[1].is_multiple_of(4) => {
+            MemoryFormat::Contiguous
+        }
+        _ => MemoryFormat::ChannelsLast,
     }
 }
 
-/// Where pixel `p`'s dwords lie: `base(p) + quad_offset(q)`.
+/// Where pixel `p`'s taps lie in an NHWC buffer of `cp` bytes per pixel: its first tap at
+/// [`Self::base`], tap `t` at `taps[t]` on, quad `j` of a tap `4j` further.
 #[derive(Clone, Copy)]
-enum Layout<'a> {
-    /// NHWC pixels of `c` channels: `p·c + 4q`.
-    Pixels { c: usize },
-    /// Windows of a padded NCHW batch (`image` bytes per image, rows `pw` wide): pixel `p`
-    /// of an `oh × ow` output starts at `(p / (oh·ow))·image + (oy·s)·pw + ox·s`, quad `q`
-    /// is `offsets[q]` on (channel and kernel row).
-    Windows {
-        offsets: &'a [usize],
-        out_plane: usize,
-        ow: usize,
-        stride: usize,
-        pw: usize,
-        image: usize,
-    },
+struct Layout<'a> {
+    taps: &'a [usize],
+    cp: usize,
+    out_plane: usize,
+    ow: usize,
+    stride: usize,
+    row: usize,
+    image: usize,
 }
 
 impl Layout<'_> {
     fn base(&self, p: usize) -> usize {
-        match *self {
-            Layout::Pixels { c } => p * c,
-            Layout::Windows {
-                out_plane,
-                ow,
-                stride,
-                pw,
-                image,
-                ..
-            } => {
-                let (b, q) = (p / out_plane, p % out_plane);
-                b * image + (q / ow) * stride * pw + (q % ow) * stride
-            }
+        if self.image == self.out_plane * self.cp {
+            // Output pixels are input pixels (1×1, stride 1, unpadded): no divisions, which
+            // would cost as much as the few quads of a small-k pointwise layer.
+            return p * self.cp;
         }
+        let (b, q) = (p / self.out_plane, p % self.out_plane);
+        b * self.image
+            + (q / self.ow) * self.stride * self.row
+            + (q % self.ow) * self.stride * self.cp
     }
 
-    fn last_quad_offset(&self, quads: usize) -> usize {
-        match *self {
-            Layout::Pixels { .. } => 4 * (quads - 1),
-            Layout::Windows { offsets, .. } => offsets.iter().copied().max().unwrap_or(0),
-        }
+    /// One past the last byte pixel `p` reads.
+    fn end(&self, p: usize) -> usize {
+        self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + self.cp
     }
 }
 
-/// The convolution of `input` (NHWC for [`DenseInput::Pixels`], NCHW for
-/// [`DenseInput::Windows`]; `kind` from [`input_kind`]) into the channels-last `out`.
+/// The convolution of `input` (in [`input_format`]; `kind` from [`input_kind`]) into the
+/// channels-last `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn conv_dense(
     op: &Int8Conv2d,
@@ -130,180 +131,279 @@ pub(super) fn conv_dense(
     });
     let o = lane_out(rq);
     let macs = pixels * m * call.c * call.kh * call.kw;
-    match kind {
-        DenseInput::Pixels => {
-            let layout = Layout::Pixels { c: call.c };
-            run_tiles(
-                a,
-                (&lanes, o),
-                (input.data(), layout),
-                pixels,
-                macs,
-                out,
-                |q| 4 * q,
-            )
-        }
-        DenseInput::Windows => {
-            let (padded, pw, image) = pad_images(&call, input.data(), zp as u8);
-            let ph = call.h + 2 * call.pad;
-            let offsets: Vec<usize> = (0..a.quads())
-                .map(|q| (q / call.kh) * ph * pw + (q % call.kh) * pw)
-                .collect();
-            let layout = Layout::Windows {
-                offsets: &offsets,
-                out_plane: call.oh * call.ow,
-                ow: call.ow,
-                stride: call.stride,
-                pw,
-                image,
-            };
-            run_tiles(a, (&lanes, o), (&padded, layout), pixels, macs, out, |q| {
-                offsets[q]
-            })
-        }
-    }
-}
-
-/// The NCHW images of `x` with `call.pad` zero-point pixels around each plane, plus 4 bytes of
-/// slack (a window's last dword may reach one byte past its row); with the padded row width
-/// and image length.
-fn pad_images(call: &ConvCall, x: &[u8], zp: u8) -> (Vec<u8>, usize, usize) {
+    let cp = call.c.next_multiple_of(4);
+    debug_assert_eq!(a.quads(), call.kh * call.kw * cp / 4);
     let (ph, pw) = (call.h + 2 * call.pad, call.w + 2 * call.pad);
-    let image = call.c * ph * pw;
-    let mut padded = vec![zp; call.n * image + 4];
-    for (src, dst) in x
-        .chunks_exact(call.w)
-        .zip((0..call.n * call.c).flat_map(|plane| {
-            (0..call.h).map(move |y| plane * ph * pw + (y + call.pad) * pw + call.pad)
-        }))
-    {
-        padded[dst..][..call.w].copy_from_slice(src);
+    let taps: Vec<usize> = (0..call.kh * call.kw)
+        .map(|t| ((t / call.kw) * pw + t % call.kw) * cp)
+        .collect();
+    let layout = Layout {
+        taps: &taps,
+        cp,
+        out_plane: call.oh * call.ow,
+        ow: call.ow,
+        stride: call.stride,
+        row: pw * cp,
+        image: ph * pw * cp,
+    };
+    let rq = (&lanes[..], o);
+    match kind {
+        DenseInput::Pixels => run_tiles(a, rq, (input.data(), layout), pixels, macs, out),
+        DenseInput::Padded => {
+            let padded = pad_images(&call, input, zp as u8, cp);
+            run_tiles(a, rq, (&padded, layout), pixels, macs, out)
+        }
     }
-    (padded, pw, image)
 }
 
-/// Deals the tiles (pixel tiles × panel pairs, panels fastest so that a thread's pixels stay
-/// in L1 while the weights stream past) to the threads in equal contiguous runs: the 7×7
-/// layers have more panels than pixel tiles.
+/// The images of `x` (either format) as NHWC with `cp` channels (those past `c` hold the
+/// zero-point) and `call.pad` zero-point pixels around each image, in a buffer recycled within
+/// the pass; its rows are written in parallel (the copy is a memory pass over the whole batch).
+fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, cp: usize) -> Buffer {
+    let (ph, pw) = (call.h + 2 * call.pad, call.w + 2 * call.pad);
+    let mut dst = Buffer::new(call.n * ph * pw * cp);
+    // About 64 KiB per task.
+    let rows = (65536 / (pw * cp)).max(1);
+    for_each_block(&mut dst, rows * pw * cp, |i, chunk| {
+        for (r, row) in chunk.chunks_exact_mut(pw * cp).enumerate() {
+            let r = i * rows + r;
+            pad_row(call, x, zp, cp, (r / ph, r % ph), row);
+        }
+    });
+    dst
+}
+
+/// Row `y` (of `ph`) of padded image `b` (see [`pad_images`]).
+fn pad_row(
+    call: &ConvCall,
+    x: &QTensor,
+    zp: u8,
+    cp: usize,
+    (b, y): (usize, usize),
+    out: &mut [u8],
+) {
+    let (c, h, w, pad) = (call.c, call.h, call.w, call.pad);
+    if y < pad || y >= pad + h {
+        out.fill(zp);
+        return;
+    }
+    let y = y - pad;
+    out[..pad * cp].fill(zp);
+    out[(pad + w) * cp..].fill(zp);
+    let row = &mut out[pad * cp..][..w * cp];
+    let src = &x.data()[b * c * h * w..][..c * h * w];
+    match x.format() {
+        MemoryFormat::ChannelsLast if cp == c => row.copy_from_slice(&src[y * w * c..][..w * c]),
+        MemoryFormat::ChannelsLast => {
+            for (px, s) in row
+                .chunks_exact_mut(cp)
+                .zip(src[y * w * c..].chunks_exact(c))
+            {
+                px[..c].copy_from_slice(s);
+                px[c..].fill(zp);
+            }
+        }
+        // The stems (3 channels): one dword per pixel, missing channels the zero-point.
+        MemoryFormat::Contiguous if cp == 4 => {
+            let pad_line = vec![zp; w];
+            let line = |ci: usize| {
+                if ci < c {
+                    &src[(ci * h + y) * w..][..w]
+                } else {
+                    &pad_line[..]
+                }
+            };
+            interleave4([line(0), line(1), line(2), line(3)], row);
+        }
+        MemoryFormat::Contiguous => {
+            row.fill(zp);
+            for ci in 0..c {
+                let line = &src[(ci * h + y) * w..][..w];
+                for (px, &v) in row.chunks_exact_mut(cp).zip(line) {
+                    px[ci] = v;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the convolution on the tile shape that suits its output channels: [`WIDE`] when they
+/// fill panels of four (64 channels: ResNet's, fewer loads per `vpdpbusd`), else [`NARROW`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_tiles(
+    a: &PackedWeightsS8,
+    rq: (&[LaneRq], LaneOut),
+    input: (&[u8], Layout),
+    pixels: usize,
+    macs: usize,
+    out: &mut [u8],
+) {
+    if a.rows().is_multiple_of(WIDE.1 * LANES) {
+        run_shape::<{ WIDE.0 }, { WIDE.1 }>(a, rq, input, pixels, macs, out)
+    } else {
+        run_shape::<{ NARROW.0 }, { NARROW.1 }>(a, rq, input, pixels, macs, out)
+    }
+}
+
+/// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in equal
+/// contiguous runs. Panels run fastest when the weights are the smaller operand (a thread's
+/// pixels stay in L1 while the weights stream past), pixels when the weights are the larger
+/// (the deep layers, whose weights outgrow L2: one group's panels then stay in L2 while every
+/// pixel passes).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn run_shape<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
     rq: (&[LaneRq], LaneOut),
     (x, layout): (&[u8], Layout),
     pixels: usize,
     macs: usize,
     out: &mut [u8],
-    quad_offset: impl Fn(usize) -> usize + Sync,
 ) {
     // Every dword any tile reads lies inside x (bases grow with the pixel index).
-    assert!(layout.base(pixels - 1) + layout.last_quad_offset(a.quads()) + 4 <= x.len());
-    let (tiles, pairs) = (pixels.div_ceil(PIXELS), a.panels().div_ceil(PANELS));
-    let units = tiles * pairs;
+    assert!(layout.end(pixels - 1) <= x.len());
+    assert_eq!(a.quads() * 4, layout.taps.len() * layout.cp);
+    let (tiles, groups) = (pixels.div_ceil(PX), a.panels().div_ceil(PN));
+    let units = tiles * groups;
     let threads = threads_for(macs).min(units);
+    let pixels_fastest = a.panels() * a.quads() * LANES * 4 > x.len();
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
         for u in units * t / threads..units * (t + 1) / threads {
+            let unit = if pixels_fastest {
+                (u % tiles, u / tiles)
+            } else {
+                (u / groups, u % groups)
+            };
             // SAFETY: each unit writes only its own pixels' channels of its panels, inside
             // `out` ([pixels, m]); every read lies inside x (asserted above).
-            unsafe {
-                tile_unit(
-                    a,
-                    rq,
-                    (x, layout, &quad_offset),
-                    pixels,
-                    (u / pairs, u % pairs),
-                    ptr,
-                )
-            };
+            unsafe { tile_unit::<PX, PN>(a, rq, (x, layout), pixels, unit, ptr) };
         }
     };
     super::super::team::parallel_for(threads, run);
 }
 
-/// Pixel tile `tile` × panel pair `pair`, requantized and stored into the `[pixels, m]`
+/// Pixel tile `tile` × panel group `group`, requantized and stored into the `[pixels, m]`
 /// output behind `out`.
 ///
 /// # Safety
 /// `out` points at `pixels · m` writable bytes, and no other thread writes this unit's; every
-/// dword `layout` places for pixels below `pixels` lies inside `x`.
+/// byte `layout` places for pixels below `pixels` lies inside `x`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_unit(
+unsafe fn tile_unit<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
     (lanes, o): (&[LaneRq], LaneOut),
-    (x, layout, quad_offset): (&[u8], Layout, &impl Fn(usize) -> usize),
+    (x, layout): (&[u8], Layout),
     pixels: usize,
-    (tile, pair): (usize, usize),
+    (tile, group): (usize, usize),
     out: OutPtr,
 ) {
-    let (m, panels, quads) = (a.rows(), a.panels(), a.quads());
-    let p0 = tile * PIXELS;
-    let valid_pixels = PIXELS.min(pixels - p0);
-    let g0 = pair * PANELS;
-    let valid_panels = PANELS.min(panels - g0);
+    const {
+        assert!(
+            PN == 2 || PN == 4,
+            "a pixel's outputs are half or all of 64 bytes"
+        )
+    };
+    let (m, panels) = (a.rows(), a.panels());
+    let p0 = tile * PX;
+    let valid_pixels = PX.min(pixels - p0);
+    let g0 = group * PN;
+    let valid_panels = PN.min(panels - g0);
     // Past the edges, the last pixel and panel again (computed, never stored).
-    let mut xp = [x.as_ptr(); PIXELS];
+    let mut xp = [x.as_ptr(); PX];
     for (i, p) in xp.iter_mut().enumerate() {
         // SAFETY: the pixel is below `pixels`, so its base lies inside x (caller's contract).
         *p = unsafe { p.add(layout.base(p0 + i.min(valid_pixels - 1))) };
     }
-    let w0 = a.panel(g0).as_ptr();
-    let w1 = a.panel(g0 + valid_panels - 1).as_ptr();
-    let rq = [&lanes[g0], &lanes[g0 + valid_panels - 1]];
-    // SAFETY: the dwords are inside x by the caller's contract; every panel holds `quads` quads.
-    let acc = unsafe { tile_acc(xp, [w0, w1], rq.map(LaneRq::acc_init), quads, quad_offset) };
-    // A pixel's bytes of this tile: its first panel's channels below m, then its second's.
-    let first = lane_mask(m - g0 * LANES) as u32;
-    let mask = if valid_panels == PANELS {
-        first | (lane_mask(m - (g0 + 1) * LANES) as u32) << LANES
-    } else {
-        first
-    };
-    for i in (0..valid_pixels).step_by(2) {
+    let panel = |j: usize| g0 + j.min(valid_panels - 1);
+    let w: [*const i8; PN] = std::array::from_fn(|j| a.panel(panel(j)).as_ptr());
+    let rq: [&LaneRq; PN] = std::array::from_fn(|j| &lanes[panel(j)]);
+    // SAFETY: the taps are inside x by the caller's contract; every panel holds
+    // `taps · cp / 4` quads (asserted by `run_shape`).
+    let acc = unsafe { tile_acc(xp, w, rq.map(LaneRq::acc_init), layout.taps, layout.cp) };
+    // A pixel's bytes of this tile: each valid panel's channels below m.
+    let mask = (0..valid_panels).fold(0u64, |mask, j| {
+        mask | (lane_mask(m - (g0 + j) * LANES) as u64) << (j * LANES)
+    });
+    // Four accumulators per requantization: two pixels' two panels, or one pixel's four.
+    let per = 4 / PN;
+    for i in (0..valid_pixels).step_by(per) {
         let v = requant64(
-            [acc[i][0], acc[i][1], acc[i + 1][0], acc[i + 1][1]],
-            [rq[0], rq[1], rq[0], rq[1]],
+            std::array::from_fn(|k| acc[i + k / PN][k % PN]),
+            std::array::from_fn(|k| rq[k % PN]),
             o,
         );
-        let halves = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
-        for (k, half) in halves.into_iter().enumerate().take(valid_pixels - i) {
-            // SAFETY: the mask stores only this tile's channels below m of pixel p0 + i + k,
-            // inside `out` by the caller's contract.
-            unsafe {
-                let dst = out.at((p0 + i + k) * m + g0 * LANES);
-                _mm256_mask_storeu_epi8(dst as *mut i8, mask, half)
-            };
+        // SAFETY (both arms): the mask stores only this tile's channels below m of pixel
+        // p0 + i (+ 1), inside `out` by the caller's contract.
+        let dst = |k: usize| unsafe { out.at((p0 + i + k) * m + g0 * LANES) } as *mut i8;
+        if PN == 4 {
+            unsafe { _mm512_mask_storeu_epi8(dst(0), mask, v) };
+        } else {
+            let halves = [_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v)];
+            for (k, half) in halves.into_iter().enumerate().take(valid_pixels - i) {
+                unsafe { _mm256_mask_storeu_epi8(dst(k), mask as u32, half) };
+            }
         }
     }
 }
 
-/// The `PIXELS × PANELS` accumulators from `init`: `acc[i][j][lane] = init[j][lane] +
-/// Σ_k x_i[k] · panel_j[k][lane]`.
+/// The `PX × PN` accumulators from `init`: `acc[i][j][lane] = init[j][lane] +
+/// Σ_t Σ_q x_i[taps[t] + 4q] · panel_j[t·cp/4 + q][lane]` (dwords of 4 bytes).
 ///
 /// # Safety
-/// Each `x[i] + quad_offset(q)` (q < quads) starts 4 readable bytes; each `w[j]` points at
-/// `quads · 64`.
+/// Each `x[i] + taps[t]` starts `cp` readable bytes; each `w[j]` points at
+/// `taps.len() · cp / 4 · 64`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_acc(
-    x: [*const u8; PIXELS],
-    w: [*const i8; PANELS],
-    init: [__m512i; PANELS],
-    quads: usize,
-    quad_offset: &impl Fn(usize) -> usize,
-) -> [[__m512i; PANELS]; PIXELS] {
-    const { assert!(PANELS == 2, "the loop names its two weight vectors") };
-    let mut acc = [init; PIXELS];
-    for kq in 0..quads {
-        // SAFETY: kq < quads, inside every row and panel by the caller's contract.
-        unsafe {
-            let w0 = _mm512_loadu_si512(w[0].add(kq * LANES * 4) as *const __m512i);
-            let w1 = _mm512_loadu_si512(w[1].add(kq * LANES * 4) as *const __m512i);
-            let at = quad_offset(kq);
-            for (acc, &xi) in acc.iter_mut().zip(&x) {
-                let v = _mm512_set1_epi32((xi.add(at) as *const i32).read_unaligned());
-                acc[0] = _mm512_dpbusd_epi32(acc[0], v, w0);
-                acc[1] = _mm512_dpbusd_epi32(acc[1], v, w1);
+unsafe fn tile_acc<const PX: usize, const PN: usize>(
+    x: [*const u8; PX],
+    mut w: [*const i8; PN],
+    init: [__m512i; PN],
+    taps: &[usize],
+    cp: usize,
+) -> [[__m512i; PN]; PX] {
+    let mut acc = [init; PX];
+    for &tap in taps {
+        for j in 0..cp / 4 {
+            let at = tap + 4 * j;
+            // SAFETY: inside every pixel's tap and every panel by the caller's contract.
+            unsafe {
+                let wv: [__m512i; PN] =
+                    std::array::from_fn(|j| _mm512_loadu_si512(w[j] as *const __m512i));
+                w = w.map(|p| p.add(LANES * 4));
+                for (acc, &xi) in acc.iter_mut().zip(&x) {
+                    let v = _mm512_set1_epi32((xi.add(at) as *const i32).read_unaligned());
+                    for (a, &wj) in acc.iter_mut().zip(&wv) {
+                        *a = _mm512_dpbusd_epi32(*a, v, wj);
+                    }
+                }
             }
         }
     }
     acc
+}
+
+/// `out[4x + i] = lines[i][x]`: four byte rows interleaved into dwords, 16 pixels per step
+/// (`punpck{l,h}bw` then `punpck{l,h}wd`), the tail one pixel at a time.
+fn interleave4(lines: [&[u8]; 4], out: &mut [u8]) {
+    let w = out.len() / 4;
+    assert!(lines.iter().all(|l| l.len() >= w));
+    let mut x = 0;
+    while x + 16 <= w {
+        // SAFETY: x + 16 ≤ w: 16 bytes of every line and 64 of `out` from 4x are in bounds;
+        // SSE2 is part of x86-64.
+        unsafe {
+            let load = |i: usize| _mm_loadu_si128(lines[i].as_ptr().add(x) as *const __m128i);
+            let (a, b, c, d) = (load(0), load(1), load(2), load(3));
+            let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
+            let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
+            let dst = out.as_mut_ptr().add(4 * x) as *mut __m128i;
+            _mm_storeu_si128(dst, _mm_unpacklo_epi16(ab_lo, cd_lo));
+            _mm_storeu_si128(dst.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
+            _mm_storeu_si128(dst.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
+            _mm_storeu_si128(dst.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+        }
+        x += 16;
+    }
+    for (x, px) in out.chunks_exact_mut(4).enumerate().skip(x) {
+        px.copy_from_slice(&[lines[0][x], lines[1][x], lines[2][x], lines[3][x]]);
+    }
 }

@@ -10,12 +10,11 @@
 //! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/it/int8_kernels.rs`).
 //!
 //! That microkernel now serves only dense convolutions the channels-last kernels do not take
-//! (kernels wider than 4, asymmetric weights), writing NHWC. Depthwise 3×3 and 1×1
-//! convolutions run channels-last ([`super::avx512_depthwise`], [`super::avx512_dense`]):
-//! their inputs and outputs are NHWC, as PyTorch's quantized convolutions', so a MobileNetV2
-//! block passes its activations on without repacking; the stem reads a padded NCHW copy
-//! ([`super::avx512_dense`]) and writes NHWC. Other ops (linear, add, pooling) run
-//! [`Avx2`]'s kernels.
+//! (asymmetric weights), writing NHWC. Depthwise 3×3 and every other ungrouped convolution
+//! run channels-last ([`super::avx512_depthwise`], [`super::avx512_dense`]): their inputs
+//! and outputs are NHWC, as PyTorch's quantized convolutions', so a MobileNetV2 or ResNet
+//! block passes its activations on without repacking; the stems read their NCHW input into a
+//! padded NHWC copy and write NHWC. Other ops (linear, add, pooling) run [`Avx2`]'s kernels.
 
 use std::arch::x86_64::*;
 
@@ -24,7 +23,7 @@ use super::super::level::{self, KernelLevel};
 use super::super::Int8Kernels;
 use super::super::packed::{MR, NR};
 use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
-use super::avx512_dense::{self, DenseInput};
+use super::avx512_dense;
 use super::avx512_depthwise;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
@@ -113,10 +112,8 @@ impl Int8Kernels for Avx512Vnni {
             return (ChannelsLast, ChannelsLast);
         }
         match avx512_dense::input_kind(op, shape) {
-            Some(DenseInput::Pixels) => (ChannelsLast, ChannelsLast),
-            // Windows (the stem) read a padded NCHW copy; the GEMM of other dense ones reads
-            // NCHW too and stores its tiles transposed.
-            Some(DenseInput::Windows) => (Contiguous, ChannelsLast),
+            Some(kind) => (avx512_dense::input_format(kind, shape), ChannelsLast),
+            // Asymmetric weights: the GEMM reads NCHW and stores its tiles transposed.
             None if op.gemm_weights().is_some() => (Contiguous, ChannelsLast),
             None => (Contiguous, Contiguous),
         }
