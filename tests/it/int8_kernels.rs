@@ -244,6 +244,30 @@ fn direct_conv_is_bit_identical_to_reference() {
             padding: 1,
             groups: 4,
         },
+        // depthwise 5×5 stride 1 and 2 over several 16-channel groups (a partial last one):
+        // MobileNetV3's 5×5 layers on the AVX-512 kernel
+        Case {
+            n: 2,
+            c: 40,
+            h: 9,
+            w: 21,
+            oc: 40,
+            k: 5,
+            stride: 1,
+            padding: 2,
+            groups: 40,
+        },
+        Case {
+            n: 1,
+            c: 24,
+            h: 12,
+            w: 19,
+            oc: 24,
+            k: 5,
+            stride: 2,
+            padding: 2,
+            groups: 24,
+        },
         // depthwise 5×5 stride 2 padding 2, and depthwise stride 3 (the portable fallback)
         Case {
             n: 2,

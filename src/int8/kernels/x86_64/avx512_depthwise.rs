@@ -1,4 +1,4 @@
-//! AVX-512 depthwise 3×3 convolution on channels-last tensors, 16 channels per vector.
+//! AVX-512 depthwise 3×3 and 5×5 convolution on channels-last tensors, 16 channels per vector.
 //!
 //! In NHWC the 16 channels of a pixel are 16 contiguous bytes, so the kernel reads its input
 //! and writes its output in place, with no per-channel planes to pad or transpose. It runs
@@ -7,11 +7,11 @@
 //! read a row of input zero-points, so padding costs nothing and `z_in · Σ w` comes off the
 //! bias ([`super::avx512_lanes`]).
 //!
-//! An input column of the window (three pixels, one per kernel row) is loaded once per block
-//! and serves every output pixel of the block whose window holds it (three at stride 1): its
-//! first two rows are paired byte by byte (`(x[0], x[1])` per lane, widened to i16) and one
-//! `vpdpwssd` multiplies them by the lane's weight pair of that kernel column; its third row,
-//! widened to i32, pairs with a zero weight. Sums are exact: `q ≤ 255` and `|w| ≤ 255`. Four
+//! An input column of the window (`K` pixels, one per kernel row) is loaded once per block
+//! and serves every output pixel of the block whose window holds it (`K` at stride 1): its
+//! rows are paired byte by byte (`(x[0], x[1])`, `(x[2], x[3])` per lane, widened to i16) and
+//! one `vpdpwssd` per pair multiplies them by the lane's weight pair of that kernel column;
+//! its last row, widened to i32, pairs with a zero weight. Sums are exact: `q ≤ 255` and `|w| ≤ 255`. Four
 //! pixels' results are requantized per lane together ([`requant64`]) and stored as 16 bytes
 //! per output pixel. A partial last group loads and stores under a mask.
 
@@ -23,41 +23,45 @@ use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
 
-/// Taps of the kernel.
-const TAPS: usize = 9;
 /// Output pixels per block (a multiple of 4, the pixels [`requant64`] takes).
 const BLOCK: usize = 8;
 
-/// The input columns a block reads at stride `s`.
-const fn columns(s: usize) -> usize {
-    (BLOCK - 1) * s + 3
+/// The input columns a block of a `K`-wide kernel reads at stride `s`.
+const fn columns(s: usize, k: usize) -> usize {
+    (BLOCK - 1) * s + k
 }
 
-/// A group's weights as `vpdpwssd` operands, per kernel column `kx`: lane `j` of
-/// `rows01[kx]` is the pair `(w[j][0][kx], w[j][1][kx])`, of `row2[kx]` `(w[j][2][kx], 0)`.
+/// A group's weights of a `K×K` kernel (`P = K / 2` row pairs) as `vpdpwssd` operands, per
+/// kernel column `kx`: lane `j` of `pairs[p][kx]` is `(w[j][2p][kx], w[j][2p+1][kx])`, of
+/// `last[kx]` `(w[j][K−1][kx], 0)`.
 #[derive(Clone, Copy)]
-struct GroupWeights {
-    rows01: [__m512i; 3],
-    row2: [__m512i; 3],
+struct GroupWeights<const K: usize, const P: usize> {
+    pairs: [[__m512i; K]; P],
+    last: [__m512i; K],
 }
 
 /// What the kernel derives from a layer once ([`crate::int8::KernelCache`]): each group's
 /// requantization and weights.
 #[derive(Clone)]
-struct Prepared {
+struct Prepared<const K: usize, const P: usize> {
     lanes: Vec<LaneRq>,
-    weights: Vec<GroupWeights>,
+    weights: Vec<GroupWeights<K, P>>,
 }
 
-/// Group `g`'s weights from the layer's `[c][9]` taps (lanes past channel `c` zero).
+/// Group `g`'s weights from the layer's `[c][K·K]` taps (lanes past channel `c` zero).
 #[target_feature(enable = "avx512f")]
-fn group_weights(weights: &[i16], c: usize, g: usize) -> GroupWeights {
-    let lanes = |taps: [usize; 2]| -> __m512i {
+fn group_weights<const K: usize, const P: usize>(
+    weights: &[i16],
+    c: usize,
+    g: usize,
+) -> GroupWeights<K, P> {
+    let taps = K * K;
+    let lanes = |at: [usize; 2]| -> __m512i {
         let v: [i32; LANES] = std::array::from_fn(|j| {
             let ch = g * LANES + j;
-            let [lo, hi] = taps.map(|k| {
-                if ch < c && k < TAPS {
-                    weights[ch * TAPS + k] as u16 as u32
+            let [lo, hi] = at.map(|k| {
+                if ch < c && k < taps {
+                    weights[ch * taps + k] as u16 as u32
                 } else {
                     0
                 }
@@ -68,9 +72,11 @@ fn group_weights(weights: &[i16], c: usize, g: usize) -> GroupWeights {
         unsafe { _mm512_loadu_si512(v.as_ptr() as *const __m512i) }
     };
     GroupWeights {
-        rows01: std::array::from_fn(|kx| lanes([kx, 3 + kx])),
-        // Tap index TAPS reads as a zero weight.
-        row2: std::array::from_fn(|kx| lanes([6 + kx, TAPS])),
+        pairs: std::array::from_fn(|p| {
+            std::array::from_fn(|kx| lanes([2 * p * K + kx, (2 * p + 1) * K + kx]))
+        }),
+        // Tap index `taps` reads as a zero weight.
+        last: std::array::from_fn(|kx| lanes([(K - 1) * K + kx, taps])),
     }
 }
 
@@ -78,25 +84,40 @@ fn group_weights(weights: &[i16], c: usize, g: usize) -> GroupWeights {
 /// pixel step; the zero-point row with step 0 outside the image), the zero-point row, the
 /// image width and the channel mask.
 #[derive(Clone, Copy)]
-struct Window {
-    rows: [(*const u8, usize); 3],
+struct Window<const K: usize> {
+    rows: [(*const u8, usize); K],
     zero: *const u8,
     w: usize,
     mask: u16,
 }
 
-/// Whether this kernel runs `op`: a 3×3 depthwise convolution (`groups = in = out`), any
-/// stride and padding.
+/// Whether this kernel runs `op`: a 3×3 or 5×5 depthwise convolution (`groups = in = out`),
+/// any stride and padding.
 pub(super) fn takes(op: &Int8Conv2d) -> bool {
     let spec = op.spec();
     spec.groups == op.in_channels()
         && op.out_channels() == op.in_channels()
-        && op.kernel_size() == [3, 3]
+        && matches!(op.kernel_size(), [3, 3] | [5, 5])
 }
 
 /// The convolution of the channels-last `input` into the channels-last `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+    match op.kernel_size() {
+        [5, 5] => conv_k::<5, 2>(op, rq, input, out),
+        _ => conv_k::<3, 1>(op, rq, input, out),
+    }
+}
+
+/// [`conv_depthwise`] for a `K×K` kernel (`P = K / 2`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+fn conv_k<const K: usize, const P: usize>(
+    op: &Int8Conv2d,
+    rq: &Requant,
+    input: &QTensor,
+    out: &mut [u8],
+) {
+    let taps = K * K;
     let Some(call) = ConvCall::of(op, input) else {
         return;
     };
@@ -116,11 +137,13 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     let zp = input.qparams().zero_point;
     let prepared = op
         .kernel_cache()
-        .get_or_build(input.qparams(), || Prepared {
+        .get_or_build(input.qparams(), || Prepared::<K, P> {
             lanes: lane_groups(rq, c, zp, |ch| {
-                weights[ch * TAPS..][..TAPS].iter().map(|&v| v as i32).sum()
+                weights[ch * taps..][..taps].iter().map(|&v| v as i32).sum()
             }),
-            weights: (0..groups).map(|g| group_weights(weights, c, g)).collect(),
+            weights: (0..groups)
+                .map(|g| group_weights::<K, P>(weights, c, g))
+                .collect(),
         });
     let o = lane_out(rq);
     // What out-of-image taps read: the zero-point in every channel of every group.
@@ -130,7 +153,7 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     // thread runs its range row segment by row segment, group by group, so that a group's
     // weights and requantization stay in registers along the row.
     let pixels = n * oh * ow;
-    let per_task = pixels.div_ceil(threads_for(pixels * c * TAPS)).max(1);
+    let per_task = pixels.div_ceil(threads_for(pixels * c * taps)).max(1);
     for_each_block(out, per_task * c, |task, chunk| {
         let first = task * per_task;
         let mut done = 0;
@@ -140,7 +163,7 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
             let count = (ow - ox0).min(chunk.len() / c - done);
             let image = &x[b * h * w * c..][..h * w * c];
             // Each kernel row's input row, or the zero-point row (column step 0) outside.
-            let rows: [(*const u8, usize); 3] = std::array::from_fn(|ky| {
+            let rows: [(*const u8, usize); K] = std::array::from_fn(|ky| {
                 let iy = (oy * stride + ky).wrapping_sub(pad);
                 if iy < h {
                     (image[iy * w * c..].as_ptr(), c)
@@ -167,10 +190,20 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
                     // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
                     // block's valid pixels lie inside `segment`.
                     unsafe {
-                        match stride {
-                            1 => block::<1, { columns(1) }>(window, ix0, stride, gw, rq, out),
-                            2 => block::<2, { columns(2) }>(window, ix0, stride, gw, rq, out),
-                            _ => block::<0, 0>(window, ix0, stride, gw, rq, out),
+                        match (K, stride) {
+                            (3, 1) => block::<K, P, 1, { columns(1, 3) }>(
+                                window, ix0, stride, gw, rq, out,
+                            ),
+                            (3, 2) => block::<K, P, 2, { columns(2, 3) }>(
+                                window, ix0, stride, gw, rq, out,
+                            ),
+                            (5, 1) => block::<K, P, 1, { columns(1, 5) }>(
+                                window, ix0, stride, gw, rq, out,
+                            ),
+                            (5, 2) => block::<K, P, 2, { columns(2, 5) }>(
+                                window, ix0, stride, gw, rq, out,
+                            ),
+                            _ => block::<K, P, 0, 0>(window, ix0, stride, gw, rq, out),
                         }
                     };
                 }
@@ -180,34 +213,42 @@ pub(super) fn conv_depthwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     });
 }
 
-impl Window {
-    /// Rows 0 and 1 of input column `ix` as i16 pairs, and row 2 as i32.
+/// One input column of a window: its row pairs as i16 pairs, its last row as i32.
+#[derive(Clone, Copy)]
+struct Column<const P: usize> {
+    pairs: [__m512i; P],
+    last: __m512i,
+}
+
+impl<const K: usize> Window<K> {
+    /// Input column `ix`: rows `(2p, 2p+1)` as i16 pairs, row `K−1` as i32.
     ///
     /// # Safety
     /// The in-image column `ix` of each row lies inside its image, and `zero` holds 16
     /// readable bytes under the mask.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn column(&self, ix: usize) -> [__m512i; 2] {
+    unsafe fn column<const P: usize>(&self, ix: usize) -> Column<P> {
         let inside = ix < self.w;
-        let at = |(row, step): (*const u8, usize)| {
-            if inside {
+        let row = |ky: usize| -> __m128i {
+            let (row, step) = self.rows[ky];
+            let at = if inside {
                 row.wrapping_add(ix * step)
             } else {
                 self.zero
-            }
+            };
+            // SAFETY: an in-image pixel's group or the zero row (contract above).
+            unsafe { _mm_maskz_loadu_epi8(self.mask, at as *const i8) }
         };
-        let (a, b, c) = (at(self.rows[0]), at(self.rows[1]), at(self.rows[2]));
-        // SAFETY: each address is an in-image pixel's group or the zero row (contract above).
-        let (r0, r1, r2) = unsafe {
-            (
-                _mm_maskz_loadu_epi8(self.mask, a as *const i8),
-                _mm_maskz_loadu_epi8(self.mask, b as *const i8),
-                _mm_maskz_loadu_epi8(self.mask, c as *const i8),
-            )
-        };
-        let pairs = _mm256_set_m128i(_mm_unpackhi_epi8(r0, r1), _mm_unpacklo_epi8(r0, r1));
-        [_mm512_cvtepu8_epi16(pairs), _mm512_cvtepu8_epi32(r2)]
+        let pairs = std::array::from_fn(|p| {
+            let (r0, r1) = (row(2 * p), row(2 * p + 1));
+            let pairs = _mm256_set_m128i(_mm_unpackhi_epi8(r0, r1), _mm_unpacklo_epi8(r0, r1));
+            _mm512_cvtepu8_epi16(pairs)
+        });
+        Column {
+            pairs,
+            last: _mm512_cvtepu8_epi32(row(K - 1)),
+        }
     }
 }
 
@@ -221,43 +262,43 @@ struct Outputs {
 
 /// [`BLOCK`] output pixels of one group, the first of whose windows starts at input column
 /// `ix0` (wrapping: left padding), pixel `i` at `ix0 + i · stride`: accumulated from the
-/// bias, requantized and stored. With `S > 0` (`S = stride`, `COLS = columns(S)`), each
-/// input column is loaded once and feeds every pixel whose window holds it; `S = 0` takes any
-/// stride and loads each pixel's three columns itself.
+/// bias, requantized and stored. With `S > 0` (`S = stride`, `COLS = columns(S, K)`; other
+/// `COLS` are the next case), each input column is loaded once
+/// and feeds every pixel whose window holds it; `S = 0` takes any stride and loads each pixel's
+/// `K` columns itself.
 ///
 /// # Safety
 /// Every in-image column of each of `window.rows` lies inside its image, `window.zero` holds
 /// 16 readable bytes under the mask, and each of the `out.valid` output pixels holds 16
 /// writable bytes under the mask.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block<const S: usize, const COLS: usize>(
-    window: Window,
+unsafe fn block<const K: usize, const P: usize, const S: usize, const COLS: usize>(
+    window: Window<K>,
     ix0: usize,
     stride: usize,
-    gw: &GroupWeights,
+    gw: &GroupWeights<K, P>,
     (rq, o): (&LaneRq, LaneOut),
     out: Outputs,
 ) {
     // SAFETY (each column): the caller's contract on `window`.
-    let column = |ix: usize| unsafe { window.column(ix) };
-    let (rows01, row2) = (gw.rows01, gw.row2);
-    let tap = |acc: __m512i, [pairs, third]: [__m512i; 2], kx: usize| {
-        dpwssd(dpwssd(acc, pairs, rows01[kx]), third, row2[kx])
+    let column = |ix: usize| unsafe { window.column::<P>(ix) };
+    let tap = |acc: __m512i, col: &Column<P>, kx: usize| {
+        let acc = (0..P).fold(acc, |acc, p| dpwssd(acc, col.pairs[p], gw.pairs[p][kx]));
+        dpwssd(acc, col.last, gw.last[kx])
     };
     let mut acc = [rq.acc_init(); BLOCK];
-    if S > 0 {
-        // The block's columns first, then each pixel's three.
-        const { assert!(S == 0 || COLS == columns(S)) };
-        let cols: [[__m512i; 2]; COLS] = std::array::from_fn(|j| column(ix0.wrapping_add(j)));
+    if S > 0 && COLS == columns(S, K) {
+        // The block's columns first, then each pixel's `K`.
+        let cols: [Column<P>; COLS] = std::array::from_fn(|j| column(ix0.wrapping_add(j)));
         for (i, acc) in acc.iter_mut().enumerate() {
-            for kx in 0..3 {
-                *acc = tap(*acc, cols[i * S + kx], kx);
+            for kx in 0..K {
+                *acc = tap(*acc, &cols[i * S + kx], kx);
             }
         }
     } else {
         for (i, acc) in acc.iter_mut().enumerate() {
-            for kx in 0..3 {
-                *acc = tap(*acc, column(ix0.wrapping_add(i * stride + kx)), kx);
+            for kx in 0..K {
+                *acc = tap(*acc, &column(ix0.wrapping_add(i * stride + kx)), kx);
             }
         }
     }
