@@ -55,7 +55,8 @@ import numpy as np
 import torch
 import torchvision
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
-from safetensors.numpy import save_file
+import torchvision_fixtures  # this folder: the steps the model fixture scripts share
+from torchvision_fixtures import ptq, put_q, qat_steps, quantized_logits, save_arrays
 from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
 from torchvision.models.quantization.mobilenetv3 import (
     QuantizableInvertedResidual,
@@ -70,7 +71,6 @@ torch.set_num_threads(1)
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "mobilenet_v3")
 NUM_CLASSES = 16
 SEED = 3
-META = {"torch": torch.__version__, "torchvision": torchvision.__version__}
 # The layers whose inputs and outputs the fake-quant-on forward records.
 RECORDED = ["features.0.0", "features.0.2", "features.4.block.2", "features.4.block.2.scale_activation",
             "features.5", "classifier.0"]
@@ -92,36 +92,7 @@ def build_float():
 
 
 def save(name, out):
-    path = os.path.join(OUT, name)
-    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, path, metadata=META)
-    print(f"  {name}: {os.path.getsize(path)} bytes")
-
-
-def quantize(engine):
-    torch.backends.quantized.engine = engine
-    model = build_float()
-    model.fuse_model(is_qat=False)
-    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
-    torch.ao.quantization.prepare(model, inplace=True)
-    g = torch.Generator().manual_seed(SEED + 1)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, 64, 64, generator=g) * 4.0 - 2.0)
-    torch.ao.quantization.convert(model, inplace=True)
-    return model
-
-
-def quantized_logits(q, x):
-    with torch.no_grad():
-        y = q._forward_impl(q.quant(x))
-        assert y.is_quantized and torch.equal(y.dequantize(), q(x))
-    return y
-
-
-def put_q(out, prefix, y):
-    out[prefix] = y.int_repr().numpy().astype(np.int64)
-    out[f"{prefix}_scale"] = np.array([y.q_scale()], dtype=np.float64)
-    out[f"{prefix}_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+    save_arrays(out, os.path.join(OUT, name))
 
 
 def gen(x):
@@ -133,7 +104,7 @@ def gen(x):
         model.fuse_model(is_qat=False)
         out["fused_logits"] = model(x).numpy()
     for engine in ["fbgemm", "qnnpack"]:
-        q = quantize(engine)
+        q = ptq(build_float, engine, SEED + 1, 3)
         y = quantized_logits(q, x)
         torch.save(q.state_dict(), os.path.join(OUT, f"small_{engine}.pth"))
         put_q(out, f"q_{engine}", y)
@@ -143,11 +114,7 @@ def gen(x):
 
 
 def prepared_qat():
-    torch.backends.quantized.engine = "x86"
-    model = build_float().train()
-    model.fuse_model(is_qat=True)
-    model.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
-    torch.ao.quantization.prepare_qat(model, inplace=True)
+    model = torchvision_fixtures.prepared_qat(build_float)
     fq = model.features[4].block[2].scale_activation.activation_post_process
     assert type(fq) is torch.ao.quantization.FixedQParamsFakeQuantize, type(fq)
     return model
@@ -185,18 +152,7 @@ def gen_qat(x):
 
     # Fake quantization off: three steps, then convert.
     model = prepared_qat()
-    model.apply(torch.ao.quantization.disable_fake_quant)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for step, (bx, by) in enumerate(batches):
-        if step == 1:
-            model.apply(torch.ao.quantization.disable_observer)
-            model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(bx), by)
-        loss.backward()
-        opt.step()
-        out[f"loss{step}"] = np.array([loss.item()], dtype=np.float32)
-    model.eval()
+    qat_steps(model, batches, out, lambda step: f"loss{step}")
     # The QAT state dict before convert: the form of torchvision's official int8 checkpoint.
     # Legacy serialization: a third of the zip format's size for its ~600 small tensors.
     torch.save(model.state_dict(), os.path.join(OUT, "small_qat_x86.pth"), _use_new_zipfile_serialization=False)

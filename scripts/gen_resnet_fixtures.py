@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torchvision
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
-from safetensors.numpy import save_file
+from torchvision_fixtures import prepared_qat, ptq, put_q, qat_steps, quantized_logits, save_arrays
 from torchvision.models.quantization.resnet import (
     QuantizableBasicBlock,
     QuantizableBottleneck,
@@ -99,20 +99,6 @@ def build_float(name, width, seed):
     return randomize(model, conv_init).eval()
 
 
-def quantize(name, width, seed, engine, calib_batches):
-    torch.backends.quantized.engine = engine
-    model = build_float(name, width, seed)
-    model.fuse_model(is_qat=False)
-    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
-    torch.ao.quantization.prepare(model, inplace=True)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for _ in range(calib_batches):
-            model(torch.rand(4, 3, 64, 64, generator=g) * 4.0 - 2.0)
-    torch.ao.quantization.convert(model, inplace=True)
-    return model
-
-
 def gen(name, width, seed, x, calib_batches):
     model = build_float(name, width, seed)
     out = {"input": x.numpy()}
@@ -122,18 +108,13 @@ def gen(name, width, seed, x, calib_batches):
         model.fuse_model(is_qat=False)
         out["fused_logits"] = model(x).numpy()
     for engine in ["fbgemm", "qnnpack"]:
-        q = quantize(name, width, seed, engine, calib_batches)
-        with torch.no_grad():
-            y = q._forward_impl(q.quant(x))
-            assert y.is_quantized and torch.equal(y.dequantize(), q(x))
+        q = ptq(lambda: build_float(name, width, seed), engine, seed + 1, calib_batches)
+        y = quantized_logits(q, x)
         torch.save(q.state_dict(), os.path.join(OUT, f"{name}_{engine}.pth"))
-        out[f"q_{engine}"] = y.int_repr().numpy().astype(np.int64)
-        out[f"q_{engine}_scale"] = np.array([y.q_scale()], dtype=np.float64)
-        out[f"q_{engine}_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+        put_q(out, f"q_{engine}", y)
         diff = np.abs(out[f"q_{engine}"] - np.round(out["logits"] / y.q_scale()) - y.q_zero_point())
         print(f"{name} {engine}: int8 vs float logits, worst {diff.max():.0f} quanta")
-    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, os.path.join(OUT, f"{name}.safetensors"),
-              metadata={"torch": torch.__version__, "torchvision": torchvision.__version__})
+    save_arrays(out, os.path.join(OUT, f"{name}.safetensors"))
     for f in sorted(os.listdir(OUT)):
         if f.startswith(name):
             print(f"  {f}: {os.path.getsize(os.path.join(OUT, f))} bytes")
@@ -148,36 +129,13 @@ def gen_qat(width, seed, x):
         out[f"batch{i}.x"] = bx.numpy()
         out[f"batch{i}.y"] = by.numpy().astype(np.int64)
     for i, name in enumerate(MODELS):
-        torch.backends.quantized.engine = "x86"
-        model = build_float(name, width, seed + 10 * i + 1)  # the weights of <name>.pth
-        model.train()
-        model.fuse_model(is_qat=True)
-        model.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
-        torch.ao.quantization.prepare_qat(model, inplace=True)
-        model.apply(torch.ao.quantization.disable_fake_quant)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        for step, (bx, by) in enumerate(batches):
-            if step == 1:
-                model.apply(torch.ao.quantization.disable_observer)
-                model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(bx), by)
-            loss.backward()
-            opt.step()
-            out[f"{name}.loss{step}"] = np.array([loss.item()], dtype=np.float32)
-        model.eval()
+        model = prepared_qat(lambda: build_float(name, width, seed + 10 * i + 1))  # <name>.pth's weights
+        qat_steps(model, batches, out, lambda step: f"{name}.loss{step}")
         torch.backends.quantized.engine = "fbgemm"
         q = torch.ao.quantization.convert(model, inplace=False)
-        with torch.no_grad():
-            y = q._forward_impl(q.quant(x))
-        out[f"{name}.q"] = y.int_repr().numpy().astype(np.int64)
-        out[f"{name}.q_scale"] = np.array([y.q_scale()], dtype=np.float64)
-        out[f"{name}.q_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+        put_q(out, f"{name}.q", quantized_logits(q, x))
         print(f"{name} QAT losses", [float(out[f"{name}.loss{s}"][0]) for s in range(3)])
-    path = os.path.join(OUT, "qat.safetensors")
-    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, path,
-              metadata={"torch": torch.__version__, "torchvision": torchvision.__version__})
-    print(f"  qat.safetensors: {os.path.getsize(path)} bytes")
+    save_arrays(out, os.path.join(OUT, "qat.safetensors"))
 
 
 def gen_qat_layers(width, seed):
@@ -194,12 +152,7 @@ def gen_qat_layers(width, seed):
     bx = torch.rand(2, 3, 32, 32, generator=g) * 4.0 - 2.0
     out = {"x": bx.numpy()}
     for i, name in enumerate(MODELS):
-        torch.backends.quantized.engine = "x86"
-        model = build_float(name, width, seed + 10 * i + 1)
-        model.train()
-        model.fuse_model(is_qat=True)
-        model.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
-        torch.ao.quantization.prepare_qat(model, inplace=True)
+        model = prepared_qat(lambda: build_float(name, width, seed + 10 * i + 1))
         record, hooks = {}, []
 
         def keep(key, t):
@@ -237,10 +190,7 @@ def gen_qat_layers(width, seed):
             h.remove()
         out.update(record)
         print(f"{name}: {sum(1 for k in record if k.endswith('.out'))} layers recorded")
-    path = os.path.join(OUT, "qat_layers.safetensors")
-    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, path,
-              metadata={"torch": torch.__version__, "torchvision": torchvision.__version__})
-    print(f"  qat_layers.safetensors: {os.path.getsize(path)} bytes")
+    save_arrays(out, os.path.join(OUT, "qat_layers.safetensors"))
 
 
 def main():

@@ -64,7 +64,8 @@ import torchvision
 from gen_functional_int8_fixtures import sensitive_qparams  # this folder
 from gen_int8_fixtures import nhwc, qu8
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
-from safetensors.numpy import save_file
+import torchvision_fixtures  # this folder: the steps the model fixture scripts share
+from torchvision_fixtures import ptq, put_q, qat_steps, quantized_logits, save_arrays
 from torchvision.models.quantization.shufflenetv2 import QuantizableShuffleNetV2
 from torchvision.models.quantization.utils import _replace_relu
 
@@ -77,7 +78,6 @@ NUM_CLASSES = 32
 REPEATS = [2, 1, 2]
 CHANNELS = [8, 16, 32, 64, 128]
 SEED = 0
-META = {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
 def build_float():
@@ -87,24 +87,8 @@ def build_float():
     return randomize(model).eval()
 
 
-def quantize(engine):
-    torch.backends.quantized.engine = engine
-    model = build_float()
-    model.fuse_model(is_qat=False)
-    model.qconfig = torch.ao.quantization.get_default_qconfig(engine)
-    torch.ao.quantization.prepare(model, inplace=True)
-    g = torch.Generator().manual_seed(SEED + 1)
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.rand(4, 3, 64, 64, generator=g) * 4.0 - 2.0)
-    torch.ao.quantization.convert(model, inplace=True)
-    return model
-
-
 def save(out, name):
-    path = os.path.join(OUT, name)
-    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, path, metadata=META)
-    print(f"  {name}: {os.path.getsize(path)} bytes")
+    save_arrays(out, os.path.join(OUT, name))
 
 
 def gen_model(inputs):
@@ -116,7 +100,7 @@ def gen_model(inputs):
         model.fuse_model(is_qat=False)
         out["fused_logits"] = model(inputs["input"]).numpy()
     for engine in ["fbgemm", "qnnpack"]:
-        q = quantize(engine)
+        q = ptq(build_float, engine, SEED + 1, 3)
         torch.save(q.state_dict(), os.path.join(OUT, f"model_{engine}.pth"))
         for name, x in inputs.items():
             if engine == "fbgemm" and name == "small":
@@ -128,13 +112,7 @@ def gen_model(inputs):
                 except RuntimeError as e:
                     assert "channels_last" in str(e), e
                 continue
-            with torch.no_grad():
-                y = q._forward_impl(q.quant(x))
-                assert y.is_quantized and torch.equal(y.dequantize(), q(x))
-            key = f"q_{engine}_{name}"
-            out[key] = y.int_repr().numpy().astype(np.int64)
-            out[f"{key}_scale"] = np.array([y.q_scale()], dtype=np.float64)
-            out[f"{key}_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+            put_q(out, f"q_{engine}_{name}", quantized_logits(q, x))
     save(out, "model.safetensors")
 
 
@@ -198,13 +176,7 @@ def gen_split_cat():
 
 
 def prepared_qat():
-    torch.backends.quantized.engine = "x86"
-    model = build_float()
-    model.train()
-    model.fuse_model(is_qat=True)
-    model.qconfig = torch.ao.quantization.get_default_qat_qconfig("x86")
-    torch.ao.quantization.prepare_qat(model, inplace=True)
-    return model
+    return torchvision_fixtures.prepared_qat(build_float)
 
 
 def record_layers(batch, out):
@@ -261,25 +233,10 @@ def gen_qat(x):
     out["layer.input"] = (torch.rand(2, 3, 32, 32, generator=g) * 4.0 - 2.0).numpy()
     record_layers(torch.from_numpy(out["layer.input"]), out)
     model = prepared_qat()
-    model.apply(torch.ao.quantization.disable_fake_quant)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for step, (bx, by) in enumerate(batches):
-        if step == 1:
-            model.apply(torch.ao.quantization.disable_observer)
-            model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(bx), by)
-        loss.backward()
-        opt.step()
-        out[f"loss{step}"] = np.array([loss.item()], dtype=np.float32)
-    model.eval()
+    qat_steps(model, batches, out, lambda step: f"loss{step}")
     torch.backends.quantized.engine = "fbgemm"
     q = torch.ao.quantization.convert(model, inplace=False)
-    with torch.no_grad():
-        y = q._forward_impl(q.quant(x))
-    out["q"] = y.int_repr().numpy().astype(np.int64)
-    out["q_scale"] = np.array([y.q_scale()], dtype=np.float64)
-    out["q_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
+    put_q(out, "q", quantized_logits(q, x))
     print("QAT losses", [float(out[f"loss{s}"][0]) for s in range(3)])
     save(out, "qat.safetensors")
 
@@ -309,13 +266,8 @@ def gen_full(out_dir):
                 q(torch.rand(2, 3, 224, 224, generator=g) * 4.0 - 2.0)
         torch.ao.quantization.convert(q, inplace=True)
         torch.save(q.state_dict(), os.path.join(out_dir, f"model_{engine}.pth"))
-        with torch.no_grad():
-            y = q._forward_impl(q.quant(x))
-        out[f"q_{engine}"] = y.int_repr().numpy().astype(np.int64)
-        out[f"q_{engine}_scale"] = np.array([y.q_scale()], dtype=np.float64)
-        out[f"q_{engine}_zero_point"] = np.array([y.q_zero_point()], dtype=np.int64)
-    save_file({k: np.ascontiguousarray(v) for k, v in out.items()}, os.path.join(out_dir, "model.safetensors"),
-              metadata=META)
+        put_q(out, f"q_{engine}", quantized_logits(q, x))
+    save_arrays(out, os.path.join(out_dir, "model.safetensors"))
     print(f"full-size x1.0 in {out_dir}")
 
 
