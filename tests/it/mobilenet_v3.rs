@@ -7,6 +7,7 @@
 //! classes. Full-size builders are checked against torchvision's sizes, and a large model
 //! goes through the crate's own PTQ, int8 file and ONNX export.
 
+use crate::common::int8_logits::assert_int8_logits;
 use crate::common::{Fixture, assert_close, fixture_path, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::int8::Engine;
@@ -35,28 +36,6 @@ fn fixture() -> Fixture {
 
 fn float_model(device: &Device) -> MobileNetV3 {
     load_mobilenet_v3(&path("small.pth"), &config(), device).unwrap()
-}
-
-/// Asserts the int8 logits `y` (dequantized) against PyTorch's uint8 ones under `key`:
-/// at least 99% equal and all within one quantum; returns the count of equal ones.
-fn assert_int8_logits(y: &[f32], fx: &Fixture, key: &str, what: &str) -> usize {
-    let scale = fx.f32(&format!("{key}_scale"))[0] as f64;
-    let zp = fx.i64(&format!("{key}_zero_point"))[0];
-    let ours: Vec<i64> = y
-        .iter()
-        .map(|&v| (v as f64 / scale).round() as i64 + zp)
-        .collect();
-    let expected = fx.i64(key);
-    assert_eq!(ours.len(), expected.len(), "{what}");
-    let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
-    println!("{what}: {equal}/{} logits bit-identical", ours.len());
-    assert!(
-        equal * 100 >= ours.len() * 99 && worst <= Some(1),
-        "{what}: {equal}/{} equal, worst {worst:?} quanta\nours     {ours:?}\nexpected {expected:?}",
-        ours.len()
-    );
-    equal
 }
 
 #[test]

@@ -12,6 +12,7 @@ use burn_qat::models::{
 use burn_qat::quant::QuantBackend;
 use burn_qat::quantize::replace_relu;
 
+use crate::common::int8_logits::assert_int8_logits_percent;
 use crate::common::{Fixture, fixture_path, to_vec};
 
 /// Converts `model` as torchvision's `quantize_model` does and holds its int8 logits on
@@ -34,22 +35,7 @@ fn check_within<M: TorchvisionModel>(
     let x = Fixture::load(input_fixture).tensor("input", &device);
     let y = to_vec(model.forward_int8(x).unwrap());
     let fx = Fixture::load("quantize_model.safetensors");
-    let scale = fx.f32(&format!("{case}.q_scale"))[0] as f64;
-    let zp = fx.i64(&format!("{case}.q_zero_point"))[0];
-    let ours: Vec<i64> = y
-        .iter()
-        .map(|&v| (v as f64 / scale).round() as i64 + zp)
-        .collect();
-    let expected = fx.i64(&format!("{case}.q"));
-    let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
-    println!("{case}: {equal}/{} logits bit-identical", ours.len());
-    assert!(
-        equal * 100 >= ours.len() * min_equal_percent && worst <= Some(1),
-        "{case}: int8 logits (quanta of {scale}): {equal}/{} equal, worst {worst:?}\n\
-         ours     {ours:?}\nexpected {expected:?}",
-        ours.len()
-    );
+    assert_int8_logits_percent(&y, &fx, &format!("{case}.q"), min_equal_percent, case);
 }
 
 #[test]

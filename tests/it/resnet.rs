@@ -6,6 +6,7 @@
 //! classes): `resnet_basic` (basic blocks) and `resnext_bottleneck` (bottlenecks, 4 groups of
 //! 16 per 64 planes: grouped 3×3 convolutions of 2 to 16 channels per group).
 
+use crate::common::int8_logits::{assert_int8_logits, assert_int8_logits_within_one};
 use crate::common::{Fixture, assert_close, fixture_path, quanta_stats, to_vec};
 use burn::tensor::{Device, Tensor};
 use burn_qat::int8::Engine;
@@ -73,22 +74,7 @@ fn int8_state_dicts_match_pytorch_on_both_engines() {
             )
             .unwrap_or_else(|e| panic!("{what}: {e}"));
             let y = to_vec(model.forward_int8(fx.tensor("input", &device)).unwrap());
-            let scale = fx.f32(&format!("q_{engine}_scale"))[0] as f64;
-            let zp = fx.i64(&format!("q_{engine}_zero_point"))[0];
-            let ours: Vec<i64> = y
-                .iter()
-                .map(|&v| (v as f64 / scale).round() as i64 + zp)
-                .collect();
-            let expected = fx.i64(&format!("q_{engine}"));
-            assert_eq!(ours.len(), expected.len(), "{what}");
-            let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-            let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
-            println!("{what}: {equal}/{} logits bit-identical", ours.len());
-            assert!(
-                equal * 100 >= ours.len() * 99 && worst <= Some(1),
-                "{what}: {equal}/{} equal, worst {worst:?} quanta\nours     {ours:?}\nexpected {expected:?}",
-                ours.len()
-            );
+            assert_int8_logits(&y, &fx, &format!("q_{engine}"), &what);
         }
     }
 }
@@ -201,16 +187,8 @@ fn qat_steps_and_convert_match_pytorch() {
         convert(&mut converted, Engine::X86).unwrap();
         let input = fixture(name).tensor("input", &Device::flex());
         let y = to_vec(converted.forward_int8(input).unwrap());
-        let scale = fx.f32(&format!("{name}.q_scale"))[0] as f64;
-        let zp = fx.i64(&format!("{name}.q_zero_point"))[0];
-        let expected = fx.i64(&format!("{name}.q"));
-        let worst = y
-            .iter()
-            .zip(&expected)
-            .map(|(&v, &e)| ((v as f64 / scale).round() as i64 + zp - e).abs())
-            .max();
-        println!("{name} QAT converted: worst {worst:?} quanta");
-        assert!(worst <= Some(1), "{name}: worst {worst:?} quanta");
+        let what = format!("{name} QAT converted");
+        assert_int8_logits_within_one(&y, &fx, &format!("{name}.q"), &what);
     }
 }
 

@@ -7,6 +7,7 @@
 //! stages_repeats [2, 1, 2], stages_out_channels [8, 16, 32, 64, 128] and 32 classes: stride-1
 //! blocks (channel split, quantized cat on its general path) in stages 2 and 4.
 
+use crate::common::int8_logits::{assert_int8_logits_equal, assert_int8_logits_within_one};
 use crate::common::{Fixture, assert_close, fixture_path, to_vec, u8s};
 use burn::tensor::{Device, Tensor};
 use burn_qat::int8::{Engine, PoolInputLayout, QParamsPt, QTensor, spatial_mean};
@@ -31,13 +32,6 @@ fn fixture(name: &str) -> Fixture {
 
 fn float_model(device: &Device) -> ShuffleNetV2 {
     load_shufflenet_v2(&path("model.pth"), &config(), device).unwrap()
-}
-
-/// The logits of `y` in PyTorch's output quanta (`round(y / scale) + zero_point`).
-fn quanta(y: &[f32], scale: f64, zp: i64) -> Vec<i64> {
-    y.iter()
-        .map(|&v| (v as f64 / scale).round() as i64 + zp)
-        .collect()
 }
 
 #[test]
@@ -84,13 +78,7 @@ fn int8_state_dicts_match_pytorch_on_both_engines() {
         for input in inputs {
             let key = format!("q_{engine}_{input}");
             let y = to_vec(model.forward_int8(fx.tensor(input, &device)).unwrap());
-            let scale = fx.f32(&format!("{key}_scale"))[0] as f64;
-            let zp = fx.i64(&format!("{key}_zero_point"))[0];
-            let ours = quanta(&y, scale, zp);
-            let expected = fx.i64(&key);
-            let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-            println!("{key}: {equal}/{} logits bit-identical", expected.len());
-            assert_eq!(ours, expected, "{key}");
+            assert_int8_logits_equal(&y, &fx, &key, &key);
         }
     }
 }
@@ -367,17 +355,7 @@ fn qat_steps_and_convert_match_pytorch() {
     convert(&mut converted, Engine::X86).unwrap();
     let input = fixture("model").tensor("input", &Device::flex());
     let y = to_vec(converted.forward_int8(input).unwrap());
-    let scale = fx.f32("q_scale")[0] as f64;
-    let zp = fx.i64("q_zero_point")[0];
-    let expected = fx.i64("q");
-    let ours = quanta(&y, scale, zp);
-    let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-    let worst = ours.iter().zip(&expected).map(|(a, b)| (a - b).abs()).max();
-    println!(
-        "QAT converted: {equal}/{} equal, worst {worst:?} quanta",
-        ours.len()
-    );
-    assert!(worst <= Some(1), "worst {worst:?} quanta");
+    assert_int8_logits_within_one(&y, &fx, "q", "QAT converted");
 }
 
 /// A full-width ShuffleNetV2 x1.0 through the crate's own pipeline, with no ShuffleNetV2 code
@@ -510,12 +488,7 @@ fn full_size_x1_0_matches_pytorch() {
         )
         .unwrap();
         let y = to_vec(model.forward_int8(input()).unwrap());
-        let scale = fx.f32(&format!("q_{engine}_scale"))[0] as f64;
-        let zp = fx.i64(&format!("q_{engine}_zero_point"))[0];
-        let ours = quanta(&y, scale, zp);
-        let expected = fx.i64(&format!("q_{engine}"));
-        let equal = ours.iter().zip(&expected).filter(|(a, b)| a == b).count();
-        println!("x1.0 {engine}: {equal}/{} logits bit-identical", ours.len());
-        assert_eq!(equal, expected.len(), "x1.0 {engine}");
+        let what = format!("x1.0 {engine}");
+        assert_int8_logits_equal(&y, &fx, &format!("q_{engine}"), &what);
     }
 }

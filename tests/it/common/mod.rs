@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod classifier;
+pub mod int8_logits;
 pub mod recipes;
 
 use std::collections::HashMap;
