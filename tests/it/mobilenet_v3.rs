@@ -329,46 +329,16 @@ fn qat_steps_and_convert_match_pytorch() {
 /// int8 ONNX export runs.
 #[test]
 fn large_ptq_save_load_and_export() {
-    use burn_qat::convert::convert;
-    use burn_qat::io::{load_int8_model, save_int8_model};
-    use burn_qat::quantize::prepare;
+    use crate::common::recipes::ptq_save_reload_export;
 
     let device = Device::flex();
     let tmp = tempfile::tempdir().unwrap();
     let config = MobileNetV3Config::large()
         .with_width_mult(0.5)
         .with_num_classes(10);
-    let mut model = config.init(&device).unwrap();
-    model.fuse_model(Some(false)).unwrap();
-    prepare(
-        &mut model,
-        QConfig::default_ptq(QuantBackend::Qnnpack),
-        &device,
-    )
-    .unwrap();
-    let random = |shape: [usize; 4]| {
-        let uniform = burn::tensor::Distribution::Uniform(-2.0, 2.0);
-        Tensor::<4>::random(shape, uniform, &device)
-    };
-    for _ in 0..2 {
-        model.forward(random([2, 3, 64, 64])); // calibration
-    }
-    convert(&mut model, Engine::Qnnpack).unwrap();
-    let x = random([1, 3, 64, 48]);
-    let before = to_vec(model.forward_int8(x.clone()).unwrap());
-    assert_eq!(before.len(), 10);
-    let file = tmp.path().join("mnv3.int8.safetensors");
-    save_int8_model(&model, &file, &Default::default()).unwrap();
-    let mut fresh = config.init(&device).unwrap();
-    assert_eq!(load_int8_model(&mut fresh, &file).unwrap(), Engine::Qnnpack);
-    let after = to_vec(fresh.forward_int8(x).unwrap());
-    assert_eq!(
-        after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-        "reloaded int8 model"
-    );
-    let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
-    assert!(!graph.node.is_empty());
+    let init = || config.init(&device).unwrap();
+    let (backend, engine) = (QuantBackend::Qnnpack, Engine::Qnnpack);
+    ptq_save_reload_export(init, backend, engine, 10, tmp.path(), "mnv3");
 }
 
 /// torchvision's own route to its quantized MobileNetV3 (the official checkpoint is a QAT

@@ -199,10 +199,8 @@ fn qat_steps_and_convert_match_pytorch() {
 /// ONNX export runs.
 #[test]
 fn full_width_ptq_save_load_and_export() {
-    use burn_qat::convert::convert;
-    use burn_qat::io::{load_int8_model, save_int8_model};
-    use burn_qat::quant::{QConfig, QuantBackend};
-    use burn_qat::quantize::prepare;
+    use crate::common::recipes::ptq_save_reload_export;
+    use burn_qat::quant::QuantBackend;
 
     let device = Device::flex();
     let tmp = tempfile::tempdir().unwrap();
@@ -211,32 +209,8 @@ fn full_width_ptq_save_load_and_export() {
         .with_width_per_group(4);
     for (name, config) in [("resnet18", ResNetConfig::resnet18()), ("resnext", resnext)] {
         let config = config.with_num_classes(10);
-        let mut model = config.init(&device).unwrap();
-        model.fuse_model(Some(false)).unwrap();
-        prepare(&mut model, QConfig::default_ptq(QuantBackend::X86), &device).unwrap();
-        let random = |shape: [usize; 4]| {
-            let uniform = burn::tensor::Distribution::Uniform(-2.0, 2.0);
-            Tensor::<4>::random(shape, uniform, &device)
-        };
-        for _ in 0..2 {
-            model.forward(random([2, 3, 64, 64])); // calibration
-        }
-        convert(&mut model, Engine::X86).unwrap();
-        let x = random([1, 3, 64, 48]);
-        let before = to_vec(model.forward_int8(x.clone()).unwrap());
-        assert_eq!(before.len(), 10, "{name}");
-        let path = tmp.path().join(format!("{name}.int8.safetensors"));
-        save_int8_model(&model, &path, &Default::default()).unwrap();
-        let mut fresh = config.init(&device).unwrap();
-        assert_eq!(load_int8_model(&mut fresh, &path).unwrap(), Engine::X86);
-        let after = to_vec(fresh.forward_int8(x).unwrap());
-        assert_eq!(
-            after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            "{name}: reloaded int8 model"
-        );
-        let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
-        assert!(!graph.node.is_empty(), "{name}");
+        let init = || config.init(&device).unwrap();
+        ptq_save_reload_export(init, QuantBackend::X86, Engine::X86, 10, tmp.path(), name);
     }
 }
 

@@ -82,3 +82,53 @@ pub fn pytorch_qat_steps<M: burn_qat::nn::ImageClassifier>(
     }
     model.valid().to_device(&Device::flex())
 }
+
+/// A full-width model through the crate's own pipeline, with no model-specific code in it:
+/// `init()`'s model fused for inference, prepared with `backend`'s PTQ qconfig, calibrated on
+/// two random `[2, 3, 64, 64]` batches (uniform in ±2) and converted for `engine`; its int8
+/// logits of a random `[1, 3, 64, 48]` image (`num_classes` of them) must be the same bit for
+/// bit after `save_int8_model` to `dir/<what>.int8.safetensors` and `load_int8_model` into a
+/// fresh `init()` (which must report `engine`), and the reloaded model's int8 ONNX export must
+/// have nodes.
+pub fn ptq_save_reload_export<M: burn_qat::nn::ImageClassifier>(
+    init: impl Fn() -> M,
+    backend: QuantBackend,
+    engine: burn_qat::int8::Engine,
+    num_classes: usize,
+    dir: &std::path::Path,
+    what: &str,
+) {
+    use burn::tensor::{Distribution, Tensor};
+    use burn_qat::io::{load_int8_model, save_int8_model};
+    use burn_qat::onnx::ExportKind;
+
+    let device = Device::flex();
+    let mut model = init();
+    burn_qat::fuse::fuse_model(&mut model, false).unwrap();
+    burn_qat::quantize::prepare(&mut model, QConfig::default_ptq(backend), &device).unwrap();
+    let random =
+        |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Uniform(-2.0, 2.0), &device);
+    for _ in 0..2 {
+        model.forward(random([2, 3, 64, 64])); // calibration
+    }
+    burn_qat::convert::convert(&mut model, engine).unwrap();
+    let x = random([1, 3, 64, 48]);
+    let before = super::to_vec(model.forward_int8(x.clone()).unwrap());
+    assert_eq!(before.len(), num_classes, "{what}");
+    let file = dir.join(format!("{what}.int8.safetensors"));
+    save_int8_model(&model, &file, &Default::default()).unwrap();
+    let mut fresh = init();
+    assert_eq!(
+        load_int8_model(&mut fresh, &file).unwrap(),
+        engine,
+        "{what}"
+    );
+    let after = super::to_vec(fresh.forward_int8(x).unwrap());
+    assert_eq!(
+        after.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        before.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "{what}: reloaded int8 model"
+    );
+    let graph = fresh.to_onnx(ExportKind::Int8).unwrap().graph.unwrap();
+    assert!(!graph.node.is_empty(), "{what}");
+}
