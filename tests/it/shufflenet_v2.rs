@@ -312,46 +312,13 @@ fn qat_layers_with_fake_quant_on_match_pytorch_on_its_inputs() {
 /// after the first), then `convert`: losses within 1e-4 and int8 logits within one quantum.
 #[test]
 fn qat_steps_and_convert_match_pytorch() {
-    use burn::module::Module;
-    use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::optim::momentum::MomentumConfig;
-    use burn::optim::{GradientsParams, SgdConfig};
-    use burn::tensor::{Int, TensorData};
+    use crate::common::recipes::pytorch_qat_steps;
     use burn_qat::convert::convert;
-    use burn_qat::quantize::{disable_fake_quant, disable_observer, freeze_bn_stats};
 
     let fx = fixture("qat");
     let device = Device::flex().autodiff();
-    let mut model = prepared_qat(&device);
-    disable_fake_quant(&mut model);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(
-            MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
-        ))
-        .init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    for step in 0..3 {
-        if step == 1 {
-            disable_observer(&mut model);
-            freeze_bn_stats(&mut model);
-        }
-        let x: Tensor<4> = fx.tensor(&format!("batch{step}.x"), &device);
-        let labels = fx.i64(&format!("batch{step}.y"));
-        let n = labels.len();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
-        let loss = loss_fn.forward(model.forward(x), y);
-        let expected = fx.scalar(&format!("loss{step}"));
-        assert_close(
-            &[to_vec(loss.clone())[0]],
-            &[expected],
-            0.0,
-            1e-4,
-            &format!("loss {step}"),
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(0.01, model, grads);
-    }
-    let mut converted = model.valid().to_device(&Device::flex());
+    let model = prepared_qat(&device);
+    let mut converted = pytorch_qat_steps(model, &fx, |step| format!("loss{step}"), &device);
     convert(&mut converted, Engine::X86).unwrap();
     let input = fixture("model").tensor("input", &Device::flex());
     let y = to_vec(converted.forward_int8(input).unwrap());

@@ -35,7 +35,8 @@ pub fn short_recipe() -> FinetuneConfig {
 }
 
 /// PyTorch's QAT schedule of the model fixture scripts (`gen_qat` in
-/// `scripts/gen_resnet_fixtures.py` and `gen_mobilenet_v3_fixtures.py`) on a model fused and
+/// `scripts/gen_resnet_fixtures.py`, `gen_mobilenet_v3_fixtures.py` and
+/// `gen_shufflenet_v2_fixtures.py`) on a model fused and
 /// prepared for QAT on an autodiff `device`: fake quantization off, three SGD steps (lr 0.01,
 /// momentum 0.9, no dampening) with cross-entropy on `fx`'s `batch{i}.x` / `batch{i}.y`,
 /// observers off and batch norms frozen after the first; each step's loss within 1e-4 of
