@@ -191,11 +191,7 @@ fn onnx_export_runs_float_and_int8() {
 /// The QAT model as PyTorch's script prepares it: train mode, `fuse_model(is_qat=True)`, the
 /// x86 QAT qconfig.
 fn qat_model(device: &Device) -> MobileNetV3 {
-    let mut model = float_model(device);
-    model.fuse_model(Some(true)).unwrap();
-    burn_qat::quantize::prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device)
-        .unwrap();
-    model
+    crate::common::recipes::prepared_qat_x86(float_model(device), device)
 }
 
 /// Fake quantization on, as PyTorch's first training forward: each recorded layer, fresh from

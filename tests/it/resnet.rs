@@ -31,6 +31,11 @@ fn path(file: &str) -> std::path::PathBuf {
     fixture_path(&format!("resnet/{file}"))
 }
 
+/// The float fixture model `name` (`<name>.pth`).
+fn float_model(name: &str, device: &Device) -> burn_qat::models::ResNet {
+    load_resnet(&path(&format!("{name}.pth")), &config(name), device).unwrap()
+}
+
 fn fixture(name: &str) -> Fixture {
     Fixture::load(&format!("resnet/{name}.safetensors"))
 }
@@ -171,17 +176,13 @@ fn onnx_export_runs_float_and_int8() {
 /// after the first), then `convert`: losses within 1e-4 and int8 logits within one quantum.
 #[test]
 fn qat_steps_and_convert_match_pytorch() {
-    use crate::common::recipes::pytorch_qat_steps;
+    use crate::common::recipes::{prepared_qat_x86, pytorch_qat_steps};
     use burn_qat::convert::convert;
-    use burn_qat::quant::{QConfig, QuantBackend};
-    use burn_qat::quantize::prepare_qat;
 
     let fx = Fixture::load("resnet/qat.safetensors");
     let device = Device::flex().autodiff();
     for name in MODELS {
-        let mut model = load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
-        model.fuse_model(Some(true)).unwrap();
-        prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device).unwrap();
+        let model = prepared_qat_x86(float_model(name, &device), &device);
         let mut converted =
             pytorch_qat_steps(model, &fx, |step| format!("{name}.loss{step}"), &device);
         convert(&mut converted, Engine::X86).unwrap();
@@ -281,8 +282,7 @@ fn run_recorded_layer(
 /// (relative) with an equal zero-point.
 #[test]
 fn qat_layers_with_fake_quant_on_match_pytorch_on_recorded_inputs() {
-    use burn_qat::quant::{QConfig, QuantBackend};
-    use burn_qat::quantize::prepare_qat;
+    use crate::common::recipes::prepared_qat_x86;
 
     let fx = Fixture::load("resnet/qat_layers.safetensors");
     let device = Device::flex().autodiff();
@@ -301,10 +301,7 @@ fn qat_layers_with_fake_quant_on_match_pytorch_on_recorded_inputs() {
         assert_eq!(layers.len(), expected_layers, "{name}: {layers:?}");
         for layer in &layers {
             // A fresh model per layer: each observer sees exactly the batch PyTorch's saw.
-            let mut model =
-                load_resnet(&path(&format!("{name}.pth")), &config(name), &device).unwrap();
-            model.fuse_model(Some(true)).unwrap();
-            prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), &device).unwrap();
+            let model = prepared_qat_x86(float_model(name, &device), &device);
             let key = |what: &str| format!("{name}.{layer}.{what}");
             let (ours, qparams) = run_recorded_layer(
                 &model,

@@ -218,12 +218,7 @@ fn onnx_export_runs_float_and_int8() {
 /// The QAT model of the script: float weights, `fuse_model(is_qat=True)`, `prepare_qat` with
 /// the x86 QAT qconfig, training mode.
 fn prepared_qat(device: &Device) -> ShuffleNetV2 {
-    use burn_qat::quant::{QConfig, QuantBackend};
-    let mut model = float_model(device);
-    model.fuse_model(Some(true)).unwrap();
-    burn_qat::quantize::prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device)
-        .unwrap();
-    model
+    crate::common::recipes::prepared_qat_x86(float_model(device), device)
 }
 
 /// Single layers of a QAT model with fake quantization and observers on, each given the input

@@ -21,6 +21,15 @@ pub fn small_qat_mobilenet_v2(device: &Device) -> MobileNetV2 {
     model
 }
 
+/// `model` as the model fixture scripts prepare it for QAT (`prepared_qat` in
+/// `scripts/torchvision_fixtures.py`): `fuse_model(is_qat=True)` and `prepare_qat` with the x86
+/// QAT qconfig.
+pub fn prepared_qat_x86<M: burn_qat::nn::ImageClassifier>(mut model: M, device: &Device) -> M {
+    burn_qat::fuse::fuse_model(&mut model, true).unwrap();
+    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device).unwrap();
+    model
+}
+
 /// The main job's recipe cut to two epochs of two batches of 8 (observers off and batch norm
 /// frozen from the second), one calibration batch and one latency image.
 pub fn short_recipe() -> FinetuneConfig {
