@@ -56,7 +56,7 @@ import torch
 import torchvision
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
 import torchvision_fixtures  # this folder: the steps the model fixture scripts share
-from torchvision_fixtures import ptq, put_q, qat_steps, quantized_logits, save_arrays
+from torchvision_fixtures import ptq, put_q, qat_batches, qat_steps, quantized_logits, save_arrays
 from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
 from torchvision.models.quantization.mobilenetv3 import (
     QuantizableInvertedResidual,
@@ -122,12 +122,8 @@ def prepared_qat():
 
 def gen_qat(x):
     g = torch.Generator().manual_seed(SEED + 100)
-    batches = [(torch.rand(4, 3, 32, 32, generator=g) * 4.0 - 2.0,
-                torch.randint(0, NUM_CLASSES, (4,), generator=g)) for _ in range(3)]
     out = {}
-    for i, (bx, by) in enumerate(batches):
-        out[f"batch{i}.x"] = bx.numpy()
-        out[f"batch{i}.y"] = by.numpy().astype(np.int64)
+    batches = qat_batches(g, 4, NUM_CLASSES, out)
 
     # Fake quantization on: one forward, layers recorded.
     model = prepared_qat()

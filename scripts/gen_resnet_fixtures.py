@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torchvision
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
-from torchvision_fixtures import prepared_qat, ptq, put_q, qat_steps, quantized_logits, save_arrays
+from torchvision_fixtures import prepared_qat, ptq, put_q, qat_batches, qat_steps, quantized_logits, save_arrays
 from torchvision.models.quantization.resnet import (
     QuantizableBasicBlock,
     QuantizableBottleneck,
@@ -122,12 +122,8 @@ def gen(name, width, seed, x, calib_batches):
 
 def gen_qat(width, seed, x):
     g = torch.Generator().manual_seed(seed + 100)
-    batches = [(torch.rand(8, 3, 32, 32, generator=g) * 4.0 - 2.0,
-                torch.randint(0, NUM_CLASSES, (8,), generator=g)) for _ in range(3)]
     out = {}
-    for i, (bx, by) in enumerate(batches):
-        out[f"batch{i}.x"] = bx.numpy()
-        out[f"batch{i}.y"] = by.numpy().astype(np.int64)
+    batches = qat_batches(g, 8, NUM_CLASSES, out)
     for i, name in enumerate(MODELS):
         model = prepared_qat(lambda: build_float(name, width, seed + 10 * i + 1))  # <name>.pth's weights
         qat_steps(model, batches, out, lambda step: f"{name}.loss{step}")

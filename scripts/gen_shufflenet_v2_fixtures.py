@@ -65,7 +65,7 @@ from gen_functional_int8_fixtures import sensitive_qparams  # this folder
 from gen_int8_fixtures import nhwc, qu8
 from gen_int8_model_fixtures import randomize  # this folder: the same random weights
 import torchvision_fixtures  # this folder: the steps the model fixture scripts share
-from torchvision_fixtures import ptq, put_q, qat_steps, quantized_logits, save_arrays
+from torchvision_fixtures import ptq, put_q, qat_batches, qat_steps, quantized_logits, save_arrays
 from torchvision.models.quantization.shufflenetv2 import QuantizableShuffleNetV2
 from torchvision.models.quantization.utils import _replace_relu
 
@@ -224,12 +224,8 @@ def record_layers(batch, out):
 
 def gen_qat(x):
     g = torch.Generator().manual_seed(SEED + 100)
-    batches = [(torch.rand(4, 3, 32, 32, generator=g) * 4.0 - 2.0,
-                torch.randint(0, NUM_CLASSES, (4,), generator=g)) for _ in range(3)]
     out = {}
-    for i, (bx, by) in enumerate(batches):
-        out[f"batch{i}.x"] = bx.numpy()
-        out[f"batch{i}.y"] = by.numpy().astype(np.int64)
+    batches = qat_batches(g, 4, NUM_CLASSES, out)
     out["layer.input"] = (torch.rand(2, 3, 32, 32, generator=g) * 4.0 - 2.0).numpy()
     record_layers(torch.from_numpy(out["layer.input"]), out)
     model = prepared_qat()

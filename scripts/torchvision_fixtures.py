@@ -47,6 +47,17 @@ def prepared_qat(build):
     return model
 
 
+def qat_batches(g, batch, num_classes, out):
+    """Three training batches from the generator `g`: images `batch` × 3 × 32 × 32 uniform in ±2
+    and labels below `num_classes`, also stored as `out["batch{i}.x"]` / `["batch{i}.y"]` (i64)."""
+    batches = [(torch.rand(batch, 3, 32, 32, generator=g) * 4.0 - 2.0,
+                torch.randint(0, num_classes, (batch,), generator=g)) for _ in range(3)]
+    for i, (bx, by) in enumerate(batches):
+        out[f"batch{i}.x"] = bx.numpy()
+        out[f"batch{i}.y"] = by.numpy().astype(np.int64)
+    return batches
+
+
 def qat_steps(model, batches, out, loss_key):
     """A QAT-prepared `model` trained as the tests replay it: fake quantization off, one SGD step
     (lr 0.01, momentum 0.9) with cross-entropy per `(x, y)` of `batches`, observers off and batch
