@@ -55,6 +55,23 @@ fn count_equal(actual: &[u8], expected: &[u8], what: &str) -> (usize, usize) {
     (equal, expected.len())
 }
 
+/// [`count_equal`] of `y` (NCHW) against case `c`'s PyTorch output of each engine, summed.
+fn count_equal_per_engine(
+    fx: &Fixture,
+    c: &str,
+    y: &QTensor,
+    kernels: ByteKernels,
+) -> (usize, usize) {
+    let (mut equal, mut total) = (0, 0);
+    for (_, engine) in ENGINES {
+        let expected = u8s(fx, &format!("{c}.y_{engine}"));
+        let what = format!("{c} {engine} {kernels:?}");
+        let (e, t) = count_equal(&nchw(y), &expected, &what);
+        (equal, total) = (equal + e, total + t);
+    }
+    (equal, total)
+}
+
 fn cases(fx: &Fixture, prefix: &str) -> Vec<String> {
     let cases: Vec<String> = fx
         .case_names()
@@ -82,12 +99,8 @@ fn int8_mul_is_bit_exact_per_engine_and_kernel_set() {
             }
             .unwrap();
             assert_eq!(y.qparams(), q[2]);
-            for (_, engine) in ENGINES {
-                let expected = u8s(&fx, &format!("{c}.y_{engine}"));
-                let what = format!("{c} {engine} {kernels:?}");
-                let (e, t) = count_equal(&nchw(&y), &expected, &what);
-                (equal, total) = (equal + e, total + t);
-            }
+            let (e, t) = count_equal_per_engine(&fx, &c, &y, kernels);
+            (equal, total) = (equal + e, total + t);
         }
     }
     assert_eq!(
@@ -151,12 +164,8 @@ fn int8_cat_is_bit_exact_per_engine_and_kernel_set() {
             // PyTorch's output memory format: channels-last where every input was.
             let cl = y.format() == MemoryFormat::ChannelsLast;
             assert_eq!(cl, dim == 1 && channels_last, "{c}: the fast path's format");
-            for (_, engine) in ENGINES {
-                let expected = u8s(&fx, &format!("{c}.y_{engine}"));
-                let what = format!("{c} {engine} {kernels:?}");
-                let (e, t) = count_equal(&nchw(&y), &expected, &what);
-                (equal, total) = (equal + e, total + t);
-            }
+            let (e, t) = count_equal_per_engine(&fx, &c, &y, kernels);
+            (equal, total) = (equal + e, total + t);
         }
     }
     assert_eq!(
