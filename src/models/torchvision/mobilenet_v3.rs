@@ -5,9 +5,9 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::{load_quantized, load_quantized_state};
+use super::load_quantized;
 use crate::int8::Engine;
-use crate::io::{KeyMap, StateDict, load_state_dict, read_quantized_state_dict};
+use crate::io::{KeyMap, load_state_dict, read_state_dict_keys};
 use crate::models::arch::{Arch, ArchOptions, Family};
 use crate::models::mobilenet_v3::{MobileNetV3, MobileNetV3Arch, MobileNetV3Config};
 use crate::models::torchvision_model::{TorchvisionConfig, TorchvisionModel};
@@ -267,12 +267,11 @@ pub fn load_any_int8_mobilenet_v3(
     engine: Engine,
     device: &Device,
 ) -> Result<MobileNetV3> {
-    let state: StateDict = read_quantized_state_dict(path)?;
-    if !is_qat_state_dict(state.keys().map(String::as_str)) {
-        let map = quantized_mobilenet_v3_key_map(config);
-        return load_quantized_state(path, state, config.init(device)?, &map, engine);
+    // The keys alone tell the forms apart: no tensor data is read twice.
+    let keys = read_state_dict_keys(path)?;
+    if !is_qat_state_dict(keys.iter().map(String::as_str)) {
+        return load_quantized_mobilenet_v3(path, config, engine, device);
     }
-    drop(state);
     let mut model = load_qat_mobilenet_v3(path, config, qat_qconfig(engine), device)?;
     crate::convert::convert(&mut model, engine).map_err(|e| e.at_path(path))?;
     Ok(model)
