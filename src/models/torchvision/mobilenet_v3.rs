@@ -94,12 +94,7 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
         .prefix("classifier.3.", "classifier.");
     map = conv_norm(map, "features.0.", "stem.");
     map = conv_norm(map, &format!("features.{head}."), "head.");
-    for (i, _) in config.block_configs().iter().enumerate() {
-        map = map.prefix(
-            format!("features.{}.skip_add.", i + 1),
-            format!("blocks.{i}.skip_add."),
-        );
-    }
+    map = skip_adds(map, config);
     for (torch, burn, name) in block_layers(config) {
         map = match name {
             "se" => map.prefix(torch, format!("{burn}se.")),
@@ -108,6 +103,17 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
         };
     }
     map
+}
+
+/// Each block's `skip_add` (`features.I.skip_add.` → `blocks.I-1.skip_add.`), in the int8
+/// and QAT maps.
+fn skip_adds(map: KeyMap, config: &MobileNetV3Config) -> KeyMap {
+    (0..config.block_configs().len()).fold(map, |map, i| {
+        map.prefix(
+            format!("features.{}.skip_add.", i + 1),
+            format!("blocks.{i}.skip_add."),
+        )
+    })
 }
 
 /// Builds a [`MobileNetV3`] from `config` and loads torchvision's int8 state dict at `path`
@@ -182,12 +188,7 @@ pub fn qat_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
     map = qat_weighted(map, "classifier.3.", "classifier.", "linear");
     map = conv_norm(map, "features.0.", "stem.");
     map = conv_norm(map, &format!("features.{head}."), "head.");
-    for (i, _) in config.block_configs().iter().enumerate() {
-        map = map.prefix(
-            format!("features.{}.skip_add.", i + 1),
-            format!("blocks.{i}.skip_add."),
-        );
-    }
+    map = skip_adds(map, config);
     for (torch, burn, name) in block_layers(config) {
         map = match name {
             "se" => {
