@@ -32,12 +32,25 @@ impl Activations {
 
     /// Counts one activation of `batch · channels · h · w` elements; `None` on overflow.
     pub fn add(&mut self, batch: u64, channels: u64, h: u64, w: u64) -> Option<()> {
+        self.add_times(batch, channels, h, w, 1)
+    }
+
+    /// Counts `times` activations of `batch · channels · h · w` elements each; `None` on
+    /// overflow.
+    pub fn add_times(
+        &mut self,
+        batch: u64,
+        channels: u64,
+        h: u64,
+        w: u64,
+        times: u64,
+    ) -> Option<()> {
         let n = batch
             .checked_mul(channels)?
             .checked_mul(h)?
             .checked_mul(w)?;
         self.largest = self.largest.max(n);
-        self.total = self.total.checked_add(n)?;
+        self.total = self.total.checked_add(n.checked_mul(times)?)?;
         Some(())
     }
 }
@@ -90,8 +103,7 @@ impl MobileNetV2Config {
     /// Checks that the model's weights fit in memory; [`MobileNetV2Config::init`] calls it, so
     /// an absurd `width_mult` or `num_classes` is an error, not an allocation abort.
     pub fn check_model_size(&self) -> Result<()> {
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(F32));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "width_mult {} with {} classes is too large a MobileNetV2: {why}",
                 self.width_mult, self.num_classes
@@ -118,6 +130,12 @@ impl MobileNetV2Config {
             ))
         })
     }
+}
+
+/// Checks that `params` f32 weights (`None`: the count overflowed) fit in memory; the error is
+/// [`check_fits`]'s reason, for the caller to name the configuration.
+pub(crate) fn check_weights(params: Option<u64>) -> std::result::Result<(), String> {
+    check_fits(params.and_then(|p| p.checked_mul(F32)))
 }
 
 /// Checks that a forward pass with `acts` activations fits in memory beside `params` f32

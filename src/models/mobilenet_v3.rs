@@ -10,13 +10,13 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::footprint::{Activations, check_forward};
+use super::footprint::{Activations, check_forward, check_weights};
 use super::mobilenet_v3_block::MobileNetV3Block;
 use super::mobilenet_v3_block::{
     ConvNormActivation, ConvNormActivationConfig, MobileNetV3BlockConfig, V3Activation,
     adjust_channels,
 };
-use crate::limits::{check_fits, product};
+use crate::limits::product;
 use crate::nn::{
     Batch, DeQuantStub, Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig,
     QuantStub,
@@ -167,8 +167,7 @@ impl MobileNetV3Config {
     /// Errors if the weights (4 bytes each) would not fit in memory, as
     /// [`parameter_count`](Self::parameter_count) counts them.
     pub fn check_model_size(&self) -> Result<()> {
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(4));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "MobileNetV3 {:?} of width {} and {} classes is too large: {why}",
                 self.arch, self.width_mult, self.num_classes

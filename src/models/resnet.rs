@@ -9,9 +9,9 @@ use burn::module::Module;
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
-use super::footprint::{Activations, check_forward};
+use super::footprint::{Activations, check_forward, check_weights};
 use super::resnet_block::{BlockKind, ResidualBlock, ResidualBlockConfig};
-use crate::limits::{check_fits, product};
+use crate::limits::product;
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, ImageBatch, ImageClassifier,
     LinearBnAct, LinearBnActConfig, MaxPool2d, MaxPool2dConfig, QuantStub,
@@ -85,8 +85,7 @@ impl ResNetConfig {
             ));
         }
         // Every size must be allocatable: count the weights in u64 before building anything.
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(4));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "ResNet of width {}, {} groups of {}, layers {:?} and {} classes is too large: {why}",
                 self.width, self.groups, self.width_per_group, self.layers, self.num_classes
