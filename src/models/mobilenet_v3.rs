@@ -138,20 +138,9 @@ impl MobileNetV3Config {
     /// Checks the configuration and that the model's weights fit in memory (sizes counted in
     /// u64 before anything is allocated); [`init`](Self::init) calls it.
     pub fn validate(&self) -> Result<()> {
-        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
-            return Err(Error::Config(format!(
-                "width_mult must be a positive number, got {}",
-                self.width_mult
-            )));
-        }
+        super::check_width_and_dropout(self.width_mult, self.dropout)?;
         if self.num_classes == 0 {
             return Err(Error::Config("num_classes must be at least 1".into()));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!(
-                "dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
         }
         if self.dilated {
             return Err(Error::Config(
