@@ -196,13 +196,12 @@ impl MobileNetV3Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        check_forward(acts, self.parameter_count(), training).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this \
-                 MobileNetV3 {:?} (width_mult {}): {why}",
-                self.arch, self.width_mult
-            ))
-        })
+        let model = format!(
+            "MobileNetV3 {:?} (width_mult {})",
+            self.arch, self.width_mult
+        );
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), training, size, &model)
     }
 
     /// Number of weights (convolutions and biases, batch norms' four vectors, classifier) as

@@ -177,13 +177,9 @@ impl ResNetConfig {
     /// [`MobileNetV2Config::check_forward_size`]: super::MobileNetV2Config::check_forward_size
     pub fn check_forward_size(&self, batch: usize, height: usize, width: usize) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        check_forward(acts, self.parameter_count(), false).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this ResNet \
-                 (width {}, layers {:?}): {why}",
-                self.width, self.layers
-            ))
-        })
+        let model = format!("ResNet (width {}, layers {:?})", self.width, self.layers);
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), false, size, &model)
     }
 
     /// The configuration of every block of each stage (torchvision's `_make_layer`): the first

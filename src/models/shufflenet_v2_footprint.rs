@@ -88,12 +88,8 @@ impl ShuffleNetV2Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        check_forward(acts, self.parameter_count(), training).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this \
-                 ShuffleNetV2: {why}"
-            ))
-        })
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), training, size, "ShuffleNetV2")
     }
 }
 
