@@ -51,8 +51,21 @@ impl Default for BenchOptions {
 }
 
 impl BenchOptions {
-    /// Rejects values that would make the measurement meaningless, before any work is done.
+    /// Rejects values that would make the measurement meaningless, before any work is done,
+    /// for any model: the input must be at least 32×32, as every family but ShuffleNetV2 needs
+    /// ([`bench_model`] checks the input against its own model's limit instead).
     pub fn validate(&self) -> Result<()> {
+        self.validate_run()?;
+        check_image_batch("the model", &self.input_shape())
+    }
+
+    /// The input batch's shape, `[batch, 3, input_size, input_size]`.
+    fn input_shape(&self) -> [usize; 4] {
+        [self.batch, 3, self.input_size, self.input_size]
+    }
+
+    /// [`validate`](Self::validate) without the input size: iterations and threads.
+    fn validate_run(&self) -> Result<()> {
         if self.iters == 0 {
             return Err(Error::Config("--iters must be at least 1".into()));
         }
@@ -67,10 +80,7 @@ impl BenchOptions {
                 "--threads {n} is more than the {cpus} logical CPUs of this machine"
             )));
         }
-        check_image_batch(
-            "the model",
-            &[self.batch, 3, self.input_size, self.input_size],
-        )
+        Ok(())
     }
 }
 
@@ -220,7 +230,9 @@ pub fn bench_model<C: TorchvisionConfig>(
     options: BenchOptions,
     device: &Device,
 ) -> Result<BenchReport> {
-    options.validate()?;
+    // The model's own input limit (1×1 for ShuffleNetV2, 32×32 for the others), as `infer`.
+    options.validate_run()?;
+    C::Model::check_batch_shape(&options.input_shape())?;
     C::Model::check_config(config)?;
     let (b, s) = (options.batch, options.input_size);
     let flags = format!("--batch {b} --input-size {s}");

@@ -15,6 +15,7 @@ pub use int8_file::{
 };
 pub use int8_state_dict::{StateDict, int8_state_dict, load_int8_state_dict};
 pub use pytorch::{KeyMap, load_state_dict};
+pub(crate) use quantized_pth::read_state_dict_keys;
 pub use quantized_pth::{QScheme, StateValue, read_quantized_state_dict};
 
 use std::fs::File;

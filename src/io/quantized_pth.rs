@@ -38,6 +38,36 @@ pub fn read_quantized_state_dict(path: &Path) -> Result<BTreeMap<String, StateVa
         })
 }
 
+/// The keys of the `torch.save`d state dict at `path`, in the file's order, from its pickle
+/// alone (no tensor data is read): enough to tell a checkpoint's form or family apart.
+pub(crate) fn read_state_dict_keys(path: &Path) -> Result<Vec<String>> {
+    let (pk, _) = torch_archive::open(path)?;
+    state_dict_entries(&pk)
+        .map(|entries| entries.map(|(key, _)| key.clone()).collect())
+        .map_err(|reason| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        })
+}
+
+/// The root dict's `(key, value)` entries; an error unless the root is a dict of `str` keys.
+fn state_dict_entries(pk: &Pickle) -> Result<impl Iterator<Item = (&String, Id)>, String> {
+    let Obj::Dict(items) = pk.get(pk.root()) else {
+        return Err(format!(
+            "the saved object is a {}, not a state dict",
+            pk.describe(pk.root())
+        ));
+    };
+    let entries = items
+        .iter()
+        .map(|&(k, v)| match pk.get(k) {
+            Obj::Str(key) => Ok((key, v)),
+            _ => Err(format!("state-dict key is a {}, not a str", pk.describe(k))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(entries.into_iter())
+}
+
 /// Checks that `path` is a well-formed `torch.save`d float state dict without reading the
 /// tensor data: the archive or legacy stream, the pickle (bounded), every value a tensor
 /// rebuild PyTorch writes (no other calls), every view inside its storage, every storage
@@ -110,18 +140,8 @@ impl<'a> Reader<'a> {
     }
 
     fn state_dict(&mut self) -> Result<BTreeMap<String, StateValue>, String> {
-        let pk = self.pk;
-        let Obj::Dict(items) = pk.get(pk.root()) else {
-            return Err(format!(
-                "the saved object is a {}, not a state dict",
-                pk.describe(pk.root())
-            ));
-        };
         let mut out = BTreeMap::new();
-        for &(k, v) in items {
-            let Obj::Str(key) = pk.get(k) else {
-                return Err(format!("state-dict key is a {}, not a str", pk.describe(k)));
-            };
+        for (key, v) in state_dict_entries(self.pk)? {
             let value = self.value(v, 0).map_err(|e| format!("key '{key}': {e}"))?;
             out.insert(key.clone(), value);
         }

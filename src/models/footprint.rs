@@ -32,12 +32,25 @@ impl Activations {
 
     /// Counts one activation of `batch · channels · h · w` elements; `None` on overflow.
     pub fn add(&mut self, batch: u64, channels: u64, h: u64, w: u64) -> Option<()> {
+        self.add_times(batch, channels, h, w, 1)
+    }
+
+    /// Counts `times` activations of `batch · channels · h · w` elements each; `None` on
+    /// overflow.
+    pub fn add_times(
+        &mut self,
+        batch: u64,
+        channels: u64,
+        h: u64,
+        w: u64,
+        times: u64,
+    ) -> Option<()> {
         let n = batch
             .checked_mul(channels)?
             .checked_mul(h)?
             .checked_mul(w)?;
         self.largest = self.largest.max(n);
-        self.total = self.total.checked_add(n)?;
+        self.total = self.total.checked_add(n.checked_mul(times)?)?;
         Some(())
     }
 }
@@ -90,8 +103,7 @@ impl MobileNetV2Config {
     /// Checks that the model's weights fit in memory; [`MobileNetV2Config::init`] calls it, so
     /// an absurd `width_mult` or `num_classes` is an error, not an allocation abort.
     pub fn check_model_size(&self) -> Result<()> {
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(F32));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "width_mult {} with {} classes is too large a MobileNetV2: {why}",
                 self.width_mult, self.num_classes
@@ -110,31 +122,40 @@ impl MobileNetV2Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        check_forward(acts, self.parameter_count(), training).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this \
-                 MobileNetV2 (width_mult {}): {why}",
-                self.width_mult
-            ))
-        })
+        let model = format!("MobileNetV2 (width_mult {})", self.width_mult);
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), training, size, &model)
     }
 }
 
-/// Checks that a forward pass with `acts` activations fits in memory beside `params` f32
-/// weights (`None`: a count overflowed): `training` counts every activation (kept for the
-/// backward pass), inference the widest layer's, each times the live tensors around it. The
-/// error is [`check_fits`]'s reason, for the caller to name the sizes.
+/// Checks that `params` f32 weights (`None`: the count overflowed) fit in memory; the error is
+/// [`check_fits`]'s reason, for the caller to name the configuration.
+pub(crate) fn check_weights(params: Option<u64>) -> std::result::Result<(), String> {
+    check_fits(params.and_then(|p| p.checked_mul(F32)))
+}
+
+/// Checks that a forward pass on `[batch, 3, height, width]` (`size`) with `acts` activations
+/// fits in memory beside `params` f32 weights (`None`: a count overflowed): `training` counts
+/// every activation (kept for the backward pass), inference the widest layer's, each times the
+/// live tensors around it. The error names the sizes and `model` (`"MobileNetV2 (width_mult
+/// 1)"`).
 pub(crate) fn check_forward(
     acts: Option<Activations>,
     params: Option<u64>,
     training: bool,
-) -> std::result::Result<(), String> {
+    (batch, height, width): (usize, usize, usize),
+    model: &str,
+) -> Result<()> {
     let act_bytes = acts.and_then(|a| {
         let elems = if training { a.total } else { a.largest };
         elems.checked_mul(F32)?.checked_mul(LIVE_TENSORS)
     });
     let weights = params.and_then(|p| p.checked_mul(F32));
-    check_fits(act_bytes.and_then(|a| a.checked_add(weights?)))
+    check_fits(act_bytes.and_then(|a| a.checked_add(weights?))).map_err(|why| {
+        Error::Config(format!(
+            "a batch of {batch} images of {height}×{width} is too large for this {model}: {why}"
+        ))
+    })
 }
 
 /// Parameters of a convolution (no bias) followed by a batch norm (weight, bias, running mean

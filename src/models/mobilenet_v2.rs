@@ -226,22 +226,11 @@ impl ImageClassifier for MobileNetV2 {
 impl MobileNetV2Config {
     /// Checks the configuration; every builder calls it.
     pub fn validate(&self) -> Result<()> {
-        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
-            return Err(Error::Config(format!(
-                "width_mult must be a positive number, got {}",
-                self.width_mult
-            )));
-        }
+        super::check_width_and_dropout(self.width_mult, self.dropout)?;
         if self.num_classes == 0 || self.round_nearest == 0 {
             return Err(Error::Config(
                 "num_classes and round_nearest must be at least 1".into(),
             ));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!(
-                "dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
         }
         if self.inverted_residual_setting.is_empty()
             || self

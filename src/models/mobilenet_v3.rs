@@ -10,13 +10,13 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::{Device, Tensor};
 
-use super::footprint::{Activations, check_forward};
+use super::footprint::{Activations, check_forward, check_weights};
 use super::mobilenet_v3_block::MobileNetV3Block;
 use super::mobilenet_v3_block::{
     ConvNormActivation, ConvNormActivationConfig, MobileNetV3BlockConfig, V3Activation,
     adjust_channels,
 };
-use crate::limits::{check_fits, product};
+use crate::limits::product;
 use crate::nn::{
     Batch, DeQuantStub, Hardswish, ImageBatch, ImageClassifier, LinearBnAct, LinearBnActConfig,
     QuantStub,
@@ -138,20 +138,9 @@ impl MobileNetV3Config {
     /// Checks the configuration and that the model's weights fit in memory (sizes counted in
     /// u64 before anything is allocated); [`init`](Self::init) calls it.
     pub fn validate(&self) -> Result<()> {
-        if !(self.width_mult.is_finite() && self.width_mult > 0.0) {
-            return Err(Error::Config(format!(
-                "width_mult must be a positive number, got {}",
-                self.width_mult
-            )));
-        }
+        super::check_width_and_dropout(self.width_mult, self.dropout)?;
         if self.num_classes == 0 {
             return Err(Error::Config("num_classes must be at least 1".into()));
-        }
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::Config(format!(
-                "dropout must be in [0, 1), got {}",
-                self.dropout
-            )));
         }
         if self.dilated {
             return Err(Error::Config(
@@ -167,8 +156,7 @@ impl MobileNetV3Config {
     /// Errors if the weights (4 bytes each) would not fit in memory, as
     /// [`parameter_count`](Self::parameter_count) counts them.
     pub fn check_model_size(&self) -> Result<()> {
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(4));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "MobileNetV3 {:?} of width {} and {} classes is too large: {why}",
                 self.arch, self.width_mult, self.num_classes
@@ -208,13 +196,12 @@ impl MobileNetV3Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        check_forward(acts, self.parameter_count(), training).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this \
-                 MobileNetV3 {:?} (width_mult {}): {why}",
-                self.arch, self.width_mult
-            ))
-        })
+        let model = format!(
+            "MobileNetV3 {:?} (width_mult {})",
+            self.arch, self.width_mult
+        );
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), training, size, &model)
     }
 
     /// Number of weights (convolutions and biases, batch norms' four vectors, classifier) as

@@ -84,6 +84,23 @@ pub use weights::{
     ShuffleNetV2x1_0Weights, ShuffleNetV2x1_5Weights, ShuffleNetV2x2_0Weights,
 };
 
+/// Checks the two MobileNets' shared options: a finite positive width multiplier
+/// (torchvision's `width_mult`) and a dropout probability in `[0, 1)`.
+pub(crate) fn check_width_and_dropout(width_mult: f64, dropout: f64) -> crate::Result<()> {
+    use crate::Error;
+    if !(width_mult.is_finite() && width_mult > 0.0) {
+        return Err(Error::Config(format!(
+            "width_mult must be a positive number, got {width_mult}"
+        )));
+    }
+    if !(0.0..1.0).contains(&dropout) {
+        return Err(Error::Config(format!(
+            "dropout must be in [0, 1), got {dropout}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `shape` is a batch an ImageNet-style classifier called `model` takes
 /// (`[N, 3, H, W]`, `N ≥ 1`, `H, W ≥ 32`), so that callers can turn bad user input into an
 /// error before running the model.

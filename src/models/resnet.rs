@@ -9,9 +9,9 @@ use burn::module::Module;
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
-use super::footprint::{Activations, check_forward};
+use super::footprint::{Activations, check_forward, check_weights};
 use super::resnet_block::{BlockKind, ResidualBlock, ResidualBlockConfig};
-use crate::limits::{check_fits, product};
+use crate::limits::product;
 use crate::nn::{
     Activation, Batch, ConvBnAct, ConvBnActConfig, DeQuantStub, ImageBatch, ImageClassifier,
     LinearBnAct, LinearBnActConfig, MaxPool2d, MaxPool2dConfig, QuantStub,
@@ -85,8 +85,7 @@ impl ResNetConfig {
             ));
         }
         // Every size must be allocatable: count the weights in u64 before building anything.
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(4));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "ResNet of width {}, {} groups of {}, layers {:?} and {} classes is too large: {why}",
                 self.width, self.groups, self.width_per_group, self.layers, self.num_classes
@@ -178,13 +177,9 @@ impl ResNetConfig {
     /// [`MobileNetV2Config::check_forward_size`]: super::MobileNetV2Config::check_forward_size
     pub fn check_forward_size(&self, batch: usize, height: usize, width: usize) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        check_forward(acts, self.parameter_count(), false).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this ResNet \
-                 (width {}, layers {:?}): {why}",
-                self.width, self.layers
-            ))
-        })
+        let model = format!("ResNet (width {}, layers {:?})", self.width, self.layers);
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), false, size, &model)
     }
 
     /// The configuration of every block of each stage (torchvision's `_make_layer`): the first

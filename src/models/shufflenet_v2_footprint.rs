@@ -3,9 +3,9 @@
 //! width, batch or input size given by a user is refused with a message naming it when the
 //! count overflows or exceeds the machine's memory ([`crate::limits`]).
 
-use super::footprint::{Activations, F32, LIVE_TENSORS, conv_bn};
+use super::footprint::{Activations, check_forward, check_weights, conv_bn};
 use super::shufflenet_v2::ShuffleNetV2Config;
-use crate::limits::{check_fits, product};
+use crate::limits::product;
 use crate::{Error, Result};
 
 impl ShuffleNetV2Config {
@@ -38,16 +38,8 @@ impl ShuffleNetV2Config {
     /// The activations of one forward pass on a `[batch, 3, height, width]` input (every
     /// conv, split, cat and shuffle output), `None` if a count overflows.
     pub fn activations(&self, batch: u64, height: u64, width: u64) -> Option<Activations> {
-        let mut acts = Activations {
-            largest: 0,
-            total: 0,
-        };
-        let mut add = |channels: u64, h: u64, w: u64, times: u64| -> Option<()> {
-            let n = product([batch, channels, h, w])?;
-            acts.largest = acts.largest.max(n);
-            acts.total = acts.total.checked_add(n.checked_mul(times)?)?;
-            Some(())
-        };
+        let mut acts = Activations::new();
+        let mut add = |channels, h, w, times| acts.add_times(batch, channels, h, w, times);
         add(3, height, width, 1)?;
         let [c1, .., c5] = self.stages_out_channels.map(|c| c as u64);
         // conv1 and the max pooling each halve the plane (3×3, stride 2, padding 1).
@@ -76,8 +68,7 @@ impl ShuffleNetV2Config {
     /// Checks that the model's weights fit in memory; [`validate`](Self::validate) calls it, so
     /// an absurd class count or stage width is an error, not an allocation abort.
     pub fn check_model_size(&self) -> Result<()> {
-        let bytes = self.parameter_count().and_then(|p| p.checked_mul(F32));
-        check_fits(bytes).map_err(|why| {
+        check_weights(self.parameter_count()).map_err(|why| {
             Error::Config(format!(
                 "ShuffleNetV2 with stages_repeats {:?}, stages_out_channels {:?} and {} classes \
                  is too large: {why}",
@@ -97,18 +88,8 @@ impl ShuffleNetV2Config {
         training: bool,
     ) -> Result<()> {
         let acts = self.activations(batch as u64, height as u64, width as u64);
-        let act_bytes = acts.and_then(|a| {
-            let elems = if training { a.total } else { a.largest };
-            product([elems, F32, LIVE_TENSORS])
-        });
-        let weights = self.parameter_count().and_then(|p| p.checked_mul(F32));
-        let bytes = act_bytes.and_then(|a| a.checked_add(weights?));
-        check_fits(bytes).map_err(|why| {
-            Error::Config(format!(
-                "a batch of {batch} images of {height}×{width} is too large for this \
-                 ShuffleNetV2: {why}"
-            ))
-        })
+        let size = (batch, height, width);
+        check_forward(acts, self.parameter_count(), training, size, "ShuffleNetV2")
     }
 }
 

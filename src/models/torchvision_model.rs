@@ -107,9 +107,7 @@ pub(crate) fn explain_mismatch<M: TorchvisionModel>(
             .ok()
             .map(|(state, _)| state.into_keys().collect())
     } else {
-        crate::io::read_quantized_state_dict(path)
-            .ok()
-            .map(|state| state.into_keys().collect())
+        crate::io::read_state_dict_keys(path).ok()
     };
     let found = keys.and_then(|k| identify_keys(k.iter().map(String::as_str)));
     let expected = M::config_arch(config);

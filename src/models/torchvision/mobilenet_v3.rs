@@ -5,9 +5,9 @@ use std::path::Path;
 
 use burn::tensor::Device;
 
-use super::{load_quantized, load_quantized_state};
+use super::load_quantized;
 use crate::int8::Engine;
-use crate::io::{KeyMap, StateDict, load_state_dict, read_quantized_state_dict};
+use crate::io::{KeyMap, load_state_dict, read_state_dict_keys};
 use crate::models::arch::{Arch, ArchOptions, Family};
 use crate::models::mobilenet_v3::{MobileNetV3, MobileNetV3Arch, MobileNetV3Config};
 use crate::models::torchvision_model::{TorchvisionConfig, TorchvisionModel};
@@ -94,12 +94,7 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
         .prefix("classifier.3.", "classifier.");
     map = conv_norm(map, "features.0.", "stem.");
     map = conv_norm(map, &format!("features.{head}."), "head.");
-    for (i, _) in config.block_configs().iter().enumerate() {
-        map = map.prefix(
-            format!("features.{}.skip_add.", i + 1),
-            format!("blocks.{i}.skip_add."),
-        );
-    }
+    map = skip_adds(map, config);
     for (torch, burn, name) in block_layers(config) {
         map = match name {
             "se" => map.prefix(torch, format!("{burn}se.")),
@@ -108,6 +103,17 @@ pub fn quantized_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
         };
     }
     map
+}
+
+/// Each block's `skip_add` (`features.I.skip_add.` → `blocks.I-1.skip_add.`), in the int8
+/// and QAT maps.
+fn skip_adds(map: KeyMap, config: &MobileNetV3Config) -> KeyMap {
+    (0..config.block_configs().len()).fold(map, |map, i| {
+        map.prefix(
+            format!("features.{}.skip_add.", i + 1),
+            format!("blocks.{i}.skip_add."),
+        )
+    })
 }
 
 /// Builds a [`MobileNetV3`] from `config` and loads torchvision's int8 state dict at `path`
@@ -182,12 +188,7 @@ pub fn qat_mobilenet_v3_key_map(config: &MobileNetV3Config) -> KeyMap {
     map = qat_weighted(map, "classifier.3.", "classifier.", "linear");
     map = conv_norm(map, "features.0.", "stem.");
     map = conv_norm(map, &format!("features.{head}."), "head.");
-    for (i, _) in config.block_configs().iter().enumerate() {
-        map = map.prefix(
-            format!("features.{}.skip_add.", i + 1),
-            format!("blocks.{i}.skip_add."),
-        );
-    }
+    map = skip_adds(map, config);
     for (torch, burn, name) in block_layers(config) {
         map = match name {
             "se" => {
@@ -267,12 +268,11 @@ pub fn load_any_int8_mobilenet_v3(
     engine: Engine,
     device: &Device,
 ) -> Result<MobileNetV3> {
-    let state: StateDict = read_quantized_state_dict(path)?;
-    if !is_qat_state_dict(state.keys().map(String::as_str)) {
-        let map = quantized_mobilenet_v3_key_map(config);
-        return load_quantized_state(path, state, config.init(device)?, &map, engine);
+    // The keys alone tell the forms apart: no tensor data is read twice.
+    let keys = read_state_dict_keys(path)?;
+    if !is_qat_state_dict(keys.iter().map(String::as_str)) {
+        return load_quantized_mobilenet_v3(path, config, engine, device);
     }
-    drop(state);
     let mut model = load_qat_mobilenet_v3(path, config, qat_qconfig(engine), device)?;
     crate::convert::convert(&mut model, engine).map_err(|e| e.at_path(path))?;
     Ok(model)

@@ -71,21 +71,11 @@ pub(crate) fn rename_quantized_state(state: StateDict, map: &KeyMap) -> Result<S
 /// ReLU first, as torchvision's quantizable models do), errors naming the torchvision key.
 pub(crate) fn load_quantized<M: crate::nn::Quantizable + Clone>(
     path: &Path,
-    model: M,
-    map: &KeyMap,
-    engine: Engine,
-) -> Result<M> {
-    load_quantized_state(path, read_quantized_state_dict(path)?, model, map, engine)
-}
-
-/// [`load_quantized`] of the state dict already read from `path` (named in errors).
-pub(crate) fn load_quantized_state<M: crate::nn::Quantizable + Clone>(
-    path: &Path,
-    state: StateDict,
     mut model: M,
     map: &KeyMap,
     engine: Engine,
 ) -> Result<M> {
+    let state = read_quantized_state_dict(path)?;
     crate::quantize::replace_relu(&mut model)?;
     let state = rename_quantized_state(state, map).map_err(|e| e.at_path(path))?;
     load_int8_state_dict(&mut model, &state, engine)
