@@ -9,7 +9,7 @@ qnnpack arithmetic, loading PyTorch's int8 state dicts).
     /opt/torch-oracle/bin/python scripts/bench_peers.py \\
         [--arch mobilenet_v2|resnet18|mobilenet_v3_large|shufflenet_v2_x1_0] \\
         [--threads 2] [--batch 1] [--input-size 224] [--iters 20] [--warmup 3] [--rounds 3] \\
-        [--json-out FILE] [--work-dir DIR]
+        [--crate-kernels avx2|avx512|reference] [--json-out FILE] [--work-dir DIR]
 
 The model is torchvision's QuantizableMobileNetV2 (width 1.0, 1000 classes; the default) or
 QuantizableResNet ResNet-18 (`--arch resnet18`, 1000 classes; `burn-qat --arch resnet18`), or
@@ -32,6 +32,10 @@ also compared with PyTorch's "fbgemm" engine, whose arithmetic it reproduces: on
 with AVX512-VNNI PyTorch's "x86" engine runs most convolutions on oneDNN instead, which rounds
 rare ties the other way (one quantum on a few logits of a large batch). So is the share of the
 CPUs other processes took during the timing: on a busy machine the numbers mean little.
+
+`--crate-kernels avx2` caps the crate's int8 kernel set (`BURN_QAT_KERNELS`), which stands in
+for an AVX2-only CPU; the crate reports the set that ran, printed above the table. PyTorch and
+onnxruntime have no such switch (their kernels read CPUID), so they run their best kernels.
 
 Prints the machine (CPU model, nproc), the versions and one markdown table: runtime, precision,
 median ms, min ms, images/s, and the ratio of the median to the crate's int8 median of
@@ -225,19 +229,34 @@ def crate_bench(binary, weights, engine, a):
     cmd = [binary, "bench", *crate_args(a.arch, weights, engine), "--input-size", str(a.input_size),
            "--batch", str(a.batch), "--threads", str(a.threads), "--warmup", str(a.warmup),
            "--iters", str(a.iters), "--json"]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=crate_env(a))
     if out.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)}: {out.stderr.strip()}")
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    if r.get("kernels"):
+        CRATE_KERNELS.add(r["kernels"])
     return r["median_ms"], r["min_ms"]
 
 
-def crate_logits(binary, arch, weights, engine, x, work):
+# The int8 kernel sets the crate reported running (one, unless the cap is ignored).
+CRATE_KERNELS = set()
+
+
+def crate_env(a):
+    """The crate's environment: this one, with `--crate-kernels` as `BURN_QAT_KERNELS`."""
+    env = dict(os.environ)
+    env.pop("BURN_QAT_KERNELS", None)
+    if a.crate_kernels:
+        env["BURN_QAT_KERNELS"] = a.crate_kernels
+    return env
+
+
+def crate_logits(binary, arch, weights, engine, x, work, env):
     """The crate's logits on `x` through `burn-qat infer` (to check it runs PyTorch's model)."""
     xin, yout = os.path.join(work, "x.npy"), os.path.join(work, "y.npy")
     np.save(xin, x)
     cmd = [binary, "infer", *crate_args(arch, weights, engine), "--input", xin, "--output", yout]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         sys.exit(f"error: {' '.join(cmd)}: {out.stderr.strip()}")
     return np.load(yout)
@@ -260,6 +279,8 @@ def main():
                     help="the crate int8 row the ratio column divides by")
     ap.add_argument("--crate-bin", default=os.path.join(ROOT, "target", "release", "burn-qat"))
     ap.add_argument("--work-dir", help="keep the models here (default: a temporary directory)")
+    ap.add_argument("--crate-kernels", choices=["avx2", "avx512", "reference"],
+                    help="cap the crate's int8 kernel set (BURN_QAT_KERNELS); the peers are uncapped")
     ap.add_argument("--json-out", help="also write the machine, settings and rows as JSON")
     a = ap.parse_args()
     binary = crate_bin(a.crate_bin)
@@ -299,13 +320,14 @@ def run(a, binary, work):
     # The crate loads the same models: its logits against PyTorch's.
     with torch.inference_mode():
         y_float = float_pt(xt).numpy()
-    checks = {"burn-qat float": float(np.abs(crate_logits(binary, a.arch, float_pth, None, x, work)
+    checks = {"burn-qat float": float(np.abs(crate_logits(binary, a.arch, float_pth, None, x, work,
+                                                          crate_env(a))
                                              - y_float).max())}
     for engine in ENGINES:
         torch.backends.quantized.engine = engine
         with torch.inference_mode():
             y = int8_pt[engine](xt).numpy()
-        y_crate = crate_logits(binary, a.arch, int8_pth[engine], engine, x, work)
+        y_crate = crate_logits(binary, a.arch, int8_pth[engine], engine, x, work, crate_env(a))
         checks[f"burn-qat int8 {engine}"] = float(np.abs(y_crate - y).max())
         if engine == "x86":
             # The crate's x86 arithmetic is fbgemm's. PyTorch's "x86" engine is fbgemm too,
@@ -361,13 +383,17 @@ def run(a, binary, work):
         r["ratio"] = r["median_ms"] / ref
     settings = {"arch": a.arch, "batch": a.batch, "input_size": a.input_size, "threads": a.threads,
                 "warmup": a.warmup, "iters": a.iters, "rounds": a.rounds,
-                "ref_engine": a.ref_engine}
+                "ref_engine": a.ref_engine, "crate_kernels_cap": a.crate_kernels,
+                "crate_kernels_ran": sorted(CRATE_KERNELS)}
     print(f"\n{ARCHS[a.arch][2]}, {a.batch}x3x{a.input_size}x{a.input_size}, "
           f"{a.threads} threads, {a.rounds} rounds of {a.warmup} warm-up + {a.iters} timed passes "
           f"(median of the rounds' medians, min of all passes)")
     print(f"machine: {machine}; torch {torch.__version__}, torchvision {torchvision.__version__}, "
           f"onnxruntime {ort.__version__}; other processes used {others:.0%} of the CPUs "
-          f"during the timing\n")
+          f"during the timing")
+    print(f"burn-qat int8 kernels: {', '.join(sorted(CRATE_KERNELS)) or '?'}"
+          + (f" (capped with BURN_QAT_KERNELS={a.crate_kernels}; PyTorch and onnxruntime uncapped)"
+             if a.crate_kernels else "") + "\n")
     print(f"| runtime | precision | median ms | min ms | images/s | × burn-qat int8 "
           f"{a.ref_engine} |")
     print("|---|---|---:|---:|---:|---:|")

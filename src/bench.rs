@@ -92,6 +92,9 @@ pub struct BenchReport {
     pub arch: Option<Arch>,
     /// `None` for the float model, else the int8 engine whose arithmetic ran.
     pub engine: Option<Engine>,
+    /// The int8 kernel set that ran ([`Auto::name`](crate::int8::Auto::name): `"avx512vnni"`,
+    /// `"avx2"` or `"direct"`, after any `BURN_QAT_KERNELS` cap); `None` for the float model.
+    pub kernels: Option<&'static str>,
     /// Width multiplier of the model, for families that have one (MobileNetV2).
     pub width_mult: Option<f64>,
     /// Classes of the model's classifier.
@@ -134,10 +137,12 @@ impl BenchReport {
         };
         let string = |v: Option<&str>| v.map_or("null".into(), |v| format!("\"{v}\""));
         let engine = string(self.engine.map(Engine::name));
+        let kernels = string(self.kernels);
         let arch = string(self.arch.map(Arch::name));
         let o = &self.options;
         format!(
-            "{{\"path\":\"{}\",\"arch\":{arch},\"engine\":{engine},\"width_mult\":{},\
+            "{{\"path\":\"{}\",\"arch\":{arch},\"engine\":{engine},\"kernels\":{kernels},\
+             \"width_mult\":{},\
              \"num_classes\":{},\
              \"input_size\":{},\"batch\":{},\"threads\":{},\"warmup\":{},\"iters\":{},\
              \"median_ms\":{},\"min_ms\":{},\"images_per_s\":{}}}",
@@ -161,7 +166,7 @@ impl std::fmt::Display for BenchReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let o = &self.options;
         let path = match self.engine {
-            Some(e) => format!("int8 ({e})"),
+            Some(e) => format!("int8 ({e}, {})", self.kernels.unwrap_or("?")),
             None => "float".into(),
         };
         // MobileNetV2's line as before `--arch`: its width; the others name the architecture.
@@ -268,6 +273,7 @@ pub fn bench_model<C: TorchvisionConfig>(
     Ok(BenchReport {
         arch: C::Model::config_arch(config),
         engine,
+        kernels: engine.map(|_| crate::int8::Auto.name()),
         width_mult: C::Model::config_width_mult(config),
         num_classes: C::Model::config_num_classes(config),
         options: BenchOptions {
@@ -316,6 +322,7 @@ mod tests {
         let report = BenchReport {
             arch: Some(Arch::MobileNetV2),
             engine: Some(Engine::X86),
+            kernels: Some("avx2"),
             width_mult: Some(0.5),
             num_classes: 10,
             options: BenchOptions {
@@ -327,20 +334,20 @@ mod tests {
         };
         assert_eq!(
             report.to_json(),
-            "{\"path\":\"int8\",\"arch\":\"mobilenet_v2\",\"engine\":\"x86\",\"width_mult\":0.5,\
+            "{\"path\":\"int8\",\"arch\":\"mobilenet_v2\",\"engine\":\"x86\",\"kernels\":\"avx2\",\
+             \"width_mult\":0.5,\
              \"num_classes\":10,\
              \"input_size\":224,\"batch\":1,\"threads\":2,\"warmup\":3,\"iters\":20,\
              \"median_ms\":4,\"min_ms\":3.5,\"images_per_s\":250}"
         );
         let float = BenchReport {
             engine: None,
+            kernels: None,
             ..report.clone()
         };
-        assert!(
-            float
-                .to_json()
-                .contains("\"path\":\"float\",\"arch\":\"mobilenet_v2\",\"engine\":null")
-        );
+        assert!(float.to_json().contains(
+            "\"path\":\"float\",\"arch\":\"mobilenet_v2\",\"engine\":null,\"kernels\":null"
+        ));
         let resnet = BenchReport {
             arch: Some(Arch::ResNet18),
             width_mult: None,
