@@ -529,7 +529,8 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
     use burn_qat::int8::Int8Add;
     let mut rng = SplitMix64::new(11);
     let mut checked = 0;
-    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3.
+    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3, and
+    // 300 007 split over the threads in chunks, the last with a scalar tail of 7.
     for (sa, sb, sy) in [
         (0.02, 0.03, 0.04),
         (0.5, 0.001, 0.01),
@@ -542,20 +543,22 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
                 let qb = QParamsPt::new(sb, rng.below(256) as i32).unwrap();
                 let out = QParamsPt::new(sy, rng.below(256) as i32).unwrap();
                 let params = Int8Add::new(out, relu, engine).params(qa, qb).unwrap();
-                let (a, b) = (bytes(&mut rng, 1003), bytes(&mut rng, 1003));
-                let mut want = vec![0u8; 1003];
-                Reference.add(&params, &a, &b, &mut want);
-                for (name, kernels) in kernel_sets() {
-                    let mut got = vec![0u8; 1003];
-                    kernels.add(&params, &a, &b, &mut got);
-                    assert_eq!(
-                        got, want,
-                        "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy}"
-                    );
-                    checked += 1;
+                for len in [1003, 300_007] {
+                    let (a, b) = (bytes(&mut rng, len), bytes(&mut rng, len));
+                    let mut want = vec![0u8; len];
+                    Reference.add(&params, &a, &b, &mut want);
+                    for (name, kernels) in kernel_sets() {
+                        let mut got = vec![0u8; len];
+                        kernels.add(&params, &a, &b, &mut got);
+                        assert!(
+                            got == want,
+                            "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy} len {len}"
+                        );
+                        checked += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(checked, 4 * 2 * 2 * kernel_sets().len());
+    assert_eq!(checked, 4 * 2 * 2 * 2 * kernel_sets().len());
 }

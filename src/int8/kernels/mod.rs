@@ -165,6 +165,33 @@ pub(crate) fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut 
     });
 }
 
+/// Bytes per task of [`elementwise`]: enough tasks that a thread which finishes early (or
+/// lost its CPU for a while) leaves the rest to the others.
+const ELEMENTWISE_BLOCK: usize = 1 << 16;
+
+/// Runs the elementwise kernel `f(a, b, out)` on matching chunks of three equally long slices,
+/// split over threads when they are long.
+pub(crate) fn elementwise(
+    a: &[u8],
+    b: &[u8],
+    out: &mut [u8],
+    f: impl Fn(&[u8], &[u8], &mut [u8]) + Sync,
+) {
+    let threads = threads_for(out.len());
+    let block = if threads == 1 {
+        out.len()
+    } else {
+        out.len()
+            .div_ceil(threads)
+            .next_multiple_of(64)
+            .min(ELEMENTWISE_BLOCK)
+    };
+    for_each_block(out, block.max(1), |i, chunk| {
+        let (start, len) = (i * block, chunk.len());
+        f(&a[start..][..len], &b[start..][..len], chunk)
+    });
+}
+
 use super::add::AddParams;
 use super::conv::Int8Conv2d;
 use super::linear::Int8Linear;
