@@ -103,6 +103,35 @@ impl Layout<'_> {
             + (q % self.ow) * self.stride * self.cp
     }
 
+    /// [`Self::base`] of pixels `p0`, `p0 + 1`, …, repeating the last valid one (`p0 + valid −
+    /// 1`) past it: two divisions for the tile instead of two per pixel (tens of cycles on a
+    /// tile of a few hundred).
+    fn bases<const N: usize>(&self, p0: usize, valid: usize) -> [usize; N] {
+        let last = valid - 1;
+        if self.image == self.out_plane * self.cp {
+            return std::array::from_fn(|i| (p0 + i.min(last)) * self.cp);
+        }
+        let (mut b, q) = (p0 / self.out_plane, p0 % self.out_plane);
+        let (mut oy, mut ox) = (q / self.ow, q % self.ow);
+        let mut out = [0; N];
+        for i in 0..N.min(valid) {
+            out[i] = b * self.image + oy * self.stride * self.row + ox * self.stride * self.cp;
+            ox += 1;
+            if ox == self.ow {
+                ox = 0;
+                oy += 1;
+                if oy * self.ow == self.out_plane {
+                    oy = 0;
+                    b += 1;
+                }
+            }
+        }
+        for i in valid..N {
+            out[i] = out[last];
+        }
+        out
+    }
+
     /// One past the last byte pixel `p` reads.
     fn end(&self, p: usize) -> usize {
         self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + 4 * self.quads
@@ -308,11 +337,10 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
     let g0 = group * PN;
     let valid_panels = PN.min(panels - g0);
     // Past the edges, the last pixel and panel again (computed, never stored).
-    let mut xp = [x.as_ptr(); PX];
-    for (i, p) in xp.iter_mut().enumerate() {
-        // SAFETY: the pixel is below `pixels`, so its base lies inside x (caller's contract).
-        *p = unsafe { p.add(layout.base(p0 + i.min(valid_pixels - 1))) };
-    }
+    // SAFETY: the pixels are below `pixels`, so their bases lie inside x (caller's contract).
+    let xp = layout
+        .bases::<PX>(p0, valid_pixels)
+        .map(|b| unsafe { x.as_ptr().add(b) });
     let panel = |j: usize| g0 + j.min(valid_panels - 1);
     let w: [*const i8; PN] = std::array::from_fn(|j| a.panel(panel(j)).as_ptr());
     let rq: [&LaneRq; PN] = std::array::from_fn(|j| &lanes[panel(j)]);
