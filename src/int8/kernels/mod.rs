@@ -178,14 +178,16 @@ pub(crate) fn elementwise(
     f: impl Fn(&[u8], &[u8], &mut [u8]) + Sync,
 ) {
     let threads = threads_for(out.len());
-    let block = if threads == 1 {
-        out.len()
+    // One task on one thread, else a whole number per thread, each at most about
+    // ELEMENTWISE_BLOCK.
+    let tasks = if threads == 1 {
+        1
     } else {
         out.len()
-            .div_ceil(threads)
-            .next_multiple_of(64)
-            .min(ELEMENTWISE_BLOCK)
+            .div_ceil(ELEMENTWISE_BLOCK)
+            .next_multiple_of(threads)
     };
+    let block = out.len().div_ceil(tasks).next_multiple_of(64).max(1);
     for_each_block(out, block.max(1), |i, chunk| {
         let (start, len) = (i * block, chunk.len());
         f(&a[start..][..len], &b[start..][..len], chunk)

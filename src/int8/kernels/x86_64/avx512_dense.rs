@@ -269,7 +269,7 @@ fn run_tiles(
 const TASK_MACS: usize = 1 << 24;
 
 /// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in contiguous
-/// runs of about [`TASK_MACS`], which they claim one at a time. Panels run fastest when the
+/// runs of about [`TASK_MACS`] (the same number for each), which they claim one at a time. Panels run fastest when the
 /// weights are the smaller operand (a thread's pixels stay in L1 while the weights stream
 /// past), pixels when the weights are the larger (the deep layers, whose weights outgrow L2:
 /// one group's panels then stay in L2 while every pixel passes).
@@ -288,11 +288,8 @@ fn run_shape<const PX: usize, const PN: usize>(
     let (tiles, groups) = (pixels.div_ceil(PX), a.panels().div_ceil(PN));
     let units = tiles * groups;
     let threads = threads_for(macs).min(units);
-    let tasks = if threads == 1 {
-        1
-    } else {
-        (macs / TASK_MACS).clamp(threads, units)
-    };
+    // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
+    let tasks = (threads * (macs / (TASK_MACS * threads)).max(1)).min(units);
     let pixels_fastest = a.panels() * a.quads() * LANES * 4 > x.len();
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
