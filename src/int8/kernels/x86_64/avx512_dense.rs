@@ -90,6 +90,14 @@ struct Layout<'a> {
     image: usize,
 }
 
+/// An output pixel: image, row, column.
+#[derive(Clone, Copy)]
+struct Pixel {
+    b: usize,
+    y: usize,
+    x: usize,
+}
+
 impl Layout<'_> {
     fn base(&self, p: usize) -> usize {
         if self.image == self.out_plane * self.cp {
@@ -103,28 +111,43 @@ impl Layout<'_> {
             + (q % self.ow) * self.stride * self.cp
     }
 
-    /// [`Self::base`] of pixels `p0`, `p0 + 1`, …, repeating the last valid one (`p0 + valid −
-    /// 1`) past it: two divisions for the tile instead of two per pixel (tens of cycles on a
-    /// tile of a few hundred).
-    fn bases<const N: usize>(&self, p0: usize, valid: usize) -> [usize; N] {
+    /// Output pixel `p` as (image, row, column).
+    fn coords(&self, p: usize) -> Pixel {
+        let (b, q) = (p / self.out_plane, p % self.out_plane);
+        Pixel {
+            b,
+            y: q / self.ow,
+            x: q % self.ow,
+        }
+    }
+
+    /// `c` moved `n` output pixels on (row-major through the images).
+    fn step(&self, mut c: Pixel, n: usize) -> Pixel {
+        c.x += n;
+        while c.x >= self.ow {
+            c.x -= self.ow;
+            c.y += 1;
+            if c.y * self.ow == self.out_plane {
+                c.y = 0;
+                c.b += 1;
+            }
+        }
+        c
+    }
+
+    /// [`Self::base`] of the `N` pixels from `first` (pixel `p0`), repeating the last valid
+    /// one (`valid − 1` on) past it, with no divisions: a tile's setup is on its critical
+    /// path, and two dependent divisions cost tens of cycles of a few hundred.
+    fn bases<const N: usize>(&self, p0: usize, first: Pixel, valid: usize) -> [usize; N] {
         let last = valid - 1;
         if self.image == self.out_plane * self.cp {
             return std::array::from_fn(|i| (p0 + i.min(last)) * self.cp);
         }
-        let (mut b, q) = (p0 / self.out_plane, p0 % self.out_plane);
-        let (mut oy, mut ox) = (q / self.ow, q % self.ow);
+        let mut c = first;
         let mut out = [0; N];
-        for i in 0..N.min(valid) {
-            out[i] = b * self.image + oy * self.stride * self.row + ox * self.stride * self.cp;
-            ox += 1;
-            if ox == self.ow {
-                ox = 0;
-                oy += 1;
-                if oy * self.ow == self.out_plane {
-                    oy = 0;
-                    b += 1;
-                }
-            }
+        for o in out.iter_mut().take(valid) {
+            *o = c.b * self.image + c.y * self.stride * self.row + c.x * self.stride * self.cp;
+            c = self.step(c, 1);
         }
         for i in valid..N {
             out[i] = out[last];
@@ -285,7 +308,8 @@ fn run_shape<const PX: usize, const PN: usize>(
     // Every dword any tile reads lies inside x (bases grow with the pixel index).
     assert!(layout.end(pixels - 1) <= x.len());
     assert_eq!(a.quads(), layout.taps.len() * layout.quads);
-    let (tiles, groups) = (pixels.div_ceil(PX), a.panels().div_ceil(PN));
+    let panels = a.panels();
+    let (tiles, groups) = (pixels.div_ceil(PX), panels.div_ceil(PN));
     let units = tiles * groups;
     let threads = threads_for(macs).min(units);
     // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
@@ -293,33 +317,51 @@ fn run_shape<const PX: usize, const PN: usize>(
     let pixels_fastest = a.panels() * a.quads() * LANES * 4 > x.len();
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
+        // The first pixel of the tile last seen, stepped along rather than divided out.
+        let mut at: Option<(usize, Pixel)> = None;
         for u in units * t / tasks..units * (t + 1) / tasks {
-            let unit = if pixels_fastest {
+            let (tile, group) = if pixels_fastest {
                 (u % tiles, u / tiles)
             } else {
                 (u / groups, u % groups)
             };
+            let first = match at {
+                Some((seen, c)) if seen == tile => c,
+                Some((seen, c)) if seen + 1 == tile => layout.step(c, PX),
+                _ => layout.coords(tile * PX),
+            };
+            at = Some((tile, first));
             // SAFETY: each unit writes only its own pixels' channels of its panels, inside
             // `out` ([pixels, m]); every read lies inside x (asserted above).
-            unsafe { tile_unit::<PX, PN>(a, rq, (x, layout), pixels, unit, ptr) };
+            unsafe {
+                tile_unit::<PX, PN>(
+                    a,
+                    rq,
+                    (x, layout),
+                    (pixels, panels),
+                    (tile, first, group),
+                    ptr,
+                )
+            };
         }
     };
     super::super::team::parallel_for(tasks, run);
 }
 
-/// Pixel tile `tile` × panel group `group`, requantized and stored into the `[pixels, m]`
-/// output behind `out`.
+/// Pixel tile `tile` (its first pixel at `first`) × panel group `group` (of `panels`
+/// panels), requantized and stored into the `[pixels, m]` output behind `out`.
 ///
 /// # Safety
 /// `out` points at `pixels · m` writable bytes, and no other thread writes this unit's; every
-/// byte `layout` places for pixels below `pixels` lies inside `x`.
+/// byte `layout` places for pixels below `pixels` lies inside `x`; `first` is pixel
+/// `tile · PX`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_unit<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
     (lanes, o): (&[LaneRq], LaneOut),
     (x, layout): (&[u8], Layout),
-    pixels: usize,
-    (tile, group): (usize, usize),
+    (pixels, panels): (usize, usize),
+    (tile, first, group): (usize, Pixel, usize),
     out: OutPtr,
 ) {
     const {
@@ -328,7 +370,7 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
             "a pixel's outputs are half or all of 64 bytes"
         )
     };
-    let (m, panels) = (a.rows(), a.panels());
+    let m = a.rows();
     let p0 = tile * PX;
     let valid_pixels = PX.min(pixels - p0);
     let g0 = group * PN;
@@ -336,7 +378,7 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
     // Past the edges, the last pixel and panel again (computed, never stored).
     // SAFETY: the pixels are below `pixels`, so their bases lie inside x (caller's contract).
     let xp = layout
-        .bases::<PX>(p0, valid_pixels)
+        .bases::<PX>(p0, first, valid_pixels)
         .map(|b| unsafe { x.as_ptr().add(b) });
     let panel = |j: usize| g0 + j.min(valid_panels - 1);
     let w: [*const i8; PN] = std::array::from_fn(|j| a.panel(panel(j)).as_ptr());
