@@ -314,7 +314,8 @@ fn run_shape<const PX: usize, const PN: usize>(
     let threads = threads_for(macs).min(units);
     // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
     let tasks = (threads * (macs / (TASK_MACS * threads)).max(1)).min(units);
-    let pixels_fastest = a.panels() * a.quads() * LANES * 4 > x.len();
+    let pixels_fastest = panels * a.quads() * LANES * 4 > x.len();
+    let group_data: Vec<Group<PN>> = (0..groups).map(|g| Group::of(a, rq.0, g)).collect();
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
         // The first pixel of the tile last seen, stepped along rather than divided out.
@@ -331,25 +332,46 @@ fn run_shape<const PX: usize, const PN: usize>(
                 _ => layout.coords(tile * PX),
             };
             at = Some((tile, first));
+            let unit = (tile, first, &group_data[group]);
             // SAFETY: each unit writes only its own pixels' channels of its panels, inside
             // `out` ([pixels, m]); every read lies inside x (asserted above).
-            unsafe {
-                tile_unit::<PX, PN>(
-                    a,
-                    rq,
-                    (x, layout),
-                    (pixels, panels),
-                    (tile, first, group),
-                    ptr,
-                )
-            };
+            unsafe { tile_unit::<PX, PN>(a.rows(), rq.1, (x, layout), pixels, unit, ptr) };
         }
     };
     super::super::team::parallel_for(tasks, run);
 }
 
-/// Pixel tile `tile` (its first pixel at `first`) × panel group `group` (of `panels`
-/// panels), requantized and stored into the `[pixels, m]` output behind `out`.
+/// What a tile needs of its group of `PN` panels (the last panel again past the last), worked
+/// out once per call: the tiles' setup is on their critical path.
+#[derive(Clone, Copy)]
+struct Group<'a, const PN: usize> {
+    /// The first panel.
+    g0: usize,
+    w: [&'a [i8]; PN],
+    rq: [&'a LaneRq; PN],
+    /// A pixel's bytes of the group's tiles: each valid panel's channels below m.
+    mask: u64,
+}
+
+impl<'a, const PN: usize> Group<'a, PN> {
+    fn of(a: &'a PackedWeightsS8, lanes: &'a [LaneRq], group: usize) -> Self {
+        let g0 = group * PN;
+        let valid = PN.min(a.panels() - g0);
+        let panel = |j: usize| g0 + j.min(valid - 1);
+        let mask = (0..valid).fold(0u64, |mask, j| {
+            mask | (lane_mask(a.rows() - (g0 + j) * LANES) as u64) << (j * LANES)
+        });
+        Group {
+            g0,
+            w: std::array::from_fn(|j| a.panel(panel(j))),
+            rq: std::array::from_fn(|j| &lanes[panel(j)]),
+            mask,
+        }
+    }
+}
+
+/// Pixel tile `tile` (its first pixel at `first`) × a panel group, requantized and stored
+/// into the `[pixels, m]` output behind `out`.
 ///
 /// # Safety
 /// `out` points at `pixels · m` writable bytes, and no other thread writes this unit's; every
@@ -357,11 +379,11 @@ fn run_shape<const PX: usize, const PN: usize>(
 /// `tile · PX`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_unit<const PX: usize, const PN: usize>(
-    a: &PackedWeightsS8,
-    (lanes, o): (&[LaneRq], LaneOut),
+    m: usize,
+    o: LaneOut,
     (x, layout): (&[u8], Layout),
-    (pixels, panels): (usize, usize),
-    (tile, first, group): (usize, Pixel, usize),
+    pixels: usize,
+    (tile, first, group): (usize, Pixel, &Group<PN>),
     out: OutPtr,
 ) {
     const {
@@ -370,26 +392,18 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
             "a pixel's outputs are half or all of 64 bytes"
         )
     };
-    let m = a.rows();
     let p0 = tile * PX;
     let valid_pixels = PX.min(pixels - p0);
-    let g0 = group * PN;
-    let valid_panels = PN.min(panels - g0);
     // Past the edges, the last pixel and panel again (computed, never stored).
     // SAFETY: the pixels are below `pixels`, so their bases lie inside x (caller's contract).
     let xp = layout
         .bases::<PX>(p0, first, valid_pixels)
         .map(|b| unsafe { x.as_ptr().add(b) });
-    let panel = |j: usize| g0 + j.min(valid_panels - 1);
-    let w: [*const i8; PN] = std::array::from_fn(|j| a.panel(panel(j)).as_ptr());
-    let rq: [&LaneRq; PN] = std::array::from_fn(|j| &lanes[panel(j)]);
+    let Group { g0, w, rq, mask } = *group;
+    let w = w.map(<[i8]>::as_ptr);
     // SAFETY: the taps are inside x by the caller's contract; every panel holds
     // `taps · quads` quads (asserted by `run_shape`).
     let acc = unsafe { tile_acc(xp, w, rq.map(LaneRq::acc_init), layout.taps, layout.quads) };
-    // A pixel's bytes of this tile: each valid panel's channels below m.
-    let mask = (0..valid_panels).fold(0u64, |mask, j| {
-        mask | (lane_mask(m - (g0 + j) * LANES) as u64) << (j * LANES)
-    });
     // Four accumulators per requantization: two pixels' two panels, or one pixel's four.
     let per = 4 / PN;
     for i in (0..valid_pixels).step_by(per) {
