@@ -285,11 +285,12 @@ fn run_tiles(
     }
 }
 
-/// Multiply-adds per task of [`run_shape`] (~30 µs of one thread at the `vpdpbusd` peak):
-/// enough tasks that a thread which finishes early, or lost its CPU for a while, leaves the
-/// rest to the others instead of waiting for them, few enough that claiming them costs
-/// nothing.
-const TASK_MACS: usize = 1 << 24;
+/// Multiply-adds per task of [`run_shape`] (~65 µs of one thread at the `vpdpbusd` peak): at
+/// batch 32, enough tasks (~100 for a ResNet-18 layer) that a thread which finishes early, or
+/// lost its CPU for a while, leaves the rest to the others instead of waiting for them; few
+/// enough that claiming them (a contended atomic each) costs nothing. At batch 1 a layer is
+/// one task per thread, as the threads would split it evenly anyway.
+const TASK_MACS: usize = 1 << 25;
 
 /// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in contiguous
 /// runs of about [`TASK_MACS`] (the same number for each), which they claim one at a time. Panels run fastest when the
