@@ -327,9 +327,13 @@ fn lane_weights(w: &[i16], out: usize, [icg, kh, kw]: [usize; 3]) -> Option<Pack
     let per_out = lt.count * lt.len;
     let mut taps = vec![0i16; out * per_out];
     for (o, row) in w.chunks_exact(icg * kh * kw).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            let (ci, ky, kx) = (i / (kh * kw), (i / kw) % kh, i % kw);
-            taps[o * per_out + lt.offset(icg, kw, (ci, ky, kx))] = v;
+        let dst = &mut taps[o * per_out..][..per_out];
+        for (ci, plane) in row.chunks_exact(kh * kw).enumerate() {
+            for (ky, line) in plane.chunks_exact(kw).enumerate() {
+                for (kx, &v) in line.iter().enumerate() {
+                    dst[lt.offset(icg, kw, (ci, ky, kx))] = v;
+                }
+            }
         }
     }
     PackedWeightsS8::pack_panels(&taps, out, per_out, LANE_ROWS)
