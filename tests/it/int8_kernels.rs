@@ -562,3 +562,42 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
     }
     assert_eq!(checked, 4 * 2 * 2 * 2 * kernel_sets().len());
 }
+
+/// A ResNet-sized 3×3 layer (151M multiply-adds over 4 images of 32×32) is dealt to the
+/// threads in several tasks per thread, each stepping its tiles across image boundaries: on
+/// the pass's thread team (`on_thread_pool`) as a model runs it, and outside one (rayon), the
+/// kernel sets match the reference.
+#[test]
+fn dense_layer_in_many_tasks_is_bit_identical_to_reference() {
+    use burn_qat::int8::on_thread_pool;
+    let mut rng = SplitMix64::new(26);
+    let (n, c, h, w, oc) = (4, 64, 32, 32, 64);
+    let input_qp = QParamsPt::new(0.02, 9).unwrap();
+    let x = QTensor::from_raw(bytes(&mut rng, n * c * h * w), &[n, c, h, w], input_qp).unwrap();
+    let data = bytes(&mut rng, oc * c * 9)
+        .into_iter()
+        .map(|b| b as i8)
+        .collect();
+    let weight = QWeight::from_raw(data, &[oc, c, 3, 3], weight_qparams(true, true, oc)).unwrap();
+    let spec = Conv2dSpec {
+        stride: 1,
+        padding: 1,
+        groups: 1,
+        relu: true,
+    };
+    let out = QParamsPt::new(0.5, 100).unwrap();
+    let bias = Some((0..oc).map(|o| o as f32 * 0.01 - 0.3).collect());
+    let conv = Int8Conv2d::new(weight, bias, spec, input_qp, out, Engine::X86).unwrap();
+    let reference = conv.forward_with(&Reference, &x).unwrap();
+    let reference = reference.to_contiguous();
+    let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
+    let on_team = on_thread_pool(|| conv.forward_with(&Auto, &x_nhwc).unwrap());
+    assert!(
+        on_team.to_contiguous().data() == reference.data(),
+        "auto on the team"
+    );
+    for (name, k) in kernel_sets() {
+        let got = conv.forward_with(k, &x_nhwc).unwrap();
+        assert!(got.to_contiguous().data() == reference.data(), "{name}");
+    }
+}
