@@ -1,5 +1,6 @@
 //! Kernel micro-benchmarks: MobileNetV2's (width 1.0) and ResNet-18's hot convolution shapes
-//! (224×224 input, batch 1) on every kernel set this CPU runs. Criterion reports throughput in multiply-adds
+//! (224×224 input, batch 1) on every kernel set this CPU runs, and ResNet-18's at batch 32
+//! (`…_b32`) on the automatic set. Criterion reports throughput in multiply-adds
 //! per second (`elem/s` = MAC/s); the machine's peaks for the instructions the GEMMs are built
 //! on (`vpmaddwd`, 16 i16 MACs, for AVX2; `vpdpbusd`, 64 u8 × s8 MACs, for AVX-512 VNNI) are
 //! measured first and printed beside them.
@@ -37,6 +38,18 @@ const SHAPES: [(&str, usize, usize, usize, usize, usize, usize); 18] = [
     ("r18_3x3s1_256_14", 256, 14, 256, 3, 1, 1),
     ("r18_3x3s1_512_7", 512, 7, 512, 3, 1, 1),
     ("r18_1x1s2_64to128_56", 64, 56, 128, 1, 2, 1),
+];
+
+/// The shapes also run at batch 32 (on [`Auto`] only: the portable set would take seconds per
+/// pass), where the batch is one more dimension to split between threads.
+const BATCH32: [&str; 7] = [
+    "r18_stem_7x7s2_3to64_224",
+    "r18_3x3s1_64_56",
+    "r18_3x3s2_64to128_56",
+    "r18_3x3s1_128_28",
+    "r18_3x3s1_256_14",
+    "r18_3x3s1_512_7",
+    "r18_1x1s2_64to128_56",
 ];
 
 fn conv(
@@ -187,27 +200,46 @@ fn bench(c: &mut Criterion) {
             sets.push(("avx2", k));
         }
     }
-    for (name, ic, size, oc, k, stride, groups) in SHAPES {
+    let batch32 = SHAPES
+        .iter()
+        .filter(|s| BATCH32.contains(&s.0))
+        .map(|&s| (32, s));
+    for (batch, (name, ic, size, oc, k, stride, groups)) in
+        SHAPES.map(|s| (1, s)).into_iter().chain(batch32)
+    {
         let op = conv(&mut rng, ic, oc, k, stride, groups);
-        let input: Vec<u8> = (0..ic * size * size)
+        let input: Vec<u8> = (0..batch * ic * size * size)
             .map(|_| rng.below(256) as u8)
             .collect();
         let x = QTensor::from_raw(
             input,
-            &[1, ic, size, size],
+            &[batch, ic, size, size],
             QParamsPt::new(0.02, 7).expect("qp"),
         )
         .expect("input");
         let (oh, ow) = op.output_hw(size, size).expect("fits");
-        let macs = oc * oh * ow * (ic / groups) * k * k;
+        let macs = batch * oc * oh * ow * (ic / groups) * k * k;
         group.throughput(Throughput::Elements(macs as u64));
-        for &(set, kernels) in &sets {
+        let (name, sets) = if batch == 1 {
+            (name.to_string(), &sets[..])
+        } else {
+            (format!("{name}_b{batch}"), &sets[..1])
+        };
+        for &(set, kernels) in sets {
             // The input in the format the set reads (as the previous layer of a model writes
             // it), so that a conversion is not timed with the kernel.
             let x = x.to_format(kernels.conv2d_formats(&op, x.shape()).0);
-            group.bench_function(format!("{name}/{set}"), |b| {
-                b.iter(|| op.forward_with(kernels, black_box(&x)).expect("conv"))
-            });
+            let mut run = || {
+                group.bench_function(format!("{name}/{set}"), |b| {
+                    b.iter(|| op.forward_with(kernels, black_box(&x)).expect("conv"))
+                });
+            };
+            if batch == 1 {
+                run();
+            } else {
+                // Outputs recycled as in a model's pass: a fresh 25 MB would time page faults.
+                burn_qat::int8::buffer::scope(run);
+            }
         }
     }
     group.finish();

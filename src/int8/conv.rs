@@ -270,19 +270,71 @@ impl Int8Conv2d {
     }
 }
 
-/// The `[out, in, kh, kw]` weights `w` (zero-points removed) as i8 quad panels of [`LANE_ROWS`]
-/// rows for the channels-last dense kernels, in their tap order `[out][ky][kx][ci]` with the
-/// input channels padded to a multiple of 4 with zero weights (a tap's channels are then
-/// whole dwords of an NHWC pixel; a 1×1 over a multiple of 4 channels is `w` itself). `None`
-/// when a weight does not fit i8.
-fn lane_weights(w: &[i16], out: usize, [icg, kh, kw]: [usize; 3]) -> Option<PackedWeightsS8> {
-    let cp = icg.next_multiple_of(4);
-    let mut taps = vec![0i16; out * kh * kw * cp];
-    for (o, row) in w.chunks_exact(icg * kh * kw).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
-            let (ci, t) = (i / (kh * kw), i % (kh * kw));
-            taps[(o * kh * kw + t) * cp + ci] = v;
+/// How the channels-last dense kernels cut a `kh × kw` kernel over `c` input channels into
+/// taps of whole dwords, each tap `len` bytes of an NHWC input:
+/// * one tap per kernel position (`[ky][kx]`), over the channels padded to a multiple of 4;
+/// * when the channels are not a multiple of 4 (the stems' 3), one tap per kernel row (`[ky]`),
+///   over its `kw · c` contiguous bytes (the row's pixels, in an NHWC image of `c` channels)
+///   padded to a multiple of 4: 7 taps of 24 bytes for ResNet's 7×7 stem instead of 49 of 4
+///   (a quarter of which multiply padding), in longer runs of `vpdpbusd`.
+///
+/// A tap's padding bytes meet zero weights: what the input holds there does not matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LaneTaps {
+    /// Taps per output pixel.
+    pub count: usize,
+    /// Bytes per tap (a multiple of 4).
+    pub len: usize,
+    /// One tap per kernel row (else per kernel position).
+    pub rows: bool,
+}
+
+impl LaneTaps {
+    /// The taps of a `kh × kw` kernel over `c` input channels.
+    pub(crate) fn of(c: usize, kh: usize, kw: usize) -> Self {
+        if c.is_multiple_of(4) {
+            LaneTaps {
+                count: kh * kw,
+                len: c,
+                rows: false,
+            }
+        } else {
+            LaneTaps {
+                count: kh,
+                len: (kw * c).next_multiple_of(4),
+                rows: true,
+            }
         }
     }
-    PackedWeightsS8::pack_panels(&taps, out, kh * kw * cp, LANE_ROWS)
+
+    /// Where weight `(ci, ky, kx)` of a kernel over `c` channels and `kw` columns lies in the
+    /// `count · len` bytes of one output channel.
+    fn offset(self, c: usize, kw: usize, (ci, ky, kx): (usize, usize, usize)) -> usize {
+        if self.rows {
+            ky * self.len + kx * c + ci
+        } else {
+            (ky * kw + kx) * self.len + ci
+        }
+    }
+}
+
+/// The `[out, in, kh, kw]` weights `w` (zero-points removed) as i8 quad panels of [`LANE_ROWS`]
+/// rows for the channels-last dense kernels, in their tap order ([`LaneTaps`]) with zero
+/// weights in the taps' padding (a 1×1 over a multiple of 4 channels is `w` itself). `None`
+/// when a weight does not fit i8.
+fn lane_weights(w: &[i16], out: usize, [icg, kh, kw]: [usize; 3]) -> Option<PackedWeightsS8> {
+    let lt = LaneTaps::of(icg, kh, kw);
+    let per_out = lt.count * lt.len;
+    let mut taps = vec![0i16; out * per_out];
+    for (o, row) in w.chunks_exact(icg * kh * kw).enumerate() {
+        let dst = &mut taps[o * per_out..][..per_out];
+        for (ci, plane) in row.chunks_exact(kh * kw).enumerate() {
+            for (ky, line) in plane.chunks_exact(kw).enumerate() {
+                for (kx, &v) in line.iter().enumerate() {
+                    dst[lt.offset(icg, kw, (ci, ky, kx))] = v;
+                }
+            }
+        }
+    }
+    PackedWeightsS8::pack_panels(&taps, out, per_out, LANE_ROWS)
 }

@@ -529,7 +529,8 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
     use burn_qat::int8::Int8Add;
     let mut rng = SplitMix64::new(11);
     let mut checked = 0;
-    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3.
+    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3, and
+    // 300 007 split over the threads in chunks, the last with a scalar tail of 7.
     for (sa, sb, sy) in [
         (0.02, 0.03, 0.04),
         (0.5, 0.001, 0.01),
@@ -542,20 +543,61 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
                 let qb = QParamsPt::new(sb, rng.below(256) as i32).unwrap();
                 let out = QParamsPt::new(sy, rng.below(256) as i32).unwrap();
                 let params = Int8Add::new(out, relu, engine).params(qa, qb).unwrap();
-                let (a, b) = (bytes(&mut rng, 1003), bytes(&mut rng, 1003));
-                let mut want = vec![0u8; 1003];
-                Reference.add(&params, &a, &b, &mut want);
-                for (name, kernels) in kernel_sets() {
-                    let mut got = vec![0u8; 1003];
-                    kernels.add(&params, &a, &b, &mut got);
-                    assert_eq!(
-                        got, want,
-                        "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy}"
-                    );
-                    checked += 1;
+                for len in [1003, 300_007] {
+                    let (a, b) = (bytes(&mut rng, len), bytes(&mut rng, len));
+                    let mut want = vec![0u8; len];
+                    Reference.add(&params, &a, &b, &mut want);
+                    for (name, kernels) in kernel_sets() {
+                        let mut got = vec![0u8; len];
+                        kernels.add(&params, &a, &b, &mut got);
+                        assert!(
+                            got == want,
+                            "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy} len {len}"
+                        );
+                        checked += 1;
+                    }
                 }
             }
         }
     }
-    assert_eq!(checked, 4 * 2 * 2 * kernel_sets().len());
+    assert_eq!(checked, 4 * 2 * 2 * 2 * kernel_sets().len());
+}
+
+/// A ResNet-sized 3×3 layer (151M multiply-adds over 4 images of 32×32) is dealt to the
+/// threads in several tasks per thread, each stepping its tiles across image boundaries: on
+/// the pass's thread team (`on_thread_pool`) as a model runs it, and outside one (rayon), the
+/// kernel sets match the reference.
+#[test]
+fn dense_layer_in_many_tasks_is_bit_identical_to_reference() {
+    use burn_qat::int8::on_thread_pool;
+    let mut rng = SplitMix64::new(26);
+    let (n, c, h, w, oc) = (4, 64, 32, 32, 64);
+    let input_qp = QParamsPt::new(0.02, 9).unwrap();
+    let x = QTensor::from_raw(bytes(&mut rng, n * c * h * w), &[n, c, h, w], input_qp).unwrap();
+    let data = bytes(&mut rng, oc * c * 9)
+        .into_iter()
+        .map(|b| b as i8)
+        .collect();
+    let weight = QWeight::from_raw(data, &[oc, c, 3, 3], weight_qparams(true, true, oc)).unwrap();
+    let spec = Conv2dSpec {
+        stride: 1,
+        padding: 1,
+        groups: 1,
+        relu: true,
+    };
+    let out = QParamsPt::new(0.5, 100).unwrap();
+    let bias = Some((0..oc).map(|o| o as f32 * 0.01 - 0.3).collect());
+    let conv = Int8Conv2d::new(weight, bias, spec, input_qp, out, Engine::X86).unwrap();
+    let reference = conv.forward_with(&Reference, &x).unwrap();
+    let reference = reference.to_contiguous();
+    let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
+    let on_team = on_thread_pool(|| conv.forward_with(&Auto, &x_nhwc).unwrap());
+    assert!(
+        on_team.to_contiguous().data() == reference.data(),
+        "auto on the team"
+    );
+    for (name, k) in kernel_sets() {
+        let got = conv.forward_with(k, &x_nhwc).unwrap();
+        assert!(got.to_contiguous().data() == reference.data(), "{name}");
+    }
 }

@@ -165,6 +165,36 @@ pub(crate) fn for_each_block(out: &mut [u8], len: usize, f: impl Fn(usize, &mut 
     });
 }
 
+/// Bytes per task of [`elementwise`] (~30 µs): enough tasks that a thread which finishes early
+/// (or lost its CPU for a while) leaves the rest to the others, few enough that claiming them
+/// costs nothing.
+const ELEMENTWISE_BLOCK: usize = 1 << 18;
+
+/// Runs the elementwise kernel `f(a, b, out)` on matching chunks of three equally long slices,
+/// split over threads when they are long.
+pub(crate) fn elementwise(
+    a: &[u8],
+    b: &[u8],
+    out: &mut [u8],
+    f: impl Fn(&[u8], &[u8], &mut [u8]) + Sync,
+) {
+    let threads = threads_for(out.len());
+    // One task on one thread, else a whole number per thread, each at most about
+    // ELEMENTWISE_BLOCK.
+    let tasks = if threads == 1 {
+        1
+    } else {
+        out.len()
+            .div_ceil(ELEMENTWISE_BLOCK)
+            .next_multiple_of(threads)
+    };
+    let block = out.len().div_ceil(tasks).next_multiple_of(64).max(1);
+    for_each_block(out, block.max(1), |i, chunk| {
+        let (start, len) = (i * block, chunk.len());
+        f(&a[start..][..len], &b[start..][..len], chunk)
+    });
+}
+
 use super::add::AddParams;
 use super::conv::Int8Conv2d;
 use super::linear::Int8Linear;

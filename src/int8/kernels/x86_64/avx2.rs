@@ -24,7 +24,7 @@ use super::super::level::{self, KernelLevel};
 
 use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
-use super::super::{ConvCall, Direct, Int8Kernels};
+use super::super::{ConvCall, Direct, Int8Kernels, elementwise};
 use super::avx2_depthwise::conv_depthwise;
 use super::avx2_u8s8;
 use crate::int8::add::AddParams;
@@ -489,7 +489,9 @@ impl Int8Kernels for Avx2 {
 
     fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {
         // SAFETY: `self` exists only on CPUs with AVX2 and FMA.
-        unsafe { super::avx2_add::add(p, a, b, out) }
+        elementwise(a, b, out, |a, b, out| unsafe {
+            super::avx2_add::add(p, a, b, out)
+        })
     }
 
     fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]) {

@@ -4,21 +4,23 @@
 //! A tile is 8 output pixels × 2 panels of 16 output channels ([`NARROW`]), or 6 × 4 for
 //! layers of a multiple of 64 channels ([`WIDE`]: fewer loads per `vpdpbusd`). Per tap quad
 //! it loads one weight vector per panel (four taps of 16 channels, prepacked once as
-//! `[k/4][16][4]` panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows, in tap order
-//! `[ky][kx][ci]`, the channels padded to a multiple of 4) and broadcasts one dword of four
-//! input bytes per pixel, which `vpdpbusd` multiplies against each: 16 or 24 independent
+//! `[k/4][16][4]` panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows, in the tap order of
+//! [`LaneTaps`], zero weights in the taps' padding) and broadcasts one dword of four input
+//! bytes per pixel, which `vpdpbusd` multiplies against each: 16 or 24 independent
 //! accumulators, started at the channels' int32 bias. Each accumulator is one pixel's 16
 //! output channels; four at a time are requantized per lane ([`requant64`]) and each pixel's
 //! bytes are stored contiguously in the NHWC output — the layout the next layer reads.
 //!
-//! The input is NHWC with `cp` (a multiple of 4) bytes per pixel, so kernel tap `(ky, kx)` of
-//! output pixel `(b, oy, ox)` is the `cp` bytes at `b·image + (oy·s + ky)·row + (ox·s + kx)·cp`
-//! and quad `j` of it the dword `4j` on (MLAS's and oneDNN's direct NHWC convolution):
+//! The input is NHWC with `cp = c` bytes per pixel, so kernel position `(ky, kx)` of output
+//! pixel `(b, oy, ox)` is the `cp` bytes at `b·image + (oy·s + ky)·row + (ox·s + kx)·cp`
+//! (MLAS's and oneDNN's direct NHWC convolution). A tap is one such position when `c` is a
+//! multiple of 4, or, for the stems' 3 channels, a whole kernel row (its `kw` pixels are
+//! contiguous); quad `j` of a tap is the dword `4j` on:
 //!
 //! * unpadded convolutions over a multiple of 4 channels (1×1 at any stride) read the NHWC
 //!   input itself;
-//! * others (3×3, the 7×7 stem) read a copy with `pad` zero-point pixels around each image
-//!   and the channels padded to `cp` (the stems' 3 to 4), made from either memory format.
+//! * others (3×3, the 7×7 stem) read a copy with `pad` zero-point pixels around each image,
+//!   made from either memory format.
 //!
 //! Inputs are raw `q_in`; `z_in · Σ w` comes off the bias ([`super::avx512_lanes`]), which is
 //! also why the padding holds the zero-point (padded channels meet zero weights). Tiles at the
@@ -32,7 +34,7 @@ use super::super::packed::{LANE_ROWS, PackedWeightsS8};
 use super::super::{ConvCall, for_each_block, threads_for};
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
 use crate::int8::buffer::Buffer;
-use crate::int8::conv::Int8Conv2d;
+use crate::int8::conv::{Int8Conv2d, LaneTaps};
 use crate::int8::requant::Requant;
 use crate::int8::tensor::{MemoryFormat, QTensor};
 
@@ -46,7 +48,7 @@ const WIDE: (usize, usize) = (6, 4);
 pub(super) enum DenseInput {
     /// The NHWC input itself (unpadded, a multiple of 4 channels).
     Pixels,
-    /// A zero-point-padded NHWC copy with the channels padded to a multiple of 4.
+    /// A zero-point-padded NHWC copy.
     Padded,
 }
 
@@ -64,7 +66,7 @@ pub(super) fn input_kind(op: &Int8Conv2d, shape: &[usize]) -> Option<DenseInput>
 
 /// The input format this kernel wants for `op` on `shape` (given [`input_kind`]): NHWC, except
 /// for a padded copy of channels that are not a multiple of 4 (the stems' 3), which it makes
-/// from NCHW as cheaply.
+/// from NCHW as cheaply (no conversion first).
 pub(super) fn input_format(kind: DenseInput, shape: &[usize]) -> MemoryFormat {
     match kind {
         DenseInput::Padded if shape.len() == 4 && !shape[1].is_multiple_of(4) => {
@@ -75,16 +77,25 @@ pub(super) fn input_format(kind: DenseInput, shape: &[usize]) -> MemoryFormat {
 }
 
 /// Where pixel `p`'s taps lie in an NHWC buffer of `cp` bytes per pixel: its first tap at
-/// [`Self::base`], tap `t` at `taps[t]` on, quad `j` of a tap `4j` further.
+/// [`Self::base`], tap `t` at `taps[t]` on, quad `j < quads` of a tap `4j` further.
 #[derive(Clone, Copy)]
 struct Layout<'a> {
     taps: &'a [usize],
+    quads: usize,
     cp: usize,
     out_plane: usize,
     ow: usize,
     stride: usize,
     row: usize,
     image: usize,
+}
+
+/// An output pixel: image, row, column.
+#[derive(Clone, Copy)]
+struct Pixel {
+    b: usize,
+    y: usize,
+    x: usize,
 }
 
 impl Layout<'_> {
@@ -100,9 +111,53 @@ impl Layout<'_> {
             + (q % self.ow) * self.stride * self.cp
     }
 
+    /// Output pixel `p` as (image, row, column).
+    fn coords(&self, p: usize) -> Pixel {
+        let (b, q) = (p / self.out_plane, p % self.out_plane);
+        Pixel {
+            b,
+            y: q / self.ow,
+            x: q % self.ow,
+        }
+    }
+
+    /// `c` moved `n` output pixels on (row-major through the images).
+    fn step(&self, mut c: Pixel, n: usize) -> Pixel {
+        c.x += n;
+        while c.x >= self.ow {
+            c.x -= self.ow;
+            c.y += 1;
+            if c.y * self.ow == self.out_plane {
+                c.y = 0;
+                c.b += 1;
+            }
+        }
+        c
+    }
+
+    /// [`Self::base`] of the `N` pixels from `first` (pixel `p0`), repeating the last valid
+    /// one (`valid − 1` on) past it, with no divisions: a tile's setup is on its critical
+    /// path, and two dependent divisions cost tens of cycles of a few hundred.
+    fn bases<const N: usize>(&self, p0: usize, first: Pixel, valid: usize) -> [usize; N] {
+        let last = valid - 1;
+        if self.image == self.out_plane * self.cp {
+            return std::array::from_fn(|i| (p0 + i.min(last)) * self.cp);
+        }
+        let mut c = first;
+        let mut out = [0; N];
+        for o in out.iter_mut().take(valid) {
+            *o = c.b * self.image + c.y * self.stride * self.row + c.x * self.stride * self.cp;
+            c = self.step(c, 1);
+        }
+        for i in valid..N {
+            out[i] = out[last];
+        }
+        out
+    }
+
     /// One past the last byte pixel `p` reads.
     fn end(&self, p: usize) -> usize {
-        self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + self.cp
+        self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + 4 * self.quads
     }
 }
 
@@ -131,14 +186,19 @@ pub(super) fn conv_dense(
     });
     let o = lane_out(rq);
     let macs = pixels * m * call.c * call.kh * call.kw;
-    let cp = call.c.next_multiple_of(4);
-    debug_assert_eq!(a.quads(), call.kh * call.kw * cp / 4);
+    let (lt, cp) = (LaneTaps::of(call.c, call.kh, call.kw), call.c);
+    debug_assert_eq!(a.quads(), lt.count * lt.len / 4);
     let (ph, pw) = (call.h + 2 * call.pad, call.w + 2 * call.pad);
-    let taps: Vec<usize> = (0..call.kh * call.kw)
-        .map(|t| ((t / call.kw) * pw + t % call.kw) * cp)
-        .collect();
+    let taps: Vec<usize> = if lt.rows {
+        (0..call.kh).map(|ky| ky * pw * cp).collect()
+    } else {
+        (0..call.kh * call.kw)
+            .map(|t| ((t / call.kw) * pw + t % call.kw) * cp)
+            .collect()
+    };
     let layout = Layout {
         taps: &taps,
+        quads: lt.len / 4,
         cp,
         out_plane: call.oh * call.ow,
         ow: call.ow,
@@ -150,76 +210,56 @@ pub(super) fn conv_dense(
     match kind {
         DenseInput::Pixels => run_tiles(a, rq, (input.data(), layout), pixels, macs, out),
         DenseInput::Padded => {
-            let padded = pad_images(&call, input, zp as u8, cp);
+            // A row tap's last dword runs up to 3 bytes past the row's pixels (onto zero
+            // weights): past the last image's end for its last pixel.
+            let slack = if lt.rows { lt.len - call.kw * cp } else { 0 };
+            let padded = pad_images(&call, input, zp as u8, slack);
             run_tiles(a, rq, (&padded, layout), pixels, macs, out)
         }
     }
 }
 
-/// The images of `x` (either format) as NHWC with `cp` channels (those past `c` hold the
-/// zero-point) and `call.pad` zero-point pixels around each image, in a buffer recycled within
+/// The images of `x` (either format) as NHWC with `call.pad` zero-point pixels around each
+/// image and `slack` bytes after them (whatever the buffer held), in a buffer recycled within
 /// the pass; its rows are written in parallel (the copy is a memory pass over the whole batch).
-fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, cp: usize) -> Buffer {
-    let (ph, pw) = (call.h + 2 * call.pad, call.w + 2 * call.pad);
-    let mut dst = Buffer::new(call.n * ph * pw * cp);
+fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, slack: usize) -> Buffer {
+    let (ph, pw, c) = (call.h + 2 * call.pad, call.w + 2 * call.pad, call.c);
+    let mut dst = Buffer::new(call.n * ph * pw * c + slack);
     // About 64 KiB per task.
-    let rows = (65536 / (pw * cp)).max(1);
-    for_each_block(&mut dst, rows * pw * cp, |i, chunk| {
-        for (r, row) in chunk.chunks_exact_mut(pw * cp).enumerate() {
+    let rows = (65536 / (pw * c)).max(1);
+    let images = call.n * ph * pw * c;
+    for_each_block(&mut dst[..images], rows * pw * c, |i, chunk| {
+        for (r, row) in chunk.chunks_exact_mut(pw * c).enumerate() {
             let r = i * rows + r;
-            pad_row(call, x, zp, cp, (r / ph, r % ph), row);
+            pad_row(call, x, zp, (r / ph, r % ph), row);
         }
     });
     dst
 }
 
 /// Row `y` (of `ph`) of padded image `b` (see [`pad_images`]).
-fn pad_row(
-    call: &ConvCall,
-    x: &QTensor,
-    zp: u8,
-    cp: usize,
-    (b, y): (usize, usize),
-    out: &mut [u8],
-) {
+fn pad_row(call: &ConvCall, x: &QTensor, zp: u8, (b, y): (usize, usize), out: &mut [u8]) {
     let (c, h, w, pad) = (call.c, call.h, call.w, call.pad);
     if y < pad || y >= pad + h {
         out.fill(zp);
         return;
     }
     let y = y - pad;
-    out[..pad * cp].fill(zp);
-    out[(pad + w) * cp..].fill(zp);
-    let row = &mut out[pad * cp..][..w * cp];
+    out[..pad * c].fill(zp);
+    out[(pad + w) * c..].fill(zp);
+    let row = &mut out[pad * c..][..w * c];
     let src = &x.data()[b * c * h * w..][..c * h * w];
+    let line = |ci: usize| &src[(ci * h + y) * w..][..w];
     match x.format() {
-        MemoryFormat::ChannelsLast if cp == c => row.copy_from_slice(&src[y * w * c..][..w * c]),
-        MemoryFormat::ChannelsLast => {
-            for (px, s) in row
-                .chunks_exact_mut(cp)
-                .zip(src[y * w * c..].chunks_exact(c))
-            {
-                px[..c].copy_from_slice(s);
-                px[c..].fill(zp);
-            }
-        }
-        // The stems (3 channels): one dword per pixel, missing channels the zero-point.
-        MemoryFormat::Contiguous if cp == 4 => {
-            let pad_line = vec![zp; w];
-            let line = |ci: usize| {
-                if ci < c {
-                    &src[(ci * h + y) * w..][..w]
-                } else {
-                    &pad_line[..]
-                }
-            };
-            interleave4([line(0), line(1), line(2), line(3)], row);
-        }
+        MemoryFormat::ChannelsLast => row.copy_from_slice(&src[y * w * c..][..w * c]),
+        // The stems (3 channels): 16 pixels at a time.
+        // SAFETY: this kernel runs only on CPUs with AVX-512 (F, BW, VL).
+        MemoryFormat::Contiguous if c == 3 => unsafe {
+            interleave3([line(0), line(1), line(2)], row)
+        },
         MemoryFormat::Contiguous => {
-            row.fill(zp);
             for ci in 0..c {
-                let line = &src[(ci * h + y) * w..][..w];
-                for (px, &v) in row.chunks_exact_mut(cp).zip(line) {
+                for (px, &v) in row.chunks_exact_mut(c).zip(line(ci)) {
                     px[ci] = v;
                 }
             }
@@ -245,11 +285,18 @@ fn run_tiles(
     }
 }
 
-/// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in equal
-/// contiguous runs. Panels run fastest when the weights are the smaller operand (a thread's
-/// pixels stay in L1 while the weights stream past), pixels when the weights are the larger
-/// (the deep layers, whose weights outgrow L2: one group's panels then stay in L2 while every
-/// pixel passes).
+/// Multiply-adds per task of [`run_shape`] (~65 µs of one thread at the `vpdpbusd` peak): at
+/// batch 32, enough tasks (~100 for a ResNet-18 layer) that a thread which finishes early, or
+/// lost its CPU for a while, leaves the rest to the others instead of waiting for them; few
+/// enough that claiming them (a contended atomic each) costs nothing. At batch 1 a layer is
+/// one task per thread, as the threads would split it evenly anyway.
+const TASK_MACS: usize = 1 << 25;
+
+/// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in contiguous
+/// runs of about [`TASK_MACS`] (the same number for each), which they claim one at a time. Panels run fastest when the
+/// weights are the smaller operand (a thread's pixels stay in L1 while the weights stream
+/// past), pixels when the weights are the larger (the deep layers, whose weights outgrow L2:
+/// one group's panels then stay in L2 while every pixel passes).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_shape<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
@@ -261,40 +308,83 @@ fn run_shape<const PX: usize, const PN: usize>(
 ) {
     // Every dword any tile reads lies inside x (bases grow with the pixel index).
     assert!(layout.end(pixels - 1) <= x.len());
-    assert_eq!(a.quads() * 4, layout.taps.len() * layout.cp);
-    let (tiles, groups) = (pixels.div_ceil(PX), a.panels().div_ceil(PN));
+    assert_eq!(a.quads(), layout.taps.len() * layout.quads);
+    let panels = a.panels();
+    let (tiles, groups) = (pixels.div_ceil(PX), panels.div_ceil(PN));
     let units = tiles * groups;
     let threads = threads_for(macs).min(units);
-    let pixels_fastest = a.panels() * a.quads() * LANES * 4 > x.len();
+    // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
+    let tasks = (threads * (macs / (TASK_MACS * threads)).max(1)).min(units);
+    let pixels_fastest = panels * a.quads() * LANES * 4 > x.len();
+    let group_data: Vec<Group<PN>> = (0..groups).map(|g| Group::of(a, rq.0, g)).collect();
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
-        for u in units * t / threads..units * (t + 1) / threads {
-            let unit = if pixels_fastest {
+        // The first pixel of the tile last seen, stepped along rather than divided out.
+        let mut at: Option<(usize, Pixel)> = None;
+        for u in units * t / tasks..units * (t + 1) / tasks {
+            let (tile, group) = if pixels_fastest {
                 (u % tiles, u / tiles)
             } else {
                 (u / groups, u % groups)
             };
+            let first = match at {
+                Some((seen, c)) if seen == tile => c,
+                Some((seen, c)) if seen + 1 == tile => layout.step(c, PX),
+                _ => layout.coords(tile * PX),
+            };
+            at = Some((tile, first));
+            let unit = (tile, first, &group_data[group]);
             // SAFETY: each unit writes only its own pixels' channels of its panels, inside
             // `out` ([pixels, m]); every read lies inside x (asserted above).
-            unsafe { tile_unit::<PX, PN>(a, rq, (x, layout), pixels, unit, ptr) };
+            unsafe { tile_unit::<PX, PN>(a.rows(), rq.1, (x, layout), pixels, unit, ptr) };
         }
     };
-    super::super::team::parallel_for(threads, run);
+    super::super::team::parallel_for(tasks, run);
 }
 
-/// Pixel tile `tile` × panel group `group`, requantized and stored into the `[pixels, m]`
-/// output behind `out`.
+/// What a tile needs of its group of `PN` panels (the last panel again past the last), worked
+/// out once per call: the tiles' setup is on their critical path.
+#[derive(Clone, Copy)]
+struct Group<'a, const PN: usize> {
+    /// The first panel.
+    g0: usize,
+    w: [&'a [i8]; PN],
+    rq: [&'a LaneRq; PN],
+    /// A pixel's bytes of the group's tiles: each valid panel's channels below m.
+    mask: u64,
+}
+
+impl<'a, const PN: usize> Group<'a, PN> {
+    fn of(a: &'a PackedWeightsS8, lanes: &'a [LaneRq], group: usize) -> Self {
+        let g0 = group * PN;
+        let valid = PN.min(a.panels() - g0);
+        let panel = |j: usize| g0 + j.min(valid - 1);
+        let mask = (0..valid).fold(0u64, |mask, j| {
+            mask | (lane_mask(a.rows() - (g0 + j) * LANES) as u64) << (j * LANES)
+        });
+        Group {
+            g0,
+            w: std::array::from_fn(|j| a.panel(panel(j))),
+            rq: std::array::from_fn(|j| &lanes[panel(j)]),
+            mask,
+        }
+    }
+}
+
+/// Pixel tile `tile` (its first pixel at `first`) × a panel group, requantized and stored
+/// into the `[pixels, m]` output behind `out`.
 ///
 /// # Safety
 /// `out` points at `pixels · m` writable bytes, and no other thread writes this unit's; every
-/// byte `layout` places for pixels below `pixels` lies inside `x`.
+/// byte `layout` places for pixels below `pixels` lies inside `x`; `first` is pixel
+/// `tile · PX`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_unit<const PX: usize, const PN: usize>(
-    a: &PackedWeightsS8,
-    (lanes, o): (&[LaneRq], LaneOut),
+    m: usize,
+    o: LaneOut,
     (x, layout): (&[u8], Layout),
     pixels: usize,
-    (tile, group): (usize, usize),
+    (tile, first, group): (usize, Pixel, &Group<PN>),
     out: OutPtr,
 ) {
     const {
@@ -303,27 +393,18 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
             "a pixel's outputs are half or all of 64 bytes"
         )
     };
-    let (m, panels) = (a.rows(), a.panels());
     let p0 = tile * PX;
     let valid_pixels = PX.min(pixels - p0);
-    let g0 = group * PN;
-    let valid_panels = PN.min(panels - g0);
     // Past the edges, the last pixel and panel again (computed, never stored).
-    let mut xp = [x.as_ptr(); PX];
-    for (i, p) in xp.iter_mut().enumerate() {
-        // SAFETY: the pixel is below `pixels`, so its base lies inside x (caller's contract).
-        *p = unsafe { p.add(layout.base(p0 + i.min(valid_pixels - 1))) };
-    }
-    let panel = |j: usize| g0 + j.min(valid_panels - 1);
-    let w: [*const i8; PN] = std::array::from_fn(|j| a.panel(panel(j)).as_ptr());
-    let rq: [&LaneRq; PN] = std::array::from_fn(|j| &lanes[panel(j)]);
+    // SAFETY: the pixels are below `pixels`, so their bases lie inside x (caller's contract).
+    let xp = layout
+        .bases::<PX>(p0, first, valid_pixels)
+        .map(|b| unsafe { x.as_ptr().add(b) });
+    let Group { g0, w, rq, mask } = *group;
+    let w = w.map(<[i8]>::as_ptr);
     // SAFETY: the taps are inside x by the caller's contract; every panel holds
-    // `taps · cp / 4` quads (asserted by `run_shape`).
-    let acc = unsafe { tile_acc(xp, w, rq.map(LaneRq::acc_init), layout.taps, layout.cp) };
-    // A pixel's bytes of this tile: each valid panel's channels below m.
-    let mask = (0..valid_panels).fold(0u64, |mask, j| {
-        mask | (lane_mask(m - (g0 + j) * LANES) as u64) << (j * LANES)
-    });
+    // `taps · quads` quads (asserted by `run_shape`).
+    let acc = unsafe { tile_acc(xp, w, rq.map(LaneRq::acc_init), layout.taps, layout.quads) };
     // Four accumulators per requantization: two pixels' two panels, or one pixel's four.
     let per = 4 / PN;
     for i in (0..valid_pixels).step_by(per) {
@@ -347,22 +428,22 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
 }
 
 /// The `PX × PN` accumulators from `init`: `acc[i][j][lane] = init[j][lane] +
-/// Σ_t Σ_q x_i[taps[t] + 4q] · panel_j[t·cp/4 + q][lane]` (dwords of 4 bytes).
+/// Σ_t Σ_q x_i[taps[t] + 4q] · panel_j[t·quads + q][lane]` (dwords of 4 bytes).
 ///
 /// # Safety
-/// Each `x[i] + taps[t]` starts `cp` readable bytes; each `w[j]` points at
-/// `taps.len() · cp / 4 · 64`.
+/// Each `x[i] + taps[t]` starts `4 · quads` readable bytes; each `w[j]` points at
+/// `taps.len() · quads · 64`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_acc<const PX: usize, const PN: usize>(
     x: [*const u8; PX],
     mut w: [*const i8; PN],
     init: [__m512i; PN],
     taps: &[usize],
-    cp: usize,
+    quads: usize,
 ) -> [[__m512i; PN]; PX] {
     let mut acc = [init; PX];
     for &tap in taps {
-        for j in 0..cp / 4 {
+        for j in 0..quads {
             let at = tap + 4 * j;
             // SAFETY: inside every pixel's tap and every panel by the caller's contract.
             unsafe {
@@ -381,29 +462,36 @@ unsafe fn tile_acc<const PX: usize, const PN: usize>(
     acc
 }
 
-/// `out[4x + i] = lines[i][x]`: four byte rows interleaved into dwords, 16 pixels per step
-/// (`punpck{l,h}bw` then `punpck{l,h}wd`), the tail one pixel at a time.
-fn interleave4(lines: [&[u8]; 4], out: &mut [u8]) {
-    let w = out.len() / 4;
+/// `out[3x + i] = lines[i][x]`: three byte rows interleaved into 3-byte pixels, 16 pixels per
+/// step (`punpck{l,h}bw` and `punpck{l,h}wd` into dwords, `pshufb` dropping every fourth byte,
+/// 12-byte masked stores), the tail one pixel at a time.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+fn interleave3(lines: [&[u8]; 3], out: &mut [u8]) {
+    let w = out.len() / 3;
     assert!(lines.iter().all(|l| l.len() >= w));
+    let pick = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
     let mut x = 0;
     while x + 16 <= w {
-        // SAFETY: x + 16 ≤ w: 16 bytes of every line and 64 of `out` from 4x are in bounds;
-        // SSE2 is part of x86-64.
+        // SAFETY: x + 16 ≤ w: 16 bytes of every line and 48 of `out` from 3x are in bounds.
         unsafe {
             let load = |i: usize| _mm_loadu_si128(lines[i].as_ptr().add(x) as *const __m128i);
-            let (a, b, c, d) = (load(0), load(1), load(2), load(3));
+            let (a, b, c) = (load(0), load(1), load(2));
             let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-            let (cd_lo, cd_hi) = (_mm_unpacklo_epi8(c, d), _mm_unpackhi_epi8(c, d));
-            let dst = out.as_mut_ptr().add(4 * x) as *mut __m128i;
-            _mm_storeu_si128(dst, _mm_unpacklo_epi16(ab_lo, cd_lo));
-            _mm_storeu_si128(dst.add(1), _mm_unpackhi_epi16(ab_lo, cd_lo));
-            _mm_storeu_si128(dst.add(2), _mm_unpacklo_epi16(ab_hi, cd_hi));
-            _mm_storeu_si128(dst.add(3), _mm_unpackhi_epi16(ab_hi, cd_hi));
+            let (cc_lo, cc_hi) = (_mm_unpacklo_epi8(c, c), _mm_unpackhi_epi8(c, c));
+            let quads = [
+                _mm_unpacklo_epi16(ab_lo, cc_lo),
+                _mm_unpackhi_epi16(ab_lo, cc_lo),
+                _mm_unpacklo_epi16(ab_hi, cc_hi),
+                _mm_unpackhi_epi16(ab_hi, cc_hi),
+            ];
+            let dst = out.as_mut_ptr().add(3 * x) as *mut i8;
+            for (k, q) in quads.into_iter().enumerate() {
+                _mm_mask_storeu_epi8(dst.add(12 * k), 0x0fff, _mm_shuffle_epi8(q, pick));
+            }
         }
         x += 16;
     }
-    for (x, px) in out.chunks_exact_mut(4).enumerate().skip(x) {
-        px.copy_from_slice(&[lines[0][x], lines[1][x], lines[2][x], lines[3][x]]);
+    for (x, px) in out.chunks_exact_mut(3).enumerate().skip(x) {
+        px.copy_from_slice(&[lines[0][x], lines[1][x], lines[2][x]]);
     }
 }

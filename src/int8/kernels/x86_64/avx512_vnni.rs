@@ -14,15 +14,17 @@
 //! run channels-last ([`super::avx512_depthwise`], [`super::avx512_dense`]): their inputs
 //! and outputs are NHWC, as PyTorch's quantized convolutions', so a MobileNetV2 or ResNet
 //! block passes its activations on without repacking; the stems read their NCHW input into a
-//! padded NHWC copy and write NHWC. Other ops (linear, add, pooling) run [`Avx2`]'s kernels.
+//! padded NHWC copy and write NHWC. The add is [`super::avx512_add`]; other ops (linear,
+//! pooling) run [`Avx2`]'s kernels.
 
 use std::arch::x86_64::*;
 
 use super::super::level::{self, KernelLevel};
 
-use super::super::Int8Kernels;
 use super::super::packed::{MR, NR};
+use super::super::{Int8Kernels, elementwise};
 use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
+use super::avx512_add;
 use super::avx512_dense;
 use super::avx512_depthwise;
 use crate::int8::add::AddParams;
@@ -137,7 +139,10 @@ impl Int8Kernels for Avx512Vnni {
     }
 
     fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {
-        self.avx2.add(p, a, b, out)
+        // SAFETY: `self` exists only on CPUs with AVX-512 (F, BW) and FMA.
+        elementwise(a, b, out, |a, b, out| unsafe {
+            avx512_add::add(p, a, b, out)
+        })
     }
 
     fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]) {

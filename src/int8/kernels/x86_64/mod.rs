@@ -8,6 +8,7 @@ mod avx2_depthwise;
 pub(super) mod avx2_mul;
 pub(super) mod avx2_quantize;
 mod avx2_u8s8;
+mod avx512_add;
 pub(super) mod avx512_avg_pool;
 pub(super) mod avx512_bytewise;
 mod avx512_dense;
