@@ -529,28 +529,29 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
     use burn_qat::int8::Int8Add;
     let mut rng = SplitMix64::new(11);
     let mut checked = 0;
-    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3.
-    for (sa, sb, sy) in [
+    // Scale triples from far apart to equal; 1003 elements leave a scalar tail of 3, 300 007
+    // split into tasks (on several threads) with a tail too.
+    for (len, (sa, sb, sy)) in [1003, 300_007].into_iter().cycle().zip([
         (0.02, 0.03, 0.04),
         (0.5, 0.001, 0.01),
         (0.1, 0.1, 0.1),
         (0.01, 0.2, 2.0),
-    ] {
+    ]) {
         for engine in [Engine::Qnnpack, Engine::X86] {
             for relu in [false, true] {
                 let qa = QParamsPt::new(sa, rng.below(256) as i32).unwrap();
                 let qb = QParamsPt::new(sb, rng.below(256) as i32).unwrap();
                 let out = QParamsPt::new(sy, rng.below(256) as i32).unwrap();
                 let params = Int8Add::new(out, relu, engine).params(qa, qb).unwrap();
-                let (a, b) = (bytes(&mut rng, 1003), bytes(&mut rng, 1003));
-                let mut want = vec![0u8; 1003];
+                let (a, b) = (bytes(&mut rng, len), bytes(&mut rng, len));
+                let mut want = vec![0u8; len];
                 Reference.add(&params, &a, &b, &mut want);
                 for (name, kernels) in kernel_sets() {
-                    let mut got = vec![0u8; 1003];
+                    let mut got = vec![0u8; len];
                     kernels.add(&params, &a, &b, &mut got);
                     assert_eq!(
                         got, want,
-                        "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy}"
+                        "add {name} {engine:?} relu={relu} scales {sa} {sb} {sy} len {len}"
                     );
                     checked += 1;
                 }

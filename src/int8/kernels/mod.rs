@@ -138,6 +138,20 @@ pub(crate) fn threads_for(macs: usize) -> usize {
     }
 }
 
+/// Tasks per thread of the kernels that split their work evenly (depthwise, elementwise): a
+/// thread that loses its CPU to another process (a shared 2-vCPU machine) then holds up its
+/// team for one small task, not for half of the layer, as the others claim the rest.
+const TASKS_PER_THREAD: usize = 8;
+
+/// How many tasks to split a kernel call of `macs` multiply-adds (or values) into: one when it
+/// runs on one thread ([`threads_for`]), else [`TASKS_PER_THREAD`] per thread.
+pub(crate) fn tasks_for(macs: usize) -> usize {
+    match threads_for(macs) {
+        1 => 1,
+        threads => threads * TASKS_PER_THREAD,
+    }
+}
+
 /// Runs a whole int8 forward pass `f` on rayon's pool with every pool thread as its team
 /// ([`team::on_team`]): each layer's split then costs an atomic claim instead of a hand-over
 /// to sleeping workers. A plain call on a one-thread pool.

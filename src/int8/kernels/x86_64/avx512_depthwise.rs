@@ -17,7 +17,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{ConvCall, for_each_block, threads_for};
+use super::super::{ConvCall, for_each_block, tasks_for};
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
@@ -149,11 +149,11 @@ fn conv_k<const K: usize, const P: usize>(
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
     let x = input.data();
-    // Output pixels are contiguous `c`-byte runs, dealt to the threads in equal ranges; a
-    // thread runs its range row segment by row segment, group by group, so that a group's
-    // weights and requantization stay in registers along the row.
+    // Output pixels are contiguous `c`-byte runs, in equal ranges claimed by the threads
+    // ([`tasks_for`]); a task runs its range row segment by row segment, group by group, so
+    // that a group's weights and requantization stay in registers along the row.
     let pixels = n * oh * ow;
-    let per_task = pixels.div_ceil(threads_for(pixels * c * taps)).max(1);
+    let per_task = pixels.div_ceil(tasks_for(pixels * c * taps)).max(1);
     for_each_block(out, per_task * c, |task, chunk| {
         let first = task * per_task;
         let mut done = 0;
@@ -172,6 +172,21 @@ fn conv_k<const K: usize, const P: usize>(
                 }
             });
             let segment = &mut chunk[done * c..][..count * c];
+            // The rows the next output row adds to the window, while this one runs: the groups
+            // walk each row 16 bytes in `c`, a stride the hardware prefetchers miss.
+            for ky in K.saturating_sub(stride)..K {
+                let iy = ((oy + 1) * stride + ky).wrapping_sub(pad);
+                if iy < h {
+                    let first = ((ox0 * stride).saturating_sub(pad)).min(w - 1);
+                    let last = ((ox0 + count - 1) * stride + K - 1)
+                        .saturating_sub(pad)
+                        .min(w - 1);
+                    let row = &image[iy * w * c..][first * c..(last + 1) * c];
+                    for line in row.chunks(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8);
+                    }
+                }
+            }
             for (g, (gw, lane_rq)) in prepared.weights.iter().zip(&prepared.lanes).enumerate() {
                 let window = Window {
                     rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
