@@ -478,7 +478,7 @@ impl Int8Kernels for Avx2 {
         let rows = out.len() / m.max(1);
         // Tasks of whole rows of `out` when there are enough rows, else of runs of one row's
         // features (batch 1).
-        let tasks = super::super::tasks_for(rows * m * k);
+        let tasks = super::super::tasks_for(rows * m * k, 1 << 20);
         let split = tasks.div_ceil(rows).clamp(1, m.max(1));
         let per = m.div_ceil(split);
         let ptr = OutPtr(out.as_mut_ptr());
@@ -496,10 +496,8 @@ impl Int8Kernels for Avx2 {
     }
 
     fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {
-        let chunk = out
-            .len()
-            .div_ceil(super::super::tasks_for(out.len()))
-            .next_multiple_of(64);
+        let tasks = super::super::tasks_for(out.len(), 1 << 17);
+        let chunk = out.len().div_ceil(tasks).next_multiple_of(64);
         super::super::for_each_block(out, chunk, |i, out| {
             let (a, b) = (&a[i * chunk..][..out.len()], &b[i * chunk..][..out.len()]);
             // SAFETY: `self` exists only on CPUs with AVX2 and FMA.

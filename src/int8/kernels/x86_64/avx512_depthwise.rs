@@ -151,7 +151,9 @@ fn conv_k<const K: usize, W: Taps<K>>(
     // ([`tasks_for`]); a task runs its range row segment by row segment, group by group, so
     // that a group's weights and requantization stay in registers along the row.
     let pixels = n * oh * ow;
-    let per_task = pixels.div_ceil(tasks_for(pixels * c * taps)).max(1);
+    let per_task = pixels
+        .div_ceil(tasks_for(pixels * c * taps, 1 << 20))
+        .max(1);
     for_each_block(out, per_task * c, |task, chunk| {
         let first = task * per_task;
         let mut done = 0;
@@ -289,23 +291,26 @@ unsafe fn block<const K: usize, W: Taps<K>, const S: usize, const COLS: usize>(
     (rq, o): (&LaneRq, LaneOut),
     out: Outputs,
 ) {
-    // SAFETY (each column): the caller's contract on `window`; this function's features.
-    let column = |ix: usize| unsafe { W::column(&window, ix) };
-    // SAFETY: this function's features.
-    let tap = |acc: __m512i, col: &W::Column, kx: usize| unsafe { gw.tap(acc, col, kx) };
+    // Direct calls, no closures: LLVM leaves a closure around the quad column outlined.
     let mut acc = [rq.acc_init(); BLOCK];
+    // SAFETY (every `column` and `tap`): the caller's contract on `window`; this function's
+    // features.
     if S > 0 && COLS == columns(S, K) {
         // The block's columns first, then each pixel's `K`.
-        let cols: [W::Column; COLS] = std::array::from_fn(|j| column(ix0.wrapping_add(j)));
+        let mut cols = [unsafe { W::column(&window, ix0) }; COLS];
+        for (j, col) in cols.iter_mut().enumerate().skip(1) {
+            *col = unsafe { W::column(&window, ix0.wrapping_add(j)) };
+        }
         for (i, acc) in acc.iter_mut().enumerate() {
             for kx in 0..K {
-                *acc = tap(*acc, &cols[i * S + kx], kx);
+                *acc = unsafe { gw.tap(*acc, &cols[i * S + kx], kx) };
             }
         }
     } else {
         for (i, acc) in acc.iter_mut().enumerate() {
             for kx in 0..K {
-                *acc = tap(*acc, &column(ix0.wrapping_add(i * stride + kx)), kx);
+                let col = unsafe { W::column(&window, ix0.wrapping_add(i * stride + kx)) };
+                *acc = unsafe { gw.tap(*acc, &col, kx) };
             }
         }
     }
