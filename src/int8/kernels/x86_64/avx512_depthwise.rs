@@ -34,8 +34,7 @@ const fn columns(s: usize, k: usize) -> usize {
     (BLOCK - 1) * s + k
 }
 
-/// What the kernel derives from a layer once ([`crate::int8::KernelCache`]): each group's
-/// requantization and weights.
+/// Each 16-channel group's requantization and weights `W`.
 #[derive(Clone)]
 struct Prepared<W> {
     lanes: Vec<LaneRq>,
