@@ -19,6 +19,9 @@ pub use crate::numerics::round_half_even;
 use crate::quant::QuantDtype;
 use crate::{Error, Result};
 
+/// Values per task of [`QTensor::quantize`] (256 KiB of f32 in, 64 KiB out).
+const QUANTIZE_CHUNK: usize = 1 << 16;
+
 /// Per-tensor quantization parameters of a quint8 activation (`q_scale()`, `q_zero_point()`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QParamsPt {
@@ -216,12 +219,18 @@ impl QTensor {
         self.to_format(MemoryFormat::Contiguous)
     }
 
-    /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`.
+    /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`, [`QUANTIZE_CHUNK`]
+    /// values per task.
     pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
         check_len(x.len(), shape, "QTensor::quantize")?;
         let inv = 1.0f32 / qparams.scale;
         let mut data = Buffer::new(x.len());
-        super::kernels::quantize::quantize(x, inv, qparams.zero_point, &mut data);
+        // In parallel: at batch 32 the input is 19 MB of f32 (the quantize is elementwise, so
+        // the chunks are exact).
+        super::kernels::for_each_block(&mut data, QUANTIZE_CHUNK, |i, out| {
+            let x = &x[i * QUANTIZE_CHUNK..][..out.len()];
+            super::kernels::quantize::quantize(x, inv, qparams.zero_point, out)
+        });
         Ok(QTensor {
             data,
             shape: shape.to_vec(),

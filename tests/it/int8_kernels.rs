@@ -536,7 +536,7 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
         (0.5, 0.001, 0.01),
         (0.1, 0.1, 0.1),
         (0.01, 0.2, 2.0),
-    ] {
+    ]) {
         for engine in [Engine::Qnnpack, Engine::X86] {
             for relu in [false, true] {
                 let qa = QParamsPt::new(sa, rng.below(256) as i32).unwrap();
@@ -600,4 +600,63 @@ fn dense_layer_in_many_tasks_is_bit_identical_to_reference() {
         let got = conv.forward_with(k, &x_nhwc).unwrap();
         assert!(got.to_contiguous().data() == reference.data(), "{name}");
     }
+}
+
+/// The depthwise 3×3 kernels at the ends of the ranges: inputs all 0, all 255 or random,
+/// symmetric weights all −128, all 127 or random (the AVX-512 kernel's i8 path, `vpdpbusd`)
+/// and asymmetric ones (its i16 pair path), full and partial 16-channel groups, stride 1 and
+/// 2, padding 0 and 1: every kernel set bit for bit with the reference.
+#[test]
+fn depthwise_3x3_at_the_extremes_is_bit_identical_to_reference() {
+    let mut rng = SplitMix64::new(13);
+    let mut checked = 0;
+    for (c, stride, padding) in [(16, 1, 1), (40, 2, 1), (144, 1, 0), (24, 2, 0)] {
+        for input_kind in 0..3 {
+            for weight_kind in 0..4 {
+                let (n, h, w) = (2, 9, 11);
+                let input: Vec<u8> = match input_kind {
+                    0 => vec![0; n * c * h * w],
+                    1 => vec![255; n * c * h * w],
+                    _ => bytes(&mut rng, n * c * h * w),
+                };
+                let data: Vec<i8> = match weight_kind {
+                    0 => vec![-128; c * 9],
+                    1 => vec![127; c * 9],
+                    _ => bytes(&mut rng, c * 9)
+                        .into_iter()
+                        .map(|b| b as i8)
+                        .collect(),
+                };
+                let symmetric = weight_kind != 3;
+                let input_qp = QParamsPt::new(0.02, 1 + rng.below(254) as i32).unwrap();
+                let x = QTensor::from_raw(input, &[n, c, h, w], input_qp).unwrap();
+                let weight =
+                    QWeight::from_raw(data, &[c, 1, 3, 3], weight_qparams(true, symmetric, c))
+                        .unwrap();
+                let spec = Conv2dSpec {
+                    stride,
+                    padding,
+                    groups: c,
+                    relu: input_kind == 2,
+                };
+                let out = QParamsPt::new(0.7, 128).unwrap();
+                let bias = (0..c).map(|o| o as f32 * 0.3 - 5.0).collect();
+                let conv =
+                    Int8Conv2d::new(weight, Some(bias), spec, input_qp, out, Engine::X86).unwrap();
+                let reference = conv.forward_with(&Reference, &x).unwrap();
+                let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
+                for (name, k) in kernel_sets() {
+                    let got = conv.forward_with(k, &x_nhwc).unwrap();
+                    assert_eq!(
+                        got.to_contiguous().data(),
+                        reference.to_contiguous().data(),
+                        "{name} c={c} stride={stride} pad={padding} input {input_kind} \
+                         weights {weight_kind}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 4 * 3 * 4 * kernel_sets().len());
 }

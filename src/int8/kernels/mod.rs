@@ -138,6 +138,23 @@ pub(crate) fn threads_for(macs: usize) -> usize {
     }
 }
 
+/// At most this many tasks per thread for the kernels that split their work evenly
+/// (depthwise, elementwise, linear): a thread that loses its CPU to another process (a shared
+/// 2-vCPU machine) then holds up its team for one small task, not for half of the layer, as the
+/// others claim the rest.
+const TASKS_PER_THREAD: usize = 8;
+
+/// How many tasks to split a kernel call of `work` units into (multiply-adds, or values of an
+/// elementwise op) when a task is worth at least `min_task` of them: one when the call runs
+/// on one thread ([`threads_for`]), else one to [`TASKS_PER_THREAD`] per thread. Small calls
+/// (most layers at batch 1) keep one task per thread: each task costs a claim and a restart.
+pub(crate) fn tasks_for(work: usize, min_task: usize) -> usize {
+    match threads_for(work) {
+        1 => 1,
+        threads => threads * (work / (threads * min_task.max(1))).clamp(1, TASKS_PER_THREAD),
+    }
+}
+
 /// Runs a whole int8 forward pass `f` on rayon's pool with every pool thread as its team
 /// ([`team::on_team`]): each layer's split then costs an atomic claim instead of a hand-over
 /// to sleeping workers. A plain call on a one-thread pool.

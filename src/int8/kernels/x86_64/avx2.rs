@@ -474,17 +474,25 @@ impl Int8Kernels for Avx2 {
         let (k, m) = (op.in_features(), op.out_features());
         let zp = input.qparams().zero_point as i16;
         let wt = op.packed_weight();
-        let mut x = vec![0i16; k];
-        for (row, out_row) in input.data().chunks_exact(k).zip(out.chunks_exact_mut(m)) {
-            for (v, &q) in x.iter_mut().zip(row) {
-                *v = q as i16 - zp;
-            }
-            for (o, y) in out_row.iter_mut().enumerate() {
+        let x = input.data();
+        let rows = out.len() / m.max(1);
+        // Tasks of whole rows of `out` when there are enough rows, else of runs of one row's
+        // features (batch 1).
+        let tasks = super::super::tasks_for(rows * m * k, 1 << 20);
+        let split = tasks.div_ceil(rows).clamp(1, m.max(1));
+        let per = m.div_ceil(split);
+        let ptr = OutPtr(out.as_mut_ptr());
+        super::super::team::parallel_for(rows * split, |t| {
+            let (row, part) = (t / split, t % split);
+            let xs: Vec<i16> = x[row * k..][..k].iter().map(|&q| q as i16 - zp).collect();
+            for o in part * per..((part + 1) * per).min(m) {
                 // SAFETY: `self` exists only on CPUs with AVX2.
-                let acc = unsafe { dot(&x, &wt[o * k..][..k]) };
-                *y = rq.apply(o, acc);
+                let acc = unsafe { dot(&xs, &wt[o * k..][..k]) };
+                // SAFETY: each (row, o) is written by one task, inside `out` ([rows, m]), and
+                // parallel_for returns once every task has run.
+                unsafe { *ptr.at(row * m + o) = rq.apply(o, acc) };
             }
-        }
+        });
     }
 
     fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]) {

@@ -13,6 +13,7 @@ pub(super) mod avx512_avg_pool;
 pub(super) mod avx512_bytewise;
 mod avx512_dense;
 mod avx512_depthwise;
+mod avx512_dw_taps;
 mod avx512_lanes;
 pub(super) mod avx512_mul;
 mod avx512_vnni;
