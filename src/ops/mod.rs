@@ -7,11 +7,15 @@
 
 pub mod batch_norm;
 pub mod batch_norm_kernels;
+pub mod conv_inference;
 pub mod depthwise_conv2d;
+pub mod depthwise_inference;
 pub mod depthwise_kernels;
+pub mod epilogue;
 pub mod fake_quant;
 pub mod fake_quant_kernels;
 mod flex_io;
+pub mod inference_conv2d;
 mod lanes;
 pub mod min_max;
 pub mod scaled_fake_quant;
@@ -23,8 +27,11 @@ pub(crate) use batch_norm::batch_norm_train;
 pub use batch_norm_kernels::BatchNormGeometry;
 pub use depthwise_conv2d::{DepthwiseConvBackend, depthwise_conv2d};
 pub use depthwise_kernels::DepthwiseGeometry;
+pub use epilogue::Epilogue;
 pub(crate) use fake_quant::fake_quantize;
 pub use fake_quant::{FakeQuantBackend, FakeQuantSpec};
+pub(crate) use inference_conv2d::channel_values;
+pub use inference_conv2d::{InferenceConvBackend, conv2d_inference};
 pub use min_max::MinMaxBackend;
 pub(crate) use min_max::min_max_rows;
 pub use scaled_fake_quant::ScaledFakeQuantBackend;
