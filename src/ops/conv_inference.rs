@@ -67,6 +67,7 @@ impl ConvGeometry {
     /// Gathers the columns of positions `start..start + cols.len() / depth` of image `x`
     /// (`[C_in, H, W]`) as `[depth, len]` rows: `cols[(ci·KH + i)·KW + j][p] = x[ci, oh·sh + i −
     /// ph, ow·sw + j − pw]`, zero outside the input.
+    #[inline(never)]
     fn gather(&self, x: &[f32], start: usize, len: usize, cols: &mut [f32]) {
         let ([h, w], [_, ow], [kh, kw], [sh, sw], [ph, pw]) = (
             self.input,
@@ -129,6 +130,9 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &mut [f3
     assert_eq!(e.channels(), g.out_channels, "epilogue channels");
     if y.is_empty() {
         return;
+    }
+    if !g.is_pointwise() && super::conv_grid::pays(g) {
+        return super::conv_grid::forward(g, x, w, e, y);
     }
     let tile = g.tile();
     let tiles = positions.div_ceil(tile);
@@ -203,14 +207,14 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &mut [f3
 
 /// The output buffer, shared by tasks that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 
 // SAFETY: tasks write disjoint ranges (see `forward`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    fn at(self, i: usize) -> *mut f32 {
+    pub(super) fn at(self, i: usize) -> *mut f32 {
         // SAFETY: callers stay inside the buffer (see `forward`).
         unsafe { self.0.add(i) }
     }
@@ -224,8 +228,8 @@ mod tests {
         ((i as u32).wrapping_mul(2_654_435_761 ^ k) % 17) as f32 * 0.25 - 2.0
     }
 
-    /// The kernel against the definition, in `f64`, over strides, padding, 1×1 (the pointwise
-    /// path and a strided one), tiles that end inside output rows, and channel counts that
+    /// Both paths against the definition, in `f64`, over strides, padding, 1×1 (the pointwise
+    /// path and strided ones), tiles that end inside output rows, and channel counts that
     /// leave a short last block. Products of quarter-integers sum exactly in `f32` here, so the
     /// order of the sums does not matter and the results are equal.
     #[test]
@@ -239,7 +243,15 @@ mod tests {
             [1, 3, 8, 23, 19, 7, 7, 2, 2, 3, 3, 3, 3],
             [1, 40, 70, 13, 13, 3, 3, 1, 1, 1, 1, 1, 1],
             [3, 2, 4, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1],
+            // On the grid (`conv_grid`): stride 1 and 2, 1×1 stride 2, a kernel wider than two
+            // strides, a batch split by images, and tiles that end inside grid rows.
+            [1, 16, 20, 28, 28, 3, 3, 2, 2, 1, 1, 1, 1],
+            [2, 32, 24, 16, 16, 1, 1, 2, 2, 0, 0, 0, 0],
+            [1, 16, 8, 30, 30, 7, 7, 2, 2, 3, 3, 3, 3],
+            [5, 16, 8, 12, 12, 3, 3, 1, 1, 1, 1, 1, 1],
+            [1, 256, 8, 12, 12, 3, 3, 1, 1, 1, 1, 1, 1],
         ];
+        let mut on_grid = 0;
         for [n, ci, co, h, w, kh, kw, sh, sw, ph, pw, th, tw] in geometries {
             let output = [(h + ph + th - kh) / sh + 1, (w + pw + tw - kw) / sw + 1];
             let g = ConvGeometry {
@@ -282,6 +294,8 @@ mod tests {
             let mut got = vec![f32::NAN; want.len()];
             forward(&g, &x, &wt, &e, &mut got);
             assert_eq!(got, want, "{g:?}");
+            on_grid += usize::from(!g.is_pointwise() && super::super::conv_grid::pays(&g));
         }
+        assert_eq!(on_grid, 6, "geometries on the grid");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod batch_norm;
 pub mod batch_norm_kernels;
+mod conv_grid;
 pub mod conv_inference;
 pub mod depthwise_conv2d;
 pub mod depthwise_inference;
