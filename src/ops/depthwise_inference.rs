@@ -18,10 +18,10 @@ use super::epilogue::{Epilogue, affine_clamp_one};
 use super::simd::Isa;
 
 /// Outputs accumulated together in registers.
-const BLOCK: usize = 16;
+pub(super) const BLOCK: usize = 16;
 
 /// The padded, phase-split layout of one input plane.
-struct Padded {
+pub(super) struct Padded {
     /// Padded rows kept: enough for every output row's taps.
     rows: usize,
     /// Values per phase of a row (`⌈padded width / sw⌉`).
@@ -29,7 +29,7 @@ struct Padded {
 }
 
 impl Padded {
-    fn new(g: &DepthwiseGeometry) -> Self {
+    pub(super) fn new(g: &DepthwiseGeometry) -> Self {
         let [oh, ow] = g.output;
         let rows = (oh.max(1) - 1) * g.stride[0] + g.kernel[0];
         let width = (ow.max(1) - 1) * g.stride[1] + g.kernel[1];
@@ -45,7 +45,7 @@ impl Padded {
 
     /// The buffer's length: the rows, then one register block of slack for the last block's
     /// reads past the end of its row.
-    fn len(&self, g: &DepthwiseGeometry) -> usize {
+    pub(super) fn len(&self, g: &DepthwiseGeometry) -> usize {
         self.rows * self.row_len(g) + BLOCK
     }
 }
@@ -77,7 +77,7 @@ pub fn forward(g: &DepthwiseGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &mu
             for (i, out) in out.chunks_exact_mut(out_plane).enumerate() {
                 let p = task * per_task + i;
                 let c = p % g.channels;
-                pad_plane(g, &layout, &x[p * h * wd..][..h * wd], &mut buf);
+                pad_plane(g, &layout, &x[p * h * wd..][..h * wd], 0.0, &mut buf);
                 plane(
                     &taps,
                     &buf,
@@ -89,26 +89,33 @@ pub fn forward(g: &DepthwiseGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &mu
         });
 }
 
-/// Copies one `H × W` plane into `buf` zero-padded and phase-split ([`Padded`]).
-fn pad_plane(g: &DepthwiseGeometry, layout: &Padded, x: &[f32], buf: &mut [f32]) {
+/// Copies one `H × W` plane into `buf` padded with `fill` (zero for a convolution, `−∞` for
+/// max pooling) and phase-split ([`Padded`]).
+pub(super) fn pad_plane(
+    g: &DepthwiseGeometry,
+    layout: &Padded,
+    x: &[f32],
+    fill: f32,
+    buf: &mut [f32],
+) {
     let ([h, w], ph, sw) = (g.input, g.padding[0], g.stride[1]);
     let row_len = layout.row_len(g);
     // A strided row is padded here first, then split into its phases.
-    let mut padded = vec![0.0f32; if sw == 1 { 0 } else { row_len }];
+    let mut padded = vec![fill; if sw == 1 { 0 } else { row_len }];
     for (r, row) in buf[..layout.rows * row_len]
         .chunks_exact_mut(row_len)
         .enumerate()
     {
         let Some(ih) = r.checked_sub(ph).filter(|&ih| ih < h) else {
-            row.fill(0.0);
+            row.fill(fill);
             continue;
         };
         let src = &x[ih * w..][..w];
         if sw == 1 {
-            pad_row(src, g.padding[1], row);
+            pad_row(src, g.padding[1], fill, row);
             continue;
         }
-        pad_row(src, g.padding[1], &mut padded);
+        pad_row(src, g.padding[1], fill, &mut padded);
         if sw == 2 {
             // Even columns, then odd ones: a loop the compiler vectorises.
             let (even, odd) = row.split_at_mut(layout.phase_len);
@@ -126,26 +133,26 @@ fn pad_plane(g: &DepthwiseGeometry, layout: &Padded, x: &[f32], buf: &mut [f32])
     }
 }
 
-/// `row = [0; pw] ++ src ++ [0; …]`, cut to `row`'s length.
-fn pad_row(src: &[f32], pw: usize, row: &mut [f32]) {
+/// `row = [fill; pw] ++ src ++ [fill; …]`, cut to `row`'s length.
+fn pad_row(src: &[f32], pw: usize, fill: f32, row: &mut [f32]) {
     let width = row.len();
     let (start, end) = (pw.min(width), (pw + src.len()).min(width));
-    row[..start].fill(0.0);
+    row[..start].fill(fill);
     row[start..end].copy_from_slice(&src[..end - start]);
-    row[end..].fill(0.0);
+    row[end..].fill(fill);
 }
 
 /// What every plane of one convolution shares: output sides, row stride on the buffer and each
 /// tap's offset from the start of an output row's first padded row.
-struct Taps {
-    output: [usize; 2],
+pub(super) struct Taps {
+    pub(super) output: [usize; 2],
     /// Padded rows between consecutive output rows (`sh` rows of the buffer).
-    row_step: usize,
-    offsets: Vec<usize>,
+    pub(super) row_step: usize,
+    pub(super) offsets: Vec<usize>,
 }
 
 impl Taps {
-    fn new(g: &DepthwiseGeometry, layout: &Padded) -> Self {
+    pub(super) fn new(g: &DepthwiseGeometry, layout: &Padded) -> Self {
         let ([kh, kw], sw) = (g.kernel, g.stride[1]);
         let row_len = layout.row_len(g);
         Self {
@@ -390,7 +397,7 @@ mod tests {
             // Every build of the plane kernel equals the reference build.
             let layout = Padded::new(&g);
             let mut buf = vec![0.0; layout.len(&g)];
-            pad_plane(&g, &layout, &x[..h * w], &mut buf);
+            pad_plane(&g, &layout, &x[..h * w], 0.0, &mut buf);
             let mut reference = vec![0.0; oh * ow];
             let taps = Taps::new(&g, &layout);
             let e = [1.5, -0.5, -1.0, 3.0];
