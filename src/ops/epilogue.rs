@@ -51,6 +51,19 @@ impl Epilogue {
         self
     }
 
+    /// Divides the convolution's output by a per-channel `divisor` first:
+    /// `(acc / d) · s + t = acc · (s / d) + t` (one rounding fewer than dividing the output).
+    ///
+    /// # Panics
+    /// If `divisor` does not have one value per channel.
+    pub fn divided_first(mut self, divisor: &[f32]) -> Self {
+        assert_eq!(divisor.len(), self.channels(), "one divisor per channel");
+        for (s, &d) in self.scale.iter_mut().zip(divisor) {
+            *s /= d;
+        }
+        self
+    }
+
     /// Batch norm on running statistics after the convolution, PyTorch's inference form
     /// `α = (1 / √(σ² + ε)) · γ`, `y = x · α + (β − μ · α)`.
     ///

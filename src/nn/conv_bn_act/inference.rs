@@ -33,12 +33,14 @@ pub(super) fn fused_options(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvOptions<
     ))
 }
 
-/// `activation(bn(conv2d(x, weight) + bias))`, `bn` on its running statistics.
+/// `activation(bn(conv2d(x, weight) / divisor + bias))`, `bn` on its running statistics and
+/// the per-channel `divisor` (QAT ConvBn's `γ / σ`, which scaled the weight) one where absent.
 pub(super) fn forward(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Option<Tensor<1>>,
     bn: Option<&BatchNorm2d>,
+    divisor: Option<Tensor<1>>,
     activation: Activation,
     options: ConvOptions<2>,
 ) -> Tensor<4> {
@@ -49,6 +51,10 @@ pub(super) fn forward(
     };
     let epilogue = match bias {
         Some(b) => epilogue.with_bias_first(&channel_values(b)),
+        None => epilogue,
+    };
+    let epilogue = match divisor {
+        Some(s) => epilogue.divided_first(&channel_values(s)),
         None => epilogue,
     };
     let (lo, hi) = activation.bounds();

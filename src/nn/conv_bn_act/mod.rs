@@ -275,6 +275,12 @@ impl ConvBnAct {
             (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
                 let s = bn.scale_factor().to_device(&weight.device());
                 let w_q = wfq.forward_scaled_rows(weight, s.clone());
+                if let Some(options) = inference::fused_options(&self.conv, &x) {
+                    // QAT evaluation: the division, batch norm and activation in the epilogue.
+                    let (act, app) = (self.activation, &self.activation_post_process);
+                    let y = inference::forward(x, w_q, bias, Some(bn), Some(s), act, options);
+                    return app.post_process_activation(Activation::Identity, y);
+                }
                 let y = conv_with_weight(&self.conv, x, w_q, None);
                 match bias {
                     // The division goes into batch norm's own pass over the data.
@@ -305,7 +311,7 @@ impl ConvBnAct {
     ) -> Tensor<4> {
         let app = &self.activation_post_process;
         if let Some(options) = inference::fused_options(&self.conv, &x) {
-            let y = inference::forward(x, weight, bias, bn, self.activation, options);
+            let y = inference::forward(x, weight, bias, bn, None, self.activation, options);
             // The activation ran in the op; `forward_after_relu(x)` is `forward(relu(x))`.
             return app.post_process_activation(Activation::Identity, y);
         }
