@@ -42,12 +42,10 @@ impl Phases {
     }
 }
 
-/// Whether the grid pays over gathering columns position by position: enough input channels
-/// for the runs to be long against the grid (a 3-channel stem gathers), and at most a fifth
-/// more grid columns than outputs (7×7 maps gather).
+/// Whether the grid pays over gathering columns position by position: at most a fifth more
+/// grid columns than outputs (the 7×7 maps of ResNet's last stage gather).
 pub(super) fn pays(g: &ConvGeometry) -> bool {
-    let p = Phases::new(g);
-    g.in_channels >= 16 && p.wq * 5 <= g.output[1] * 6
+    Phases::new(g).wq * 5 <= g.output[1] * 6
 }
 
 /// Image `x` (`[C_in, H, W]`) padded and phase-split into `buf`: plane `(ci·sh + fi)·sw + fj`
@@ -97,7 +95,15 @@ pub(super) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &
     let depth = g.in_channels * g.kernel[0] * g.kernel[1];
     // Grid positions: every output row's `wq` (the last row only up to its last output).
     let positions = (oh - 1) * p.wq + ow;
-    let tile_len = ((TILE_VALUES / depth) / 64 * 64).max(64);
+    // Tiles of at most TILE_VALUES columns; with few images, as many tiles as a multiple of
+    // the threads, of about equal length (a multiple of 16, the vector width), so that no
+    // thread waits for a last long tile.
+    let max_len = ((TILE_VALUES / depth) / 64 * 64).max(64);
+    let mut tiles = positions.div_ceil(max_len);
+    if g.batch < 2 * threads {
+        tiles = tiles.next_multiple_of(threads);
+    }
+    let tile_len = positions.div_ceil(tiles).next_multiple_of(16);
     let tiles = positions.div_ceil(tile_len);
     if g.batch >= 2 * threads {
         // Whole images per task: no synchronisation inside one.
@@ -106,10 +112,23 @@ pub(super) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &
             let mut buf = vec![0.0f32; split_len];
             split(g, &p, image, &mut buf);
             let out = OutPtr(out.at(n * image_out));
+            let mut scratch = Scratch::default();
             for t in 0..tiles {
                 let q0 = t * tile_len;
                 let len = tile_len.min(positions - q0);
-                tile(g, &p, &buf, w, e, out, q0, len, 0, g.out_channels);
+                tile(
+                    &mut scratch,
+                    g,
+                    &p,
+                    &buf,
+                    w,
+                    e,
+                    out,
+                    q0,
+                    len,
+                    0,
+                    g.out_channels,
+                );
             }
         });
         return;
@@ -119,18 +138,28 @@ pub(super) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], e: &Epilogue, y: &
     for (n, image) in x.chunks_exact(image_in).enumerate() {
         split(g, &p, image, &mut buf);
         let out = OutPtr(y[n * image_out..].as_mut_ptr());
-        (0..tiles).into_par_iter().for_each(|t| {
-            let q0 = t * tile_len;
-            let len = tile_len.min(positions - q0);
-            tile(g, &p, &buf, w, e, out, q0, len, 0, g.out_channels);
-        });
+        (0..tiles)
+            .into_par_iter()
+            .for_each_init(Scratch::default, |scratch, t| {
+                let q0 = t * tile_len;
+                let len = tile_len.min(positions - q0);
+                tile(scratch, g, &p, &buf, w, e, out, q0, len, 0, g.out_channels);
+            });
     }
+}
+
+/// A task's buffers, kept from tile to tile: the columns and the product.
+#[derive(Default)]
+struct Scratch {
+    cols: Vec<f32>,
+    tile: Vec<f32>,
 }
 
 /// Grid positions `q0..q0 + len` of output channels `c0..c0 + m` of one image (`out` its first
 /// output value) from its split input `buf`.
 #[allow(clippy::too_many_arguments)]
 fn tile(
+    scratch: &mut Scratch,
     g: &ConvGeometry,
     p: &Phases,
     buf: &[f32],
@@ -147,14 +176,16 @@ fn tile(
     let depth = g.in_channels * taps;
     // Column row (ci, i, j): the run of phase (i mod sh, j mod sw) of channel ci from
     // (i div sh)·wq + j div sw + q0 on.
-    let mut cols = vec![0.0f32; depth * len];
-    for (k, row) in cols.chunks_exact_mut(len).enumerate() {
+    let Scratch { cols, tile } = scratch;
+    cols.clear();
+    for k in 0..depth {
         let (ci, i, j) = (k / taps, k / kw % kh, k % kw);
         let phase = (ci * sh + i % sh) * sw + j % sw;
         let at = phase * plane + (i / sh) * p.wq + j / sw + q0;
-        row.copy_from_slice(&buf[at..at + len]);
+        cols.extend_from_slice(&buf[at..at + len]);
     }
-    let mut tile = vec![0.0f32; m * len];
+    // Overwritten by the product (`read_dst` false); only its growth is zeroed.
+    tile.resize(m * len, 0.0);
     // SAFETY: the product reads `m` weight rows of `depth` values (inside `w`: `c0 + m` rows),
     // the `depth × len` columns and writes the `m × len` tile, both owned here.
     unsafe {
@@ -180,7 +211,7 @@ fn tile(
             gemm::Parallelism::None,
         );
     }
-    for (c, tile_row) in tile.chunks_exact(len).enumerate() {
+    for (c, tile_row) in tile[..m * len].chunks_exact(len).enumerate() {
         // The tile's runs of valid columns, grid row by grid row.
         let mut q = q0;
         while q < q0 + len {
@@ -192,8 +223,7 @@ fn tile(
                 // SAFETY: this task's own output run (channels and grid positions are
                 // disjoint between tasks, images between calls), inside the image's output.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.at(at), n) };
-                dst.copy_from_slice(&tile_row[q - q0..q - q0 + n]);
-                e.apply(c0 + c, dst);
+                e.apply_from(c0 + c, &tile_row[q - q0..q - q0 + n], dst);
             }
             q = run_end;
         }

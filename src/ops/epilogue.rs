@@ -104,6 +104,16 @@ impl Epilogue {
     pub fn apply(&self, c: usize, values: &mut [f32]) {
         affine_clamp(values, self.scale[c], self.shift[c], self.lo, self.hi);
     }
+
+    /// Writes channel `c`'s map of `src` to `dst` (one pass for a copy and the map).
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    #[inline]
+    pub fn apply_from(&self, c: usize, src: &[f32], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "equal lengths");
+        affine_clamp_from(src, dst, self.scale[c], self.shift[c], self.lo, self.hi);
+    }
 }
 
 /// One value's map; shared by every kernel so that all of them round alike.
@@ -131,6 +141,22 @@ dispatch_simd! {
     }
 }
 
+dispatch_simd! {
+    /// `dst = clamp(src · scale + shift, lo, hi)` over the common length.
+    pub(super) fn affine_clamp_from / affine_clamp_from_at / affine_clamp_from_portable(
+        src: &[f32],
+        dst: &mut [f32],
+        scale: f32,
+        shift: f32,
+        lo: f32,
+        hi: f32,
+    ) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = affine_clamp_one(v, scale, shift, lo, hi);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::simd::Isa;
@@ -149,11 +175,14 @@ mod tests {
         ] {
             let mut want = base.clone();
             affine_clamp_portable(&mut want, 1.3, -0.25, lo, hi);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             for isa in Isa::available() {
                 let mut got = base.clone();
                 affine_clamp_at(isa, &mut got, 1.3, -0.25, lo, hi);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "{isa:?} clamp ({lo}, {hi})");
+                let mut copied = vec![0.0; base.len()];
+                affine_clamp_from_at(isa, &base, &mut copied, 1.3, -0.25, lo, hi);
+                assert_eq!(bits(&copied), bits(&want), "{isa:?} copy ({lo}, {hi})");
             }
             // NaN stays NaN; the clamp holds.
             assert!(want[203].is_nan());
