@@ -17,6 +17,16 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// `(lo, hi)` with `forward(x) = clamp(x, lo, hi)`: what a fused inference epilogue applies
+    /// ([`crate::ops::Epilogue`]).
+    pub fn bounds(self) -> (f32, f32) {
+        match self {
+            Self::Identity => (f32::NEG_INFINITY, f32::INFINITY),
+            Self::Relu => (0.0, f32::INFINITY),
+            Self::Relu6 => (0.0, 6.0),
+        }
+    }
+
     /// Applies the activation.
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {

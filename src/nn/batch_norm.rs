@@ -9,7 +9,7 @@ use burn::module::Flag;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{DType, Device, Tensor};
 
-use crate::ops::{batch_norm_train, has_cpu_kernels};
+use crate::ops::{Epilogue, batch_norm_train, channel_values, has_cpu_kernels};
 use crate::state::switch::{self, Switch};
 
 /// Configuration of a [`BatchNorm2d`].
@@ -200,6 +200,18 @@ impl BatchNorm2d {
         let inv_std = var.add_scalar(self.eps).sqrt().recip();
         let scale = inv_std * self.weight.val();
         (x - per_channel(mean)) * per_channel(scale) + per_channel(self.bias.val())
+    }
+
+    /// This layer on running statistics as a convolution epilogue, PyTorch's inference form
+    /// `y = x · α + (β − μ · α)` with `α = (1 / √(σ² + ε)) · γ` ([`Epilogue::batch_norm`]).
+    pub fn inference_epilogue(&self) -> Epilogue {
+        Epilogue::batch_norm(
+            &channel_values(self.weight.val()),
+            &channel_values(self.bias.val()),
+            &channel_values(self.running_mean()),
+            &channel_values(self.running_var()),
+            self.eps,
+        )
     }
 
     /// `γ / √(running_var + ε)`, the per-channel factor BN folding and QAT ConvBn use.

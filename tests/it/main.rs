@@ -21,6 +21,7 @@ mod data;
 mod data_parallel;
 mod finetune;
 mod float_functional;
+mod float_inference;
 mod functional_int8;
 mod int8_kernels;
 mod int8_models;

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Tensor};
 
 use std::sync::Arc;
 
+mod inference;
 mod stages;
 
 use super::activation::Activation;
@@ -266,10 +267,7 @@ impl ConvBnAct {
     pub fn forward_float(&self, x: Tensor<4>) -> Tensor<4> {
         if let Some(int8) = self.int8.as_ref().filter(|_| self.is_stripped()) {
             let (weight, bias) = dequantized_weights(int8.weight(), int8.bias(), &x.device());
-            let y = conv_with_weight(&self.conv, x, weight, bias);
-            return self
-                .activation_post_process
-                .post_process_activation(self.activation, y);
+            return self.conv_bn_act(x, weight, bias, None);
         }
         let weight = self.conv.weight.val();
         let bias = self.conv.bias.as_ref().map(Param::val);
@@ -277,6 +275,12 @@ impl ConvBnAct {
             (Some(bn), Some(wfq)) if self.fusion == Fusion::Qat => {
                 let s = bn.scale_factor().to_device(&weight.device());
                 let w_q = wfq.forward_scaled_rows(weight, s.clone());
+                if let Some(options) = inference::fused_options(&self.conv, &x) {
+                    // QAT evaluation: the division, batch norm and activation in the epilogue.
+                    let (act, app) = (self.activation, &self.activation_post_process);
+                    let y = inference::forward(x, w_q, bias, Some(bn), Some(s), act, options);
+                    return app.post_process_activation(Activation::Identity, y);
+                }
                 let y = conv_with_weight(&self.conv, x, w_q, None);
                 match bias {
                     // The division goes into batch norm's own pass over the data.
@@ -289,14 +293,33 @@ impl ConvBnAct {
                     Some(wfq) => wfq.forward(weight),
                     None => weight,
                 };
-                let y = conv_with_weight(&self.conv, x, weight, bias);
-                match bn {
-                    Some(bn) => bn.forward(y),
-                    None => y,
-                }
+                return self.conv_bn_act(x, weight, bias, bn.as_ref());
             }
         };
         self.activation_post_process
             .post_process_activation(self.activation, y)
+    }
+
+    /// `app(act(bn(conv(x, weight) + bias)))` with the given weight and bias: one fused op where
+    /// nothing trains on the CPU ([`inference`]), else the layer's ops one by one.
+    fn conv_bn_act(
+        &self,
+        x: Tensor<4>,
+        weight: Tensor<4>,
+        bias: Option<Tensor<1>>,
+        bn: Option<&BatchNorm2d>,
+    ) -> Tensor<4> {
+        let app = &self.activation_post_process;
+        if let Some(options) = inference::fused_options(&self.conv, &x) {
+            let y = inference::forward(x, weight, bias, bn, None, self.activation, options);
+            // The activation ran in the op; `forward_after_relu(x)` is `forward(relu(x))`.
+            return app.post_process_activation(Activation::Identity, y);
+        }
+        let y = conv_with_weight(&self.conv, x, weight, bias);
+        let y = match bn {
+            Some(bn) => bn.forward(y),
+            None => y,
+        };
+        app.post_process_activation(self.activation, y)
     }
 }
