@@ -218,7 +218,7 @@ impl FakeQuantize {
     /// ([`crate::finetune::data_parallel`]). Does nothing while the observer is off, before any
     /// range was recorded, or (fused fake-quant) while fake quantization is off.
     pub(crate) fn refresh_qparams(&mut self) {
-        if !self.observer_enabled() {
+        if self.refresh_qparams_on_device() || !self.observer_enabled() {
             return;
         }
         let obs = &self.activation_post_process;
@@ -382,6 +382,12 @@ impl FakeQuantize {
 
     /// [`Self::run_on`], panicking on the errors a lenient run still returns (shapes).
     fn run_lenient<const D: usize>(&self, input: Input<D>) -> Tensor<D> {
+        let input = match input {
+            Input::Plain(x) if self.runs_on_device(&x) && x.shape().num_elements() > 0 => {
+                return self.forward_on_device(x);
+            }
+            input => input,
+        };
         match self.run_on(input, false) {
             Ok(y) => y,
             Err(e) => panic!("{e}"),

@@ -277,11 +277,10 @@ impl FakeQuantize {
     /// goes off, if a static forward ran since the last copy (`static_estimate_pending`, saved:
     /// a model loaded to resume learning keeps its learned values, as PyTorch's does).
     pub(super) fn sync_learnable(&mut self) {
-        let (scale, zp) = (read_state(&self.scale), read_state(&self.zero_point));
         if let Some(l) = self.learnable.as_mut()
             && read_state(&l.static_estimate_pending)[0] != 0.0
         {
-            l.set_values(scale, zp);
+            l.set_values(read_state(&self.scale), read_state(&self.zero_point));
             set_pending(l, false);
         }
     }
