@@ -561,6 +561,25 @@ mod tests {
         assert!(copy.observer_enabled() && !copy.fake_quant_enabled());
     }
 
+    /// A loaded record sets the switches (the host copies follow the loaded tensors); a copy
+    /// taken before the load keeps its own.
+    #[test]
+    fn loading_a_record_sets_the_switches() {
+        let device = Device::flex().autodiff();
+        let config = FakeQuantizeConfig::new(ObserverConfig::new(ObserverKind::MinMax));
+        let mut saved = config.init(1, &device).unwrap();
+        saved.disable_observer();
+        let target = config.init(1, &device).unwrap();
+        let copy = target.clone();
+        let loaded = target.load_record(saved.clone().into_record());
+        assert!(!loaded.observer_enabled() && loaded.fake_quant_enabled());
+        assert!(copy.observer_enabled() && copy.fake_quant_enabled());
+        saved.enable_observer();
+        saved.disable_fake_quant();
+        let reloaded = loaded.load_record(saved.into_record());
+        assert!(reloaded.observer_enabled() && !reloaded.fake_quant_enabled());
+    }
+
     /// The one-pass ReLU + fake-quant gives what ReLU and then `forward` give, bit for bit: the
     /// output, the gradient, the observer's range and the qparams, over a schedule of batches
     /// (negative values, zeros, NaN and -inf among them) with the observer and then the fake-quant

@@ -11,12 +11,14 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_qat::finetune::data_parallel::commit_replica_statistics;
 use burn_qat::models::{MobileNetV2, MobileNetV2Config};
 use burn_qat::nn::ImageClassifier;
 use burn_qat::ops::force_generic_path;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{
-    disable_observer, for_each_fake_quant, freeze_bn_stats, prepare_qat, replace_relu,
+    disable_observer, enable_observer, for_each_fake_quant, freeze_bn_stats, prepare_qat,
+    replace_relu,
 };
 use burn_qat::state::host_read::host_reads;
 
@@ -49,7 +51,8 @@ fn batch(step: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
 }
 
 /// Four SGD steps (observers off and batch norm frozen before the third) with no host read in
-/// any of them, switches included; then checks that the counter does count.
+/// any of them, switches included, and the data-parallel commit of replica statistics (with
+/// the observers on again) without one either; then checks that the counter does count.
 fn steps_without_reads(device: &Device, backend: QuantBackend) {
     let mut model = qat_model(backend, device);
     let mut optim = SgdConfig::new()
@@ -74,6 +77,16 @@ fn steps_without_reads(device: &Device, backend: QuantBackend) {
             "{backend:?}: host reads during QAT step {step}"
         );
     }
+    let before = host_reads();
+    enable_observer(&mut model);
+    let (x, _) = batch(4, device);
+    let _ = model.forward(x);
+    commit_replica_statistics(&mut model);
+    assert_eq!(
+        host_reads() - before,
+        0,
+        "{backend:?}: host reads committing replica statistics"
+    );
     let before = host_reads();
     let mut scales = Vec::new();
     for_each_fake_quant(&mut model, |fq| scales.extend(fq.current_qparams().scale));
