@@ -3,11 +3,11 @@
 //! On a GPU a read (`into_data`, `into_scalar`) waits for every queued kernel: one read per
 //! observer and step was what made a QAT step five times a float step there. The training
 //! path (observers, fake-quant qparams, the switches) keeps its values on the device; what
-//! still reads goes through [`read`], which counts per thread, so a test can run a few QAT
+//! still reads goes through `read`, which counts per thread, so a test can run a few QAT
 //! steps and check that [`host_reads`] did not move (`tests/it/qat_no_sync.rs`).
 //!
 //! On the CPU backend (flex) the fused kernels read their inputs from host memory directly:
-//! that is not a synchronisation, but the reads that go through [`read`] are counted all the
+//! that is not a synchronisation, but the reads that go through `read` are counted all the
 //! same.
 
 use std::cell::Cell;

@@ -27,6 +27,15 @@
 //!   unchanged, [`Observer::skipped_batches`] counts it, and the first one prints a warning.
 //!   A diverging training run is caught by its non-finite loss, not by an observer error in
 //!   the middle of a forward pass.
+//!
+//! # Devices
+//! Where the CPU kernels run (flex) the batch range is read to the host and the state updated
+//! there. Elsewhere (wgpu, CUDA) [`Observer::forward`] of a min/max observer updates the state
+//! with device tensors and reads nothing back (`observer/device.rs`): a non-finite batch is
+//! skipped by a mask on the device, counted in a device tensor that
+//! [`Observer::skipped_batches`] reads, and not warned about. The histogram observer
+//! (post-training calibration) and the strict [`Observer::observe`] read the batch on every
+//! device.
 
 pub(crate) mod device;
 pub mod histogram;
@@ -354,7 +363,7 @@ impl Observer {
     }
 
     /// How many batches [`Observer::forward`] skipped because they held NaN or ±inf (those
-    /// skipped on the device are read back here, see [`device`]).
+    /// skipped on the device are read back here, see the [module docs](self)).
     pub fn skipped_batches(&self) -> usize {
         let on_device = self
             .skipped_on_device
