@@ -20,7 +20,8 @@
 //!
 //! On devices without the CPU kernels (wgpu, CUDA) [`FakeQuantize::forward`] keeps the
 //! observer's state, scale and zero-point as device tensors and reads nothing back to the host
-//! (see `fake_quantize_device.rs`); [`FakeQuantize::try_forward`] and LSQ still read.
+//! (see `fake_quantize_device.rs`; LSQ: `learnable/device.rs`); [`FakeQuantize::try_forward`]
+//! still reads.
 //!
 //! With [`FakeQuantizeConfig::learnable`] set, the module is PyTorch's LSQ
 //! `_LearnableFakeQuantize` instead: trainable scale and zero-point (see [`super::learnable`]).

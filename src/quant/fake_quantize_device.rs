@@ -122,7 +122,8 @@ impl FakeQuantize {
     pub(super) fn refresh_qparams_on_device(&self) -> bool {
         let obs = &self.activation_post_process;
         let (min, _) = obs.range_on_device();
-        if !self.runs_on_device(&min) {
+        // LSQ's static estimate is the observer formula's: refreshed alike.
+        if !obs.on_device(&min) {
             return false;
         }
         if !self.observer_enabled()
