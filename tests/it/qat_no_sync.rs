@@ -1,7 +1,8 @@
 //! QAT without host synchronisation (issue #29): a QAT training step on the generic path —
 //! the code a GPU backend runs — reads nothing back to the host. Observers, the moving
-//! average, scale and zero-point and the switches stay device tensors; the crate's reads all go
-//! through one counted door (`burn_qat::state::host_read`), which must not move during a step.
+//! average, scale and zero-point (LSQ's learned ones too) and the switches stay device tensors,
+//! and so does the data-parallel commit of replica statistics; the crate's reads all go
+//! through one counted door (`burn_qat::state::host_read`), which must not move meanwhile.
 //!
 //! Without a GPU the generic path runs on flex (`burn_qat::ops::force_generic_path`); in a
 //! `--features wgpu` build the same steps run on `common::gpu_device` too (lavapipe in CI).
