@@ -13,7 +13,8 @@
 //! own batch, never another replica's (an observer uses the statistics it just computed instead
 //! of reading the buffer back). At the optimizer step, [`commit_replica_statistics`] replaces
 //! every buffer with the **mean of the replicas' updates** (Burn's `RunningState` rule), then
-//! recomputes each fake-quant's scale and zero-point from the committed observer range.
+//! recomputes each fake-quant's scale and zero-point from the committed observer range (on the
+//! device where the CPU kernels do not run: the commit reads nothing back to the host).
 //!
 //! For the moving-average statistics that QAT uses (batch norm, `MovingAverageMinMaxObserver`)
 //! that is one averaging step with the mean of the per-replica batch statistics: with equal

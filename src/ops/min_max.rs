@@ -111,7 +111,7 @@ pub(crate) fn min_max_rows<const D: usize>(
         rows,
     ));
     split_ranges(
-        t.into_data()
+        crate::state::host_read::read(t)
             .try_to_vec::<f32>()
             .expect("the min/max op returns f32 values"),
     )

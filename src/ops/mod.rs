@@ -53,13 +53,42 @@ fn task_len(run: usize) -> usize {
     run * (TASK_VALUES / run).max(1)
 }
 use burn::tensor::Device;
+use std::cell::Cell;
+
+thread_local! {
+    static GENERIC_ONLY: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Whether `device` (plain or autodiff) is the flex CPU backend, where the ops that list only
 /// `Flex` and `Autodiff` (batch norm, fake-quant) run; their callers keep Burn's composition
-/// elsewhere.
+/// elsewhere. False on every device while [`force_generic_path`] holds on this thread.
 pub fn has_cpu_kernels(device: &Device) -> bool {
-    matches!(
-        device.clone().without_autodiff().as_dispatch(),
-        DispatchDevice::Flex(_)
-    )
+    !GENERIC_ONLY.with(Cell::get)
+        && matches!(
+            device.clone().without_autodiff().as_dispatch(),
+            DispatchDevice::Flex(_)
+        )
+}
+
+/// Makes [`has_cpu_kernels`] false on this thread until the guard drops, so that flex runs
+/// exactly the code a GPU backend runs (Burn's composition, the observers and qparams as device
+/// tensors). For tests without a GPU; not a user setting.
+#[doc(hidden)]
+pub fn force_generic_path() -> GenericPathGuard {
+    GenericPathGuard {
+        previous: GENERIC_ONLY.with(|g| g.replace(true)),
+    }
+}
+
+/// Restores the previous setting of [`force_generic_path`] when dropped.
+#[doc(hidden)]
+#[must_use = "the generic path is forced only while the guard lives"]
+pub struct GenericPathGuard {
+    previous: bool,
+}
+
+impl Drop for GenericPathGuard {
+    fn drop(&mut self) {
+        GENERIC_ONLY.with(|g| g.set(self.previous));
+    }
 }

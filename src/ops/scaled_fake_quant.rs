@@ -183,7 +183,7 @@ pub(crate) fn scaled_min_max_rows<const D: usize>(
         s.clone().into_dispatch(),
     ));
     super::min_max::split_ranges(
-        t.into_data()
+        crate::state::host_read::read(t)
             .try_to_vec::<f32>()
             .expect("the min/max op returns f32 values"),
     )

@@ -18,6 +18,11 @@
 //! In both cases [`FakeQuantize::calculate_qparams`] returns the observer's (Python) formula, which
 //! is what PyTorch's `convert` uses.
 //!
+//! On devices without the CPU kernels (wgpu, CUDA) [`FakeQuantize::forward`] keeps the
+//! observer's state, scale and zero-point as device tensors and reads nothing back to the host
+//! (see `fake_quantize_device.rs`; LSQ: `learnable/device.rs`); [`FakeQuantize::try_forward`]
+//! still reads.
+//!
 //! With [`FakeQuantizeConfig::learnable`] set, the module is PyTorch's LSQ
 //! `_LearnableFakeQuantize` instead: trainable scale and zero-point (see [`super::learnable`]).
 
@@ -218,7 +223,7 @@ impl FakeQuantize {
     /// ([`crate::finetune::data_parallel`]). Does nothing while the observer is off, before any
     /// range was recorded, or (fused fake-quant) while fake quantization is off.
     pub(crate) fn refresh_qparams(&mut self) {
-        if !self.observer_enabled() {
+        if self.refresh_qparams_on_device() || !self.observer_enabled() {
             return;
         }
         let obs = &self.activation_post_process;
@@ -382,6 +387,12 @@ impl FakeQuantize {
 
     /// [`Self::run_on`], panicking on the errors a lenient run still returns (shapes).
     fn run_lenient<const D: usize>(&self, input: Input<D>) -> Tensor<D> {
+        let input = match input {
+            Input::Plain(x) if self.runs_on_device(&x) && x.shape().num_elements() > 0 => {
+                return self.forward_on_device(x);
+            }
+            input => input,
+        };
         match self.run_on(input, false) {
             Ok(y) => y,
             Err(e) => panic!("{e}"),
@@ -553,6 +564,25 @@ mod tests {
         assert!(!copy.observer_enabled() && !copy.fake_quant_enabled());
         copy.enable_observer();
         assert!(copy.observer_enabled() && !copy.fake_quant_enabled());
+    }
+
+    /// A loaded record sets the switches (the host copies follow the loaded tensors); a copy
+    /// taken before the load keeps its own.
+    #[test]
+    fn loading_a_record_sets_the_switches() {
+        let device = Device::flex().autodiff();
+        let config = FakeQuantizeConfig::new(ObserverConfig::new(ObserverKind::MinMax));
+        let mut saved = config.init(1, &device).unwrap();
+        saved.disable_observer();
+        let target = config.init(1, &device).unwrap();
+        let copy = target.clone();
+        let loaded = target.load_record(saved.clone().into_record());
+        assert!(!loaded.observer_enabled() && loaded.fake_quant_enabled());
+        assert!(copy.observer_enabled() && copy.fake_quant_enabled());
+        saved.enable_observer();
+        saved.disable_fake_quant();
+        let reloaded = loaded.load_record(saved.into_record());
+        assert!(reloaded.observer_enabled() && !reloaded.fake_quant_enabled());
     }
 
     /// The one-pass ReLU + fake-quant gives what ReLU and then `forward` give, bit for bit: the

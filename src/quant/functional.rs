@@ -54,18 +54,41 @@ pub(crate) fn fake_quantize_per_tensor_spec<const D: usize>(
         return fake_quantize(x, spec);
     }
     let x = if spec.relu { relu(x) } else { x };
-    let (scale, zero_point) = (spec.scale[0], spec.zero_point[0]);
-    let (quant_min, quant_max) = (spec.quant_min, spec.quant_max);
-    let inv_scale = 1.0f32 / scale;
-    let zp = zero_point as f32;
+    let device = x.device();
+    let value = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), &device);
+    let qparams = (value(spec.scale[0]), value(spec.zero_point[0] as f32));
+    fake_quantize_on_device(x, qparams, None, spec.quant_min, spec.quant_max)
+}
+
+/// Fake quantization with scale and zero-point as device tensors (`[1]` per tensor, or one
+/// value per index of `axis`), composed from Burn ops with the straight-through gradient: the
+/// generic path, which reads nothing back to the host. `1/scale` is taken per element in f32 as
+/// PyTorch does.
+pub(crate) fn fake_quantize_on_device<const D: usize>(
+    x: Tensor<D>,
+    (scale, zero_point): (Tensor<1>, Tensor<1>),
+    axis: Option<usize>,
+    quant_min: i64,
+    quant_max: i64,
+) -> Tensor<D> {
+    let mut shape = [1usize; D];
+    if let Some(axis) = axis {
+        shape[axis] = scale.dims()[0];
+    }
+    let sc: Tensor<D> = scale.reshape(shape);
+    let zp: Tensor<D> = zero_point.reshape(shape);
+    let inv = sc.clone().recip();
+    // Untracked (`detach` alone keeps a leaf's `require_grad`): the gradient is the
+    // straight-through term's, and autodiff need not record the rounding chain.
     let v = x
         .clone()
         .detach()
-        .mul_scalar(inv_scale)
+        .set_require_grad(false)
+        .mul(inv)
         .round()
-        .add_scalar(zp);
+        .add(zp.clone());
     let (q, v) = clamp_q(v, quant_min, quant_max);
-    let fq = q.clone().sub_scalar(zp).mul_scalar(scale);
+    let fq = q.clone().sub(zp).mul(sc);
     straight_through(x, fq, q, v)
 }
 
@@ -108,20 +131,18 @@ pub fn fake_quantize_per_channel<const D: usize>(
         };
         return Ok(fake_quantize(x, spec));
     }
-    let mut bshape = [1usize; D];
-    bshape[axis] = channels;
-    let to_tensor = |v: Vec<f32>| -> Tensor<D> {
-        Tensor::<1>::from_data(TensorData::new(v, [channels]), &device).reshape(bshape)
-    };
-    // PyTorch computes `1.0f / scale` per element in f32.
-    let inv = to_tensor(scale.iter().map(|&s| 1.0f32 / s).collect());
-    let zp = to_tensor(zero_point.iter().map(|&z| z as f32).collect());
-    let sc = to_tensor(scale.to_vec());
-
-    let v = x.clone().detach().mul(inv).round().add(zp.clone());
-    let (q, v) = clamp_q(v, quant_min, quant_max);
-    let fq = q.clone().sub(zp).mul(sc);
-    Ok(straight_through(x, fq, q, v))
+    let to_tensor = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [channels]), &device);
+    let qparams = (
+        to_tensor(scale.to_vec()),
+        to_tensor(zero_point.iter().map(|&z| z as f32).collect()),
+    );
+    Ok(fake_quantize_on_device(
+        x,
+        qparams,
+        Some(axis),
+        quant_min,
+        quant_max,
+    ))
 }
 
 /// Applies the int64-overflow rule and clamps: returns `(clamped, unclamped)` quantized values.

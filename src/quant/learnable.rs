@@ -40,6 +40,8 @@
 //!   Only a static forward since the last copy makes a copy (`static_estimate_pending`, saved
 //!   with the model), so a model loaded to resume learning keeps its learned values.
 
+mod device;
+
 use burn::config::Config;
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
@@ -277,11 +279,13 @@ impl FakeQuantize {
     /// goes off, if a static forward ran since the last copy (`static_estimate_pending`, saved:
     /// a model loaded to resume learning keeps its learned values, as PyTorch's does).
     pub(super) fn sync_learnable(&mut self) {
-        let (scale, zp) = (read_state(&self.scale), read_state(&self.zero_point));
+        if self.sync_learnable_on_device() {
+            return;
+        }
         if let Some(l) = self.learnable.as_mut()
             && read_state(&l.static_estimate_pending)[0] != 0.0
         {
-            l.set_values(scale, zp);
+            l.set_values(read_state(&self.scale), read_state(&self.zero_point));
             set_pending(l, false);
         }
     }
@@ -306,6 +310,9 @@ impl FakeQuantize {
         x: Tensor<D>,
         strict: bool,
     ) -> Result<Tensor<D>> {
+        if !strict && self.activation_post_process.on_device(&x) {
+            return Ok(self.run_learnable_on_device(l, x));
+        }
         let obs = &self.activation_post_process;
         let (scale, zp) = if self.observer_enabled() {
             let stats = match self.observe_plain(&x.clone().detach(), strict)? {

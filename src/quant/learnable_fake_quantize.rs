@@ -22,7 +22,10 @@
 //!
 //! This stand-alone module takes `&mut self` and writes the parameters in place as PyTorch does;
 //! the fake-quant that `QConfig::lsq_qat` attaches to layers is a [`super::FakeQuantize`] with a
-//! learnable part ([`super::learnable`]), running the same function.
+//! learnable part ([`super::learnable`]), running the same function. This module reads its
+//! parameters and the batch back to the host in every forward on every device (it returns an
+//! error for a non-finite batch); the layers' form keeps them on the device where the CPU
+//! kernels do not run.
 
 use burn::config::Config;
 use burn::module::{Module, Param};

@@ -27,7 +27,9 @@
 //! # }
 //! ```
 
+pub(crate) mod device_qparams;
 pub mod fake_quantize;
+mod fake_quantize_device;
 pub mod fixed_qparams_fake_quantize;
 pub mod functional;
 pub mod learnable;

@@ -3,6 +3,7 @@
 //! ([`entries`]); the saved on/off switches of a module ([`switch`]). The file formats that carry them are in [`crate::io`].
 
 pub mod entries;
+pub mod host_read;
 pub mod switch;
 pub mod value;
 

@@ -35,6 +35,7 @@ mod ptq;
 mod qat_conv_bn;
 mod qat_kernels;
 mod qat_lsq;
+mod qat_no_sync;
 mod qat_parity;
 mod qconfig_mapping;
 mod quant_fake_quant;

@@ -99,6 +99,15 @@ fn conv_bn_relu_matches_pytorch_on_the_gpu_backend() {
     run_on(&gpu.autodiff(), QuantBackend::X86, "x86");
 }
 
+/// The same three steps on the generic path (the code a GPU backend runs) forced on flex.
+#[test]
+fn conv_bn_relu_matches_pytorch_on_the_generic_path() {
+    let _generic = burn_qat::ops::force_generic_path();
+    let device = Device::flex().autodiff();
+    run_on(&device, QuantBackend::Qnnpack, "qnnpack");
+    run_on(&device, QuantBackend::X86, "x86");
+}
+
 #[test]
 fn conv_bn_relu_qnnpack_matches_pytorch_for_three_steps() {
     run(QuantBackend::Qnnpack, "qnnpack");

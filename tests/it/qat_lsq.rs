@@ -324,6 +324,16 @@ fn lsq_conv_bn_relu_x86_8bit_trains_and_converts_as_pytorch() {
     convert_case(CASES[2]);
 }
 
+/// The three cases on the generic path (the code a GPU backend runs: LSQ's qparams and
+/// backward coefficients as device tensors), forced on flex, with the same tolerances.
+#[test]
+fn lsq_trains_and_converts_as_pytorch_on_the_generic_path() {
+    let _generic = burn_qat::ops::force_generic_path();
+    for case in CASES {
+        convert_case(case);
+    }
+}
+
 /// A trained LSQ layer saved as the QAT checkpoints are (burnpack) and loaded into a freshly
 /// prepared one gives back its learned scales and zero-points and `learning_enabled`: the
 /// parameters hold the values PyTorch's would (checked against the fixture), resuming with

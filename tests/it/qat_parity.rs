@@ -179,3 +179,15 @@ fn qat_matches_pytorch_on_the_gpu_backend() {
     };
     run_on(&gpu.autodiff(), QuantBackend::X86, "observe_frozen");
 }
+
+/// The GPU test's run on the generic path (the code a GPU backend runs: observers, qparams and
+/// fake-quants as device tensors, Burn's composition for every op) forced on flex.
+#[test]
+fn qat_matches_pytorch_on_the_generic_path() {
+    let _generic = burn_qat::ops::force_generic_path();
+    run_on(
+        &Device::flex().autodiff(),
+        QuantBackend::X86,
+        "observe_frozen",
+    );
+}

@@ -27,11 +27,21 @@
 //!   unchanged, [`Observer::skipped_batches`] counts it, and the first one prints a warning.
 //!   A diverging training run is caught by its non-finite loss, not by an observer error in
 //!   the middle of a forward pass.
+//!
+//! # Devices
+//! Where the CPU kernels run (flex) the batch range is read to the host and the state updated
+//! there. Elsewhere (wgpu, CUDA) [`Observer::forward`] of a min/max observer updates the state
+//! with device tensors and reads nothing back (`observer/device.rs`): a non-finite batch is
+//! skipped by a mask on the device, counted in a device tensor that
+//! [`Observer::skipped_batches`] reads, and not warned about. The histogram observer
+//! (post-training calibration) and the strict [`Observer::observe`] read the batch on every
+//! device.
 
+pub(crate) mod device;
 pub mod histogram;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::config::Config;
 use burn::module::{Module, RunningState};
@@ -40,6 +50,7 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 use super::qparams::{ObserverQParamsSpec, QParams, observer_qparams};
 use super::scheme::{QScheme, QuantDtype, calculate_qmin_qmax};
 use crate::ops::{has_cpu_kernels, min_max_rows};
+use crate::state::host_read;
 use crate::{Error, Result};
 
 /// Which statistic an [`Observer`] keeps.
@@ -153,6 +164,7 @@ impl ObserverConfig {
             quant_max,
             config: self.clone(),
             skipped: Arc::default(),
+            skipped_on_device: Arc::default(),
         })
     }
 }
@@ -185,6 +197,9 @@ pub struct Observer {
     /// Batches [`Observer::forward`] skipped for non-finite values (shared by clones, not saved).
     #[module(skip)]
     skipped: Arc<AtomicUsize>,
+    /// Batches skipped on the device ([`device`]), a `[1]` count not read until asked for.
+    #[module(skip)]
+    skipped_on_device: Arc<Mutex<Option<Tensor<1>>>>,
 }
 
 /// Reads a rank-1 state tensor to the host.
@@ -201,10 +216,7 @@ pub(crate) fn write_state(state: &RunningState<Tensor<1>>, values: Vec<f32>) {
 
 /// A tensor's values as host f32.
 pub(crate) fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .expect("f32 tensor data")
+    host_read::read_f32(t)
 }
 
 /// The error for a batch with NaN or ±inf values (a lenient observer skips it, see
@@ -239,15 +251,15 @@ pub(crate) fn batch_min_max<const D: usize>(
     }
     let x = x.clone().detach();
     // 0·x sums to 0 unless some element is NaN or ±inf.
-    let probe: f32 = x.clone().mul_scalar(0.0).sum().into_scalar();
+    let probe = host_read::read_f32(x.clone().mul_scalar(0.0).sum())[0];
     if probe != 0.0 {
         return non_finite();
     }
     match axis {
         None => {
-            let mn: f32 = x.clone().min().into_scalar();
-            let mx: f32 = x.max().into_scalar();
-            Ok((vec![mn], vec![mx]))
+            let mn = tensor_to_vec(x.clone().min());
+            let mx = tensor_to_vec(x.max());
+            Ok((mn, mx))
         }
         Some(axis) => {
             if axis >= D {
@@ -315,8 +327,18 @@ impl Observer {
     /// If `x` does not have the channel count this per-channel observer was built for — a
     /// model-construction bug, like a shape mismatch in any tensor operation.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.observe_lenient(&x);
+        if self.on_device(&x) {
+            self.observe_on_device(&x);
+        } else {
+            self.observe_lenient(&x);
+        }
         x
+    }
+
+    /// Whether this observer updates on the device for `x` (see [`device`]): a min/max observer
+    /// and a device without the CPU kernels.
+    pub(crate) fn on_device<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        self.config.kind != ObserverKind::Histogram && !has_cpu_kernels(&x.device())
     }
 
     /// [`Observer::observe`], skipping (and counting) non-finite batches; panics on shape errors.
@@ -340,9 +362,16 @@ impl Observer {
         }
     }
 
-    /// How many batches [`Observer::forward`] skipped because they held NaN or ±inf.
+    /// How many batches [`Observer::forward`] skipped because they held NaN or ±inf (those
+    /// skipped on the device are read back here, see the [module docs](self)).
     pub fn skipped_batches(&self) -> usize {
-        self.skipped.load(Ordering::Relaxed)
+        let on_device = self
+            .skipped_on_device
+            .lock()
+            .expect("skip counter lock")
+            .clone()
+            .map_or(0.0, |count| tensor_to_vec(count)[0]);
+        self.skipped.load(Ordering::Relaxed) + on_device as usize
     }
 
     /// Records statistics of `x`. Empty tensors are ignored; non-finite values are handled as
@@ -493,7 +522,7 @@ impl Observer {
 
     /// Forgets everything seen so far (`reset_min_max_vals`).
     pub fn reset_min_max_vals(&self) {
-        let n = read_state(&self.min_val).len();
+        let n = self.min_val.value_sync().dims()[0];
         write_state(&self.min_val, vec![f32::INFINITY; n]);
         write_state(&self.max_val, vec![f32::NEG_INFINITY; n]);
         if let Some(h) = &self.histogram {
