@@ -536,7 +536,7 @@ fn every_kernel_set_adds_bit_identically_to_reference() {
         (0.5, 0.001, 0.01),
         (0.1, 0.1, 0.1),
         (0.01, 0.2, 2.0),
-    ]) {
+    ] {
         for engine in [Engine::Qnnpack, Engine::X86] {
             for relu in [false, true] {
                 let qa = QParamsPt::new(sa, rng.below(256) as i32).unwrap();

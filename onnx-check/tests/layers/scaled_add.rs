@@ -328,14 +328,26 @@ fn a_layer_kind_of_the_users_goes_through_every_stage() {
         "the loaded model runs bit for bit as the saved one"
     );
 
-    // The int8 ONNX runs in tract within one output quantum of the crate.
+    // The int8 ONNX runs in tract like the crate, up to the pooling's rounding: ONNX pools in
+    // float between DQ and Q, the crate in qnnpack's integer arithmetic, and the two may round a
+    // pooled value one input quantum apart. The fc carries that quantum into its outputs, which
+    // here have a far smaller scale: its largest row of |W| times the input scale, in output
+    // quanta, plus one for the output's own rounding.
     let bytes = loaded.onnx(ExportKind::Int8);
     let ops = op_counts(&model_of(&bytes));
     assert_eq!(ops["Mul"], 1, "the user's layer wrote its nodes: {ops:?}");
     let theirs = tract_run(&bytes, &x_host, &shape);
-    let (_, within1, worst) = quanta(&theirs, &reloaded, int8_scale);
+    let fc = loaded.fc.int8.as_ref().unwrap();
+    let fc_input_scale = loaded.scaled.int8.unwrap().qparams.scale as f64;
+    let weight = fc.weight().dequantize();
+    let widest_row = weight
+        .chunks(fc.in_features())
+        .map(|row| row.iter().map(|w| w.abs() as f64).sum::<f64>())
+        .fold(0.0, f64::max);
+    let bound = 1 + (widest_row * fc_input_scale / int8_scale).ceil() as i64;
+    let (equal, _, worst) = quanta(&theirs, &reloaded, int8_scale);
     assert!(
-        within1 == reloaded.len() && worst <= 1,
-        "int8 ONNX: {theirs:?} vs {reloaded:?}"
+        worst <= bound && equal * 4 >= reloaded.len() * 3,
+        "int8 ONNX ({equal} equal, worst {worst} quanta, bound {bound}): {theirs:?} vs {reloaded:?}"
     );
 }
