@@ -332,6 +332,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::depthwise_kernels::{TEST_GEOMETRIES, test_geometry};
 
     fn val(i: usize, k: u32) -> f32 {
         ((i as u32).wrapping_mul(2_654_435_761 ^ k) % 17) as f32 * 0.25 - 2.0
@@ -343,28 +344,16 @@ mod tests {
     /// the reference.
     #[test]
     fn matches_the_definition_in_every_build() {
-        let geometries = [
-            // N, C, H, W, KH, KW, sh, sw, ph, pw, trailing padding h, w
-            [2, 3, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1],
-            [2, 2, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1],
-            [1, 2, 2, 3, 3, 3, 2, 1, 1, 1, 1, 1],
-            [3, 2, 6, 5, 5, 3, 1, 2, 2, 0, 1, 2],
-            [1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1],
+        // The kernel tests' geometries, and rows longer than a register block.
+        let longer_rows = [
             [1, 2, 9, 37, 3, 3, 1, 1, 1, 1, 1, 1],
             [1, 2, 10, 70, 5, 5, 2, 2, 2, 2, 2, 2],
             [2, 3, 8, 41, 3, 3, 2, 2, 1, 1, 0, 0],
         ];
-        for [n, c, h, w, kh, kw, sh, sw, ph, pw, th, tw] in geometries {
-            let output = [(h + ph + th - kh) / sh + 1, (w + pw + tw - kw) / sw + 1];
-            let g = DepthwiseGeometry {
-                batch: n,
-                channels: c,
-                input: [h, w],
-                output,
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding: [ph, pw],
-            };
+        for row in TEST_GEOMETRIES.into_iter().chain(longer_rows) {
+            let [n, c, h, w, kh, kw, sh, sw, ph, pw, ..] = row;
+            let g = test_geometry(row);
+            let output = g.output;
             let x: Vec<f32> = (0..n * c * h * w).map(|i| val(i, 1)).collect();
             let wt: Vec<f32> = (0..c * kh * kw).map(|i| val(i, 2)).collect();
             let e = Epilogue {

@@ -222,6 +222,33 @@ fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// The geometries the depthwise kernel tests sweep: strides, odd and non-square sides,
+/// asymmetric padding and planes smaller than the kernel. Each row: N, C, H, W, KH, KW, stride
+/// h/w, leading padding h/w, trailing padding h/w.
+#[cfg(test)]
+pub(super) const TEST_GEOMETRIES: [[usize; 12]; 5] = [
+    [2, 3, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1],
+    [2, 2, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1],
+    [1, 2, 2, 3, 3, 3, 2, 1, 1, 1, 1, 1],
+    [3, 2, 6, 5, 5, 3, 1, 2, 2, 0, 1, 2],
+    [1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1],
+];
+
+/// A [`TEST_GEOMETRIES`]-style row as a geometry (the output size from both paddings).
+#[cfg(test)]
+pub(super) fn test_geometry(row: [usize; 12]) -> DepthwiseGeometry {
+    let [n, c, h, w, kh, kw, sh, sw, ph, pw, th, tw] = row;
+    DepthwiseGeometry {
+        batch: n,
+        channels: c,
+        input: [h, w],
+        output: [(h + ph + th - kh) / sh + 1, (w + pw + tw - kw) / sw + 1],
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        padding: [ph, pw],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,25 +257,10 @@ mod tests {
     /// strides, odd and non-square sides, asymmetric padding and planes smaller than the kernel.
     #[test]
     fn kernels_match_the_definition() {
-        let geometries = [
-            // N, C, H, W, KH, KW, sh, sw, ph, pw, trailing padding h, w
-            [2, 3, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1],
-            [2, 2, 7, 6, 3, 3, 2, 2, 1, 1, 1, 1],
-            [1, 2, 2, 3, 3, 3, 2, 1, 1, 1, 1, 1],
-            [3, 2, 6, 5, 5, 3, 1, 2, 2, 0, 1, 2],
-            [1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1],
-        ];
-        for [n, c, h, w, kh, kw, sh, sw, ph, pw, th, tw] in geometries {
-            let output = [(h + ph + th - kh) / sh + 1, (w + pw + tw - kw) / sw + 1];
-            let g = DepthwiseGeometry {
-                batch: n,
-                channels: c,
-                input: [h, w],
-                output,
-                kernel: [kh, kw],
-                stride: [sh, sw],
-                padding: [ph, pw],
-            };
+        for row in TEST_GEOMETRIES {
+            let [n, c, h, w, kh, kw, sh, sw, ph, pw, _, _] = row;
+            let g = test_geometry(row);
+            let output = g.output;
             let val =
                 |i: usize, k: u32| ((i as u32).wrapping_mul(2_654_435_761 ^ k) % 17) as f32 - 8.0;
             let x: Vec<f32> = (0..n * c * h * w).map(|i| val(i, 1)).collect();
