@@ -26,6 +26,7 @@ use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
 use super::super::{ConvCall, Direct, Int8Kernels, elementwise};
 use super::avx2_depthwise::conv_depthwise;
+use super::avx2_pointwise;
 use super::avx2_u8s8;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
@@ -465,7 +466,20 @@ pub(super) fn conv2d_with<T: U8Tile>(
 }
 
 impl Int8Kernels for Avx2 {
+    fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
+        use MemoryFormat::{ChannelsLast, Contiguous};
+        if avx2_pointwise::takes(op, shape) {
+            return (ChannelsLast, ChannelsLast);
+        }
+        (Contiguous, Contiguous)
+    }
+
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        if avx2_pointwise::takes(op, input.shape()) {
+            let x = input.to_format(MemoryFormat::ChannelsLast);
+            // SAFETY: `self` exists only on CPUs with AVX2.
+            return unsafe { avx2_pointwise::conv_pointwise(op, rq, &x, out) };
+        }
         // SAFETY: `self` exists only on CPUs with AVX2.
         unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::Contiguous, Maddubs) }
     }

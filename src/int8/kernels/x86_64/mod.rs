@@ -6,6 +6,7 @@ pub(super) mod avx2_avg_pool;
 pub(super) mod avx2_bytewise;
 mod avx2_depthwise;
 pub(super) mod avx2_mul;
+mod avx2_pointwise;
 pub(super) mod avx2_quantize;
 mod avx2_u8s8;
 mod avx512_add;
