@@ -13,9 +13,10 @@
 //!
 //! `vpmaddubsw` saturates its i16 pair sums, so it is exact only when every input byte is
 //! ≤ 127 (`127·128·2 = 32512`), the case of `reduce_range` models. Each pixel tile checks its
-//! bytes; a tile with a larger byte takes the i16 kernel instead: per tap pair, the pixel's two
-//! bytes broadcast as i16 (`vpbroadcastw` + `vpmovzxbw`) against i16 weight pairs (built once
-//! per layer from the i8 panels, [`WeightsI16`]) in `vpmaddwd`, exact for any byte.
+//! bytes; a tile with a larger byte takes the i16 kernel instead: its pixels widened to i16
+//! once (a small per-thread copy, reused by every panel), then per tap pair each pixel's two
+//! values broadcast against i16 weight pairs (built once per layer from the i8 panels,
+//! [`WeightsI16`]) in `vpmaddwd`, exact for any byte.
 //!
 //! Both multiply raw `q_in` (not `q_in − z_in`): each channel's int32 bias takes
 //! `z_in · Σ_k w[o, k]` off, which gives the reference's `Σ (q_in − z_in)·w` exactly (wrapping
@@ -146,7 +147,9 @@ pub(super) fn conv_pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
     let pixels_fastest = panels * quads * LANE_ROWS * 4 > x.len();
     let ptr = OutPtr(out.as_mut_ptr());
     let run = |t: usize| {
+        // The tile last seen: whether its bytes are ≤ 127, and else its pixels as i16.
         let mut seen: Option<(usize, bool)> = None;
+        let mut wide = vec![0i16; PX * c];
         for u in units * t / tasks..units * (t + 1) / tasks {
             let (tile, panel) = if pixels_fastest {
                 (u % tiles, u / tiles)
@@ -158,24 +161,30 @@ pub(super) fn conv_pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
             let u7 = match seen {
                 Some((at, u7)) if at == tile => u7,
                 _ => {
-                    let u7 = fits_u7(&x[p0 * c..(p0 + valid) * c]);
+                    let bytes = &x[p0 * c..(p0 + valid) * c];
+                    let u7 = fits_u7(bytes);
+                    if !u7 {
+                        widen_bytes(bytes, &mut wide[..valid * c]);
+                    }
                     seen = Some((tile, u7));
                     u7
                 }
             };
             let xp: [*const u8; PX] =
                 std::array::from_fn(|i| x[(p0 + i.min(valid - 1)) * c..].as_ptr());
+            let xw: [*const i16; PX] =
+                std::array::from_fn(|i| wide[i.min(valid - 1) * c..].as_ptr());
             let channels = (m - panel * LANE_ROWS).min(LANE_ROWS);
             let w8 = a.panel(panel).as_ptr();
             let w = w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr();
-            // SAFETY: every pixel pointer starts c = 4·quads bytes of x; the i8 panel holds
-            // quads · 64 bytes and the i16 one quads · 2 · 32 values.
+            // SAFETY: every pixel pointer starts c = 4·quads bytes of x (or i16 of `wide`);
+            // the i8 panel holds quads · 64 bytes and the i16 one quads · 2 · 32 values.
             let acc: [[__m256i; 2]; PX] = unsafe {
                 match (u7, channels > HALF) {
                     (true, true) => tile_u8::<2>(xp, w8, quads),
                     (true, false) => widen(tile_u8::<1>(xp, w8, quads)),
-                    (false, true) => tile_i16::<2>(xp, w, quads),
-                    (false, false) => widen(tile_i16::<1>(xp, w, quads)),
+                    (false, true) => tile_i16::<2>(xw, w, quads),
+                    (false, false) => widen(tile_i16::<1>(xw, w, quads)),
                 }
             };
             let rq = [rows[2 * panel], rows[2 * panel + 1]];
@@ -194,6 +203,24 @@ pub(super) fn conv_pointwise(op: &Int8Conv2d, rq: &Requant, input: &QTensor, out
         }
     };
     super::super::team::parallel_for(tasks, run);
+}
+
+/// `dst[i] = src[i]` as i16 (zero-extended), 16 at a time.
+#[target_feature(enable = "avx2")]
+fn widen_bytes(src: &[u8], dst: &mut [i16]) {
+    assert_eq!(src.len(), dst.len());
+    let mut chunks = dst.chunks_exact_mut(16);
+    for (s, d) in src.chunks_exact(16).zip(&mut chunks) {
+        // SAFETY: 16 bytes read, 16 i16 written.
+        unsafe {
+            let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(s.as_ptr() as *const __m128i));
+            _mm256_storeu_si256(d.as_mut_ptr() as *mut __m256i, v);
+        }
+    }
+    let done = src.len() / 16 * 16;
+    for (d, &s) in chunks.into_remainder().iter_mut().zip(&src[done..]) {
+        *d = s as i16;
+    }
 }
 
 /// One-half accumulators as two (the second never stored).
@@ -262,28 +289,27 @@ unsafe fn tile_u8<const H: usize>(
     acc
 }
 
-/// [`tile_u8`] for any bytes: per tap pair, the pixel's two bytes as i16 against the i16
-/// weight pairs (`w` as [`WeightsI16`], `quads · 2 · 32` values).
+/// [`tile_u8`] for any bytes: per tap pair, the pixel's two values (its bytes widened to
+/// i16) broadcast against the i16 weight pairs (`w` as [`WeightsI16`], `quads · 2 · 32`
+/// values) in `vpmaddwd`.
 ///
 /// # Safety
-/// As [`tile_u8`], with `w` starting `quads · 2 · 32` i16.
+/// Each `x[i]` starts `4 · quads` readable i16; `w` starts `quads · 2 · 32`.
 #[target_feature(enable = "avx2")]
 unsafe fn tile_i16<const H: usize>(
-    x: [*const u8; PX],
+    x: [*const i16; PX],
     w: *const i16,
     quads: usize,
 ) -> [[__m256i; H]; PX] {
     let mut acc = [[_mm256_setzero_si256(); H]; PX];
     for t in 0..2 * quads {
-        // SAFETY: t < 2·quads: inside every pixel's bytes and the weights (caller's contract).
+        // SAFETY: t < 2·quads: inside every pixel's values and the weights (caller's contract).
         unsafe {
             let wv: [__m256i; H] = std::array::from_fn(|h| {
                 _mm256_loadu_si256(w.add(t * LANE_ROWS * 2 + h * 16) as *const __m256i)
             });
             for (acc, &xi) in acc.iter_mut().zip(&x) {
-                // Bytes (b0, b1) in every i16 pair: zero-extended, [b0, b1, b0, b1, …].
-                let pair = _mm_set1_epi16((xi.add(2 * t) as *const i16).read_unaligned());
-                let v = _mm256_cvtepu8_epi16(pair);
+                let v = _mm256_set1_epi32((xi.add(2 * t) as *const i32).read_unaligned());
                 for (a, &wh) in acc.iter_mut().zip(&wv) {
                     *a = _mm256_add_epi32(*a, _mm256_madd_epi16(v, wh));
                 }
