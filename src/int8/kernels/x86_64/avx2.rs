@@ -5,6 +5,9 @@
 //!   x86 default) take the u8 × s8 kernel of [`super::avx2_u8s8`], others
 //!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
 //!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
+//! * Pointwise convolutions (1×1, stride 1, unpadded, symmetric weights, a multiple of 4
+//!   input channels) run channels-last, NHWC in and out, with no packing:
+//!   [`super::avx2_pointwise`] ([`Avx2::conv2d_formats`] asks for NHWC inputs there).
 //! * Depthwise convolutions: [`super::avx2_depthwise`].
 //! * Linear: one `vpmaddwd` dot product per output.
 //! * Add: [`super::avx2_add`].
