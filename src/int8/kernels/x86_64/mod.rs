@@ -5,6 +5,7 @@ mod avx2_add;
 pub(super) mod avx2_avg_pool;
 pub(super) mod avx2_bytewise;
 mod avx2_depthwise;
+mod avx2_dw_nhwc;
 pub(super) mod avx2_mul;
 pub(super) mod avx2_quantize;
 mod avx2_u8s8;
