@@ -3,9 +3,9 @@
 //!
 //! In NHWC the 8 channels of a group are 8 contiguous bytes of a pixel, so the kernel reads
 //! its input and writes its output in place: no per-channel padded planes. A task runs a row
-//! segment of output pixels one group at a time, [`BLOCK`] output pixels at a time; each
-//! input column of the window (`K` pixels, one per kernel row) is loaded once per block and
-//! feeds every output pixel whose window holds it. Its rows are paired byte by byte and
+//! segment of output pixels one group at a time ([`segment`]); each input column of the
+//! window (`K` pixels, one per kernel row) is loaded once and feeds every output pixel whose
+//! window holds it. Its rows are paired byte by byte and
 //! widened to i16 (`(x[0][ch], x[1][ch])` per i32 lane), one `vpmaddwd` + `vpaddd` per pair
 //! against the lane's weight pair of that kernel column; the last row, widened to i32, pairs
 //! with a zero weight. Products are exact (`q ≤ 255`, `|w| ≤ 255`, at most 25 per lane).
@@ -24,14 +24,6 @@ use crate::int8::tensor::QTensor;
 
 /// Channels per vector (one i32 lane each).
 const LANES: usize = 8;
-
-/// Output pixels per block (a multiple of 4, the pixels [`requant32`] takes).
-const BLOCK: usize = 8;
-
-/// The input columns a block of a `K`-wide kernel reads at stride `s`.
-const fn columns(s: usize, k: usize) -> usize {
-    (BLOCK - 1) * s + k
-}
 
 /// Whether this kernel runs `op`: a 3×3 or 5×5 depthwise convolution (`groups = in = out`)
 /// with stride 1 or 2, any padding.
@@ -232,22 +224,20 @@ fn conv_k<const K: usize, const P: usize>(
                     w,
                     lanes: LANES.min(c - g * LANES),
                 };
-                for i0 in (0..count).step_by(BLOCK) {
-                    let ix0 = ((ox0 + i0) * stride).wrapping_sub(pad);
-                    let out = Outputs {
-                        first: segment[i0 * c + g * LANES..].as_mut_ptr(),
-                        step: c,
-                        valid: BLOCK.min(count - i0),
-                    };
-                    // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
-                    // block's valid pixels lie inside `segment`.
-                    unsafe {
-                        match stride {
-                            1 => block::<K, P, 1>(window, ix0, gw, grq, o, out),
-                            _ => block::<K, P, 2>(window, ix0, gw, grq, o, out),
-                        }
-                    };
-                }
+                let ix0 = (ox0 * stride).wrapping_sub(pad);
+                let out = Outputs {
+                    first: segment[g * LANES..].as_mut_ptr(),
+                    step: c,
+                    valid: count,
+                };
+                // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
+                // segment's pixels lie inside `segment`.
+                unsafe {
+                    match stride {
+                        1 => self::segment::<K, P, 1>(window, ix0, gw, grq, o, out),
+                        _ => self::segment::<K, P, 2>(window, ix0, gw, grq, o, out),
+                    }
+                };
             }
             done += count;
         }
@@ -303,7 +293,9 @@ impl<const K: usize> Window<K> {
     #[target_feature(enable = "avx2")]
     unsafe fn column<const P: usize>(&self, ix: usize) -> Column<P> {
         let inside = ix < self.w;
-        let row = |ky: usize| -> __m128i {
+        // Plain loops, no closures: LLVM leaves a closure here outlined.
+        let mut rows = [_mm_setzero_si128(); K];
+        for (ky, r) in rows.iter_mut().enumerate() {
             let (row, step) = self.rows[ky];
             let at = if inside {
                 row.wrapping_add(ix * step)
@@ -311,35 +303,40 @@ impl<const K: usize> Window<K> {
                 self.zero
             };
             // SAFETY: an in-image pixel's group or the zero row (contract above).
-            unsafe { self.load(at) }
-        };
+            *r = unsafe { self.load(at) };
+        }
+        let mut pairs = [_mm256_setzero_si256(); P];
+        for (p, pair) in pairs.iter_mut().enumerate() {
+            *pair = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(rows[2 * p], rows[2 * p + 1]));
+        }
         Column {
-            pairs: std::array::from_fn(|p| {
-                _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(row(2 * p), row(2 * p + 1)))
-            }),
-            last: _mm256_cvtepu8_epi32(row(K - 1)),
+            pairs,
+            last: _mm256_cvtepu8_epi32(rows[K - 1]),
         }
     }
 }
 
-/// Where a block's outputs go: its first pixel's group, the pixel step, and how many of
-/// the [`BLOCK`] pixels are real.
+/// Where a segment's outputs go: its first pixel's group, the pixel step, and how many
+/// pixels it has.
 struct Outputs {
     first: *mut u8,
     step: usize,
     valid: usize,
 }
 
-/// [`BLOCK`] output pixels of one group, the first of whose windows starts at input column
-/// `ix0` (wrapping: left padding), pixel `i` at `ix0 + i · S`: accumulated from the group's
-/// starting value, requantized and stored. The block's [`columns`] are loaded once each, in order, and each is added into every pixel whose window holds it.
+/// The `out.valid` output pixels of a row segment of one group, the first of whose windows
+/// starts at input column `ix0` (wrapping: left padding), pixel `i` at `ix0 + i · S`:
+/// accumulated from the group's starting value, requantized four at a time and stored.
+///
+/// The window's `K` columns roll along the row in registers: each pixel loads only the `S`
+/// columns its window adds (one at stride 1), so every input column is loaded once.
 ///
 /// # Safety
 /// Every in-image column of each of `window.rows` lies inside its image, `window.zero` holds
 /// the group's readable bytes, and each of the `out.valid` output pixels holds the group's
 /// writable bytes.
 #[target_feature(enable = "avx2")]
-unsafe fn block<const K: usize, const P: usize, const S: usize>(
+unsafe fn segment<const K: usize, const P: usize, const S: usize>(
     window: Window<K>,
     ix0: usize,
     gw: &GroupWeights<K, P>,
@@ -347,43 +344,69 @@ unsafe fn block<const K: usize, const P: usize, const S: usize>(
     o: GroupOut,
     out: Outputs,
 ) {
-    let mut acc = [rq.init; BLOCK];
-    for j in 0..columns(S, K) {
-        // SAFETY: the caller's contract on `window`.
-        let col: Column<P> = unsafe { window.column(ix0.wrapping_add(j)) };
-        for kx in 0..K {
-            // Column j is tap kx of pixel (j − kx) / S, where that divides and is a pixel.
-            if j >= kx && (j - kx) % S == 0 && (j - kx) / S < BLOCK {
-                let a = &mut acc[(j - kx) / S];
+    // Before pixel i, win[kx] (kx ≥ S) holds column (i − 1)·S + kx of the segment. Constant
+    // indices only, in fully unrolled loops: the array lives in registers.
+    let empty = Column {
+        pairs: [_mm256_setzero_si256(); P],
+        last: _mm256_setzero_si256(),
+    };
+    let mut win = [empty; K];
+    for kx in S..K {
+        // SAFETY: the caller's contract on `window` (all columns below).
+        win[kx] = unsafe { window.column(ix0.wrapping_add(kx - S)) };
+    }
+    let mut q = 0;
+    while q < out.valid {
+        let mut acc = [rq.init; 4];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let at = ix0.wrapping_add((q + r) * S);
+            for kx in S..K {
+                win[kx - S] = win[kx];
+            }
+            for (kx, col) in win.iter_mut().enumerate().skip(K - S) {
+                // SAFETY: as above.
+                *col = unsafe { window.column(at.wrapping_add(kx)) };
+            }
+            for (kx, col) in win.iter().enumerate() {
                 for p in 0..P {
                     *a = _mm256_add_epi32(*a, _mm256_madd_epi16(col.pairs[p], gw.pairs[p][kx]));
                 }
                 *a = _mm256_add_epi32(*a, _mm256_madd_epi16(col.last, gw.last[kx]));
             }
         }
-    }
-    for (q, acc) in acc.chunks_exact(4).enumerate().take(out.valid.div_ceil(4)) {
-        let v = requant32([acc[0], acc[1], acc[2], acc[3]], rq, o);
+        let v = requant32(acc, rq, o);
         let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        if q + 4 <= out.valid && window.lanes == LANES {
+            // SAFETY: the group's 8 bytes of four valid output pixels (the caller's contract).
+            unsafe {
+                let dst = out.first.wrapping_add(q * out.step);
+                _mm_storel_epi64(dst as *mut __m128i, lo);
+                _mm_storeh_pd(dst.wrapping_add(out.step) as *mut f64, _mm_castsi128_pd(lo));
+                _mm_storel_epi64(dst.wrapping_add(2 * out.step) as *mut __m128i, hi);
+                _mm_storeh_pd(
+                    dst.wrapping_add(3 * out.step) as *mut f64,
+                    _mm_castsi128_pd(hi),
+                );
+            }
+            q += 4;
+            continue;
+        }
         let pixels = [
             lo,
             _mm_unpackhi_epi64(lo, lo),
             hi,
             _mm_unpackhi_epi64(hi, hi),
         ];
-        for (k, px) in pixels.into_iter().enumerate().take(out.valid - 4 * q) {
-            let dst = out.first.wrapping_add((4 * q + k) * out.step);
+        for (k, px) in pixels.into_iter().enumerate().take(out.valid - q) {
+            let dst = out.first.wrapping_add((q + k) * out.step);
             // SAFETY: the group's bytes of a valid output pixel (the caller's contract).
             unsafe {
-                if window.lanes == LANES {
-                    _mm_storel_epi64(dst as *mut __m128i, px);
-                } else {
-                    let mut bytes = [0u8; 16];
-                    _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, px);
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, window.lanes);
-                }
+                let mut bytes = [0u8; 16];
+                _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, px);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, window.lanes);
             }
         }
+        q += 4;
     }
 }
 
