@@ -351,15 +351,17 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
         last: _mm256_setzero_si256(),
     };
     let mut win = [empty; K];
-    for kx in S..K {
+    for (kx, col) in win.iter_mut().enumerate().skip(S) {
         // SAFETY: the caller's contract on `window` (all columns below).
-        win[kx] = unsafe { window.column(ix0.wrapping_add(kx - S)) };
+        *col = unsafe { window.column(ix0.wrapping_add(kx - S)) };
     }
     let mut q = 0;
     while q < out.valid {
         let mut acc = [rq.init; 4];
         for (r, a) in acc.iter_mut().enumerate() {
             let at = ix0.wrapping_add((q + r) * S);
+            // Constant indices (not `copy_within`), so that the moves stay register renames.
+            #[allow(clippy::needless_range_loop)]
             for kx in S..K {
                 win[kx - S] = win[kx];
             }
