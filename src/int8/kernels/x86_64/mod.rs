@@ -5,6 +5,7 @@ mod avx2_add;
 pub(super) mod avx2_avg_pool;
 pub(super) mod avx2_bytewise;
 mod avx2_depthwise;
+mod avx2_dw_nhwc;
 pub(super) mod avx2_mul;
 mod avx2_pointwise;
 pub(super) mod avx2_quantize;
