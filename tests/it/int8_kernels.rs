@@ -660,3 +660,161 @@ fn depthwise_3x3_at_the_extremes_is_bit_identical_to_reference() {
     }
     assert_eq!(checked, 4 * 3 * 4 * kernel_sets().len());
 }
+
+/// The channels-last pointwise (1×1 stride 1) kernels: input channels a multiple of 4 but not
+/// of 8 or 16, output channels around the 8- and 16-channel panels, pixel counts with tails
+/// and a batch; inputs all ≤ 127 (the u8 × s8 path), with one large byte in some pixels (those
+/// tiles take the i16 path), all 255 or all 0; weights all −128, all 127 or random; per-tensor
+/// and per-channel, both engines; on one thread and on a team.
+#[test]
+fn pointwise_channels_last_is_bit_identical_to_reference() {
+    use burn_qat::int8::on_thread_pool;
+    let mut rng = SplitMix64::new(41);
+    let mut checked = 0;
+    for (n, c, h, w, oc) in [
+        (1, 4, 1, 1, 1),
+        (2, 12, 3, 5, 7),
+        (1, 20, 7, 7, 9),
+        (2, 36, 5, 3, 24),
+        (1, 8, 6, 6, 33),
+        (3, 96, 11, 13, 40),
+    ] {
+        for input_kind in 0..4 {
+            for weight_kind in 0..3 {
+                let len = n * c * h * w;
+                let input: Vec<u8> = match input_kind {
+                    0 => bytes(&mut rng, len).into_iter().map(|v| v & 127).collect(),
+                    1 => bytes(&mut rng, len)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| if i % 211 == 17 { 128 | v } else { v & 127 })
+                        .collect(),
+                    2 => vec![255; len],
+                    _ => vec![0; len],
+                };
+                let data: Vec<i8> = match weight_kind {
+                    0 => vec![-128; oc * c],
+                    1 => vec![127; oc * c],
+                    _ => bytes(&mut rng, oc * c)
+                        .into_iter()
+                        .map(|b| b as i8)
+                        .collect(),
+                };
+                let per_channel = weight_kind == 2;
+                let engine = if input_kind % 2 == 0 {
+                    Engine::X86
+                } else {
+                    Engine::Qnnpack
+                };
+                let input_qp = QParamsPt::new(0.02, rng.below(128) as i32).unwrap();
+                let x = QTensor::from_raw(input, &[n, c, h, w], input_qp).unwrap();
+                let qparams = weight_qparams(per_channel, true, oc);
+                let weight = QWeight::from_raw(data, &[oc, c, 1, 1], qparams).unwrap();
+                let spec = Conv2dSpec {
+                    stride: 1,
+                    padding: 0,
+                    groups: 1,
+                    relu: weight_kind == 1,
+                };
+                let out = QParamsPt::new(0.3, 120).unwrap();
+                let bias = (0..oc).map(|o| o as f32 * 0.2 - 3.0).collect();
+                let conv =
+                    Int8Conv2d::new(weight, Some(bias), spec, input_qp, out, engine).unwrap();
+                let reference = conv.forward_with(&Reference, &x).unwrap();
+                let reference = reference.to_contiguous();
+                let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
+                let what =
+                    format!("n={n} c={c} {h}×{w} oc={oc} input {input_kind} weights {weight_kind}");
+                let on_team = on_thread_pool(|| conv.forward_with(&Auto, &x_nhwc).unwrap());
+                assert_eq!(
+                    on_team.to_contiguous().data(),
+                    reference.data(),
+                    "auto on the team {what}"
+                );
+                for (name, k) in kernel_sets() {
+                    for (layout, x) in [("nchw", &x), ("nhwc", &*x_nhwc)] {
+                        let got = conv.forward_with(k, x).unwrap();
+                        let got = got.to_contiguous();
+                        assert_eq!(got.data(), reference.data(), "{name} {layout} {what}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 6 * 4 * 3 * kernel_sets().len());
+}
+
+/// The channels-last depthwise kernels (AVX2: 8 channels per vector; AVX-512: 16) at the
+/// ends of the ranges: 3×3 and 5×5, stride 1 and 2, padding 0, 1 and 2, channel counts that
+/// are and are not multiples of 8 or 16, rows of more and fewer output pixels than a block,
+/// inputs all 0, all 255 or random, weights all −128, all 127, random symmetric or
+/// asymmetric (|q − z| up to 130), both engines, inputs arriving NCHW and NHWC.
+#[test]
+fn depthwise_channels_last_at_the_extremes_is_bit_identical_to_reference() {
+    let mut rng = SplitMix64::new(29);
+    let mut checked = 0;
+    let cases = [
+        // (c, k, stride, padding, h, w)
+        (13, 3, 1, 0, 5, 11),
+        (21, 3, 2, 1, 7, 21),
+        (8, 3, 2, 0, 6, 9),
+        (36, 3, 1, 1, 4, 19),
+        (19, 5, 1, 1, 7, 12),
+        (24, 5, 2, 0, 9, 23),
+        (43, 5, 2, 2, 6, 8),
+        (72, 5, 1, 2, 5, 10),
+    ];
+    for (c, k, stride, padding, h, w) in cases {
+        for input_kind in 0..3 {
+            for weight_kind in 0..4 {
+                let n = 2;
+                let input: Vec<u8> = match input_kind {
+                    0 => vec![0; n * c * h * w],
+                    1 => vec![255; n * c * h * w],
+                    _ => bytes(&mut rng, n * c * h * w),
+                };
+                let data: Vec<i8> = match weight_kind {
+                    0 => vec![-128; c * k * k],
+                    1 => vec![127; c * k * k],
+                    _ => bytes(&mut rng, c * k * k)
+                        .into_iter()
+                        .map(|b| b as i8)
+                        .collect(),
+                };
+                let symmetric = weight_kind != 3;
+                let engine = [Engine::X86, Engine::Qnnpack][weight_kind % 2];
+                let input_qp = QParamsPt::new(0.02, rng.below(256) as i32).unwrap();
+                let x = QTensor::from_raw(input, &[n, c, h, w], input_qp).unwrap();
+                let weight =
+                    QWeight::from_raw(data, &[c, 1, k, k], weight_qparams(true, symmetric, c))
+                        .unwrap();
+                let spec = Conv2dSpec {
+                    stride,
+                    padding,
+                    groups: c,
+                    relu: input_kind == 2,
+                };
+                let out = QParamsPt::new(0.7, 128).unwrap();
+                let bias = (0..c).map(|o| o as f32 * 0.3 - 5.0).collect();
+                let conv =
+                    Int8Conv2d::new(weight, Some(bias), spec, input_qp, out, engine).unwrap();
+                let reference = conv.forward_with(&Reference, &x).unwrap();
+                let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
+                for (name, kernels) in kernel_sets() {
+                    for (layout, x) in [("nchw", &x), ("nhwc", &*x_nhwc)] {
+                        let got = conv.forward_with(kernels, x).unwrap();
+                        assert_eq!(
+                            got.to_contiguous().data(),
+                            reference.to_contiguous().data(),
+                            "{name} {layout} c={c} k={k} stride={stride} pad={padding} \
+                             input {input_kind} weights {weight_kind}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, cases.len() * 3 * 4 * kernel_sets().len());
+}

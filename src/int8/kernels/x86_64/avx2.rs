@@ -5,7 +5,12 @@
 //!   x86 default) take the u8 × s8 kernel of [`super::avx2_u8s8`], others
 //!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
 //!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
-//! * Depthwise convolutions: [`super::avx2_depthwise`].
+//! * Pointwise convolutions (1×1, stride 1, unpadded, symmetric weights, a multiple of 4
+//!   input channels) run channels-last, NHWC in and out, with no packing:
+//!   [`super::avx2_pointwise`] ([`Avx2::conv2d_formats`] asks for NHWC inputs there).
+//! * Depthwise 3×3 and 5×5 convolutions with stride 1 or 2: channels-last
+//!   ([`super::avx2_dw_nhwc`], chosen through [`Int8Kernels::conv2d_formats`]); other
+//!   depthwise ones, on NCHW: [`super::avx2_depthwise`].
 //! * Linear: one `vpmaddwd` dot product per output.
 //! * Add: [`super::avx2_add`].
 //!
@@ -26,6 +31,8 @@ use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
 use super::super::{ConvCall, Direct, Int8Kernels, elementwise};
 use super::avx2_depthwise::conv_depthwise;
+use super::avx2_dw_nhwc;
+use super::avx2_pointwise;
 use super::avx2_u8s8;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
@@ -465,7 +472,24 @@ pub(super) fn conv2d_with<T: U8Tile>(
 }
 
 impl Int8Kernels for Avx2 {
+    fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
+        use MemoryFormat::{ChannelsLast, Contiguous};
+        if avx2_pointwise::takes(op, shape) || avx2_dw_nhwc::takes(op) {
+            return (ChannelsLast, ChannelsLast);
+        }
+        (Contiguous, Contiguous)
+    }
+
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
+        if avx2_dw_nhwc::takes(op) {
+            // SAFETY: `self` exists only on CPUs with AVX2.
+            return unsafe { avx2_dw_nhwc::conv_depthwise(op, rq, input, out) };
+        }
+        if avx2_pointwise::takes(op, input.shape()) {
+            let x = input.to_format(MemoryFormat::ChannelsLast);
+            // SAFETY: `self` exists only on CPUs with AVX2.
+            return unsafe { avx2_pointwise::conv_pointwise(op, rq, &x, out) };
+        }
         // SAFETY: `self` exists only on CPUs with AVX2.
         unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::Contiguous, Maddubs) }
     }
