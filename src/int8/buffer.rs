@@ -11,7 +11,7 @@
 //! pass), a dropped [`Buffer`] goes to a free list of this thread and the next request of at
 //! most its size takes it back with its old bytes. When the scope closes its list is kept for
 //! the next scope, on whichever thread it opens (as onnxruntime's arena keeps its blocks between
-//! runs): at most [`MAX_FREE`] buffers, never more than the pass itself held when it returned.
+//! runs): at most `MAX_FREE` buffers, never more than the pass itself held when it returned.
 //! [`release`] frees them. Outside a scope a buffer is a plain zeroed `Vec`.
 
 use std::cell::RefCell;

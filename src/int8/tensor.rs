@@ -219,7 +219,7 @@ impl QTensor {
         self.to_format(MemoryFormat::Contiguous)
     }
 
-    /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`, [`QUANTIZE_CHUNK`]
+    /// `torch.quantize_per_tensor(x, scale, zero_point, torch.quint8)`, `QUANTIZE_CHUNK`
     /// values per task.
     pub fn quantize(x: &[f32], shape: &[usize], qparams: QParamsPt) -> Result<Self> {
         check_len(x.len(), shape, "QTensor::quantize")?;
