@@ -17,7 +17,8 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{ConvCall, for_each_block, tasks_for};
+use super::super::ConvCall;
+use super::dw_segments::{RowSegment, for_each_row_segment};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -161,15 +162,7 @@ fn conv_k<const K: usize, const P: usize>(
         return;
     };
     let ConvCall {
-        n,
-        c,
-        h,
-        w,
-        oh,
-        ow,
-        stride,
-        pad,
-        ..
+        c, w, stride, pad, ..
     } = call;
     let groups = c.div_ceil(LANES);
     let zp = input.qparams().zero_point;
@@ -177,69 +170,34 @@ fn conv_k<const K: usize, const P: usize>(
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
     let x = input.data();
-    // Output pixels are contiguous `c`-byte runs, in equal ranges claimed by the threads; a
-    // task runs its range row segment by row segment, group by group, so that a group's
-    // weights and requantization stay at hand along the row.
-    let pixels = n * oh * ow;
-    let per_task = pixels
-        .div_ceil(tasks_for(pixels * c * K * K, 1 << 20))
-        .max(1);
-    for_each_block(out, per_task * c, |task, chunk| {
-        let first = task * per_task;
-        let mut done = 0;
-        while done < chunk.len() / c {
-            let p = first + done;
-            let (b, oy, ox0) = (p / (oh * ow), p / ow % oh, p % ow);
-            let count = (ow - ox0).min(chunk.len() / c - done);
-            let image = &x[b * h * w * c..][..h * w * c];
-            // Each kernel row's input row, or the zero-point row (column step 0) outside.
-            let rows: [(*const u8, usize); K] = std::array::from_fn(|ky| {
-                let iy = (oy * stride + ky).wrapping_sub(pad);
-                if iy < h {
-                    (image[iy * w * c..].as_ptr(), c)
-                } else {
-                    (zero_row.as_ptr(), 0)
+    for_each_row_segment::<K>(&call, x, &zero_row, out, |seg| {
+        let RowSegment {
+            rows,
+            ox0,
+            out: segment,
+        } = seg;
+        let count = segment.len() / c;
+        for (g, (gw, grq)) in prepared.weights.iter().zip(&prepared.rq).enumerate() {
+            let window = Window {
+                rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
+                zero: zero_row.as_ptr().wrapping_add(g * LANES),
+                w,
+                lanes: LANES.min(c - g * LANES),
+            };
+            let ix0 = (ox0 * stride).wrapping_sub(pad);
+            let out = Outputs {
+                first: segment[g * LANES..].as_mut_ptr(),
+                step: c,
+                valid: count,
+            };
+            // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
+            // segment's pixels lie inside `segment`.
+            unsafe {
+                match stride {
+                    1 => self::segment::<K, P, 1>(window, ix0, gw, grq, o, out),
+                    _ => self::segment::<K, P, 2>(window, ix0, gw, grq, o, out),
                 }
-            });
-            let segment = &mut chunk[done * c..][..count * c];
-            // The rows the next output row adds to the window, while this one runs: the groups
-            // walk each row 8 bytes in `c`, a stride the hardware prefetchers miss.
-            for ky in K.saturating_sub(stride)..K {
-                let iy = ((oy + 1) * stride + ky).wrapping_sub(pad);
-                if iy < h {
-                    let first = ((ox0 * stride).saturating_sub(pad)).min(w - 1);
-                    let last = ((ox0 + count - 1) * stride + K - 1)
-                        .saturating_sub(pad)
-                        .min(w - 1);
-                    let row = &image[iy * w * c..][first * c..(last + 1) * c];
-                    for line in row.chunks(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8);
-                    }
-                }
-            }
-            for (g, (gw, grq)) in prepared.weights.iter().zip(&prepared.rq).enumerate() {
-                let window = Window {
-                    rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
-                    zero: zero_row.as_ptr().wrapping_add(g * LANES),
-                    w,
-                    lanes: LANES.min(c - g * LANES),
-                };
-                let ix0 = (ox0 * stride).wrapping_sub(pad);
-                let out = Outputs {
-                    first: segment[g * LANES..].as_mut_ptr(),
-                    step: c,
-                    valid: count,
-                };
-                // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
-                // segment's pixels lie inside `segment`.
-                unsafe {
-                    match stride {
-                        1 => self::segment::<K, P, 1>(window, ix0, gw, grq, o, out),
-                        _ => self::segment::<K, P, 2>(window, ix0, gw, grq, o, out),
-                    }
-                };
-            }
-            done += count;
+            };
         }
     });
 }

@@ -19,9 +19,10 @@
 
 use std::arch::x86_64::*;
 
-use super::super::{ConvCall, for_each_block, tasks_for};
+use super::super::ConvCall;
 use super::avx512_dw_taps::{GroupWeights, QuadWeights, Taps};
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
+use super::dw_segments::{RowSegment, for_each_row_segment};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -94,11 +95,10 @@ impl Layer {
             rq: &Requant,
             zp: i32,
         ) -> Prepared<W> {
-            let taps = K * K;
             // SAFETY: this kernel runs only on CPUs with AVX-512 (`conv_depthwise`).
             let lanes = unsafe {
                 lane_groups(rq, c, zp, |ch| {
-                    w[ch * taps..][..taps].iter().map(|&v| v as i32).sum()
+                    w[ch * K * K..][..K * K].iter().map(|&v| v as i32).sum()
                 })
             };
             Prepared {
@@ -125,20 +125,11 @@ fn conv_k<const K: usize, W: Taps<K>>(
     input: &QTensor,
     out: &mut [u8],
 ) {
-    let taps = K * K;
     let Some(call) = ConvCall::of(op, input) else {
         return;
     };
     let ConvCall {
-        n,
-        c,
-        h,
-        w,
-        oh,
-        ow,
-        stride,
-        pad,
-        ..
+        c, w, stride, pad, ..
     } = call;
     let groups = c.div_ceil(LANES);
     let zp = input.qparams().zero_point;
@@ -146,83 +137,48 @@ fn conv_k<const K: usize, W: Taps<K>>(
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
     let x = input.data();
-    // Output pixels are contiguous `c`-byte runs, in equal ranges claimed by the threads
-    // ([`tasks_for`]); a task runs its range row segment by row segment, group by group, so
-    // that a group's weights and requantization stay in registers along the row.
-    let pixels = n * oh * ow;
-    let per_task = pixels
-        .div_ceil(tasks_for(pixels * c * taps, 1 << 20))
-        .max(1);
-    for_each_block(out, per_task * c, |task, chunk| {
-        let first = task * per_task;
-        let mut done = 0;
-        while done < chunk.len() / c {
-            let p = first + done;
-            let (b, oy, ox0) = (p / (oh * ow), p / ow % oh, p % ow);
-            let count = (ow - ox0).min(chunk.len() / c - done);
-            let image = &x[b * h * w * c..][..h * w * c];
-            // Each kernel row's input row, or the zero-point row (column step 0) outside.
-            let rows: [(*const u8, usize); K] = std::array::from_fn(|ky| {
-                let iy = (oy * stride + ky).wrapping_sub(pad);
-                if iy < h {
-                    (image[iy * w * c..].as_ptr(), c)
-                } else {
-                    (zero_row.as_ptr(), 0)
-                }
-            });
-            let segment = &mut chunk[done * c..][..count * c];
-            // The rows the next output row adds to the window, while this one runs: the groups
-            // walk each row 16 bytes in `c`, a stride the hardware prefetchers miss.
-            for ky in K.saturating_sub(stride)..K {
-                let iy = ((oy + 1) * stride + ky).wrapping_sub(pad);
-                if iy < h {
-                    let first = ((ox0 * stride).saturating_sub(pad)).min(w - 1);
-                    let last = ((ox0 + count - 1) * stride + K - 1)
-                        .saturating_sub(pad)
-                        .min(w - 1);
-                    let row = &image[iy * w * c..][first * c..(last + 1) * c];
-                    for line in row.chunks(64) {
-                        _mm_prefetch::<_MM_HINT_T0>(line.as_ptr() as *const i8);
-                    }
-                }
-            }
-            for (g, (gw, lane_rq)) in prepared.weights.iter().zip(&prepared.lanes).enumerate() {
-                let window = Window {
-                    rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
-                    zero: zero_row.as_ptr().wrapping_add(g * LANES),
-                    w,
-                    mask: lane_mask(c - g * LANES),
+    for_each_row_segment::<K>(&call, x, &zero_row, out, |seg| {
+        let RowSegment {
+            rows,
+            ox0,
+            out: segment,
+        } = seg;
+        let count = segment.len() / c;
+        for (g, (gw, lane_rq)) in prepared.weights.iter().zip(&prepared.lanes).enumerate() {
+            let window = Window {
+                rows: rows.map(|(row, step)| (row.wrapping_add(g * LANES), step)),
+                zero: zero_row.as_ptr().wrapping_add(g * LANES),
+                w,
+                mask: lane_mask(c - g * LANES),
+            };
+            for i0 in (0..count).step_by(BLOCK) {
+                let ix0 = ((ox0 + i0) * stride).wrapping_sub(pad);
+                let out = Outputs {
+                    first: segment[i0 * c + g * LANES..].as_mut_ptr(),
+                    step: c,
+                    valid: BLOCK.min(count - i0),
                 };
-                for i0 in (0..count).step_by(BLOCK) {
-                    let ix0 = ((ox0 + i0) * stride).wrapping_sub(pad);
-                    let out = Outputs {
-                        first: segment[i0 * c + g * LANES..].as_mut_ptr(),
-                        step: c,
-                        valid: BLOCK.min(count - i0),
-                    };
-                    let rq = (lane_rq, o);
-                    // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
-                    // block's valid pixels lie inside `segment`.
-                    unsafe {
-                        match (K, stride) {
-                            (3, 1) => block::<K, W, 1, { columns(1, 3) }>(
-                                window, ix0, stride, gw, rq, out,
-                            ),
-                            (3, 2) => block::<K, W, 2, { columns(2, 3) }>(
-                                window, ix0, stride, gw, rq, out,
-                            ),
-                            (5, 1) => block::<K, W, 1, { columns(1, 5) }>(
-                                window, ix0, stride, gw, rq, out,
-                            ),
-                            (5, 2) => block::<K, W, 2, { columns(2, 5) }>(
-                                window, ix0, stride, gw, rq, out,
-                            ),
-                            _ => block::<K, W, 0, 0>(window, ix0, stride, gw, rq, out),
+                let rq = (lane_rq, o);
+                // SAFETY: the window's rows lie inside `image` or are `zero_row`; the
+                // block's valid pixels lie inside `segment`.
+                unsafe {
+                    match (K, stride) {
+                        (3, 1) => {
+                            block::<K, W, 1, { columns(1, 3) }>(window, ix0, stride, gw, rq, out)
                         }
-                    };
-                }
+                        (3, 2) => {
+                            block::<K, W, 2, { columns(2, 3) }>(window, ix0, stride, gw, rq, out)
+                        }
+                        (5, 1) => {
+                            block::<K, W, 1, { columns(1, 5) }>(window, ix0, stride, gw, rq, out)
+                        }
+                        (5, 2) => {
+                            block::<K, W, 2, { columns(2, 5) }>(window, ix0, stride, gw, rq, out)
+                        }
+                        _ => block::<K, W, 0, 0>(window, ix0, stride, gw, rq, out),
+                    }
+                };
             }
-            done += count;
         }
     });
 }

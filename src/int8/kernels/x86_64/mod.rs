@@ -19,6 +19,7 @@ mod avx512_dw_taps;
 mod avx512_lanes;
 pub(super) mod avx512_mul;
 mod avx512_vnni;
+mod dw_segments;
 
 pub use avx2::Avx2;
 pub use avx512_vnni::Avx512Vnni;
