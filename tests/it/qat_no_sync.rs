@@ -12,30 +12,15 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_qat::finetune::data_parallel::commit_replica_statistics;
-use burn_qat::models::{MobileNetV2, MobileNetV2Config};
 use burn_qat::nn::ImageClassifier;
 use burn_qat::ops::force_generic_path;
 use burn_qat::quant::{QConfig, QuantBackend};
 use burn_qat::quantize::{
     disable_observer, enable_observer, enable_param_learning, for_each_fake_quant, freeze_bn_stats,
-    prepare_qat, replace_relu,
 };
 use burn_qat::state::host_read::host_reads;
 
-/// MobileNetV2 width 0.25, 10 classes, fused and prepared for QAT with `qconfig` (fake
-/// quantization and observers on).
-fn qat_model(qconfig: &QConfig, device: &Device) -> MobileNetV2 {
-    let mut model = MobileNetV2Config::new()
-        .with_width_mult(0.25)
-        .with_num_classes(10)
-        .with_dropout(0.0)
-        .init(device)
-        .unwrap();
-    replace_relu(&mut model).unwrap();
-    model.fuse_model(Some(true)).unwrap();
-    prepare_qat(&mut model, qconfig.clone(), device).unwrap();
-    model
-}
+use crate::common::recipes::small_qat_mobilenet_v2_with;
 
 /// A deterministic batch of four 32×32 images and their labels.
 fn batch(step: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
@@ -68,7 +53,7 @@ fn qconfigs() -> Vec<(&'static str, QConfig)> {
 /// statistics (with the observers on again) without one either; then checks that the counter
 /// does count.
 fn steps_without_reads(device: &Device, (name, qconfig): (&str, QConfig)) {
-    let mut model = qat_model(&qconfig, device);
+    let mut model = small_qat_mobilenet_v2_with(&qconfig, device);
     let mut optim = SgdConfig::new()
         .with_momentum(Some(
             MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),

@@ -9,6 +9,11 @@ use burn_qat::quantize::{prepare_qat, replace_relu};
 /// MobileNetV2 at width 0.25 (10 classes, no dropout, so that a forward is a function of its
 /// input), fused and prepared for QAT with the x86 qconfig.
 pub fn small_qat_mobilenet_v2(device: &Device) -> MobileNetV2 {
+    small_qat_mobilenet_v2_with(&QConfig::default_qat(QuantBackend::X86), device)
+}
+
+/// [`small_qat_mobilenet_v2`] prepared with `qconfig` (fake quantization and observers on).
+pub fn small_qat_mobilenet_v2_with(qconfig: &QConfig, device: &Device) -> MobileNetV2 {
     let mut model = MobileNetV2Config::new()
         .with_width_mult(0.25)
         .with_num_classes(10)
@@ -17,7 +22,7 @@ pub fn small_qat_mobilenet_v2(device: &Device) -> MobileNetV2 {
         .unwrap();
     replace_relu(&mut model).unwrap();
     model.fuse_model(Some(true)).unwrap();
-    prepare_qat(&mut model, QConfig::default_qat(QuantBackend::X86), device).unwrap();
+    prepare_qat(&mut model, qconfig.clone(), device).unwrap();
     model
 }
 
