@@ -30,10 +30,11 @@ use super::super::level::{self, KernelLevel};
 use super::super::gemm::{self, OutPtr, tile_extent};
 use super::super::packed::{Im2col, MR, NR, PackedWeights, PaddedImage, PaddedImageU8};
 use super::super::{ConvCall, Direct, Int8Kernels, elementwise};
+use super::avx2_dense;
 use super::avx2_depthwise::conv_depthwise;
 use super::avx2_dw_nhwc;
-use super::avx2_pointwise;
 use super::avx2_u8s8;
+use super::dense_nhwc;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -474,10 +475,13 @@ pub(super) fn conv2d_with<T: U8Tile>(
 impl Int8Kernels for Avx2 {
     fn conv2d_formats(&self, op: &Int8Conv2d, shape: &[usize]) -> (MemoryFormat, MemoryFormat) {
         use MemoryFormat::{ChannelsLast, Contiguous};
-        if avx2_pointwise::takes(op, shape) || avx2_dw_nhwc::takes(op) {
+        if avx2_dw_nhwc::takes(op) {
             return (ChannelsLast, ChannelsLast);
         }
-        (Contiguous, Contiguous)
+        match dense_nhwc::input_kind(op, shape) {
+            Some(kind) => (dense_nhwc::input_format(kind, shape), ChannelsLast),
+            None => (Contiguous, Contiguous),
+        }
     }
 
     fn conv2d(&self, op: &Int8Conv2d, rq: &Requant, input: &QTensor, out: &mut [u8]) {
@@ -485,10 +489,10 @@ impl Int8Kernels for Avx2 {
             // SAFETY: `self` exists only on CPUs with AVX2.
             return unsafe { avx2_dw_nhwc::conv_depthwise(op, rq, input, out) };
         }
-        if avx2_pointwise::takes(op, input.shape()) {
-            let x = input.to_format(MemoryFormat::ChannelsLast);
+        if let Some(kind) = dense_nhwc::input_kind(op, input.shape()) {
+            let x = input.to_format(dense_nhwc::input_format(kind, input.shape()));
             // SAFETY: `self` exists only on CPUs with AVX2.
-            return unsafe { avx2_pointwise::conv_pointwise(op, rq, &x, out) };
+            return unsafe { avx2_dense::conv_dense(op, kind, rq, &x, out) };
         }
         // SAFETY: `self` exists only on CPUs with AVX2.
         unsafe { conv2d_with(op, rq, (input, out), MemoryFormat::Contiguous, Maddubs) }

@@ -1,168 +1,35 @@
-//! AVX-512 VNNI dense convolutions into channels-last outputs: implicit GEMMs
-//! `y[p, o] = Σ_k x_p[k]·w[o, k]` over an NHWC input, with no im2col.
+//! AVX-512 VNNI dense convolutions into channels-last outputs: the implicit GEMMs of
+//! [`super::dense_nhwc`] on `vpdpbusd`.
 //!
 //! A tile is 8 output pixels × 2 panels of 16 output channels ([`NARROW`]), or 6 × 4 for
 //! layers of a multiple of 64 channels ([`WIDE`]: fewer loads per `vpdpbusd`). Per tap quad
-//! it loads one weight vector per panel (four taps of 16 channels, prepacked once as
-//! `[k/4][16][4]` panels: [`PackedWeightsS8`] with [`LANE_ROWS`] rows, in the tap order of
-//! [`LaneTaps`], zero weights in the taps' padding) and broadcasts one dword of four input
-//! bytes per pixel, which `vpdpbusd` multiplies against each: 16 or 24 independent
-//! accumulators, started at the channels' int32 bias. Each accumulator is one pixel's 16
-//! output channels; four at a time are requantized per lane ([`requant64`]) and each pixel's
-//! bytes are stored contiguously in the NHWC output — the layout the next layer reads.
-//!
-//! The input is NHWC with `cp = c` bytes per pixel, so kernel position `(ky, kx)` of output
-//! pixel `(b, oy, ox)` is the `cp` bytes at `b·image + (oy·s + ky)·row + (ox·s + kx)·cp`
-//! (MLAS's and oneDNN's direct NHWC convolution). A tap is one such position when `c` is a
-//! multiple of 4, or, for the stems' 3 channels, a whole kernel row (its `kw` pixels are
-//! contiguous); quad `j` of a tap is the dword `4j` on:
-//!
-//! * unpadded convolutions over a multiple of 4 channels (1×1 at any stride) read the NHWC
-//!   input itself;
-//! * others (3×3, the 7×7 stem) read a copy with `pad` zero-point pixels around each image,
-//!   made from either memory format.
-//!
-//! Inputs are raw `q_in`; `z_in · Σ w` comes off the bias ([`super::avx512_lanes`]), which is
-//! also why the padding holds the zero-point (padded channels meet zero weights). Tiles at the
-//! edges recompute their last pixel or panel instead of branching, and store only what is
-//! theirs.
+//! it loads one weight vector per panel (four taps of 16 channels) and broadcasts one dword of
+//! four input bytes per pixel, which `vpdpbusd` multiplies against each: 16 or 24 independent
+//! accumulators, started at the channels' int32 bias less `z_in · Σ w`
+//! ([`super::avx512_lanes`]). Each accumulator is one pixel's 16 output channels; four at a
+//! time are requantized per lane ([`requant64`]) and each pixel's bytes are stored
+//! contiguously. Tiles at the edges recompute their last pixel or panel instead of branching,
+//! and store only what is theirs.
 
 use std::arch::x86_64::*;
 
 use super::super::gemm::OutPtr;
-use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::super::{ConvCall, for_each_block, threads_for};
+use super::super::packed::PackedWeightsS8;
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
-use crate::int8::buffer::Buffer;
-use crate::int8::conv::{Int8Conv2d, LaneTaps};
+use super::dense_nhwc::{
+    DenseCall, DenseInput, Layout, Unit, interleave3_scalar, pad_images, run_units,
+};
+use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
-use crate::int8::tensor::{MemoryFormat, QTensor};
+use crate::int8::tensor::QTensor;
 
 /// Tile shapes (pixels, panels of 16 output channels): 16 or 24 accumulators, with room for
 /// the weight vectors and the broadcast in the 32 registers.
 const NARROW: (usize, usize) = (8, 2);
 const WIDE: (usize, usize) = (6, 4);
 
-/// How the kernel reads a convolution's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum DenseInput {
-    /// The NHWC input itself (unpadded, a multiple of 4 channels).
-    Pixels,
-    /// A zero-point-padded NHWC copy.
-    Padded,
-}
-
-/// Whether this kernel runs `op` on an input of `shape`, and how: ungrouped, with symmetric
-/// weights (packed for it when the layer was prepared).
-pub(super) fn input_kind(op: &Int8Conv2d, shape: &[usize]) -> Option<DenseInput> {
-    op.lane_weights_s8()?;
-    let direct = op.spec().padding == 0 && shape.len() == 4 && shape[1].is_multiple_of(4);
-    Some(if direct {
-        DenseInput::Pixels
-    } else {
-        DenseInput::Padded
-    })
-}
-
-/// The input format this kernel wants for `op` on `shape` (given [`input_kind`]): NHWC, except
-/// for a padded copy of channels that are not a multiple of 4 (the stems' 3), which it makes
-/// from NCHW as cheaply (no conversion first).
-pub(super) fn input_format(kind: DenseInput, shape: &[usize]) -> MemoryFormat {
-    match kind {
-        DenseInput::Padded if shape.len() == 4 && !shape[1].is_multiple_of(4) => {
-            MemoryFormat::Contiguous
-        }
-        _ => MemoryFormat::ChannelsLast,
-    }
-}
-
-/// Where pixel `p`'s taps lie in an NHWC buffer of `cp` bytes per pixel: its first tap at
-/// [`Self::base`], tap `t` at `taps[t]` on, quad `j < quads` of a tap `4j` further.
-#[derive(Clone, Copy)]
-struct Layout<'a> {
-    taps: &'a [usize],
-    quads: usize,
-    cp: usize,
-    out_plane: usize,
-    ow: usize,
-    stride: usize,
-    row: usize,
-    image: usize,
-}
-
-/// An output pixel: image, row, column.
-#[derive(Clone, Copy)]
-struct Pixel {
-    b: usize,
-    y: usize,
-    x: usize,
-}
-
-impl Layout<'_> {
-    fn base(&self, p: usize) -> usize {
-        if self.image == self.out_plane * self.cp {
-            // Output pixels are input pixels (1×1, stride 1, unpadded): no divisions, which
-            // would cost as much as the few quads of a small-k pointwise layer.
-            return p * self.cp;
-        }
-        let (b, q) = (p / self.out_plane, p % self.out_plane);
-        b * self.image
-            + (q / self.ow) * self.stride * self.row
-            + (q % self.ow) * self.stride * self.cp
-    }
-
-    /// Output pixel `p` as (image, row, column).
-    fn coords(&self, p: usize) -> Pixel {
-        let (b, q) = (p / self.out_plane, p % self.out_plane);
-        Pixel {
-            b,
-            y: q / self.ow,
-            x: q % self.ow,
-        }
-    }
-
-    /// `c` moved `n` output pixels on (row-major through the images).
-    fn step(&self, mut c: Pixel, n: usize) -> Pixel {
-        c.x += n;
-        while c.x >= self.ow {
-            c.x -= self.ow;
-            c.y += 1;
-            if c.y * self.ow == self.out_plane {
-                c.y = 0;
-                c.b += 1;
-            }
-        }
-        c
-    }
-
-    /// [`Self::base`] of the `N` pixels from `first` (pixel `p0`), repeating the last valid
-    /// one (`valid − 1` on) past it, with no divisions: a tile's setup is on its critical
-    /// path, and two dependent divisions cost tens of cycles of a few hundred.
-    fn bases<const N: usize>(&self, p0: usize, first: Pixel, valid: usize) -> [usize; N] {
-        let last = valid - 1;
-        if self.image == self.out_plane * self.cp {
-            return std::array::from_fn(|i| (p0 + i.min(last)) * self.cp);
-        }
-        let mut c = first;
-        let mut out = [0; N];
-        for o in out.iter_mut().take(valid) {
-            *o = c.b * self.image + c.y * self.stride * self.row + c.x * self.stride * self.cp;
-            c = self.step(c, 1);
-        }
-        for i in valid..N {
-            out[i] = out[last];
-        }
-        out
-    }
-
-    /// One past the last byte pixel `p` reads.
-    fn end(&self, p: usize) -> usize {
-        self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + 4 * self.quads
-    }
-}
-
-/// The convolution of `input` (in [`input_format`]; `kind` from [`input_kind`]) into the
-/// channels-last `out`.
+/// The convolution of `input` (in [`super::dense_nhwc::input_format`]; `kind` from
+/// [`super::dense_nhwc::input_kind`]) into the channels-last `out`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) fn conv_dense(
     op: &Int8Conv2d,
@@ -174,95 +41,24 @@ pub(super) fn conv_dense(
     let Some(a) = op.lane_weights_s8() else {
         return;
     };
-    let Some(call) = ConvCall::of(op, input) else {
+    let Some(dc) = DenseCall::of(op, input) else {
         return;
     };
-    debug_assert_eq!(a.panel_rows(), LANE_ROWS);
     let (m, zp) = (a.rows(), input.qparams().zero_point);
-    let pixels = call.n * call.oh * call.ow;
+    let pixels = dc.pixels();
     assert_eq!(out.len(), pixels * m, "output is [pixels, m]");
     let lanes = op.kernel_cache().get_or_build(input.qparams(), || {
         lane_groups(rq, m, zp, |o| a.row_sums()[o])
     });
-    let o = lane_out(rq);
-    let macs = pixels * m * call.c * call.kh * call.kw;
-    let (lt, cp) = (LaneTaps::of(call.c, call.kh, call.kw), call.c);
-    debug_assert_eq!(a.quads(), lt.count * lt.len / 4);
-    let (ph, pw) = (call.h + 2 * call.pad, call.w + 2 * call.pad);
-    let taps: Vec<usize> = if lt.rows {
-        (0..call.kh).map(|ky| ky * pw * cp).collect()
-    } else {
-        (0..call.kh * call.kw)
-            .map(|t| ((t / call.kw) * pw + t % call.kw) * cp)
-            .collect()
-    };
-    let layout = Layout {
-        taps: &taps,
-        quads: lt.len / 4,
-        cp,
-        out_plane: call.oh * call.ow,
-        ow: call.ow,
-        stride: call.stride,
-        row: pw * cp,
-        image: ph * pw * cp,
-    };
-    let rq = (&lanes[..], o);
+    let rq = (&lanes[..], lane_out(rq));
+    let (layout, macs) = (dc.layout(), dc.macs(m));
     match kind {
         DenseInput::Pixels => run_tiles(a, rq, (input.data(), layout), pixels, macs, out),
         DenseInput::Padded => {
-            // A row tap's last dword runs up to 3 bytes past the row's pixels (onto zero
-            // weights): past the last image's end for its last pixel.
-            let slack = if lt.rows { lt.len - call.kw * cp } else { 0 };
-            let padded = pad_images(&call, input, zp as u8, slack);
+            // The closure inherits this function's AVX-512 features.
+            let stem = |lines: [&[u8]; 3], row: &mut [u8]| interleave3(lines, row);
+            let padded = pad_images(&dc.call, input, zp as u8, dc.slack, stem);
             run_tiles(a, rq, (&padded, layout), pixels, macs, out)
-        }
-    }
-}
-
-/// The images of `x` (either format) as NHWC with `call.pad` zero-point pixels around each
-/// image and `slack` bytes after them (whatever the buffer held), in a buffer recycled within
-/// the pass; its rows are written in parallel (the copy is a memory pass over the whole batch).
-fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, slack: usize) -> Buffer {
-    let (ph, pw, c) = (call.h + 2 * call.pad, call.w + 2 * call.pad, call.c);
-    let mut dst = Buffer::new(call.n * ph * pw * c + slack);
-    // About 64 KiB per task.
-    let rows = (65536 / (pw * c)).max(1);
-    let images = call.n * ph * pw * c;
-    for_each_block(&mut dst[..images], rows * pw * c, |i, chunk| {
-        for (r, row) in chunk.chunks_exact_mut(pw * c).enumerate() {
-            let r = i * rows + r;
-            pad_row(call, x, zp, (r / ph, r % ph), row);
-        }
-    });
-    dst
-}
-
-/// Row `y` (of `ph`) of padded image `b` (see [`pad_images`]).
-fn pad_row(call: &ConvCall, x: &QTensor, zp: u8, (b, y): (usize, usize), out: &mut [u8]) {
-    let (c, h, w, pad) = (call.c, call.h, call.w, call.pad);
-    if y < pad || y >= pad + h {
-        out.fill(zp);
-        return;
-    }
-    let y = y - pad;
-    out[..pad * c].fill(zp);
-    out[(pad + w) * c..].fill(zp);
-    let row = &mut out[pad * c..][..w * c];
-    let src = &x.data()[b * c * h * w..][..c * h * w];
-    let line = |ci: usize| &src[(ci * h + y) * w..][..w];
-    match x.format() {
-        MemoryFormat::ChannelsLast => row.copy_from_slice(&src[y * w * c..][..w * c]),
-        // The stems (3 channels): 16 pixels at a time.
-        // SAFETY: this kernel runs only on CPUs with AVX-512 (F, BW, VL).
-        MemoryFormat::Contiguous if c == 3 => unsafe {
-            interleave3([line(0), line(1), line(2)], row)
-        },
-        MemoryFormat::Contiguous => {
-            for ci in 0..c {
-                for (px, &v) in row.chunks_exact_mut(c).zip(line(ci)) {
-                    px[ci] = v;
-                }
-            }
         }
     }
 }
@@ -285,18 +81,7 @@ fn run_tiles(
     }
 }
 
-/// Multiply-adds per task of [`run_shape`] (~65 µs of one thread at the `vpdpbusd` peak): at
-/// batch 32, enough tasks (~100 for a ResNet-18 layer) that a thread which finishes early, or
-/// lost its CPU for a while, leaves the rest to the others instead of waiting for them; few
-/// enough that claiming them (a contended atomic each) costs nothing. At batch 1 a layer is
-/// one task per thread, as the threads would split it evenly anyway.
-const TASK_MACS: usize = 1 << 25;
-
-/// Deals the tiles (`PX`-pixel tiles × groups of `PN` panels) to the threads in contiguous
-/// runs of about [`TASK_MACS`] (the same number for each), which they claim one at a time. Panels run fastest when the
-/// weights are the smaller operand (a thread's pixels stay in L1 while the weights stream
-/// past), pixels when the weights are the larger (the deep layers, whose weights outgrow L2:
-/// one group's panels then stay in L2 while every pixel passes).
+/// Runs every unit of the convolution on tiles of `PX` pixels × `PN` panels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 fn run_shape<const PX: usize, const PN: usize>(
     a: &PackedWeightsS8,
@@ -306,40 +91,23 @@ fn run_shape<const PX: usize, const PN: usize>(
     macs: usize,
     out: &mut [u8],
 ) {
-    // Every dword any tile reads lies inside x (bases grow with the pixel index).
-    assert!(layout.end(pixels - 1) <= x.len());
-    assert_eq!(a.quads(), layout.taps.len() * layout.quads);
-    let panels = a.panels();
-    let (tiles, groups) = (pixels.div_ceil(PX), panels.div_ceil(PN));
-    let units = tiles * groups;
-    let threads = threads_for(macs).min(units);
-    // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
-    let tasks = (threads * (macs / (TASK_MACS * threads)).max(1)).min(units);
-    let pixels_fastest = panels * a.quads() * LANES * 4 > x.len();
+    let groups = a.panels().div_ceil(PN);
     let group_data: Vec<Group<PN>> = (0..groups).map(|g| Group::of(a, rq.0, g)).collect();
     let ptr = OutPtr(out.as_mut_ptr());
-    let run = |t: usize| {
-        // The first pixel of the tile last seen, stepped along rather than divided out.
-        let mut at: Option<(usize, Pixel)> = None;
-        for u in units * t / tasks..units * (t + 1) / tasks {
-            let (tile, group) = if pixels_fastest {
-                (u % tiles, u / tiles)
-            } else {
-                (u / groups, u % groups)
-            };
-            let first = match at {
-                Some((seen, c)) if seen == tile => c,
-                Some((seen, c)) if seen + 1 == tile => layout.step(c, PX),
-                _ => layout.coords(tile * PX),
-            };
-            at = Some((tile, first));
-            let unit = (tile, first, &group_data[group]);
+    let m = a.rows();
+    run_units(
+        (PX, PN),
+        a,
+        (layout, x.len()),
+        pixels,
+        macs,
+        |_: &mut (), u: Unit| {
+            let unit = (u.tile, u.first, &group_data[u.group]);
             // SAFETY: each unit writes only its own pixels' channels of its panels, inside
-            // `out` ([pixels, m]); every read lies inside x (asserted above).
-            unsafe { tile_unit::<PX, PN>(a.rows(), rq.1, (x, layout), pixels, unit, ptr) };
-        }
-    };
-    super::super::team::parallel_for(tasks, run);
+            // `out` ([pixels, m]); every read lies inside x (asserted by `run_units`).
+            unsafe { tile_unit::<PX, PN>(m, rq.1, (x, layout), pixels, unit, ptr) };
+        },
+    );
 }
 
 /// What a tile needs of its group of `PN` panels (the last panel again past the last), worked
@@ -384,7 +152,7 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
     o: LaneOut,
     (x, layout): (&[u8], Layout),
     pixels: usize,
-    (tile, first, group): (usize, Pixel, &Group<PN>),
+    (tile, first, group): (usize, super::dense_nhwc::Pixel, &Group<PN>),
     out: OutPtr,
 ) {
     const {
@@ -403,7 +171,7 @@ unsafe fn tile_unit<const PX: usize, const PN: usize>(
     let Group { g0, w, rq, mask } = *group;
     let w = w.map(<[i8]>::as_ptr);
     // SAFETY: the taps are inside x by the caller's contract; every panel holds
-    // `taps · quads` quads (asserted by `run_shape`).
+    // `taps · quads` quads (asserted by `run_units`).
     let acc = unsafe { tile_acc(xp, w, rq.map(LaneRq::acc_init), layout.taps, layout.quads) };
     // Four accumulators per requantization: two pixels' two panels, or one pixel's four.
     let per = 4 / PN;
@@ -491,7 +259,5 @@ fn interleave3(lines: [&[u8]; 3], out: &mut [u8]) {
         }
         x += 16;
     }
-    for (x, px) in out.chunks_exact_mut(3).enumerate().skip(x) {
-        px.copy_from_slice(&[lines[0][x], lines[1][x], lines[2][x]]);
-    }
+    interleave3_scalar(lines.map(|l| &l[x..]), &mut out[3 * x..]);
 }

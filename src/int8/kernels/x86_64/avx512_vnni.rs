@@ -27,6 +27,7 @@ use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
 use super::avx512_add;
 use super::avx512_dense;
 use super::avx512_depthwise;
+use super::dense_nhwc;
 use crate::int8::add::AddParams;
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
@@ -113,8 +114,8 @@ impl Int8Kernels for Avx512Vnni {
         if avx512_depthwise::takes(op) {
             return (ChannelsLast, ChannelsLast);
         }
-        match avx512_dense::input_kind(op, shape) {
-            Some(kind) => (avx512_dense::input_format(kind, shape), ChannelsLast),
+        match dense_nhwc::input_kind(op, shape) {
+            Some(kind) => (dense_nhwc::input_format(kind, shape), ChannelsLast),
             // Asymmetric weights: the GEMM reads NCHW and stores its tiles transposed.
             None if op.gemm_weights().is_some() => (Contiguous, ChannelsLast),
             None => (Contiguous, Contiguous),
@@ -126,7 +127,7 @@ impl Int8Kernels for Avx512Vnni {
             // SAFETY: `self` exists only on CPUs with AVX-512 VNNI.
             return unsafe { avx512_depthwise::conv_depthwise(op, rq, input, out) };
         }
-        if let Some(kind) = avx512_dense::input_kind(op, input.shape()) {
+        if let Some(kind) = dense_nhwc::input_kind(op, input.shape()) {
             // SAFETY: as above.
             return unsafe { avx512_dense::conv_dense(op, kind, rq, input, out) };
         }

@@ -1,0 +1,340 @@
+//! What the AVX2 and AVX-512 channels-last dense convolutions share: implicit GEMMs
+//! `y[p, o] = Σ_k x_p[k]·w[o, k]` over an NHWC input, with no im2col, each output pixel's
+//! channels stored contiguously in an NHWC output (the layout the next layer reads).
+//!
+//! The input is NHWC with `cp = c` bytes per pixel, so kernel position `(ky, kx)` of output
+//! pixel `(b, oy, ox)` is the `cp` bytes at `b·image + (oy·s + ky)·row + (ox·s + kx)·cp`
+//! (MLAS's and oneDNN's direct NHWC convolution). A tap is one such position when `c` is a
+//! multiple of 4, or, for the stems' 3 channels, a whole kernel row (its `kw` pixels are
+//! contiguous); quad `j` of a tap is the dword `4j` on. The weights are
+//! [`PackedWeightsS8`] panels of [`LANE_ROWS`] output channels in that tap order
+//! ([`LaneTaps`]), with zero weights in the taps' padding:
+//!
+//! * unpadded convolutions over a multiple of 4 channels (1×1 at any stride) read the NHWC
+//!   input itself ([`DenseInput::Pixels`]);
+//! * others (3×3, the 7×7 stem) read a copy with `pad` zero-point pixels around each image,
+//!   made from either memory format ([`pad_images`]).
+//!
+//! Inputs are raw `q_in`; each kernel takes `z_in · Σ w` off the bias, which is also why the
+//! padding holds the zero-point (padded channels meet zero weights). The work is dealt as
+//! units of a pixel tile × a group of panels ([`run_units`]).
+
+use super::super::packed::{LANE_ROWS, PackedWeightsS8};
+use super::super::{ConvCall, for_each_block, threads_for};
+use crate::int8::buffer::Buffer;
+use crate::int8::conv::{Int8Conv2d, LaneTaps};
+use crate::int8::tensor::{MemoryFormat, QTensor};
+
+/// How a dense kernel reads a convolution's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DenseInput {
+    /// The NHWC input itself (unpadded, a multiple of 4 channels).
+    Pixels,
+    /// A zero-point-padded NHWC copy.
+    Padded,
+}
+
+/// Whether the channels-last dense kernels run `op` on an input of `shape`, and how:
+/// ungrouped, with symmetric weights (packed for them when the layer was prepared).
+pub(super) fn input_kind(op: &Int8Conv2d, shape: &[usize]) -> Option<DenseInput> {
+    op.lane_weights_s8()?;
+    let direct = op.spec().padding == 0 && shape.len() == 4 && shape[1].is_multiple_of(4);
+    Some(if direct {
+        DenseInput::Pixels
+    } else {
+        DenseInput::Padded
+    })
+}
+
+/// The input format the dense kernels want for `op` on `shape` (given [`input_kind`]): NHWC,
+/// except for a padded copy of channels that are not a multiple of 4 (the stems' 3), which
+/// [`pad_images`] makes from NCHW as cheaply (no conversion first).
+pub(super) fn input_format(kind: DenseInput, shape: &[usize]) -> MemoryFormat {
+    match kind {
+        DenseInput::Padded if shape.len() == 4 && !shape[1].is_multiple_of(4) => {
+            MemoryFormat::Contiguous
+        }
+        _ => MemoryFormat::ChannelsLast,
+    }
+}
+
+/// A dense convolution call's geometry for the channels-last kernels: the call, its taps'
+/// offsets in the (padded) NHWC input, and how many bytes a padded copy needs past its images.
+pub(super) struct DenseCall {
+    pub call: ConvCall,
+    pub taps: Vec<usize>,
+    /// Bytes per tap (a multiple of 4).
+    pub tap_len: usize,
+    /// A row tap's last dword runs up to 3 bytes past the row's pixels (onto zero weights):
+    /// past the last image's end for its last pixel.
+    pub slack: usize,
+}
+
+impl DenseCall {
+    /// `None` when the kernel does not fit the input (nothing to compute).
+    pub(super) fn of(op: &Int8Conv2d, input: &QTensor) -> Option<Self> {
+        let call = ConvCall::of(op, input)?;
+        let (lt, cp) = (LaneTaps::of(call.c, call.kh, call.kw), call.c);
+        let pw = call.w + 2 * call.pad;
+        let taps = if lt.rows {
+            (0..call.kh).map(|ky| ky * pw * cp).collect()
+        } else {
+            (0..call.kh * call.kw)
+                .map(|t| ((t / call.kw) * pw + t % call.kw) * cp)
+                .collect()
+        };
+        let slack = if lt.rows { lt.len - call.kw * cp } else { 0 };
+        Some(DenseCall {
+            call,
+            taps,
+            tap_len: lt.len,
+            slack,
+        })
+    }
+
+    /// Output pixels.
+    pub(super) fn pixels(&self) -> usize {
+        self.call.n * self.call.oh * self.call.ow
+    }
+
+    /// Multiply-adds of the whole call for `m` output channels.
+    pub(super) fn macs(&self, m: usize) -> usize {
+        let c = &self.call;
+        self.pixels() * m * c.c * c.kh * c.kw
+    }
+
+    /// Where the taps lie in the (padded, for [`DenseInput::Padded`]) NHWC input.
+    pub(super) fn layout(&self) -> Layout<'_> {
+        let c = &self.call;
+        let (ph, pw, cp) = (c.h + 2 * c.pad, c.w + 2 * c.pad, c.c);
+        Layout {
+            taps: &self.taps,
+            quads: self.tap_len / 4,
+            cp,
+            out_plane: c.oh * c.ow,
+            ow: c.ow,
+            stride: c.stride,
+            row: pw * cp,
+            image: ph * pw * cp,
+        }
+    }
+}
+
+/// Where pixel `p`'s taps lie in an NHWC buffer of `cp` values per pixel: its first tap at
+/// [`Self::base`], tap `t` at `taps[t]` on, quad `j < quads` of a tap `4j` further.
+#[derive(Clone, Copy)]
+pub(super) struct Layout<'a> {
+    pub taps: &'a [usize],
+    pub quads: usize,
+    pub cp: usize,
+    out_plane: usize,
+    ow: usize,
+    stride: usize,
+    row: usize,
+    image: usize,
+}
+
+/// An output pixel: image, row, column.
+#[derive(Clone, Copy)]
+pub(super) struct Pixel {
+    b: usize,
+    y: usize,
+    x: usize,
+}
+
+impl Layout<'_> {
+    fn base(&self, p: usize) -> usize {
+        if self.image == self.out_plane * self.cp {
+            // Output pixels are input pixels (1×1, stride 1, unpadded): no divisions, which
+            // would cost as much as the few quads of a small-k pointwise layer.
+            return p * self.cp;
+        }
+        let (b, q) = (p / self.out_plane, p % self.out_plane);
+        b * self.image
+            + (q / self.ow) * self.stride * self.row
+            + (q % self.ow) * self.stride * self.cp
+    }
+
+    /// Output pixel `p` as (image, row, column).
+    fn coords(&self, p: usize) -> Pixel {
+        let (b, q) = (p / self.out_plane, p % self.out_plane);
+        Pixel {
+            b,
+            y: q / self.ow,
+            x: q % self.ow,
+        }
+    }
+
+    /// `c` moved `n` output pixels on (row-major through the images).
+    fn step(&self, mut c: Pixel, n: usize) -> Pixel {
+        c.x += n;
+        while c.x >= self.ow {
+            c.x -= self.ow;
+            c.y += 1;
+            if c.y * self.ow == self.out_plane {
+                c.y = 0;
+                c.b += 1;
+            }
+        }
+        c
+    }
+
+    /// [`Self::base`] of the `N` pixels from `first` (pixel `p0`), repeating the last valid
+    /// one (`valid − 1` on) past it, with no divisions: a tile's setup is on its critical
+    /// path, and two dependent divisions cost tens of cycles of a few hundred.
+    pub(super) fn bases<const N: usize>(
+        &self,
+        p0: usize,
+        first: Pixel,
+        valid: usize,
+    ) -> [usize; N] {
+        let last = valid - 1;
+        if self.image == self.out_plane * self.cp {
+            return std::array::from_fn(|i| (p0 + i.min(last)) * self.cp);
+        }
+        let mut c = first;
+        let mut out = [0; N];
+        for o in out.iter_mut().take(valid) {
+            *o = c.b * self.image + c.y * self.stride * self.row + c.x * self.stride * self.cp;
+            c = self.step(c, 1);
+        }
+        for i in valid..N {
+            out[i] = out[last];
+        }
+        out
+    }
+
+    /// One past the last value pixel `p` reads.
+    pub(super) fn end(&self, p: usize) -> usize {
+        self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + 4 * self.quads
+    }
+}
+
+/// The images of `x` (either format) as NHWC with `call.pad` zero-point pixels around each
+/// image and `slack` bytes after them (whatever the buffer held), in a buffer recycled within
+/// the pass; its rows are written in parallel (the copy is a memory pass over the whole batch).
+/// `interleave3(lines, row)` writes `row[3x + i] = lines[i][x]` (an NCHW stem's row).
+pub(super) fn pad_images(
+    call: &ConvCall,
+    x: &QTensor,
+    zp: u8,
+    slack: usize,
+    interleave3: impl Fn([&[u8]; 3], &mut [u8]) + Sync,
+) -> Buffer {
+    let (ph, pw, c) = (call.h + 2 * call.pad, call.w + 2 * call.pad, call.c);
+    let mut dst = Buffer::new(call.n * ph * pw * c + slack);
+    // About 64 KiB per task.
+    let rows = (65536 / (pw * c)).max(1);
+    let images = call.n * ph * pw * c;
+    for_each_block(&mut dst[..images], rows * pw * c, |i, chunk| {
+        for (r, row) in chunk.chunks_exact_mut(pw * c).enumerate() {
+            let r = i * rows + r;
+            pad_row(call, x, zp, (r / ph, r % ph), row, &interleave3);
+        }
+    });
+    dst
+}
+
+/// Row `y` (of `ph`) of padded image `b` (see [`pad_images`]).
+fn pad_row(
+    call: &ConvCall,
+    x: &QTensor,
+    zp: u8,
+    (b, y): (usize, usize),
+    out: &mut [u8],
+    interleave3: &impl Fn([&[u8]; 3], &mut [u8]),
+) {
+    let (c, h, w, pad) = (call.c, call.h, call.w, call.pad);
+    if y < pad || y >= pad + h {
+        out.fill(zp);
+        return;
+    }
+    let y = y - pad;
+    out[..pad * c].fill(zp);
+    out[(pad + w) * c..].fill(zp);
+    let row = &mut out[pad * c..][..w * c];
+    let src = &x.data()[b * c * h * w..][..c * h * w];
+    let line = |ci: usize| &src[(ci * h + y) * w..][..w];
+    match x.format() {
+        MemoryFormat::ChannelsLast => row.copy_from_slice(&src[y * w * c..][..w * c]),
+        MemoryFormat::Contiguous if c == 3 => interleave3([line(0), line(1), line(2)], row),
+        MemoryFormat::Contiguous => {
+            for ci in 0..c {
+                for (px, &v) in row.chunks_exact_mut(c).zip(line(ci)) {
+                    px[ci] = v;
+                }
+            }
+        }
+    }
+}
+
+/// `out[3x + i] = lines[i][x]`, one pixel at a time: the portable [`pad_images`] stem row.
+pub(super) fn interleave3_scalar(lines: [&[u8]; 3], out: &mut [u8]) {
+    for (x, px) in out.chunks_exact_mut(3).enumerate() {
+        px.copy_from_slice(&[lines[0][x], lines[1][x], lines[2][x]]);
+    }
+}
+
+/// Multiply-adds per task of [`run_units`] (~65 µs of one thread at the `vpdpbusd` peak): at
+/// batch 32, enough tasks (~100 for a ResNet-18 layer) that a thread which finishes early, or
+/// lost its CPU for a while, leaves the rest to the others instead of waiting for them; few
+/// enough that claiming them (a contended atomic each) costs nothing. At batch 1 a layer is
+/// one task per thread, as the threads would split it evenly anyway.
+const TASK_MACS: usize = 1 << 25;
+
+/// One unit of work: pixel tile `tile` (of `PX` pixels, the first at `first`) × panel group
+/// `group` (of the panels `PN` at a time).
+#[derive(Clone, Copy)]
+pub(super) struct Unit {
+    pub tile: usize,
+    pub first: Pixel,
+    pub group: usize,
+}
+
+/// Deals the units (`px`-pixel tiles × groups of `pn` panels of `a`) of a call over `x_len`
+/// input values to the threads in contiguous runs of about [`TASK_MACS`] (the same number for
+/// each), which they claim one at a time, calling `f` on each with the task's own `S` (a
+/// scratch buffer, say), made afresh per task. Panels run fastest when the
+/// weights are the smaller operand (a thread's pixels stay in L1 while the weights stream
+/// past), pixels when the weights are the larger (the deep layers, whose weights outgrow L2:
+/// one group's panels then stay in L2 while every pixel passes).
+pub(super) fn run_units<S: Default>(
+    (px, pn): (usize, usize),
+    a: &PackedWeightsS8,
+    (layout, x_len): (Layout, usize),
+    pixels: usize,
+    macs: usize,
+    f: impl Fn(&mut S, Unit) + Sync,
+) {
+    // Every dword any tile reads lies inside x (bases grow with the pixel index).
+    assert!(layout.end(pixels - 1) <= x_len);
+    assert_eq!(a.quads(), layout.taps.len() * layout.quads);
+    assert_eq!(a.panel_rows(), LANE_ROWS);
+    let panels = a.panels();
+    let (tiles, groups) = (pixels.div_ceil(px), panels.div_ceil(pn));
+    let units = tiles * groups;
+    let threads = threads_for(macs).min(units);
+    // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
+    let tasks = (threads * (macs / (TASK_MACS * threads)).max(1)).min(units);
+    let pixels_fastest = panels * a.quads() * LANE_ROWS * 4 > x_len;
+    let run = |t: usize| {
+        // The first pixel of the tile last seen, stepped along rather than divided out.
+        let mut at: Option<(usize, Pixel)> = None;
+        let mut scratch = S::default();
+        for u in units * t / tasks..units * (t + 1) / tasks {
+            let (tile, group) = if pixels_fastest {
+                (u % tiles, u / tiles)
+            } else {
+                (u / groups, u % groups)
+            };
+            let first = match at {
+                Some((seen, c)) if seen == tile => c,
+                Some((seen, c)) if seen + 1 == tile => layout.step(c, px),
+                _ => layout.coords(tile * px),
+            };
+            at = Some((tile, first));
+            f(&mut scratch, Unit { tile, first, group });
+        }
+    };
+    super::super::team::parallel_for(tasks, run);
+}
