@@ -35,8 +35,8 @@ use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
 
-/// Pixels per tile: 12 accumulators, the broadcast, the ones and a product in 16 registers
-/// (the two weight halves are loaded as operands, one spilled). 6 beat 4 by 10–30% on the
+/// Pixels per tile: 12 accumulators, two weight halves, the broadcast and the ones, one more
+/// than the 16 registers (the broadcast goes through the stack once a quad). 6 beat 4 by 10–30% on the
 /// ResNet-18 3×3 shapes at batch 1 on a Zen 3 (`benches/int8_kernels.rs`).
 const PX: usize = 6;
 /// Output channels per i32 vector (half a panel).
