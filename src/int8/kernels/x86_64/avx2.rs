@@ -14,7 +14,7 @@
 //! * Linear: one `vpmaddwd` dot product per output.
 //! * Add: [`super::avx2_add`].
 //!
-//! Every output goes through [`requant8`], the vector form of [`Requant::apply`]: the same f32
+//! Every output goes through [`requant16`], the vector form of [`Requant::apply`]: the same f32
 //! operations in the same order, `vcvtps2dq` rounding ties to even, so the results are the
 //! [`Reference`](crate::int8::Reference) kernels' bit for bit (`tests/it/int8_kernels.rs`).
 //! Other ops (grouped convolutions, pooling) run the portable [`Direct`] kernels.
@@ -66,13 +66,12 @@ pub(super) struct RowRq {
     pub(super) multiplier: __m256,
 }
 
-/// The output stage shared by every row.
+/// The output stage shared by every row: the zero-point as i16 lanes, the clamp as u8 lanes.
 #[derive(Clone, Copy)]
 pub(super) struct OutRq {
     zero_point: __m256i,
     lo: __m256i,
     hi: __m256i,
-    i16_max: __m256i,
 }
 
 #[target_feature(enable = "avx2")]
@@ -90,38 +89,52 @@ pub(super) fn row_rq(rq: &Requant, c: usize) -> RowRq {
 pub(super) fn out_rq(rq: &Requant) -> OutRq {
     let (zp, lo, hi) = rq.output_range();
     OutRq {
-        zero_point: _mm256_set1_epi32(zp),
-        lo: _mm256_set1_epi32(lo as i32),
-        hi: _mm256_set1_epi32(hi as i32),
-        i16_max: _mm256_set1_epi32(i16::MAX as i32),
+        zero_point: _mm256_set1_epi16(zp as i16),
+        lo: _mm256_set1_epi8(lo as i8),
+        hi: _mm256_set1_epi8(hi as i8),
     }
 }
 
-/// [`Requant::apply`] on 8 accumulators: i32 lanes holding the outputs (0..=255).
-///
-/// The scalar saturation `clamp(clamp(clamp(r, i16) + z, i16), lo, hi)` equals
-/// `clamp(min(r, i16::MAX) + z, lo, hi)` because `0 ≤ lo ≤ z`, `hi ≤ 255` and `i32::MIN + z`
-/// does not overflow.
+/// [`Requant::apply`]'s rounded value of 8 accumulators, before the saturation.
 #[target_feature(enable = "avx2")]
-pub(super) fn requant8(acc: __m256i, row: RowRq, o: OutRq) -> __m256i {
+fn round8(acc: __m256i, row: RowRq) -> __m256i {
     let f = _mm256_cvtepi32_ps(_mm256_add_epi32(acc, row.bias_i32));
-    let scaled = _mm256_mul_ps(_mm256_add_ps(f, row.bias_f32), row.multiplier);
-    let r = _mm256_min_epi32(_mm256_cvtps_epi32(scaled), o.i16_max);
-    _mm256_min_epi32(
-        _mm256_max_epi32(_mm256_add_epi32(r, o.zero_point), o.lo),
-        o.hi,
-    )
+    _mm256_cvtps_epi32(_mm256_mul_ps(
+        _mm256_add_ps(f, row.bias_f32),
+        row.multiplier,
+    ))
 }
 
-/// Narrows two vectors of 8 values in 0..=255 to 16 bytes, in order.
+/// [`Requant::apply`] on two vectors of 8 accumulators: their 16 output bytes, in order.
+///
+/// The scalar saturation `clamp(clamp(clamp(r, i16) + z, i16), lo, hi)` is step by step
+/// `packs_epi32` (to i16), `adds_epi16` of the zero-point, `packus_epi16` (to u8, which
+/// `[lo, hi] ⊆ [0, 255]` makes no difference to) and the clamp as bytes.
 #[target_feature(enable = "avx2")]
-pub(super) fn narrow16(a: __m256i, b: __m256i) -> __m128i {
-    let bytes = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_setzero_si256());
-    // dwords now: [a0-3, b0-3, 0, 0 | a4-7, b4-7, 0, 0]
+pub(super) fn requant16(acc: [__m256i; 2], rows: [RowRq; 2], o: OutRq) -> __m128i {
+    let (a, b) = (round8(acc[0], rows[0]), round8(acc[1], rows[1]));
+    let words = _mm256_adds_epi16(_mm256_packs_epi32(a, b), o.zero_point);
+    let bytes = _mm256_min_epu8(
+        _mm256_max_epu8(_mm256_packus_epi16(words, words), o.lo),
+        o.hi,
+    );
+    // dwords now: [a0-3, b0-3, a0-3, b0-3 | a4-7, b4-7, a4-7, b4-7]
     _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(
         bytes,
         _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
     ))
+}
+
+/// [`requant16`] on two pairs of vectors at once: the 32 bytes of `acc[0], acc[1]` then
+/// `acc[2], acc[3]`.
+#[target_feature(enable = "avx2")]
+pub(super) fn requant32(acc: [__m256i; 4], rows: [RowRq; 4], o: OutRq) -> __m256i {
+    let r: [__m256i; 4] = std::array::from_fn(|i| round8(acc[i], rows[i]));
+    let lo = _mm256_adds_epi16(_mm256_packs_epi32(r[0], r[1]), o.zero_point);
+    let hi = _mm256_adds_epi16(_mm256_packs_epi32(r[2], r[3]), o.zero_point);
+    let bytes = _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(lo, hi), o.lo), o.hi);
+    // dwords now: [a0-3, b0-3, c0-3, d0-3 | a4-7, b4-7, c4-7, d4-7]
+    _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
 /// The `MR × NR` microkernel: `acc[r][q] = Σ_pairs a[pair][r] · b[pair][q]` (two taps per
@@ -149,12 +162,7 @@ fn tile(a: &[i16], b: &[i16], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
             acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(wr, b1));
         }
     }
-    std::array::from_fn(|r| {
-        narrow16(
-            requant8(acc[r][0], rows[r], o),
-            requant8(acc[r][1], rows[r], o),
-        )
-    })
+    std::array::from_fn(|r| requant16(acc[r], [rows[r]; 2], o))
 }
 
 /// Stores the first `rows` rows and `cols` columns of a tile whose first byte goes to `at`

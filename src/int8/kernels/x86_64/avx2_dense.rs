@@ -6,7 +6,7 @@
 //! each pixel's dword; `vpmaddubsw(dword, half)` multiplies u8 inputs by s8 weights and sums
 //! them in pairs into i16, and `vpmaddwd` with ones sums the pairs into 8 i32 lanes, one per
 //! output channel: 2·[`PX`] independent accumulators. Each pixel's 16 channels are
-//! requantized ([`requant8`], lanes holding their own channel's parameters) and stored
+//! requantized ([`requant16`], lanes holding their own channel's parameters) and stored
 //! contiguously.
 //!
 //! `vpmaddubsw` saturates its i16 pair sums, so it is exact only when every input byte is
@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::avx2::{OutRq, RowRq, narrow16, out_rq, requant8};
+use super::avx2::{OutRq, RowRq, out_rq, requant16, requant32};
 use super::dense_nhwc::{
     DenseCall, DenseInput, Layout, Unit, interleave3_scalar, pad_images, run_units,
 };
@@ -301,8 +301,7 @@ unsafe fn store(
     rq: [RowRq; 2],
     o: OutRq,
 ) {
-    for (i, acc) in acc.iter().enumerate() {
-        let v = narrow16(requant8(acc[0], rq[0], o), requant8(acc[1], rq[1], o));
+    let put = |i: usize, v: __m128i| {
         // SAFETY: inside `out` by the caller's contract.
         unsafe {
             let dst = out.at((p0 + i) * m + ch0);
@@ -314,6 +313,21 @@ unsafe fn store(
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, channels);
             }
         }
+    };
+    // Two pixels per requantization, then the odd one.
+    let pairs = acc.chunks_exact(2);
+    let odd = pairs.remainder();
+    for (k, pair) in pairs.enumerate() {
+        let v = requant32(
+            [pair[0][0], pair[0][1], pair[1][0], pair[1][1]],
+            [rq[0], rq[1], rq[0], rq[1]],
+            o,
+        );
+        put(2 * k, _mm256_castsi256_si128(v));
+        put(2 * k + 1, _mm256_extracti128_si256::<1>(v));
+    }
+    if let [last] = odd {
+        put(acc.len() - 1, requant16(*last, rq, o));
     }
 }
 

@@ -6,13 +6,13 @@
 //! (built once per channel), the padded row itself read as i32 at stride 2 (its lane `j` is
 //! `(x[2j], x[2j+1])`) — against the broadcast tap pair `(w[ky][0], w[ky][1])`; the third tap
 //! pairs with a zero weight. Other kernels take the generic path (one `vpmulld` per tap).
-//! Either way 8 output pixels per vector, requantized by [`requant8`] exactly as
+//! Either way 8 output pixels per vector, requantized by [`requant16`] exactly as
 //! [`Requant::apply`](crate::int8::Requant::apply).
 
 use std::arch::x86_64::*;
 
 use super::super::{ConvCall, for_each_block, threads_for};
-use super::avx2::{OutRq, RowRq, narrow16, out_rq, requant8, row_rq};
+use super::avx2::{OutRq, RowRq, out_rq, requant16, row_rq};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -173,7 +173,7 @@ fn channel_3x3(
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, w01[ky]));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(b, w2[ky]));
             }
-            let v = narrow16(requant8(acc, row, o), _mm256_setzero_si256());
+            let v = requant16([acc; 2], [row; 2], o);
             let out = &mut dst[y * ow + x..];
             if x + 8 <= ow {
                 // SAFETY: `out` holds at least 8 bytes (x + 8 ≤ ow, inside row y).
@@ -300,7 +300,7 @@ fn depthwise_channel(
                     acc = _mm256_add_epi32(acc, prod);
                 }
             }
-            let v = narrow16(requant8(acc, row, o), _mm256_setzero_si256());
+            let v = requant16([acc; 2], [row; 2], o);
             let mut bytes = [0u8; 16];
             // SAFETY: bytes is 16 long.
             unsafe { _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v) };

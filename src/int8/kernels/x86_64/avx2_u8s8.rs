@@ -12,7 +12,7 @@
 use std::arch::x86_64::*;
 
 use super::super::packed::{MR, NR, PackedWeightsS8};
-use super::avx2::{OutRq, RowRq, narrow16, requant8, row_rq};
+use super::avx2::{OutRq, RowRq, requant16, row_rq};
 use crate::int8::requant::Requant;
 
 /// Whether every byte is ≤ 127 (no `vpmaddubsw` pair can saturate).
@@ -47,12 +47,7 @@ pub(super) fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i
             acc[1] = _mm256_add_epi32(acc[1], p1);
         }
     }
-    std::array::from_fn(|r| {
-        narrow16(
-            requant8(acc[r][0], rows[r], o),
-            requant8(acc[r][1], rows[r], o),
-        )
-    })
+    std::array::from_fn(|r| requant16(acc[r], [rows[r]; 2], o))
 }
 
 /// Packs block `block` of a 1×1 stride-1 convolution's input (`[c, pixels]`) as

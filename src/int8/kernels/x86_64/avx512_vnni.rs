@@ -23,7 +23,7 @@ use super::super::level::{self, KernelLevel};
 
 use super::super::packed::{MR, NR};
 use super::super::{Int8Kernels, elementwise};
-use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, narrow16, requant8};
+use super::avx2::{Avx2, OutRq, RowRq, U8Tile, conv2d_with, requant16};
 use super::avx512_add;
 use super::avx512_dense;
 use super::avx512_depthwise;
@@ -101,10 +101,11 @@ fn tile(a: &[i8], b: &[u8], rows: &[RowRq; MR], o: OutRq) -> [__m128i; MR] {
     }
     std::array::from_fn(|r| {
         let sum = _mm512_add_epi32(even[r], odd[r]);
-        narrow16(
-            requant8(_mm512_castsi512_si256(sum), rows[r], o),
-            requant8(_mm512_extracti64x4_epi64::<1>(sum), rows[r], o),
-        )
+        let halves = [
+            _mm512_castsi512_si256(sum),
+            _mm512_extracti64x4_epi64::<1>(sum),
+        ];
+        requant16(halves, [rows[r]; 2], o)
     })
 }
 
