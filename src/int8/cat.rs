@@ -82,7 +82,8 @@ impl Int8Cat {
     /// Concatenates `inputs` along `dim` with the given kernels; `channels_last` says PyTorch
     /// would hold every input channels-last (the fast path when `dim` is 1 on 4-D inputs,
     /// whose output is channels-last; NCHW otherwise). The inputs must have the same rank and
-    /// equal sizes outside `dim`.
+    /// equal sizes outside `dim`. The output is stored channels-last on the fast path and when
+    /// every input is (a 4-D `dim` 1 cat), NCHW otherwise; either holds PyTorch's values.
     pub fn forward_with(
         &self,
         kernels: ByteKernels,
@@ -92,13 +93,21 @@ impl Int8Cat {
     ) -> Result<QTensor> {
         let shape = cat_shape(inputs, dim)?;
         let fast = channels_last && dim == 1 && shape.len() == 4;
-        let format = match fast {
+        // The values follow PyTorch's path (`fast`); the storage need not: channel runs per
+        // pixel when every input already holds them (no transposes on either side).
+        let per_pixel = dim == 1
+            && shape.len() == 4
+            && (fast
+                || inputs
+                    .iter()
+                    .all(|x| x.format() == MemoryFormat::ChannelsLast));
+        let format = match per_pixel {
             true => MemoryFormat::ChannelsLast,
             false => MemoryFormat::Contiguous,
         };
         // Row-major over `format`: each input is `outer` runs of `run_i` bytes; an output row
-        // holds every input's run in turn. The fast path's runs are a pixel's channels.
-        let (outer, inner) = match fast {
+        // holds every input's run in turn. Channels-last runs are a pixel's channels.
+        let (outer, inner) = match per_pixel {
             true => (shape[0] * shape[2] * shape[3], 1),
             false => (
                 shape[..dim].iter().product::<usize>(),

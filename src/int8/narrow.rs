@@ -1,8 +1,8 @@
 //! A channel slice of a quint8 tensor: `x.narrow(1, start, len)`, one half of ShuffleNetV2's
 //! `x.chunk(2, dim=1)`. Pure data movement: the slice keeps the input's scale and zero-point,
-//! as PyTorch's view does. The result is stored NCHW-contiguous here; what memory format
-//! PyTorch would see (which decides the path of a quantized `cat` the slice goes into) is the
-//! caller's to track.
+//! as PyTorch's view does. The result is stored in the input's memory format; what memory
+//! format PyTorch would see (which decides the path of a quantized `cat` the slice goes into) is
+//! the caller's to track.
 
 use super::buffer::Buffer;
 use super::tensor::{MemoryFormat, QTensor};
@@ -22,19 +22,27 @@ pub fn narrow_channels(x: &QTensor, start: usize, len: usize) -> Result<QTensor>
             "channels {start}..{start}+{len} are outside a tensor of {c} channels"
         )));
     }
-    let x = x.to_contiguous();
     let plane = h * w;
     let mut out = Buffer::new(n * len * plane);
     if plane > 0 && len > 0 {
-        for (src, dst) in x
+        let images = x
             .data()
             .chunks_exact(c * plane)
-            .zip(out.chunks_exact_mut(len * plane))
-        {
-            dst.copy_from_slice(&src[start * plane..][..len * plane]);
+            .zip(out.chunks_exact_mut(len * plane));
+        for (src, dst) in images {
+            match x.format() {
+                MemoryFormat::Contiguous => {
+                    dst.copy_from_slice(&src[start * plane..][..len * plane])
+                }
+                MemoryFormat::ChannelsLast => {
+                    for (src, dst) in src.chunks_exact(c).zip(dst.chunks_exact_mut(len)) {
+                        dst.copy_from_slice(&src[start..][..len]);
+                    }
+                }
+            }
         }
     }
-    QTensor::from_buffer(out, &[n, len, h, w], x.qparams(), MemoryFormat::Contiguous)
+    QTensor::from_buffer(out, &[n, len, h, w], x.qparams(), x.format())
 }
 
 #[cfg(test)]
@@ -50,7 +58,7 @@ mod tests {
         let y = narrow_channels(&x.to_format(MemoryFormat::ChannelsLast), 1, 2).unwrap();
         assert_eq!(y.shape(), &[2, 2, 2, 1]);
         assert_eq!(y.qparams(), q);
-        assert_eq!(y.data(), &[2, 3, 4, 5, 10, 11, 12, 13]);
+        assert_eq!(y.to_contiguous().data(), &[2, 3, 4, 5, 10, 11, 12, 13]);
         assert!(narrow_channels(&x, 3, 2).is_err());
         assert!(narrow_channels(&x, usize::MAX, 2).is_err());
     }
