@@ -136,8 +136,10 @@ enum Source<'a> {
     Narrow(&'a [u8]),
     /// Bytes checked tile by tile: a 1×1 convolution's input, one `cp`-byte tap a pixel.
     Checked(&'a [u8]),
-    /// Values widened to i16 (an input with a byte above 127).
-    Wide(&'a [i16]),
+    /// Bytes with a byte above 127 in some input rows: a tile whose pixels read only rows
+    /// without one takes the u8 kernel on `bytes`, others the i16 one on `wide` (the same
+    /// values widened).
+    Rows(&'a RowChecked<'a>),
 }
 
 /// The convolution of `input` (in [`super::dense_nhwc::input_format`]; `kind` from
@@ -167,15 +169,12 @@ pub(super) fn conv_dense(
         .get_or_build(input.qparams(), || prepare(rq, a, zp));
     let (layout, macs) = (dc.layout(), dc.macs(m));
     let mut run = |x: Source| run_tiles(a, (&prep, out_rq(rq)), (x, layout), pixels, macs, out);
-    // Whole inputs are checked (and widened) at once: a tap's bytes span several pixels.
-    let mut whole = |bytes: &[u8]| {
-        if fits_u7(bytes) {
-            run(Source::Narrow(bytes))
-        } else {
-            let mut wide = vec![0i16; bytes.len()];
-            widen_bytes(bytes, &mut wide);
-            run(Source::Wide(&wide))
-        }
+    // Inputs whose taps span several pixels are checked row by row, and widened whole when
+    // a row has a byte above 127 (rare in a `reduce_range` model: a value past the calibrated
+    // range), so that only the tiles reading such a row take the i16 kernel.
+    let mut whole = |bytes: &[u8]| match RowChecked::of(bytes, &layout) {
+        None => run(Source::Narrow(bytes)),
+        Some(rows) => run(Source::Rows(&rows)),
     };
     let one_by_one = dc.taps == [0] && dc.tap_len == dc.call.c;
     match kind {
@@ -188,6 +187,50 @@ pub(super) fn conv_dense(
             dc.slack,
             interleave3_scalar,
         )),
+    }
+}
+
+/// An input checked row by row (see [`Source::Rows`]).
+struct RowChecked<'a> {
+    bytes: &'a [u8],
+    wide: Vec<i16>,
+    /// Per input row, how many rows before it have a byte above 127 (one more entry).
+    bad_before: Vec<u32>,
+    /// Bytes per row.
+    row: usize,
+    /// Bytes a pixel reads from its base on.
+    reach: usize,
+}
+
+impl<'a> RowChecked<'a> {
+    /// `None` when every byte is ≤ 127.
+    #[target_feature(enable = "avx2")]
+    fn of(bytes: &'a [u8], layout: &Layout) -> Option<Self> {
+        let row = layout.row_len();
+        let mut bad_before = vec![0u32];
+        let mut bad = 0;
+        for r in bytes.chunks(row) {
+            bad += u32::from(!fits_u7(r));
+            bad_before.push(bad);
+        }
+        if bad == 0 {
+            return None;
+        }
+        let mut wide = vec![0i16; bytes.len()];
+        widen_bytes(bytes, &mut wide);
+        Some(RowChecked {
+            bytes,
+            wide,
+            bad_before,
+            row,
+            reach: layout.reach(),
+        })
+    }
+
+    /// Whether every row that pixels at `first ..= last` (bases) read is ≤ 127.
+    fn fits_u7(&self, first: usize, last: usize) -> bool {
+        let (r0, r1) = (first / self.row, (last + self.reach - 1) / self.row);
+        self.bad_before[r1 + 1] == self.bad_before[r0]
     }
 }
 
@@ -212,7 +255,7 @@ fn run_tiles(
     let (m, quads) = (a.rows(), a.quads());
     let x_len = match x {
         Source::Narrow(x) | Source::Checked(x) => x.len(),
-        Source::Wide(x) => x.len(),
+        Source::Rows(r) => r.bytes.len(),
     };
     let needs_i16 = !matches!(x, Source::Narrow(_));
     let w16 = needs_i16.then(|| prep.w16.get_or_init(|| weights_i16(a)).as_slice());
@@ -239,14 +282,22 @@ fn run_tiles(
                 Source::Narrow(x) => unsafe {
                     tile_u8(bases.map(|b| x.as_ptr().add(b)), w8, layout, two)
                 },
-                Source::Wide(x) => unsafe {
-                    tile_i16(
-                        bases.map(|b| x.as_ptr().add(b)),
-                        w.expect("i16 weights"),
-                        layout,
-                        two,
-                    )
-                },
+                Source::Rows(r) => {
+                    let u7 = match s.seen {
+                        Some((at, u7)) if at == u.tile => u7,
+                        _ => {
+                            let u7 = r.fits_u7(bases[0], bases[valid - 1]);
+                            s.seen = Some((u.tile, u7));
+                            u7
+                        }
+                    };
+                    if u7 {
+                        unsafe { tile_u8(bases.map(|b| r.bytes.as_ptr().add(b)), w8, layout, two) }
+                    } else {
+                        let xw = bases.map(|b| unsafe { r.wide.as_ptr().add(b) });
+                        unsafe { tile_i16(xw, w.expect("i16 weights"), layout, two) }
+                    }
+                }
                 Source::Checked(x) => {
                     let u7 = match s.seen {
                         Some((at, u7)) if at == u.tile => u7,

@@ -206,7 +206,17 @@ impl Layout<'_> {
 
     /// One past the last value pixel `p` reads.
     pub(super) fn end(&self, p: usize) -> usize {
-        self.base(p) + self.taps.iter().copied().max().unwrap_or(0) + 4 * self.quads
+        self.base(p) + self.reach()
+    }
+
+    /// How many values a pixel reads from its base on.
+    pub(super) fn reach(&self) -> usize {
+        self.taps.iter().copied().max().unwrap_or(0) + 4 * self.quads
+    }
+
+    /// Values per (padded) input row.
+    pub(super) fn row_len(&self) -> usize {
+        self.row
     }
 }
 
