@@ -129,7 +129,12 @@ pub(super) fn requant16(acc: [__m256i; 2], rows: [RowRq; 2], o: OutRq) -> __m128
 /// `acc[2], acc[3]`.
 #[target_feature(enable = "avx2")]
 pub(super) fn requant32(acc: [__m256i; 4], rows: [RowRq; 4], o: OutRq) -> __m256i {
-    let r: [__m256i; 4] = std::array::from_fn(|i| round8(acc[i], rows[i]));
+    saturate32(std::array::from_fn(|i| round8(acc[i], rows[i])), o)
+}
+
+/// The saturation of [`requant16`] on four vectors of rounded values: their 32 bytes in order.
+#[target_feature(enable = "avx2")]
+pub(super) fn saturate32(r: [__m256i; 4], o: OutRq) -> __m256i {
     let lo = _mm256_adds_epi16(_mm256_packs_epi32(r[0], r[1]), o.zero_point);
     let hi = _mm256_adds_epi16(_mm256_packs_epi32(r[2], r[3]), o.zero_point);
     let bytes = _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(lo, hi), o.lo), o.hi);

@@ -18,6 +18,7 @@
 use std::arch::x86_64::*;
 
 use super::super::ConvCall;
+use super::avx2::{OutRq, out_rq, saturate32};
 use super::dw_segments::{RowSegment, for_each_row_segment};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
@@ -43,14 +44,6 @@ struct GroupRq {
     init: __m256i,
     bias_f32: __m256,
     multiplier: __m256,
-}
-
-/// The output stage shared by every group: the zero-point as i16 lanes, the clamp as u8 lanes.
-#[derive(Clone, Copy)]
-struct GroupOut {
-    zero_point: __m256i,
-    lo: __m256i,
-    hi: __m256i,
 }
 
 /// A group's weights of a `K×K` kernel (`P = K / 2` row pairs) as `vpmaddwd` operands, per
@@ -166,7 +159,7 @@ fn conv_k<const K: usize, const P: usize>(
     } = call;
     let groups = c.div_ceil(LANES);
     let zp = input.qparams().zero_point;
-    let o = group_out(rq);
+    let o = out_rq(rq);
     // What out-of-image taps read: the zero-point in every channel of every group.
     let zero_row = vec![zp as u8; groups * LANES];
     let x = input.data();
@@ -299,7 +292,7 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
     ix0: usize,
     gw: &GroupWeights<K, P>,
     rq: &GroupRq,
-    o: GroupOut,
+    o: OutRq,
     out: Outputs,
 ) {
     // Before pixel i, win[kx] (kx ≥ S) holds column (i − 1)·S + kx of the segment. Constant
@@ -370,32 +363,15 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
     }
 }
 
-#[target_feature(enable = "avx2")]
-fn group_out(rq: &Requant) -> GroupOut {
-    let (zp, lo, hi) = rq.output_range();
-    GroupOut {
-        zero_point: _mm256_set1_epi16(zp as i16),
-        lo: _mm256_set1_epi8(lo as i8),
-        hi: _mm256_set1_epi8(hi as i8),
-    }
-}
-
 /// [`Requant::apply`] on four pixels' accumulators of one group (each started at
 /// [`GroupRq::init`]), as 32 bytes: pixel 0's 8 outputs, then pixel 1's, 2's, 3's. The float
 /// stage is `vcvtps2dq` of `((float)acc + bias_f32) · m` (ties to even, out of range to
-/// `i32::MIN`, as the scalar `cvtps_epi32`); the output stage the scalar `saturate_to_u8` step
-/// by step: `packs_epi32` (to i16), `adds_epi16` of the zero-point, `packus_epi16` (to u8),
-/// the clamp to `[lo, hi]`. The packs interleave the pixels by 4-lane dwords, which one dword
-/// permutation puts back in order.
+/// `i32::MIN`, as the scalar `cvtps_epi32`); the output stage is [`saturate32`].
 #[target_feature(enable = "avx2")]
-fn requant32(acc: [__m256i; 4], r: &GroupRq, o: GroupOut) -> __m256i {
+fn requant32(acc: [__m256i; 4], r: &GroupRq, o: OutRq) -> __m256i {
     let rounded = acc.map(|a| {
         let f = _mm256_add_ps(_mm256_cvtepi32_ps(a), r.bias_f32);
         _mm256_cvtps_epi32(_mm256_mul_ps(f, r.multiplier))
     });
-    let lo = _mm256_adds_epi16(_mm256_packs_epi32(rounded[0], rounded[1]), o.zero_point);
-    let hi = _mm256_adds_epi16(_mm256_packs_epi32(rounded[2], rounded[3]), o.zero_point);
-    let bytes = _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(lo, hi), o.lo), o.hi);
-    // Dword 4·L + v of `bytes` holds lanes 4L..4L+3 of pixel v; out dword 2·v + L takes it.
-    _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+    saturate32(rounded, o)
 }
