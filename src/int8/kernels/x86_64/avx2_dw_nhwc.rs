@@ -354,9 +354,13 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
             let dst = out.first.wrapping_add((q + k) * out.step);
             // SAFETY: the group's bytes of a valid output pixel (the caller's contract).
             unsafe {
-                let mut bytes = [0u8; 16];
-                _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, px);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, window.lanes);
+                if window.lanes == LANES {
+                    _mm_storel_epi64(dst as *mut __m128i, px);
+                } else {
+                    let mut bytes = [0u8; 16];
+                    _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, px);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, window.lanes);
+                }
             }
         }
         q += 4;
