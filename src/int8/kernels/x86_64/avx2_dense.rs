@@ -28,9 +28,7 @@ use std::sync::OnceLock;
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
 use super::avx2::{OutRq, RowRq, out_rq, requant16, requant32};
-use super::dense_nhwc::{
-    DenseCall, DenseInput, Layout, Unit, interleave3_scalar, pad_images, run_units,
-};
+use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, interleave3, pad_images, run_units};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -487,37 +485,4 @@ unsafe fn tile_i16_h<const H: usize>(
         }
     }
     acc
-}
-
-/// `out[3x + i] = lines[i][x]`: three byte rows interleaved into 3-byte pixels, 16 pixels per
-/// step (`punpck{l,h}bw` and `punpck{l,h}wd` into dwords, `pshufb` dropping every fourth byte,
-/// four 16-byte stores 12 bytes apart, each overwriting the last one's 4 spare bytes), while
-/// the step's spare bytes stay inside `out`; the rest one pixel at a time.
-#[target_feature(enable = "avx2")]
-fn interleave3(lines: [&[u8]; 3], out: &mut [u8]) {
-    let w = out.len() / 3;
-    assert!(lines.iter().all(|l| l.len() >= w));
-    let pick = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-    let mut x = 0;
-    while 3 * (x + 16) + 4 <= out.len() {
-        // SAFETY: x + 16 ≤ w: 16 bytes of every line; 3x + 52 ≤ out.len(): the stores.
-        unsafe {
-            let load = |i: usize| _mm_loadu_si128(lines[i].as_ptr().add(x) as *const __m128i);
-            let (a, b, c) = (load(0), load(1), load(2));
-            let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-            let (cc_lo, cc_hi) = (_mm_unpacklo_epi8(c, c), _mm_unpackhi_epi8(c, c));
-            let quads = [
-                _mm_unpacklo_epi16(ab_lo, cc_lo),
-                _mm_unpackhi_epi16(ab_lo, cc_lo),
-                _mm_unpacklo_epi16(ab_hi, cc_hi),
-                _mm_unpackhi_epi16(ab_hi, cc_hi),
-            ];
-            let dst = out.as_mut_ptr().add(3 * x);
-            for (k, q) in quads.into_iter().enumerate() {
-                _mm_storeu_si128(dst.add(12 * k) as *mut __m128i, _mm_shuffle_epi8(q, pick));
-            }
-        }
-        x += 16;
-    }
-    interleave3_scalar(lines.map(|l| &l[x..]), &mut out[3 * x..]);
 }

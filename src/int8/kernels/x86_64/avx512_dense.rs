@@ -16,9 +16,7 @@ use std::arch::x86_64::*;
 use super::super::gemm::OutPtr;
 use super::super::packed::PackedWeightsS8;
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
-use super::dense_nhwc::{
-    DenseCall, DenseInput, Layout, Unit, interleave3_scalar, pad_images, run_units,
-};
+use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, interleave3, pad_images, run_units};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -55,7 +53,7 @@ pub(super) fn conv_dense(
     match kind {
         DenseInput::Pixels => run_tiles(a, rq, (input.data(), layout), pixels, macs, out),
         DenseInput::Padded => {
-            // The closure inherits this function's AVX-512 features.
+            // The closure inherits this function's features (AVX-512, so AVX2).
             let stem = |lines: [&[u8]; 3], row: &mut [u8]| interleave3(lines, row);
             let padded = pad_images(&dc.call, input, zp as u8, dc.slack, stem);
             run_tiles(a, rq, (&padded, layout), pixels, macs, out)
@@ -228,36 +226,4 @@ unsafe fn tile_acc<const PX: usize, const PN: usize>(
         }
     }
     acc
-}
-
-/// `out[3x + i] = lines[i][x]`: three byte rows interleaved into 3-byte pixels, 16 pixels per
-/// step (`punpck{l,h}bw` and `punpck{l,h}wd` into dwords, `pshufb` dropping every fourth byte,
-/// 12-byte masked stores), the tail one pixel at a time.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-fn interleave3(lines: [&[u8]; 3], out: &mut [u8]) {
-    let w = out.len() / 3;
-    assert!(lines.iter().all(|l| l.len() >= w));
-    let pick = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-    let mut x = 0;
-    while x + 16 <= w {
-        // SAFETY: x + 16 ≤ w: 16 bytes of every line and 48 of `out` from 3x are in bounds.
-        unsafe {
-            let load = |i: usize| _mm_loadu_si128(lines[i].as_ptr().add(x) as *const __m128i);
-            let (a, b, c) = (load(0), load(1), load(2));
-            let (ab_lo, ab_hi) = (_mm_unpacklo_epi8(a, b), _mm_unpackhi_epi8(a, b));
-            let (cc_lo, cc_hi) = (_mm_unpacklo_epi8(c, c), _mm_unpackhi_epi8(c, c));
-            let quads = [
-                _mm_unpacklo_epi16(ab_lo, cc_lo),
-                _mm_unpackhi_epi16(ab_lo, cc_lo),
-                _mm_unpacklo_epi16(ab_hi, cc_hi),
-                _mm_unpackhi_epi16(ab_hi, cc_hi),
-            ];
-            let dst = out.as_mut_ptr().add(3 * x) as *mut i8;
-            for (k, q) in quads.into_iter().enumerate() {
-                _mm_mask_storeu_epi8(dst.add(12 * k), 0x0fff, _mm_shuffle_epi8(q, pick));
-            }
-        }
-        x += 16;
-    }
-    interleave3_scalar(lines.map(|l| &l[x..]), &mut out[3 * x..]);
 }
