@@ -1,13 +1,13 @@
 //! AVX2 int8 kernels (x86-64 with AVX2, detected at run time).
 //!
-//! * Dense convolutions (1×1, the 3×3 stem, any ungrouped one): packed GEMM; input blocks whose
-//!   bytes are all ≤ 127 under symmetric weights (models quantized with `reduce_range`, PyTorch's
-//!   x86 default) take the u8 × s8 kernel of [`super::avx2_u8s8`], others
+//! * Dense convolutions with symmetric weights (every ungrouped one of PyTorch's quantized
+//!   models: 1×1 at any stride, 3×3, the stems) run channels-last, NHWC in and out, as implicit
+//!   GEMMs with no packing: [`super::avx2_dense`] ([`Avx2::conv2d_formats`] asks for NHWC
+//!   inputs there, NCHW only for the 3-channel stems' padded copy).
+//! * Other dense convolutions (asymmetric weights): packed GEMM over NCHW; input blocks whose
+//!   bytes are all ≤ 127 take the u8 × s8 kernel of [`super::avx2_u8s8`], others
 //!   ([`super::super::gemm`]), `vpmaddwd` on tap pairs — i16 × i16 products summed in pairs into
 //!   i32 lanes, exact for any zero-points (|q − z| ≤ 255, so a pair sums to at most 130,050).
-//! * Pointwise convolutions (1×1, stride 1, unpadded, symmetric weights, a multiple of 4
-//!   input channels) run channels-last, NHWC in and out, with no packing:
-//!   [`super::avx2_pointwise`] ([`Avx2::conv2d_formats`] asks for NHWC inputs there).
 //! * Depthwise 3×3 and 5×5 convolutions with stride 1 or 2: channels-last
 //!   ([`super::avx2_dw_nhwc`], chosen through [`Int8Kernels::conv2d_formats`]); other
 //!   depthwise ones, on NCHW: [`super::avx2_depthwise`].
