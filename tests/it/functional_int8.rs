@@ -153,19 +153,28 @@ fn int8_cat_is_bit_exact_per_engine_and_kernel_set() {
         let q = qparams(&fx, &c);
         let meta = fx.i64(&format!("{c}.meta"));
         let (dim, channels_last, n) = (meta[0] as usize, meta[1] == 1, meta[3] as usize);
-        let xs: Vec<QTensor> = (0..n)
-            .map(|i| qtensor(&fx, &format!("{c}.x{i}"), q[i], channels_last))
-            .collect();
-        let refs: Vec<&QTensor> = xs.iter().collect();
-        for kernels in byte_kernel_sets() {
-            let y = Int8Cat::new(q[n])
-                .forward_with(kernels, &refs, dim, channels_last)
-                .unwrap();
-            // PyTorch's output memory format: channels-last where every input was.
-            let cl = y.format() == MemoryFormat::ChannelsLast;
-            assert_eq!(cl, dim == 1 && channels_last, "{c}: the fast path's format");
-            let (e, t) = count_equal_per_engine(&fx, &c, &y, kernels);
-            (equal, total) = (equal + e, total + t);
+        // PyTorch's own storage, and for its general path also inputs the crate holds
+        // channels-last (the values must not depend on the storage).
+        for stored_cl in [channels_last, true] {
+            let xs: Vec<QTensor> = (0..n)
+                .map(|i| qtensor(&fx, &format!("{c}.x{i}"), q[i], stored_cl))
+                .collect();
+            let refs: Vec<&QTensor> = xs.iter().collect();
+            for kernels in byte_kernel_sets() {
+                let y = Int8Cat::new(q[n])
+                    .forward_with(kernels, &refs, dim, channels_last)
+                    .unwrap();
+                // Channels-last where every input was (4-D, along the channels).
+                let cl = y.format() == MemoryFormat::ChannelsLast;
+                let four_d = y.shape().len() == 4;
+                assert_eq!(
+                    cl,
+                    dim == 1 && four_d && stored_cl,
+                    "{c}: the output's format"
+                );
+                let (e, t) = count_equal_per_engine(&fx, &c, &y, kernels);
+                (equal, total) = (equal + e, total + t);
+            }
         }
     }
     assert_eq!(
