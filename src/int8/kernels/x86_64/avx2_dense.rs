@@ -28,7 +28,8 @@ use std::sync::OnceLock;
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
 use super::avx2::{OutRq, RowRq, out_rq, requant16, requant32};
-use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, interleave3, pad_images, run_units};
+use super::avx2_u8s8::fits_u7;
+use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, pad_images, run_units};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -94,27 +95,6 @@ fn weights_i16(a: &PackedWeightsS8) -> WeightsI16 {
     w16
 }
 
-/// Whether every byte is ≤ 127: 32 bytes at a time, then 8 (a small-k tile's check is on the
-/// critical path of its few multiply-adds).
-#[target_feature(enable = "avx2")]
-fn fits_u7(data: &[u8]) -> bool {
-    let mut any = _mm256_setzero_si256();
-    let chunks = data.chunks_exact(32);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        // SAFETY: chunk is 32 bytes.
-        any = _mm256_or_si256(any, unsafe {
-            _mm256_loadu_si256(chunk.as_ptr() as *const __m256i)
-        });
-    }
-    let words = rest.chunks_exact(8);
-    let tail = words.remainder().iter().fold(0u8, |acc, &v| acc | v);
-    let high = words.fold(0u64, |acc, w| {
-        acc | u64::from_le_bytes(w.try_into().expect("8 bytes"))
-    });
-    _mm256_movemask_epi8(any) == 0 && high & 0x8080_8080_8080_8080 == 0 && tail < 128
-}
-
 /// `dst[i] = src[i]` as i16 (zero-extended), 16 at a time.
 #[target_feature(enable = "avx2")]
 fn widen_bytes(src: &[u8], dst: &mut [i16]) {
@@ -146,6 +126,16 @@ enum Source<'a> {
     Rows(&'a RowChecked<'a>),
 }
 
+impl Source<'_> {
+    /// The input's bytes.
+    fn bytes(&self) -> &[u8] {
+        match *self {
+            Source::Narrow(x) | Source::Checked(x) => x,
+            Source::Rows(r) => r.bytes,
+        }
+    }
+}
+
 /// The convolution of `input` (in [`super::dense_nhwc::input_format`]; `kind` from
 /// [`super::dense_nhwc::input_kind`]) into the channels-last `out`.
 #[target_feature(enable = "avx2")]
@@ -165,9 +155,6 @@ pub(super) fn conv_dense(
     let (m, zp) = (a.rows(), input.qparams().zero_point);
     let pixels = dc.pixels();
     assert_eq!(out.len(), pixels * m, "output is [pixels, m]");
-    if pixels == 0 || m == 0 {
-        return;
-    }
     let prep = op
         .kernel_cache()
         .get_or_build(input.qparams(), || prepare(rq, a, zp));
@@ -184,11 +171,7 @@ pub(super) fn conv_dense(
     match kind {
         DenseInput::Pixels if one_by_one => run(Source::Checked(input.data())),
         DenseInput::Pixels => whole(input.data()),
-        DenseInput::Padded => {
-            // The closure inherits this function's AVX2.
-            let stem = |lines: [&[u8]; 3], row: &mut [u8]| interleave3(lines, row);
-            whole(&pad_images(&dc.call, input, zp as u8, dc.slack, stem))
-        }
+        DenseInput::Padded => whole(&pad_images(&dc.call, input, zp as u8, dc.slack)),
     }
 }
 
@@ -236,8 +219,8 @@ impl<'a> RowChecked<'a> {
     }
 }
 
-/// A task's scratch: the tile last seen (whether its bytes are ≤ 127), and its pixels as i16
-/// when they are not.
+/// A task's scratch: the tile last seen and whether its bytes are ≤ 127 (its panels follow one
+/// another), and a [`Source::Checked`] tile's pixels as i16 when they are not.
 #[derive(Default)]
 struct Scratch {
     seen: Option<(usize, bool)>,
@@ -255,18 +238,13 @@ fn run_tiles(
     out: &mut [u8],
 ) {
     let (m, quads) = (a.rows(), a.quads());
-    let x_len = match x {
-        Source::Narrow(x) | Source::Checked(x) => x.len(),
-        Source::Rows(r) => r.bytes.len(),
-    };
-    let needs_i16 = !matches!(x, Source::Narrow(_));
-    let w16 = needs_i16.then(|| prep.w16.get_or_init(|| weights_i16(a)).as_slice());
     let ptr = OutPtr(out.as_mut_ptr());
     let cp = layout.cp;
+    let bytes = x.bytes();
     run_units(
         (PX, 1),
         a,
-        (layout, x_len),
+        (layout, bytes.len()),
         pixels,
         macs,
         |s: &mut Scratch, u: Unit| {
@@ -274,59 +252,44 @@ fn run_tiles(
             let valid = PX.min(pixels - p0);
             let bases = layout.bases::<PX>(p0, u.first, valid);
             let channels = (m - panel * LANE_ROWS).min(LANE_ROWS);
-            let w8 = a.panel(panel).as_ptr();
-            let w = w16.map(|w| w[panel * quads * 2 * LANE_ROWS * 2..].as_ptr());
             let two = channels > HALF;
-            // SAFETY (every arm): every pixel's taps lie inside x (asserted by `run_units`), or
-            // inside the tile's `cp` values of `wide`; the i8 panel holds quads · 64 bytes and the
-            // i16 one quads · 2 · 32 values.
-            let acc: [[__m256i; 2]; PX] = match x {
-                Source::Narrow(x) => unsafe {
-                    tile_u8(bases.map(|b| x.as_ptr().add(b)), w8, layout, two)
-                },
-                Source::Rows(r) => {
-                    let u7 = match s.seen {
-                        Some((at, u7)) if at == u.tile => u7,
-                        _ => {
-                            let u7 = r.fits_u7(bases[0], bases[valid - 1]);
-                            s.seen = Some((u.tile, u7));
-                            u7
-                        }
+            let u7 = match (x, s.seen) {
+                (Source::Narrow(_), _) => true,
+                (_, Some((at, u7))) if at == u.tile => u7,
+                (Source::Rows(r), _) => r.fits_u7(bases[0], bases[valid - 1]),
+                (Source::Checked(x), _) => {
+                    // A stride-1 tile's pixels are one run of bytes.
+                    let run = bases[valid - 1] - bases[0] == (valid - 1) * cp;
+                    let u7 = match run {
+                        true => fits_u7(&x[bases[0]..bases[0] + valid * cp]),
+                        false => bases[..valid].iter().all(|&b| fits_u7(&x[b..b + cp])),
                     };
-                    if u7 {
-                        unsafe { tile_u8(bases.map(|b| r.bytes.as_ptr().add(b)), w8, layout, two) }
-                    } else {
-                        let xw = bases.map(|b| unsafe { r.wide.as_ptr().add(b) });
-                        unsafe { tile_i16(xw, w.expect("i16 weights"), layout, two) }
-                    }
-                }
-                Source::Checked(x) => {
-                    let u7 = match s.seen {
-                        Some((at, u7)) if at == u.tile => u7,
-                        _ => {
-                            // A stride-1 tile's pixels are one run of bytes.
-                            let run = bases[valid - 1] - bases[0] == (valid - 1) * cp;
-                            let u7 = match run {
-                                true => fits_u7(&x[bases[0]..bases[0] + valid * cp]),
-                                false => bases[..valid].iter().all(|&b| fits_u7(&x[b..b + cp])),
-                            };
-                            if !u7 {
-                                s.wide.resize(PX * cp, 0);
-                                for (i, &b) in bases[..valid].iter().enumerate() {
-                                    widen_bytes(&x[b..b + cp], &mut s.wide[i * cp..][..cp]);
-                                }
-                            }
-                            s.seen = Some((u.tile, u7));
-                            u7
+                    if !u7 {
+                        s.wide.resize(PX * cp, 0);
+                        for (i, &b) in bases[..valid].iter().enumerate() {
+                            widen_bytes(&x[b..b + cp], &mut s.wide[i * cp..][..cp]);
                         }
-                    };
-                    if u7 {
-                        unsafe { tile_u8(bases.map(|b| x.as_ptr().add(b)), w8, layout, two) }
-                    } else {
-                        let xw = std::array::from_fn(|i| s.wide[i.min(valid - 1) * cp..].as_ptr());
-                        unsafe { tile_i16(xw, w.expect("i16 weights"), layout, two) }
                     }
+                    u7
                 }
+            };
+            s.seen = Some((u.tile, u7));
+            // SAFETY (both arms): every pixel's taps lie inside the input (asserted by
+            // `run_units`) or its widened copy, or inside the tile's `cp` values of `s.wide`; the
+            // i8 panel holds quads · 64 bytes and the i16 one quads · 2 · 32 values.
+            let acc: [[__m256i; 2]; PX] = if u7 {
+                let xp = bases.map(|b| unsafe { bytes.as_ptr().add(b) });
+                unsafe { tile_u8(xp, a.panel(panel).as_ptr(), layout, two) }
+            } else {
+                let xw = match x {
+                    Source::Rows(r) => bases.map(|b| unsafe { r.wide.as_ptr().add(b) }),
+                    _ => std::array::from_fn(|i| s.wide[i.min(valid - 1) * cp..].as_ptr()),
+                };
+                // Built on the first tile that needs them: most layers of a `reduce_range` model
+                // never do.
+                let w16 = prep.w16.get_or_init(|| weights_i16(a));
+                let w = w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr();
+                unsafe { tile_i16(xw, w, layout, two) }
             };
             let rq = [prep.rows[2 * panel], prep.rows[2 * panel + 1]];
             // SAFETY: each unit writes only its own pixels' channels of its panel, inside `out`

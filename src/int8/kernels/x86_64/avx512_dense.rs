@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use super::super::gemm::OutPtr;
 use super::super::packed::PackedWeightsS8;
 use super::avx512_lanes::{LANES, LaneOut, LaneRq, lane_groups, lane_mask, lane_out, requant64};
-use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, interleave3, pad_images, run_units};
+use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, pad_images, run_units};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
 use crate::int8::tensor::QTensor;
@@ -53,9 +53,7 @@ pub(super) fn conv_dense(
     match kind {
         DenseInput::Pixels => run_tiles(a, rq, (input.data(), layout), pixels, macs, out),
         DenseInput::Padded => {
-            // The closure inherits this function's features (AVX-512, so AVX2).
-            let stem = |lines: [&[u8]; 3], row: &mut [u8]| interleave3(lines, row);
-            let padded = pad_images(&dc.call, input, zp as u8, dc.slack, stem);
+            let padded = pad_images(&dc.call, input, zp as u8, dc.slack);
             run_tiles(a, rq, (&padded, layout), pixels, macs, out)
         }
     }

@@ -225,14 +225,9 @@ impl Layout<'_> {
 /// The images of `x` (either format) as NHWC with `call.pad` zero-point pixels around each
 /// image and `slack` bytes after them (whatever the buffer held), in a buffer recycled within
 /// the pass; its rows are written in parallel (the copy is a memory pass over the whole batch).
-/// `interleave3(lines, row)` writes `row[3x + i] = lines[i][x]` (an NCHW stem's row).
-pub(super) fn pad_images(
-    call: &ConvCall,
-    x: &QTensor,
-    zp: u8,
-    slack: usize,
-    interleave3: impl Fn([&[u8]; 3], &mut [u8]) + Sync,
-) -> Buffer {
+/// An NCHW stem's rows go through [`interleave3`]; both dense kernels run on AVX2 CPUs.
+#[target_feature(enable = "avx2")]
+pub(super) fn pad_images(call: &ConvCall, x: &QTensor, zp: u8, slack: usize) -> Buffer {
     let (ph, pw, c) = (call.h + 2 * call.pad, call.w + 2 * call.pad, call.c);
     let mut dst = Buffer::new(call.n * ph * pw * c + slack);
     // About 64 KiB per task.
@@ -241,21 +236,15 @@ pub(super) fn pad_images(
     for_each_block(&mut dst[..images], rows * pw * c, |i, chunk| {
         for (r, row) in chunk.chunks_exact_mut(pw * c).enumerate() {
             let r = i * rows + r;
-            pad_row(call, x, zp, (r / ph, r % ph), row, &interleave3);
+            pad_row(call, x, zp, (r / ph, r % ph), row);
         }
     });
     dst
 }
 
 /// Row `y` (of `ph`) of padded image `b` (see [`pad_images`]).
-fn pad_row(
-    call: &ConvCall,
-    x: &QTensor,
-    zp: u8,
-    (b, y): (usize, usize),
-    out: &mut [u8],
-    interleave3: &impl Fn([&[u8]; 3], &mut [u8]),
-) {
+#[target_feature(enable = "avx2")]
+fn pad_row(call: &ConvCall, x: &QTensor, zp: u8, (b, y): (usize, usize), out: &mut [u8]) {
     let (c, h, w, pad) = (call.c, call.h, call.w, call.pad);
     if y < pad || y >= pad + h {
         out.fill(zp);
@@ -352,6 +341,9 @@ pub(super) fn run_units<S: Default>(
     macs: usize,
     f: impl Fn(&mut S, Unit) + Sync,
 ) {
+    if pixels == 0 || a.rows() == 0 {
+        return;
+    }
     // Every dword any tile reads lies inside x (bases grow with the pixel index).
     assert!(layout.end(pixels - 1) <= x_len);
     assert_eq!(a.quads(), layout.taps.len() * layout.quads);
