@@ -95,6 +95,37 @@ pub(super) fn out_rq(rq: &Requant) -> OutRq {
     }
 }
 
+/// The requantization of `groups` groups of 8 output channels (lanes past the last of
+/// `channels` repeat it) for raw `q_in` with zero-point `zp`: each lane's int32 bias less
+/// `zp · Σ w` (its channel's weight sum, `weight_sum`), which makes `Σ q_in · w` the reference's
+/// `Σ (q_in − zp) · w` exactly (wrapping i32 arithmetic is associative).
+#[target_feature(enable = "avx2")]
+pub(super) fn lane_rows(
+    rq: &Requant,
+    (groups, channels): (usize, usize),
+    zp: i32,
+    weight_sum: impl Fn(usize) -> i32,
+) -> Vec<RowRq> {
+    let (bi, bf, mu) = (rq.bias_i32(), rq.bias_f32(), rq.multipliers());
+    (0..groups)
+        .map(|g| {
+            let ch = |j: usize| (g * 8 + j).min(channels - 1);
+            let i32s: [i32; 8] =
+                std::array::from_fn(|j| bi[ch(j)].wrapping_sub(zp.wrapping_mul(weight_sum(ch(j)))));
+            let f32s: [f32; 8] = std::array::from_fn(|j| bf[ch(j)]);
+            let mults: [f32; 8] = std::array::from_fn(|j| mu[ch(j)]);
+            // SAFETY: each array is 8 lanes of 4 bytes.
+            unsafe {
+                RowRq {
+                    bias_i32: _mm256_loadu_si256(i32s.as_ptr() as *const __m256i),
+                    bias_f32: _mm256_loadu_ps(f32s.as_ptr()),
+                    multiplier: _mm256_loadu_ps(mults.as_ptr()),
+                }
+            }
+        })
+        .collect()
+}
+
 /// [`Requant::apply`]'s rounded value of 8 accumulators, before the saturation.
 #[target_feature(enable = "avx2")]
 fn round8(acc: __m256i, row: RowRq) -> __m256i {

@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::avx2::{OutRq, RowRq, out_rq, requant16, requant32};
+use super::avx2::{OutRq, RowRq, lane_rows, out_rq, requant16, requant32};
 use super::avx2_u8s8::fits_u7;
 use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, pad_images, run_units};
 use crate::int8::conv::Int8Conv2d;
@@ -55,28 +55,8 @@ struct Prepared {
 
 #[target_feature(enable = "avx2")]
 fn prepare(rq: &Requant, a: &PackedWeightsS8, zp: i32) -> Prepared {
-    let m = a.rows();
-    let (bi, bf, mu) = (rq.bias_i32(), rq.bias_f32(), rq.multipliers());
-    let rows = (0..a.panels() * 2)
-        .map(|h| {
-            let ch = |j: usize| (h * HALF + j).min(m - 1);
-            let i32s: [i32; HALF] = std::array::from_fn(|j| {
-                bi[ch(j)].wrapping_sub(zp.wrapping_mul(a.row_sums()[ch(j)]))
-            });
-            let f32s: [f32; HALF] = std::array::from_fn(|j| bf[ch(j)]);
-            let mults: [f32; HALF] = std::array::from_fn(|j| mu[ch(j)]);
-            // SAFETY: each array is 8 lanes of 4 bytes.
-            unsafe {
-                RowRq {
-                    bias_i32: _mm256_loadu_si256(i32s.as_ptr() as *const __m256i),
-                    bias_f32: _mm256_loadu_ps(f32s.as_ptr()),
-                    multiplier: _mm256_loadu_ps(mults.as_ptr()),
-                }
-            }
-        })
-        .collect();
     Prepared {
-        rows,
+        rows: lane_rows(rq, (a.panels() * 2, a.rows()), zp, |o| a.row_sums()[o]),
         w16: OnceLock::new(),
     }
 }

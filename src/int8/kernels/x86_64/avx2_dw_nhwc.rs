@@ -18,7 +18,7 @@
 use std::arch::x86_64::*;
 
 use super::super::ConvCall;
-use super::avx2::{OutRq, out_rq, saturate32};
+use super::avx2::{OutRq, RowRq, lane_rows, out_rq, saturate32};
 use super::dw_segments::{RowSegment, for_each_row_segment};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
@@ -37,15 +37,6 @@ pub(super) fn takes(op: &Int8Conv2d) -> bool {
         && matches!(spec.stride, 1 | 2)
 }
 
-/// One group's requantization: the accumulator's starting value (the int32 bias less
-/// `z_in · Σ w`), the float bias and the multiplier, per lane.
-#[derive(Clone, Copy)]
-struct GroupRq {
-    init: __m256i,
-    bias_f32: __m256,
-    multiplier: __m256,
-}
-
 /// A group's weights of a `K×K` kernel (`P = K / 2` row pairs) as `vpmaddwd` operands, per
 /// kernel column `kx`: lane `j` of `pairs[p][kx]` is `(w[j][2p][kx], w[j][2p+1][kx])`, of
 /// `last[kx]` `(w[j][K−1][kx], 0)`.
@@ -58,7 +49,7 @@ struct GroupWeights<const K: usize, const P: usize> {
 /// Each group's requantization and weights.
 #[derive(Clone)]
 struct Prepared<const K: usize, const P: usize> {
-    rq: Vec<GroupRq>,
+    rq: Vec<RowRq>,
     weights: Vec<GroupWeights<K, P>>,
 }
 
@@ -96,26 +87,9 @@ fn prepare<const K: usize, const P: usize>(
     zp: i32,
 ) -> Prepared<K, P> {
     let (weights, c, taps) = (op.packed_weight(), op.in_channels(), K * K);
-    let (bi, bf, m) = (rq.bias_i32(), rq.bias_f32(), rq.multipliers());
     let groups = c.div_ceil(LANES);
-    let rq = (0..groups)
-        .map(|g| {
-            let ch = |j: usize| (g * LANES + j).min(c - 1);
-            let sum = |ch: usize| weights[ch * taps..][..taps].iter().map(|&v| v as i32).sum();
-            let init: [i32; LANES] =
-                std::array::from_fn(|j| bi[ch(j)].wrapping_sub(zp.wrapping_mul(sum(ch(j)))));
-            let f32s: [f32; LANES] = std::array::from_fn(|j| bf[ch(j)]);
-            let mults: [f32; LANES] = std::array::from_fn(|j| m[ch(j)]);
-            // SAFETY: each array is 8 lanes of 4 bytes.
-            unsafe {
-                GroupRq {
-                    init: _mm256_loadu_si256(init.as_ptr() as *const __m256i),
-                    bias_f32: _mm256_loadu_ps(f32s.as_ptr()),
-                    multiplier: _mm256_loadu_ps(mults.as_ptr()),
-                }
-            }
-        })
-        .collect();
+    let sum = |ch: usize| weights[ch * taps..][..taps].iter().map(|&v| v as i32).sum();
+    let rq = lane_rows(rq, (groups, c), zp, sum);
     let weights = (0..groups)
         .map(|g| {
             // Lane j: the i16 pair (tap a, tap b) of channel g·8 + j; tap index `taps` is 0.
@@ -291,7 +265,7 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
     window: Window<K>,
     ix0: usize,
     gw: &GroupWeights<K, P>,
-    rq: &GroupRq,
+    rq: &RowRq,
     o: OutRq,
     out: Outputs,
 ) {
@@ -308,7 +282,7 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
     }
     let mut q = 0;
     while q < out.valid {
-        let mut acc = [rq.init; 4];
+        let mut acc = [rq.bias_i32; 4];
         for (r, a) in acc.iter_mut().enumerate() {
             let at = ix0.wrapping_add((q + r) * S);
             // Constant indices (not `copy_within`), so that the moves stay register renames.
@@ -368,11 +342,11 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
 }
 
 /// [`Requant::apply`] on four pixels' accumulators of one group (each started at
-/// [`GroupRq::init`]), as 32 bytes: pixel 0's 8 outputs, then pixel 1's, 2's, 3's. The float
+/// [`RowRq::bias_i32`]), as 32 bytes: pixel 0's 8 outputs, then pixel 1's, 2's, 3's. The float
 /// stage is `vcvtps2dq` of `((float)acc + bias_f32) · m` (ties to even, out of range to
 /// `i32::MIN`, as the scalar `cvtps_epi32`); the output stage is [`saturate32`].
 #[target_feature(enable = "avx2")]
-fn requant32(acc: [__m256i; 4], r: &GroupRq, o: OutRq) -> __m256i {
+fn requant32(acc: [__m256i; 4], r: &RowRq, o: OutRq) -> __m256i {
     let rounded = acc.map(|a| {
         let f = _mm256_add_ps(_mm256_cvtepi32_ps(a), r.bias_f32);
         _mm256_cvtps_epi32(_mm256_mul_ps(f, r.multiplier))
