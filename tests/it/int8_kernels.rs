@@ -602,6 +602,31 @@ fn dense_layer_in_many_tasks_is_bit_identical_to_reference() {
     }
 }
 
+/// A depthwise `k×k` convolution over `data.len() / (k·k)` channels with per-channel weight
+/// qparams (symmetric or not), a ramp of biases and output qparams (0.7, 128): the extremes
+/// tests' layer.
+fn depthwise(
+    data: Vec<i8>,
+    (k, stride, padding): (usize, usize, usize),
+    symmetric: bool,
+    relu: bool,
+    input_qp: QParamsPt,
+    engine: Engine,
+) -> Int8Conv2d {
+    let c = data.len() / (k * k);
+    let weight =
+        QWeight::from_raw(data, &[c, 1, k, k], weight_qparams(true, symmetric, c)).unwrap();
+    let spec = Conv2dSpec {
+        stride,
+        padding,
+        groups: c,
+        relu,
+    };
+    let out = QParamsPt::new(0.7, 128).unwrap();
+    let bias = (0..c).map(|o| o as f32 * 0.3 - 5.0).collect();
+    Int8Conv2d::new(weight, Some(bias), spec, input_qp, out, engine).unwrap()
+}
+
 /// The depthwise 3×3 kernels at the ends of the ranges: inputs all 0, all 255 or random,
 /// symmetric weights all −128, all 127 or random (the AVX-512 kernel's i8 path, `vpdpbusd`)
 /// and asymmetric ones (its i16 pair path), full and partial 16-channel groups, stride 1 and
@@ -630,19 +655,15 @@ fn depthwise_3x3_at_the_extremes_is_bit_identical_to_reference() {
                 let symmetric = weight_kind != 3;
                 let input_qp = QParamsPt::new(0.02, 1 + rng.below(254) as i32).unwrap();
                 let x = QTensor::from_raw(input, &[n, c, h, w], input_qp).unwrap();
-                let weight =
-                    QWeight::from_raw(data, &[c, 1, 3, 3], weight_qparams(true, symmetric, c))
-                        .unwrap();
-                let spec = Conv2dSpec {
-                    stride,
-                    padding,
-                    groups: c,
-                    relu: input_kind == 2,
-                };
-                let out = QParamsPt::new(0.7, 128).unwrap();
-                let bias = (0..c).map(|o| o as f32 * 0.3 - 5.0).collect();
-                let conv =
-                    Int8Conv2d::new(weight, Some(bias), spec, input_qp, out, Engine::X86).unwrap();
+                let geometry = (3, stride, padding);
+                let conv = depthwise(
+                    data,
+                    geometry,
+                    symmetric,
+                    input_kind == 2,
+                    input_qp,
+                    Engine::X86,
+                );
                 let reference = conv.forward_with(&Reference, &x).unwrap();
                 let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
                 for (name, k) in kernel_sets() {
@@ -786,19 +807,8 @@ fn depthwise_channels_last_at_the_extremes_is_bit_identical_to_reference() {
                 let engine = [Engine::X86, Engine::Qnnpack][weight_kind % 2];
                 let input_qp = QParamsPt::new(0.02, rng.below(256) as i32).unwrap();
                 let x = QTensor::from_raw(input, &[n, c, h, w], input_qp).unwrap();
-                let weight =
-                    QWeight::from_raw(data, &[c, 1, k, k], weight_qparams(true, symmetric, c))
-                        .unwrap();
-                let spec = Conv2dSpec {
-                    stride,
-                    padding,
-                    groups: c,
-                    relu: input_kind == 2,
-                };
-                let out = QParamsPt::new(0.7, 128).unwrap();
-                let bias = (0..c).map(|o| o as f32 * 0.3 - 5.0).collect();
-                let conv =
-                    Int8Conv2d::new(weight, Some(bias), spec, input_qp, out, engine).unwrap();
+                let geometry = (k, stride, padding);
+                let conv = depthwise(data, geometry, symmetric, input_kind == 2, input_qp, engine);
                 let reference = conv.forward_with(&Reference, &x).unwrap();
                 let x_nhwc = x.to_format(MemoryFormat::ChannelsLast);
                 for (name, kernels) in kernel_sets() {
