@@ -231,17 +231,13 @@ fn bench(c: &mut Criterion) {
             // The input in the format the set reads (as the previous layer of a model writes
             // it), so that a conversion is not timed with the kernel.
             let x = x.to_format(kernels.conv2d_formats(&op, x.shape()).0);
-            let mut run = || {
+            // Outputs recycled as in a model's pass: fresh ones would time page faults and
+            // zeroing (25 MB at batch 32, and a visible share of the small-k layers at 1).
+            burn_qat::int8::buffer::scope(|| {
                 group.bench_function(format!("{name}/{set}"), |b| {
                     b.iter(|| op.forward_with(kernels, black_box(&x)).expect("conv"))
                 });
-            };
-            if batch == 1 {
-                run();
-            } else {
-                // Outputs recycled as in a model's pass: a fresh 25 MB would time page faults.
-                burn_qat::int8::buffer::scope(run);
-            }
+            });
         }
     }
     group.finish();

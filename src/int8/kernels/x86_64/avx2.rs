@@ -129,7 +129,13 @@ pub(super) fn lane_rows(
 /// [`Requant::apply`]'s rounded value of 8 accumulators, before the saturation.
 #[target_feature(enable = "avx2")]
 fn round8(acc: __m256i, row: RowRq) -> __m256i {
-    let f = _mm256_cvtepi32_ps(_mm256_add_epi32(acc, row.bias_i32));
+    round8_started(_mm256_add_epi32(acc, row.bias_i32), row)
+}
+
+/// [`round8`] of accumulators that started at `row.bias_i32`.
+#[target_feature(enable = "avx2")]
+fn round8_started(acc: __m256i, row: RowRq) -> __m256i {
+    let f = _mm256_cvtepi32_ps(acc);
     _mm256_cvtps_epi32(_mm256_mul_ps(
         _mm256_add_ps(f, row.bias_f32),
         row.multiplier,
@@ -156,16 +162,16 @@ pub(super) fn requant16(acc: [__m256i; 2], rows: [RowRq; 2], o: OutRq) -> __m128
     ))
 }
 
-/// [`requant16`] on two pairs of vectors at once: the 32 bytes of `acc[0], acc[1]` then
-/// `acc[2], acc[3]`.
+/// [`requant16`] on two pairs of vectors at once, of accumulators that started at their rows'
+/// `bias_i32` (which saves the add): the 32 bytes of `acc[0], acc[1]` then `acc[2], acc[3]`.
 #[target_feature(enable = "avx2")]
 pub(super) fn requant32(acc: [__m256i; 4], rows: [RowRq; 4], o: OutRq) -> __m256i {
-    saturate32(std::array::from_fn(|i| round8(acc[i], rows[i])), o)
+    saturate32(std::array::from_fn(|i| round8_started(acc[i], rows[i])), o)
 }
 
 /// The saturation of [`requant16`] on four vectors of rounded values: their 32 bytes in order.
 #[target_feature(enable = "avx2")]
-pub(super) fn saturate32(r: [__m256i; 4], o: OutRq) -> __m256i {
+fn saturate32(r: [__m256i; 4], o: OutRq) -> __m256i {
     let lo = _mm256_adds_epi16(_mm256_packs_epi32(r[0], r[1]), o.zero_point);
     let hi = _mm256_adds_epi16(_mm256_packs_epi32(r[2], r[3]), o.zero_point);
     let bytes = _mm256_min_epu8(_mm256_max_epu8(_mm256_packus_epi16(lo, hi), o.lo), o.hi);

@@ -5,9 +5,9 @@
 //! two 32-byte halves of 8 channels). Per quad it loads the panel's two halves and broadcasts
 //! each pixel's dword; `vpmaddubsw(dword, half)` multiplies u8 inputs by s8 weights and sums
 //! them in pairs into i16, and `vpmaddwd` with ones sums the pairs into 8 i32 lanes, one per
-//! output channel: 2·[`PX`] independent accumulators. Each pixel's 16 channels are
-//! requantized ([`requant16`], lanes holding their own channel's parameters) and stored
-//! contiguously.
+//! output channel: 2·[`PX`] independent accumulators, started at their channels' int32 bias.
+//! Each pixel's 16 channels are requantized ([`requant32`], two pixels at a time, lanes
+//! holding their own channel's parameters) and stored contiguously.
 //!
 //! `vpmaddubsw` saturates its i16 pair sums, so it is exact only when every input byte is
 //! ≤ 127 (`127·128·2 = 32512`), the case of `reduce_range` models (PyTorch's x86 default).
@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use super::super::gemm::OutPtr;
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::avx2::{OutRq, RowRq, lane_rows, out_rq, requant16, requant32};
+use super::avx2::{OutRq, RowRq, lane_rows, out_rq, requant32};
 use super::avx2_u8s8::fits_u7;
 use super::dense_nhwc::{DenseCall, DenseInput, Layout, Unit, pad_images, run_units};
 use crate::int8::conv::Int8Conv2d;
@@ -207,7 +207,14 @@ struct Scratch {
     wide: Vec<i16>,
 }
 
-/// Every unit of the convolution: [`PX`]-pixel tiles × single panels.
+/// Panels per unit: as many as keep a unit's weights within 16 KiB (L1, beside the tile's
+/// pixels), so that a small-k layer sets a tile up, and checks its bytes, once for all of its
+/// panels rather than once a panel.
+fn panels_per_unit(a: &PackedWeightsS8) -> usize {
+    (16384 / (a.quads() * LANE_ROWS * 4).max(1)).clamp(1, a.panels().max(1))
+}
+
+/// Every unit of the convolution: [`PX`]-pixel tiles × groups of [`panels_per_unit`] panels.
 #[target_feature(enable = "avx2")]
 fn run_tiles(
     a: &PackedWeightsS8,
@@ -217,22 +224,21 @@ fn run_tiles(
     macs: usize,
     out: &mut [u8],
 ) {
-    let (m, quads) = (a.rows(), a.quads());
+    let (m, quads, panels) = (a.rows(), a.quads(), a.panels());
+    let pn = panels_per_unit(a);
     let ptr = OutPtr(out.as_mut_ptr());
     let cp = layout.cp;
     let bytes = x.bytes();
     run_units(
-        (PX, 1),
+        (PX, pn),
         a,
         (layout, bytes.len()),
         pixels,
         macs,
         |s: &mut Scratch, u: Unit| {
-            let (p0, panel) = (u.tile * PX, u.group);
+            let p0 = u.tile * PX;
             let valid = PX.min(pixels - p0);
             let bases = layout.bases::<PX>(p0, u.first, valid);
-            let channels = (m - panel * LANE_ROWS).min(LANE_ROWS);
-            let two = channels > HALF;
             let u7 = match (x, s.seen) {
                 (Source::Narrow(_), _) => true,
                 (_, Some((at, u7))) if at == u.tile => u7,
@@ -254,114 +260,148 @@ fn run_tiles(
                 }
             };
             s.seen = Some((u.tile, u7));
-            // SAFETY (both arms): every pixel's taps lie inside the input (asserted by
-            // `run_units`) or its widened copy, or inside the tile's `cp` values of `s.wide`; the
-            // i8 panel holds quads · 64 bytes and the i16 one quads · 2 · 32 values.
-            let acc: [[__m256i; 2]; PX] = if u7 {
-                let xp = bases.map(|b| unsafe { bytes.as_ptr().add(b) });
-                unsafe { tile_u8(xp, a.panel(panel).as_ptr(), layout, two) }
-            } else {
-                let xw = match x {
-                    Source::Rows(r) => bases.map(|b| unsafe { r.wide.as_ptr().add(b) }),
-                    _ => std::array::from_fn(|i| s.wide[i.min(valid - 1) * cp..].as_ptr()),
+            let xp = bases.map(|b| bytes.as_ptr().wrapping_add(b));
+            let xw = match (u7, x) {
+                (true, _) => [std::ptr::null(); PX],
+                (false, Source::Rows(r)) => bases.map(|b| r.wide.as_ptr().wrapping_add(b)),
+                (false, _) => std::array::from_fn(|i| s.wide[i.min(valid - 1) * cp..].as_ptr()),
+            };
+            // Built on the first tile that needs them: most layers of a `reduce_range` model
+            // never do.
+            let w16 = (!u7).then(|| prep.w16.get_or_init(|| weights_i16(a)));
+            for panel in u.group * pn..((u.group + 1) * pn).min(panels) {
+                let channels = (m - panel * LANE_ROWS).min(LANE_ROWS);
+                let t = TileOut {
+                    out: ptr,
+                    p0,
+                    valid,
+                    ch0: panel * LANE_ROWS,
+                    channels,
+                    m,
                 };
-                // Built on the first tile that needs them: most layers of a `reduce_range` model
-                // never do.
-                let w16 = prep.w16.get_or_init(|| weights_i16(a));
-                let w = w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr();
-                unsafe { tile_i16(xw, w, layout, two) }
-            };
-            let rq = [prep.rows[2 * panel], prep.rows[2 * panel + 1]];
-            // SAFETY: each unit writes only its own pixels' channels of its panel, inside `out`
-            // ([pixels, m]).
-            unsafe {
-                store(
-                    ptr,
-                    &acc[..valid],
-                    (p0, panel * LANE_ROWS),
-                    (channels, m),
-                    rq,
-                    o,
-                )
-            };
+                let rq = [prep.rows[2 * panel], prep.rows[2 * panel + 1]];
+                let w8 = a.panel(panel).as_ptr();
+                // SAFETY (every arm): every pixel's taps lie inside the input (asserted by
+                // `run_units`) or its widened copy, or inside the tile's `cp` values of
+                // `s.wide`; the i8 panel holds quads · 64 bytes and the i16 one quads · 2 · 32
+                // values; the unit writes only its own pixels' channels of its panels, inside
+                // `out` ([pixels, m]).
+                unsafe {
+                    match (w16, channels > HALF) {
+                        (None, true) => t.store2(tile_u8::<2>(xp, w8, layout, rq), rq, o),
+                        (None, false) => t.store1(tile_u8::<1>(xp, w8, layout, [rq[0]]), rq[0], o),
+                        (Some(w16), two) => {
+                            let w = w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr();
+                            match two {
+                                true => t.store2(tile_i16::<2>(xw, w, layout, rq), rq, o),
+                                false => t.store1(tile_i16::<1>(xw, w, layout, [rq[0]]), rq[0], o),
+                            }
+                        }
+                    }
+                }
+            }
         },
     );
 }
 
-/// Requantizes pixel `p0 + i`'s accumulators and stores its `channels` outputs from `ch0`.
-///
-/// # Safety
-/// Pixels `p0 .. p0 + acc.len()` × channels `ch0 .. ch0 + channels` lie inside the `[_, m]`
-/// output behind `out`, and no other thread writes them.
-#[target_feature(enable = "avx2")]
-unsafe fn store(
+/// Where a tile's outputs of one panel go: pixels `p0 .. p0 + valid` × channels
+/// `ch0 .. ch0 + channels` of the `[pixels, m]` output behind `out`.
+#[derive(Clone, Copy)]
+struct TileOut {
     out: OutPtr,
-    acc: &[[__m256i; 2]],
-    (p0, ch0): (usize, usize),
-    (channels, m): (usize, usize),
-    rq: [RowRq; 2],
-    o: OutRq,
-) {
-    let put = |i: usize, v: __m128i| {
-        // SAFETY: inside `out` by the caller's contract.
+    p0: usize,
+    valid: usize,
+    ch0: usize,
+    channels: usize,
+    m: usize,
+}
+
+impl TileOut {
+    /// Stores pixel `i`'s outputs, the first `W` (8 or 16) bytes of `v` when the panel has
+    /// that many channels, else its `channels`; nothing past the last valid pixel.
+    ///
+    /// # Safety
+    /// The tile's outputs lie inside the output, and no other thread writes them.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn put<const W: usize>(self, i: usize, v: __m128i) {
+        if i >= self.valid {
+            return;
+        }
+        // SAFETY: inside the output by the caller's contract.
         unsafe {
-            let dst = out.at((p0 + i) * m + ch0);
-            if channels == LANE_ROWS {
-                _mm_storeu_si128(dst as *mut __m128i, v);
-            } else {
-                let mut bytes = [0u8; LANE_ROWS];
-                _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, channels);
+            let dst = self.out.at((self.p0 + i) * self.m + self.ch0);
+            match (self.channels == W, W) {
+                (true, 16) => _mm_storeu_si128(dst as *mut __m128i, v),
+                (true, _) => _mm_storel_epi64(dst as *mut __m128i, v),
+                (false, _) => {
+                    let mut bytes = [0u8; 16];
+                    _mm_storeu_si128(bytes.as_mut_ptr() as *mut __m128i, v);
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, self.channels);
+                }
             }
         }
-    };
-    // Two pixels per requantization, then the odd one.
-    let pairs = acc.chunks_exact(2);
-    let odd = pairs.remainder();
-    for (k, pair) in pairs.enumerate() {
-        let v = requant32(
-            [pair[0][0], pair[0][1], pair[1][0], pair[1][1]],
-            [rq[0], rq[1], rq[0], rq[1]],
-            o,
-        );
-        put(2 * k, _mm256_castsi256_si128(v));
-        put(2 * k + 1, _mm256_extracti128_si256::<1>(v));
     }
-    if let [last] = odd {
-        put(acc.len() - 1, requant16(*last, rq, o));
+
+    /// Requantizes and stores a panel of two halves, two pixels at a time.
+    ///
+    /// # Safety
+    /// As [`Self::put`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store2(self, acc: [[__m256i; 2]; PX], rq: [RowRq; 2], o: OutRq) {
+        for k in 0..PX / 2 {
+            let [a, b] = [acc[2 * k], acc[2 * k + 1]];
+            let v = requant32([a[0], a[1], b[0], b[1]], [rq[0], rq[1], rq[0], rq[1]], o);
+            // SAFETY: the caller's contract.
+            unsafe {
+                self.put::<16>(2 * k, _mm256_castsi256_si128(v));
+                self.put::<16>(2 * k + 1, _mm256_extracti128_si256::<1>(v));
+            }
+        }
+    }
+
+    /// Requantizes and stores a panel of one half (at most 8 channels), four pixels at a time.
+    ///
+    /// # Safety
+    /// As [`Self::put`].
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store1(self, acc: [[__m256i; 1]; PX], rq: RowRq, o: OutRq) {
+        for k in (0..PX).step_by(4) {
+            let v = requant32(
+                std::array::from_fn(|j| acc[(k + j).min(PX - 1)][0]),
+                [rq; 4],
+                o,
+            );
+            let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            // SAFETY: the caller's contract.
+            unsafe {
+                self.put::<8>(k, lo);
+                self.put::<8>(k + 1, _mm_unpackhi_epi64(lo, lo));
+                self.put::<8>(k + 2, hi);
+                self.put::<8>(k + 3, _mm_unpackhi_epi64(hi, hi));
+            }
+        }
     }
 }
 
-/// The u8 × s8 accumulators of [`PX`] pixels × one panel (both halves when `two`, else the
-/// first, the second left zero): `acc[i][h][r] = Σ_t Σ_q Σ_4 x_i[taps[t] + 4q..][..4] ·
+/// The u8 × s8 accumulators of [`PX`] pixels × `H` halves of a panel, started at each half's
+/// `bias_i32`: `acc[i][h][r] = bias + Σ_t Σ_q Σ_4 x_i[taps[t] + 4q..][..4] ·
 /// panel[t·quads + q][8h + r][..4]`, exact for bytes ≤ 127.
 ///
 /// # Safety
 /// Each `x[i] + taps[t]` starts `4 · quads` readable bytes; `w` starts `taps · quads · 64`.
+#[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_u8(x: [*const u8; PX], w: *const i8, l: Layout, two: bool) -> [[__m256i; 2]; PX] {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if two {
-            tile_u8_h::<2>(x, w, l)
-        } else {
-            tile_u8_h::<1>(x, w, l).map(|[a]| [a, _mm256_setzero_si256()])
-        }
-    }
-}
-
-/// [`tile_u8`] on `H` halves.
-///
-/// # Safety
-/// As [`tile_u8`].
-#[target_feature(enable = "avx2")]
-unsafe fn tile_u8_h<const H: usize>(
+unsafe fn tile_u8<const H: usize>(
     x: [*const u8; PX],
     mut w: *const i8,
     l: Layout,
+    rq: [RowRq; H],
 ) -> [[__m256i; H]; PX] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_si256(); H]; PX];
+    let mut acc = [rq.map(|r| r.bias_i32); PX];
     for &tap in l.taps {
         for q in 0..l.quads {
             // SAFETY: inside every pixel's tap and the panel (caller's contract).
@@ -388,29 +428,15 @@ unsafe fn tile_u8_h<const H: usize>(
 ///
 /// # Safety
 /// Each `x[i] + taps[t]` starts `4 · quads` readable i16; `w` starts `taps · quads · 2 · 32`.
+#[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_i16(x: [*const i16; PX], w: *const i16, l: Layout, two: bool) -> [[__m256i; 2]; PX] {
-    // SAFETY: the caller's contract.
-    unsafe {
-        if two {
-            tile_i16_h::<2>(x, w, l)
-        } else {
-            tile_i16_h::<1>(x, w, l).map(|[a]| [a, _mm256_setzero_si256()])
-        }
-    }
-}
-
-/// [`tile_i16`] on `H` halves.
-///
-/// # Safety
-/// As [`tile_i16`].
-#[target_feature(enable = "avx2")]
-unsafe fn tile_i16_h<const H: usize>(
+unsafe fn tile_i16<const H: usize>(
     x: [*const i16; PX],
     mut w: *const i16,
     l: Layout,
+    rq: [RowRq; H],
 ) -> [[__m256i; H]; PX] {
-    let mut acc = [[_mm256_setzero_si256(); H]; PX];
+    let mut acc = [rq.map(|r| r.bias_i32); PX];
     for &tap in l.taps {
         for t in 0..2 * l.quads {
             // SAFETY: inside every pixel's tap and the weights (caller's contract).

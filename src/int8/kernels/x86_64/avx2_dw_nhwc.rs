@@ -18,7 +18,7 @@
 use std::arch::x86_64::*;
 
 use super::super::ConvCall;
-use super::avx2::{OutRq, RowRq, lane_rows, out_rq, saturate32};
+use super::avx2::{OutRq, RowRq, lane_rows, out_rq, requant32};
 use super::dw_segments::{RowSegment, for_each_row_segment};
 use crate::int8::conv::Int8Conv2d;
 use crate::int8::requant::Requant;
@@ -301,7 +301,7 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
                 *a = _mm256_add_epi32(*a, _mm256_madd_epi16(col.last, gw.last[kx]));
             }
         }
-        let v = requant32(acc, rq, o);
+        let v = requant32(acc, [*rq; 4], o);
         let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
         if q + 4 <= out.valid && window.lanes == LANES {
             // SAFETY: the group's 8 bytes of four valid output pixels (the caller's contract).
@@ -339,17 +339,4 @@ unsafe fn segment<const K: usize, const P: usize, const S: usize>(
         }
         q += 4;
     }
-}
-
-/// [`Requant::apply`] on four pixels' accumulators of one group (each started at
-/// [`RowRq::bias_i32`]), as 32 bytes: pixel 0's 8 outputs, then pixel 1's, 2's, 3's. The float
-/// stage is `vcvtps2dq` of `((float)acc + bias_f32) · m` (ties to even, out of range to
-/// `i32::MIN`, as the scalar `cvtps_epi32`); the output stage is [`saturate32`].
-#[target_feature(enable = "avx2")]
-fn requant32(acc: [__m256i; 4], r: &RowRq, o: OutRq) -> __m256i {
-    let rounded = acc.map(|a| {
-        let f = _mm256_add_ps(_mm256_cvtepi32_ps(a), r.bias_f32);
-        _mm256_cvtps_epi32(_mm256_mul_ps(f, r.multiplier))
-    });
-    saturate32(rounded, o)
 }

@@ -184,6 +184,7 @@ impl Layout<'_> {
     /// [`Self::base`] of the `N` pixels from `first` (pixel `p0`), repeating the last valid
     /// one (`valid − 1` on) past it, with no divisions: a tile's setup is on its critical
     /// path, and two dependent divisions cost tens of cycles of a few hundred.
+    #[inline]
     pub(super) fn bases<const N: usize>(
         &self,
         p0: usize,
@@ -359,12 +360,15 @@ pub(super) fn run_units<S: Default>(
         // The first pixel of the tile last seen, stepped along rather than divided out.
         let mut at: Option<(usize, Pixel)> = None;
         let mut scratch = S::default();
-        for u in units * t / tasks..units * (t + 1) / tasks {
-            let (tile, group) = if pixels_fastest {
-                (u % tiles, u / tiles)
-            } else {
-                (u / groups, u % groups)
-            };
+        let (lo, hi) = (units * t / tasks, units * (t + 1) / tasks);
+        // The task's first unit divided out, the others stepped to (a division per unit
+        // costs as much as a small-k tile's requantization).
+        let (mut tile, mut group) = if pixels_fastest {
+            (lo % tiles, lo / tiles)
+        } else {
+            (lo / groups, lo % groups)
+        };
+        for _ in lo..hi {
             let first = match at {
                 Some((seen, c)) if seen == tile => c,
                 Some((seen, c)) if seen + 1 == tile => layout.step(c, px),
@@ -372,6 +376,17 @@ pub(super) fn run_units<S: Default>(
             };
             at = Some((tile, first));
             f(&mut scratch, Unit { tile, first, group });
+            if pixels_fastest {
+                tile += 1;
+                if tile == tiles {
+                    (tile, group) = (0, group + 1);
+                }
+            } else {
+                group += 1;
+                if group == groups {
+                    (tile, group) = (tile + 1, 0);
+                }
+            }
         }
     };
     super::super::team::parallel_for(tasks, run);
