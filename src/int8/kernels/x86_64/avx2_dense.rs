@@ -288,13 +288,13 @@ fn run_tiles(
                 // `out` ([pixels, m]).
                 unsafe {
                     match (w16, channels > HALF) {
-                        (None, true) => t.store2(tile_u8::<2>(xp, w8, layout, rq), rq, o),
-                        (None, false) => t.store1(tile_u8::<1>(xp, w8, layout, [rq[0]]), rq[0], o),
+                        (None, true) => t.store(tile_u8::<2>(xp, w8, layout, rq), rq, o),
+                        (None, false) => t.store(tile_u8::<1>(xp, w8, layout, [rq[0]]), [rq[0]], o),
                         (Some(w16), two) => {
                             let w = w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr();
                             match two {
-                                true => t.store2(tile_i16::<2>(xw, w, layout, rq), rq, o),
-                                false => t.store1(tile_i16::<1>(xw, w, layout, [rq[0]]), rq[0], o),
+                                true => t.store(tile_i16::<2>(xw, w, layout, rq), rq, o),
+                                false => t.store(tile_i16::<1>(xw, w, layout, [rq[0]]), [rq[0]], o),
                             }
                         }
                     }
@@ -343,44 +343,37 @@ impl TileOut {
         }
     }
 
-    /// Requantizes and stores a panel of two halves, two pixels at a time.
+    /// Requantizes and stores a panel of `H` halves (8 channels each): its `PX · H` vectors,
+    /// pixel by pixel, four at a time (two pixels of a full panel, four of a half one).
     ///
     /// # Safety
     /// As [`Self::put`].
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn store2(self, acc: [[__m256i; 2]; PX], rq: [RowRq; 2], o: OutRq) {
-        for k in 0..PX / 2 {
-            let [a, b] = [acc[2 * k], acc[2 * k + 1]];
-            let v = requant32([a[0], a[1], b[0], b[1]], [rq[0], rq[1], rq[0], rq[1]], o);
-            // SAFETY: the caller's contract.
-            unsafe {
-                self.put::<16>(2 * k, _mm256_castsi256_si128(v));
-                self.put::<16>(2 * k + 1, _mm256_extracti128_si256::<1>(v));
-            }
-        }
-    }
-
-    /// Requantizes and stores a panel of one half (at most 8 channels), four pixels at a time.
-    ///
-    /// # Safety
-    /// As [`Self::put`].
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn store1(self, acc: [[__m256i; 1]; PX], rq: RowRq, o: OutRq) {
-        for k in (0..PX).step_by(4) {
+    unsafe fn store<const H: usize>(self, acc: [[__m256i; H]; PX], rq: [RowRq; H], o: OutRq) {
+        for k in (0..PX * H).step_by(4) {
+            let vector = |j: usize| {
+                let i = (k + j).min(PX * H - 1);
+                acc[i / H][i % H]
+            };
             let v = requant32(
-                std::array::from_fn(|j| acc[(k + j).min(PX - 1)][0]),
-                [rq; 4],
+                std::array::from_fn(vector),
+                std::array::from_fn(|j| rq[(k + j) % H]),
                 o,
             );
             let (lo, hi) = (_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+            let first = k / H;
             // SAFETY: the caller's contract.
             unsafe {
-                self.put::<8>(k, lo);
-                self.put::<8>(k + 1, _mm_unpackhi_epi64(lo, lo));
-                self.put::<8>(k + 2, hi);
-                self.put::<8>(k + 3, _mm_unpackhi_epi64(hi, hi));
+                if H == 2 {
+                    self.put::<16>(first, lo);
+                    self.put::<16>(first + 1, hi);
+                } else {
+                    self.put::<8>(first, lo);
+                    self.put::<8>(first + 1, _mm_unpackhi_epi64(lo, lo));
+                    self.put::<8>(first + 2, hi);
+                    self.put::<8>(first + 3, _mm_unpackhi_epi64(hi, hi));
+                }
             }
         }
     }
