@@ -22,7 +22,7 @@
 use std::arch::x86_64::*;
 
 use super::super::packed::{LANE_ROWS, PackedWeightsS8};
-use super::super::{ConvCall, for_each_block, threads_for};
+use super::super::{ConvCall, for_each_block, tasks_for, threads_for};
 use crate::int8::buffer::Buffer;
 use crate::int8::conv::{Int8Conv2d, LaneTaps};
 use crate::int8::tensor::{MemoryFormat, QTensor};
@@ -314,9 +314,13 @@ pub(super) fn interleave3(lines: [&[u8]; 3], out: &mut [u8]) {
 /// Multiply-adds per task of [`run_units`] (~65 µs of one thread at the `vpdpbusd` peak): at
 /// batch 32, enough tasks (~100 for a ResNet-18 layer) that a thread which finishes early, or
 /// lost its CPU for a while, leaves the rest to the others instead of waiting for them; few
-/// enough that claiming them (a contended atomic each) costs nothing. At batch 1 a layer is
-/// one task per thread, as the threads would split it evenly anyway.
+/// enough that claiming them (a contended atomic each) costs nothing.
 const TASK_MACS: usize = 1 << 25;
+
+/// The smallest task of a smaller call (~20 µs of one thread): a batch-1 layer is still cut
+/// into a few tasks per thread ([`tasks_for`]), so that when one vCPU of a shared machine
+/// stalls, the others take over most of its share instead of waiting for half the layer.
+const MIN_TASK_MACS: usize = 1 << 21;
 
 /// One unit of work: pixel tile `tile` (of `PX` pixels, the first at `first`) × panel group
 /// `group` (of the panels `PN` at a time).
@@ -354,7 +358,9 @@ pub(super) fn run_units<S: Default>(
     let units = tiles * groups;
     let threads = threads_for(macs).min(units);
     // A whole number of tasks per thread: with 3 tasks on 2 threads, one would run two.
-    let tasks = (threads * (macs / (TASK_MACS * threads)).max(1)).min(units);
+    let tasks = (threads * (macs / (TASK_MACS * threads)).max(1))
+        .max(tasks_for(macs, MIN_TASK_MACS))
+        .min(units);
     let pixels_fastest = panels * a.quads() * LANE_ROWS * 4 > x_len;
     let run = |t: usize| {
         // The first pixel of the tile last seen, stepped along rather than divided out.
