@@ -1,7 +1,7 @@
 //! AVX2 dense convolutions into channels-last outputs: the implicit GEMMs of
 //! [`super::dense_nhwc`] (1×1 at any stride, 3×3, the stems) on `vpmaddubsw`/`vpmaddwd`.
 //!
-//! A tile is [`PX`] pixels × one panel of 16 output channels (per tap quad, 16 rows × 4 taps =
+//! A tile is [`PX`] (or 5, [`tile_pixels`]) pixels × one panel of 16 output channels (per tap quad, 16 rows × 4 taps =
 //! two 32-byte halves of 8 channels). Per quad it loads the panel's two halves and broadcasts
 //! each pixel's dword; `vpmaddubsw(dword, half)` multiplies u8 inputs by s8 weights and sums
 //! them in pairs into i16, and `vpmaddwd` with ones sums the pairs into 8 i32 lanes, one per
@@ -36,8 +36,17 @@ use crate::int8::tensor::QTensor;
 
 /// Pixels per tile: 12 accumulators, two weight halves, the broadcast and the ones, one more
 /// than the 16 registers (the broadcast goes through the stack once a quad). 6 beat 4 by 10–30% on the
-/// ResNet-18 3×3 shapes at batch 1 on a Zen 3 (`benches/int8_kernels.rs`).
+/// ResNet-18 3×3 shapes at batch 1 on a Zen 3, and 5 by 5–10% on the small-k pointwise ones
+/// (`benches/int8_kernels.rs`).
 const PX: usize = 6;
+
+/// The tile of a call of `pixels` output pixels: [`PX`], or 5 where the last 6-pixel tile
+/// would waste over 3% of the work on pixels past the end (a 7×7 layer at batch 1: 49 pixels
+/// in 9 tiles of 6, 10 of 5).
+fn tile_pixels(pixels: usize) -> usize {
+    let waste = pixels.div_ceil(PX) * PX - pixels;
+    if waste * 100 > 3 * pixels { 5 } else { PX }
+}
 /// Output channels per i32 vector (half a panel).
 const HALF: usize = 8;
 
@@ -139,7 +148,13 @@ pub(super) fn conv_dense(
         .kernel_cache()
         .get_or_build(input.qparams(), || prepare(rq, a, zp));
     let (layout, macs) = (dc.layout(), dc.macs(m));
-    let mut run = |x: Source| run_tiles(a, (&prep, out_rq(rq)), (x, layout), pixels, macs, out);
+    let mut run = |x: Source| {
+        let args = (a, (&*prep, out_rq(rq)), (x, layout), pixels, macs);
+        match tile_pixels(pixels) {
+            PX => run_tiles::<PX>(args, out),
+            _ => run_tiles::<5>(args, out),
+        }
+    };
     // Inputs whose taps span several pixels are checked row by row, and widened whole when
     // a row has a byte above 127 (rare in a `reduce_range` model: a value past the calibrated
     // range), so that only the tiles reading such a row take the i16 kernel.
@@ -214,14 +229,17 @@ fn panels_per_unit(a: &PackedWeightsS8) -> usize {
     (16384 / (a.quads() * LANE_ROWS * 4).max(1)).clamp(1, a.panels().max(1))
 }
 
-/// Every unit of the convolution: [`PX`]-pixel tiles × groups of [`panels_per_unit`] panels.
+/// Every unit of the convolution: `P`-pixel tiles × groups of [`panels_per_unit`] panels.
+#[allow(clippy::type_complexity)]
 #[target_feature(enable = "avx2")]
-fn run_tiles(
-    a: &PackedWeightsS8,
-    (prep, o): (&Prepared, OutRq),
-    (x, layout): (Source, Layout),
-    pixels: usize,
-    macs: usize,
+fn run_tiles<const P: usize>(
+    (a, (prep, o), (x, layout), pixels, macs): (
+        &PackedWeightsS8,
+        (&Prepared, OutRq),
+        (Source, Layout),
+        usize,
+        usize,
+    ),
     out: &mut [u8],
 ) {
     let (m, quads, panels) = (a.rows(), a.quads(), a.panels());
@@ -230,15 +248,15 @@ fn run_tiles(
     let cp = layout.cp;
     let bytes = x.bytes();
     run_units(
-        (PX, pn),
+        (P, pn),
         a,
         (layout, bytes.len()),
         pixels,
         macs,
         |s: &mut Scratch, u: Unit| {
-            let p0 = u.tile * PX;
-            let valid = PX.min(pixels - p0);
-            let bases = layout.bases::<PX>(p0, u.first, valid);
+            let p0 = u.tile * P;
+            let valid = P.min(pixels - p0);
+            let bases = layout.bases::<P>(p0, u.first, valid);
             let u7 = match (x, s.seen) {
                 (Source::Narrow(_), _) => true,
                 (_, Some((at, u7))) if at == u.tile => u7,
@@ -251,7 +269,7 @@ fn run_tiles(
                         false => bases[..valid].iter().all(|&b| fits_u7(&x[b..b + cp])),
                     };
                     if !u7 {
-                        s.wide.resize(PX * cp, 0);
+                        s.wide.resize(P * cp, 0);
                         for (i, &b) in bases[..valid].iter().enumerate() {
                             widen_bytes(&x[b..b + cp], &mut s.wide[i * cp..][..cp]);
                         }
@@ -262,7 +280,7 @@ fn run_tiles(
             s.seen = Some((u.tile, u7));
             let xp = bases.map(|b| bytes.as_ptr().wrapping_add(b));
             let xw = match (u7, x) {
-                (true, _) => [std::ptr::null(); PX],
+                (true, _) => [std::ptr::null(); P],
                 (false, Source::Rows(r)) => bases.map(|b| r.wide.as_ptr().wrapping_add(b)),
                 (false, _) => std::array::from_fn(|i| s.wide[i.min(valid - 1) * cp..].as_ptr()),
             };
@@ -286,17 +304,23 @@ fn run_tiles(
                 // `s.wide`; the i8 panel holds quads · 64 bytes and the i16 one quads · 2 · 32
                 // values; the unit writes only its own pixels' channels of its panels, inside
                 // `out` ([pixels, m]).
+                // One call of each `store` (LLVM inlines it then, keeping the accumulators in
+                // registers).
+                let w = w16.map(|w16| w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr());
                 unsafe {
-                    match (w16, channels > HALF) {
-                        (None, true) => t.store(tile_u8::<2>(xp, w8, layout, rq), rq, o),
-                        (None, false) => t.store(tile_u8::<1>(xp, w8, layout, [rq[0]]), [rq[0]], o),
-                        (Some(w16), two) => {
-                            let w = w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr();
-                            match two {
-                                true => t.store(tile_i16::<2>(xw, w, layout, rq), rq, o),
-                                false => t.store(tile_i16::<1>(xw, w, layout, [rq[0]]), [rq[0]], o),
-                            }
-                        }
+                    if channels > HALF {
+                        let acc = match w {
+                            None => tile_u8::<2, P>(xp, w8, layout, rq),
+                            Some(w) => tile_i16::<2, P>(xw, w, layout, rq),
+                        };
+                        t.store(acc, rq, o)
+                    } else {
+                        let rq = [rq[0]];
+                        let acc = match w {
+                            None => tile_u8::<1, P>(xp, w8, layout, rq),
+                            Some(w) => tile_i16::<1, P>(xw, w, layout, rq),
+                        };
+                        t.store(acc, rq, o)
                     }
                 }
             }
@@ -343,17 +367,22 @@ impl TileOut {
         }
     }
 
-    /// Requantizes and stores a panel of `H` halves (8 channels each): its `PX · H` vectors,
+    /// Requantizes and stores a panel of `H` halves (8 channels each): its `P · H` vectors,
     /// pixel by pixel, four at a time (two pixels of a full panel, four of a half one).
     ///
     /// # Safety
     /// As [`Self::put`].
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn store<const H: usize>(self, acc: [[__m256i; H]; PX], rq: [RowRq; H], o: OutRq) {
-        for k in (0..PX * H).step_by(4) {
+    unsafe fn store<const H: usize, const P: usize>(
+        self,
+        acc: [[__m256i; H]; P],
+        rq: [RowRq; H],
+        o: OutRq,
+    ) {
+        for k in (0..P * H).step_by(4) {
             let vector = |j: usize| {
-                let i = (k + j).min(PX * H - 1);
+                let i = (k + j).min(P * H - 1);
                 acc[i / H][i % H]
             };
             let v = requant32(
@@ -379,7 +408,7 @@ impl TileOut {
     }
 }
 
-/// The u8 × s8 accumulators of [`PX`] pixels × `H` halves of a panel, started at each half's
+/// The u8 × s8 accumulators of `P` pixels × `H` halves of a panel, started at each half's
 /// `bias_i32`: `acc[i][h][r] = bias + Σ_t Σ_q Σ_4 x_i[taps[t] + 4q..][..4] ·
 /// panel[t·quads + q][8h + r][..4]`, exact for bytes ≤ 127.
 ///
@@ -387,14 +416,14 @@ impl TileOut {
 /// Each `x[i] + taps[t]` starts `4 · quads` readable bytes; `w` starts `taps · quads · 64`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_u8<const H: usize>(
-    x: [*const u8; PX],
+unsafe fn tile_u8<const H: usize, const P: usize>(
+    x: [*const u8; P],
     mut w: *const i8,
     l: Layout,
     rq: [RowRq; H],
-) -> [[__m256i; H]; PX] {
+) -> [[__m256i; H]; P] {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [rq.map(|r| r.bias_i32); PX];
+    let mut acc = [rq.map(|r| r.bias_i32); P];
     for &tap in l.taps {
         for q in 0..l.quads {
             // SAFETY: inside every pixel's tap and the panel (caller's contract).
@@ -423,13 +452,13 @@ unsafe fn tile_u8<const H: usize>(
 /// Each `x[i] + taps[t]` starts `4 · quads` readable i16; `w` starts `taps · quads · 2 · 32`.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn tile_i16<const H: usize>(
-    x: [*const i16; PX],
+unsafe fn tile_i16<const H: usize, const P: usize>(
+    x: [*const i16; P],
     mut w: *const i16,
     l: Layout,
     rq: [RowRq; H],
-) -> [[__m256i; H]; PX] {
-    let mut acc = [rq.map(|r| r.bias_i32); PX];
+) -> [[__m256i; H]; P] {
+    let mut acc = [rq.map(|r| r.bias_i32); P];
     for &tap in l.taps {
         for t in 0..2 * l.quads {
             // SAFETY: inside every pixel's tap and the weights (caller's contract).
