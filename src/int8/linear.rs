@@ -134,6 +134,16 @@ impl Int8Linear {
         &self.packed
     }
 
+    /// The weights `q_w`, `[out, in]`, when every zero-point is 0 (symmetric weights, as
+    /// PyTorch's default qconfigs make): then they are `q_w − z_w` at half the bytes of
+    /// [`Self::packed_weight`], which a batch-1 pass reads whole.
+    pub fn symmetric_weight(&self) -> Option<&[i8]> {
+        let qp = self.weight.qparams();
+        (0..self.out_features)
+            .all(|o| qp.channel(o).1 == 0)
+            .then(|| self.weight.data())
+    }
+
     /// The original quantized weight.
     pub fn weight(&self) -> &QWeight {
         &self.weight

@@ -491,9 +491,13 @@ fn direct_conv_is_bit_identical_to_reference() {
 fn every_kernel_set_runs_linear_bit_identically_to_reference() {
     let mut rng = SplitMix64::new(7);
     let mut checked = 0;
-    // (batch, in, out): odd sizes, a dot-product tail, MobileNetV2's classifier
+    // (batch, in, out): odd sizes, a dot-product tail, MobileNetV2's classifier; asymmetric
+    // and symmetric weights (the i16 and the i8 weight paths)
     for (n, k, m) in [(1, 5, 3), (3, 37, 10), (2, 1280, 1000), (4, 16, 17)] {
-        for engine in [Engine::Qnnpack, Engine::X86] {
+        for (engine, symmetric) in [Engine::Qnnpack, Engine::X86]
+            .into_iter()
+            .flat_map(|e| [(e, false), (e, true)])
+        {
             for (per_channel, relu, out_scale) in [(false, false, 0.5), (true, true, 0.003)] {
                 let input_qp = QParamsPt::new(0.03, rng.below(256) as i32).unwrap();
                 let x = QTensor::from_raw(bytes(&mut rng, n * k), &[n, k], input_qp).unwrap();
@@ -502,7 +506,7 @@ fn every_kernel_set_runs_linear_bit_identically_to_reference() {
                     .map(|b| b as i8)
                     .collect();
                 let weight =
-                    QWeight::from_raw(data, &[m, k], weight_qparams(per_channel, false, m))
+                    QWeight::from_raw(data, &[m, k], weight_qparams(per_channel, symmetric, m))
                         .unwrap();
                 let bias = (0..m).map(|o| o as f32 * 0.02 - 0.1).collect();
                 let out = QParamsPt::new(out_scale, 77).unwrap();
@@ -521,7 +525,7 @@ fn every_kernel_set_runs_linear_bit_identically_to_reference() {
             }
         }
     }
-    assert_eq!(checked, 4 * 2 * 2 * kernel_sets().len());
+    assert_eq!(checked, 4 * 4 * 2 * kernel_sets().len());
 }
 
 #[test]
