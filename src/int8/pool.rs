@@ -178,7 +178,8 @@ pub fn adaptive_avg_pool2d_1x1_with(
     let q = input.qparams();
     let p = PoolParams::new(engine, layout, s[2], s[3], q.scale, q.zero_point);
     let mut out = Buffer::new(s[0] * s[1]);
-    kernels.global_avg_pool(&p, &input.to_contiguous(), &mut out);
+    // Either format: a channels-last input is summed in place (no transpose of the map).
+    kernels.global_avg_pool(&p, input, &mut out);
     QTensor::from_buffer(out, &[s[0], s[1], 1, 1], q, MemoryFormat::Contiguous)
 }
 

@@ -187,6 +187,15 @@ impl QTensor {
             return Cow::Borrowed(self);
         }
         let (n, c, plane) = (self.shape[0], self.shape[1], self.shape[2] * self.shape[3]);
+        if c == 1 || plane == 1 {
+            // The same bytes in either order (an SE block's pooled [n, c, 1, 1]).
+            return Cow::Owned(QTensor {
+                data: self.data.clone(),
+                shape: self.shape.clone(),
+                qparams: self.qparams,
+                format,
+            });
+        }
         // Per image, NCHW is a [c, plane] matrix and NHWC its transpose.
         let (rows, cols) = match format {
             MemoryFormat::ChannelsLast => (c, plane),

@@ -196,6 +196,10 @@ fn adaptive_avg_pool_is_bit_exact() {
             x.qparams(),
             "{c}: output keeps the input qparams"
         );
+        // The same values stored channels-last (a conv's output) are pooled in place.
+        let x_cl = x.to_format(burn_qat::int8::MemoryFormat::ChannelsLast);
+        let y_cl = adaptive_avg_pool2d_1x1(&x_cl, engine(m[0]), layout).unwrap();
+        assert_eq!(y_cl.data(), y.data(), "{c}: the input stored channels-last");
         tally.record(&y, &fx, &c);
     }
     tally.finish("adaptive_avg_pool2d", 20);

@@ -240,6 +240,6 @@ pub trait Int8Kernels {
     /// Elementwise quantized add of two equally long quint8 slices.
     fn add(&self, p: &AddParams, a: &[u8], b: &[u8], out: &mut [u8]);
 
-    /// Adaptive average pooling of the NCHW `input` to `[n, c, 1, 1]`.
+    /// Adaptive average pooling of the `input` (either memory format) to `[n, c, 1, 1]`.
     fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]);
 }

@@ -7,7 +7,7 @@ use crate::int8::conv::Int8Conv2d;
 use crate::int8::linear::Int8Linear;
 use crate::int8::pool::PoolParams;
 use crate::int8::requant::Requant;
-use crate::int8::tensor::QTensor;
+use crate::int8::tensor::{MemoryFormat, QTensor};
 
 /// The portable reference kernels (no `unsafe`, no SIMD, single thread).
 #[derive(Debug, Clone, Copy, Default)]
@@ -95,10 +95,39 @@ impl Int8Kernels for Reference {
 
     fn global_avg_pool(&self, p: &PoolParams, input: &QTensor, out: &mut [u8]) {
         let s = input.shape();
-        let hw = s[2] * s[3];
-        for (plane, y) in input.data().chunks_exact(hw).zip(out.iter_mut()) {
-            let sum: i64 = plane.iter().map(|&q| q as i64).sum();
-            *y = p.apply(sum);
+        let (c, hw) = (s[1], s[2] * s[3]);
+        if input.format() == MemoryFormat::Contiguous {
+            for (plane, y) in input.data().chunks_exact(hw).zip(out.iter_mut()) {
+                let sum: i64 = plane.iter().map(|&q| q as i64).sum();
+                *y = p.apply(sum);
+            }
+            return;
+        }
+        // Channels-last: each image's pixels added channel by channel into u32 sums (exact
+        // for 2^24 pixels of 255), in runs of that many pixels carried into i64.
+        const RUN: usize = 1 << 24;
+        let mut sums = vec![0i64; c];
+        let mut run = vec![0u32; c];
+        for (image, y) in input
+            .data()
+            .chunks_exact(c * hw)
+            .zip(out.chunks_exact_mut(c))
+        {
+            sums.fill(0);
+            for pixels in image.chunks(c * RUN) {
+                run.fill(0);
+                for px in pixels.chunks_exact(c) {
+                    for (r, &q) in run.iter_mut().zip(px) {
+                        *r += q as u32;
+                    }
+                }
+                for (s, &r) in sums.iter_mut().zip(&run) {
+                    *s += r as i64;
+                }
+            }
+            for (y, &sum) in y.iter_mut().zip(&sums) {
+                *y = p.apply(sum);
+            }
         }
     }
 }

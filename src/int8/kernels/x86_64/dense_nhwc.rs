@@ -49,13 +49,12 @@ pub(super) fn input_kind(op: &Int8Conv2d, shape: &[usize]) -> Option<DenseInput>
 }
 
 /// The input format the dense kernels want for `op` on `shape` (given [`input_kind`]): NHWC,
-/// except for a padded copy of channels that are not a multiple of 4 (the stems' 3), which
-/// [`pad_images`] makes from NCHW as cheaply (no conversion first).
+/// except for the padded copy of an image's 3 (or fewer) channels (the stems), which
+/// [`pad_images`] makes from NCHW as cheaply (no conversion first). A layer over 58 channels
+/// (ShuffleNetV2's) reads the NHWC its producer wrote: NCHW there cost two transposes.
 pub(super) fn input_format(kind: DenseInput, shape: &[usize]) -> MemoryFormat {
     match kind {
-        DenseInput::Padded if shape.len() == 4 && !shape[1].is_multiple_of(4) => {
-            MemoryFormat::Contiguous
-        }
+        DenseInput::Padded if shape.len() == 4 && shape[1] < 4 => MemoryFormat::Contiguous,
         _ => MemoryFormat::ChannelsLast,
     }
 }
