@@ -11,33 +11,24 @@ timed passes (the first quarter dropped as warm-up).
 """
 import json
 import os
+import re
 import sys
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-# (name, in channels, input size, out channels, kernel, stride, groups): benches/int8_kernels.rs
-SHAPES = [
-    ("stem_3x3s2_3to32_224", 3, 224, 32, 3, 2, 1),
-    ("pw_32to16_112", 32, 112, 16, 1, 1, 1),
-    ("pw_16to96_112", 16, 112, 96, 1, 1, 1),
-    ("pw_24to144_56", 24, 56, 144, 1, 1, 1),
-    ("pw_96to576_14", 96, 14, 576, 1, 1, 1),
-    ("pw_144to24_56", 144, 56, 24, 1, 1, 1),
-    ("pw_960to160_7", 960, 7, 160, 1, 1, 1),
-    ("pw_320to1280_7", 320, 7, 1280, 1, 1, 1),
-    ("dw_3x3s1_144_56", 144, 56, 144, 3, 1, 144),
-    ("dw_3x3s2_96_112", 96, 112, 96, 3, 2, 96),
-    ("dw_3x3s1_576_14", 576, 14, 576, 3, 1, 576),
-    ("r18_stem_7x7s2_3to64_224", 3, 224, 64, 7, 2, 1),
-    ("r18_3x3s1_64_56", 64, 56, 64, 3, 1, 1),
-    ("r18_3x3s2_64to128_56", 64, 56, 128, 3, 2, 1),
-    ("r18_3x3s1_128_28", 128, 28, 128, 3, 1, 1),
-    ("r18_3x3s1_256_14", 256, 14, 256, 3, 1, 1),
-    ("r18_3x3s1_512_7", 512, 7, 512, 3, 1, 1),
-    ("r18_1x1s2_64to128_56", 64, 56, 128, 1, 2, 1),
-]
+
+def shapes():
+    """(name, in channels, input size, out channels, kernel, stride, groups), read from
+    `benches/int8_kernels.rs`'s SHAPES, so that the two stay one list."""
+    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benches", "int8_kernels.rs")
+    with open(bench) as f:
+        text = f.read()
+    table = text[text.index("const SHAPES"):]
+    table = table[: table.index("];")]
+    rows = re.findall(r'\("(\w+)", (\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)', table)
+    return [(name, *map(int, rest)) for name, *rest in rows]
 
 
 def conv_model(batch, ic, size, oc, k, s, g, rng):
@@ -78,7 +69,7 @@ def main():
     passes = int(os.environ.get("N", "200"))
     rng = np.random.default_rng(0)
     print(f"onnxruntime {ort.__version__}, batch {batch}, {threads} thread(s), {passes} passes")
-    for name, ic, size, oc, k, s, g in SHAPES:
+    for name, ic, size, oc, k, s, g in shapes():
         if only not in name:
             continue
         so = ort.SessionOptions()
