@@ -19,6 +19,8 @@ pub struct Int8Linear {
     weight: QWeight,
     /// `q_w − z_w`, `[out, in]`.
     packed: Vec<i16>,
+    /// Every zero-point is 0 (see [`Int8Linear::symmetric_weight`]).
+    symmetric: bool,
     bias: Option<Vec<f32>>,
     relu: bool,
     in_features: usize,
@@ -64,6 +66,7 @@ impl Int8Linear {
             .enumerate()
             .map(|(i, &q)| (q as i16) - weight.qparams().channel(i / in_features).1 as i16)
             .collect();
+        let symmetric = (0..out_features).all(|o| weight.qparams().channel(o).1 == 0);
         let requant = Requant::new(
             engine,
             out_features,
@@ -76,6 +79,7 @@ impl Int8Linear {
         Ok(Int8Linear {
             weight,
             packed,
+            symmetric,
             bias,
             relu,
             in_features,
@@ -138,10 +142,7 @@ impl Int8Linear {
     /// PyTorch's default qconfigs make): then they are `q_w − z_w` at half the bytes of
     /// [`Self::packed_weight`], which a batch-1 pass reads whole.
     pub fn symmetric_weight(&self) -> Option<&[i8]> {
-        let qp = self.weight.qparams();
-        (0..self.out_features)
-            .all(|o| qp.channel(o).1 == 0)
-            .then(|| self.weight.data())
+        self.symmetric.then(|| self.weight.data())
     }
 
     /// The original quantized weight.

@@ -490,13 +490,20 @@ fn dot(a: &[i16], b: &[i16]) -> i32 {
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(x, y));
         i += 16;
     }
+    dot_finish(acc, &a[i..n], &b[i..n])
+}
+
+/// The end of a dot product: `Σ a[i]·b[i]` over the tails the vector loop left, plus the 8
+/// lanes of its accumulator (wrapping, as the reference's i32 sum).
+#[target_feature(enable = "avx2")]
+fn dot_finish<B: Copy + Into<i32>>(acc: __m256i, a: &[i16], b: &[B]) -> i32 {
     let mut lanes = [0i32; 8];
     // SAFETY: lanes is 8 i32.
     unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-    let tail = a[i..n]
+    let tail = a
         .iter()
-        .zip(&b[i..n])
-        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
+        .zip(b)
+        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y.into()));
     lanes.iter().fold(tail, |s, &v| s.wrapping_add(v))
 }
 
@@ -521,19 +528,7 @@ fn dot_i8(a: &[i16], b: &[i8]) -> i32 {
         }
         i += 32;
     }
-    let mut lanes = [0i32; 8];
-    // SAFETY: lanes is 8 i32.
-    unsafe {
-        _mm256_storeu_si256(
-            lanes.as_mut_ptr() as *mut __m256i,
-            _mm256_add_epi32(acc[0], acc[1]),
-        )
-    };
-    let tail = a[i..n]
-        .iter()
-        .zip(&b[i..n])
-        .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
-    lanes.iter().fold(tail, |s, &v| s.wrapping_add(v))
+    dot_finish(_mm256_add_epi32(acc[0], acc[1]), &a[i..n], &b[i..n])
 }
 
 /// A convolution of an NCHW input with the given u8 × s8 microkernel: packed GEMM for dense

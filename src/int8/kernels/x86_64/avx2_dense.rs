@@ -149,10 +149,10 @@ pub(super) fn conv_dense(
         .get_or_build(input.qparams(), || prepare(rq, a, zp));
     let (layout, macs) = (dc.layout(), dc.macs(m));
     let mut run = |x: Source| {
-        let args = (a, (&*prep, out_rq(rq)), (x, layout), pixels, macs);
+        let rq = (&*prep, out_rq(rq));
         match tile_pixels(pixels) {
-            PX => run_tiles::<PX>(args, out),
-            _ => run_tiles::<5>(args, out),
+            PX => run_tiles::<PX>(a, rq, (x, layout), pixels, macs, out),
+            _ => run_tiles::<5>(a, rq, (x, layout), pixels, macs, out),
         }
     };
     // Inputs whose taps span several pixels are checked row by row, and widened whole when
@@ -230,16 +230,13 @@ fn panels_per_unit(a: &PackedWeightsS8) -> usize {
 }
 
 /// Every unit of the convolution: `P`-pixel tiles × groups of [`panels_per_unit`] panels.
-#[allow(clippy::type_complexity)]
 #[target_feature(enable = "avx2")]
 fn run_tiles<const P: usize>(
-    (a, (prep, o), (x, layout), pixels, macs): (
-        &PackedWeightsS8,
-        (&Prepared, OutRq),
-        (Source, Layout),
-        usize,
-        usize,
-    ),
+    a: &PackedWeightsS8,
+    (prep, o): (&Prepared, OutRq),
+    (x, layout): (Source, Layout),
+    pixels: usize,
+    macs: usize,
     out: &mut [u8],
 ) {
     let (m, quads, panels) = (a.rows(), a.quads(), a.panels());
@@ -299,14 +296,14 @@ fn run_tiles<const P: usize>(
                 };
                 let rq = [prep.rows[2 * panel], prep.rows[2 * panel + 1]];
                 let w8 = a.panel(panel).as_ptr();
+                let w = w16.map(|w16| w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr());
+                // One call of each `store` (LLVM inlines it then, keeping the accumulators in
+                // registers).
                 // SAFETY (every arm): every pixel's taps lie inside the input (asserted by
                 // `run_units`) or its widened copy, or inside the tile's `cp` values of
                 // `s.wide`; the i8 panel holds quads · 64 bytes and the i16 one quads · 2 · 32
                 // values; the unit writes only its own pixels' channels of its panels, inside
                 // `out` ([pixels, m]).
-                // One call of each `store` (LLVM inlines it then, keeping the accumulators in
-                // registers).
-                let w = w16.map(|w16| w16[panel * quads * 2 * LANE_ROWS * 2..].as_ptr());
                 unsafe {
                     if channels > HALF {
                         let acc = match w {
